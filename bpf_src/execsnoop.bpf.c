@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+/* execsnoop: one event per exec, from the syscalls:sys_{enter,exit}_execve
+ * tracepoints. The argv is read at entry and the event is emitted at exit,
+ * with the return code. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "pybpf_common.h"
+
+#define ARGSIZE 128
+#define MAX_ARGS 20
+#define ARGS_BUF (ARGSIZE * MAX_ARGS)
+
+struct event {
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__s32 retval;
+	__u64 cgroup_id;
+	__u32 args_count;
+	__u32 args_size;
+	char comm[TASK_COMM_LEN];
+	char args[ARGS_BUF];
+};
+
+const volatile __u32 targ_uid = (__u32)-1;
+const volatile __u32 targ_pid = 0;
+const volatile bool ignore_failed = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);
+	__type(value, struct event);
+} execs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+static const struct event empty_event = {};
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	struct task_struct *task;
+	struct event *e;
+	const char **argv;
+	unsigned int i;
+
+	if (targ_uid != (__u32)-1 && targ_uid != uid)
+		return 0;
+	if (targ_pid && targ_pid != tgid)
+		return 0;
+	if (bpf_map_update_elem(&execs, &tgid, &empty_event, BPF_NOEXIST))
+		return 0;
+	e = bpf_map_lookup_elem(&execs, &tgid);
+	if (!e)
+		return 0;
+
+	task = (struct task_struct *)bpf_get_current_task();
+	e->pid = tgid;
+	e->uid = uid;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+
+	argv = (const char **)ctx->args[1];
+	for (i = 0; i < MAX_ARGS; i++) {
+		const char *argp = NULL;
+		int n;
+
+		bpf_probe_read_user(&argp, sizeof(argp), &argv[i]);
+		if (!argp)
+			break;
+		if (e->args_size > ARGS_BUF - ARGSIZE)
+			break;
+		n = bpf_probe_read_user_str(&e->args[e->args_size], ARGSIZE, argp);
+		if (n <= 0)
+			break;
+		e->args_count++;
+		e->args_size += n;
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int tracepoint__syscalls__sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct event *e, *out;
+	long ret = ctx->ret;
+
+	e = bpf_map_lookup_elem(&execs, &tgid);
+	if (!e)
+		return 0;
+	if (ignore_failed && ret < 0)
+		goto cleanup;
+	e->retval = ret;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
+	if (!out) {
+		pybpf_count_drop();
+		goto cleanup;
+	}
+	bpf_probe_read_kernel(out, sizeof(*out), e);
+	bpf_ringbuf_submit(out, 0);
+cleanup:
+	bpf_map_delete_elem(&execs, &tgid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

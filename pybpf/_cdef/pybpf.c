@@ -1,0 +1,104 @@
+/* pybpf's C helpers, compiled into the cffi extension (pybpf._libbpf).
+ *
+ * Kept small: only what Python cannot do well through cffi -- formatting
+ * libbpf's va_list log callback, probing optional libbpf symbols, and
+ * perf_event_open(2), which has no libc wrapper.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <linux/perf_event.h>
+
+static void _pybpf_on_log(int level, const char *msg);
+static int _pybpf_ringbuf_sample(void *ctx, void *data, size_t size);
+
+/* libbpf hands its print callback a format and a va_list; cffi cannot pass a
+ * va_list to Python, so format here and hand Python a finished string. */
+static int pybpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char small[512];
+	va_list copy;
+	int n;
+	int saved = errno;
+
+	va_copy(copy, ap);
+	n = vsnprintf(small, sizeof(small), fmt, copy);
+	va_end(copy);
+	if (n < 0) {
+		errno = saved;
+		return 0;
+	}
+	if ((size_t)n < sizeof(small)) {
+		_pybpf_on_log((int)level, small);
+	} else {
+		char *big = malloc((size_t)n + 1);
+		if (big) {
+			vsnprintf(big, (size_t)n + 1, fmt, ap);
+			_pybpf_on_log((int)level, big);
+			free(big);
+		} else {
+			_pybpf_on_log((int)level, small);
+		}
+	}
+	/* libbpf reads errno after printing in a few paths: leave it intact. */
+	errno = saved;
+	return n;
+}
+
+void pybpf_log_install(void)
+{
+	libbpf_set_print(pybpf_print);
+}
+
+/* Is NAME exported by the libbpf that is loaded (possibly newer than the
+ * headers this extension was compiled against)? */
+int pybpf_symbol_present(const char *name)
+{
+	void *h = dlopen("libbpf.so.1", RTLD_NOW | RTLD_NOLOAD);
+	int present;
+
+	if (!h)
+		return 0;
+	present = dlsym(h, name) != NULL;
+	dlclose(h);
+	return present;
+}
+
+/* perf_event_open(2) for software/hardware/tracepoint/kprobe-PMU events.
+ * Returns an fd or -errno.  freq != 0 means SAMPLE is a frequency in Hz. */
+int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu,
+			  int group_fd, __u64 config1, __u64 config2)
+{
+	struct perf_event_attr attr;
+	long fd;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.size = sizeof(attr);
+	attr.type = type;
+	attr.config = config;
+	attr.config1 = config1;
+	attr.config2 = config2;
+	attr.freq = freq ? 1 : 0;
+	if (freq)
+		attr.sample_freq = sample;
+	else
+		attr.sample_period = sample;
+	attr.disabled = 0;
+	fd = syscall(__NR_perf_event_open, &attr, pid, cpu, group_fd, PERF_FLAG_FD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return (int)fd;
+}
+
+int pybpf_perf_event_enable(int fd)
+{
+	if (ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0)
+		return -errno;
+	return 0;
+}

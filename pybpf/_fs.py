@@ -1,0 +1,89 @@
+"""The pseudo file systems BPF needs: tracefs (tracepoint ids) and bpffs (pinning).
+
+Both may be unmounted on a fresh boot; pybpf mounts them when it runs as root and
+raises a clear error naming the mount point when it cannot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+
+from .errors import BPFError, describe_errno
+
+TRACEFS = "/sys/kernel/tracing"
+BPFFS = "/sys/fs/bpf"
+BPF_FS_MAGIC = 0xCAFE4A11
+
+_lock = threading.Lock()
+
+
+def _mounts() -> list[tuple[str, str]]:
+    try:
+        with open("/proc/self/mounts") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    return [(r[1].replace("\\040", " "), r[2]) for r in rows if len(r) >= 3]
+
+
+def _mount(fstype: str, target: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                           ctypes.c_ulong, ctypes.c_void_p]
+    if libc.mount(fstype.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise BPFError(err, f"cannot mount {fstype} at {target}: {describe_errno(err)}"
+                            f" (mount it yourself: mount -t {fstype} {fstype} {target})")
+
+
+def ensure_tracefs() -> str:
+    """Return the tracefs mount point, mounting it at /sys/kernel/tracing if needed."""
+    with _lock:
+        for target, fstype in _mounts():
+            if fstype == "tracefs" and target in (TRACEFS, "/sys/kernel/debug/tracing"):
+                return target
+        if os.path.isdir(os.path.join(TRACEFS, "events")):
+            return TRACEFS
+        _mount("tracefs", TRACEFS)
+        return TRACEFS
+
+
+def ensure_bpffs(path: str = BPFFS) -> str:
+    """Return a bpffs mount point, mounting bpffs at /sys/fs/bpf if nothing is there."""
+    with _lock:
+        if is_bpffs(path):
+            return path
+        if path != BPFFS:
+            raise BPFError(errno.EINVAL, f"{path} is not on a BPF file system (bpffs)")
+        _mount("bpf", BPFFS)
+        return BPFFS
+
+
+def is_bpffs(path: str) -> bool:
+    """Is ``path`` (or, if it does not exist yet, its directory) on a bpffs mount?"""
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe.rstrip("/")) or "/"
+    best = ""
+    best_type = ""
+    real = os.path.realpath(probe)
+    for target, fstype in _mounts():
+        if (real == target or real.startswith(target.rstrip("/") + "/")) and len(target) >= len(best):
+            best, best_type = target, fstype
+    return best_type == "bpf"
+
+
+def check_pin_path(path: str) -> str:
+    """Validate a pin path: absolute, inside a bpffs mount (mounting /sys/fs/bpf if needed)."""
+    path = os.fspath(path)
+    if not os.path.isabs(path):
+        raise BPFError(errno.EINVAL, f"pin path {path!r} must be absolute (inside a bpffs mount)")
+    if path.startswith(BPFFS + "/") and not is_bpffs(path):
+        ensure_bpffs()
+    if not is_bpffs(path):
+        raise BPFError(errno.EINVAL, f"pin path {path!r} is not inside a bpffs mount "
+                                     f"(mount -t bpf bpf {BPFFS})")
+    return path

@@ -1,0 +1,237 @@
+"""pybpf's exceptions: one hierarchy, rooted at :class:`BPFError` (an :class:`OSError`).
+
+Every error carries ``errno`` (with its symbolic name in the message), the
+operation and the thing it was applied to (file, program, map, target), and the
+last lines libbpf logged about it (``libbpf_log``).
+
+    BPFError(OSError)
+     +-- ObjectError            the .bpf.o could not be opened or parsed
+     +-- LoadError              the kernel refused a program or a map
+     |    +-- VerifierError     ... the verifier rejected a program (has .log)
+     +-- AttachError            a program could not be attached to its hook
+     +-- MapError               a map operation failed (other than a missing key)
+     +-- NotSupportedError      the running kernel lacks the feature (decided by probing)
+     +-- BPFPermissionError     also a PermissionError: names the missing capability
+     +-- ClosedError            also a ValueError: the object/link/map was closed
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+from collections.abc import Sequence
+
+ENOTSUPP = 524  # kernel-internal "operation not supported", seen by BPF users
+
+__all__ = [
+    "BPFError",
+    "ObjectError",
+    "LoadError",
+    "VerifierError",
+    "AttachError",
+    "MapError",
+    "NotSupportedError",
+    "BPFPermissionError",
+    "ClosedError",
+    "errno_name",
+    "describe_errno",
+]
+
+
+# libbpf's own error codes (enum libbpf_errno in libbpf.h).
+_LIBBPF_ERRNOS = {
+    4000: ("LIBBPF_ERRNO__LIBELF", "libelf failed to read the file"),
+    4001: ("LIBBPF_ERRNO__FORMAT", "invalid BPF object format"),
+    4002: ("LIBBPF_ERRNO__KVERSION", "incorrect or missing 'version' section"),
+    4003: ("LIBBPF_ERRNO__ENDIAN", "endianness mismatch"),
+    4004: ("LIBBPF_ERRNO__INTERNAL", "internal error in libbpf"),
+    4005: ("LIBBPF_ERRNO__RELOC", "relocation failed"),
+    4006: ("LIBBPF_ERRNO__LOAD", "program load failed for an unknown reason"),
+    4007: ("LIBBPF_ERRNO__VERIFY", "the kernel verifier rejected the program"),
+    4008: ("LIBBPF_ERRNO__PROG2BIG", "program too big"),
+    4009: ("LIBBPF_ERRNO__KVER", "incorrect kernel version"),
+    4010: ("LIBBPF_ERRNO__PROGTYPE", "the kernel does not support this program type"),
+    4011: ("LIBBPF_ERRNO__WRNGPID", "wrong pid in netlink message"),
+    4012: ("LIBBPF_ERRNO__INVSEQ", "invalid netlink sequence"),
+    4013: ("LIBBPF_ERRNO__NLPARSE", "netlink parsing error"),
+}
+
+
+def errno_name(err: int) -> str:
+    """Symbolic name of an errno value: ``errno_name(2) == "ENOENT"``."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP"
+    if err in _LIBBPF_ERRNOS:
+        return _LIBBPF_ERRNOS[err][0]
+    return _errno.errorcode.get(err, f"errno {err}")
+
+
+def describe_errno(err: int) -> str:
+    """``"No such file or directory (ENOENT)"``: the meaning and the name."""
+    if err == ENOTSUPP:
+        return "Operation not supported by the kernel (ENOTSUPP)"
+    if err in _LIBBPF_ERRNOS:
+        name, text = _LIBBPF_ERRNOS[err]
+        return f"{text} ({name})"
+    return f"{os.strerror(err)} ({errno_name(err)})"
+
+
+class BPFError(OSError):
+    """Base of every pybpf error; ``.errno`` is set, ``.libbpf_log`` has libbpf's lines."""
+
+    def __init__(self, err: int, message: str, *, libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message)
+        self.message = message
+        self.libbpf_log: list[str] = list(libbpf_log)
+
+    def __str__(self) -> str:
+        text = self.message
+        # Only the lines that explain the failure; all of them are in .libbpf_log.
+        relevant = [ln for ln in self.libbpf_log
+                    if ln and "ulimit -l" not in ln and "BEGIN PROG LOAD LOG" not in ln][-3:]
+        if relevant and not isinstance(self, VerifierError):
+            text += "\n  " + "\n  ".join(relevant)
+        return text
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild, (type(self), self.errno, self.message, self.libbpf_log, self.__dict__))
+
+
+def _rebuild(cls: type[BPFError], err: int, message: str, log: list[str],
+             state: dict[str, object]) -> BPFError:
+    exc = cls.__new__(cls)
+    BPFError.__init__(exc, err, message, libbpf_log=log)
+    exc.__dict__.update(state)
+    return exc
+
+
+class ObjectError(BPFError):
+    """The object file could not be opened: not ELF, truncated, wrong machine, bad BTF..."""
+
+    def __init__(self, err: int, message: str, *, path: str | None = None,
+                 libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.path = path
+
+
+class LoadError(BPFError):
+    """The kernel refused to load a program or to create a map."""
+
+    def __init__(self, err: int, message: str, *, program: str | None = None,
+                 map: str | None = None, libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.program = program
+        self.map = map
+
+
+_INSN_RE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
+_SRC_RE = re.compile(r"^; (.*?)(?: @ (\S+):(\d+))?$")
+
+
+class VerifierError(LoadError):
+    """The verifier rejected a program.
+
+    ``.log`` is the whole verifier log; ``str()`` shows only the summary: the
+    failing instruction, the verifier's reason and the C source line (from the
+    BTF line info). ``.source_file`` / ``.source_line`` locate it.
+    """
+
+    def __init__(self, err: int, program: str, log: str, *,
+                 libbpf_log: Sequence[str] = ()) -> None:
+        self.log = log
+        self.truncated = False
+        summary = self._summarize(log)
+        self.reason, self.instruction, self.source, self.source_file, self.source_line = summary
+        where = ""
+        if self.source_file:
+            where = f" at {self.source_file}:{self.source_line}"
+        msg = f"verifier rejected program '{program}'{where}: {self.reason or describe_errno(err)}"
+        super().__init__(err, msg, program=program, libbpf_log=libbpf_log)
+
+    @staticmethod
+    def _summarize(log: str) -> tuple[str, str, str, str | None, int | None]:
+        lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+        # The log ends with "processed N insns ..." (and maybe a "-- END" marker):
+        # the reason is the last line before those that is not an instruction.
+        end = len(lines)
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i].startswith(("processed ", "verification time", "stack depth")):
+                end = i
+        reason = ""
+        reason_idx = end - 1
+        while reason_idx >= 0:
+            cand = lines[reason_idx]
+            if not _INSN_RE.match(cand) and not cand.startswith(";"):
+                reason = cand
+                break
+            reason_idx -= 1
+        insn = ""
+        src = ""
+        src_file: str | None = None
+        src_line: int | None = None
+        for j in range(reason_idx - 1, -1, -1):
+            cand = lines[j]
+            if not insn and _INSN_RE.match(cand):
+                insn = cand
+            m = _SRC_RE.match(cand)
+            if m and cand.startswith(";"):
+                src = m.group(1).strip()
+                if m.group(2):
+                    src_file = m.group(2)
+                    src_line = int(m.group(3))
+                break
+        return reason, insn, src, src_file, src_line
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.source:
+            parts.append(f"  source:      {self.source}")
+        if self.instruction:
+            parts.append(f"  instruction: {self.instruction}")
+        parts.append(f"  (full verifier log: {len(self.log.splitlines())} lines in .log)")
+        return "\n".join(parts)
+
+
+class AttachError(BPFError):
+    """A program could not be attached; ``.program`` and ``.target`` say to what."""
+
+    def __init__(self, err: int, message: str, *, program: str | None = None,
+                 target: str | None = None, libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.program = program
+        self.target = target
+
+
+class MapError(BPFError):
+    """A map operation failed (a missing key is a KeyError instead)."""
+
+    def __init__(self, err: int, message: str, *, map: str | None = None,
+                 libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.map = map
+
+
+class NotSupportedError(BPFError):
+    """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why."""
+
+    def __init__(self, message: str, *, reason: str = "", err: int = _errno.EOPNOTSUPP,
+                 libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.reason = reason or message
+
+
+class BPFPermissionError(BPFError, PermissionError):
+    """Not allowed: ``.missing`` names the capabilities the process lacks."""
+
+    def __init__(self, err: int, message: str, *, missing: Sequence[str] = (),
+                 libbpf_log: Sequence[str] = ()) -> None:
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.missing = list(missing)
+
+
+class ClosedError(BPFError, ValueError):
+    """The object, map, program or link was already closed."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EBADF, f"{what} is closed")

@@ -1,0 +1,258 @@
+"""What the running kernel supports, decided by probing it (never by its version).
+
+* :func:`program_types`, :func:`map_types`, :func:`helpers`: libbpf's probes
+  (``libbpf_probe_bpf_*``), which load a tiny program or create a tiny map.
+* Hook probes that need more than a load: :func:`kprobes`, :func:`trampolines`
+  (fentry/fexit/fmod_ret), :func:`lsm`, :func:`tcx`, :func:`uprobe_multi`,
+  :func:`bpf_cookie`... Each returns a :class:`Feature`, true or false with the
+  reason (the errno and what it means), cached for the process.
+
+Tests use them to skip: ``if not (f := features.kprobes()): pytest.skip(f.reason)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._ffi import ffi, has_symbol, lib
+from .errors import describe_errno
+
+if TYPE_CHECKING:
+    from .program import Program
+
+__all__ = ["Feature", "program_types", "map_types", "helpers", "kprobes", "trampolines", "lsm",
+           "tcx", "uprobe_multi", "bpf_link_xdp", "ringbuf", "summary", "for_program",
+           "libbpf_has"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A probed feature: truthy when supported; ``reason`` says why (not)."""
+
+    name: str
+    supported: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.supported
+
+
+def libbpf_has(symbol: str) -> bool:
+    """Whether the system libbpf exports ``symbol`` (for APIs newer than 1.1)."""
+    return has_symbol(symbol)
+
+
+def _enum_names(to_str: Any) -> dict[int, str]:
+    names = {}
+    for i in range(1, 256):
+        s = to_str(i)
+        if s == ffi.NULL:
+            break
+        names[i] = ffi.string(s).decode()
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def program_types() -> dict[str, bool]:
+    """Program type name -> supported (``libbpf_probe_bpf_prog_type``)."""
+    return {name: lib.libbpf_probe_bpf_prog_type(i, ffi.NULL) == 1
+            for i, name in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def map_types() -> dict[str, bool]:
+    """Map type name -> supported (``libbpf_probe_bpf_map_type``)."""
+    return {name: lib.libbpf_probe_bpf_map_type(i, ffi.NULL) == 1
+            for i, name in _enum_names(lib.libbpf_bpf_map_type_str).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def helpers(prog_type: str = "kprobe") -> dict[int, bool]:
+    """Helper id -> callable from ``prog_type`` (``libbpf_probe_bpf_helper``)."""
+    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    if prog_type not in ids:
+        raise ValueError(f"unknown program type {prog_type!r}")
+    out = {}
+    for helper in range(1, 212):
+        rc = lib.libbpf_probe_bpf_helper(ids[prog_type], helper, ffi.NULL)
+        if rc < 0 and helper > 200:
+            break
+        out[helper] = rc == 1
+    return out
+
+
+# --- raw programs for hook probes -------------------------------------------------
+
+def _insns_return0() -> Any:
+    # r0 = 0; exit
+    insns = ffi.new("struct bpf_insn[2]")
+    raw = ffi.cast("unsigned char *", insns)
+    data = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+    for i, b in enumerate(data):
+        raw[i] = b
+    return insns
+
+
+def _load_raw(prog_type: int, *, attach_type: int = 0, attach_btf_id: int = 0,
+              license: bytes = b"GPL") -> tuple[int, int]:
+    """Load ``return 0`` as ``prog_type``; (fd, 0) or (-1, errno)."""
+    opts = ffi.new("struct bpf_prog_load_opts *")
+    opts.sz = ffi.sizeof("struct bpf_prog_load_opts")
+    opts.expected_attach_type = attach_type
+    opts.attach_btf_id = attach_btf_id
+    insns = _insns_return0()
+    fd = lib.bpf_prog_load(prog_type, b"pybpf_probe", license, insns, 2, opts)
+    if fd < 0:
+        return -1, ffi.errno or -fd
+    return int(fd), 0
+
+
+def _vmlinux_func_id(name: str) -> int:
+    from .btf import BTF, BTFKind
+
+    t = BTF.vmlinux().find(name, BTFKind.FUNC)
+    return t.id if t is not None else 0
+
+
+_BPF_TRACE_FENTRY = 24
+_BPF_LSM_MAC = 27
+_BPF_TRACE_KPROBE_MULTI = 42
+_BPF_TRACE_UPROBE_MULTI = 48
+_BPF_TCX_INGRESS = 46
+
+
+@functools.lru_cache(maxsize=None)
+def kprobes() -> Feature:
+    """kprobe attach: needs CONFIG_KPROBES (the kprobe PMU in /sys/bus/event_source)."""
+    pmu = "/sys/bus/event_source/devices/kprobe/type"
+    if not os.path.exists(pmu):
+        return Feature("kprobes", False, "the kernel has no kprobe PMU "
+                       f"({pmu} is missing: built without CONFIG_KPROBES)")
+    try:
+        with open(pmu) as f:
+            pmu_type = int(f.read())
+    except (OSError, ValueError) as exc:
+        return Feature("kprobes", False, f"cannot read {pmu}: {exc}")
+    name = ffi.new("char[]", b"do_sys_openat2")
+    fd = lib.pybpf_perf_event_open(pmu_type, 0, 1, 0, -1, 0, -1,
+                                   int(ffi.cast("uintptr_t", name)), 0)
+    if fd < 0:
+        return Feature("kprobes", False, f"perf_event_open(kprobe do_sys_openat2) failed: "
+                                         f"{describe_errno(-fd)}")
+    os.close(fd)
+    return Feature("kprobes", True, "kprobe PMU works (probed do_sys_openat2)")
+
+
+def _trampoline(kind: str, attach_type: int, prog_type_name: str, target: str) -> Feature:
+    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    btf_id = _vmlinux_func_id(target)
+    if not btf_id:
+        return Feature(kind, False, f"{target} is not in the kernel's BTF")
+    fd, err = _load_raw(ids[prog_type_name], attach_type=attach_type, attach_btf_id=btf_id)
+    if fd < 0:
+        return Feature(kind, False, f"the kernel refused to load a {kind} program on "
+                                    f"{target}: {describe_errno(err)}")
+    try:
+        lfd = lib.bpf_link_create(fd, 0, attach_type, ffi.NULL)
+        if lfd < 0:
+            lfd = lib.bpf_raw_tracepoint_open(ffi.NULL, fd)
+        if lfd < 0:
+            return Feature(kind, False, f"{kind} program loaded but attaching failed: "
+                                        f"{describe_errno(ffi.errno)}")
+        os.close(lfd)
+    finally:
+        os.close(fd)
+    return Feature(kind, True, f"{kind} loads and attaches (probed on {target})")
+
+
+@functools.lru_cache(maxsize=None)
+def trampolines() -> Feature:
+    """fentry/fexit/fmod_ret: BPF trampolines (load and attach an fentry program)."""
+    return _trampoline("fentry", _BPF_TRACE_FENTRY, "tracing", "do_unlinkat")
+
+
+@functools.lru_cache(maxsize=None)
+def lsm() -> Feature:
+    """BPF LSM: needs CONFIG_BPF_LSM and "bpf" in the lsm= boot list."""
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            active = f.read().strip()
+    except OSError:
+        active = ""
+    if active and "bpf" not in active.split(","):
+        return Feature("lsm", False, f"the BPF LSM is not active (active LSMs: {active})")
+    return _trampoline("lsm", _BPF_LSM_MAC, "lsm", "bpf_lsm_file_open")
+
+
+@functools.lru_cache(maxsize=None)
+def tcx() -> Feature:
+    """tcx links (kernel 6.6+): tc programs as BPF links."""
+    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    fd, err = _load_raw(ids["sched_cls"])
+    if fd < 0:
+        return Feature("tcx", False, f"cannot load a sched_cls program: {describe_errno(err)}")
+    try:
+        # ifindex 0 does not exist: a kernel with tcx says ENODEV/EINVAL on the
+        # device, one without it rejects the attach type with EINVAL first.
+        lfd = lib.bpf_link_create(fd, 1, _BPF_TCX_INGRESS, ffi.NULL)
+        if lfd >= 0:
+            os.close(lfd)
+            return Feature("tcx", True, "tcx link attached on ifindex 1")
+        err = ffi.errno
+        return Feature("tcx", False, f"tcx link create failed: {describe_errno(err)}")
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=None)
+def uprobe_multi() -> Feature:
+    """uprobe_multi links (kernel 6.6+)."""
+    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    fd, err = _load_raw(ids["kprobe"], attach_type=_BPF_TRACE_UPROBE_MULTI)
+    if fd < 0:
+        return Feature("uprobe_multi", False, "the kernel refused a uprobe_multi program: "
+                                              f"{describe_errno(err)}")
+    os.close(fd)
+    return Feature("uprobe_multi", True, "uprobe_multi program type loads")
+
+
+@functools.lru_cache(maxsize=None)
+def bpf_link_xdp() -> Feature:
+    """XDP through BPF links (kernel 5.9+)."""
+    ok = lib.libbpf_probe_bpf_prog_type(lib.BPF_PROG_TYPE_XDP, ffi.NULL) == 1
+    return Feature("xdp", ok, "XDP program type loads" if ok else "XDP program type refused")
+
+
+@functools.lru_cache(maxsize=None)
+def ringbuf() -> Feature:
+    ok = map_types().get("ringbuf", False)
+    return Feature("ringbuf", ok, "ringbuf map type" + ("" if ok else " not") + " supported")
+
+
+def for_program(prog: Program) -> Feature | None:
+    """The hook feature a program needs, when it is one pybpf probes specially."""
+    sec = prog.section
+    t = prog.type
+    if t == "kprobe" and sec.startswith(("kprobe", "kretprobe", "ksyscall", "kretsyscall")):
+        return kprobes()
+    if t == "lsm":
+        return lsm()
+    if t == "tracing" and sec.startswith(("fentry", "fexit", "fmod_ret")):
+        return trampolines()
+    return None
+
+
+def summary() -> dict[str, Any]:
+    """Everything probed, as plain data (what ``pybpf features`` prints)."""
+    hooks = {f.name: {"supported": f.supported, "reason": f.reason}
+             for f in (kprobes(), trampolines(), lsm(), tcx(), uprobe_multi(), ringbuf())}
+    return {
+        "kernel": os.uname().release,
+        "libbpf": ffi.string(lib.libbpf_version_string()).decode(),
+        "program_types": program_types(),
+        "map_types": map_types(),
+        "hooks": hooks,
+    }

@@ -1,0 +1,419 @@
+"""Object: an opened ``.bpf.o``, configured, loaded into the kernel, then closed.
+
+Lifecycle (libbpf's): ``Object.open()`` parses the file without touching the
+kernel; programs and maps can then be configured (autoload, max_entries,
+read-only globals); ``load()`` creates the maps and verifies the programs;
+``attach()`` attaches every program whose section names its target;
+``close()`` detaches the object's links and frees everything. An Object is a
+context manager and is also closed by the garbage collector.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+import struct
+import threading
+import weakref
+from collections.abc import Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any, Union
+
+from ._ffi import capture, error_for, ffi, lib
+from .btf import BTF, BTFKind
+from .errors import (
+    BPFError,
+    ClosedError,
+    LoadError,
+    NotSupportedError,
+    ObjectError,
+    VerifierError,
+)
+from .link import Link
+from .maps import Map, _kind_for, map_type_name
+from .program import Program
+
+__all__ = ["Object", "load"]
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+EM_BPF = 247
+_EM_NAMES = {0: "none", 3: "x86 (i386)", 40: "ARM", 62: "x86-64", 183: "AArch64", 243: "RISC-V",
+             8: "MIPS", 21: "PowerPC64", 22: "s390"}
+_LOG_RE = re.compile(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.S)
+_PROG_FAIL_RE = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
+_MAP_FAIL_RE = re.compile(r"map '([^']+)': failed to create")
+
+
+def _check_elf_header(data: bytes | memoryview, name: str) -> None:
+    """Reject what is plainly not a BPF ELF object with a message that says why."""
+    if len(data) < 64:
+        raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: {len(data)} bytes is too "
+                                         "short for an ELF header", path=name)
+    head = bytes(data[:64])
+    if head[:4] != b"\x7fELF":
+        raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: not an ELF file "
+                                         f"(starts with {head[:4]!r})", path=name)
+    if head[4] != 2:
+        raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: 32-bit ELF", path=name)
+    endian = "<" if head[5] == 1 else ">"
+    e_type, e_machine = struct.unpack_from(endian + "HH", head, 16)
+    if e_machine != EM_BPF:
+        machine = _EM_NAMES.get(e_machine, f"machine {e_machine}")
+        raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: ELF for {machine} "
+                                         f"(e_machine {e_machine}), expected EM_BPF (247)",
+                          path=name)
+    if e_type != 1:
+        raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: ELF type {e_type}, "
+                                         "expected a relocatable object (ET_REL)", path=name)
+    if endian != "<":
+        import sys
+
+        if sys.byteorder == "little":
+            raise ObjectError(_errno.EINVAL, f"{name}: BPF object is big-endian, this host "
+                                             "is little-endian", path=name)
+
+
+def _free_object(ptr: Any, links: list[Link]) -> None:
+    for link in list(links):
+        try:
+            link.detach()
+        except Exception:  # noqa: BLE001 - never let cleanup raise from GC
+            pass
+    lib.bpf_object__close(ptr)
+
+
+class Object:
+    """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
+
+    def __init__(self, ptr: Any, *, name: str, path: str | None, keepalive: Any) -> None:
+        self._ptr: Any = ptr
+        self._keepalive = keepalive  # the bytes libbpf parsed (open_mem)
+        self.name = name
+        """The object's name (file stem unless ``name=`` was given)."""
+        self.path = path
+        """The file it was opened from (None when opened from bytes)."""
+        self.loaded = False
+        self._load_failed = False
+        self._lock = threading.RLock()
+        self._links: list[Link] = []
+        progs: dict[str, Program] = {}
+        p = lib.bpf_object__next_program(ptr, ffi.NULL)
+        while p != ffi.NULL:
+            prog = Program(self, p)
+            progs[prog.name] = prog
+            p = lib.bpf_object__next_program(ptr, p)
+        maps: dict[str, Map] = {}
+        m = lib.bpf_object__next_map(ptr, ffi.NULL)
+        while m != ffi.NULL:
+            kind = _kind_for(map_type_name(lib.bpf_map__type(m)))
+            mp = kind(self, m)
+            maps[mp.name] = mp
+            m = lib.bpf_object__next_map(ptr, m)
+        self._programs = progs
+        self._maps = maps
+        self._btf: BTF | None = None
+        self._finalizer = weakref.finalize(self, _free_object, ptr, self._links)
+
+    # --- opening ------------------------------------------------------------------
+    @classmethod
+    def open(cls, source: Source, *, btf_custom_path: str | os.PathLike[str] | None = None,
+             kconfig: str | Mapping[str, str | int | bool] | None = None,
+             pin_root_path: str | os.PathLike[str] | None = None,
+             name: str | None = None) -> Object:
+        """Parse a BPF object from a path or from bytes; does not touch the kernel.
+
+        ``kconfig`` supplies ``CONFIG_*`` values for ``extern ... __kconfig``
+        (a dict or "CONFIG_X=y" lines); ``btf_custom_path`` replaces the kernel's
+        BTF for CO-RE; ``pin_root_path`` is where maps marked for pinning go.
+        """
+        path: str | None = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            label = name or "<memory>"
+        else:
+            path = os.fspath(source)
+            label = path
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                raise FileNotFoundError(_errno.ENOENT, f"BPF object file {path} does not exist",
+                                        path) from None
+            except IsADirectoryError:
+                raise IsADirectoryError(_errno.EISDIR, f"BPF object path {path} is a directory",
+                                        path) from None
+        _check_elf_header(data, label)
+        from . import _validate
+
+        _validate.check_object(data, label)
+        obj_name = name
+        if obj_name is None:
+            obj_name = os.path.basename(path).split(".")[0] if path else "object"
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        keep: list[Any] = []
+
+        def c(s: str) -> Any:
+            buf = ffi.new("char[]", s.encode())
+            keep.append(buf)
+            return buf
+
+        opts.object_name = c(obj_name)
+        if btf_custom_path is not None:
+            bpath = os.fspath(btf_custom_path)
+            if not os.path.exists(bpath):
+                raise FileNotFoundError(_errno.ENOENT, f"BTF file {bpath} does not exist", bpath)
+            opts.btf_custom_path = c(bpath)
+        if kconfig is not None:
+            if isinstance(kconfig, Mapping):
+                lines = []
+                for k, v in kconfig.items():
+                    v = "y" if v is True else "n" if v is False else v
+                    lines.append(f"{k}={v}")
+                kconfig = "\n".join(lines) + "\n"
+            opts.kconfig = c(kconfig)
+        if pin_root_path is not None:
+            from ._fs import check_pin_path
+
+            opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+        buf = ffi.from_buffer(data)
+        with capture() as log:
+            ptr = lib.bpf_object__open_mem(buf, len(data), opts)
+        if ptr == ffi.NULL:
+            err = ffi.errno or _errno.EINVAL
+            raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
+                            path=path)
+        return cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else ("loaded" if self.loaded else "opened")
+        return (f"<Object {self.name!r} {state}: {len(self._programs)} programs, "
+                f"{len(self._maps)} maps>")
+
+    # --- inventory ----------------------------------------------------------------
+    def _raw(self) -> Any:
+        if self._ptr is None:
+            raise ClosedError(f"BPF object {self.name!r}")
+        return self._ptr
+
+    @property
+    def programs(self) -> Mapping[str, Program]:
+        """Programs by name, in libbpf's order (read-only mapping)."""
+        self._raw()
+        return MappingProxyType(self._programs)
+
+    @property
+    def maps(self) -> Mapping[str, Map]:
+        """Maps by name in libbpf's order, internal ones (.rodata, .bss...) included."""
+        self._raw()
+        return MappingProxyType(self._maps)
+
+    @property
+    def links(self) -> list[Link]:
+        """Links attached through this object's programs and still attached."""
+        return list(self._links)
+
+    @property
+    def btf(self) -> BTF:
+        """The object's own BTF (types of its maps, globals and events)."""
+        if self._btf is None:
+            b = lib.bpf_object__btf(self._raw())
+            if b == ffi.NULL:
+                raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
+            size = ffi.new("__u32 *")
+            raw = lib.btf__raw_data(b, size)
+            self._btf = BTF.from_bytes(bytes(ffi.buffer(raw, size[0])))
+        return self._btf
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    # --- configuration ------------------------------------------------------------
+    def set_rodata(self, name: str, value: int | bool | bytes) -> None:
+        """Set a ``const volatile`` global (in ``.rodata``) before load.
+
+        Ints are encoded by the variable's BTF size and signedness; bytes must
+        fit its size. Typed access to all globals is ``obj.rodata``.
+        """
+        self._raw()
+        if self.loaded:
+            raise LoadError(_errno.EROFS, f"{self.name}: .rodata is frozen after load; "
+                                          f"cannot set {name!r}")
+        btf = self.btf
+        for sec_name, m in self._rodata_maps():
+            sec = btf.datasec(sec_name)
+            if sec is None:
+                continue
+            for var in sec.members:
+                if var.name != name:
+                    continue
+                t = btf.resolve(btf.types[var.type].type)
+                if isinstance(value, (bytes, bytearray)):
+                    if len(value) > var.size:
+                        raise ValueError(f"{name!r} holds {var.size} bytes, got {len(value)}")
+                    enc = bytes(value).ljust(var.size, b"\0")
+                elif isinstance(value, int):
+                    if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+                        raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an integer")
+                    enc = _encode_int(name, int(value), var.size, t.signed)
+                else:
+                    raise TypeError(f"set_rodata({name!r}): value must be int, bool or bytes")
+                self._write_initial(m, var.offset, enc)
+                return
+        raise KeyError(f"{self.name}: no read-only global named {name!r}")
+
+    def _rodata_maps(self) -> list[tuple[str, Map]]:
+        out = []
+        for m in self._maps.values():
+            if m.internal and ".rodata" in m.name:
+                # Internal map names are "<obj prefix>.rodata[.suffix]" (truncated).
+                sec = m.name[m.name.index(".rodata"):]
+                out.append((sec, m))
+        return out
+
+    def _write_initial(self, m: Map, offset: int, data: bytes) -> None:
+        size = ffi.new("size_t *")
+        cur = lib.bpf_map__initial_value(m._ptr, size)
+        if cur == ffi.NULL or offset + len(data) > size[0]:
+            raise LoadError(_errno.EINVAL, f"map {m.name!r}: initial value out of range")
+        new = bytearray(ffi.buffer(cur, size[0]))
+        new[offset:offset + len(data)] = data
+        err = lib.bpf_map__set_initial_value(m._ptr, bytes(new), len(new))
+        if err:
+            raise error_for(-err, f"map {m.name!r}: cannot set initial value")
+
+    # --- load / attach / close ------------------------------------------------------
+    def load(self) -> Object:
+        """Create the maps and load the programs into the kernel (returns self).
+
+        A rejected program raises :class:`VerifierError` with the verifier log and
+        the failing source line; other failures raise :class:`LoadError`,
+        :class:`NotSupportedError` or :class:`BPFPermissionError`.
+        """
+        with self._lock:
+            ptr = self._raw()
+            if self.loaded:
+                raise LoadError(_errno.EALREADY, f"BPF object {self.name!r} is already loaded")
+            if self._load_failed:
+                raise LoadError(_errno.EINVAL, f"BPF object {self.name!r}: a failed load cannot "
+                                               "be retried; open the object again")
+            with capture() as log:
+                err = lib.bpf_object__load(ptr)
+            if err:
+                self._load_failed = True
+                raise self._load_error(-err, log)
+            self.loaded = True
+        return self
+
+    def _load_error(self, err: int, log: list[str]) -> BPFError:
+        text = "\n".join(log)
+        prog_name = None
+        for line in log:
+            m = _PROG_FAIL_RE.search(line)
+            if m:
+                prog_name = m.group(1)
+                break
+        vlog = _LOG_RE.search(text)
+        if prog_name and vlog and vlog.group(1).strip():
+            errno_ = err if err < 4000 else _errno.EINVAL
+            return VerifierError(errno_, prog_name, vlog.group(1), libbpf_log=log)
+        if prog_name:
+            prog = self._programs.get(prog_name)
+            from . import features
+
+            feat = features.for_program(prog) if prog is not None else None
+            if feat is not None and not feat and err in (_errno.EPERM, _errno.EINVAL,
+                                                         _errno.EOPNOTSUPP, 524, _errno.ESRCH):
+                return NotSupportedError(
+                    f"cannot load program {prog_name!r} ({prog.type if prog else '?'}): "
+                    f"{feat.reason}", reason=feat.reason, err=err, libbpf_log=log)
+            return error_for(err, f"cannot load program {prog_name!r} of {self.name}",
+                             kind=LoadError, program=prog_name, log=log)
+        for line in log:
+            mm = _MAP_FAIL_RE.search(line)
+            if mm:
+                return error_for(err, f"cannot create map {mm.group(1)!r} of {self.name}",
+                                 kind=LoadError, map=mm.group(1), log=log)
+        return error_for(err, f"cannot load BPF object {self.name}", kind=LoadError, log=log)
+
+    def attach(self) -> list[Link]:
+        """Attach every loaded program whose section names its target (auto-attach).
+
+        Programs whose hook needs an argument (XDP, tc, cgroup, uprobes without a
+        target...) are skipped; attach those with their own method.
+        """
+        if not self.loaded:
+            self.load()
+        links = []
+        for prog in self._programs.values():
+            if not prog.autoload or not lib.bpf_program__autoattach(prog._raw()):
+                continue
+            if not _auto_attachable(prog.section):
+                continue
+            links.append(prog.attach_auto())
+        return links
+
+    def _adopt_link(self, link: Link) -> Link:
+        link._owner = self
+        self._links.append(link)
+        return link
+
+    def _forget_link(self, link: Link) -> None:
+        try:
+            self._links.remove(link)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Detach this object's links and free it (idempotent)."""
+        with self._lock:
+            if self._ptr is None:
+                return
+            self._ptr = None
+            self._finalizer()
+
+    def __enter__(self) -> Object:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+_AUTO_PREFIXES = ("tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "tp_btf/", "fentry/",
+                  "fexit/", "fmod_ret/", "lsm/", "iter/", "kprobe/", "kretprobe/", "ksyscall/",
+                  "kretsyscall/", "uprobe/", "uretprobe/", "usdt/", "fentry.s/", "fexit.s/",
+                  "lsm.s/", "iter.s/", "uprobe.s/", "uretprobe.s/", "kprobe.multi/",
+                  "kretprobe.multi/")
+
+
+def _auto_attachable(section: str) -> bool:
+    if not section.startswith(_AUTO_PREFIXES):
+        return False
+    if section.startswith(("uprobe", "uretprobe", "usdt")):
+        # uprobe/PATH:FUNC and usdt/PATH:PROVIDER:NAME name a target; bare ones do not.
+        return ":" in section
+    return True
+
+
+def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:
+    lo, hi = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0,
+                                                                                 (1 << 8 * size) - 1)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name!r}: {value} is out of range for a {'signed' if signed else 'unsigned'}"
+                         f" {size}-byte integer [{lo}, {hi}]")
+    return value.to_bytes(size, "little", signed=signed)
+
+
+def load(source: Source, **options: Any) -> Object:
+    """Open and load in one step: ``pybpf.load("probe.bpf.o")``."""
+    obj = Object.open(source, **options)
+    try:
+        obj.load()
+    except BaseException:
+        obj.close()
+        raise
+    return obj

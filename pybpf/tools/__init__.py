@@ -1,0 +1,1 @@
+"""Prebuilt probes shipped with pybpf, each a Python API and a CLI command."""
