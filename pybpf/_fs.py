@@ -71,7 +71,8 @@ def is_bpffs(path: str) -> bool:
     best_type = ""
     real = os.path.realpath(probe)
     for target, fstype in _mounts():
-        if (real == target or real.startswith(target.rstrip("/") + "/")) and len(target) >= len(best):
+        inside = real == target or real.startswith(target.rstrip("/") + "/")
+        if inside and len(target) >= len(best):
             best, best_type = target, fstype
     return best_type == "bpf"
 

@@ -55,21 +55,21 @@ def _enum_names(to_str: Any) -> dict[int, str]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def program_types() -> dict[str, bool]:
     """Program type name -> supported (``libbpf_probe_bpf_prog_type``)."""
     return {name: lib.libbpf_probe_bpf_prog_type(i, ffi.NULL) == 1
             for i, name in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def map_types() -> dict[str, bool]:
     """Map type name -> supported (``libbpf_probe_bpf_map_type``)."""
     return {name: lib.libbpf_probe_bpf_map_type(i, ffi.NULL) == 1
             for i, name in _enum_names(lib.libbpf_bpf_map_type_str).items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def helpers(prog_type: str = "kprobe") -> dict[int, bool]:
     """Helper id -> callable from ``prog_type`` (``libbpf_probe_bpf_helper``)."""
     ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
@@ -124,7 +124,7 @@ _BPF_TRACE_UPROBE_MULTI = 48
 _BPF_TCX_INGRESS = 46
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kprobes() -> Feature:
     """kprobe attach: needs CONFIG_KPROBES (the kprobe PMU in /sys/bus/event_source)."""
     pmu = "/sys/bus/event_source/devices/kprobe/type"
@@ -168,13 +168,13 @@ def _trampoline(kind: str, attach_type: int, prog_type_name: str, target: str) -
     return Feature(kind, True, f"{kind} loads and attaches (probed on {target})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trampolines() -> Feature:
     """fentry/fexit/fmod_ret: BPF trampolines (load and attach an fentry program)."""
     return _trampoline("fentry", _BPF_TRACE_FENTRY, "tracing", "do_unlinkat")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lsm() -> Feature:
     """BPF LSM: needs CONFIG_BPF_LSM and "bpf" in the lsm= boot list."""
     try:
@@ -187,7 +187,7 @@ def lsm() -> Feature:
     return _trampoline("lsm", _BPF_LSM_MAC, "lsm", "bpf_lsm_file_open")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tcx() -> Feature:
     """tcx links (kernel 6.6+): tc programs as BPF links."""
     ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
@@ -207,7 +207,7 @@ def tcx() -> Feature:
         os.close(fd)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def uprobe_multi() -> Feature:
     """uprobe_multi links (kernel 6.6+)."""
     ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
@@ -219,14 +219,14 @@ def uprobe_multi() -> Feature:
     return Feature("uprobe_multi", True, "uprobe_multi program type loads")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bpf_link_xdp() -> Feature:
     """XDP through BPF links (kernel 5.9+)."""
     ok = lib.libbpf_probe_bpf_prog_type(lib.BPF_PROG_TYPE_XDP, ffi.NULL) == 1
     return Feature("xdp", ok, "XDP program type loads" if ok else "XDP program type refused")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ringbuf() -> Feature:
     ok = map_types().get("ringbuf", False)
     return Feature("ringbuf", ok, "ringbuf map type" + ("" if ok else " not") + " supported")

@@ -80,7 +80,7 @@ class Link:
         self.target = target
         """The hook, e.g. ``tracepoint syscalls:sys_enter_execve``."""
         self._owner: Any = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: Any = None
         if ptr is not None:
             self._finalizer = weakref.finalize(self, lib.bpf_link__destroy, ptr)
         elif on_detach is not None:

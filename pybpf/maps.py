@@ -108,6 +108,7 @@ class Map:
             self.name = ffi.string(info.name).decode(errors="replace")
             self.internal = False
         self._value_buf: int | None = None
+        self._finalizer: Any = None
 
     # --- description ----------------------------------------------------------
     def __repr__(self) -> str:
@@ -411,7 +412,7 @@ class Map:
 
     def close(self) -> None:
         """Close a map opened by id or pin (maps of an Object close with it)."""
-        fin = getattr(self, "_finalizer", None)
+        fin = self._finalizer
         if fin is not None:
             fin()
         self._own_fd = None

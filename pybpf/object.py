@@ -400,11 +400,12 @@ def _auto_attachable(section: str) -> bool:
 
 
 def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:
-    lo, hi = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0,
-                                                                                 (1 << 8 * size) - 1)
+    bits = 8 * size
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= value <= hi:
-        raise ValueError(f"{name!r}: {value} is out of range for a {'signed' if signed else 'unsigned'}"
-                         f" {size}-byte integer [{lo}, {hi}]")
+        kind = "signed" if signed else "unsigned"
+        raise ValueError(f"{name!r}: {value} is out of range for a {kind} {size}-byte integer "
+                         f"[{lo}, {hi}]")
     return value.to_bytes(size, "little", signed=signed)
 
 

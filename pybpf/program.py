@@ -9,6 +9,7 @@ naming the program and the target when the kernel refuses.
 
 from __future__ import annotations
 
+import builtins
 import errno as _errno
 import os
 import socket
@@ -219,7 +220,7 @@ class Program:
         return TestRun(retval=opts.retval, data=out, duration_ns=opts.duration)
 
     # --- attaching --------------------------------------------------------------
-    def _link(self, ptr: Any, target: str, log: list[str], *, cls: type[Link] = Link,
+    def _link(self, ptr: Any, target: str, log: list[str], *, cls: builtins.type[Link] = Link,
               needed: tuple[int, ...] = (CAP_PERFMON,)) -> Link:
         if ptr == ffi.NULL:
             err = ffi.errno or _errno.EINVAL

@@ -63,7 +63,7 @@ def test_configure_before_load_then_frozen(bpf_obj):
         obj.load()
         assert obj.maps["counts"].info().max_entries == 1000
         with pytest.raises(LoadError, match="not loaded.*autoload is off"):
-            obj.programs["xdp_pass"].fd
+            _ = obj.programs["xdp_pass"].fd
         with pytest.raises(MapError, match="before load"):
             obj.maps["counts"].max_entries = 5
         with pytest.raises(LoadError, match="frozen"):
@@ -98,11 +98,11 @@ def test_close_is_idempotent_and_use_after_close_raises(bpf_obj):
     assert obj.closed and link.detached
     assert link_id not in {li.id for li in pybpf.list_links()}
     with pytest.raises(ClosedError):
-        counts.fd
+        _ = counts.fd
     with pytest.raises(ClosedError):
-        prog.fd
+        _ = prog.fd
     with pytest.raises(ClosedError):
-        obj.programs
+        _ = obj.programs
     with pytest.raises(ClosedError):
         obj.load()
     assert isinstance(ClosedError("x"), ValueError)
