@@ -12,8 +12,10 @@ Tests use them to skip: ``if not (f := features.kprobes()): pytest.skip(f.reason
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,8 @@ from .errors import describe_errno
 if TYPE_CHECKING:
     from .program import Program
 
-__all__ = ["Feature", "program_types", "map_types", "helpers", "kprobes", "trampolines", "lsm",
+__all__ = ["Feature", "program_types", "map_types", "helpers", "kprobes", "trampolines",
+           "fmod_ret", "lsm",
            "tcx", "uprobe_multi", "bpf_link_xdp", "ringbuf", "summary", "for_program",
            "libbpf_has"]
 
@@ -122,6 +125,7 @@ _BPF_LSM_MAC = 27
 _BPF_TRACE_KPROBE_MULTI = 42
 _BPF_TRACE_UPROBE_MULTI = 48
 _BPF_TCX_INGRESS = 46
+_BPF_LINK_CREATE = 28  # bpf(2) command
 
 
 @functools.cache
@@ -174,6 +178,18 @@ def trampolines() -> Feature:
     return _trampoline("fentry", _BPF_TRACE_FENTRY, "tracing", "do_unlinkat")
 
 
+_BPF_MODIFY_RETURN = 26
+_SYSCALL_PREFIXES = ("__x64_sys_", "__arm64_sys_", "__s390x_sys_", "__riscv_sys_", "sys_")
+
+
+@functools.cache
+def fmod_ret() -> Feature:
+    """fmod_ret: trampolines plus error injection on syscalls (probed on getpgid)."""
+    target = next((p + "getpgid" for p in _SYSCALL_PREFIXES
+                   if _vmlinux_func_id(p + "getpgid")), "sys_getpgid")
+    return _trampoline("fmod_ret", _BPF_MODIFY_RETURN, "tracing", target)
+
+
 @functools.cache
 def lsm() -> Feature:
     """BPF LSM: needs CONFIG_BPF_LSM and "bpf" in the lsm= boot list."""
@@ -215,8 +231,29 @@ def uprobe_multi() -> Feature:
     if fd < 0:
         return Feature("uprobe_multi", False, "the kernel refused a uprobe_multi program: "
                                               f"{describe_errno(err)}")
-    os.close(fd)
-    return Feature("uprobe_multi", True, "uprobe_multi program type loads")
+    # Older kernels load the program (they ignore its expected attach type) and
+    # only the link tells: ask for a uprobe_multi link on "/", which a kernel
+    # with uprobe_multi refuses with EBADF (not a regular file) and one without
+    # refuses earlier with EINVAL. libbpf 1.1 does not pass these link fields,
+    # so the attr is built here (union bpf_attr, link_create.uprobe_multi).
+    path = ffi.new("char[]", b"/")
+    offsets = ffi.new("__u64[1]", [0])
+    attr = ffi.new("char[64]")
+    struct.pack_into("=IIII QQQQ I", ffi.buffer(attr), 0, fd, 0, _BPF_TRACE_UPROBE_MULTI, 0,
+                     int(ffi.cast("uintptr_t", path)), int(ffi.cast("uintptr_t", offsets)),
+                     0, 0, 1)
+    try:
+        lfd = lib.pybpf_sys_bpf(_BPF_LINK_CREATE, attr, 64)
+    finally:
+        os.close(fd)
+    if lfd >= 0:
+        os.close(lfd)
+        return Feature("uprobe_multi", True, "uprobe_multi link created")
+    if -lfd == errno.EBADF:
+        return Feature("uprobe_multi", True, "uprobe_multi links exist (the probe link on / "
+                                             "was refused with EBADF: not a regular file)")
+    return Feature("uprobe_multi", False, "the kernel has no uprobe_multi links: the probe "
+                                          f"link was refused with {describe_errno(-lfd)}")
 
 
 @functools.cache
@@ -240,7 +277,9 @@ def for_program(prog: Program) -> Feature | None:
         return kprobes()
     if t == "lsm":
         return lsm()
-    if t == "tracing" and sec.startswith(("fentry", "fexit", "fmod_ret")):
+    if t == "tracing" and sec.startswith("fmod_ret"):
+        return fmod_ret()
+    if t == "tracing" and sec.startswith(("fentry", "fexit")):
         return trampolines()
     return None
 

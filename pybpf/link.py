@@ -38,9 +38,15 @@ class LinkInfo:
     prog_id: int
 
 
+# Link types newer than libbpf 1.1's name table (kernel uapi enum bpf_link_type).
+_NEW_LINK_TYPES = {10: "netfilter", 11: "tcx", 12: "uprobe_multi", 13: "netkit", 14: "sockmap"}
+
+
 def _link_type_name(t: int) -> str:
     s = lib.libbpf_bpf_link_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"link_type_{t}"
+    if s != ffi.NULL:
+        return ffi.string(s).decode()
+    return _NEW_LINK_TYPES.get(t, f"link_type_{t}")
 
 
 def _link_info_by_fd(fd: int) -> LinkInfo:
@@ -81,8 +87,12 @@ class Link:
         """The hook, e.g. ``tracepoint syscalls:sys_enter_execve``."""
         self._owner: Any = None
         self._finalizer: Any = None
+        # The finalizer frees the link exactly once: at detach(), at garbage
+        # collection, or at interpreter exit, whichever comes first.
         if ptr is not None:
             self._finalizer = weakref.finalize(self, lib.bpf_link__destroy, ptr)
+        elif fd is not None and on_detach is None:
+            self._finalizer = weakref.finalize(self, os.close, fd)
         elif on_detach is not None:
             with _exit_lock:
                 _exit_links.add(self)
@@ -150,16 +160,12 @@ class Link:
 
     def detach(self) -> None:
         """Detach from the hook (a pinned link stays attached until unpinned)."""
-        ptr, self._ptr = self._ptr, None
+        self._ptr = None
+        self._fd = None
         on_detach, self._on_detach = self._on_detach, None
-        fd, self._fd = self._fd, None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        if ptr is not None:
-            lib.bpf_link__destroy(ptr)
-        if fd is not None and on_detach is None:
-            os.close(fd)
+        fin, self._finalizer = self._finalizer, None
+        if fin is not None:
+            fin()  # no-op when it already ran (e.g. at exit, before the object's)
         if on_detach is not None:
             on_detach()
         owner, self._owner = self._owner, None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _fs
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib
+from ._netns import NetnsRef
 from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
 from .link import IterLink, Link, LinkGroup, socket_filter_link
 
@@ -230,7 +231,9 @@ class Program:
 
     def _attach_error(self, err: int, target: str, log: list[str],
                       needed: tuple[int, ...] = (CAP_PERFMON,)) -> BPFError:
-        if err in (_errno.EOPNOTSUPP, 524) or (err == _errno.ENOENT and "kprobe" in target):
+        if err not in (_errno.EPERM, _errno.EACCES):
+            # kprobe/ksyscall, trampolines, lsm: when the probe says the kernel
+            # lacks the hook, that is the reason, whatever errno libbpf saw.
             from . import features
 
             feat = features.for_program(self)
@@ -306,7 +309,8 @@ class Program:
             raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
                               "does not name a target to auto-attach; use the attach_* method "
                               "for its hook", program=self.name, target=sec)
-        return self._link(ptr, f"{self.type} {sec}", log)
+        cls = IterLink if sec.startswith(("iter/", "iter.s/")) else Link
+        return self._link(ptr, f"{self.type} {sec}", log, cls=cls)
 
     def attach_tracepoint(self, category: str, name: str, *, cookie: int = 0) -> Link:
         """``tracepoint``: e.g. ``("syscalls", "sys_enter_execve")``."""
@@ -641,6 +645,9 @@ def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, prior
             _destroy_clsact(idx)
         raise prog._attach_error(-rc, target, log, (CAP_NET_ADMIN,))
     prio, hnd = opts.priority, opts.handle
+    # The filter is named by an ifindex of this thread's netns: detach it there,
+    # whichever netns the detaching thread is in by then.
+    netns = NetnsRef()
 
     def detach() -> None:
         h = ffi.new("struct bpf_tc_hook *")
@@ -651,9 +658,13 @@ def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, prior
         o.sz = ffi.sizeof("struct bpf_tc_opts")
         o.priority = prio
         o.handle = hnd
-        lib.bpf_tc_detach(h, o)
-        if created:
-            _destroy_clsact(idx)
+        try:
+            with netns.entered():
+                lib.bpf_tc_detach(h, o)
+                if created:
+                    _destroy_clsact(idx)
+        finally:
+            netns.close()
 
     return Link(program=prog.name, target=f"{target} prio {prio} handle {hnd:#x}",
                 on_detach=detach)

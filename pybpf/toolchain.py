@@ -104,6 +104,11 @@ def compile(source: str | os.PathLike[str], output: str | os.PathLike[str] | Non
         cmd += ["-I", str(pkg_bpf_src)]
     for d in include_dirs or []:
         cmd += ["-I", d]
+    # <linux/errno.h> (pulled in by usdt.bpf.h) includes <asm/errno.h>, which
+    # Debian/Ubuntu keep under the multiarch directory clang -target bpf skips.
+    multiarch = f"/usr/include/{platform.machine()}-linux-gnu"
+    if os.path.isdir(multiarch):
+        cmd += ["-idirafter", multiarch]
     for k, v in (defines or {}).items():
         cmd.append(f"-D{k}={v}")
     cmd += list(extra_args or [])
