@@ -411,11 +411,27 @@ class Program:
         with capture() as log:
             ptr = lib.bpf_program__attach_uprobe_opts(self._raw(), pid, path.encode(), offset,
                                                       opts)
-        if ptr == ffi.NULL and ffi.errno == _errno.ENOENT and function:
-            raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: symbol "
-                              f"{function!r} not found in {path}", program=self.name,
-                              target=target, libbpf_log=log)
+        if ptr == ffi.NULL:
+            err = ffi.errno
+            self._user_binary_error(err, path, target, log)
+            if err == _errno.ENOENT and function:
+                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
+                                  f"symbol {function!r} not found in {path}",
+                                  program=self.name, target=target, libbpf_log=log)
         return self._link(ptr, target, log)
+
+    def _user_binary_error(self, err: int, path: str, target: str, log: list[str]) -> None:
+        """Raise a clear AttachError when ``path`` is not a usable binary or library."""
+        if any("failed to resolve full path" in line for line in log):
+            raise AttachError(err or _errno.ENOENT, f"cannot attach program {self.name!r}: "
+                              f"library {path!r} not found (searched LD_LIBRARY_PATH and the "
+                              "standard library directories)", program=self.name,
+                              target=target, libbpf_log=log)
+        if err == 4001 or any("failed to get ehdr" in line or "unrecognized ELF kind" in line
+                              for line in log):  # 4001: LIBBPF_ERRNO__FORMAT
+            raise AttachError(_errno.ENOEXEC, f"cannot attach program {self.name!r}: {path} "
+                              "is not an ELF binary", program=self.name, target=target,
+                              libbpf_log=log)
 
     def attach_usdt(self, binary: str | os.PathLike[str], provider: str, name: str, *,
                     pid: int = -1, cookie: int = 0) -> Link:
@@ -431,6 +447,13 @@ class Program:
         with capture() as log:
             ptr = lib.bpf_program__attach_usdt(self._raw(), pid, path.encode(), provider.encode(),
                                                name.encode(), opts)
+        if ptr == ffi.NULL:
+            err = ffi.errno
+            self._user_binary_error(err, path, target, log)
+            if err == _errno.ENOENT:
+                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: USDT "
+                                  f"probe {provider}:{name} not found in {path}",
+                                  program=self.name, target=target, libbpf_log=log)
         return self._link(ptr, target, log)
 
     def attach_xdp(self, ifname: str | int | None = None, *, ifindex: int | None = None,
