@@ -12,8 +12,12 @@ import enum
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .errors import ObjectError
+
+if TYPE_CHECKING:
+    from .types import Codec
 
 __all__ = ["BTF", "BTFType", "BTFMember", "BTFKind", "BTFFormatError"]
 
@@ -93,6 +97,7 @@ class BTFType:
     nelems: int = 0
     # VAR linkage / DECL_TAG component index
     linkage: int = 0
+    _btf: BTF | None = field(default=None, repr=False, compare=False)
 
     @property
     def signed(self) -> bool:
@@ -102,6 +107,34 @@ class BTFType:
 
     def __repr__(self) -> str:
         return f"<BTFType #{self.id} {self.kind.name} {self.name!r}>"
+
+    # --- values (pybpf.types) ---------------------------------------------------------
+    @property
+    def codec(self) -> Codec:
+        """The :class:`pybpf.types.Codec` that decodes/encodes values of this type."""
+        if self._btf is None:
+            raise ValueError(f"{self!r} is not attached to a BTF")
+        from .types import codec_for
+
+        return codec_for(self._btf, self.id)
+
+    @property
+    def pytype(self) -> Any:
+        """The Python class of decoded values (a generated Struct class, IntEnum, int...)."""
+        c = self.codec
+        return getattr(c, "cls", None) or getattr(c, "enum", None) or c.pytype
+
+    def decode(self, raw: bytes | bytearray | memoryview, offset: int = 0) -> Any:
+        """Decode a value of this type from ``raw`` at ``offset``."""
+        c = self.codec
+        if len(raw) - offset < c.size:
+            raise ValueError(f"{self.name or self.kind.name}: need {c.size} bytes, "
+                             f"got {len(raw) - offset}")
+        return c.decode(raw, offset)
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value`` (an instance, dict, tuple or scalar) into this type's bytes."""
+        return self.codec.encode(value, self.name or "value")
 
 
 _HDR = struct.Struct("<HBBIIIII")
@@ -175,7 +208,8 @@ class BTF:
                 kind = BTFKind(kind_val)
             except ValueError:
                 raise BTFFormatError(f"type #{next_id} has unknown kind {kind_val}") from None
-            t = BTFType(next_id, kind, self.string_at(name_off), kind_flag=bool(info >> 31))
+            t = BTFType(next_id, kind, self.string_at(name_off), kind_flag=bool(info >> 31),
+                        _btf=self)
             if kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.STRUCT,
                         BTFKind.UNION, BTFKind.FLOAT, BTFKind.DATASEC):
                 t.size = size_type

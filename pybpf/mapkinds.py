@@ -1,0 +1,972 @@
+"""Maps as Python mappings, typed from BTF: one class per kind of BPF map.
+
+Every kind is registered with :func:`pybpf.maps.register_kind`, so
+``obj.maps["name"]``, :meth:`Map.open_pinned` and :meth:`Map.from_id` return the
+right class. Keys and values are decoded/encoded with the map's BTF
+(:mod:`pybpf.types`): the object's BTF for maps of an :class:`~pybpf.Object`, the
+kernel's copy of the creator's BTF for maps opened by id or pin. A map without
+BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
+
+Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m`` are one syscall each;
+``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
+batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
+the kernel has them for the map type, else one syscall per key.
+
+The raw byte methods of :class:`~pybpf.maps.Map` (``lookup``, ``update(k, v,
+flags)`` with bytes, ``delete``, ``lookup_and_delete``, ``keys_raw``) keep
+working on every kind.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from ._ffi import error_for, ffi, lib
+from .btf import BTF
+from .errors import ClosedError, MapError
+from .maps import Map, UpdateFlags, map_type_name, possible_cpus, register_kind
+from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, raw_codec
+
+__all__ = ["TypedMap", "HashMap", "ArrayMap", "PerCPUHashMap", "PerCPUArrayMap", "QueueMap",
+           "StackMap", "LPMTrieMap", "BloomFilterMap", "ProgArrayMap", "ArrayOfMapsMap",
+           "HashOfMapsMap", "StackTraceMap", "DevMap", "CPUMap", "XSKMap", "SockMap",
+           "SockHashMap", "create_map", "kernel_btf_by_id"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MISSING: Any = object()
+_BATCH_TYPES = {"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array"}
+_NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
+
+
+def _round8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+_kernel_btfs: dict[int, BTF] = {}
+
+
+def kernel_btf_by_id(btf_id: int) -> BTF:
+    """The BTF with kernel id ``btf_id`` (what a map's creator loaded), parsed and cached."""
+    cached = _kernel_btfs.get(btf_id)
+    if cached is not None:
+        return cached
+    b = lib.btf__load_from_kernel_by_id(btf_id)
+    if b == ffi.NULL:
+        raise error_for(ffi.errno or _errno.ENOENT, f"cannot read BTF id {btf_id} from the "
+                        "kernel")
+    try:
+        size = ffi.new("__u32 *")
+        raw = lib.btf__raw_data(b, size)
+        data = bytes(ffi.buffer(raw, size[0]))
+    finally:
+        lib.btf__free(b)
+    base = BTF.vmlinux() if _is_split(data) else None
+    btf = BTF.from_bytes(data, base=base)
+    _kernel_btfs[btf_id] = btf
+    return btf
+
+
+def _is_split(data: bytes) -> bool:
+    # Split (module) BTF starts its string offsets past the base: its first string isn't "".
+    hdr = struct.unpack_from("<HBBIIIII", data)
+    s0 = hdr[3] + hdr[6]
+    return bool(hdr[7] > 0 and data[s0] != 0)
+
+
+class TypedMap(Map, Generic[K, V]):
+    """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
+
+    ``m[k]`` raises ``KeyError`` for an absent key; ``m.get(k)`` returns None.
+    Key/value errors (``TypeError``/``ValueError``) name the map and the field and
+    are raised before any syscall.
+    """
+
+    _kc: Codec | None = None
+    _vc: Codec | None = None
+    _cfd: int | None = None
+    _btf_ids: tuple[int, int] = (0, 0)
+
+    def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
+        super().__init__(obj, ptr, fd=fd, info=info)
+        if ptr is not None:
+            # libbpf drops the BTF ids of some kinds (queue, stack) at load: note them now
+            self._btf_ids = (int(lib.bpf_map__btf_key_type_id(ptr)),
+                             int(lib.bpf_map__btf_value_type_id(ptr)))
+
+    # --- types -------------------------------------------------------------------
+    def _btf_and_ids(self) -> tuple[BTF | None, int, int]:
+        if self._ptr is not None:
+            obj = self._obj
+            try:
+                btf = obj.btf if obj is not None else None
+            except Exception:  # noqa: BLE001 - an object without BTF: raw bytes
+                btf = None
+            kid, vid = self._btf_ids
+            return btf, kid or self.btf_key_type_id, vid or self.btf_value_type_id
+        info = self._info
+        if info is None or not info.btf_id:
+            return None, 0, 0
+        try:
+            btf = kernel_btf_by_id(int(info.btf_id))
+        except Exception:  # noqa: BLE001 - no readable BTF: raw bytes
+            return None, 0, 0
+        return btf, int(info.btf_key_type_id), int(info.btf_value_type_id)
+
+    def _resolve_types(self) -> None:
+        btf, kid, vid = self._btf_and_ids()
+        ks, vs = self.key_size, self.value_size
+        kc = vc = None
+        if btf is not None:
+            try:
+                if kid:
+                    kc = codec_for(btf, kid)
+                if vid:
+                    vc = codec_for(btf, vid)
+            except Exception:  # noqa: BLE001 - unusual BTF: raw bytes rather than failing
+                kc = vc = None
+        if self._kc is None:
+            self._kc = self._key_codec(kc if kc is not None and kc.size == ks else None, ks)
+        if self._vc is None:
+            self._vc = self._value_codec(vc if vc is not None and vc.size == vs else None, vs)
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return c if c is not None else _default_codec(size)
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return c if c is not None else _default_codec(size)
+
+    @property
+    def key_type(self) -> Codec:
+        """The key's :class:`~pybpf.types.Codec` (from BTF, or bytes)."""
+        if self._kc is None:
+            self._resolve_types()
+        return cast(Codec, self._kc)
+
+    @property
+    def value_type(self) -> Codec:
+        """The value's :class:`~pybpf.types.Codec` (per CPU for per-CPU maps)."""
+        if self._vc is None:
+            self._resolve_types()
+        return cast(Codec, self._vc)
+
+    def set_types(self, key: Any = None, value: Any = None) -> None:
+        """Use these types instead of BTF's: a generated class, a BTF type
+        (``obj.btf["event"]``), a :class:`~pybpf.types.Codec`, ``"u32"``-style names
+        or ``bytes``. Sizes must match the map's."""
+        if key is not None:
+            self._kc = as_codec(key, self.key_size, f"map {self.name!r} key")
+        if value is not None:
+            self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
+
+    # --- fast internals ------------------------------------------------------------
+    def _fdf(self) -> int:
+        obj = self._obj
+        if obj is not None and obj._ptr is None:
+            raise ClosedError(f"map {self.name!r} (its object was closed)")
+        fd = self._cfd
+        if fd is None:
+            fd = self._cfd = self.fd
+        return fd
+
+    def close(self) -> None:
+        self._cfd = None
+        super().close()
+
+    def _ekey(self, key: Any) -> bytes:
+        kc = self._kc
+        if kc is None:
+            self._resolve_types()
+            kc = cast(Codec, self._kc)
+        try:
+            return kc.encode(key, "key")
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"map {self.name!r}: {e}") from None
+
+    def _eval(self, value: Any) -> bytes:
+        vc = self._vc
+        if vc is None:
+            self._resolve_types()
+            vc = cast(Codec, self._vc)
+        try:
+            return vc.encode(value, "value")
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"map {self.name!r}: {e}") from None
+
+    def _vbuf_size(self) -> int:
+        if self._vc is None:
+            self._resolve_types()
+        return self._value_size_total()
+
+    def _dval(self, buf: Any) -> Any:
+        return cast(Codec, self._vc).decode(buf, 0)
+
+    def _dkey(self, buf: Any, off: int = 0) -> Any:
+        kc = self._kc
+        if kc is None:
+            self._resolve_types()
+            kc = cast(Codec, self._kc)
+        return kc.decode(buf, off)
+
+    def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
+        buf = bytearray(self._vbuf_size())
+        if lib.bpf_map_lookup_elem(self._fdf(), kb, ffi.from_buffer(buf)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                return None
+            raise self._fail("lookup failed")
+        return buf
+
+    # --- mapping -------------------------------------------------------------------
+    def __getitem__(self, key: K) -> V:
+        buf = self._lookup_raw(self._ekey(key))
+        if buf is None:
+            raise KeyError(key)
+        return cast(V, self._dval(buf))
+
+    def get(self, key: K, default: Any = None) -> V | Any:
+        """``m[key]`` or ``default`` (one syscall)."""
+        buf = self._lookup_raw(self._ekey(key))
+        return default if buf is None else self._dval(buf)
+
+    def __contains__(self, key: object) -> bool:
+        return self._lookup_raw(self._ekey(key)) is not None
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._put(key, value, 0)
+
+    def _put(self, key: Any, value: Any, flags: int) -> None:
+        kb = self._ekey(key)
+        vb = self._eval(value)
+        if lib.bpf_map_update_elem(self._fdf(), kb, vb, flags) < 0:
+            err = ffi.errno
+            if err == _errno.EEXIST:
+                raise KeyError(key)
+            if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
+                raise KeyError(key)
+            if err == _errno.E2BIG:
+                raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
+                               map=self.name)
+            raise self._fail("update failed")
+
+    def __delitem__(self, key: K) -> None:
+        if lib.bpf_map_delete_elem(self._fdf(), self._ekey(key)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                raise KeyError(key)
+            raise self._fail("delete failed")
+
+    def pop(self, key: K, default: Any = _MISSING) -> V | Any:
+        """Remove ``key`` and return its value (``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` where
+        the kernel has it for the map type, else lookup + delete)."""
+        kb = self._ekey(key)
+        buf = bytearray(self._vbuf_size())
+        fd = self._fdf()
+        if lib.bpf_map_lookup_and_delete_elem(fd, kb, ffi.from_buffer(buf)) == 0:
+            return self._dval(buf)
+        err = ffi.errno
+        if err == _errno.ENOENT:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        if err not in _NOT_SUPPORTED:
+            raise self._fail("lookup_and_delete failed")
+        got = self._lookup_raw(kb)
+        if got is None or lib.bpf_map_delete_elem(fd, kb) < 0:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return self._dval(got)
+
+    def setdefault(self, key: K, default: V) -> V:
+        """``m[key]``, inserting ``default`` first if absent (BPF_NOEXIST)."""
+        try:
+            self._put(key, default, UpdateFlags.NOEXIST)
+        except KeyError:
+            pass
+        return self[key]
+
+    def update(self, *args: Any, flags: int = UpdateFlags.ANY, only_if_absent: bool = False,
+               only_if_present: bool = False, lock: bool = False, **kwargs: Any) -> None:
+        """Set entries: ``update(mapping_or_pairs)``, or one entry ``update(key, value)``.
+
+        ``only_if_absent`` (BPF_NOEXIST) / ``only_if_present`` (BPF_EXIST) raise
+        ``KeyError`` when the key is present / absent; ``lock`` is BPF_F_LOCK.
+        ``update(key_bytes, value_bytes, flags)`` is the raw form of
+        :meth:`Map.update`. Several entries go in one batch syscall where supported.
+        """
+        f = int(flags)
+        if only_if_absent:
+            f |= UpdateFlags.NOEXIST
+        if only_if_present:
+            f |= UpdateFlags.EXIST
+        if lock:
+            f |= UpdateFlags.LOCK
+        if kwargs:
+            raise TypeError(f"map {self.name!r}: update() got unexpected keywords "
+                            f"{', '.join(kwargs)} (map keys are not Python identifiers)")
+        if len(args) == 3:
+            f |= int(args[2])
+            args = args[:2]
+        if len(args) == 2:
+            key, value = args
+            if isinstance(key, (bytes, bytearray)) and isinstance(value, (bytes, bytearray)) \
+                    and len(key) == self.key_size and len(value) == self._value_size_total():
+                Map.update(self, bytes(key), bytes(value), f)
+                return
+            self._put(key, value, f)
+            return
+        if len(args) != 1:
+            raise TypeError(f"update() takes a mapping or (key, value), got {len(args)} "
+                            "arguments")
+        src = args[0]
+        pairs = list(src.items()) if isinstance(src, Mapping) else list(src)
+        if len(pairs) > 1 and self.type in _BATCH_TYPES and not f & UpdateFlags.NOEXIST:
+            if self.update_batch(pairs, flags=f & UpdateFlags.LOCK):
+                return
+        for k, v in pairs:
+            self._put(k, v, f)
+
+    def update_batch(self, pairs: Iterable[tuple[K, V]], *, flags: int = 0) -> bool:
+        """Set many entries with ``BPF_MAP_UPDATE_BATCH``; False if the kernel lacks it for
+        this map type (nothing was written then). Encoding errors raise before the syscall."""
+        items = list(pairs)
+        if not items:
+            return True
+        kbuf = b"".join(self._ekey(k) for k, _ in items)
+        vbuf = b"".join(self._eval(v) for _, v in items)
+        count = ffi.new("__u32 *", len(items))
+        opts = ffi.new("struct bpf_map_batch_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+        opts.elem_flags = flags
+        if lib.bpf_map_update_batch(self._fdf(), kbuf, vbuf, count, opts) < 0:
+            err = ffi.errno
+            if err in _NOT_SUPPORTED and count[0] == 0:
+                return False
+            raise self._fail(f"update_batch failed after {count[0]} of {len(items)} entries")
+        return True
+
+    def delete_batch(self, keys: Iterable[K]) -> int:
+        """Delete many keys (``BPF_MAP_DELETE_BATCH``, else one by one); absent keys are
+        skipped. Returns how many were deleted."""
+        ks = list(keys)
+        if not ks:
+            return 0
+        kbs = [self._ekey(k) for k in ks]
+        if self.type in _BATCH_TYPES and not self.type.endswith("array"):
+            count = ffi.new("__u32 *", len(kbs))
+            opts = ffi.new("struct bpf_map_batch_opts *")
+            opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+            if lib.bpf_map_delete_batch(self._fdf(), b"".join(kbs), count, opts) == 0:
+                return len(kbs)
+            done = int(count[0])
+            kbs = kbs[done:]
+            if ffi.errno not in (*_NOT_SUPPORTED, _errno.ENOENT):
+                raise self._fail("delete_batch failed")
+        else:
+            done = 0
+        fd = self._fdf()
+        for kb in kbs:
+            if lib.bpf_map_delete_elem(fd, kb) == 0:
+                done += 1
+            elif ffi.errno != _errno.ENOENT:
+                raise self._fail("delete failed")
+        return done
+
+    # --- iteration -------------------------------------------------------------------
+    def keys_raw(self) -> Iterator[bytes]:
+        """Raw key bytes (``BPF_MAP_GET_NEXT_KEY``, one syscall per key)."""
+        return Map.keys(self)
+
+    def _walk_raw(self) -> Iterator[bytes]:
+        """Keys by GET_NEXT_KEY; when the kernel restarts from the first key (the cursor
+        was deleted), keys already yielded are skipped: each key at most once, and the
+        walk ends (bounded even under a writer that never stops)."""
+        fd = self._fdf()
+        ks = self.key_size
+        cur = ffi.new("char[]", ks)
+        nxt = ffi.new("char[]", ks)
+        seen: set[bytes] = set()
+        prev: Any = ffi.NULL
+        budget = 4 * max(self.max_entries, 256) + 1024
+        while budget > 0:
+            budget -= 1
+            if lib.bpf_map_get_next_key(fd, prev, nxt) < 0:
+                if ffi.errno == _errno.ENOENT:
+                    return
+                raise self._fail("get_next_key failed")
+            key = bytes(ffi.buffer(nxt))
+            ffi.memmove(cur, nxt, ks)
+            prev = cur
+            if key in seen:
+                continue
+            seen.add(key)
+            yield key
+
+    def _batches(self, *, delete: bool = False, chunk: int = 4096
+                 ) -> Iterator[tuple[bytes, bytes, int]] | None:
+        """(keys, values, count) chunks by BPF_MAP_LOOKUP[_AND_DELETE]_BATCH, or None if
+        the kernel has no batch ops for this map type."""
+        if self.type not in _BATCH_TYPES:
+            return None
+        fd = self._fdf()
+        ks, vs = self.key_size, self._value_size_total()
+        n = max(1, min(chunk, self.max_entries))
+        fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+        opts = ffi.new("struct bpf_map_batch_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+        tok = max(ks, 8)
+        inb = ffi.new("char[]", tok)
+        outb = ffi.new("char[]", tok)
+        count = ffi.new("__u32 *")
+        keys = bytearray(ks * n)
+        vals = bytearray(vs * n)
+        count[0] = n
+        rc = fn(fd, ffi.NULL, outb, ffi.from_buffer(keys), ffi.from_buffer(vals), count, opts)
+        err = ffi.errno if rc < 0 else 0
+        if rc < 0 and err in _NOT_SUPPORTED and err != _errno.ENOENT:
+            return None
+
+        def gen() -> Iterator[tuple[bytes, bytes, int]]:
+            nonlocal rc, err, n, keys, vals
+            first = True
+            while True:
+                if rc < 0 and err == _errno.ENOSPC:
+                    # a hash bucket holds more entries than fit: grow and redo this step
+                    n *= 2
+                    keys, vals = bytearray(ks * n), bytearray(vs * n)
+                elif rc < 0 and err != _errno.ENOENT:
+                    raise error_for(err, f"map {self.name!r}: batch lookup failed",
+                                    kind=MapError, map=self.name)
+                else:
+                    c = int(count[0])
+                    if c:
+                        yield bytes(keys[:ks * c]), bytes(vals[:vs * c]), c
+                    if rc < 0:  # ENOENT: that was the last batch
+                        return
+                    ffi.memmove(inb, outb, tok)
+                    first = False
+                count[0] = n
+                rc = fn(fd, ffi.NULL if first else inb, outb, ffi.from_buffer(keys),
+                        ffi.from_buffer(vals), count, opts)
+                err = ffi.errno if rc < 0 else 0
+
+        return gen()
+
+    def items_batched(self, *, delete: bool = False) -> Iterator[tuple[K, V]]:
+        """(key, value) pairs; batches where the kernel has them."""
+        self.key_type  # noqa: B018 - resolve codecs
+        dk, dv = self._dkey, self._dval_at
+        ks, vs = self.key_size, self._value_size_total()
+        b = self._batches(delete=delete)
+        if b is not None:
+            for kb, vb, c in b:
+                for i in range(c):
+                    yield dk(kb, i * ks), dv(vb, i * vs)
+            return
+        for k in self._walk_raw():
+            if delete:
+                buf = bytearray(vs)
+                if lib.bpf_map_lookup_and_delete_elem(self._fdf(), k, ffi.from_buffer(buf)) < 0:
+                    continue
+            else:
+                got = self._lookup_raw(k)
+                if got is None:
+                    continue
+                buf = got
+            yield dk(k), dv(buf, 0)
+
+    def _dval_at(self, buf: Any, off: int) -> Any:
+        return cast(Codec, self._vc).decode(buf, off)
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """(key, value) pairs, batched: keys inserted or deleted meanwhile may or may not
+        appear; no key appears twice."""
+        return self.items_batched()
+
+    def keys(self) -> Iterator[K]:  # type: ignore[override]
+        """Decoded keys (from batches where supported; each key at most once)."""
+        self.key_type  # noqa: B018
+        b = self._batches()
+        if b is not None:
+            ks = self.key_size
+            return (self._dkey(kb, i * ks) for kb, _, c in b for i in range(c))
+        return (self._dkey(k) for k in self._walk_raw())
+
+    def __iter__(self) -> Iterator[K]:
+        return self.keys()
+
+    def values(self) -> Iterator[V]:
+        """Decoded values (batched)."""
+        return (v for _, v in self.items_batched())
+
+    def __len__(self) -> int:
+        """Number of entries: walks the whole map (batched), not O(1)."""
+        b = self._batches()
+        if b is not None:
+            return sum(c for _, _, c in b)
+        return sum(1 for _ in self._walk_raw())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def clear(self) -> None:
+        """Delete every entry (batched delete where supported)."""
+        keys = [kb for kb in self._walk_raw()]
+        fd = self._fdf()
+        for kb in keys:
+            if lib.bpf_map_delete_elem(fd, kb) < 0 and ffi.errno != _errno.ENOENT:
+                raise self._fail("delete failed")
+
+    def popitems(self) -> Iterator[tuple[K, V]]:
+        """Drain the map: lookup-and-delete in batches (``BPF_MAP_LOOKUP_AND_DELETE_BATCH``)."""
+        return self.items_batched(delete=True)
+
+    def to_dict(self) -> dict[K, V]:
+        """A snapshot as a dict (keys must be hashable: ints, bytes, networks...)."""
+        return dict(self.items())
+
+
+def _default_codec(size: int) -> Codec:
+    return raw_codec(size)
+
+
+@register_kind("hash", "lru_hash")
+class HashMap(TypedMap[K, V]):
+    """``BPF_MAP_TYPE_HASH`` / ``BPF_MAP_TYPE_LRU_HASH``: a dict in the kernel."""
+
+
+@register_kind("array")
+class ArrayMap(TypedMap[K, V]):
+    """``BPF_MAP_TYPE_ARRAY``: ``max_entries`` slots indexed 0..N-1, all present (zeroed
+    at creation); elements cannot be deleted. ``len()`` is ``max_entries``."""
+
+    def __len__(self) -> int:
+        return self.max_entries
+
+    def __delitem__(self, key: K) -> None:
+        raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
+                        "assign a zero value instead")
+
+    def clear(self) -> None:
+        """Zero every element (one batch update where supported)."""
+        zero = self.value_type.default()
+        pairs = [(cast(K, i), zero) for i in range(self.max_entries)]
+        if not self.update_batch(pairs):
+            for k, v in pairs:
+                self[k] = v
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int) and 0 <= key < self.max_entries
+
+
+class _PerCPU(TypedMap[K, V]):
+    """Values are a list with one value per possible CPU; ``sum(key)`` adds them up."""
+
+    def _dval(self, buf: Any) -> Any:
+        return self._dval_at(buf, 0)
+
+    def _dval_at(self, buf: Any, off: int) -> Any:
+        vc = cast(Codec, self._vc)
+        stride = _round8(vc.size)
+        d = vc.decode
+        return [d(buf, off + i * stride) for i in range(possible_cpus())]
+
+    def _eval(self, value: Any) -> bytes:
+        vc = self._vc
+        if vc is None:
+            self._resolve_types()
+            vc = cast(Codec, self._vc)
+        ncpu = possible_cpus()
+        stride = _round8(vc.size)
+        if not isinstance(value, list):
+            value = [value] * ncpu  # the same value on every CPU
+        if len(value) != ncpu:
+            raise ValueError(f"map {self.name!r}: per-CPU value needs {ncpu} values (one per "
+                             f"possible CPU) or a single value, got {len(value)}")
+        out = bytearray(stride * ncpu)
+        for i, v in enumerate(value):
+            try:
+                out[i * stride:i * stride + vc.size] = vc.encode(v, f"value[{i}]")
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"map {self.name!r}: {e}") from None
+        return bytes(out)
+
+    def sum(self, key: K) -> Any:
+        """The values of every CPU added up (ints; structs field by field)."""
+        return _sum(cast(list[Any], self[key]), self.name)
+
+
+def _sum(vals: list[Any], name: str) -> Any:
+    first = vals[0]
+    if isinstance(first, bool) or not vals:
+        return any(vals)
+    if isinstance(first, (int, float)):
+        return sum(vals)
+    from .types import Struct
+
+    if isinstance(first, Struct):
+        out = type(first)()
+        for f in first._fields:
+            setattr(out, f, _sum([getattr(v, f) for v in vals], name))
+        return out
+    if isinstance(first, list):
+        return [_sum(list(col), name) for col in zip(*vals)]
+    raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
+
+
+@register_kind("percpu_hash", "lru_percpu_hash")
+class PerCPUHashMap(_PerCPU[K, V]):
+    """``BPF_MAP_TYPE_PERCPU_HASH`` / ``LRU_PERCPU_HASH``: ``m[k]`` is a list per CPU."""
+
+
+@register_kind("percpu_array")
+class PerCPUArrayMap(_PerCPU[K, V], ArrayMap[K, V]):
+    """``BPF_MAP_TYPE_PERCPU_ARRAY``: ``m[i]`` is a list with one value per possible CPU."""
+
+    def clear(self) -> None:
+        zero = self.value_type.default()
+        for i in range(self.max_entries):
+            self[cast(K, i)] = cast(V, zero)
+
+
+class _KeylessMap(TypedMap[Any, V]):
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return raw_codec(0)
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return c if c is not None else _default_codec(size)
+
+    def _nokeys(self, *a: Any, **k: Any) -> Any:
+        raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
+
+    __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = _nokeys
+    __len__ = _nokeys
+
+
+@register_kind("queue", "stack")
+class QueueMap(_KeylessMap[V]):
+    """``BPF_MAP_TYPE_QUEUE`` (FIFO) / ``BPF_MAP_TYPE_STACK`` (LIFO): ``push``, ``pop``,
+    ``peek``; one syscall each."""
+
+    def push(self, value: V, *, overwrite: bool = False) -> None:
+        """Append ``value``; when full, ``overwrite=True`` drops the oldest (BPF_EXIST),
+        else ``MapError`` (E2BIG)."""
+        vb = self._eval(value)
+        if lib.bpf_map_update_elem(self._fdf(), ffi.NULL, vb,
+                                   UpdateFlags.EXIST if overwrite else 0) < 0:
+            err = ffi.errno
+            if err == _errno.E2BIG:
+                raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
+                               map=self.name)
+            raise self._fail("push failed")
+
+    def pop(self, key: Any = _MISSING, default: Any = _MISSING) -> V | Any:
+        """Remove and return the next value; ``IndexError`` (or ``default``) if empty."""
+        if key is not _MISSING and default is _MISSING:
+            default = key
+        buf = bytearray(self._vbuf_size())
+        if lib.bpf_map_lookup_and_delete_elem(self._fdf(), ffi.NULL, ffi.from_buffer(buf)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                if default is _MISSING:
+                    raise IndexError(f"map {self.name!r} ({self.type}) is empty")
+                return default
+            raise self._fail("pop failed")
+        return cast(V, self._dval(buf))
+
+    def peek(self, default: Any = _MISSING) -> V | Any:
+        """The next value without removing it."""
+        buf = bytearray(self._vbuf_size())
+        if lib.bpf_map_lookup_elem(self._fdf(), ffi.NULL, ffi.from_buffer(buf)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                if default is _MISSING:
+                    raise IndexError(f"map {self.name!r} ({self.type}) is empty")
+                return default
+            raise self._fail("peek failed")
+        return cast(V, self._dval(buf))
+
+    def drain(self) -> list[V]:
+        """Pop until empty."""
+        out: list[V] = []
+        while True:
+            v = self.pop(default=_MISSING_SENTINEL)
+            if v is _MISSING_SENTINEL:
+                return out
+            out.append(v)
+
+    def __contains__(self, key: object) -> bool:
+        raise TypeError(f"map {self.name!r} ({self.type}) has no membership test")
+
+
+_MISSING_SENTINEL: Any = object()
+StackMap = QueueMap
+
+
+@register_kind("bloom_filter")
+class BloomFilterMap(_KeylessMap[V]):
+    """``BPF_MAP_TYPE_BLOOM_FILTER``: ``add(v)``; ``v in m`` is False only if never added
+    (true positives always, false positives sometimes)."""
+
+    def add(self, value: V) -> None:
+        if lib.bpf_map_update_elem(self._fdf(), ffi.NULL, self._eval(value), 0) < 0:
+            raise self._fail("add failed")
+
+    def __contains__(self, value: object) -> bool:
+        vb = bytearray(self._eval(value))
+        if lib.bpf_map_lookup_elem(self._fdf(), ffi.NULL, ffi.from_buffer(vb)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                return False
+            raise self._fail("lookup failed")
+        return True
+
+
+class LPMKeyCodec(Codec):
+    """``{__u32 prefixlen; __u8 data[4|16]}`` keys as :mod:`ipaddress` networks.
+
+    Encoding accepts a network, an address (a /32 or /128 host), or a string such as
+    ``"10.0.0.0/8"``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.nbytes = size - 4
+        self.version = 4 if self.nbytes == 4 else 6
+        self.name = f"lpm_key_ipv{self.version}"
+        self.pytype = "ipaddress.IPv4Network" if self.version == 4 else "ipaddress.IPv6Network"
+
+    def default(self) -> Any:
+        return ipaddress.ip_network("0.0.0.0/0" if self.version == 4 else "::/0")
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        (plen,) = struct.unpack_from("<I", buf, off)
+        addr = bytes(buf[off + 4:off + 4 + self.nbytes])
+        if self.version == 4:
+            return ipaddress.IPv4Network((addr, plen), strict=False)
+        return ipaddress.IPv6Network((addr, plen), strict=False)
+
+    def _net(self, value: Any, path: str) -> Any:
+        try:
+            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                value = ipaddress.ip_network(value)
+            elif isinstance(value, str):
+                value = ipaddress.ip_network(value, strict=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        if not isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            raise TypeError(f"{path}: expected an IP network, address or str, got "
+                            f"{type(value).__name__}")
+        if value.version != self.version:
+            raise ValueError(f"{path}: {value} is IPv{value.version}, the map's keys are "
+                             f"IPv{self.version}")
+        return value
+
+    def encode(self, value: Any, path: str = "key") -> bytes:
+        net = self._net(value, path)
+        return bytes(struct.pack("<I", net.prefixlen) + net.network_address.packed)
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        buf[off:off + self.size] = self.encode(value, path)
+
+
+@register_kind("lpm_trie")
+class LPMTrieMap(TypedMap[Any, V]):
+    """``BPF_MAP_TYPE_LPM_TRIE``: keys are networks for the usual ``{u32 prefixlen; u8
+    data[4|16]}`` layout; ``m["10.1.2.3"]`` finds the longest matching prefix."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        if size in (8, 20) and (c is None or _is_lpm_layout(c)):
+            return LPMKeyCodec(size)
+        return c if c is not None else _default_codec(size)
+
+
+def _is_lpm_layout(c: Codec) -> bool:
+    if not isinstance(c, StructCodec) or len(c.members) != 2:
+        return False
+    a, b = c.members
+    return (isinstance(a.codec, IntCodec) and a.codec.size == 4 and a.byte_off == 0
+            and b.byte_off == 4)
+
+
+class _FdValueMap(TypedMap[K, V]):
+    """Maps whose values are written as fds and read back as kernel ids."""
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return IntCodec(size, False, "fd")
+
+    def _fd_of(self, value: Any) -> int:
+        if isinstance(value, int):
+            return value
+        fd = getattr(value, "fd", None)
+        if isinstance(fd, int):
+            return fd
+        if isinstance(value, socket.socket):
+            return value.fileno()
+        raise TypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
+                        f"{type(value).__name__}")
+
+    _what = "program"
+
+    def __setitem__(self, key: K, value: Any) -> None:
+        self._put(key, self._fd_of(value), 0)
+
+    def _walk_present(self) -> Iterator[tuple[Any, Any]]:
+        for kb in self._walk_raw():
+            got = self._lookup_raw(kb)
+            if got is not None:
+                yield self._dkey(kb), self._dval(got)
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        return self._walk_present()
+
+    def keys(self) -> Iterator[K]:  # type: ignore[override]
+        return (k for k, _ in self._walk_present())
+
+    def values(self) -> Iterator[V]:
+        return (v for _, v in self._walk_present())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._walk_present())
+
+    def clear(self) -> None:
+        for k in list(self.keys()):
+            try:
+                del self[k]
+            except KeyError:
+                pass
+
+
+@register_kind("prog_array")
+class ProgArrayMap(_FdValueMap[int, int]):
+    """``BPF_MAP_TYPE_PROG_ARRAY`` (tail calls): ``m[i] = program``; ``m[i]`` is the
+    program's id; ``del m[i]`` empties the slot."""
+
+
+@register_kind("array_of_maps", "hash_of_maps")
+class ArrayOfMapsMap(_FdValueMap[K, "Map"]):
+    """``BPF_MAP_TYPE_ARRAY_OF_MAPS`` / ``HASH_OF_MAPS``: ``m[k] = inner_map``; ``m[k]``
+    opens the inner map by id (a new fd, typed from its BTF)."""
+
+    _what = "map"
+
+    def _dval(self, buf: Any) -> Any:
+        (map_id,) = struct.unpack_from("<I", buf, 0)
+        return Map.from_id(map_id)
+
+    def inner_id(self, key: K) -> int | None:
+        """The inner map's id at ``key`` (no new fd), or None."""
+        buf = self._lookup_raw(self._ekey(key))
+        return None if buf is None else int(struct.unpack_from("<I", buf, 0)[0])
+
+
+HashOfMapsMap = ArrayOfMapsMap
+
+
+@register_kind("devmap", "devmap_hash")
+class DevMap(TypedMap[K, V]):
+    """``BPF_MAP_TYPE_DEVMAP[_HASH]`` (XDP redirect): values are ifindexes (``u32``) or
+    ``struct bpf_devmap_val``; an interface name is accepted for a ``u32`` value."""
+
+    def __setitem__(self, key: K, value: Any) -> None:
+        if isinstance(value, str):
+            value = socket.if_nametoindex(value)
+        self._put(key, value, 0)
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return c if c is not None else IntCodec(4, False, "ifindex") if size == 4 else \
+            _default_codec(size)
+
+
+@register_kind("cpumap")
+class CPUMap(TypedMap[K, V]):
+    """``BPF_MAP_TYPE_CPUMAP``: values are queue sizes (``u32``) or ``struct
+    bpf_cpumap_val``."""
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return c if c is not None else IntCodec(4, False, "qsize") if size == 4 else \
+            _default_codec(size)
+
+
+@register_kind("xskmap")
+class XSKMap(_FdValueMap[int, int]):
+    """``BPF_MAP_TYPE_XSKMAP``: ``m[queue] = xsk_socket_fd``."""
+
+    _what = "AF_XDP socket"
+
+
+@register_kind("sockmap", "sockhash")
+class SockMap(_FdValueMap[K, int]):
+    """``BPF_MAP_TYPE_SOCKMAP`` / ``SOCKHASH``: ``m[k] = socket`` (or fd); with an 8-byte
+    value, ``m[k]`` is the socket's cookie (``SO_COOKIE``)."""
+
+    _what = "socket"
+
+
+SockHashMap = SockMap
+
+
+@register_kind("stack_trace")
+class StackTraceMap(TypedMap[int, list[int]]):
+    """``BPF_MAP_TYPE_STACK_TRACE``: ``m[stack_id]`` is the list of return addresses (no
+    trailing zeros); :meth:`symbolize` names them."""
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return raw_codec(size)
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return IntCodec(4, False, "stack_id")
+
+    def _dval(self, buf: Any) -> Any:
+        n = len(buf) // 8
+        addrs = list(struct.unpack_from(f"<{n}Q", buf, 0))
+        while addrs and addrs[-1] == 0:
+            addrs.pop()
+        return addrs
+
+    def _dval_at(self, buf: Any, off: int) -> Any:
+        return self._dval(bytes(buf[off:off + self.value_size]))
+
+    def symbolize(self, stack_id: int, *, pid: int | None = None) -> list[str]:
+        """Frames of ``stack_id`` as ``"func+0xoff"`` (kernel via /proc/kallsyms; user
+        frames, when ``pid`` is given, via the ELF symbols of the mapped binaries)."""
+        from . import symbolize as sym
+
+        addrs = self[stack_id]
+        if pid is None:
+            return [sym.kernel_symbol(a) for a in addrs]
+        return [sym.user_symbol(pid, a) for a in addrs]
+
+
+def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
+               name: str = "", flags: int = 0, inner_map: Map | None = None,
+               key: Any = None, value: Any = None) -> TypedMap[Any, Any]:
+    """Create a map without an object (``BPF_MAP_CREATE``): ``type`` is libbpf's name
+    (``"hash"``, ``"array"``...). ``key``/``value`` give it types (see
+    :meth:`TypedMap.set_types`). The returned map owns its fd; close it or let the GC."""
+    t = _map_type_value(type)
+    opts = ffi.new("struct bpf_map_create_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_create_opts")
+    opts.map_flags = flags
+    if inner_map is not None:
+        opts.inner_map_fd = inner_map.fd
+    fd = lib.bpf_map_create(t, name.encode()[:15] if name else ffi.NULL, key_size, value_size,
+                            max_entries, opts)
+    if fd < 0:
+        raise error_for(ffi.errno, f"cannot create {type} map {name!r} (key_size={key_size}, "
+                        f"value_size={value_size}, max_entries={max_entries})", kind=MapError,
+                        map=name)
+    m = Map._from_fd(fd)
+    if not isinstance(m, TypedMap):
+        return cast(TypedMap[Any, Any], m)
+    if key is not None or value is not None:
+        m.set_types(key, value)
+    return m
+
+
+def _map_type_value(name: str) -> int:
+    for i in range(64):
+        if map_type_name(i) == name:
+            return i
+    raise ValueError(f"unknown map type {name!r}")

@@ -1,0 +1,905 @@
+"""Python values for BTF types: decode and encode keys, values, globals and events.
+
+:func:`codec_for` turns a BTF type into a :class:`Codec` with ``decode(buf,
+off=0)`` and ``encode(value) -> bytes``; every layout (offsets, padding, sizes)
+comes from BTF, i.e. from what clang laid out. Python values:
+
+* integers, pointers (as addresses) -> ``int``; ``bool`` -> ``bool``;
+  ``float``/``double`` -> ``float``; enums -> a generated :class:`enum.IntEnum`
+  (a value with no enumerator decodes as a plain ``int``);
+* ``char[N]`` -> :class:`CStr` (``bytes`` without the trailing NULs, ``.str``
+  is the text up to the first NUL); other byte arrays (``__u8[N]``) -> ``bytes``
+  of length N; other arrays -> ``list``;
+* structs and unions -> generated :class:`Struct` / :class:`Union` classes with
+  attribute access, ``repr``, ``==``, ``_asdict()``, ``_astuple()`` and
+  ``bytes(obj)``; bitfields read and write like ints.
+
+Encoding accepts an instance of the class, a dict, a tuple/list (fields in
+order), and for scalars a plain value; a missing field is zero. A wrong field
+name, a wrong type or a value out of range is a ``TypeError``/``ValueError``
+whose message names the field path (``value.inner.count``).
+
+Cost: structs without bitfields or unions decode and encode with one
+precompiled :class:`struct.Struct` call plus generated attribute code;
+the others go member by member.
+"""
+
+from __future__ import annotations
+
+import enum
+import keyword
+import re
+import struct
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
+
+__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec"]
+
+
+class CStr(bytes):
+    """A ``char[N]`` value: the bytes without trailing NULs; ``.str`` is the C string."""
+
+    __slots__ = ()
+
+    @property
+    def str(self) -> str:
+        """The text up to the first NUL (UTF-8, undecodable bytes replaced)."""
+        i = self.find(b"\0")
+        return (self if i < 0 else self[:i]).decode("utf-8", "replace")
+
+
+_new = object.__new__
+
+
+def _tname(v: object) -> str:
+    return type(v).__name__
+
+
+class Struct:
+    """Base of the classes generated for BTF structs.
+
+    ``Cls(a, b)`` / ``Cls(a=1)`` build a value (missing fields are zero);
+    ``Cls._from_bytes(raw)`` decodes; ``bytes(obj)`` encodes.
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _codec: ClassVar[StructCodec]
+    _size: ClassVar[int] = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fields = self._fields
+        if len(args) > len(fields):
+            raise TypeError(f"{type(self).__name__} has {len(fields)} fields, got {len(args)} "
+                            "positional values")
+        codec = self._codec
+        for name, c in zip(fields, codec.field_codecs):
+            object.__setattr__(self, name, c.default())
+        for name, v in zip(fields, args):
+            object.__setattr__(self, name, v)
+        for k, v in kwargs.items():
+            if k not in codec.field_index:
+                raise TypeError(f"{type(self).__name__} has no field {k!r} "
+                                f"(fields: {', '.join(fields)})")
+            object.__setattr__(self, k, v)
+
+    @classmethod
+    def _from_bytes(cls, raw: bytes | bytearray | memoryview, offset: int = 0) -> Any:
+        """Decode an instance from ``raw`` (at ``offset``)."""
+        if len(raw) - offset < cls._size:
+            raise ValueError(f"{cls.__name__}: need {cls._size} bytes, got {len(raw) - offset}")
+        return cls._codec.decode(raw, offset)
+
+    def __bytes__(self) -> bytes:
+        return self._codec.encode(self, type(self).__name__)
+
+    def _astuple(self) -> tuple[Any, ...]:
+        """Field values in order (nested structs as tuples)."""
+        return tuple(_plain(getattr(self, n), True) for n in self._fields)
+
+    def _asdict(self) -> dict[str, Any]:
+        """Field values by name (nested structs as dicts)."""
+        return {n: _plain(getattr(self, n), False) for n in self._fields}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__name__}({inner})"
+
+
+def _plain(v: Any, as_tuple: bool) -> Any:
+    if isinstance(v, Struct):
+        return v._astuple() if as_tuple else v._asdict()
+    if isinstance(v, list):
+        return [_plain(x, as_tuple) for x in v]
+    return v
+
+
+class Union(Struct):
+    """Base of the classes generated for BTF unions.
+
+    Decoding fills every member from the same bytes. Encoding writes the member
+    assigned last (or the only key of a dict); a decoded, unmodified union
+    encodes back to its original bytes.
+    """
+
+    __slots__ = ("_which", "_raw")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) + len(kwargs) > 1:
+            raise TypeError(f"union {type(self).__name__}: give one member, got "
+                            f"{len(args) + len(kwargs)}")
+        object.__setattr__(self, "_raw", None)
+        object.__setattr__(self, "_which", None)
+        super().__init__(*args, **kwargs)
+        if args:
+            object.__setattr__(self, "_which", self._fields[0])
+        elif kwargs:
+            object.__setattr__(self, "_which", next(iter(kwargs)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in self._codec.field_index:
+            object.__setattr__(self, "_which", name)
+            object.__setattr__(self, "_raw", None)
+
+
+# --- codecs ------------------------------------------------------------------------
+
+
+class Codec:
+    """Decode/encode one BTF type. ``size`` bytes; ``pytype`` is its Python annotation."""
+
+    size: int = 0
+    #: struct format of this type's flat items ('<' standard sizes, no alignment), or None
+    fmt: str | None = None
+    nflat: int = 0
+    pytype: str = "Any"
+    name: str = ""
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        raise NotImplementedError
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        """Validate ``value`` and write it at ``off`` (errors name ``path``)."""
+        raise NotImplementedError
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        """``value`` as exactly ``size`` bytes."""
+        buf = bytearray(self.size)
+        self.pack_into(buf, 0, value, path)
+        return bytes(buf)
+
+    def default(self) -> Any:
+        return 0
+
+    # Inline code generation for flat structs: expressions over a flat tuple ``t``.
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        raise NotImplementedError
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name or self.pytype} size={self.size}>"
+
+
+def _reg(ns: dict[str, Any], obj: Any) -> str:
+    name = f"_h{len(ns)}"
+    ns[name] = obj
+    return name
+
+
+class IntCodec(Codec):
+    """Signed or unsigned integer of 1, 2, 4, 8 or 16 bytes (also pointers)."""
+
+    _FMT: ClassVar[dict[tuple[int, bool], str]] = {
+        (1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
+        (4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
+
+    def __init__(self, size: int, signed: bool, name: str = "") -> None:
+        self.size = size
+        self.signed = signed
+        self.name = name or f"{'s' if signed else 'u'}{size * 8}"
+        self.pytype = "int"
+        f = self._FMT.get((size, signed))
+        self.fmt = f
+        self.nflat = 1 if f else 0
+        self._S = struct.Struct("<" + f) if f else None
+        if signed:
+            self.lo, self.hi = -(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1
+        else:
+            self.lo, self.hi = 0, (1 << 8 * size) - 1
+        if self._S is not None:
+            self._unpack = self._S.unpack_from
+            self._pack = self._S.pack
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        if self._S is not None:
+            return self._unpack(buf, off)[0]
+        return int.from_bytes(bytes(buf[off:off + self.size]), "little", signed=self.signed)
+
+    def check(self, value: Any, path: str) -> int:
+        if not isinstance(value, int):
+            raise TypeError(f"{path}: expected int for {self.name}, got {_tname(value)} "
+                            f"{value!r}")
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"{path}: {value} is out of range for {self.name} "
+                             f"[{self.lo}, {self.hi}]")
+        return int(value)
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        v = self.check(value, path)
+        buf[off:off + self.size] = v.to_bytes(self.size, "little", signed=self.signed)
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        if self._S is not None:
+            try:
+                return self._pack(value)  # type: ignore[no-any-return,unused-ignore]
+            except (struct.error, TypeError):
+                pass
+        return self.check(value, path).to_bytes(self.size, "little", signed=self.signed)
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"t[{base}]"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        return v
+
+
+class BoolCodec(IntCodec):
+    def __init__(self, size: int = 1) -> None:
+        super().__init__(size, False, "bool")
+        self.pytype = "bool"
+        if size == 1:
+            self.fmt = "?"
+            self._S = struct.Struct("<?")
+            self._unpack = self._S.unpack_from
+            self._pack = self._S.pack
+
+    def default(self) -> Any:
+        return False
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        return bool(IntCodec.decode(self, buf, off))
+
+    def check(self, value: Any, path: str) -> int:
+        if not isinstance(value, int):
+            raise TypeError(f"{path}: expected bool, got {_tname(value)} {value!r}")
+        return 1 if value else 0
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        return self.check(value, path).to_bytes(self.size, "little")
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"t[{base}]" if self.fmt == "?" else f"bool(t[{base}])"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        return f"{_reg(ns, _bool_enc)}({v})"
+
+
+def _bool_enc(v: Any) -> bool:
+    if not isinstance(v, int):
+        raise TypeError("not a bool")
+    return bool(v)
+
+
+class EnumCodec(IntCodec):
+    """A C enum as a generated :class:`enum.IntEnum`; unknown values stay ``int``."""
+
+    def __init__(self, t: BTFType, name: str) -> None:
+        signed = t.signed or any(m.value < 0 for m in t.members)
+        super().__init__(t.size, signed, name)
+        members = [(m.name, m.value) for m in t.members]
+        try:
+            self.enum: Any = enum.IntEnum(name, members) if members else None
+        except (ValueError, TypeError):
+            self.enum = None
+        self.pytype = f"{name} | int" if self.enum is not None else "int"
+        self._map: dict[int, Any] = dict(self.enum._value2member_map_) if self.enum else {}
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        v = IntCodec.decode(self, buf, off)
+        return self._map.get(v, v)
+
+    def check(self, value: Any, path: str) -> int:
+        if isinstance(value, str) and self.enum is not None:
+            try:
+                return int(self.enum[value])
+            except KeyError:
+                raise ValueError(f"{path}: {value!r} is not an enumerator of {self.name} "
+                                 f"({', '.join(self.enum.__members__)})") from None
+        return super().check(value, path)
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        return self.check(value, path).to_bytes(self.size, "little", signed=self.signed)
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        g = _reg(ns, self._map.get)
+        return f"{g}(t[{base}], t[{base}])"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        if self.enum is None:
+            return v
+        return f"{_reg(ns, self._enc_fast)}({v})"
+
+    def _enc_fast(self, v: Any) -> int:
+        if isinstance(v, str):
+            raise TypeError("enum by name")  # validating path converts names
+        return v  # type: ignore[no-any-return]
+
+
+class FloatCodec(Codec):
+    def __init__(self, size: int, name: str = "") -> None:
+        self.size = size
+        self.name = name or ("float" if size == 4 else "double" if size == 8 else "long double")
+        f = {4: "f", 8: "d"}.get(size)
+        self.fmt = f
+        self.nflat = 1 if f else 0
+        self.pytype = "float" if f else "bytes"
+        self._S = struct.Struct("<" + f) if f else None
+
+    def default(self) -> Any:
+        return 0.0 if self._S else bytes(self.size)
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        if self._S is None:
+            return bytes(buf[off:off + self.size])
+        return self._S.unpack_from(buf, off)[0]
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        if self._S is None:
+            _RawCodec(self.size).pack_into(buf, off, value, path)
+            return
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"{path}: expected float for {self.name}, got {_tname(value)}")
+        try:
+            self._S.pack_into(buf, off, value)
+        except (OverflowError, struct.error) as e:
+            raise ValueError(f"{path}: {value} does not fit a {self.name}: {e}") from None
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"t[{base}]"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        return v
+
+
+def _bytes_of(v: Any, n: int, text: bool) -> bytes:
+    """bytes for a byte/char array field (fast path: raises on anything odd)."""
+    if type(v) is str and text:
+        v = v.encode()
+    elif not isinstance(v, (bytes, bytearray)):
+        raise TypeError("not bytes")
+    if len(v) > n:
+        raise ValueError("too long")
+    return v  # type: ignore[no-any-return]
+
+
+class _RawCodec(Codec):
+    """Bytes of a fixed size (types with no better Python form, maps without BTF)."""
+
+    text = False
+
+    def __init__(self, size: int, name: str = "") -> None:
+        self.size = size
+        self.name = name or f"bytes[{size}]"
+        self.fmt = f"{size}s"
+        self.nflat = 1
+        self.pytype = "bytes"
+
+    def default(self) -> Any:
+        return bytes(self.size)
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        return bytes(buf[off:off + self.size])
+
+    def to_bytes(self, value: Any, path: str) -> bytes:
+        if isinstance(value, str) and self.text:
+            value = value.encode()
+        elif isinstance(value, (list, tuple)) and not self.text:
+            try:
+                value = bytes(value)
+            except (ValueError, TypeError):
+                raise ValueError(f"{path}: a list for {self.name} must hold ints in "
+                                 "[0, 255]") from None
+        elif not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{path}: expected bytes{' or str' if self.text else ''} for "
+                            f"{self.name}, got {_tname(value)}")
+        if len(value) > self.size:
+            raise ValueError(f"{path}: {len(value)} bytes do not fit {self.name}")
+        return bytes(value)
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        b = self.to_bytes(value, path)
+        buf[off:off + self.size] = b.ljust(self.size, b"\0")
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        if type(value) is bytes and len(value) == self.size:
+            return value
+        return self.to_bytes(value, path).ljust(self.size, b"\0")
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"t[{base}]"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        return f"{_reg(ns, _bytes_of)}({v}, {self.size}, {self.text})"
+
+
+class ByteArrayCodec(_RawCodec):
+    """``__u8[N]`` and other 1-byte arrays: ``bytes`` of length N."""
+
+
+class CharArrayCodec(_RawCodec):
+    """``char[N]``: :class:`CStr` without trailing NULs; accepts bytes or str."""
+
+    text = True
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size, f"char[{size}]")
+        self.pytype = "CStr"
+
+    def default(self) -> Any:
+        return CStr()
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        return CStr(bytes(buf[off:off + self.size]).rstrip(b"\0"))
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"{_reg(ns, _cstr)}(t[{base}])"
+
+
+def _cstr(b: bytes) -> CStr:
+    return CStr(b.rstrip(b"\0"))
+
+
+class ArrayCodec(Codec):
+    """``T[N]`` for non-byte T: a ``list`` of N decoded elements."""
+
+    def __init__(self, elem: Codec, n: int) -> None:
+        self.elem = elem
+        self.n = n
+        self.size = elem.size * n
+        self.name = f"{elem.name}[{n}]"
+        self.pytype = f"list[{elem.pytype}]"
+        if elem.fmt is not None and elem.size * n == struct.calcsize("<" + elem.fmt * n):
+            self.fmt = elem.fmt * n
+            self.nflat = elem.nflat * n
+
+    def default(self) -> Any:
+        return [self.elem.default() for _ in range(self.n)]
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        es = self.elem.size
+        d = self.elem.decode
+        return [d(buf, off + k * es) for k in range(self.n)]
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{path}: expected a list for {self.name}, got {_tname(value)}")
+        if len(value) > self.n:
+            raise ValueError(f"{path}: {len(value)} elements do not fit {self.name}")
+        es = self.elem.size
+        for k, v in enumerate(value):
+            self.elem.pack_into(buf, off + k * es, v, f"{path}[{k}]")
+        zero = bytes(es * (self.n - len(value)))
+        buf[off + len(value) * es:off + self.size] = zero
+
+    def _pad(self, v: Any) -> Any:
+        if type(v) is not list and type(v) is not tuple:
+            raise TypeError("not a list")
+        n = len(v)
+        if n == self.n:
+            return v
+        if n > self.n:
+            raise ValueError("too long")
+        return list(v) + [self.elem.default() for _ in range(self.n - n)]
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        e = self.elem
+        m = e.nflat
+        if m == 1:
+            sl = f"t[{base}:{base}+{self.n}]"
+            inner = e.dec_src(ns, "j")
+            if inner == "t[j]":
+                return f"list({sl})"
+            return f"[{inner} for j in range({base}, {base}+{self.n})]"
+        inner = e.dec_src(ns, "j")
+        return f"[{inner} for j in range({base}, {base}+{self.n * m}, {m})]"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        pad = _reg(ns, self._pad)
+        e = self.elem
+        inner = e.enc_src(ns, "x")
+        if e.nflat == 1:
+            if inner == "x":
+                return f"*{pad}({v})"
+            return f"*[{inner} for x in {pad}({v})]"
+        # composite elements: their encoders return flat tuples
+        chain = _reg(ns, _chain)
+        fn = _reg(ns, _compile_enc(e))
+        return f"*{chain}({fn}(x) for x in {pad}({v}))"
+
+
+def _chain(parts: Any) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for p in parts:
+        out.extend(p)
+    return tuple(out)
+
+
+def _compile_enc(c: Codec) -> Callable[[Any], tuple[Any, ...]]:
+    ns: dict[str, Any] = {}
+    body = c.enc_src(ns, "v")
+    if not body.startswith("*"):
+        body = body + ","
+    src = f"def _enc(v):\n    return ({body})\n"
+    exec(src, ns)  # noqa: S102 - generated from BTF layouts
+    return ns["_enc"]  # type: ignore[no-any-return]
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _pyname(name: str, taken: set[str]) -> str:
+    if not _IDENT.match(name) or keyword.iskeyword(name) or name in (
+            "_fields", "_codec", "_size", "_asdict", "_astuple", "_from_bytes", "_which",
+            "_raw"):
+        name = (name if _IDENT.match(name) else re.sub(r"\W", "_", name)) + "_"
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+class _Member:
+    __slots__ = ("name", "cname", "byte_off", "bit_off", "bits", "codec")
+
+    def __init__(self, name: str, cname: str, bit_off: int, bits: int, codec: Codec) -> None:
+        self.name = name
+        self.cname = cname
+        self.byte_off = bit_off // 8
+        self.bit_off = bit_off
+        self.bits = bits
+        self.codec = codec
+
+
+class StructCodec(Codec):
+    """A C struct or union as a generated :class:`Struct`/:class:`Union` subclass."""
+
+    def __init__(self, t: BTFType, name: str) -> None:
+        self.size = t.size
+        self.name = name
+        self.is_union = t.kind == BTFKind.UNION
+        self.members: list[_Member] = []
+        self.field_index: dict[str, int] = {}
+        self.field_codecs: list[Codec] = []
+        self.cls: type[Struct] = type(name, (Union if self.is_union else Struct,),
+                                      {"__slots__": (), "_codec": self, "_size": t.size})
+        self.pytype = name
+        self._decode: Callable[[Any, int], Any] = self._decode_generic
+        self._encode: Callable[[Any], bytes] | None = None
+
+    def _finish(self) -> None:
+        cls = self.cls
+        names = tuple(m.name for m in self.members)
+        self.field_codecs = [m.codec for m in self.members]
+        self.field_index = {n: i for i, n in enumerate(names)}
+        # Recreate with the slots now that the members are known.
+        base = Union if self.is_union else Struct
+        doc = f"C {'union' if self.is_union else 'struct'} {self.name} ({self.size} bytes): " + \
+            ", ".join(f"{m.name}: {m.codec.name}" for m in self.members)
+        new = type(cls.__name__, (base,), {"__slots__": names, "_codec": self, "_fields": names,
+                                           "_size": self.size, "__doc__": doc,
+                                           "__module__": "pybpf.types.btf"})
+        self.cls = new
+        self._compile_flat()
+
+    def default(self) -> Any:
+        return self.cls()
+
+    # -- generic member-by-member path (unions, bitfields, odd sizes) --
+    def _decode_generic(self, buf: Any, off: int = 0) -> Any:
+        o = _new(self.cls)
+        sa = object.__setattr__
+        for m in self.members:
+            if m.bits:
+                sa(o, m.name, _bf_get(buf, off, m, self.size))
+            else:
+                sa(o, m.name, m.codec.decode(buf, off + m.byte_off))
+        if self.is_union:
+            sa(o, "_raw", bytes(buf[off:off + self.size]))
+            sa(o, "_which", None)
+        return o
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        return self._decode(buf, off)
+
+    def coerce(self, value: Any, path: str) -> Any:
+        """An instance of the class from an instance, dict or tuple (validating names)."""
+        cls = self.cls
+        if type(value) is cls:
+            return value
+        if isinstance(value, dict):
+            for k in value:
+                if k not in self.field_index:
+                    raise TypeError(f"{path}: {'union' if self.is_union else 'struct'} "
+                                    f"{self.name} has no field {k!r} (fields: "
+                                    f"{', '.join(cls._fields)})")
+            if self.is_union and len(value) > 1:
+                raise TypeError(f"{path}: union {self.name}: give one member, got "
+                                f"{', '.join(map(str, value))}")
+            return cls(**value)
+        if isinstance(value, (tuple, list)):
+            if len(value) > len(cls._fields) or (self.is_union and len(value) > 1):
+                raise TypeError(f"{path}: {len(value)} values for {self.name}, which has "
+                                f"{1 if self.is_union else len(cls._fields)} field(s)")
+            return cls(*value)
+        raise TypeError(f"{path}: expected {self.name} (instance, dict or tuple), got "
+                        f"{_tname(value)}")
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        v = self.coerce(value, path)
+        if self.is_union:
+            which = getattr(v, "_which", None)
+            raw = getattr(v, "_raw", None)
+            buf[off:off + self.size] = bytes(self.size)
+            if which is None:
+                if raw is not None:
+                    buf[off:off + self.size] = raw
+                return
+            m = self.members[self.field_index[which]]
+            self._pack_member(buf, off, m, getattr(v, which), path)
+            return
+        buf[off:off + self.size] = bytes(self.size)
+        for m in self.members:
+            try:
+                mv = getattr(v, m.name)
+            except AttributeError:
+                mv = m.codec.default()
+            self._pack_member(buf, off, m, mv, path)
+
+    def _pack_member(self, buf: bytearray, off: int, m: _Member, mv: Any, path: str) -> None:
+        p = f"{path}.{m.name}"
+        if m.bits:
+            _bf_set(buf, off, m, mv, p)
+        else:
+            m.codec.pack_into(buf, off + m.byte_off, mv, p)
+
+    def encode(self, value: Any, path: str = "value") -> bytes:
+        enc = self._encode
+        if enc is not None:
+            try:
+                return enc(value)
+            except Exception:  # noqa: BLE001 - the validating path explains what was wrong
+                pass
+        buf = bytearray(self.size)
+        self.pack_into(buf, 0, value, path)
+        return bytes(buf)
+
+    # -- flat fast path: one struct.Struct for the whole layout --
+    def _compile_flat(self) -> None:
+        if self.is_union or any(m.bits or m.codec.fmt is None for m in self.members):
+            return
+        parts = []
+        pos = 0
+        for m in sorted(self.members, key=lambda m: m.byte_off):
+            if m.byte_off < pos:
+                return  # overlapping: not flat
+            if m.byte_off > pos:
+                parts.append(f"{m.byte_off - pos}x")
+            parts.append(m.codec.fmt or "")
+            pos = m.byte_off + m.codec.size
+        if pos < self.size:
+            parts.append(f"{self.size - pos}x")
+        fmt = "".join(parts)
+        if struct.calcsize("<" + fmt) != self.size:
+            return
+        order = sorted(self.members, key=lambda m: m.byte_off)
+        self.fmt = fmt
+        self.nflat = sum(m.codec.nflat for m in order)
+        S = struct.Struct("<" + fmt)
+        ns: dict[str, Any] = {"_new": _new, "_C": self.cls, "_unpack": S.unpack_from,
+                              "_pack": S.pack, "_coerce": self.coerce, "_sa": object.__setattr__}
+        # decode from a flat tuple at base index i / at 0
+        lines_i, lines_0 = [], []
+        idx = 0
+        for m in order:
+            lines_i.append(f"    o.{m.name} = {m.codec.dec_src(ns, f'i+{idx}')}")
+            lines_0.append(f"    o.{m.name} = {m.codec.dec_src(ns, str(idx))}")
+            idx += m.codec.nflat
+        src = ("def _from(t, i):\n    o = _new(_C)\n" + "\n".join(lines_i) + "\n    return o\n"
+               "def _dec(buf, off=0):\n    t = _unpack(buf, off)\n    o = _new(_C)\n"
+               + "\n".join(lines_0) + "\n    return o\n")
+        if not order:
+            src = ("def _from(t, i):\n    return _new(_C)\n"
+                   "def _dec(buf, off=0):\n    return _new(_C)\n")
+        enc_items = [m.codec.enc_src(ns, f"v.{m.name}") for m in order]
+        body = ", ".join(enc_items) + ("," if len(enc_items) == 1 else "")
+        src += ("def _to(v):\n    if type(v) is not _C:\n        v = _coerce(v, 'value')\n"
+                f"    return ({body})\n"
+                "def _enc(v):\n    if type(v) is not _C:\n        v = _coerce(v, 'value')\n"
+                f"    return _pack({body})\n")
+        exec(src, ns)  # noqa: S102 - generated from BTF layouts
+        self._from = ns["_from"]
+        self._to = ns["_to"]
+        self._decode = ns["_dec"]
+        self._encode = ns["_enc"]
+        self.struct = S
+
+    def dec_src(self, ns: dict[str, Any], base: str) -> str:
+        return f"{_reg(ns, self._from)}(t, {base})"
+
+    def enc_src(self, ns: dict[str, Any], v: str) -> str:
+        return f"*{_reg(ns, self._to)}({v})"
+
+
+def _bf_get(buf: Any, off: int, m: _Member, size: int) -> Any:
+    start = off + m.bit_off // 8
+    nbytes = (m.bit_off % 8 + m.bits + 7) // 8
+    raw = int.from_bytes(bytes(buf[start:start + nbytes]), "little")
+    v = (raw >> (m.bit_off % 8)) & ((1 << m.bits) - 1)
+    c = m.codec
+    if getattr(c, "signed", False) and v >> (m.bits - 1):
+        v -= 1 << m.bits
+    if isinstance(c, BoolCodec):
+        return bool(v)
+    if isinstance(c, EnumCodec):
+        return c._map.get(v, v)
+    return v
+
+
+def _bf_set(buf: bytearray, off: int, m: _Member, value: Any, path: str) -> None:
+    c = m.codec
+    if isinstance(c, EnumCodec) and isinstance(value, str):
+        value = c.check(value, path)
+    if not isinstance(value, int):
+        raise TypeError(f"{path}: expected int for a {m.bits}-bit field, got {_tname(value)}")
+    signed = bool(getattr(c, "signed", False))
+    lo, hi = (-(1 << (m.bits - 1)), (1 << (m.bits - 1)) - 1) if signed else (0, (1 << m.bits) - 1)
+    if not lo <= value <= hi:
+        raise ValueError(f"{path}: {value} is out of range for a {m.bits}-bit "
+                         f"{'signed' if signed else 'unsigned'} bitfield [{lo}, {hi}]")
+    start = off + m.bit_off // 8
+    nbytes = (m.bit_off % 8 + m.bits + 7) // 8
+    sh = m.bit_off % 8
+    mask = ((1 << m.bits) - 1) << sh
+    raw = int.from_bytes(bytes(buf[start:start + nbytes]), "little")
+    raw = (raw & ~mask) | ((value & ((1 << m.bits) - 1)) << sh)
+    buf[start:start + nbytes] = raw.to_bytes(nbytes, "little")
+
+
+# --- building codecs from BTF ----------------------------------------------------------
+
+
+def _type_name(btf: BTF, t: BTFType, prefix: str) -> str:
+    if t.name and _IDENT.match(t.name):
+        return t.name
+    return f"{prefix}{t.id}"
+
+
+def codec_for(btf: BTF, type_id: int) -> Codec:
+    """The codec of BTF type ``type_id`` (cached per BTF object)."""
+    cache: dict[int, Codec] | None = getattr(btf, "_codecs", None)
+    if cache is None:
+        cache = {}
+        btf._codecs = cache  # type: ignore[attr-defined]
+    c = cache.get(type_id)
+    if c is None:
+        c = _build(btf, type_id, cache, 0)
+    return c
+
+
+def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec:
+    if type_id in cache:
+        return cache[type_id]
+    if depth > 64:
+        raise ValueError(f"BTF type #{type_id}: nesting deeper than 64 levels")
+    t = btf.types[type_id]
+    k = t.kind
+    c: Codec
+    if k in (BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKind.RESTRICT,
+             BTFKind.TYPE_TAG, BTFKind.VAR):
+        c = _build(btf, t.type, cache, depth + 1)
+    elif k == BTFKind.INT:
+        if t.encoding & INT_BOOL:
+            c = BoolCodec(t.size)
+        else:
+            c = IntCodec(t.size, bool(t.encoding & INT_SIGNED), _int_name(t))
+    elif k == BTFKind.PTR:
+        c = IntCodec(8, False, "pointer")
+    elif k in (BTFKind.ENUM, BTFKind.ENUM64):
+        c = EnumCodec(t, _type_name(btf, t, "enum_"))
+    elif k == BTFKind.FLOAT:
+        c = FloatCodec(t.size, t.name)
+    elif k == BTFKind.ARRAY:
+        et = btf.resolve(t.type)
+        if et.kind == BTFKind.INT and et.size == 1 and not et.encoding & INT_BOOL:
+            if et.encoding & INT_CHAR or et.name == "char":
+                c = CharArrayCodec(t.nelems)
+            else:
+                c = ByteArrayCodec(t.nelems, f"{_int_name(et)}[{t.nelems}]")
+        else:
+            c = ArrayCodec(_build(btf, t.type, cache, depth + 1), t.nelems)
+    elif k in (BTFKind.STRUCT, BTFKind.UNION):
+        sc = StructCodec(t, _type_name(btf, t, "anon_union_" if k == BTFKind.UNION
+                                       else "anon_struct_"))
+        cache[type_id] = sc  # before members: a pointer cycle never recurses, but be safe
+        taken: set[str] = set()
+        for i, m in enumerate(t.members):
+            mc = _build(btf, m.type, cache, depth + 1)
+            name = _pyname(m.name or f"_anon{i}", taken)
+            sc.members.append(_Member(name, m.name, m.offset, m.bitfield_size, mc))
+        sc._finish()
+        c = sc
+    elif k == BTFKind.DATASEC:
+        c = _RawCodec(t.size, t.name)
+    else:  # VOID, FWD, FUNC, FUNC_PROTO, DECL_TAG: no value representation
+        c = _RawCodec(btf.size_of(type_id) if k != BTFKind.VOID else 0, t.name or k.name)
+    cache[type_id] = c
+    return c
+
+
+def _int_name(t: BTFType) -> str:
+    return t.name or f"{'s' if t.encoding & INT_SIGNED else 'u'}{t.size * 8}"
+
+
+def _int_factory(size: int, signed: bool) -> Callable[[], Codec]:
+    return lambda: IntCodec(size, signed)
+
+
+_SCALARS: dict[str, Callable[[], Codec]] = {
+    **{f"u{b}": _int_factory(b // 8, False) for b in (8, 16, 32, 64)},
+    **{f"s{b}": _int_factory(b // 8, True) for b in (8, 16, 32, 64)},
+    "bool": lambda: BoolCodec(1), "f32": lambda: FloatCodec(4), "f64": lambda: FloatCodec(8),
+}
+
+
+def scalar_codec(name: str) -> Codec:
+    """A codec for ``u8``..``u64``, ``s8``..``s64``, ``bool``, ``f32``, ``f64``."""
+    try:
+        return _SCALARS[name]()
+    except KeyError:
+        raise ValueError(f"unknown scalar type {name!r} (known: {', '.join(_SCALARS)})") from None
+
+
+def as_codec(spec: Any, size: int | None = None, what: str = "type") -> Codec:
+    """A codec from a user's type: a Codec, a generated class, a BTFType, a scalar name,
+    ``bytes`` (raw, needs ``size``)."""
+    if isinstance(spec, Codec):
+        c = spec
+    elif isinstance(spec, type) and issubclass(spec, Struct):
+        c = spec._codec
+    elif isinstance(spec, BTFType) and spec._btf is not None:
+        c = codec_for(spec._btf, spec.id)
+    elif isinstance(spec, str):
+        c = scalar_codec(spec)
+    elif spec is bytes and size is not None:
+        c = _RawCodec(size)
+    else:
+        raise TypeError(f"{what}: cannot use {spec!r} as a type (give a Codec, a generated "
+                        "class, a BTF type, a scalar name such as 'u32', or bytes)")
+    if size is not None and c.size != size:
+        raise ValueError(f"{what}: {c.name} is {c.size} bytes, the map's size is {size}")
+    return c
+
+
+def raw_codec(size: int) -> Codec:
+    """Plain bytes of ``size`` (what maps without BTF use)."""
+    return _RawCodec(size)
+
+
+def decode_seq(codec: Codec, buf: Any, count: int, stride: int) -> list[Any]:
+    """``count`` values at ``stride`` bytes apart (per-CPU values, batches)."""
+    d = codec.decode
+    return [d(buf, i * stride) for i in range(count)]
+
+
