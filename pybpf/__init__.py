@@ -30,9 +30,7 @@ from .maps import Map, MapInfo, UpdateFlags, list_maps, possible_cpus
 from .mapkinds import TypedMap, create_map
 from .types import CStr, Struct, Union
 from .object import Object, load
-from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
-from .ringbuf import RecordBatch, RingBuffer, UserRingBuffer
 
 __version__ = "0.1.0"
 
@@ -40,8 +38,7 @@ __all__ = [
     "CStr", "Struct", "TypedMap", "Union", "create_map",
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
-    "NotSupportedError", "Object", "ObjectError", "PerfBuffer", "Program", "ProgramInfo",
-    "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
+    "NotSupportedError", "Object", "ObjectError", "Program", "ProgramInfo", "TestRun",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",
 ]
