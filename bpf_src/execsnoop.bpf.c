@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 /* execsnoop: one event per exec, from the syscalls:sys_{enter,exit}_execve
- * tracepoints. The argv is read at entry and the event is emitted at exit,
- * with the return code. */
+ * tracepoints. The path and argv are read at entry and the event is emitted
+ * at exit, with the return code. Filters: targ_uid, ignore_failed and the
+ * scope of pybpf_scope.h (pid, cgroup, process tree). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "pybpf_common.h"
+#include "pybpf_scope.h"
 
 #define ARGSIZE 128
 #define MAX_ARGS 20
 #define ARGS_BUF (ARGSIZE * MAX_ARGS)
+#define FILENAME_LEN 256
 
 struct event {
 	__u32 pid;
@@ -20,11 +23,11 @@ struct event {
 	__u32 args_count;
 	__u32 args_size;
 	char comm[TASK_COMM_LEN];
+	char filename[FILENAME_LEN];
 	char args[ARGS_BUF];
 };
 
 const volatile __u32 targ_uid = (__u32)-1;
-const volatile __u32 targ_pid = 0;
 const volatile bool ignore_failed = false;
 
 struct {
@@ -38,6 +41,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
+PYBPF_EVENT_TYPE(events, struct event);
 
 static const struct event empty_event = {};
 
@@ -54,7 +58,7 @@ int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx
 
 	if (targ_uid != (__u32)-1 && targ_uid != uid)
 		return 0;
-	if (targ_pid && targ_pid != tgid)
+	if (!pybpf_in_scope(tgid))
 		return 0;
 	if (bpf_map_update_elem(&execs, &tgid, &empty_event, BPF_NOEXIST))
 		return 0;
@@ -68,6 +72,7 @@ int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 
+	bpf_probe_read_user_str(e->filename, sizeof(e->filename), (const char *)ctx->args[0]);
 	argv = (const char **)ctx->args[1];
 	for (i = 0; i < MAX_ARGS; i++) {
 		const char *argp = NULL;

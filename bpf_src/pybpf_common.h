@@ -22,4 +22,10 @@ static __always_inline void pybpf_count_drop(void)
 		__sync_fetch_and_add(n, 1);
 }
 
+/* Names the record type of a ring buffer for user space (pybpf run, the
+ * shipped tools): a read-only pointer, never dereferenced, whose BTF type says
+ * what MAP carries. Costs 8 bytes of .rodata. */
+#define PYBPF_EVENT_TYPE(map, type) \
+	type *const volatile __pybpf_event__##map = 0
+
 #endif

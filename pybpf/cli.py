@@ -9,6 +9,10 @@ __all__ = ["main"]
 
 _TOOLS = {
     "execsnoop": "pybpf.tools.execsnoop",
+    "opensnoop": "pybpf.tools.opensnoop",
+    "tcpconnect": "pybpf.tools.tcpconnect",
+    "biolatency": "pybpf.tools.biolatency",
+    "profile": "pybpf.tools.profile",
 }
 
 

@@ -16,21 +16,18 @@ import os
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .. import Object, probe_path
 from ..btf import BTFKind
-from ..ringbuf import RingBuffer
+from ._common import ProbeSession, Scope, decode
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
 
 @dataclass
 class ExecEvent:
-    """One exec: ``retval`` is 0 or -errno."""
+    """One exec: ``path`` is the file passed to execve(2), ``retval`` 0 or -errno."""
 
     pid: int
     ppid: int
@@ -39,70 +36,48 @@ class ExecEvent:
     cgroup_id: int
     comm: str
     argv: list[str]
+    path: str = ""
 
 
-class ExecSnoop:
-    """Load and attach the execsnoop probe; iterate :meth:`events`."""
+class ExecSnoop(ProbeSession):
+    """Load and attach the execsnoop probe; iterate :meth:`events` for :class:`ExecEvent`."""
+
+    probe = "execsnoop"
 
     def __init__(self, *, uid: int | None = None, pid: int | None = None,
-                 ignore_failed: bool = False) -> None:
-        self.obj = Object.open(probe_path("execsnoop"))
-        try:
-            if uid is not None:
-                self.obj.set_rodata("targ_uid", uid)
-            if pid is not None:
-                self.obj.set_rodata("targ_pid", pid)
-            self.obj.set_rodata("ignore_failed", int(ignore_failed))
-            self.obj.load()
-            self.obj.attach()
-            self._layout = _layout(self.obj)
-            self._pending: deque[ExecEvent] = deque()
-            self._rb = RingBuffer(self.obj.maps["events"], callback=self._on_event)
-        except BaseException:
-            self.obj.close()
-            raise
+                 ignore_failed: bool = False, scope: Scope | None = None) -> None:
+        rodata: dict[str, int | bytes] = {"ignore_failed": int(ignore_failed)}
+        if uid is not None:
+            rodata["targ_uid"] = uid
+        if pid is not None:
+            rodata["targ_pid"] = pid
+        super().__init__(rodata=rodata, scope=scope)
 
-    def _on_event(self, data: bytes) -> None:
-        f = {name: data[off:off + size] for name, (off, size) in self._layout.items()}
+    def _convert(self, raw: dict[str, Any]) -> ExecEvent:
+        return ExecEvent(pid=raw["pid"], ppid=raw["ppid"], uid=raw["uid"],
+                         retval=raw["retval"], cgroup_id=raw["cgroup_id"], comm=raw["comm"],
+                         argv=[], path=raw["filename"])
 
-        def num(name: str, signed: bool = False) -> int:
-            return int.from_bytes(f[name], "little", signed=signed)
+    def _on_record(self, data: bytes) -> None:
+        # argv is NUL-separated inside args[]: decode it from the raw record.
+        raw = decode(self._btf, self._event_type.id, data)
+        off, size = self._args_at
+        n, used = raw["args_count"], raw["args_size"]
+        parts = data[off:off + min(used, size)].split(b"\0")
+        ev = self._convert(raw)
+        ev.argv = [a.decode(errors="replace") for a in parts[:n]]
+        if self.callback is not None:
+            self.callback(ev)
+        else:
+            self._pending.append(ev)
 
-        args = f["args"][:num("args_size")].split(b"\0")
-        argv = [a.decode(errors="replace") for a in args[:num("args_count")]]
-        self._pending.append(ExecEvent(
-            pid=num("pid"), ppid=num("ppid"), uid=num("uid"), retval=num("retval", True),
-            cgroup_id=num("cgroup_id"), comm=f["comm"].split(b"\0", 1)[0].decode(errors="replace"),
-            argv=argv))
-
-    def events(self, timeout: float | None = None) -> Iterator[ExecEvent]:
-        """Yield events as they come; stop after ``timeout`` seconds without one."""
-        while True:
-            while self._pending:
-                yield self._pending.popleft()
-            if self._rb.poll(timeout) == 0 and not self._pending:
-                return
-
-    def close(self) -> None:
-        rb = getattr(self, "_rb", None)
-        if rb is not None:
-            rb.close()
-        self.obj.close()
-
-    def __enter__(self) -> ExecSnoop:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _layout(obj: Object) -> dict[str, tuple[int, int]]:
-    """Byte offset and size of each field of ``struct event``, from the object's BTF."""
-    btf = obj.btf
-    t = btf.find("event", BTFKind.STRUCT)
-    if t is None:
-        raise LookupError("execsnoop.bpf.o has no struct event in its BTF")
-    return {m.name: (m.offset // 8, btf.size_of(m.type)) for m in t.members}
+    def configure(self) -> None:
+        btf = self.obj.btf
+        t = btf.find("event", BTFKind.STRUCT)
+        if t is None:
+            raise LookupError("execsnoop.bpf.o has no struct event in its BTF")
+        m = next(m for m in t.members if m.name == "args")
+        self._args_at = (m.offset // 8, btf.size_of(m.type))
 
 
 def _print(ev: ExecEvent, as_json: bool) -> None:
@@ -125,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run a few commands and print their exec events, then exit")
     args = ap.parse_args(argv)
     with ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed) as snoop:
+        print("Tracing execs... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         if not args.json:
             print(f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS", flush=True)
         if args.demo:

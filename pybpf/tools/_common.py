@@ -1,0 +1,352 @@
+"""Shared machinery of the shipped probes: BTF value decoding, scoping, the probe session.
+
+:func:`decode` turns bytes into Python values by a BTF type (ints, strings for
+char arrays, lists, dicts for structs). :class:`Scope` says which tasks a probe
+watches (one pid, a cgroup v2 subtree, or a process tree), set as ``.rodata``
+before load. :class:`ProbeSession` opens a shipped probe, configures, loads and
+attaches it, and streams its ring buffer as decoded records.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import struct
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .. import Object, probe_path
+from ..btf import BTF, INT_BOOL, INT_CHAR, BTFKind, BTFType
+from ..errors import BPFError
+from ..maps import Map, possible_cpus
+from ..ringbuf import RingBuffer
+
+__all__ = ["decode", "struct_layout", "type_name", "ringbuf_event_type", "Scope", "ProbeSession",
+           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys"]
+
+
+# --- BTF values ------------------------------------------------------------------
+def _is_char(btf: BTF, t: BTFType) -> bool:
+    t = btf.resolve(t.id)
+    return t.kind == BTFKind.INT and t.size == 1 and (
+        bool(t.encoding & INT_CHAR) or t.name in ("char", "signed char"))
+
+
+def _is_byte(btf: BTF, t: BTFType) -> bool:
+    t = btf.resolve(t.id)
+    return t.kind == BTFKind.INT and t.size == 1 and not t.encoding & INT_BOOL
+
+
+def decode(btf: BTF, type_id: int, data: bytes, *, enum_names: bool = False) -> Any:
+    """Decode ``data`` as the BTF type ``type_id``.
+
+    Integers become ``int`` (``bool`` for C bools), char arrays ``str`` (up to
+    the first NUL), other byte arrays (``__u8[]``) ``bytes``, other arrays
+    ``list``, structs and unions ``dict`` by member name, pointers ``int``;
+    enums ``int`` (their name with ``enum_names``).
+    """
+    t = btf.resolve(type_id)
+    k = t.kind
+    if k == BTFKind.INT:
+        if t.encoding & INT_BOOL:
+            return data[:t.size] != b"\0" * t.size
+        return int.from_bytes(data[:t.size], "little", signed=t.signed)
+    if k in (BTFKind.ENUM, BTFKind.ENUM64):
+        v = int.from_bytes(data[:t.size], "little", signed=t.signed)
+        if enum_names:
+            for m in t.members:
+                if m.value == v:
+                    return m.name
+        return v
+    if k == BTFKind.PTR:
+        return int.from_bytes(data[:8], "little")
+    if k == BTFKind.FLOAT:
+        return struct.unpack("<d" if t.size == 8 else "<f", data[:t.size])[0]
+    if k == BTFKind.ARRAY:
+        elem = btf.types[t.type]
+        if _is_char(btf, elem):
+            return data[:t.nelems].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if _is_byte(btf, elem):
+            return bytes(data[:t.nelems])
+        esz = btf.size_of(t.type)
+        return [decode(btf, t.type, data[i * esz:(i + 1) * esz], enum_names=enum_names)
+                for i in range(t.nelems)]
+    if k in (BTFKind.STRUCT, BTFKind.UNION):
+        out: dict[str, Any] = {}
+        for i, m in enumerate(t.members):
+            name = m.name or f"__anon{i}"
+            if m.bitfield_size:
+                width = btf.size_of(m.type)
+                base = (m.offset // 8) // width * width
+                raw = int.from_bytes(data[base:base + width], "little")
+                shift = m.offset - base * 8
+                v = (raw >> shift) & ((1 << m.bitfield_size) - 1)
+                out[name] = v
+                continue
+            off = m.offset // 8
+            size = btf.size_of(m.type)
+            val = decode(btf, m.type, data[off:off + size], enum_names=enum_names)
+            if not m.name and isinstance(val, dict):
+                out.update(val)
+            else:
+                out[name] = val
+        return out
+    if k == BTFKind.VOID:
+        return None
+    return data.hex()
+
+
+def type_name(btf: BTF, type_id: int) -> str:
+    """C spelling of a BTF type, e.g. ``const volatile __u32``, ``char[16]``."""
+    t = btf.types[type_id]
+    k = t.kind
+    if k == BTFKind.VOID:
+        return "void"
+    if k in (BTFKind.INT, BTFKind.FLOAT, BTFKind.TYPEDEF):
+        return t.name
+    if k in (BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.FWD):
+        kw = {BTFKind.STRUCT: "struct", BTFKind.UNION: "union", BTFKind.FWD: "struct"}.get(
+            k, "enum")
+        return f"{kw} {t.name or '<anon>'}"
+    if k in (BTFKind.CONST, BTFKind.VOLATILE, BTFKind.RESTRICT):
+        return f"{k.name.lower()} {type_name(btf, t.type)}"
+    if k == BTFKind.TYPE_TAG:
+        return type_name(btf, t.type)
+    if k == BTFKind.PTR:
+        return f"{type_name(btf, t.type)} *"
+    if k == BTFKind.ARRAY:
+        return f"{type_name(btf, t.type)}[{t.nelems}]"
+    if k == BTFKind.FUNC_PROTO:
+        return "function"
+    if k == BTFKind.VAR:
+        return type_name(btf, t.type)
+    return t.name or k.name.lower()
+
+
+def struct_layout(btf: BTF, name: str) -> BTFType:
+    """The STRUCT called ``name`` in ``btf`` (LookupError if absent)."""
+    t = btf.find(name, BTFKind.STRUCT)
+    if t is None:
+        raise LookupError(f"no struct {name} in the object's BTF")
+    return t
+
+
+def ringbuf_event_type(btf: BTF, map_name: str) -> BTFType | None:
+    """The record type a ring buffer carries, as named by ``PYBPF_EVENT_TYPE(map, type)``
+    (a ``__pybpf_event__<map>`` pointer in the object's BTF), else None."""
+    var = btf.find(f"__pybpf_event__{map_name}", BTFKind.VAR)
+    if var is None:
+        return None
+    t = btf.resolve(var.type)
+    if t.kind != BTFKind.PTR:
+        return None
+    return btf.resolve(t.type)
+
+
+def raw_items(m: Map) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) bytes of every entry (one syscall per key); keys deleted meanwhile
+    are skipped."""
+    walk = getattr(m, "keys_raw", None)
+    keys: Iterator[Any] = walk() if walk is not None else m.keys()
+    for k in list(keys):
+        v = m.lookup(k)
+        if v is not None:
+            yield k, v
+
+
+def raw_keys(m: Map) -> list[bytes]:
+    """Every key as bytes."""
+    walk = getattr(m, "keys_raw", None)
+    return list(walk() if walk is not None else m.keys())
+
+
+def read_percpu_u64(m: Map, key: bytes = b"\0\0\0\0") -> int:
+    """Sum of a per-CPU u64 counter over every possible CPU (one syscall)."""
+    raw = m.lookup(key)
+    if raw is None:
+        return 0
+    n = possible_cpus()
+    return sum(int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(n))
+
+
+# --- scope -------------------------------------------------------------------------
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (from /proc/mounts), or None."""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == "cgroup2":
+                    return parts[1].replace("\\040", " ")
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which tasks a probe reports: all (the default), or restricted to
+
+    ``pid`` (one process), ``cgroup`` (a cgroup v2 directory and everything
+    below it), or ``root_pid`` (that process and its descendants, found by
+    walking ``real_parent`` in the kernel, up to 32 levels).
+    """
+
+    pid: int | None = None
+    cgroup: str | None = None
+    root_pid: int | None = None
+
+    def rodata(self) -> dict[str, int]:
+        """The ``.rodata`` values of pybpf_scope.h for this scope."""
+        out: dict[str, int] = {}
+        if self.pid is not None:
+            out["targ_pid"] = self.pid
+        if self.root_pid is not None:
+            out["scope_root_tgid"] = self.root_pid
+        if self.cgroup is not None:
+            cgid, level = cgroup_id_level(self.cgroup)
+            out["scope_cgroup_id"] = cgid
+            out["scope_cgroup_level"] = level
+        return out
+
+
+def cgroup_id_level(path: str) -> tuple[int, int]:
+    """(cgroup id, depth below the cgroup v2 root) of a cgroup v2 directory."""
+    root = cgroup2_mount()
+    if root is None:
+        raise BPFError(_errno.ENOENT, "no cgroup v2 hierarchy is mounted (see /proc/mounts)")
+    real = os.path.realpath(path)
+    rel = os.path.relpath(real, os.path.realpath(root))
+    if rel.startswith(".."):
+        raise BPFError(_errno.EINVAL, f"{path} is not inside the cgroup v2 mount {root}")
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise BPFError(exc.errno or _errno.ENOENT, f"cgroup {path}: {exc.strerror}") from None
+    level = 0 if rel == "." else len(rel.split(os.sep))
+    return st.st_ino, level
+
+
+# --- probe session ------------------------------------------------------------------
+_S = TypeVar("_S", bound="ProbeSession")
+
+
+class ProbeSession:
+    """A shipped probe, opened, configured, loaded and attached; a context manager.
+
+    ``rodata`` sets ``const volatile`` globals before load; ``autoload`` turns
+    programs on or off by name; records of the ``events`` ring buffer are
+    decoded as ``struct event`` and handed to :meth:`_convert`.
+    """
+
+    probe = ""
+    event_struct = "event"
+
+    def __init__(self, *, rodata: Mapping[str, int | bytes] | None = None,
+                 scope: Scope | None = None, autoload: Mapping[str, bool] | None = None,
+                 path: str | None = None, attach: bool = True) -> None:
+        self.obj = Object.open(path or probe_path(self.probe))
+        self._rb: RingBuffer | None = None
+        self._pending: deque[Any] = deque()
+        self.callback: Callable[[Any], None] | None = None
+        """If set, called with each event instead of queueing it for :meth:`events`."""
+        try:
+            values: dict[str, int | bytes] = dict(scope.rodata() if scope else {})
+            values.update(rodata or {})
+            for name, value in values.items():
+                self.obj.set_rodata(name, value)
+            for name, on in (autoload or {}).items():
+                self.obj.programs[name].autoload = on
+            self.configure()
+            self.obj.load()
+            if attach:
+                self.attach()
+            if self.event_struct and "events" in self.obj.maps:
+                btf = self.obj.btf
+                self._event_type = (ringbuf_event_type(btf, "events")
+                                    or struct_layout(btf, self.event_struct))
+                self._btf = btf
+                self._rb = RingBuffer(self.obj.maps["events"], callback=self._on_record)
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def configure(self) -> None:
+        """Hook for subclasses: adjust the object between open and load."""
+
+    def attach(self) -> None:
+        """Attach every loaded program (subclasses attach hooks that need targets)."""
+        self.obj.attach()
+
+    def _on_record(self, data: bytes) -> None:
+        raw = decode(self._btf, self._event_type.id, data)
+        ev = self._convert(raw)
+        if ev is None:
+            return
+        if self.callback is not None:
+            self.callback(ev)
+        else:
+            self._pending.append(ev)
+
+    def _convert(self, raw: dict[str, Any]) -> Any:
+        return raw
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds for records and process them; returns how many."""
+        if self._rb is None:
+            return 0
+        return self._rb.poll(timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield events as they come; stop after ``timeout`` seconds without one."""
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            if self.poll(timeout) == 0 and not self._pending:
+                return
+
+    def drain(self) -> list[Any]:
+        """Every event already in the ring buffer, without waiting."""
+        if self._rb is not None:
+            self._rb.consume()
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+    @property
+    def dropped(self) -> int:
+        """Records the probe could not reserve (ring buffer full), summed over CPUs."""
+        m = self.obj.maps.get("pybpf_ringbuf_drops")
+        return read_percpu_u64(m) if m is not None else 0
+
+    def fileno(self) -> int:
+        """An fd that becomes readable when events arrive (for select/asyncio)."""
+        if self._rb is None:
+            raise BPFError(_errno.EINVAL, f"{self.probe} has no event stream")
+        return self._rb.fileno()
+
+    def close(self) -> None:
+        """Detach and free the probe (idempotent)."""
+        rb, self._rb = self._rb, None
+        if rb is not None:
+            rb.close()
+        self.obj.close()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tracepoint_exists(category: str, name: str) -> bool:
+    """Whether tracefs lists ``category:name`` (mounting tracefs if needed)."""
+    from .._fs import ensure_tracefs
+
+    try:
+        root = ensure_tracefs()
+    except BPFError:
+        return True  # let the attach report the real error
+    return os.path.isdir(os.path.join(root, "events", category, name))
