@@ -407,6 +407,10 @@ class TypedMap(Map, Generic[K, V]):
             seen.add(key)
             yield key
 
+    def _walk_raw_keys(self) -> Iterator[Any]:
+        """Decoded keys by the one-syscall-per-key walk (what maps without batch ops use)."""
+        return (self._dkey(k) for k in self._walk_raw())
+
     def _batches(self, *, delete: bool = False, chunk: int = 4096
                  ) -> Iterator[tuple[bytes, bytes, int]] | None:
         """(keys, values, count) chunks by BPF_MAP_LOOKUP[_AND_DELETE]_BATCH, or None if
@@ -535,6 +539,13 @@ def _default_codec(size: int) -> Codec:
     return raw_codec(size)
 
 
+def _index_codec(c: Codec | None, size: int) -> Codec:
+    """Array-like maps index with u32 even without BTF."""
+    if c is not None:
+        return c
+    return IntCodec(4, False, "index") if size == 4 else raw_codec(size)
+
+
 @register_kind("hash", "lru_hash")
 class HashMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_HASH`` / ``BPF_MAP_TYPE_LRU_HASH``: a dict in the kernel."""
@@ -544,6 +555,9 @@ class HashMap(TypedMap[K, V]):
 class ArrayMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_ARRAY``: ``max_entries`` slots indexed 0..N-1, all present (zeroed
     at creation); elements cannot be deleted. ``len()`` is ``max_entries``."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return _index_codec(c, size)
 
     def __len__(self) -> int:
         return self.max_entries
@@ -790,27 +804,11 @@ def _is_lpm_layout(c: Codec) -> bool:
             and b.byte_off == 4)
 
 
-class _FdValueMap(TypedMap[K, V]):
-    """Maps whose values are written as fds and read back as kernel ids."""
+class _Sparse(TypedMap[K, V]):
+    """Array-like maps whose slots can be empty: iteration shows the filled ones."""
 
-    def _value_codec(self, c: Codec | None, size: int) -> Codec:
-        return IntCodec(size, False, "fd")
-
-    def _fd_of(self, value: Any) -> int:
-        if isinstance(value, int):
-            return value
-        fd = getattr(value, "fd", None)
-        if isinstance(fd, int):
-            return fd
-        if isinstance(value, socket.socket):
-            return value.fileno()
-        raise TypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
-                        f"{type(value).__name__}")
-
-    _what = "program"
-
-    def __setitem__(self, key: K, value: Any) -> None:
-        self._put(key, self._fd_of(value), 0)
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return _index_codec(c, size)
 
     def _walk_present(self) -> Iterator[tuple[Any, Any]]:
         for kb in self._walk_raw():
@@ -837,6 +835,31 @@ class _FdValueMap(TypedMap[K, V]):
             except KeyError:
                 pass
 
+
+class _FdValueMap(_Sparse[K, V]):
+    """Maps whose values are written as fds and read back as kernel ids."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return _index_codec(c, size)
+
+    def _value_codec(self, c: Codec | None, size: int) -> Codec:
+        return IntCodec(size, False, "fd")
+
+    def _fd_of(self, value: Any) -> int:
+        if isinstance(value, int):
+            return value
+        fd = getattr(value, "fd", None)
+        if isinstance(fd, int):
+            return fd
+        if isinstance(value, socket.socket):
+            return value.fileno()
+        raise TypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
+                        f"{type(value).__name__}")
+
+    _what = "program"
+
+    def __setitem__(self, key: K, value: Any) -> None:
+        self._put(key, self._fd_of(value), 0)
 
 @register_kind("prog_array")
 class ProgArrayMap(_FdValueMap[int, int]):
@@ -865,9 +888,12 @@ HashOfMapsMap = ArrayOfMapsMap
 
 
 @register_kind("devmap", "devmap_hash")
-class DevMap(TypedMap[K, V]):
+class DevMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_DEVMAP[_HASH]`` (XDP redirect): values are ifindexes (``u32``) or
     ``struct bpf_devmap_val``; an interface name is accepted for a ``u32`` value."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return _index_codec(c, size)
 
     def __setitem__(self, key: K, value: Any) -> None:
         if isinstance(value, str):
@@ -880,9 +906,12 @@ class DevMap(TypedMap[K, V]):
 
 
 @register_kind("cpumap")
-class CPUMap(TypedMap[K, V]):
+class CPUMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_CPUMAP``: values are queue sizes (``u32``) or ``struct
     bpf_cpumap_val``."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return _index_codec(c, size)
 
     def _value_codec(self, c: Codec | None, size: int) -> Codec:
         return c if c is not None else IntCodec(4, False, "qsize") if size == 4 else \

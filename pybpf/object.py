@@ -232,6 +232,36 @@ class Object:
         return self._ptr is None
 
     # --- configuration ------------------------------------------------------------
+    # --- global variables (pybpf.globals) -----------------------------------------------
+    def _globals(self) -> Any:
+        g = self.__dict__.get("_globals_obj")
+        if g is None:
+            from .globals import Globals
+
+            self._raw()
+            g = self._globals_obj = Globals(self)
+        return g
+
+    @property
+    def sections(self) -> Mapping[str, Any]:
+        """Data sections by ELF name (``.rodata``, ``.bss``, ``.data``, ``.data.custom``)."""
+        return MappingProxyType(self._globals().sections)
+
+    @property
+    def rodata(self) -> Any:
+        """``const volatile`` globals: settable before load, read-only after."""
+        return self._globals().section(".rodata", self.name)
+
+    @property
+    def bss(self) -> Any:
+        """Zero-initialized globals, read/written live after load (mmap of the map)."""
+        return self._globals().section(".bss", self.name)
+
+    @property
+    def data(self) -> Any:
+        """Initialized globals, read/written live after load (mmap of the map)."""
+        return self._globals().section(".data", self.name)
+
     def set_rodata(self, name: str, value: int | bool | bytes) -> None:
         """Set a ``const volatile`` global (in ``.rodata``) before load.
 
@@ -306,6 +336,9 @@ class Object:
                 self._load_failed = True
                 raise self._load_error(-err, log)
             self.loaded = True
+            g = self.__dict__.get("_globals_obj")
+            if g is not None:
+                g.after_load()
         return self
 
     def _load_error(self, err: int, log: list[str]) -> BPFError:
@@ -373,6 +406,9 @@ class Object:
             if self._ptr is None:
                 return
             self._ptr = None
+            g = self.__dict__.get("_globals_obj")
+            if g is not None:
+                g.close()
             self._finalizer()
 
     def __enter__(self) -> Object:
