@@ -75,7 +75,7 @@ def _check_elf_header(data: bytes | memoryview, name: str) -> None:
                                              "is little-endian", path=name)
 
 
-def _free_object(ptr: Any, links: list[Link]) -> None:
+def _free_object(ptr: Any, links: weakref.WeakSet[Link]) -> None:
     for link in list(links):
         try:
             link.detach()
@@ -114,7 +114,11 @@ class Object:
         self._programs = progs
         self._maps = maps
         self._btf: BTF | None = None
-        self._finalizer = weakref.finalize(self, _free_object, ptr, self._links)
+        # The finalizer must not reach the Object: links refer to their owner, so it
+        # holds them weakly (a strong list kept every attached Object alive forever).
+        # Links that die with the Object are destroyed by their own finalizers.
+        self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
+        self._finalizer = weakref.finalize(self, _free_object, ptr, self._link_refs)
 
     # --- opening ------------------------------------------------------------------
     @classmethod
@@ -392,9 +396,11 @@ class Object:
     def _adopt_link(self, link: Link) -> Link:
         link._owner = self
         self._links.append(link)
+        self._link_refs.add(link)
         return link
 
     def _forget_link(self, link: Link) -> None:
+        self._link_refs.discard(link)
         try:
             self._links.remove(link)
         except ValueError:
