@@ -20,6 +20,7 @@ struct event {
 	__u32 uid;
 	__s32 retval;
 	__u64 cgroup_id;
+	__u64 ts;
 	__u32 args_count;
 	__u32 args_size;
 	char comm[TASK_COMM_LEN];
@@ -106,6 +107,7 @@ int tracepoint__syscalls__sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
 	if (ignore_failed && ret < 0)
 		goto cleanup;
 	e->retval = ret;
+	e->ts = bpf_ktime_get_ns();
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
 	if (!out) {

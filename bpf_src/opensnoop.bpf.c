@@ -27,6 +27,7 @@ struct event {
 	__u32 mode;
 	__u32 syscall_nr;
 	__u64 cgroup_id;
+	__u64 ts;
 	char comm[TASK_COMM_LEN];
 	char path[PATH_LEN];
 };
@@ -108,6 +109,7 @@ static __always_inline int leave(long ret, long nr)
 	e->mode = ap->mode;
 	e->syscall_nr = nr;
 	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ts = bpf_ktime_get_ns();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (bpf_probe_read_user_str(e->path, sizeof(e->path), ap->fname) < 0)
 		e->path[0] = 0;

@@ -27,6 +27,7 @@ struct event {
 	__u16 dport;
 	__s32 ret;
 	__u64 cgroup_id;
+	__u64 ts;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
@@ -76,6 +77,7 @@ static __always_inline struct event *begin(__u16 dport)
 	e->uid = uid;
 	e->dport = dport;
 	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ts = bpf_ktime_get_ns();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
 }
@@ -140,6 +142,7 @@ int tcpconnect_exit(struct trace_event_raw_sys_exit *ctx)
 	}
 	__builtin_memcpy(e, &p->ev, sizeof(*e));
 	e->ret = ctx->ret;
+	e->ts = bpf_ktime_get_ns();
 	if (!e->sport) {
 		struct inet_sock *inet = (struct inet_sock *)p->sk;
 

@@ -13,6 +13,7 @@ _TOOLS = {
     "tcpconnect": "pybpf.tools.tcpconnect",
     "biolatency": "pybpf.tools.biolatency",
     "profile": "pybpf.tools.profile",
+    "audit": "pybpf.tools.audit",
 }
 
 

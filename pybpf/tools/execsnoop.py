@@ -37,6 +37,8 @@ class ExecEvent:
     comm: str
     argv: list[str]
     path: str = ""
+    ts: int = 0
+    """CLOCK_MONOTONIC nanoseconds when the exec returned."""
 
 
 class ExecSnoop(ProbeSession):
@@ -56,7 +58,7 @@ class ExecSnoop(ProbeSession):
     def _convert(self, raw: dict[str, Any]) -> ExecEvent:
         return ExecEvent(pid=raw["pid"], ppid=raw["ppid"], uid=raw["uid"],
                          retval=raw["retval"], cgroup_id=raw["cgroup_id"], comm=raw["comm"],
-                         argv=[], path=raw["filename"])
+                         argv=[], path=raw["filename"], ts=raw["ts"])
 
     def _on_record(self, data: bytes) -> None:
         # argv is NUL-separated inside args[]: decode it from the raw record.

@@ -65,6 +65,8 @@ class OpenEvent:
     mode: int
     ret: int
     cgroup_id: int
+    ts: int = 0
+    """CLOCK_MONOTONIC nanoseconds when the open returned."""
 
     @property
     def ok(self) -> bool:
@@ -119,7 +121,7 @@ class OpenSnoop(ProbeSession):
     def _convert(self, raw: dict[str, Any]) -> OpenEvent:
         return OpenEvent(pid=raw["pid"], tid=raw["tid"], uid=raw["uid"], comm=raw["comm"],
                          path=raw["path"], flags=raw["flags"], mode=raw["mode"], ret=raw["ret"],
-                         cgroup_id=raw["cgroup_id"])
+                         cgroup_id=raw["cgroup_id"], ts=raw["ts"])
 
 
 def _print(ev: OpenEvent, as_json: bool) -> None:

@@ -49,6 +49,8 @@ class ConnectEvent:
     dport: int
     ret: int
     cgroup_id: int
+    ts: int = 0
+    """CLOCK_MONOTONIC nanoseconds when connect() returned (fexit: when it finished)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -100,7 +102,8 @@ class TcpConnect(ProbeSession):
             daddr = ipaddress.IPv6Address(raw["daddr"])
         return ConnectEvent(pid=raw["pid"], tid=raw["tid"], uid=raw["uid"], comm=raw["comm"],
                             version=version, saddr=saddr, daddr=daddr, sport=raw["sport"],
-                            dport=raw["dport"], ret=raw["ret"], cgroup_id=raw["cgroup_id"])
+                            dport=raw["dport"], ret=raw["ret"], cgroup_id=raw["cgroup_id"],
+                            ts=raw["ts"])
 
 
 def _print(ev: ConnectEvent, as_json: bool) -> None:
