@@ -94,8 +94,12 @@ class Link:
         elif fd is not None and on_detach is None:
             self._finalizer = weakref.finalize(self, os.close, fd)
         elif on_detach is not None:
-            with _exit_lock:
-                _exit_links.add(self)
+            if getattr(on_detach, "__self__", None) is self:
+                # bound to this link (LinkGroup): its parts have their own finalizers
+                with _exit_lock:
+                    _exit_links.add(self)
+            else:  # a netlink tc filter, a socket filter...: undone at GC or exit too
+                self._finalizer = weakref.finalize(self, on_detach)
 
     def __repr__(self) -> str:
         state = "detached" if self.detached else (f"pinned at {self.pin_path}" if self.pin_path
@@ -165,8 +169,8 @@ class Link:
         on_detach, self._on_detach = self._on_detach, None
         fin, self._finalizer = self._finalizer, None
         if fin is not None:
-            fin()  # no-op when it already ran (e.g. at exit, before the object's)
-        if on_detach is not None:
+            fin()  # frees it at most once: a no-op when it already ran (e.g. at exit)
+        elif on_detach is not None:
             on_detach()
         owner, self._owner = self._owner, None
         if owner is not None:

@@ -384,13 +384,18 @@ class Object:
         """
         if not self.loaded:
             self.load()
-        links = []
-        for prog in self._programs.values():
-            if not prog.autoload or not lib.bpf_program__autoattach(prog._raw()):
-                continue
-            if not _auto_attachable(prog.section):
-                continue
-            links.append(prog.attach_auto())
+        links: list[Link] = []
+        try:
+            for prog in self._programs.values():
+                if not prog.autoload or not lib.bpf_program__autoattach(prog._raw()):
+                    continue
+                if not _auto_attachable(prog.section):
+                    continue
+                links.append(prog.attach_auto())
+        except BaseException:
+            for link in links:  # all or nothing: undo this call's attachments
+                link.detach()
+            raise
         return links
 
     def _adopt_link(self, link: Link) -> Link:

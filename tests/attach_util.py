@@ -50,7 +50,8 @@ def val(obj: pybpf.Object, hook: int, key: int) -> int | None:
 def hits_by_key(obj: pybpf.Object, hook: int) -> dict[int, int]:
     """Every key ``hook`` counted, with its count."""
     out = {}
-    for k in obj.maps["hits"].keys():
+    m = obj.maps["hits"]
+    for k in getattr(m, "keys_raw", m.keys)():  # raw bytes keys on every Map kind
         h, key = struct.unpack("<II", k)
         if h == hook:
             raw = obj.maps["hits"].lookup(k)

@@ -1,20 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-/* BPF trampolines: fentry/fexit on do_unlinkat, and fmod_ret on the getpgid
- * syscall making it return 4242 for target_pid (set before load). */
+/* BPF trampolines: fentry/fexit on do_unlinkat, and fmod_ret on the LSM hook
+ * security_task_getpgid (modifiable without CONFIG_FUNCTION_ERROR_INJECTION):
+ * getpgid(pid != 0) returns the hook's non-zero result, 4242 for target_pid. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "attach_common.h"
-
-#if defined(__TARGET_ARCH_x86)
-#define SYSCALL(name) "__x64_sys_" #name
-#elif defined(__TARGET_ARCH_arm64)
-#define SYSCALL(name) "__arm64_sys_" #name
-#elif defined(__TARGET_ARCH_s390)
-#define SYSCALL(name) "__s390x_sys_" #name
-#else
-#define SYSCALL(name) "sys_" #name
-#endif
 
 enum { FENTRY = 1, FEXIT = 2, FMOD_RET = 3 };
 
@@ -40,9 +31,9 @@ int BPF_PROG(on_unlink_exit, int dfd, struct filename *name, int ret)
 	return 0;
 }
 
-/* A non-zero return skips the syscall and becomes its result. */
-SEC("fmod_ret/" SYSCALL(getpgid))
-int BPF_PROG(fake_getpgid, struct pt_regs *regs, int ret)
+/* A non-zero return skips the original and becomes its result. */
+SEC("fmod_ret/security_task_getpgid")
+int BPF_PROG(fake_getpgid, struct task_struct *p, int ret)
 {
 	__u32 pid = current_pid();
 
