@@ -9,6 +9,7 @@ __all__ = ["main"]
 
 _TOOLS = {
     "execsnoop": "pybpf.tools.execsnoop",
+    "gen": "pybpf.codegen",
     "opensnoop": "pybpf.tools.opensnoop",
     "tcpconnect": "pybpf.tools.tcpconnect",
     "biolatency": "pybpf.tools.biolatency",

@@ -237,7 +237,7 @@ class TypedMap(Map, Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return self._lookup_raw(self._ekey(key)) is not None
 
-    def __setitem__(self, key: K, value: V) -> None:
+    def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
         self._put(key, value, 0)
 
     def _put(self, key: Any, value: Any, flags: int) -> None:
@@ -282,7 +282,7 @@ class TypedMap(Map, Generic[K, V]):
             return default
         return self._dval(got)
 
-    def setdefault(self, key: K, default: V) -> V:
+    def setdefault(self, key: K, default: V | Mapping[str, Any] | tuple[Any, ...]) -> V:
         """``m[key]``, inserting ``default`` first if absent (BPF_NOEXIST)."""
         try:
             self._put(key, default, UpdateFlags.NOEXIST)
@@ -667,7 +667,8 @@ class QueueMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_QUEUE`` (FIFO) / ``BPF_MAP_TYPE_STACK`` (LIFO): ``push``, ``pop``,
     ``peek``; one syscall each."""
 
-    def push(self, value: V, *, overwrite: bool = False) -> None:
+    def push(self, value: V | Mapping[str, Any] | tuple[Any, ...], *,
+             overwrite: bool = False) -> None:
         """Append ``value``; when full, ``overwrite=True`` drops the oldest (BPF_EXIST),
         else ``MapError`` (E2BIG)."""
         vb = self._eval(value)
@@ -725,7 +726,7 @@ class BloomFilterMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_BLOOM_FILTER``: ``add(v)``; ``v in m`` is False only if never added
     (true positives always, false positives sometimes)."""
 
-    def add(self, value: V) -> None:
+    def add(self, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
         if lib.bpf_map_update_elem(self._fdf(), ffi.NULL, self._eval(value), 0) < 0:
             raise self._fail("add failed")
 

@@ -1,0 +1,286 @@
+"""``pybpf gen OBJ``: a typed Python module (and ``.pyi`` stub) for one BPF object.
+
+    pybpf gen probe.bpf.o -o probe_skel.py     # writes probe_skel.py and probe_skel.pyi
+    pybpf gen probe.bpf.o > probe_skel.py      # module only, on stdout
+
+The module defines the object's structs and enums (the same classes pybpf
+builds from BTF at run time) and a skeleton class named after the object::
+
+    from probe_skel import Probe, event
+    with Probe() as skel:                 # opens the object (path recorded, or embedded)
+        skel.rodata.target_pid = 42       # typed: mypy knows the globals,
+        skel.load()
+        v = skel.maps.counts[1]           # ... the maps' key and value types,
+        skel.progs.handle_exec.attach()   # ... and the programs.
+
+The ``.pyi`` stub carries the types, so mypy and IDEs check field names and value
+types in user code; at run time everything comes from the object's BTF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import keyword
+import os
+import sys
+
+from .btf import BTF, BTFKind
+from .types import Codec, EnumCodec, StructCodec, codec_for
+
+__all__ = ["generate", "main"]
+
+_MAP_CLASSES = {
+    "hash": "HashMap", "lru_hash": "HashMap", "array": "ArrayMap",
+    "percpu_hash": "PerCPUHashMap", "lru_percpu_hash": "PerCPUHashMap",
+    "percpu_array": "PerCPUArrayMap", "queue": "QueueMap", "stack": "QueueMap",
+    "lpm_trie": "LPMTrieMap", "bloom_filter": "BloomFilterMap", "prog_array": "ProgArrayMap",
+    "array_of_maps": "ArrayOfMapsMap", "hash_of_maps": "ArrayOfMapsMap",
+    "stack_trace": "StackTraceMap", "devmap": "DevMap", "devmap_hash": "DevMap",
+    "cpumap": "CPUMap", "xskmap": "XSKMap", "sockmap": "SockMap", "sockhash": "SockMap",
+}
+_KEYLESS = {"queue", "stack", "bloom_filter"}
+
+
+def _ident(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    if not out or out[0].isdigit():
+        out = "_" + out
+    return out + "_" if keyword.iskeyword(out) else out
+
+
+def _class_name(obj_name: str) -> str:
+    return "".join(p.capitalize() for p in _ident(obj_name).split("_") if p) or "Skeleton"
+
+
+def _ann(c: Codec) -> str:
+    """Annotation for a decoded value (names resolve inside the generated module)."""
+    return c.pytype.replace("ipaddress.", "ipaddress.")
+
+
+def _set_ann(c: Codec) -> str:
+    """What an assignment accepts."""
+    if isinstance(c, StructCodec):
+        return f"{c.name} | dict[str, Any] | tuple[Any, ...]"
+    if c.pytype == "CStr":
+        return "bytes | str"
+    if c.pytype == "bytes":
+        return "bytes | bytearray | list[int]"
+    if c.pytype.startswith("list["):
+        return "list[Any] | tuple[Any, ...]"
+    if isinstance(c, EnumCodec) and c.enum is not None:
+        return f"{c.name} | int | str"
+    if c.pytype == "float":
+        return "float"
+    return c.pytype
+
+
+def _field_stub(name: str, c: Codec) -> list[str]:
+    get, put = _ann(c), _set_ann(c)
+    if get == put:
+        return [f"    {name}: {get}"]
+    return ["    @property",
+            f"    def {name}(self) -> {get}: ...",
+            f"    @{name}.setter",
+            f"    def {name}(self, value: {put}) -> None: ..."]
+
+
+def _collect(btf: BTF) -> tuple[list[StructCodec], list[EnumCodec]]:
+    structs: dict[str, StructCodec] = {}
+    enums: dict[str, EnumCodec] = {}
+
+    def visit(c: Codec) -> None:
+        if isinstance(c, StructCodec):
+            if c.name in structs:
+                return
+            structs[c.name] = c
+            for m in c.members:
+                visit(m.codec)
+        elif isinstance(c, EnumCodec) and c.enum is not None:
+            enums.setdefault(c.name, c)
+        elif hasattr(c, "elem"):
+            visit(c.elem)
+
+    for t in btf:
+        if t.kind in (BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64) and t.name:
+            try:
+                visit(codec_for(btf, t.id))
+            except Exception:  # noqa: BLE001 - a type pybpf cannot represent: skip it
+                continue
+    return list(structs.values()), list(enums.values())
+
+
+def generate(path: str, *, embed: bool = False, module_path: str | None = None
+             ) -> tuple[str, str]:
+    """(module source, stub source) for the BPF object at ``path``."""
+    from .maps import _KINDS  # noqa: F401 - kinds registered
+    from .object import Object
+
+    with Object.open(path) as obj:
+        btf = obj.btf
+        structs, enums = _collect(btf)
+        cls = _class_name(obj.name)
+        maps = []
+        for name, m in obj.maps.items():
+            if m.internal:
+                continue
+            kind = _MAP_CLASSES.get(m.type, "TypedMap")
+            kc = vc = None
+            try:
+                if m.btf_key_type_id:
+                    kc = codec_for(btf, m.btf_key_type_id)
+                if m.btf_value_type_id:
+                    vc = codec_for(btf, m.btf_value_type_id)
+            except Exception:  # noqa: BLE001
+                kc = vc = None
+            maps.append((name, m.type, kind, kc, vc))
+        progs = list(obj.programs)
+        sections = {}
+        for sname, sec in obj.sections.items():
+            sections[sname] = {v: c for v, (_, c) in sec._vars.items()}
+        obj_name = obj.name
+
+    src_ref = os.path.abspath(path)
+    lines = [f'"""Typed skeleton for {os.path.basename(path)} (generated by `pybpf gen`; do not '
+             'edit)."""', "", "from __future__ import annotations", "", "import os",
+             "from typing import Any", "", "import pybpf", "from pybpf.types import CStr", ""]
+    if embed:
+        with open(path, "rb") as f:
+            blob = base64.b64encode(f.read()).decode()
+        lines += ["import base64", "", "OBJECT_PATH: str | None = None",
+                  "OBJECT_BYTES: bytes | None = base64.b64decode(", *(
+                      f"    {blob[i:i + 96]!r}" for i in range(0, len(blob), 96)), ")", ""]
+    else:
+        lines += [f"OBJECT_PATH: str | None = {src_ref!r}", "OBJECT_BYTES: bytes | None = None",
+                  ""]
+    lines += [
+        "", "def _btf() -> pybpf.BTF:",
+        "    with pybpf.Object.open(OBJECT_BYTES if OBJECT_BYTES is not None else "
+        "OBJECT_PATH, name=" + repr(obj_name) + ") as o:  # type: ignore[arg-type]",
+        "        return o.btf", "", "", "_BTF = _btf()", ""]
+    for e in enums:
+        lines.append(f"{e.name} = _BTF[{e.type_id}].pytype")
+    for s in structs:
+        lines.append(f"{s.name} = _BTF[{s.type_id}].pytype")
+    lines += ["", "", "class _Attrs:", "    def __init__(self, get: Any) -> None:",
+              "        self._get = get", "",
+              "    def __getattr__(self, name: str) -> Any:",
+              "        return self._get(name)", "", "",
+              f"class {cls}:",
+              f'    """The {obj_name} object: open on creation; load(), attach(), close()."""',
+              "",
+              "    def __init__(self, path: str | os.PathLike[str] | bytes | None = None, "
+              "**options: Any) -> None:",
+              "        src = path if path is not None else (OBJECT_BYTES if OBJECT_BYTES is not "
+              "None else OBJECT_PATH)",
+              f"        options.setdefault('name', {obj_name!r})",
+              "        self.obj = pybpf.Object.open(src, **options)  # type: ignore[arg-type]",
+              "        self.maps = _Attrs(lambda n: self.obj.maps[n])",
+              "        self.progs = _Attrs(lambda n: self.obj.programs[n])", "",
+              "    def load(self) -> " + repr(cls) + ":",
+              "        self.obj.load()", "        return self", "",
+              "    def attach(self) -> list[pybpf.Link]:", "        return self.obj.attach()",
+              "", "    def close(self) -> None:", "        self.obj.close()", "",
+              "    def __enter__(self) -> " + repr(cls) + ":", "        return self", "",
+              "    def __exit__(self, *exc: object) -> None:", "        self.close()", ""]
+    for sec_attr in ("rodata", "bss", "data"):
+        if f".{sec_attr}" in sections:
+            lines += ["    @property", f"    def {sec_attr}(self) -> Any:",
+                      f"        return self.obj.{sec_attr}", ""]
+    module = "\n".join(lines).rstrip() + "\n"
+
+    # --- stub -------------------------------------------------------------------
+    st = [f'"""Types for {os.path.basename(path)} (generated by `pybpf gen`)."""', "",
+          "import enum", "import ipaddress", "import os", "from typing import Any", "",
+          "import pybpf", "from pybpf.mapkinds import (", "    ArrayMap, ArrayOfMapsMap, "
+          "BloomFilterMap, CPUMap, DevMap, HashMap, LPMTrieMap, PerCPUArrayMap,",
+          "    PerCPUHashMap, ProgArrayMap, QueueMap, SockMap, StackTraceMap, TypedMap, "
+          "XSKMap,", ")", "from pybpf.types import CStr, Struct, Union", "",
+          "OBJECT_PATH: str | None", "OBJECT_BYTES: bytes | None", ""]
+    for e in enums:
+        st.append(f"class {e.name}(enum.IntEnum):")
+        members = list(e.enum.__members__.items()) if e.enum is not None else []
+        for n, v in members:
+            st.append(f"    {_ident(n)} = {int(v)}")
+        if not members:
+            st.append("    ...")
+        st.append("")
+    for s in structs:
+        base = "Union" if s.is_union else "Struct"
+        st.append(f"class {s.name}({base}):")
+        for mem in s.members:
+            st.extend(_field_stub(mem.name, mem.codec))
+        params = ", ".join(f"{mem.name}: {_set_ann(mem.codec)} = ..." for mem in s.members)
+        st.append(f"    def __init__(self{', ' if params else ''}{params}) -> None: ...")
+        st.append("")
+    st += ["class _Maps:"]
+    for name, mtype, kind, kc, vc in maps:
+        if mtype in _KEYLESS:
+            ann = f"{kind}[{_ann(vc) if vc else 'bytes'}]"
+        elif kind in ("ProgArrayMap", "XSKMap", "StackTraceMap"):
+            ann = kind
+        elif kind == "ArrayOfMapsMap":
+            ann = f"{kind}[{_ann(kc) if kc else 'bytes'}]"
+        elif kind == "SockMap":
+            ann = f"{kind}[{_ann(kc) if kc else 'bytes'}]"
+        elif kind == "LPMTrieMap":
+            ann = f"{kind}[{_ann(vc) if vc else 'bytes'}]"
+        else:
+            k = _ann(kc) if kc else "bytes"
+            v = _ann(vc) if vc else "bytes"
+            if kind.startswith("PerCPU"):
+                v = f"list[{v}]"
+            ann = f"{kind}[{k}, {v}]"
+        st.append(f"    {_ident(name)}: {ann}")
+    if not maps:
+        st.append("    ...")
+    st += ["", "class _Progs:"]
+    st += [f"    {_ident(p)}: pybpf.Program" for p in progs] or ["    ..."]
+    st.append("")
+    sec_classes = {}
+    for sname, variables in sections.items():
+        cname = "_Sec" + _class_name(sname.strip(".").replace(".", "_"))
+        sec_classes[sname] = cname
+        st.append(f"class {cname}:")
+        for v, c in variables.items():
+            st.extend(_field_stub(_ident(v), c))
+        if not variables:
+            st.append("    ...")
+        st.append("")
+    st += [f"class {cls}:", "    obj: pybpf.Object", "    maps: _Maps", "    progs: _Progs",
+           "    def __init__(self, path: str | os.PathLike[str] | bytes | None = None, "
+           "**options: Any) -> None: ...",
+           f"    def load(self) -> {cls}: ...", "    def attach(self) -> list[pybpf.Link]: ...",
+           "    def close(self) -> None: ...", f"    def __enter__(self) -> {cls}: ...",
+           "    def __exit__(self, *exc: object) -> None: ..."]
+    for sec_attr in ("rodata", "bss", "data"):
+        if f".{sec_attr}" in sec_classes:
+            sc = sec_classes["." + sec_attr]
+            st += ["    @property", f"    def {sec_attr}(self) -> {sc}: ..."]
+    stub = "\n".join(st).rstrip() + "\n"
+    return module, stub
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pybpf gen", description="Generate a typed Python "
+                                 "module (+ .pyi stub) for a BPF object.")
+    ap.add_argument("object", help="the .bpf.o file")
+    ap.add_argument("-o", "--output", help="write MODULE.py and MODULE.pyi (default: the "
+                    "module on stdout)")
+    ap.add_argument("--embed", action="store_true", help="embed the object's bytes in the "
+                    "module instead of recording its path")
+    args = ap.parse_args(argv)
+    try:
+        module, stub = generate(args.object, embed=args.embed)
+    except (OSError, ValueError) as e:
+        print(f"pybpf gen: {e}", file=sys.stderr)
+        return 1
+    if args.output:
+        out = args.output
+        with open(out, "w") as f:
+            f.write(module)
+        with open(os.path.splitext(out)[0] + ".pyi", "w") as f:
+            f.write(stub)
+    else:
+        sys.stdout.write(module)
+    return 0
