@@ -15,6 +15,7 @@ _TOOLS = {
     "biolatency": "pybpf.tools.biolatency",
     "profile": "pybpf.tools.profile",
     "audit": "pybpf.tools.audit",
+    "firewall": "pybpf.tools.firewall",
 }
 
 
