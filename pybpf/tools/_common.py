@@ -13,7 +13,7 @@ import errno as _errno
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from ..maps import Map, possible_cpus
 from ..ringbuf import RingBuffer
 
 __all__ = ["decode", "struct_layout", "type_name", "ringbuf_event_type", "Scope", "ProbeSession",
-           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys"]
+           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table"]
 
 
 # --- BTF values ------------------------------------------------------------------
@@ -169,6 +169,22 @@ def read_percpu_u64(m: Map, key: bytes = b"\0\0\0\0") -> int:
         return 0
     n = possible_cpus()
     return sum(int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(n))
+
+
+def table(rows: Sequence[Sequence[str]], *, right: Iterable[int] = ()) -> str:
+    """Rows as aligned columns (the first row is the header); ``right`` aligns columns
+    right by index."""
+    if not rows:
+        return ""
+    r_cols = set(right)
+    ncol = max(len(r) for r in rows)
+    widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(ncol)]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(widths[i]) if i in r_cols else c.ljust(widths[i])
+                 for i, c in enumerate(r)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 # --- scope -------------------------------------------------------------------------

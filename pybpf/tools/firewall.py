@@ -49,7 +49,7 @@ from .._fs import BPFFS, ensure_bpffs
 from ..errors import AttachError, BPFError
 from ..link import Link
 from ..maps import Map, possible_cpus
-from ._common import raw_items
+from ._common import raw_items, table
 
 __all__ = ["Firewall", "Rule", "Counter", "main"]
 
@@ -356,23 +356,16 @@ def _print_show(fw: Firewall, as_json: bool) -> None:
                           "default": default.__dict__,
                           "egress": {k: v.__dict__ for k, v in sorted(egress.items())}}))
         return
-    rows = [("ID", "SOURCE", "PORT", "ACTION", "PACKETS", "BYTES")]
-    rows += [(str(r.id), str(r.network), str(r.port or "any"), r.action, str(r.packets),
-              str(r.bytes)) for r in rules]
-    rows.append(("-", "(no rule)", "any", "pass", str(default.packets), str(default.bytes)))
-    _table(rows, right={0, 4, 5})
+    rows: list[list[str]] = [["ID", "SOURCE", "PORT", "ACTION", "PACKETS", "BYTES"]]
+    rows += [[str(r.id), str(r.network), str(r.port or "any"), r.action, str(r.packets),
+              str(r.bytes)] for r in rules]
+    rows.append(["-", "(no rule)", "any", "pass", str(default.packets), str(default.bytes)])
+    print(table(rows, right={0, 4, 5}))
     if egress:
         print()
-        rows = [("EGRESS", "PACKETS", "BYTES")]
-        rows += [(k, str(v.packets), str(v.bytes)) for k, v in sorted(egress.items())]
-        _table(rows, right={1, 2})
-
-
-def _table(rows: list[tuple[str, ...]], right: set[int]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.rjust(w) if i in right else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        rows = [["EGRESS", "PACKETS", "BYTES"]]
+        rows += [[k, str(v.packets), str(v.bytes)] for k, v in sorted(egress.items())]
+        print(table(rows, right={1, 2}))
 
 
 def main(argv: list[str] | None = None) -> int:
