@@ -45,7 +45,7 @@ _NEW_LINK_TYPES = {10: "netfilter", 11: "tcx", 12: "uprobe_multi", 13: "netkit",
 def _link_type_name(t: int) -> str:
     s = lib.libbpf_bpf_link_type_str(t)
     if s != ffi.NULL:
-        return ffi.string(s).decode()
+        return str(ffi.string(s).decode())
     return _NEW_LINK_TYPES.get(t, f"link_type_{t}")
 
 
@@ -77,8 +77,11 @@ class Link:
     """A program attached to a hook. Context manager; ``detach()`` is idempotent."""
 
     def __init__(self, ptr: Any = None, *, program: str = "", target: str = "",
-                 on_detach: Callable[[], None] | None = None, fd: int | None = None) -> None:
+                 on_detach: Callable[[], None] | None = None, fd: int | None = None,
+                 no_fd: str | None = None) -> None:
         self._ptr = ptr
+        # Why a libbpf link has no kernel fd of its own (USDT: one uprobe per site).
+        self._no_fd = no_fd
         self._on_detach = on_detach
         self._fd = fd
         self.program = program
@@ -114,6 +117,8 @@ class Link:
     @property
     def fd(self) -> int:
         """The kernel link fd (``BPFError`` for hooks that have none, e.g. netlink tc)."""
+        if self._ptr is not None and self._no_fd:
+            raise BPFError(95, f"{self.target}: {self._no_fd}")
         if self._ptr is not None:
             return int(lib.bpf_link__fd(self._ptr))
         if self._fd is not None:
@@ -138,6 +143,8 @@ class Link:
         """Pin in bpffs: the link then outlives this process until :meth:`unpin`."""
         if self._ptr is None:
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
+        if self._no_fd:
+            raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
         p = _fs.check_pin_path(os.fspath(path))
         with capture() as log:
             err = lib.bpf_link__pin(self._ptr, p.encode())

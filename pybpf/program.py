@@ -222,11 +222,11 @@ class Program:
 
     # --- attaching --------------------------------------------------------------
     def _link(self, ptr: Any, target: str, log: list[str], *, cls: builtins.type[Link] = Link,
-              needed: tuple[int, ...] = (CAP_PERFMON,)) -> Link:
+              needed: tuple[int, ...] = (CAP_PERFMON,), no_fd: str | None = None) -> Link:
         if ptr == ffi.NULL:
             err = ffi.errno or _errno.EINVAL
             raise self._attach_error(err, target, log, needed)
-        link = cls(ptr, program=self.name, target=target)
+        link = cls(ptr, program=self.name, target=target, no_fd=no_fd)
         return self._obj._adopt_link(link)
 
     def _attach_error(self, err: int, target: str, log: list[str],
@@ -454,7 +454,8 @@ class Program:
                 raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: USDT "
                                   f"probe {provider}:{name} not found in {path}",
                                   program=self.name, target=target, libbpf_log=log)
-        return self._link(ptr, target, log)
+        return self._link(ptr, target, log, no_fd="a USDT attachment is one uprobe link per "
+                                                  "probe site and has no single fd")
 
     def attach_xdp(self, ifname: str | int | None = None, *, ifindex: int | None = None,
                    mode: str = "auto") -> Link:

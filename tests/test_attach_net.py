@@ -141,7 +141,7 @@ def test_tc_clsact_netlink_with_priority_and_handle(net_obj, pair):
     shown = pair.tc("a", "filter", "show", "dev", "DEV", "egress")
     assert "pref 3 bpf" in shown and "handle 0x7 tc_egress" in shown
     with pytest.raises(BPFError, match="not a BPF link"):
-        ingress.fd
+        _ = ingress.fd
     with pytest.raises(BPFError, match="only BPF links can be pinned"):
         ingress.pin("/sys/fs/bpf/pybpf-never")
 

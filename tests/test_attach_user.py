@@ -103,6 +103,14 @@ def test_usdt_probe_reads_arguments(user_obj, target):
         assert hits(user_obj, USDT, pid) == 1
         assert val(user_obj, USDT, pid) == 42  # arg0: the sum
         assert val(user_obj, USDT_ARG1, pid) == 30  # arg1: a
+        prog_id = user_obj.programs["on_usdt"].info().id
+        # one uprobe link per probe site, not a single fd
+        assert [li.type for li in pybpf.list_links() if li.prog_id == prog_id] == [
+            "perf_event"]
+        with pytest.raises(pybpf.BPFError, match="no single fd"):
+            _ = link.fd
+        with pytest.raises(pybpf.BPFError, match="cannot be pinned"):
+            link.pin("/sys/fs/bpf/pybpf-never")
     assert hits(user_obj, USDT, run_target_pid(target, 1, 1)) == 0
 
 
