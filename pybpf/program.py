@@ -467,14 +467,23 @@ class Program:
         if mode == "auto":
             with capture() as log:
                 ptr = lib.bpf_program__attach_xdp(self._raw(), idx)
-            return self._link(ptr, target, log, needed=(CAP_NET_ADMIN,))
-        opts = ffi.new("struct bpf_link_create_opts *")
-        opts.sz = ffi.sizeof("struct bpf_link_create_opts")
-        opts.flags = XDP_FLAGS[mode]
-        fd = lib.bpf_link_create(self.fd, idx, BPF_XDP, opts)
-        if fd < 0:
-            raise self._attach_error(-fd, target, [], (CAP_NET_ADMIN,))
-        return self._obj._adopt_link(Link(program=self.name, target=target, fd=fd))
+            if ptr != ffi.NULL:
+                return self._link(ptr, target, log, needed=(CAP_NET_ADMIN,))
+            err = ffi.errno or _errno.EINVAL
+        else:
+            opts = ffi.new("struct bpf_link_create_opts *")
+            opts.sz = ffi.sizeof("struct bpf_link_create_opts")
+            opts.flags = XDP_FLAGS[mode]
+            fd = lib.bpf_link_create(self.fd, idx, BPF_XDP, opts)
+            if fd >= 0:
+                return self._obj._adopt_link(Link(program=self.name, target=target, fd=fd))
+            err, log = -fd, []
+        if err in (_errno.EBUSY, _errno.EEXIST):
+            raise AttachError(err, f"cannot attach program {self.name!r} to {target}: another "
+                              f"XDP program is already attached to {name} "
+                              f"({_errno.errorcode[err]})", program=self.name, target=target,
+                              libbpf_log=log)
+        raise self._attach_error(err, target, log, (CAP_NET_ADMIN,))
 
     def attach_tc(self, ifname: str | int | None = None, direction: str = "ingress", *,
                   ifindex: int | None = None, priority: int = 0, handle: int = 0,

@@ -86,6 +86,20 @@ def test_xdp_by_ifindex_and_attach_keyword(net_obj, pair):
     rx.close()
 
 
+def test_xdp_second_program_on_same_device_is_busy(net_obj, pair):
+    prog = net_obj.programs["xdp_count"]
+    with in_netns(pair.ns_b):
+        link = prog.attach_xdp(pair.dev_b)
+        with pytest.raises(AttachError, match="another XDP program is already attached to "
+                                              f"{pair.dev_b}") as exc:
+            prog.attach_xdp(pair.dev_b)
+        with pytest.raises(AttachError, match="another XDP program"):
+            prog.attach_xdp(pair.dev_b, mode="skb")
+    assert exc.value.target == f"xdp {pair.dev_b}"
+    assert net_obj.links == [link]
+    link.detach()
+
+
 def test_xdp_errors(net_obj):
     prog = net_obj.programs["xdp_count"]
     fds = open_fds()
@@ -329,6 +343,7 @@ def test_socket_filter_on_udp_socket_by_fd(net_obj):
 
 # --- sk_msg on a sockmap ----------------------------------------------------------------
 
+@pytest.mark.guest  # kernels before 6.10 take the BPF_PROG_ATTACH fallback
 def test_sk_msg_on_sockmap(net_obj):
     socks = net_obj.maps["socks"]
     link = net_obj.programs["on_msg"].attach_sockmap(socks)

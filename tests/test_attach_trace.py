@@ -127,6 +127,23 @@ def test_perf_event_single_pid(trace_obj):
     assert set(samples) == {os.getpid()}
 
 
+def test_perf_event_on_given_perf_fd(trace_obj):
+    from pybpf._ffi import lib
+
+    # cpu-clock (PERF_TYPE_SOFTWARE 1, config 0), 1000 Hz, this process, any CPU
+    pfd = lib.pybpf_perf_event_open(1, 0, 1000, 1, os.getpid(), -1, -1, 0, 0)
+    assert pfd >= 0, os.strerror(-pfd)
+    try:
+        with trace_obj.programs["on_sample"].attach_perf_event(pfd) as link:
+            assert link.target == f"perf_event fd {pfd}"
+            assert link.info().type == "perf_event"
+            _burn(0.2)
+            assert hits(trace_obj, PERF_BY_PID, os.getpid()) > 0
+        os.fstat(pfd)  # the caller's fd stays open: the link used its own copy
+    finally:
+        os.close(pfd)
+
+
 def test_iter_task_lists_own_pid(trace_obj):
     with trace_obj.programs["dump_task"].attach_iter() as it:
         assert isinstance(it, IterLink)
