@@ -20,6 +20,7 @@ working on every kind.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import ipaddress
 import socket
 import struct
@@ -49,6 +50,9 @@ def _round8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
+_lookup_elem = lib.bpf_map_lookup_elem
+_update_elem = lib.bpf_map_update_elem
+_from_buffer = ffi.from_buffer
 _kernel_btfs: dict[int, BTF] = {}
 
 
@@ -92,6 +96,9 @@ class TypedMap(Map, Generic[K, V]):
     _vc: Codec | None = None
     _cfd: int | None = None
     _btf_ids: tuple[int, int] = (0, 0)
+    # (key encoder, value encoder, value buffer size, value decoder); None entries mean
+    # "use the method" (kinds that override encoding/decoding)
+    _fast: tuple[Any, Any, int, Any] | None = None
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -164,6 +171,25 @@ class TypedMap(Map, Generic[K, V]):
             self._kc = as_codec(key, self.key_size, f"map {self.name!r} key")
         if value is not None:
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
+        self._fast = None
+        self.__dict__.pop("_pool", None)
+
+    @functools.cached_property
+    def _pool(self) -> list[tuple[bytearray, Any]]:
+        """Free value buffers with their cffi views, reused across lookups."""
+        return []
+
+    def _make_fast(self) -> tuple[Any, Any, int, Any]:
+        if self._kc is None or self._vc is None:
+            self._resolve_types()
+        kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
+        cls = type(self)
+        kenc = kc.fast_encode if cls._ekey is TypedMap._ekey else None
+        venc = vc.fast_encode if cls._eval is TypedMap._eval else None
+        vdec = vc.decode if cls._dval is TypedMap._dval else None
+        fast = (kenc, venc, self._vbuf_size(), vdec)
+        self._fast = fast
+        return fast
 
     # --- fast internals ------------------------------------------------------------
     def _fdf(self) -> int:
@@ -224,10 +250,40 @@ class TypedMap(Map, Generic[K, V]):
 
     # --- mapping -------------------------------------------------------------------
     def __getitem__(self, key: K) -> V:
-        buf = self._lookup_raw(self._ekey(key))
-        if buf is None:
-            raise KeyError(key)
-        return cast(V, self._dval(buf))
+        f = self._fast or self._make_fast()
+        obj = self._obj
+        if obj is not None and obj._ptr is None:
+            raise ClosedError(f"map {self.name!r} (its object was closed)")
+        fd = self._cfd
+        if fd is None:
+            fd = self._fdf()
+        kenc = f[0]
+        if kenc is None:
+            kb = self._ekey(key)
+        else:
+            try:
+                kb = kenc(key)
+            except Exception:  # noqa: BLE001 - the validating encoder explains
+                kb = self._ekey(key)
+        vdec = f[3]
+        pool = self._pool
+        try:
+            buf, cbuf = pool.pop()  # a free value buffer (list ops are thread-safe)
+        except IndexError:
+            buf = bytearray(f[2])
+            cbuf = _from_buffer(buf)
+        try:
+            if _lookup_elem(fd, kb, cbuf) < 0:
+                if ffi.errno == _errno.ENOENT:
+                    raise KeyError(key)
+                raise self._fail("lookup failed")
+            # decoders copy every value out of buf, so it can be reused afterwards
+            if vdec is not None:
+                return vdec(buf, 0)  # type: ignore[no-any-return]
+            return self._dval(bytes(buf))  # type: ignore[no-any-return]
+        finally:
+            if len(pool) < 4:
+                pool.append((buf, cbuf))
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
@@ -238,21 +294,42 @@ class TypedMap(Map, Generic[K, V]):
         return self._lookup_raw(self._ekey(key)) is not None
 
     def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        self._put(key, value, 0)
+        f = self._fast or self._make_fast()
+        kenc, venc = f[0], f[1]
+        if kenc is None or venc is None:
+            self._put(key, value, 0)
+            return
+        try:
+            kb = kenc(key)
+            vb = venc(value)
+        except Exception:  # noqa: BLE001 - the validating encoders explain
+            self._put(key, value, 0)
+            return
+        obj = self._obj
+        if obj is not None and obj._ptr is None:
+            raise ClosedError(f"map {self.name!r} (its object was closed)")
+        fd = self._cfd
+        if fd is None:
+            fd = self._fdf()
+        if _update_elem(fd, kb, vb, 0) < 0:
+            self._update_failed(key, 0)
 
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
         if lib.bpf_map_update_elem(self._fdf(), kb, vb, flags) < 0:
-            err = ffi.errno
-            if err == _errno.EEXIST:
-                raise KeyError(key)
-            if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
-                raise KeyError(key)
-            if err == _errno.E2BIG:
-                raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
-                               map=self.name)
-            raise self._fail("update failed")
+            self._update_failed(key, flags)
+
+    def _update_failed(self, key: Any, flags: int) -> None:
+        err = ffi.errno
+        if err == _errno.EEXIST:
+            raise KeyError(key)
+        if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
+            raise KeyError(key)
+        if err == _errno.E2BIG:
+            raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
+                           map=self.name)
+        raise self._fail("update failed")
 
     def __delitem__(self, key: K) -> None:
         if lib.bpf_map_delete_elem(self._fdf(), self._ekey(key)) < 0:

@@ -173,6 +173,8 @@ class Codec:
     nflat: int = 0
     pytype: str = "Any"
     name: str = ""
+    #: an unchecked encoder (raises anything on bad input; ``encode`` then explains), or None
+    fast_encode: Callable[[Any], bytes] | None = None
 
     def decode(self, buf: Any, off: int = 0) -> Any:
         raise NotImplementedError
@@ -230,6 +232,7 @@ class IntCodec(Codec):
         if self._S is not None:
             self._unpack = self._S.unpack_from
             self._pack = self._S.pack
+            self.fast_encode = self._pack
 
     def decode(self, buf: Any, off: int = 0) -> Any:
         if self._S is not None:
@@ -268,6 +271,7 @@ class BoolCodec(IntCodec):
     def __init__(self, size: int = 1) -> None:
         super().__init__(size, False, "bool")
         self.pytype = "bool"
+        self.fast_encode = None  # struct's '?' takes any object: always validate
         if size == 1:
             self.fmt = "?"
             self._S = struct.Struct("<?")
@@ -734,9 +738,15 @@ class StructCodec(Codec):
             lines_i.append(f"    o.{m.name} = {m.codec.dec_src(ns, f'i+{idx}')}")
             lines_0.append(f"    o.{m.name} = {m.codec.dec_src(ns, str(idx))}")
             idx += m.codec.nflat
+        simple = [m for m in order if m.codec.nflat == 1 and m.codec.dec_src(ns, "0") == "t[0]"]
+        if len(simple) == len(order) and order:
+            # every field is one plain struct item: unpack straight into the slots
+            targets = ", ".join(f"o.{m.name}" for m in order) + ("," if len(order) == 1 else "")
+            dec0 = f"    {targets} = _unpack(buf, off)\n"
+        else:
+            dec0 = "    t = _unpack(buf, off)\n" + "\n".join(lines_0) + "\n"
         src = ("def _from(t, i):\n    o = _new(_C)\n" + "\n".join(lines_i) + "\n    return o\n"
-               "def _dec(buf, off=0):\n    t = _unpack(buf, off)\n    o = _new(_C)\n"
-               + "\n".join(lines_0) + "\n    return o\n")
+               "def _dec(buf, off=0):\n    o = _new(_C)\n" + dec0 + "    return o\n")
         if not order:
             src = ("def _from(t, i):\n    return _new(_C)\n"
                    "def _dec(buf, off=0):\n    return _new(_C)\n")
@@ -751,6 +761,8 @@ class StructCodec(Codec):
         self._to = ns["_to"]
         self._decode = ns["_dec"]
         self._encode = ns["_enc"]
+        self.decode = ns["_dec"]  # type: ignore[method-assign]  # no extra call layer
+        self.fast_encode = ns["_enc"]
         self.struct = S
 
     def dec_src(self, ns: dict[str, Any], base: str) -> str:

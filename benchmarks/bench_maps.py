@@ -1,0 +1,132 @@
+"""Typed map operations vs. a C libbpf loop on the same map, same run.
+
+    sudo python3 benchmarks/bench_maps.py [--n 200000] [--entries 1000000]
+
+1. Single typed lookup / update on a u32 -> 32-byte struct hash (the ``vals`` map of
+   tests/bpf/typed_maps.bpf.c): ``m[k]`` and ``m[k] = v`` against bpf_map_lookup_elem /
+   bpf_map_update_elem in C (benchmarks/map_ops.c, compiled here with gcc -lbpf).
+2. Batch dump of a 1M-entry u32 -> u64 hash: pybpf's raw batch walk (and the typed
+   ``items()``) against bpf_map_lookup_batch in C, same chunk size.
+
+Prints both sides and the ratio (C time / Python time: 1.0 means as fast as C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import pybpf  # noqa: E402
+from pybpf import toolchain  # noqa: E402
+
+
+def build_c(tmp: str) -> str:
+    exe = os.path.join(tmp, "map_ops")
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "map_ops.c"), "-lbpf"],
+                   check=True)
+    return exe
+
+
+def c_run(exe: str, *args: object) -> str:
+    return subprocess.run([exe, *map(str, args)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def row(what: str, py_ns: float, c_ns: float) -> None:
+    print(f"{what:<44} python {py_ns:10.1f} ns   C {c_ns:10.1f} ns   C/python {c_ns / py_ns:5.2f}")
+
+
+def bench_single(exe: str, n: int) -> None:
+    tmp = tempfile.mkdtemp()
+    obj_path = os.path.join(tmp, "typed_maps.bpf.o")
+    toolchain.compile(os.path.join(ROOT, "tests", "bpf", "typed_maps.bpf.c"), obj_path)
+    with pybpf.load(obj_path) as obj:
+        m = obj.maps["vals"]
+        Val = obj.btf["val"].pytype
+        nkeys = 1000
+        m.update({i: Val(count=i, bytes=2 * i, pid=i, flags=1, stamp=i) for i in range(nkeys)})
+        mid = m.id
+        keys = list(range(nkeys))
+        # warm up
+        for k in keys:
+            m[k]
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            m[keys[i % nkeys]]
+        py_lookup = (time.perf_counter_ns() - t0) / n
+        c_lookup = float(c_run(exe, "lookup", mid, n, nkeys))
+        v = Val(count=1, bytes=2, pid=3, flags=4, stamp=5)
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            m[keys[i % nkeys]] = v
+        py_update = (time.perf_counter_ns() - t0) / n
+        c_update = float(c_run(exe, "update", mid, n, nkeys))
+        raw_keys = [struct.pack("<I", k) for k in keys]
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            m.lookup(raw_keys[i % nkeys])
+        py_raw = (time.perf_counter_ns() - t0) / n
+    row("typed lookup  m[k] -> struct (32 B)", py_lookup, c_lookup)
+    row("typed update  m[k] = struct (32 B)", py_update, c_update)
+    row("raw lookup    m.lookup(bytes) -> bytes", py_raw, c_lookup)
+
+
+def bench_dump(exe: str, entries: int, chunk: int) -> None:
+    with pybpf.create_map("hash", 4, 8, entries, name="bench_dump", key="u32",
+                          value="u64") as m:
+        step = 100_000
+        for base in range(0, entries, step):
+            hi = min(entries, base + step)
+            ok = m.update_batch([(i, i * 3) for i in range(base, hi)])
+            assert ok, "kernel lacks batch update"
+        c_total, c_ns, c_sum = (int(x) for x in c_run(exe, "dump", m.id, chunk).split())
+        t0 = time.perf_counter_ns()
+        total = 0
+        s = 0
+        unpack = struct.Struct(f"<{chunk}Q")
+        b = m._batches(chunk=chunk)
+        assert b is not None
+        for _, vals, count in b:
+            total += count
+            if count == chunk:
+                s += sum(unpack.unpack(vals))
+            else:
+                s += sum(struct.unpack(f"<{count}Q", vals))
+        py_ns = time.perf_counter_ns() - t0
+        assert total == c_total == entries and s == c_sum, (total, c_total, s, c_sum)
+        t0 = time.perf_counter_ns()
+        typed = sum(1 for _ in m.items())
+        typed_ns = time.perf_counter_ns() - t0
+        assert typed == entries
+    print(f"{'batch dump, raw (' + str(entries) + ' entries)':<44} python {py_ns / 1e6:8.1f} ms"
+          f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / py_ns:5.2f}")
+    print(f"{'batch dump, typed items() (decoded)':<44} python {typed_ns / 1e6:8.1f} ms"
+          f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / typed_ns:5.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000, help="single operations per side")
+    ap.add_argument("--entries", type=int, default=1_000_000, help="entries in the dumped hash")
+    ap.add_argument("--chunk", type=int, default=4096, help="batch size (both sides)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_c(tmp)
+        print(f"pybpf {pybpf.__version__}, libbpf {'.'.join(map(str, pybpf.libbpf_version()))},"
+              f" kernel {os.uname().release}, Python {sys.version.split()[0]}")
+        bench_single(exe, args.n)
+        bench_dump(exe, args.entries, args.chunk)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
