@@ -96,6 +96,20 @@ _MAX_CORE_RELO_KIND = 12  # BPF_CORE_TYPE_MATCHES
 
 MAX_OBJECT_SIZE = 1 << 31
 
+# 32-bit words after each kind's 12-byte header: fixed + per_vlen * vlen (-1: unknown kind)
+_NEED_FIXED = [-1] * 32
+_NEED_PER_VLEN = [0] * 32
+for _k, (_f, _v) in {_KIND_VOID: (-1, 0), _INT: (1, 0), _PTR: (0, 0), _ARRAY: (3, 0),
+                     _STRUCT: (0, 3), _UNION: (0, 3), _ENUM: (0, 2), _FWD: (0, 0),
+                     _TYPEDEF: (0, 0), _VOLATILE: (0, 0), _CONST: (0, 0), _RESTRICT: (0, 0),
+                     _FUNC: (0, 0), _FUNC_PROTO: (0, 2), _VAR: (1, 0), _DATASEC: (0, 3),
+                     _FLOAT: (0, 0), _DECL_TAG: (1, 0), _TYPE_TAG: (0, 0),
+                     _ENUM64: (0, 3)}.items():
+    _NEED_FIXED[_k], _NEED_PER_VLEN[_k] = _f, _v
+_SIMPLE_REF = frozenset({_TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _TYPE_TAG, _FUNC, _VAR,
+                         _DECL_TAG})
+_WITH_MEMBERS = frozenset({_STRUCT, _UNION, _DATASEC, _FUNC_PROTO})
+
 
 class _Bad(Exception):
     pass
@@ -383,7 +397,7 @@ class _Checker:
             if not length:
                 continue
             start = hdr_len + off
-            if off % 4 or start + length > len(ext) or length < 4:
+            if off % 4 or length % 4 or start + length > len(ext) or length < 4:
                 raise _Bad(f".BTF.ext {what}: {length} bytes at {off} out of bounds")
             self.ext_records(what, ext[start:start + length], min_rec, btf)
 
@@ -490,94 +504,109 @@ class _BTFChecker:
     def types(self, pos: int, end: int) -> None:
         raw = self.raw
         nstr = len(self.strings)
-        kinds, name_offs, info_pos, vlens = self.kind, self.name_off, self.info_pos, self.vlen
-        # The type section as 32-bit words (its offset and length are multiples of 4):
-        # members and parameters are then checked with slices, not a loop per record.
+        # The type section as 32-bit words (its offset and length are multiples of 4).
         words = memoryview(raw)[pos:end].cast("I")
         nwords = len(words)
-        # by-value references (a pointer breaks a cycle), per referring type
-        adj: dict[int, list[int]] = {}
-        refs_max = 0
-        refs_from = 0  # a type with the largest reference, for the message
-        names_max = 0
-        names_from = 0
-        tid = 0
+        # Pass 1, the only loop over every type: where each type starts.
+        starts: list[int] = []
+        push = starts.append
+        fixed, per = _NEED_FIXED, _NEED_PER_VLEN
         w = 0
-        base = pos
-        while w < nwords:
-            tid += 1
-            if w + 3 > nwords:
-                raise _Bad(f".BTF: type #{tid} is truncated")
-            name_off, info, size_type = words[w], words[w + 1], words[w + 2]
-            w += 3
-            kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            if info & 0x60FF0000:
-                raise _Bad(f".BTF: type #{tid} has unused info bits set ({info:#x})")
-            if name_off > names_max:
-                names_max, names_from = name_off, tid
-            kinds.append(kind)
-            name_offs.append(name_off)
-            info_pos.append(base + 4 * w)
-            vlens.append(vlen)
-            out: list[int] | None = None
-            if kind in (_TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _TYPE_TAG, _FUNC):
-                out = [size_type]
-                need = 0
-            elif kind == _PTR:
-                need = 0
-                if size_type > refs_max:
-                    refs_max, refs_from = size_type, tid
-            elif kind == _INT:
-                need = 1
-            elif kind in (_VAR, _DECL_TAG):
-                need = 1
-                out = [size_type]
-            elif kind == _ARRAY:
-                need = 3
-            elif kind in (_STRUCT, _UNION, _DATASEC, _ENUM64):
-                need = 3 * vlen
-            elif kind in (_ENUM, _FUNC_PROTO):
-                need = 2 * vlen
-            elif kind in (_FWD, _FLOAT):
-                need = 0
-            else:
-                raise _Bad(f".BTF: type #{tid} has unknown kind {kind}")
-            if w + need > nwords:
-                raise _Bad(f".BTF: type #{tid} (kind {kind}) is truncated")
-            if kind == _ARRAY:
-                out = [words[w], words[w + 1]]
-            elif vlen and kind in (_STRUCT, _UNION, _DATASEC, _FUNC_PROTO):
-                step = 2 if kind == _FUNC_PROTO else 3
-                # struct/union (name, type, offset), proto (name, type), datasec (type, ...)
-                out = list(words[w + (kind != _DATASEC):w + need:step])
-                if kind == _FUNC_PROTO:
-                    out.append(size_type)
-                if kind == _DATASEC:
+        try:
+            while w < nwords:
+                push(w)
+                info = words[w + 1]
+                k = (info >> 24) & 0x1F
+                if fixed[k] < 0:
+                    raise _Bad(f".BTF: type #{len(starts)} has unknown kind {k}")
+                w += 3 + fixed[k] + per[k] * (info & 0xFFFF)
+        except IndexError:
+            w = nwords + 1
+        if w != nwords:
+            raise _Bad(f".BTF: type #{len(starts)} is truncated")
+        # Pass 2: every field checked with comprehensions and slices.
+        infos = [words[s + 1] for s in starts]
+        if any(i & 0x60FF0000 for i in infos):
+            tid = 1 + next(n for n, i in enumerate(infos) if i & 0x60FF0000)
+            raise _Bad(f".BTF: type #{tid} has unused info bits set ({infos[tid - 1]:#x})")
+        kinds = self.kind
+        kinds.extend((i >> 24) & 0x1F for i in infos)
+        ntypes = len(kinds)
+        self.name_off.extend(words[s] for s in starts)
+        self.info_pos.extend(pos + 4 * s + 12 for s in starts)
+        self.vlen.extend(i & 0xFFFF for i in infos)
+        names_max = max(self.name_off)
+        refs_max = 0
+        adj: dict[int, list[int]] = {}  # by-value references (a pointer breaks a cycle)
+        for tid, s in enumerate(starts, 1):
+            k = kinds[tid]
+            if k in _SIMPLE_REF:
+                out = [words[s + 2]]
+            elif k == _PTR:
+                if words[s + 2] > refs_max:
+                    refs_max = words[s + 2]
+                continue
+            elif k == _ARRAY:
+                out = [words[s + 3], words[s + 4]]
+            elif k in _WITH_MEMBERS:
+                vlen = infos[tid - 1] & 0xFFFF
+                if not vlen:
+                    if k == _FUNC_PROTO:
+                        adj[tid] = [words[s + 2]]
+                        refs_max = max(refs_max, words[s + 2])
+                    continue
+                if k == _FUNC_PROTO:
+                    e = s + 3 + 2 * vlen
+                    out = list(words[s + 4:e:2])
+                    out.append(words[s + 2])
+                    names = max(words[s + 3:e:2])
+                elif k == _DATASEC:
                     self.datasecs.append(tid)
-                else:
-                    m = max(words[w:w + need:step])
-                    if m > names_max:
-                        names_max, names_from = m, tid
-            elif kind == _FUNC_PROTO:
-                out = [size_type]
-            elif vlen and kind in (_ENUM, _ENUM64):
-                m = max(words[w:w + need:2 if kind == _ENUM else 3])
-                if m > names_max:
-                    names_max, names_from = m, tid
-            if out is not None:
-                m = max(out)
-                if m > refs_max:
-                    refs_max, refs_from = m, tid
-                adj[tid] = out
-            w += need
+                    out = list(words[s + 3:s + 3 + 3 * vlen:3])
+                    names = 0
+                else:  # struct, union
+                    e = s + 3 + 3 * vlen
+                    out = list(words[s + 4:e:3])
+                    names = max(words[s + 3:e:3])
+                if names > names_max:
+                    names_max = names
+            elif k in (_ENUM, _ENUM64):
+                vlen = infos[tid - 1] & 0xFFFF
+                if vlen:
+                    step = 2 if k == _ENUM else 3
+                    names = max(words[s + 3:s + 3 + step * vlen:step])
+                    if names > names_max:
+                        names_max = names
+                continue
+            else:
+                continue
+            m = max(out)
+            if m > refs_max:
+                refs_max = m
+            adj[tid] = out
         if names_max >= nstr:
-            raise _Bad(f".BTF: type #{names_from} names string offset {names_max}, past the "
-                       f"end of the {nstr}-byte string section")
-        if refs_max >= len(kinds):
-            raise _Bad(f".BTF: type #{refs_from} (kind {kinds[refs_from]}) refers to type "
-                       f"#{refs_max}, past the last type #{len(kinds) - 1}")
+            raise _Bad(f".BTF: type #{self._culprit_name(nstr)} names string offset "
+                       f"{names_max}, past the end of the {nstr}-byte string section")
+        if refs_max >= ntypes:
+            src = next((t for t, o in adj.items() if max(o) >= ntypes), None)
+            if src is None:
+                src = next(t for t, s in enumerate(starts, 1)
+                           if kinds[t] == _PTR and words[s + 2] >= ntypes)
+            raise _Bad(f".BTF: type #{src} (kind {kinds[src]}) refers to type "
+                       f"#{refs_max}, past the last type #{ntypes - 1}")
         self.graph(adj)
+
+    def _culprit_name(self, nstr: int) -> int:
+        """The first type with a name offset (own or member) past the string section."""
+        raw = self.raw
+        for tid in range(1, len(self.kind)):
+            if self.name_off[tid] >= nstr:
+                return tid
+            k, p, v = self.kind[tid], self.info_pos[tid], self.vlen[tid]
+            step = {_STRUCT: 12, _UNION: 12, _FUNC_PROTO: 8, _ENUM: 8, _ENUM64: 12}.get(k)
+            if step and any(_U32.unpack_from(raw, p + step * i)[0] >= nstr for i in range(v)):
+                return tid
+        return 0
 
     def graph(self, adj: dict[int, list[int]]) -> None:
         kinds = self.kind
