@@ -20,7 +20,6 @@ working on every kind.
 from __future__ import annotations
 
 import errno as _errno
-import functools
 import ipaddress
 import socket
 import struct
@@ -98,7 +97,7 @@ class TypedMap(Map, Generic[K, V]):
     _btf_ids: tuple[int, int] = (0, 0)
     # (key encoder, value encoder, value buffer size, value decoder); None entries mean
     # "use the method" (kinds that override encoding/decoding)
-    _fast: tuple[Any, Any, int, Any] | None = None
+    _fast: tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]]] | None = None
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -172,14 +171,14 @@ class TypedMap(Map, Generic[K, V]):
         if value is not None:
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
         self._fast = None
-        self.__dict__.pop("_pool", None)
 
-    @functools.cached_property
-    def _pool(self) -> list[tuple[bytearray, Any]]:
-        """Free value buffers with their cffi views, reused across lookups."""
-        return []
+    def _make_fast(self) -> tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]]]:
+        """(fd, key encoder, value encoder, value size, value decoder, buffer pool).
 
-    def _make_fast(self) -> tuple[Any, Any, int, Any]:
+        Encoders/decoder are None for kinds that override them (the methods are used).
+        Built on first use after load; dropped when the map or its object closes, so the
+        hot path needs no closed check of its own."""
+        fd = self._fdf()  # raises if closed or not loaded
         if self._kc is None or self._vc is None:
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
@@ -187,11 +186,10 @@ class TypedMap(Map, Generic[K, V]):
         kenc = kc.fast_encode if cls._ekey is TypedMap._ekey else None
         venc = vc.fast_encode if cls._eval is TypedMap._eval else None
         vdec = vc.decode if cls._dval is TypedMap._dval else None
-        fast = (kenc, venc, self._vbuf_size(), vdec)
+        fast = (fd, kenc, venc, self._vbuf_size(), vdec, [])
         self._fast = fast
         return fast
 
-    # --- fast internals ------------------------------------------------------------
     def _fdf(self) -> int:
         obj = self._obj
         if obj is not None and obj._ptr is None:
@@ -203,6 +201,7 @@ class TypedMap(Map, Generic[K, V]):
 
     def close(self) -> None:
         self._cfd = None
+        self._fast = None
         super().close()
 
     def _ekey(self, key: Any) -> bytes:
@@ -250,14 +249,10 @@ class TypedMap(Map, Generic[K, V]):
 
     # --- mapping -------------------------------------------------------------------
     def __getitem__(self, key: K) -> V:
-        f = self._fast or self._make_fast()
-        obj = self._obj
-        if obj is not None and obj._ptr is None:
-            raise ClosedError(f"map {self.name!r} (its object was closed)")
-        fd = self._cfd
-        if fd is None:
-            fd = self._fdf()
-        kenc = f[0]
+        f = self._fast
+        if f is None:
+            f = self._make_fast()
+        fd, kenc, _, vsize, vdec, pool = f
         if kenc is None:
             kb = self._ekey(key)
         else:
@@ -265,25 +260,22 @@ class TypedMap(Map, Generic[K, V]):
                 kb = kenc(key)
             except Exception:  # noqa: BLE001 - the validating encoder explains
                 kb = self._ekey(key)
-        vdec = f[3]
-        pool = self._pool
         try:
             buf, cbuf = pool.pop()  # a free value buffer (list ops are thread-safe)
         except IndexError:
-            buf = bytearray(f[2])
+            buf = bytearray(vsize)
             cbuf = _from_buffer(buf)
-        try:
-            if _lookup_elem(fd, kb, cbuf) < 0:
-                if ffi.errno == _errno.ENOENT:
-                    raise KeyError(key)
-                raise self._fail("lookup failed")
-            # decoders copy every value out of buf, so it can be reused afterwards
-            if vdec is not None:
-                return vdec(buf, 0)  # type: ignore[no-any-return]
-            return self._dval(bytes(buf))  # type: ignore[no-any-return]
-        finally:
-            if len(pool) < 4:
-                pool.append((buf, cbuf))
+        if _lookup_elem(fd, kb, cbuf) < 0:
+            err = ffi.errno
+            pool.append((buf, cbuf))
+            if err == _errno.ENOENT:
+                raise KeyError(key)
+            raise error_for(err, f"map {self.name!r}: lookup failed", kind=MapError,
+                            map=self.name)
+        # decoders copy every value out of buf, so it can go back to the pool
+        v = vdec(buf, 0) if vdec is not None else self._dval(bytes(buf))
+        pool.append((buf, cbuf))
+        return v  # type: ignore[no-any-return]
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
@@ -294,8 +286,10 @@ class TypedMap(Map, Generic[K, V]):
         return self._lookup_raw(self._ekey(key)) is not None
 
     def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        f = self._fast or self._make_fast()
-        kenc, venc = f[0], f[1]
+        f = self._fast
+        if f is None:
+            f = self._make_fast()
+        fd, kenc, venc = f[0], f[1], f[2]
         if kenc is None or venc is None:
             self._put(key, value, 0)
             return
@@ -305,12 +299,6 @@ class TypedMap(Map, Generic[K, V]):
         except Exception:  # noqa: BLE001 - the validating encoders explain
             self._put(key, value, 0)
             return
-        obj = self._obj
-        if obj is not None and obj._ptr is None:
-            raise ClosedError(f"map {self.name!r} (its object was closed)")
-        fd = self._cfd
-        if fd is None:
-            fd = self._fdf()
         if _update_elem(fd, kb, vb, 0) < 0:
             self._update_failed(key, 0)
 

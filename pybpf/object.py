@@ -420,6 +420,8 @@ class Object:
             g = self.__dict__.get("_globals_obj")
             if g is not None:
                 g.close()
+            for m in self._maps.values():
+                m.__dict__.pop("_fast", None)  # typed maps' cached fd (pybpf.mapkinds)
             self._finalizer()
 
     def __enter__(self) -> Object:

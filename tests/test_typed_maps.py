@@ -350,3 +350,15 @@ def test_create_map_without_btf(tm):
             m.set_types(value="u16")
     with pytest.raises(pybpf.BPFError, match="cannot create hash map"):
         pybpf.create_map("hash", 0, 4, 16)
+
+
+def test_typed_access_after_close_raises(bpf_obj):
+    obj = pybpf.load(bpf_obj("typed_maps"))
+    m = obj.maps["vals"]
+    m[1] = {"count": 1}
+    assert m[1].count == 1  # the fast path now caches the fd
+    obj.close()
+    with pytest.raises(pybpf.ClosedError):
+        m[1]
+    with pytest.raises(pybpf.ClosedError):
+        m[1] = {"count": 2}
