@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -19,18 +20,133 @@ _TOOLS = {
 }
 
 
+_TOOL_HELP = {
+    "execsnoop": "trace execs (pid, ppid, argv, return code)",
+    "opensnoop": "trace opens (pid, comm, path, flags, fd or errno)",
+    "tcpconnect": "trace TCP connects (IPv4/IPv6 addresses and ports)",
+    "biolatency": "block I/O latency histograms",
+    "profile": "sample stacks on every CPU, folded for flame graphs",
+    "audit": "run a command, log its execs/opens/connects as JSON lines",
+    "firewall": "XDP firewall: rules by source prefix and port, counters",
+    "gen": "generate a typed Python skeleton for an object",
+}
+
+_EXAMPLES = """examples:
+  pybpf inspect probe.bpf.o                 programs, maps, globals, BTF (no root)
+  pybpf run probe.bpf.o --set targ_pid=42 --duration 10
+  pybpf features --json
+  pybpf prog list;  pybpf map dump 17;  pybpf map dump /sys/fs/bpf/mymap
+  pybpf build probe.bpf.c -o probe.bpf.o
+  pybpf execsnoop --demo
+  pybpf audit -- bash -c 'cat /etc/hostname'
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import _clicmds as c
+
+    ap = argparse.ArgumentParser(prog="pybpf", description="Load, run and inspect eBPF objects; "
+                                 "prebuilt tracing and networking tools.", epilog=_EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Any, help: str, examples: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help,
+                           epilog=f"examples:\n{examples}" if examples else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("inspect", c.cmd_inspect, "show an object's programs, maps, globals, BTF structs, "
+            "license and CO-RE relocations (no root, nothing loaded)",
+            "  pybpf inspect probe.bpf.o\n  pybpf inspect probe.bpf.o --json")
+    p.add_argument("object", help="a .bpf.o file")
+    p.add_argument("--all-structs", action="store_true", help="also kernel structs")
+    json_flag(p)
+    p = add("run", c.cmd_run, "load an object, set read-only globals, attach every program, "
+            "print ring/perf buffer events decoded from BTF, dump maps at the end",
+            "  pybpf run probe.bpf.o --duration 5\n"
+            "  pybpf run probe.bpf.o --set targ_pid=1234 --set verbose=true --json")
+    p.add_argument("object", help="a .bpf.o file")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="set a const volatile global before load (int, true/false or text)")
+    p.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
+    p.add_argument("--event-type", help="BTF type of ring buffer records (default: the type "
+                   "named by PYBPF_EVENT_TYPE, else raw bytes)")
+    json_flag(p)
+    p = add("features", c.cmd_features, "what the running kernel supports (probed)",
+            "  pybpf features\n  pybpf features --json")
+    json_flag(p)
+    p = add("prog", c.cmd_prog, "programs loaded in the kernel",
+            "  pybpf prog list\n  pybpf prog show 42 --json")
+    ps = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    json_flag(ps.add_parser("list", help="every loaded program"))
+    q = ps.add_parser("show", help="one program by id")
+    q.add_argument("id", type=int)
+    json_flag(q)
+    p = add("map", c.cmd_map, "maps in the kernel; dump decodes entries with the map's BTF",
+            "  pybpf map list\n  pybpf map show 17\n  pybpf map dump /sys/fs/bpf/counts --json")
+    ms = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    json_flag(ms.add_parser("list", help="every map"))
+    for name, hlp in (("show", "one map"), ("dump", "a map's entries, typed by its BTF")):
+        q = ms.add_parser(name, help=f"{hlp} (by id or pinned path)")
+        q.add_argument("ref", metavar="ID|PATH")
+        json_flag(q)
+    p = add("link", c.cmd_link, "BPF links in the kernel", "  pybpf link list")
+    ls = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    json_flag(ls.add_parser("list", help="every link"))
+    p = add("build", c.cmd_build, "compile BPF C into a CO-RE object (clang, vmlinux.h)",
+            "  pybpf build probe.bpf.c\n  pybpf build probe.bpf.c -o out.o -I include -D DEBUG")
+    p.add_argument("source", help="SRC.bpf.c")
+    p.add_argument("-o", "--output", help="output object (default: SRC.bpf.o)")
+    p.add_argument("-I", "--include", action="append", metavar="DIR", help="include dir")
+    p.add_argument("-D", "--define", action="append", metavar="NAME[=VALUE]", help="define")
+    for name in sorted(_TOOLS):  # dispatched to their own main() before parsing
+        sub.add_parser(name, help=_TOOL_HELP.get(name, name), add_help=False)
+    return ap
+
+
+def _error(msg: str) -> None:
+    print(f"pybpf: error: {msg}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in _TOOLS:
-        import importlib
+    try:
+        if args and args[0] in _TOOLS:
+            import importlib
 
-        mod = importlib.import_module(_TOOLS[args[0]])
-        return int(mod.main(args[1:]))
-    ap = argparse.ArgumentParser(prog="pybpf", description="Load and inspect eBPF objects.",
-                                 epilog="tools: " + ", ".join(sorted(_TOOLS)))
-    ap.add_argument("command", choices=sorted(_TOOLS), help="what to run")
-    ap.parse_args(args)
-    return 2
+            mod = importlib.import_module(_TOOLS[args[0]])
+            return int(mod.main(args[1:]))
+        ap = _parser()
+        ns = ap.parse_args(args)
+        if not getattr(ns, "func", None):
+            ap.print_help(sys.stderr)
+            return 2
+        return int(ns.func(ns))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except PermissionError as exc:
+        _error(f"{exc} (most BPF operations need root: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)")
+        return 1
+    except KeyError as exc:
+        _error(str(exc.args[0]) if exc.args else repr(exc))
+        return 1
+    except OSError as exc:
+        if type(exc) in (FileNotFoundError, IsADirectoryError, NotADirectoryError) and \
+                exc.filename and exc.strerror:
+            _error(f"{exc.filename}: {exc.strerror}")
+        else:
+            _error(str(exc))
+        return 1
+    except (ValueError, LookupError) as exc:
+        _error(str(exc))
+        return 1
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def decode(btf: BTF, type_id: int, data: bytes, *, enum_names: bool = False) -> 
             else:
                 out[name] = val
         return out
+    if k == BTFKind.DATASEC:  # an internal map's value (.bss, .data): its variables
+        values: dict[str, Any] = {}
+        for var in t.members:
+            if btf.types[var.type].kind == BTFKind.VAR:
+                values[var.name] = decode(btf, var.type, data[var.offset:var.offset + var.size],
+                                          enum_names=enum_names)
+        return values
+    if k == BTFKind.VAR:
+        return decode(btf, t.type, data, enum_names=enum_names)
     if k == BTFKind.VOID:
         return None
     return data.hex()

@@ -1,0 +1,203 @@
+"""The pybpf CLI end to end: inspect, run, features, prog/map/link, build, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import compile_test_bpf
+
+import pybpf
+
+pytestmark = pytest.mark.kernel
+
+
+def cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pybpf", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def cli_obj() -> str:
+    return compile_test_bpf("cli_run")
+
+
+def test_help_lists_commands_with_examples():
+    r = cli("--help")
+    assert r.returncode == 0
+    for cmd in ("inspect", "run", "features", "prog", "map", "link", "build", "execsnoop",
+                "opensnoop", "tcpconnect", "biolatency", "profile", "audit", "firewall", "gen"):
+        assert f"    {cmd}" in r.stdout, cmd
+    assert "examples:" in r.stdout
+    r = cli("run", "--help")
+    assert r.returncode == 0 and "--set NAME=VALUE" in r.stdout and "examples:" in r.stdout
+    r = cli()
+    assert r.returncode == 2
+    r = cli("nosuchcommand")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_inspect_without_privileges(cli_obj):
+    # No capabilities at all: inspect must not need the kernel.
+    r = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable,
+                        "-m", "pybpf", "inspect", "--json", cli_obj], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["license"] == "Dual BSD/GPL"
+    assert info["core_relocations"] == 2  # task->real_parent->tgid
+    with pybpf.Object.open(cli_obj) as obj:
+        prog = obj.programs["cli_getcwd"]
+        assert info["programs"] == [{"name": "cli_getcwd", "type": "tracepoint",
+                                     "section": "tracepoint/syscalls/sys_enter_getcwd",
+                                     "instructions": prog.instruction_count,
+                                     "autoload": True}]
+    maps = {m["name"]: m for m in info["maps"]}
+    assert maps["stats"]["type"] == "hash"
+    assert (maps["stats"]["key_size"], maps["stats"]["value_size"],
+            maps["stats"]["max_entries"]) == (4, 24, 64)
+    assert maps["cli_events"]["type"] == "ringbuf"
+    glob = {g["name"]: g for g in info["globals"]}
+    assert glob["tag"] == {"name": "tag", "section": ".rodata", "type": "const volatile __s32",
+                           "size": 4, "value": -1}
+    assert glob["total_calls"]["type"] == "__u64" and glob["total_calls"]["value"] == 0
+    own = {s["name"]: s for s in info["structs"] if s["own"]}
+    assert set(own) == {"cli_event", "cli_stat"}
+    assert [(m["name"], m["type"]) for m in own["cli_event"]["members"]] == [
+        ("pid", "__u32"), ("ppid", "__u32"), ("tag", "__s32"), ("comm", "char[16]")]
+    r = cli("inspect", cli_obj)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    hdr = lines.index("PROGRAMS") + 1
+    assert lines[hdr].split() == ["NAME", "TYPE", "SECTION", "INSNS"]
+    assert lines[hdr + 1].split() == ["cli_getcwd", "tracepoint",
+                                      "tracepoint/syscalls/sys_enter_getcwd",
+                                      str(info["programs"][0]["instructions"])]
+    # Columns line up: every row of the maps table has "TYPE" at the same column.
+    m0 = lines.index("MAPS") + 1
+    col = lines[m0].index("TYPE")
+    assert lines[m0 + 1][col - 2:col] == "  " and lines[m0 + 1][col] != " "
+
+
+def test_inspect_errors(tmp_path):
+    r = cli("inspect", str(tmp_path / "missing.bpf.o"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    bad = tmp_path / "bad.bpf.o"
+    bad.write_bytes(b"#!/bin/sh\n" * 10)
+    r = cli("inspect", str(bad))
+    assert r.returncode == 1 and "not an ELF file" in r.stderr
+
+
+def test_run_prints_decoded_events_and_dumps_maps(cli_obj):
+    me = os.getpid()
+    p = subprocess.Popen([sys.executable, "-m", "pybpf", "run", cli_obj, "--set",
+                          f"targ_pid={me}", "--set", "tag=42", "--duration", "2", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert "attached 1 of 1 programs" in line, line + p.stderr.read()
+        for _ in range(5):
+            os.getcwd()
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    events = [x["event"] for x in lines if "event" in x]
+    comm = open(f"/proc/{me}/comm").read().strip()
+    assert events == [{"pid": me, "ppid": os.getppid(), "tag": 42, "comm": comm}] * 5
+    maps = lines[-1]["maps"]
+    assert maps["stats"] == [{"key": me, "value": {"calls": 5, "last_comm": comm}}]
+    assert maps["cli_run.bss"] == [{"key": 0, "value": {"total_calls": 5}}]
+
+
+def test_run_errors(cli_obj):
+    r = cli("run", cli_obj, "--set", "nope=1")
+    assert r.returncode == 1 and "no read-only global named 'nope'" in r.stderr
+    r = cli("run", cli_obj, "--set", "tag")
+    assert r.returncode == 1 and "NAME=VALUE" in r.stderr
+    r = cli("run", cli_obj, "--set", "tag=99999999999")
+    assert r.returncode == 1 and "out of range" in r.stderr
+
+
+def test_prog_map_link_commands(cli_obj):
+    with pybpf.load(cli_obj) as obj:
+        obj.attach()
+        prog_id = obj.programs["cli_getcwd"].info().id
+        stats_id = obj.maps["stats"].info().id
+        os.getcwd()
+        r = cli("prog", "list", "--json")
+        assert r.returncode == 0, r.stderr
+        progs = {p["id"]: p for p in json.loads(r.stdout)}
+        assert progs[prog_id]["name"] == "cli_getcwd" and progs[prog_id]["type"] == "tracepoint"
+        assert stats_id in progs[prog_id]["map_ids"]
+        r = cli("prog", "list")
+        row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(prog_id))
+        assert row.split()[1:3] == ["tracepoint", "cli_getcwd"]
+        r = cli("prog", "show", str(prog_id), "--json")
+        assert json.loads(r.stdout)["name"] == "cli_getcwd"
+
+        r = cli("map", "list", "--json")
+        maps = {m["id"]: m for m in json.loads(r.stdout)}
+        assert maps[stats_id]["name"] == "stats" and maps[stats_id]["type"] == "hash"
+        r = cli("map", "show", str(stats_id), "--json")
+        assert json.loads(r.stdout)["value_size"] == 24
+        r = cli("map", "dump", str(stats_id), "--json")
+        assert r.returncode == 0, r.stderr
+        entries = {e["key"]: e["value"] for e in json.loads(r.stdout)}
+        mine = entries[os.getpid()]
+        assert mine["calls"] >= 1
+        assert mine["last_comm"] == open("/proc/self/comm").read().strip()
+        # By pinned path too, typed through the kernel's copy of the object's BTF.
+        pin = f"/sys/fs/bpf/pybpf-cli-test-{os.getpid()}"
+        obj.maps["stats"].pin(pin)
+        try:
+            r = cli("map", "dump", pin)
+            assert r.returncode == 0, r.stderr
+            assert f'{os.getpid()}: {{"calls":' in r.stdout
+        finally:
+            os.unlink(pin)
+
+        link_ids = {lk.info().id for lk in obj.links}
+        r = cli("link", "list", "--json")
+        links = {x["id"]: x for x in json.loads(r.stdout)}
+        for lid in link_ids:
+            assert links[lid]["prog_id"] == prog_id
+    r = cli("map", "dump", "4000000000")
+    assert r.returncode == 1 and "map id 4000000000" in r.stderr
+    r = cli("prog", "show", "4000000000")
+    assert r.returncode == 1 and "no program with id" in r.stderr
+    r = cli("map", "dump", "/sys/fs/bpf/pybpf-no-such-pin")
+    assert r.returncode == 1 and "no pinned map" in r.stderr
+
+
+def test_features():
+    r = cli("features", "--json")
+    assert r.returncode == 0, r.stderr
+    f = json.loads(r.stdout)
+    assert f["kernel"] == os.uname().release
+    assert f["program_types"]["tracepoint"] is True and f["map_types"]["ringbuf"] is True
+    assert f["hooks"]["fentry"]["supported"] is bool(pybpf.features.trampolines())
+    r = cli("features")
+    assert r.returncode == 0 and "HOOKS" in r.stdout and "PROGRAM TYPES" in r.stdout
+
+
+def test_build(tmp_path):
+    src = tmp_path / "mine.bpf.c"
+    src.write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                   'int hits = 0;\nSEC("xdp") int pass_all(struct xdp_md *ctx)\n'
+                   '{ hits++; return XDP_PASS; }\nchar LICENSE[] SEC("license") = "GPL";\n')
+    r = cli("build", str(src), "-o", str(tmp_path / "mine.o"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "mine.o")
+    with pybpf.Object.open(tmp_path / "mine.o") as obj:
+        assert obj.programs["pass_all"].type == "xdp"
+    bad = tmp_path / "bad.bpf.c"
+    bad.write_text("int x = ;\n")
+    r = cli("build", str(bad))
+    assert r.returncode == 1 and "clang failed to compile" in r.stderr and "error" in r.stderr
