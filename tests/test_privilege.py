@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def unprivileged_user():
         subprocess.run(["userdel", name], capture_output=True)
 
 
-def run_as(user: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_as(user: str, script: str, *args: str, module: str | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (or ``-m module``) with ``args`` as ``user``, without capabilities."""
     prefix = sys.base_prefix
     exe = Path(os.path.realpath(sys.executable)).relative_to(os.path.realpath(prefix))
     with tempfile.TemporaryDirectory(prefix="pybpf-priv-") as tmp:
@@ -77,9 +80,10 @@ def run_as(user: str, script: str, *args: str) -> subprocess.CompletedProcess[st
         script_path = Path(tmp) / "child.py"
         script_path.write_text(script)
         os.chmod(script_path, 0o644)
+        target = f"-m {module}" if module else str(script_path)
         inner = (f"mount --bind {prefix} {mnt} && exec setpriv --reuid={user} --regid={user} "
-                 f"--init-groups --inh-caps=-all {mnt / exe} {script_path} "
-                 + " ".join(args))
+                 f"--init-groups --inh-caps=-all {mnt / exe} {target} "
+                 + " ".join(shlex.quote(a) for a in args))
         import site
 
         sites = [str(mnt / Path(p).relative_to(os.path.realpath(prefix)))
@@ -113,3 +117,21 @@ def test_unprivileged_load_names_the_missing_capability(unprivileged_user):
     assert load["errno"] in (1, 13)
     assert "CAP_BPF" in load["missing"]
     assert "CAP_BPF" in load["msg"], load["msg"]
+
+
+def test_unprivileged_inspect_and_gen_work(unprivileged_user):
+    user, _uid = unprivileged_user
+    with tempfile.TemporaryDirectory(prefix="pybpf-priv-obj-") as tmp:
+        os.chmod(tmp, 0o777)
+        obj = Path(tmp) / "execsnoop.bpf.o"
+        shutil.copy(pybpf.probe_path("execsnoop"), obj)
+        os.chmod(obj, 0o644)
+        proc = run_as(user, "", "inspect", "--json", str(obj), module="pybpf")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        info = json.loads(proc.stdout)
+        assert "events" in json.dumps(info) and "tracepoint" in json.dumps(info)
+        out = Path(tmp) / "execsnoop_skel.py"
+        proc = run_as(user, "", "gen", "-o", str(out), str(obj), module="pybpf")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert out.stat().st_uid == _uid and out.with_suffix(".pyi").exists()
+        assert "class" in out.read_text()
