@@ -16,8 +16,26 @@ pytestmark = pytest.mark.kernel
 
 
 def cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
+    """The CLI in a new process (``python -m pybpf``)."""
     return subprocess.run([sys.executable, "-m", "pybpf", *args], capture_output=True,
                           text=True, timeout=timeout, check=False, **kw)
+
+
+@pytest.fixture
+def icli(capsys):
+    """The CLI in this process (``pybpf.cli.main``): same code, no interpreter start-up."""
+    from pybpf.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:
+            rc = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +100,12 @@ def test_inspect_without_privileges(cli_obj):
     assert lines[m0 + 1][col - 2:col] == "  " and lines[m0 + 1][col] != " "
 
 
-def test_inspect_errors(tmp_path):
-    r = cli("inspect", str(tmp_path / "missing.bpf.o"))
+def test_inspect_errors(tmp_path, icli):
+    r = icli("inspect", str(tmp_path / "missing.bpf.o"))
     assert r.returncode == 1 and "does not exist" in r.stderr
     bad = tmp_path / "bad.bpf.o"
     bad.write_bytes(b"#!/bin/sh\n" * 10)
-    r = cli("inspect", str(bad))
+    r = icli("inspect", str(bad))
     assert r.returncode == 1 and "not an ELF file" in r.stderr
 
 
@@ -116,38 +134,38 @@ def test_run_prints_decoded_events_and_dumps_maps(cli_obj):
     assert maps["cli_run.bss"] == [{"key": 0, "value": {"total_calls": 5}}]
 
 
-def test_run_errors(cli_obj):
-    r = cli("run", cli_obj, "--set", "nope=1")
+def test_run_errors(cli_obj, icli):
+    r = icli("run", cli_obj, "--set", "nope=1")
     assert r.returncode == 1 and "no read-only global named 'nope'" in r.stderr
-    r = cli("run", cli_obj, "--set", "tag")
+    r = icli("run", cli_obj, "--set", "tag")
     assert r.returncode == 1 and "NAME=VALUE" in r.stderr
-    r = cli("run", cli_obj, "--set", "tag=99999999999")
+    r = icli("run", cli_obj, "--set", "tag=99999999999")
     assert r.returncode == 1 and "out of range" in r.stderr
 
 
-def test_prog_map_link_commands(cli_obj):
+def test_prog_map_link_commands(cli_obj, icli):
     with pybpf.load(cli_obj) as obj:
         obj.attach()
         prog_id = obj.programs["cli_getcwd"].info().id
         stats_id = obj.maps["stats"].info().id
         os.getcwd()
-        r = cli("prog", "list", "--json")
+        r = icli("prog", "list", "--json")
         assert r.returncode == 0, r.stderr
         progs = {p["id"]: p for p in json.loads(r.stdout)}
         assert progs[prog_id]["name"] == "cli_getcwd" and progs[prog_id]["type"] == "tracepoint"
         assert stats_id in progs[prog_id]["map_ids"]
-        r = cli("prog", "list")
+        r = icli("prog", "list")
         row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(prog_id))
         assert row.split()[1:3] == ["tracepoint", "cli_getcwd"]
-        r = cli("prog", "show", str(prog_id), "--json")
+        r = icli("prog", "show", str(prog_id), "--json")
         assert json.loads(r.stdout)["name"] == "cli_getcwd"
 
-        r = cli("map", "list", "--json")
+        r = icli("map", "list", "--json")
         maps = {m["id"]: m for m in json.loads(r.stdout)}
         assert maps[stats_id]["name"] == "stats" and maps[stats_id]["type"] == "hash"
-        r = cli("map", "show", str(stats_id), "--json")
+        r = icli("map", "show", str(stats_id), "--json")
         assert json.loads(r.stdout)["value_size"] == 24
-        r = cli("map", "dump", str(stats_id), "--json")
+        r = icli("map", "dump", str(stats_id), "--json")
         assert r.returncode == 0, r.stderr
         entries = {e["key"]: e["value"] for e in json.loads(r.stdout)}
         mine = entries[os.getpid()]
@@ -157,47 +175,47 @@ def test_prog_map_link_commands(cli_obj):
         pin = f"/sys/fs/bpf/pybpf-cli-test-{os.getpid()}"
         obj.maps["stats"].pin(pin)
         try:
-            r = cli("map", "dump", pin)
+            r = icli("map", "dump", pin)
             assert r.returncode == 0, r.stderr
             assert f'{os.getpid()}: {{"calls":' in r.stdout
         finally:
             os.unlink(pin)
 
         link_ids = {lk.info().id for lk in obj.links}
-        r = cli("link", "list", "--json")
+        r = icli("link", "list", "--json")
         links = {x["id"]: x for x in json.loads(r.stdout)}
         for lid in link_ids:
             assert links[lid]["prog_id"] == prog_id
-    r = cli("map", "dump", "4000000000")
+    r = icli("map", "dump", "4000000000")
     assert r.returncode == 1 and "map id 4000000000" in r.stderr
-    r = cli("prog", "show", "4000000000")
+    r = icli("prog", "show", "4000000000")
     assert r.returncode == 1 and "no program with id" in r.stderr
-    r = cli("map", "dump", "/sys/fs/bpf/pybpf-no-such-pin")
+    r = icli("map", "dump", "/sys/fs/bpf/pybpf-no-such-pin")
     assert r.returncode == 1 and "no pinned map" in r.stderr
 
 
-def test_features():
-    r = cli("features", "--json")
+def test_features(icli):
+    r = icli("features", "--json")
     assert r.returncode == 0, r.stderr
     f = json.loads(r.stdout)
     assert f["kernel"] == os.uname().release
     assert f["program_types"]["tracepoint"] is True and f["map_types"]["ringbuf"] is True
     assert f["hooks"]["fentry"]["supported"] is bool(pybpf.features.trampolines())
-    r = cli("features")
+    r = icli("features")
     assert r.returncode == 0 and "HOOKS" in r.stdout and "PROGRAM TYPES" in r.stdout
 
 
-def test_build(tmp_path):
+def test_build(tmp_path, icli):
     src = tmp_path / "mine.bpf.c"
     src.write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
                    'int hits = 0;\nSEC("xdp") int pass_all(struct xdp_md *ctx)\n'
                    '{ hits++; return XDP_PASS; }\nchar LICENSE[] SEC("license") = "GPL";\n')
-    r = cli("build", str(src), "-o", str(tmp_path / "mine.o"))
+    r = icli("build", str(src), "-o", str(tmp_path / "mine.o"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / "mine.o")
     with pybpf.Object.open(tmp_path / "mine.o") as obj:
         assert obj.programs["pass_all"].type == "xdp"
     bad = tmp_path / "bad.bpf.c"
     bad.write_text("int x = ;\n")
-    r = cli("build", str(bad))
+    r = icli("build", str(bad))
     assert r.returncode == 1 and "clang failed to compile" in r.stderr and "error" in r.stderr

@@ -136,47 +136,61 @@ def test_firewall_bad_input(pair):
             fw.add_rule("10.0.0.0/8", action="reject")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pybpf", "firewall", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+@pytest.fixture
+def fwcli(capsys):
+    """``pybpf firewall ...`` in this process; each call is a separate CLI invocation."""
+    from pybpf.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            rc = main(["firewall", *args])
+        except SystemExit as exc:
+            rc = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+
+    return run
 
 
-def test_firewall_cli_pinned(pair):
+def test_firewall_cli_pinned(pair, fwcli):
     dev, ns = pair.dev_b, pair.ns_b
     pin = pin_dir_for(dev, ns)
     rx = pair.udp_socket("b")
     port = rx.getsockname()[1]
     try:
-        r = _cli("attach", dev, "--netns", ns)
+        # The first invocation in a process of its own: the firewall must outlive it.
+        r = subprocess.run([sys.executable, "-m", "pybpf", "firewall", "attach", dev,
+                            "--netns", ns], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
         assert os.path.isdir(pin)
-        r = _cli("attach", dev, "--netns", ns)
+        r = fwcli("attach", dev, "--netns", ns)
         assert r.returncode == 1 and "already has a pinned firewall" in r.stderr
         # The firewall outlived the CLI process: rules added by another process bite.
-        r = _cli("add", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
+        r = fwcli("add", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
         assert r.returncode == 0 and "rule 1: drop from 10.77.0.0/16" in r.stdout, r.stderr
         assert pair.send_udp(3, receiver=rx, wait=0.3) == 0
-        r = _cli("show", dev, "--netns", ns, "--json")
+        r = fwcli("show", dev, "--netns", ns, "--json")
         assert r.returncode == 0, r.stderr
         shown = json.loads(r.stdout)
         assert shown["rules"] == [{"id": 1, "network": "10.77.0.0/16", "port": port,
                                    "action": "drop", "packets": 3, "bytes": _sent_bytes(3)}]
-        r = _cli("show", dev, "--netns", ns)
+        r = fwcli("show", dev, "--netns", ns)
         lines = r.stdout.splitlines()
         assert lines[0].split() == ["ID", "SOURCE", "PORT", "ACTION", "PACKETS", "BYTES"]
         assert lines[1].split() == ["1", "10.77.0.0/16", str(port), "drop", "3",
                                     str(_sent_bytes(3))]
-        r = _cli("remove", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
+        r = fwcli("remove", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
         assert r.returncode == 0, r.stderr
         assert pair.send_udp(3, receiver=rx) == 3
-        r = _cli("remove", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
+        r = fwcli("remove", dev, "10.77.0.0/16", "--port", str(port), "--netns", ns)
         assert r.returncode == 1 and "no rule" in r.stderr
-        r = _cli("detach", dev, "--netns", ns)
+        r = fwcli("detach", dev, "--netns", ns)
         assert r.returncode == 0, r.stderr
         assert not os.path.exists(pin)
-        r = _cli("show", dev, "--netns", ns)
+        r = fwcli("show", dev, "--netns", ns)
         assert r.returncode == 1 and "no pinned firewall" in r.stderr
-        r = _cli("add", dev, "not-a-prefix", "--netns", ns)
+        r = fwcli("add", dev, "not-a-prefix", "--netns", ns)
         assert r.returncode == 1
     finally:
         rx.close()

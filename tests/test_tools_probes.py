@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import mmap
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +26,6 @@ from pybpf.tools.tcpconnect import TcpConnect
 
 pytestmark = pytest.mark.kernel
 DATA = Path(__file__).resolve().parent / "tools_data"
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test-tools"
 
 
 def _collect(session, until, timeout=5.0):
@@ -267,16 +266,14 @@ def test_log2_histogram_format():
 
 # --- profile ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def spin_binary():
+def spin_binary(tmp_path_factory):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         pytest.skip("no C compiler for the CPU burner")
-    BUILD.mkdir(parents=True, exist_ok=True)
-    out = BUILD / f"spin-{os.getpid()}"
+    out = tmp_path_factory.mktemp("spin") / "spin"
     subprocess.run([cc, "-O1", "-fno-omit-frame-pointer", "-o", str(out),
                     str(DATA / "spin.c")], check=True)
-    yield str(out)
-    out.unlink()
+    return str(out)
 
 
 def test_profile_user_and_kernel_stacks(spin_binary):
@@ -316,8 +313,25 @@ def test_profile_rejects_bad_arguments():
         Profile(frequency=0)
 
 
-def test_tools_cli_help():
+def test_tools_cli_help(capsys):
+    from pybpf.cli import main
+
     for tool in ("opensnoop", "tcpconnect", "biolatency", "profile", "execsnoop"):
-        r = subprocess.run([sys.executable, "-m", "pybpf", tool, "--help"], capture_output=True,
-                           text=True, check=False)
-        assert r.returncode == 0 and f"pybpf {tool}" in r.stdout
+        with pytest.raises(SystemExit) as exc:
+            main([tool, "--help"])
+        assert exc.value.code == 0
+        assert f"pybpf {tool}" in capsys.readouterr().out
+
+
+def test_tools_cli_runs(capsys, tmp_path):
+    """Each tracing tool's CLI prints its own activity, here opensnoop and tcpconnect."""
+    from pybpf.cli import main
+
+    comm = open("/proc/self/comm").read().strip()
+    assert main(["opensnoop", "--pid", str(os.getpid()), "--duration", "0.3", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The tool's own opens (tracefs ids) happen before it starts reading: all from us.
+    assert all(json.loads(x)["pid"] == os.getpid() for x in lines)
+    assert all(json.loads(x)["comm"] == comm for x in lines)
+    assert main(["opensnoop", "--comm", "x" * 20]) == 2
+    assert "1-15 bytes" in capsys.readouterr().err
