@@ -26,11 +26,13 @@ from .errors import (
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
-from .maps import Map, MapInfo, UpdateFlags, list_maps, possible_cpus
 from .mapkinds import TypedMap, create_map
-from .types import CStr, Struct, Union
+from .maps import Map, MapInfo, UpdateFlags, list_maps, possible_cpus
 from .object import Object, load
+from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
+from .ringbuf import RecordBatch, RingBuffer, UserRingBuffer
+from .types import CStr, Struct, Union
 
 __version__ = "0.1.0"
 
@@ -38,7 +40,8 @@ __all__ = [
     "CStr", "Struct", "TypedMap", "Union", "create_map",
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
-    "NotSupportedError", "Object", "ObjectError", "Program", "ProgramInfo", "TestRun",
+    "NotSupportedError", "Object", "ObjectError", "PerfBuffer", "Program", "ProgramInfo",
+    "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",
 ]

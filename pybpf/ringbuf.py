@@ -1,135 +1,362 @@
-"""Ring buffer consumer (BPF_MAP_TYPE_RINGBUF), over one or many ring buffer maps.
+"""Ring buffers: kernel -> user (BPF_MAP_TYPE_RINGBUF) and user -> kernel (USER_RINGBUF).
+
+Consume one or many ring buffer maps::
 
     with pybpf.RingBuffer(obj.maps["events"], callback=handle) as rb:
         while running:
-            rb.poll(timeout=0.1)
+            rb.poll(timeout=0.1)          # handle(record) per record
 
-``callback(data: bytes)`` is called once per record; a callback that raises
-stops the poll and the exception propagates. Not thread-safe: poll from one
-thread at a time.
+    rb = pybpf.RingBuffer(obj.maps["events"], decode="event")  # BTF struct -> dict
+    for ev in rb.events(timeout=1.0):     # iterator, stops after 1 s without events
+        ...
+    batch = rb.read(timeout=1.0)          # every waiting record, one RecordBatch
+    arr = rb.read_numpy("event")          # numpy structured array (pybpf[numpy])
+    async for ev in rb: ...               # asyncio, through the loop's selector
+
+pybpf reads the rings itself, in C, through the maps' mmap()ed pages (the
+kernel's ring buffer ABI), copying every committed record into one buffer per
+step; Python then slices records out of that buffer.  ``poll``/``consume``/
+``read``/``events`` never call back from C into Python per record.
+
+Loss: a record is either still in the ring or delivered.  Records the kernel
+could not reserve (ring full) are counted by programs that call
+``pybpf_count_drop()`` (``bpf_src/pybpf_common.h``) into the per-CPU map
+``pybpf_ringbuf_drops``; :meth:`RingBuffer.stats` reports that count next to
+the records received.
+
+Threads: one thread consumes (poll/consume/read/events) at a time -- a second
+concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
+(which wakes a blocked consumer), :meth:`stats`, or use other maps and
+programs of the object meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
+import struct
 import threading
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Union
 
+from ._events import (
+    Callback,
+    DecodeSpec,
+    RecordBatch,
+    _Consumer,
+    btf_decoder,
+    map_btf,
+    resolve_decoder,
+)
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, ClosedError, MapError
 from .maps import Map
 
-__all__ = ["RingBuffer"]
+__all__ = ["RingBuffer", "RingBufferStats", "UserRingBuffer", "RecordBatch", "DROPS_MAP"]
 
-Callback = Callable[[bytes], Any]
+DROPS_MAP = "pybpf_ringbuf_drops"
+"""Name of the per-CPU drop counter map defined by ``bpf_src/pybpf_common.h``."""
 
-_registry: dict[int, RingBuffer] = {}
-_registry_lock = threading.Lock()
-_next_id = 1
-
-
-@ffi.def_extern()  # type: ignore[untyped-decorator]
-def _pybpf_ringbuf_sample(ctx: Any, data: Any, size: int) -> int:
-    key = int(ffi.cast("uintptr_t", ctx))
-    rb_id, slot = key >> 16, key & 0xFFFF
-    rb = _registry.get(rb_id)
-    if rb is None:
-        return 0
-    try:
-        rb._callbacks[slot](bytes(ffi.buffer(data, size)))
-    except BaseException as exc:  # noqa: BLE001 - re-raised by poll()
-        rb._error = exc
-        return -1  # stop consuming: libbpf leaves the rest of the ring in place
-    rb.consumed += 1
-    return 0
+_SIZE_MAX = (1 << 64) - 1
 
 
-class RingBuffer:
-    """Consume records from ring buffer maps; a context manager."""
+@dataclass(frozen=True)
+class RingBufferStats:
+    """What a :class:`RingBuffer` has seen.
 
-    def __init__(self, *maps: Map, callback: Callback | None = None) -> None:
-        global _next_id
-        self._ptr: Any = None
-        self._callbacks: list[Callback] = []
-        self._error: BaseException | None = None
-        self.consumed = 0
-        """Records handed to callbacks so far."""
-        with _registry_lock:
-            self._id = _next_id
-            _next_id += 1
-            _registry[self._id] = self
-        for m in maps:
-            self.add(m, callback)
+    ``received``: records handed to Python so far.  ``dropped``: reservations
+    the programs counted as failed in their ``pybpf_ringbuf_drops`` maps (None
+    when no consumed map's object has one: then drops are not counted).
+    ``pending_bytes``: bytes in the rings not consumed yet.
+    """
 
-    def add(self, map: Map, callback: Callback | None = None) -> None:
-        """Also consume ``map`` (calls ``callback`` for its records)."""
-        if callback is None:
-            raise TypeError("RingBuffer.add() needs a callback")
+    received: int
+    dropped: int | None
+    pending_bytes: int
+
+
+class RingBuffer(_Consumer):
+    """Consume records from one or many ``BPF_MAP_TYPE_RINGBUF`` maps.
+
+    ``callback`` (for :meth:`poll`/:meth:`consume`) receives each record, as
+    ``bytes`` or as ``decode(bytes)``; ``decode`` is a callable or the name of a
+    BTF struct in the map's object (records then arrive as dicts).  Without a
+    callback, read with :meth:`events`, :meth:`read` or ``async for``.
+    ``max_batch_bytes`` bounds how much one step takes out of each ring
+    (default: the ring's size).
+    """
+
+    _what = "ring buffer"
+
+    def __init__(self, *maps: Map, callback: Callback | None = None,
+                 decode: DecodeSpec = None, max_batch_bytes: int | None = None,
+                 drops_map: Map | None = None) -> None:
+        self._init_consumer()
+        self._rings: list[Any] = []
+        self._maps: list[Map] = []
+        self._max_bytes = max_batch_bytes
+        self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
+        self._explicit_drops = drops_map is not None
+        self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
+        if self._batch == ffi.NULL:
+            raise MemoryError("ring buffer: cannot allocate the batch buffer")
+        self._open_waiter()
+        try:
+            for m in maps:
+                self.add(m, callback, decode=decode)
+        except BaseException:
+            self.close()
+            raise
+
+    def add(self, map: Map, callback: Callback | None = None, *,
+            decode: DecodeSpec = None) -> None:
+        """Also consume ``map`` (records go to ``callback``, decoded by ``decode``)."""
+        if self._closed:
+            raise ClosedError(self._what)
+        if not isinstance(map, Map):
+            raise TypeError(f"RingBuffer takes Map objects, got {type(map).__name__}")
         if map.type != "ringbuf":
             raise MapError(_errno.EINVAL, f"map {map.name!r} is a {map.type} map, not a ringbuf",
                            map=map.name)
-        slot = len(self._callbacks)
-        self._callbacks.append(callback)
-        ctx = ffi.cast("void *", (self._id << 16) | slot)
-        with capture() as log:
-            if self._ptr is None:
-                ptr = lib.ring_buffer__new(map.fd, lib._pybpf_ringbuf_sample, ctx, ffi.NULL)
-                if ptr == ffi.NULL:
-                    self._callbacks.pop()
-                    raise error_for(ffi.errno, f"cannot consume ring buffer {map.name!r}",
-                                    kind=MapError, map=map.name, log=log)
-                self._ptr = ptr
-            else:
-                err = lib.ring_buffer__add(self._ptr, map.fd, lib._pybpf_ringbuf_sample, ctx)
-                if err:
-                    self._callbacks.pop()
-                    raise error_for(-err, f"cannot add ring buffer {map.name!r}", kind=MapError,
-                                    map=map.name, log=log)
+        dec = resolve_decoder(decode, map)
+        fd = map.fd
+        err = ffi.new("int *")
+        with self._res_lock:
+            ring = lib.pybpf_ring_open(fd, err)
+            if ring == ffi.NULL:
+                raise error_for(-err[0], f"cannot map ring buffer {map.name!r}", kind=MapError,
+                                map=map.name)
+            try:
+                assert self._ep is not None
+                self._ep.register(fd, 0x001)  # EPOLLIN, level-triggered
+            except OSError as exc:
+                lib.pybpf_ring_close(ring)
+                if exc.errno == _errno.EEXIST:
+                    raise MapError(_errno.EEXIST, f"map {map.name!r} is already consumed by "
+                                   "this ring buffer", map=map.name) from None
+                raise
+            self._rings.append(ring)
+            self._maps.append(map)
+            self._sources.append(map.name)
+            self._callbacks.append(callback)
+            self._decoders.append(dec)
+            self._uniform = len(self._rings) == 1
+        obj = getattr(map, "_obj", None)
+        if self._btf is None and obj is not None:
+            with contextlib.suppress(BPFError, LookupError):
+                self._btf = obj.btf
+        if not self._explicit_drops and obj is not None:
+            drops = obj.maps.get(DROPS_MAP)
+            if drops is not None and all(d is not drops for d in self._drops_maps):
+                self._drops_maps.append(drops)
 
-    def _raw(self) -> Any:
-        if self._ptr is None:
-            raise ClosedError("ring buffer")
-        return self._ptr
+    @property
+    def maps(self) -> list[Map]:
+        """The maps consumed, in the order of their tags in a :class:`RecordBatch`."""
+        return list(self._maps)
 
-    def _finish(self, rc: int) -> int:
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise exc
-        if rc < 0 and rc != -_errno.EINTR:
-            raise error_for(-rc, "ring buffer poll failed")
-        return max(rc, 0)
+    def _fill(self) -> None:
+        b = self._batch
+        for tag, ring in enumerate(self._rings):
+            cap = self._max_bytes or int(lib.pybpf_ring_size(ring))
+            rc = lib.pybpf_ring_drain(ring, b, tag, b.len + cap, _SIZE_MAX)
+            if rc < 0:
+                raise error_for(-rc, f"cannot read ring buffer {self._sources[tag]!r}",
+                                kind=MapError, map=self._sources[tag])
 
-    def poll(self, timeout: float | None = None) -> int:
-        """Wait up to ``timeout`` seconds (None: forever) and consume; returns records."""
-        ms = -1 if timeout is None else int(timeout * 1000)
-        return self._finish(lib.ring_buffer__poll(self._raw(), ms))
+    def _available(self) -> bool:
+        return any(lib.pybpf_ring_avail(r) for r in self._rings)
 
-    def consume(self) -> int:
-        """Consume what is available without waiting; returns records."""
-        return self._finish(lib.ring_buffer__consume(self._raw()))
+    def _free(self) -> None:
+        for ring in self._rings:
+            lib.pybpf_ring_close(ring)
+        self._rings = []
 
-    def fileno(self) -> int:
-        """An epoll fd that becomes readable when records arrive."""
-        return int(lib.ring_buffer__epoll_fd(self._raw()))
+    def pending_bytes(self) -> int:
+        """Bytes produced into the rings and not consumed yet (no syscall)."""
+        with self._res_lock:
+            return sum(int(lib.pybpf_ring_avail(r)) for r in self._rings)
 
-    def close(self) -> None:
-        ptr, self._ptr = self._ptr, None
-        if ptr is not None:
-            lib.ring_buffer__free(ptr)
-        with _registry_lock:
-            _registry.pop(self._id, None)
+    def drops(self) -> int | None:
+        """Failed reservations counted by the programs (see :data:`DROPS_MAP`); None if
+        no consumed map's object counts them.  One syscall per drop map."""
+        if not self._drops_maps:
+            return None
+        total = 0
+        for m in self._drops_maps:
+            raw = m.lookup(b"\0\0\0\0")
+            if raw:
+                total += sum(v for (v,) in struct.iter_unpack("<Q", raw))
+        return total
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except (BPFError, AttributeError):
-            pass
+    def stats(self) -> RingBufferStats:
+        """Records received, drops counted by the programs, bytes still in the rings."""
+        return RingBufferStats(self.received, self.drops(), self.pending_bytes())
 
     def __enter__(self) -> RingBuffer:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._rings)} rings"
+        return f"<RingBuffer {state} {self._sources} received={self.received}>"
+
+
+# --- user ring buffer ---------------------------------------------------------------
+
+Value = Union[bytes, bytearray, memoryview]
+
+
+class UserRingBuffer:
+    """Write records for a BPF program to drain (``BPF_MAP_TYPE_USER_RINGBUF``).
+
+    The program reads them with ``bpf_user_ringbuf_drain()``.  ``encode``
+    (a callable, or a BTF struct name for dict values) turns values into bytes::
+
+        urb = pybpf.UserRingBuffer(obj.maps["requests"])
+        urb.submit(b"...")                    # copy in and publish
+        with urb.reserve(16) as buf:          # fill in place; published on exit
+            buf[:8] = ...
+
+    Thread-safe: reservations are serialized by a lock.
+    """
+
+    def __init__(self, map: Map, *, encode: Any = None) -> None:
+        self._ptr: Any = None
+        if not isinstance(map, Map):
+            raise TypeError(f"UserRingBuffer takes a Map, got {type(map).__name__}")
+        if map.type != "user_ringbuf":
+            raise MapError(_errno.EINVAL, f"map {map.name!r} is a {map.type} map, not a "
+                           "user_ringbuf", map=map.name)
+        self.map = map
+        self._lock = threading.Lock()
+        if isinstance(encode, str):
+            encode = _btf_encoder(map, encode)
+        self._encode = encode
+        with capture() as log:
+            ptr = lib.user_ring_buffer__new(map.fd, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise error_for(ffi.errno, f"cannot open user ring buffer {map.name!r}",
+                            kind=MapError, map=map.name, log=log)
+        self._ptr = ptr
+        self.submitted = 0
+        """Records submitted so far."""
+
+    def _raw(self) -> Any:
+        if self._ptr is None:
+            raise ClosedError(f"user ring buffer {self.map.name!r}")
+        return self._ptr
+
+    def _bytes(self, value: Any) -> bytes | bytearray | memoryview:
+        if self._encode is not None:
+            value = self._encode(value)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"user ring buffer {self.map.name!r}: value must be bytes "
+                            f"(or pass encode=), got {type(value).__name__}")
+        return value
+
+    def _reserve(self, size: int, timeout: float | None) -> Any:
+        if size <= 0:
+            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
+        with self._lock:
+            ptr = self._raw()
+            if timeout is None:
+                sample = lib.user_ring_buffer__reserve(ptr, size)
+            else:
+                sample = lib.user_ring_buffer__reserve_blocking(ptr, size, int(timeout * 1000))
+        if sample == ffi.NULL:
+            err = ffi.errno
+            what = {_errno.ENOSPC: "the ring is full" if timeout is None else
+                    f"the ring is still full after {timeout}s",
+                    _errno.E2BIG: "the record is larger than the ring"}.get(err)
+            msg = f"user ring buffer {self.map.name!r}: cannot reserve {size} bytes"
+            if what:
+                msg += f" ({what})"
+            raise error_for(err, msg, kind=MapError, map=self.map.name)
+        return sample
+
+    def submit(self, value: Any, *, timeout: float | None = None) -> None:
+        """Copy ``value`` in and publish it.  A full ring raises MapError(ENOSPC), or,
+        with ``timeout``, waits up to that long for the program to drain."""
+        data = self._bytes(value)
+        n = len(data)
+        sample = self._reserve(n, timeout)
+        ffi.memmove(sample, data, n)
+        lib.user_ring_buffer__submit(self._ptr, sample)
+        self.submitted += 1
+
+    @contextlib.contextmanager
+    def reserve(self, size: int, *, timeout: float | None = None) -> Iterator[memoryview]:
+        """Reserve ``size`` bytes and yield them writable; submitted when the block
+        ends, discarded if it raises."""
+        sample = self._reserve(size, timeout)
+        view = memoryview(ffi.buffer(sample, size))
+        try:
+            yield view
+        except BaseException:
+            view.release()
+            lib.user_ring_buffer__discard(self._ptr, sample)
+            raise
+        view.release()
+        lib.user_ring_buffer__submit(self._ptr, sample)
+        self.submitted += 1
+
+    def close(self) -> None:
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+            if ptr is not None:
+                lib.user_ring_buffer__free(ptr)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> UserRingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _btf_encoder(m: Map, name: str) -> Any:
+    """Encode a dict of struct ``name``'s integer/bytes fields into its layout."""
+    from ._events import _resolved, _struct_type
+    from .btf import BTFKind
+
+    btf = map_btf(m, name)
+    t = _struct_type(btf, name)
+    size = t.size
+    fields: dict[str, tuple[int, Any]] = {}
+    for mem in t.members:
+        ft = _resolved(btf, mem.type)
+        off = mem.offset // 8
+        if ft.kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+            fields[mem.name] = (off, (ft.size, ft.signed))
+        elif ft.kind == BTFKind.ARRAY:
+            fields[mem.name] = (off, btf.size_of(mem.type))
+    _ = btf_decoder  # the decoding counterpart
+
+    def encode(value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        buf = bytearray(size)
+        for k, v in value.items():
+            if k not in fields:
+                raise KeyError(f"struct {name} has no (supported) field {k!r}")
+            off, spec = fields[k]
+            if isinstance(spec, tuple):
+                fsize, signed = spec
+                buf[off:off + fsize] = int(v).to_bytes(fsize, "little", signed=signed)
+            else:
+                raw = bytes(v)
+                if len(raw) > spec:
+                    raise ValueError(f"struct {name}.{k}: {len(raw)} bytes > {spec}")
+                buf[off:off + len(raw)] = raw
+        return bytes(buf)
+
+    return encode

@@ -12,11 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <linux/perf_event.h>
 
 static void _pybpf_on_log(int level, const char *msg);
-static int _pybpf_ringbuf_sample(void *ctx, void *data, size_t size);
 
 /* libbpf hands its print callback a format and a va_list; cffi cannot pass a
  * va_list to Python, so format here and hand Python a finished string. */
@@ -101,4 +101,277 @@ int pybpf_perf_event_enable(int fd)
 	if (ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+/* --- Event streams (pybpf.ringbuf, pybpf.perfbuf) ----------------------------
+ *
+ * A batch is one growable contiguous buffer of records, packed back to back,
+ * with parallel arrays of offsets, sizes and tags (ring index or CPU).  Python
+ * copies it out in one memcpy per batch instead of one callback per record.
+ *
+ * A ring is a BPF_MAP_TYPE_RINGBUF read directly through its mmap()ed pages,
+ * per the kernel's ABI (Documentation/bpf/ringbuf.rst): a read-write page with
+ * the consumer position, then a read-only page with the producer position
+ * followed by the data area mapped twice, so a record never wraps.  Each
+ * record starts with an 8-byte header whose first word is its length plus the
+ * BUSY (not yet committed) and DISCARD bits. */
+
+struct pybpf_batch {
+	char *data;
+	size_t len;
+	size_t cap;
+	__u32 *offs;
+	__u32 *sizes;
+	__u32 *tags;
+	size_t n;
+	size_t ncap;
+	__u64 lost;
+	__u64 *lost_cpu;
+	int ncpu;
+};
+
+struct pybpf_ring {
+	int map_fd;
+	size_t page_size;
+	unsigned long mask;
+	size_t data_map_len;
+	unsigned long *consumer_pos;
+	unsigned long *producer_pos;
+	char *data;
+};
+
+struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu)
+{
+	struct pybpf_batch *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	if (data_cap < 4096)
+		data_cap = 4096;
+	if (rec_cap < 64)
+		rec_cap = 64;
+	b->data = malloc(data_cap);
+	b->offs = malloc(rec_cap * sizeof(__u32));
+	b->sizes = malloc(rec_cap * sizeof(__u32));
+	b->tags = malloc(rec_cap * sizeof(__u32));
+	b->ncpu = ncpu > 0 ? ncpu : 0;
+	b->lost_cpu = calloc(b->ncpu ? b->ncpu : 1, sizeof(__u64));
+	if (!b->data || !b->offs || !b->sizes || !b->tags || !b->lost_cpu) {
+		free(b->data);
+		free(b->offs);
+		free(b->sizes);
+		free(b->tags);
+		free(b->lost_cpu);
+		free(b);
+		return NULL;
+	}
+	b->cap = data_cap;
+	b->ncap = rec_cap;
+	return b;
+}
+
+void pybpf_batch_free(struct pybpf_batch *b)
+{
+	if (!b)
+		return;
+	free(b->data);
+	free(b->offs);
+	free(b->sizes);
+	free(b->tags);
+	free(b->lost_cpu);
+	free(b);
+}
+
+void pybpf_batch_reset(struct pybpf_batch *b)
+{
+	b->len = 0;
+	b->n = 0;
+}
+
+/* Make room for one more record of SIZE bytes; 0 or -ENOMEM (batch intact). */
+static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size)
+{
+	if (b->len + size > b->cap) {
+		size_t cap = b->cap * 2;
+		char *p;
+
+		while (cap < b->len + size)
+			cap *= 2;
+		if (cap > 0xffffffffUL)
+			return -ENOMEM; /* offsets are 32-bit: hand over a batch first */
+		p = realloc(b->data, cap);
+		if (!p)
+			return -ENOMEM;
+		b->data = p;
+		b->cap = cap;
+	}
+	if (b->n == b->ncap) {
+		size_t ncap = b->ncap * 2;
+		__u32 *o = realloc(b->offs, ncap * sizeof(__u32));
+
+		if (!o)
+			return -ENOMEM;
+		b->offs = o;
+		o = realloc(b->sizes, ncap * sizeof(__u32));
+		if (!o)
+			return -ENOMEM;
+		b->sizes = o;
+		o = realloc(b->tags, ncap * sizeof(__u32));
+		if (!o)
+			return -ENOMEM;
+		b->tags = o;
+		b->ncap = ncap;
+	}
+	return 0;
+}
+
+static inline void pybpf_batch_put(struct pybpf_batch *b, const void *data, __u32 size,
+				   __u32 tag)
+{
+	memcpy(b->data + b->len, data, size);
+	b->offs[b->n] = (__u32)b->len;
+	b->sizes[b->n] = size;
+	b->tags[b->n] = tag;
+	b->n++;
+	b->len += size;
+}
+
+struct pybpf_ring *pybpf_ring_open(int map_fd, int *err)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	struct pybpf_ring *r;
+	void *p;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(map_fd, &info, &len) < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	if (info.type != BPF_MAP_TYPE_RINGBUF) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	r->map_fd = map_fd;
+	r->page_size = (size_t)sysconf(_SC_PAGESIZE);
+	r->mask = info.max_entries - 1;
+	p = mmap(NULL, r->page_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+	if (p == MAP_FAILED) {
+		*err = -errno;
+		free(r);
+		return NULL;
+	}
+	r->consumer_pos = p;
+	r->data_map_len = r->page_size + 2 * (size_t)info.max_entries;
+	p = mmap(NULL, r->data_map_len, PROT_READ, MAP_SHARED, map_fd, (off_t)r->page_size);
+	if (p == MAP_FAILED) {
+		*err = -errno;
+		munmap(r->consumer_pos, r->page_size);
+		free(r);
+		return NULL;
+	}
+	r->producer_pos = p;
+	r->data = (char *)p + r->page_size;
+	*err = 0;
+	return r;
+}
+
+void pybpf_ring_close(struct pybpf_ring *r)
+{
+	if (!r)
+		return;
+	munmap(r->producer_pos, r->data_map_len);
+	munmap(r->consumer_pos, r->page_size);
+	free(r);
+}
+
+/* Bytes written by producers and not yet consumed (records may still be busy). */
+__u64 pybpf_ring_avail(const struct pybpf_ring *r)
+{
+	unsigned long cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
+	unsigned long prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+
+	return prod - cons;
+}
+
+__u64 pybpf_ring_size(const struct pybpf_ring *r)
+{
+	return (__u64)r->mask + 1;
+}
+
+/* Move committed records from the ring into the batch (tagged TAG) until the
+ * ring is empty, a record is still being written, MAX_RECORDS were moved, or
+ * the batch holds MAX_BYTES.  Discarded records are skipped.  The consumer
+ * position is published once, after the records were copied: a record is
+ * either in the batch or still in the ring.  Returns the number moved, or
+ * -ENOMEM with the ring and batch consistent. */
+long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes,
+		      size_t max_records)
+{
+	unsigned long cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
+	unsigned long prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	unsigned long start = cons;
+	long moved = 0;
+	int err = 0;
+
+	while (cons < prod && (size_t)moved < max_records) {
+		const char *hdr = r->data + (cons & r->mask);
+		__u32 word = __atomic_load_n((const __u32 *)hdr, __ATOMIC_ACQUIRE);
+		__u32 size;
+
+		if (word & BPF_RINGBUF_BUSY_BIT)
+			break;
+		size = word & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+		if (!(word & BPF_RINGBUF_DISCARD_BIT)) {
+			if (moved && b->len + size > max_bytes)
+				break;
+			err = pybpf_batch_reserve(b, size);
+			if (err)
+				break;
+			pybpf_batch_put(b, hdr + BPF_RINGBUF_HDR_SZ, size, tag);
+			moved++;
+		}
+		cons += (BPF_RINGBUF_HDR_SZ + size + 7) & ~7UL;
+		if (cons >= prod)  /* caught up: look again before publishing */
+			prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	}
+	if (cons != start)
+		__atomic_store_n(r->consumer_pos, cons, __ATOMIC_RELEASE);
+	if (err && !moved)
+		return err;
+	return moved;
+}
+
+/* Perf buffer: libbpf's per-CPU reader, with C callbacks that append to a batch. */
+static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
+{
+	struct pybpf_batch *b = ctx;
+
+	if (pybpf_batch_reserve(b, size)) {
+		/* no memory to keep it: count it as lost rather than drop it silently */
+		b->lost++;
+		if (cpu >= 0 && cpu < b->ncpu)
+			b->lost_cpu[cpu]++;
+		return;
+	}
+	pybpf_batch_put(b, data, size, (__u32)cpu);
+}
+
+static void pybpf_perf_lost(void *ctx, int cpu, __u64 cnt)
+{
+	struct pybpf_batch *b = ctx;
+
+	b->lost += cnt;
+	if (cpu >= 0 && cpu < b->ncpu)
+		b->lost_cpu[cpu] += cnt;
+}
+
+struct perf_buffer *pybpf_perf_buffer_new(int map_fd, size_t page_cnt, struct pybpf_batch *b)
+{
+	return perf_buffer__new(map_fd, page_cnt, pybpf_perf_sample, pybpf_perf_lost, b, NULL);
 }

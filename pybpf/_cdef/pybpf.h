@@ -4,4 +4,27 @@ void pybpf_log_install(void);
 int pybpf_symbol_present(const char *name);
 int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu, int group_fd, __u64 config1, __u64 config2);
 int pybpf_perf_event_enable(int fd);
-extern "Python" int _pybpf_ringbuf_sample(void *ctx, void *data, size_t size);
+/* event streams (pybpf.ringbuf, pybpf.perfbuf) */
+struct pybpf_batch {
+	char *data;
+	size_t len;
+	size_t cap;
+	__u32 *offs;
+	__u32 *sizes;
+	__u32 *tags;
+	size_t n;
+	size_t ncap;
+	__u64 lost;
+	__u64 *lost_cpu;
+	int ncpu;
+};
+struct pybpf_ring;
+struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu);
+void pybpf_batch_free(struct pybpf_batch *b);
+void pybpf_batch_reset(struct pybpf_batch *b);
+struct pybpf_ring *pybpf_ring_open(int map_fd, int *err);
+void pybpf_ring_close(struct pybpf_ring *r);
+__u64 pybpf_ring_avail(const struct pybpf_ring *r);
+__u64 pybpf_ring_size(const struct pybpf_ring *r);
+long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes, size_t max_records);
+struct perf_buffer *pybpf_perf_buffer_new(int map_fd, size_t page_cnt, struct pybpf_batch *b);

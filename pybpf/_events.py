@@ -1,0 +1,714 @@
+"""What ring buffer and perf buffer consumers share: record batches, waiting, dispatch.
+
+A consumer moves records from the kernel into one C-side batch (a contiguous
+buffer plus offset/size/tag arrays, see ``pybpf/_cdef/pybpf.c``), copies it out
+in one go as a :class:`RecordBatch`, then hands records to callbacks, to an
+iterator, or to the caller as the batch itself (or a numpy structured array).
+Records taken out of the kernel and not yet delivered -- because a callback
+raised, or an iterator was left early -- stay queued in the consumer and are
+delivered first next time: no record is lost between the kernel and Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import threading
+from array import array
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union, overload
+
+from ._ffi import ffi, lib
+from .btf import BTF, BTFKind
+from .errors import ClosedError
+
+if TYPE_CHECKING:
+    from .maps import Map
+
+__all__ = ["RecordBatch", "Decoder", "btf_dtype", "btf_decoder"]
+
+Decoder = Callable[[bytes], Any]
+"""Turns one record's bytes into a value (a BTF-typed record, a tuple...)."""
+DecodeSpec = Union[Decoder, str, None]
+Callback = Callable[[Any], Any]
+
+_U32 = "I"
+assert array(_U32).itemsize == 4
+
+
+class RecordBatch(Sequence[bytes]):
+    """Records moved out of the kernel in one step, packed in one ``bytes``.
+
+    ``batch[i]`` is record *i* as ``bytes``; ``offsets``/``sizes`` locate it in
+    :attr:`data`; ``tags`` says where it came from (the ring's index among the
+    consumer's maps, or the CPU for perf buffers).  :meth:`numpy` views the
+    records as a numpy structured array without copying them again.
+    """
+
+    __slots__ = ("data", "offsets", "sizes", "tags", "_sources", "_decoders", "_btf")
+
+    def __init__(self, data: bytes, offsets: array[int], sizes: array[int], tags: array[int],
+                 *, sources: Sequence[str] = (), decoders: Sequence[Decoder | None] = (),
+                 btf: BTF | None = None) -> None:
+        self.data = data
+        self.offsets = offsets
+        self.sizes = sizes
+        self.tags = tags
+        self._sources = sources
+        self._decoders = decoders
+        self._btf = btf
+
+    @classmethod
+    def empty(cls) -> RecordBatch:
+        return cls(b"", array(_U32), array(_U32), array(_U32))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> RecordBatch: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | RecordBatch:
+        if isinstance(i, slice):
+            return RecordBatch(self.data, self.offsets[i], self.sizes[i], self.tags[i],
+                               sources=self._sources, decoders=self._decoders, btf=self._btf)
+        o = self.offsets[i]
+        return self.data[o:o + self.sizes[i]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self.data
+        for o, s in zip(self.offsets, self.sizes):
+            yield data[o:o + s]
+
+    def __repr__(self) -> str:
+        return f"<RecordBatch {len(self)} records, {len(self.data)} bytes>"
+
+    def source(self, i: int) -> str:
+        """Name of the map record *i* came from (perf buffers: ``"cpu<N>"``)."""
+        tag = self.tags[i]
+        if tag < len(self._sources):
+            return self._sources[tag]
+        return f"cpu{tag}"
+
+    def records(self) -> list[bytes]:
+        """Every record as ``bytes`` (one copy of each)."""
+        return list(self)
+
+    def decoded(self) -> list[Any]:
+        """Every record through its map's ``decode`` (raw ``bytes`` where there is none)."""
+        decs = self._decoders
+        out: list[Any] = []
+        data = self.data
+        for o, s, t in zip(self.offsets, self.sizes, self.tags):
+            rec = data[o:o + s]
+            dec = decs[t] if t < len(decs) else decs[0] if len(decs) == 1 else None
+            out.append(dec(rec) if dec is not None else rec)
+        return out
+
+    @property
+    def fixed_size(self) -> int | None:
+        """The common record size, or None if records differ in size (or there are none)."""
+        if not self.sizes:
+            return None
+        first = self.sizes[0]
+        if self.sizes.count(first) == len(self.sizes):
+            return int(first)
+        return None
+
+    def numpy(self, dtype: Any) -> Any:
+        """The records as a read-only numpy structured array of ``dtype``, without a copy.
+
+        ``dtype`` is a numpy dtype or the name of a BTF struct in the map's object.
+        Every record must have the same size, at least ``dtype.itemsize`` (perf
+        records carry up to 7 bytes of padding at the end; they are skipped).
+        """
+        np = _numpy()
+        dt = self._dtype(dtype)
+        n = len(self)
+        if n == 0:
+            return np.empty(0, dtype=dt)
+        size = self.fixed_size
+        if size is None:
+            raise ValueError("records differ in size: use numpy_by_kind() for mixed records")
+        if size < dt.itemsize:
+            raise ValueError(f"records are {size} bytes, dtype {dt} needs {dt.itemsize}")
+        base = int(self.offsets[0])
+        contiguous = int(self.offsets[-1]) == base + (n - 1) * size
+        if contiguous:
+            return np.ndarray(shape=(n,), dtype=dt, buffer=self.data, offset=base,
+                              strides=(size,))
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        idx = np.frombuffer(self.offsets, dtype=np.uint32)[:, None] + np.arange(dt.itemsize)
+        return raw[idx].view(dt).reshape(n)
+
+    def numpy_by_kind(self, dtypes: Mapping[int, Any], *, kind_offset: int = 0,
+                      kind_format: str = "<u4", by_size: bool = False) -> dict[int, Any]:
+        """Mixed records as one numpy array per kind.
+
+        The kind of a record is the integer at ``kind_offset`` (``kind_format``),
+        or its size when ``by_size`` is true; ``dtypes`` maps each kind to a
+        dtype (or BTF struct name).  A record of a kind not in ``dtypes``, or
+        shorter than its dtype, raises ValueError: nothing is dropped silently.
+        """
+        np = _numpy()
+        offs = np.frombuffer(self.offsets, dtype=np.uint32).astype(np.int64)
+        sizes = np.frombuffer(self.sizes, dtype=np.uint32)
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        if by_size:
+            kinds = sizes.astype(np.int64)
+        else:
+            kdt = np.dtype(kind_format)
+            if len(offs) and int((sizes < kind_offset + kdt.itemsize).sum()):
+                raise ValueError(f"a record is too short to hold its kind at offset {kind_offset}")
+            idx = offs[:, None] + kind_offset + np.arange(kdt.itemsize)
+            kinds = raw[idx].copy().view(kdt).reshape(len(offs)).astype(np.int64)
+        out: dict[int, Any] = {}
+        present = set(int(k) for k in np.unique(kinds))
+        unknown = present - set(dtypes)
+        if unknown:
+            raise ValueError(f"records of kind {sorted(unknown)} have no dtype in {sorted(dtypes)}")
+        for kind in present:
+            dt = self._dtype(dtypes[kind])
+            sel = kinds == kind
+            if int((sizes[sel] < dt.itemsize).sum()):
+                raise ValueError(f"a record of kind {kind} is shorter than its dtype "
+                                 f"({dt.itemsize} bytes)")
+            idx = offs[sel][:, None] + np.arange(dt.itemsize)
+            out[kind] = raw[idx].view(dt).reshape(int(sel.sum()))
+        return out
+
+    def _dtype(self, dtype: Any) -> Any:
+        np = _numpy()
+        if isinstance(dtype, str) and self._btf is not None and not _is_numpy_spec(dtype):
+            return btf_dtype(self._btf, dtype)
+        return np.dtype(dtype)
+
+
+def _is_numpy_spec(s: str) -> bool:
+    try:
+        _numpy().dtype(s)
+    except TypeError:
+        return False
+    return True
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("numpy is not installed: pip install 'pybpf[numpy]'") from exc
+    return numpy
+
+
+# --- BTF record types -----------------------------------------------------------
+
+def _struct_type(btf: BTF, name: str) -> Any:
+    t = btf.find(name, BTFKind.STRUCT) or btf.find(name, BTFKind.UNION)
+    if t is None:
+        t = btf.find(name, BTFKind.TYPEDEF)
+        if t is not None:
+            t = btf.resolve(t.type)
+    if t is None or t.kind not in (BTFKind.STRUCT, BTFKind.UNION):
+        raise LookupError(f"no struct {name!r} in the object's BTF")
+    return t
+
+
+def _resolved(btf: BTF, type_id: int) -> Any:
+    t = btf.types[type_id]
+    while t.kind in (BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKind.RESTRICT,
+                     BTFKind.TYPE_TAG):
+        t = btf.types[t.type]
+    return t
+
+
+def _is_char(t: Any) -> bool:
+    """``char`` (clang marks it signed, not BTF_INT_CHAR, so the name decides too)."""
+    return bool(t.kind == BTFKind.INT and t.size == 1 and (t.encoding & 2 or "char" in t.name))
+
+
+def _field_dtype(btf: BTF, type_id: int) -> Any:
+    np = _numpy()
+    t = _resolved(btf, type_id)
+    if t.kind == BTFKind.INT:
+        if t.encoding & 4:  # BTF_INT_BOOL
+            return np.dtype("?")
+        if _is_char(t):
+            return np.dtype("S1")
+        return np.dtype(f"<{'i' if t.signed else 'u'}{t.size}")
+    if t.kind in (BTFKind.ENUM, BTFKind.ENUM64):
+        return np.dtype(f"<{'i' if t.signed else 'u'}{t.size}")
+    if t.kind == BTFKind.PTR:
+        return np.dtype("<u8")
+    if t.kind == BTFKind.ARRAY:
+        elem = _field_dtype(btf, t.type)
+        if elem == np.dtype("S1"):
+            return np.dtype(f"S{t.nelems}")
+        return np.dtype((elem, (t.nelems,)))
+    if t.kind in (BTFKind.STRUCT, BTFKind.UNION):
+        return _struct_dtype(btf, t)
+    if t.kind == BTFKind.FLOAT:
+        return np.dtype(f"<f{t.size}")
+    raise TypeError(f"BTF type {t.kind.name} {t.name!r} has no numpy equivalent")
+
+
+def _struct_dtype(btf: BTF, t: Any) -> Any:
+    np = _numpy()
+    names: list[str] = []
+    formats: list[Any] = []
+    offsets: list[int] = []
+    for i, m in enumerate(t.members):
+        if m.bitfield_size or m.offset % 8:
+            raise TypeError(f"struct {t.name!r}: bitfield member {m.name!r} has no numpy "
+                            "equivalent")
+        names.append(m.name or f"_anon{i}")
+        formats.append(_field_dtype(btf, m.type))
+        offsets.append(m.offset // 8)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": t.size})
+
+
+def btf_dtype(btf: BTF, name: str) -> Any:
+    """The numpy structured dtype of BTF struct ``name`` (offsets and size from BTF)."""
+    return _struct_dtype(btf, _struct_type(btf, name))
+
+
+def btf_decoder(btf: BTF, name: str) -> Decoder:
+    """A decoder turning one record into a ``dict`` of struct ``name``'s fields.
+
+    Integer fields become ``int``, ``char`` arrays ``bytes`` cut at the first
+    NUL, other arrays lists, nested structs dicts.  Records shorter than the
+    struct raise ValueError.
+    """
+    import struct as _struct
+
+    t = _struct_type(btf, name)
+    size = t.size
+    plan: list[tuple[str, int, Any]] = []
+    for i, m in enumerate(t.members):
+        if m.bitfield_size or m.offset % 8:
+            raise TypeError(f"struct {name!r}: bitfield member {m.name!r} is not supported")
+        plan.append((m.name or f"_anon{i}", m.offset // 8, _field_reader(btf, m.type)))
+
+    def decode(data: bytes) -> dict[str, Any]:
+        if len(data) < size:
+            raise ValueError(f"record of {len(data)} bytes is shorter than struct {name} "
+                             f"({size} bytes)")
+        return {fname: read(data, off) for fname, off, read in plan}
+
+    _ = _struct
+    return decode
+
+
+def _field_reader(btf: BTF, type_id: int) -> Callable[[bytes, int], Any]:
+    import struct as _struct
+
+    t = _resolved(btf, type_id)
+    if t.kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.PTR):
+        size = 8 if t.kind == BTFKind.PTR else t.size
+        signed = t.kind != BTFKind.PTR and t.signed
+        fmt = {1: "b", 2: "h", 4: "i", 8: "q"}.get(size)
+        if fmt is None:  # __int128 and friends
+            return lambda d, o: int.from_bytes(d[o:o + size], "little", signed=signed)
+        s = _struct.Struct("<" + (fmt if signed else fmt.upper()))
+        if t.kind == BTFKind.INT and t.encoding & 4:
+            return lambda d, o: bool(s.unpack_from(d, o)[0])
+        return lambda d, o: s.unpack_from(d, o)[0]
+    if t.kind == BTFKind.FLOAT:
+        s = _struct.Struct("<" + {4: "f", 8: "d"}[t.size])
+        return lambda d, o: s.unpack_from(d, o)[0]
+    if t.kind == BTFKind.ARRAY:
+        elem = _resolved(btf, t.type)
+        n = t.nelems
+        if _is_char(elem):
+            return lambda d, o: d[o:o + n].split(b"\0", 1)[0]
+        esize = btf.size_of(t.type)
+        read = _field_reader(btf, t.type)
+        return lambda d, o: [read(d, o + i * esize) for i in range(n)]
+    if t.kind in (BTFKind.STRUCT, BTFKind.UNION):
+        plan = [(m.name or f"_anon{i}", m.offset // 8, _field_reader(btf, m.type))
+                for i, m in enumerate(t.members)]
+        return lambda d, o: {fn: r(d, o + off) for fn, off, r in plan}
+    raise TypeError(f"BTF type {t.kind.name} {t.name!r} cannot be decoded")
+
+
+def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
+    """``decode=`` as given: a callable, None, or a BTF struct name in ``m``'s object."""
+    if spec is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        return btf_decoder(map_btf(m, spec), spec)
+    raise TypeError(f"decode must be a callable or a BTF struct name, got {type(spec).__name__}")
+
+
+def map_btf(m: Map, what: str = "") -> BTF:
+    obj = getattr(m, "_obj", None)
+    if obj is None:
+        raise LookupError(f"map {m.name!r} has no object BTF to find {what!r} in")
+    btf: BTF = obj.btf
+    return btf
+
+
+# --- the consumer skeleton ---------------------------------------------------------
+
+class _Consumer:
+    """Waiting, batching and delivery shared by RingBuffer and PerfBuffer."""
+
+    _what = "event stream"
+
+    def _init_consumer(self) -> None:
+        self._batch: Any = None
+        self._pending: RecordBatch | None = None
+        self._consumer_lock = threading.Lock()
+        self._res_lock = threading.Lock()
+        self._closed = False
+        self._ep: select.epoll | None = None
+        self._wake_r = self._wake_w = -1
+        self._sources: list[str] = []
+        self._decoders: list[Decoder | None] = []
+        self._callbacks: list[Callback | None] = []
+        self._btf: BTF | None = None
+        self._uniform = True  # one callback/decoder for every tag
+        self.received = 0
+        """Records delivered so far (to callbacks, iterators and batches)."""
+
+    def _open_waiter(self) -> None:
+        self._ep = select.epoll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._ep.register(self._wake_r, select.EPOLLIN)
+
+    # subclass hooks -------------------------------------------------------------
+    def _fill(self) -> None:
+        """Move what the kernel has into ``self._batch`` (called with _res_lock held)."""
+        raise NotImplementedError
+
+    def _available(self) -> bool:
+        """Is there something to read right now (cheap, no syscall if possible)?"""
+        raise NotImplementedError
+
+    def _after_take(self) -> None:
+        """Hook after a batch was taken (perf buffers report lost samples here)."""
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+    # -----------------------------------------------------------------------------
+    def fileno(self) -> int:
+        """An epoll fd, readable when records are waiting (for select/asyncio/selectors)."""
+        if self._ep is None or self._closed:
+            raise ClosedError(self._what)
+        return self._ep.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Block until records may be there; False on timeout or close."""
+        ep = self._ep
+        if ep is None or self._closed:
+            return False
+        if self._pending is not None or self._available():
+            return True
+        t = -1.0 if timeout is None else max(timeout, 0.0)
+        # select.epoll retries EINTR itself and runs signal handlers: Ctrl-C
+        # raises KeyboardInterrupt here at once.
+        try:
+            ready = ep.poll(t)
+        except ValueError:  # closed by another thread meanwhile
+            return False
+        if self._closed:
+            return False
+        return bool(ready)
+
+    def _take(self) -> RecordBatch:
+        """Move everything the kernel has into a RecordBatch (pending ones first)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and len(pending):
+            return pending
+        with self._res_lock:
+            if self._closed:
+                return RecordBatch.empty()
+            b = self._batch
+            self._fill()  # appends to what _available() may have fetched already
+            n = int(b.n)
+            if n == 0:
+                batch = RecordBatch.empty()
+            else:
+                data = ffi.buffer(b.data, b.len)[:]
+                offs = array(_U32)
+                offs.frombytes(ffi.buffer(b.offs, 4 * n))
+                sizes = array(_U32)
+                sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
+                tags = array(_U32)
+                tags.frombytes(ffi.buffer(b.tags, 4 * n))
+                batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
+                                    decoders=self._decoders, btf=self._btf)
+            lib.pybpf_batch_reset(b)
+            self._after_take()
+        return batch
+
+    def _enter(self, what: str) -> None:
+        if self._closed:
+            raise ClosedError(self._what)
+        if not self._consumer_lock.acquire(blocking=False):
+            raise RuntimeError(f"{self._what}.{what}(): another thread (or a callback) is "
+                               "already consuming; use one consumer thread at a time")
+
+    # --- callbacks ------------------------------------------------------------------
+    def _dispatch(self, batch: RecordBatch) -> int:
+        """Hand every record to its callback; on an exception keep the rest queued."""
+        n = len(batch)
+        if n == 0:
+            return 0
+        cbs = self._callbacks
+        decs = self._decoders
+        data = batch.data
+        tags = batch.tags
+        if self._uniform or tags.count(tags[0]) == n:
+            tag = 0 if self._uniform else tags[0]
+            cb = cbs[tag]
+            dec = decs[tag]
+            if cb is None:
+                self._pending = batch
+                raise TypeError(f"{self._what}: {batch.source(0)!r} has no callback; "
+                                "read it with events() or read()")
+            it = zip(batch.offsets, batch.sizes)
+            try:
+                if dec is None:
+                    for o, s in it:
+                        cb(data[o:o + s])
+                else:
+                    for o, s in it:
+                        cb(dec(data[o:o + s]))
+            except BaseException:
+                self._keep_rest(batch, it)
+                raise
+            self.received += n
+            return n
+        it3 = zip(batch.offsets, batch.sizes, tags)
+        try:
+            for o, s, t in it3:
+                cb = cbs[t]
+                if cb is None:
+                    raise TypeError(f"{self._what}: {self._sources[t]!r} has no callback; "
+                                    "read it with events() or read()")
+                dec = decs[t]
+                rec = data[o:o + s]
+                cb(dec(rec) if dec is not None else rec)
+        except BaseException:
+            self._keep_rest(batch, it3)
+            raise
+        self.received += n
+        return n
+
+    def _keep_rest(self, batch: RecordBatch, it: Iterator[Any]) -> None:
+        left = sum(1 for _ in it)
+        self.received += len(batch) - left  # the failing record was delivered
+        if left:
+            self._pending = batch[len(batch) - left:]
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds (None: until records come), then deliver
+        every waiting record to the callbacks; returns how many were delivered.
+
+        A callback that raises stops the delivery; the exception propagates and
+        the records after it stay queued for the next call.
+        """
+        self._enter("poll")
+        try:
+            if not self._wait(timeout):
+                return 0
+            return self._dispatch(self._take())
+        finally:
+            self._leave()
+
+    def consume(self) -> int:
+        """Deliver every waiting record to the callbacks without waiting."""
+        self._enter("consume")
+        try:
+            return self._dispatch(self._take())
+        finally:
+            self._leave()
+
+    def read(self, timeout: float | None = None) -> RecordBatch:
+        """Wait up to ``timeout`` seconds, then return every waiting record as one batch
+        (empty on timeout or close); callbacks are not called."""
+        if self._closed:
+            raise ClosedError(self._what)
+        self._enter("read")
+        try:
+            if not self._wait(timeout):
+                return RecordBatch.empty()
+            batch = self._take()
+            self.received += len(batch)
+            return batch
+        finally:
+            self._leave()
+
+    def read_numpy(self, dtype: Any, timeout: float | None = None) -> Any:
+        """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`)."""
+        return self.read(timeout).numpy(dtype)
+
+    def events(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield records one by one (decoded when the map has ``decode``); stop after
+        ``timeout`` seconds without a record (None: only when closed).
+
+        Records read from the kernel but not yet yielded when the loop is left
+        stay queued for the next read.
+        """
+        while not self._closed:
+            batch = self.read(timeout)
+            if not len(batch):
+                return
+            yield from self._yield_batch(batch)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.events()
+
+    def _yield_batch(self, batch: RecordBatch) -> Generator[Any, None, None]:
+        decs = self._decoders
+        n = len(batch)
+        i = 0
+        try:
+            data = batch.data
+            if self._uniform:
+                dec = decs[0]
+                for o, s in zip(batch.offsets, batch.sizes):
+                    rec = data[o:o + s]
+                    i += 1
+                    yield dec(rec) if dec is not None else rec
+                return
+            for o, s, t in zip(batch.offsets, batch.sizes, batch.tags):
+                rec = data[o:o + s]
+                dec = decs[t]
+                i += 1
+                yield dec(rec) if dec is not None else rec
+        finally:
+            if i < n:  # left early: keep the rest for the next read
+                self.received -= n - i
+                rest = batch[i:]
+                if self._pending is not None:
+                    rest = _concat(rest, self._pending)
+                self._pending = rest
+
+    # --- asyncio ------------------------------------------------------------------
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Await readability of :meth:`fileno` in the running loop (no thread);
+        False on timeout or close."""
+        if self._closed:
+            return False
+        if self._pending is not None or self._available():
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = self.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(fd, ready)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
+        return not self._closed
+
+    async def poll_async(self, timeout: float | None = None) -> int:
+        """:meth:`poll` for asyncio: awaits records through the loop, then delivers them."""
+        if not await self.wait_async(timeout):
+            return 0
+        return self.consume()
+
+    async def read_async(self, timeout: float | None = None) -> RecordBatch:
+        """:meth:`read` for asyncio."""
+        if not await self.wait_async(timeout):
+            return RecordBatch.empty()
+        # Readiness was seen: take without asking the fd again (perf fds report
+        # readiness once per wakeup).
+        self._enter("read")
+        try:
+            batch = self._take()
+            self.received += len(batch)
+            return batch
+        finally:
+            self._leave()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[Any]:
+        while not self._closed:
+            batch = await self.read_async(None)
+            gen = self._yield_batch(batch)
+            try:
+                for rec in gen:
+                    yield rec
+            finally:
+                gen.close()
+
+    # --- lifetime -------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop consuming and free the buffers; wakes a thread blocked in poll/read.
+
+        Safe from any thread and from inside a callback: a consumer that is
+        running finishes its current step and then sees the stream closed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+        with self._res_lock:
+            self._free()
+            if self._batch is not None:
+                lib.pybpf_batch_free(self._batch)
+                self._batch = None
+        # The waiter's fds go when no thread can still be inside _wait(); if a
+        # consumer is active, it closes them when it leaves (_leave()).
+        if self._consumer_lock.acquire(blocking=False):
+            try:
+                self._close_waiter()
+            finally:
+                self._consumer_lock.release()
+
+    def _close_waiter(self) -> None:
+        with self._res_lock:
+            if self._ep is not None:
+                self._ep.close()
+                self._ep = None
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+
+    def _leave(self) -> None:
+        self._consumer_lock.release()
+        if self._closed and self._ep is not None and self._consumer_lock.acquire(blocking=False):
+            try:
+                self._close_waiter()
+            finally:
+                self._consumer_lock.release()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _concat(a: RecordBatch, b: RecordBatch) -> RecordBatch:
+    shift = len(a.data)
+    offs = array(_U32, a.offsets)
+    offs.extend(o + shift for o in b.offsets)
+    return RecordBatch(a.data + b.data, offs, a.sizes + b.sizes, a.tags + b.tags,
+                       sources=a._sources, decoders=a._decoders, btf=a._btf)
