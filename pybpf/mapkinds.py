@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno as _errno
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -135,7 +136,10 @@ class TypedMap(Map, Generic[K, V]):
                     kc = codec_for(btf, kid)
                 if vid:
                     vc = codec_for(btf, vid)
-            except Exception:  # noqa: BLE001 - unusual BTF: raw bytes rather than failing
+            except Exception as e:  # noqa: BLE001 - unusual BTF: raw bytes rather than failing
+                logging.getLogger("pybpf").warning(
+                    "map %r: cannot build types from BTF (%s); keys/values are bytes",
+                    self.name, e)
                 kc = vc = None
         if self._kc is None:
             self._kc = self._key_codec(kc if kc is not None and kc.size == ks else None, ks)
@@ -186,7 +190,8 @@ class TypedMap(Map, Generic[K, V]):
         kenc = kc.fast_encode if cls._ekey is TypedMap._ekey else None
         venc = vc.fast_encode if cls._eval is TypedMap._eval else None
         vdec = vc.decode if cls._dval is TypedMap._dval else None
-        fast = (fd, kenc, venc, self._vbuf_size(), vdec, [])
+        pool: list[tuple[bytearray, Any]] = []
+        fast = (fd, kenc, venc, self._vbuf_size(), vdec, pool)
         self._fast = fast
         return fast
 

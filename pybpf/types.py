@@ -553,9 +553,7 @@ def _chain(parts: Any) -> tuple[Any, ...]:
 def _compile_enc(c: Codec) -> Callable[[Any], tuple[Any, ...]]:
     ns: dict[str, Any] = {}
     body = c.enc_src(ns, "v")
-    if not body.startswith("*"):
-        body = body + ","
-    src = f"def _enc(v):\n    return ({body})\n"
+    src = f"def _enc(v):\n    return ({body},)\n"
     exec(src, ns)  # noqa: S102 - generated from BTF layouts
     return ns["_enc"]  # type: ignore[no-any-return]
 
