@@ -26,7 +26,7 @@ from .errors import ClosedError
 if TYPE_CHECKING:
     from .maps import Map
 
-__all__ = ["RecordBatch", "Decoder", "btf_dtype", "btf_decoder"]
+__all__ = ["RecordBatch", "Decoder", "btf_dtype", "btf_decoder", "btf_encoder"]
 
 Decoder = Callable[[bytes], Any]
 """Turns one record's bytes into a value (a BTF-typed record, a tuple...)."""
@@ -277,62 +277,36 @@ def btf_dtype(btf: BTF, name: str) -> Any:
 
 
 def btf_decoder(btf: BTF, name: str) -> Decoder:
-    """A decoder turning one record into a ``dict`` of struct ``name``'s fields.
+    """A decoder turning one record into struct ``name``'s typed value
+    (:mod:`pybpf.types`: attribute access, ``_asdict()``); a record shorter than
+    the struct raises ValueError.  Extra bytes (perf padding) are ignored."""
+    from .types import codec_for
 
-    Integer fields become ``int``, ``char`` arrays ``bytes`` cut at the first
-    NUL, other arrays lists, nested structs dicts.  Records shorter than the
-    struct raise ValueError.
-    """
-    import struct as _struct
+    codec = codec_for(btf, _struct_type(btf, name).id)
+    size = codec.size
+    dec = codec.decode
 
-    t = _struct_type(btf, name)
-    size = t.size
-    plan: list[tuple[str, int, Any]] = []
-    for i, m in enumerate(t.members):
-        if m.bitfield_size or m.offset % 8:
-            raise TypeError(f"struct {name!r}: bitfield member {m.name!r} is not supported")
-        plan.append((m.name or f"_anon{i}", m.offset // 8, _field_reader(btf, m.type)))
-
-    def decode(data: bytes) -> dict[str, Any]:
+    def decode(data: bytes) -> Any:
         if len(data) < size:
             raise ValueError(f"record of {len(data)} bytes is shorter than struct {name} "
                              f"({size} bytes)")
-        return {fname: read(data, off) for fname, off, read in plan}
+        return dec(data)
 
-    _ = _struct
     return decode
 
 
-def _field_reader(btf: BTF, type_id: int) -> Callable[[bytes, int], Any]:
-    import struct as _struct
+def btf_encoder(btf: BTF, name: str) -> Callable[[Any], bytes]:
+    """Encode a value of struct ``name`` (instance, dict or tuple) into its bytes."""
+    from .types import codec_for
 
-    t = _resolved(btf, type_id)
-    if t.kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.PTR):
-        size = 8 if t.kind == BTFKind.PTR else t.size
-        signed = t.kind != BTFKind.PTR and t.signed
-        fmt = {1: "b", 2: "h", 4: "i", 8: "q"}.get(size)
-        if fmt is None:  # __int128 and friends
-            return lambda d, o: int.from_bytes(d[o:o + size], "little", signed=signed)
-        s = _struct.Struct("<" + (fmt if signed else fmt.upper()))
-        if t.kind == BTFKind.INT and t.encoding & 4:
-            return lambda d, o: bool(s.unpack_from(d, o)[0])
-        return lambda d, o: s.unpack_from(d, o)[0]
-    if t.kind == BTFKind.FLOAT:
-        s = _struct.Struct("<" + {4: "f", 8: "d"}[t.size])
-        return lambda d, o: s.unpack_from(d, o)[0]
-    if t.kind == BTFKind.ARRAY:
-        elem = _resolved(btf, t.type)
-        n = t.nelems
-        if _is_char(elem):
-            return lambda d, o: d[o:o + n].split(b"\0", 1)[0]
-        esize = btf.size_of(t.type)
-        read = _field_reader(btf, t.type)
-        return lambda d, o: [read(d, o + i * esize) for i in range(n)]
-    if t.kind in (BTFKind.STRUCT, BTFKind.UNION):
-        plan = [(m.name or f"_anon{i}", m.offset // 8, _field_reader(btf, m.type))
-                for i, m in enumerate(t.members)]
-        return lambda d, o: {fn: r(d, o + off) for fn, off, r in plan}
-    raise TypeError(f"BTF type {t.kind.name} {t.name!r} cannot be decoded")
+    codec = codec_for(btf, _struct_type(btf, name).id)
+
+    def encode(value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        return codec.encode(value, name)
+
+    return encode
 
 
 def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:

@@ -6,7 +6,7 @@ Consume one or many ring buffer maps::
         while running:
             rb.poll(timeout=0.1)          # handle(record) per record
 
-    rb = pybpf.RingBuffer(obj.maps["events"], decode="event")  # BTF struct -> dict
+    rb = pybpf.RingBuffer(obj.maps["events"], decode="event")  # typed BTF struct
     for ev in rb.events(timeout=1.0):     # iterator, stops after 1 s without events
         ...
     batch = rb.read(timeout=1.0)          # every waiting record, one RecordBatch
@@ -45,7 +45,7 @@ from ._events import (
     DecodeSpec,
     RecordBatch,
     _Consumer,
-    btf_decoder,
+    btf_encoder,
     map_btf,
     resolve_decoder,
 )
@@ -81,7 +81,8 @@ class RingBuffer(_Consumer):
 
     ``callback`` (for :meth:`poll`/:meth:`consume`) receives each record, as
     ``bytes`` or as ``decode(bytes)``; ``decode`` is a callable or the name of a
-    BTF struct in the map's object (records then arrive as dicts).  Without a
+    BTF struct in the map's object (records then arrive as that struct's
+    :mod:`pybpf.types` class, with attribute access).  Without a
     callback, read with :meth:`events`, :meth:`read` or ``async for``.
     ``max_batch_bytes`` bounds how much one step takes out of each ring
     (default: the ring's size).
@@ -214,7 +215,8 @@ class UserRingBuffer:
     """Write records for a BPF program to drain (``BPF_MAP_TYPE_USER_RINGBUF``).
 
     The program reads them with ``bpf_user_ringbuf_drain()``.  ``encode``
-    (a callable, or a BTF struct name for dict values) turns values into bytes::
+    (a callable, or a BTF struct name: values may then be that struct's
+    :mod:`pybpf.types` instance, a dict or a tuple) turns values into bytes::
 
         urb = pybpf.UserRingBuffer(obj.maps["requests"])
         urb.submit(b"...")                    # copy in and publish
@@ -234,7 +236,7 @@ class UserRingBuffer:
         self.map = map
         self._lock = threading.Lock()
         if isinstance(encode, str):
-            encode = _btf_encoder(map, encode)
+            encode = btf_encoder(map_btf(map, encode), encode)
         self._encode = encode
         with capture() as log:
             ptr = lib.user_ring_buffer__new(map.fd, ffi.NULL)
@@ -321,42 +323,3 @@ class UserRingBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _btf_encoder(m: Map, name: str) -> Any:
-    """Encode a dict of struct ``name``'s integer/bytes fields into its layout."""
-    from ._events import _resolved, _struct_type
-    from .btf import BTFKind
-
-    btf = map_btf(m, name)
-    t = _struct_type(btf, name)
-    size = t.size
-    fields: dict[str, tuple[int, Any]] = {}
-    for mem in t.members:
-        ft = _resolved(btf, mem.type)
-        off = mem.offset // 8
-        if ft.kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
-            fields[mem.name] = (off, (ft.size, ft.signed))
-        elif ft.kind == BTFKind.ARRAY:
-            fields[mem.name] = (off, btf.size_of(mem.type))
-    _ = btf_decoder  # the decoding counterpart
-
-    def encode(value: Any) -> bytes:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
-        buf = bytearray(size)
-        for k, v in value.items():
-            if k not in fields:
-                raise KeyError(f"struct {name} has no (supported) field {k!r}")
-            off, spec = fields[k]
-            if isinstance(spec, tuple):
-                fsize, signed = spec
-                buf[off:off + fsize] = int(v).to_bytes(fsize, "little", signed=signed)
-            else:
-                raw = bytes(v)
-                if len(raw) > spec:
-                    raise ValueError(f"struct {name}.{k}: {len(raw)} bytes > {spec}")
-                buf[off:off + len(raw)] = raw
-        return bytes(buf)
-
-    return encode

@@ -84,13 +84,13 @@ def test_callback_that_raises_keeps_the_rest(ev: Events) -> None:
 def test_iterator_and_asyncio(ev: Events) -> None:
     with PerfBuffer(ev.maps["pb"], decode="event") as pb:
         ev.emit(3, MODE_PERF, cookie=11)
-        assert [e["seq"] for e in pb.events(timeout=0.2)] == [0, 1, 2]
+        assert [e.seq for e in pb.events(timeout=0.2)] == [0, 1, 2]
 
         async def main() -> list[int]:
             asyncio.get_running_loop().call_later(0.05, ev.emit, 4, MODE_PERF)
             out = []
             async for e in pb:
-                out.append(e["seq"])
+                out.append(e.seq)
                 if len(out) == 4:
                     break
             return out

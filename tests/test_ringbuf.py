@@ -66,9 +66,9 @@ def test_iterator_decodes_btf_struct_and_stops_after_timeout(ev: Events) -> None
     out = list(rb.events(timeout=0.2))
     elapsed = time.monotonic() - t0
     rb.close()
-    assert [e["seq"] for e in out] == [0, 1, 2, 3, 4]
-    assert all(e["cookie"] == 99 and e["pid"] == os.getpid() for e in out)
-    assert out[3]["square"] == 9
+    assert [e.seq for e in out] == [0, 1, 2, 3, 4]
+    assert all(e.cookie == 99 and e.pid == os.getpid() for e in out)
+    assert out[3].square == 9
     assert 0.15 < elapsed < 2.0
 
 
@@ -199,7 +199,7 @@ def test_asyncio_async_for_and_poll_async(ev: Events) -> None:
         loop.call_later(0.05, ev.emit, 5)
         got: list[int] = []
         async for e in rb:
-            got.append(e["seq"])
+            got.append(e.seq)
             if len(got) == 5:
                 break
         t0 = time.monotonic()
@@ -211,7 +211,7 @@ def test_asyncio_async_for_and_poll_async(ev: Events) -> None:
         n = await rb2.poll_async(timeout=2.0)
         rb.close()
         rb2.close()
-        return got + [c["seq"] for c in cb_got], empty + n * 1000, waited
+        return got + [c.seq for c in cb_got], empty + n * 1000, waited
 
     got, code, waited = asyncio.run(main())
     assert got == [0, 1, 2, 3, 4, 5, 6, 7]
