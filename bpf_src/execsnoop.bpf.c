@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* execsnoop: one event per exec, from the syscalls:sys_{enter,exit}_execve
+/* execsnoop: one event per exec, from the syscalls:sys_{enter,exit}_execve{,at}
  * tracepoints. The path and argv are read at entry and the event is emitted
  * at exit, with the return code. Filters: targ_uid, ignore_failed and the
  * scope of pybpf_scope.h (pid, cgroup, process tree). */
@@ -46,15 +46,13 @@ PYBPF_EVENT_TYPE(events, struct event);
 
 static const struct event empty_event = {};
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter(const char *filename, const char **argv)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
 	struct task_struct *task;
 	struct event *e;
-	const char **argv;
 	unsigned int i;
 
 	if (targ_uid != (__u32)-1 && targ_uid != uid)
@@ -73,8 +71,7 @@ int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 
-	bpf_probe_read_user_str(e->filename, sizeof(e->filename), (const char *)ctx->args[0]);
-	argv = (const char **)ctx->args[1];
+	bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
 	for (i = 0; i < MAX_ARGS; i++) {
 		const char *argp = NULL;
 		int n;
@@ -93,13 +90,11 @@ int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_execve")
-int tracepoint__syscalls__sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	struct event *e, *out;
-	long ret = ctx->ret;
 
 	e = bpf_map_lookup_elem(&execs, &tgid);
 	if (!e)
@@ -119,6 +114,32 @@ int tracepoint__syscalls__sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
 cleanup:
 	bpf_map_delete_elem(&execs, &tgid);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int tracepoint__syscalls__sys_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[0], (const char **)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int tracepoint__syscalls__sys_exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
+}
+
+/* execveat(dirfd, path, argv, envp, flags): fexecve() and friends. The path is
+ * reported as given (relative to dirfd, or "" with AT_EMPTY_PATH). */
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int tracepoint__syscalls__sys_enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter((const char *)ctx->args[1], (const char **)ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int tracepoint__syscalls__sys_exit_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret);
 }
 
 char LICENSE[] SEC("license") = "GPL";

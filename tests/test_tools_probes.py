@@ -335,3 +335,37 @@ def test_tools_cli_runs(capsys, tmp_path):
     assert all(json.loads(x)["comm"] == comm for x in lines)
     assert main(["opensnoop", "--comm", "x" * 20]) == 2
     assert "1-15 bytes" in capsys.readouterr().err
+
+
+def test_execsnoop_execveat_fexecve():
+    with ExecSnoop() as snoop:
+        pid = os.fork()
+        if pid == 0:  # child: fexecve(2) = execveat(fd, "", argv, envp, AT_EMPTY_PATH)
+            try:
+                fd = os.open("/bin/true", os.O_RDONLY)
+                os.execve(fd, ["true-by-fd", "pybpf-fexecve"], {})
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        evs = _collect(snoop, lambda g: any(e.pid == pid for e in g))
+    mine = [e for e in evs if e.pid == pid]
+    assert len(mine) == 1
+    assert mine[0].argv == ["true-by-fd", "pybpf-fexecve"]
+    assert mine[0].path == "" and mine[0].retval == 0 and mine[0].comm == "true"
+
+
+def test_lost_events_are_counted(tmp_path):
+    """A ring buffer too small for a burst: every open is either received or counted lost."""
+    n = 200
+    with OpenSnoop(pid=os.getpid(), ring_bytes=4096) as snoop:
+        for i in range(n):
+            try:
+                os.open(tmp_path / f"absent-{i}", os.O_RDONLY)
+            except FileNotFoundError:
+                pass
+        got = [e for e in snoop.drain() if e.path.startswith(str(tmp_path))]
+        dropped = snoop.dropped
+    assert dropped > 0, "a 4 KiB ring should overflow"
+    assert len(got) + dropped == n
+    assert [e.path for e in got] == [str(tmp_path / f"absent-{i}") for i in range(len(got))]

@@ -262,7 +262,9 @@ class ProbeSession:
     """A shipped probe, opened, configured, loaded and attached; a context manager.
 
     ``rodata`` sets ``const volatile`` globals before load; ``autoload`` turns
-    programs on or off by name; records of the ``events`` ring buffer are
+    programs on or off by name; ``ring_bytes`` sizes the ring buffer (a power
+    of two, at least a page; records it cannot hold are counted in
+    :attr:`dropped`); records of the ``events`` ring buffer are
     decoded as ``struct event`` and handed to :meth:`_convert`.
     """
 
@@ -271,7 +273,8 @@ class ProbeSession:
 
     def __init__(self, *, rodata: Mapping[str, int | bytes] | None = None,
                  scope: Scope | None = None, autoload: Mapping[str, bool] | None = None,
-                 path: str | None = None, attach: bool = True) -> None:
+                 path: str | None = None, attach: bool = True,
+                 ring_bytes: int | None = None) -> None:
         self.obj = Object.open(path or probe_path(self.probe))
         self._rb: RingBuffer | None = None
         self._pending: deque[Any] = deque()
@@ -284,6 +287,8 @@ class ProbeSession:
                 self.obj.set_rodata(name, value)
             for name, on in (autoload or {}).items():
                 self.obj.programs[name].autoload = on
+            if ring_bytes is not None and "events" in self.obj.maps:
+                self.obj.maps["events"].max_entries = ring_bytes
             self.configure()
             self.obj.load()
             if attach:

@@ -69,7 +69,7 @@ def audit_event(ev: ExecEvent | OpenEvent | ConnectEvent) -> dict[str, Any]:
     if isinstance(ev, ExecEvent):
         d: dict[str, Any] = {
             "event": "session.command", "path": ev.path,
-            "program": os.path.basename(ev.path) if ev.retval == 0 else ev.comm,
+            "program": (os.path.basename(ev.path) or ev.comm) if ev.retval == 0 else ev.comm,
             "argv": ev.argv[1:], "return_code": ev.retval, "pid": ev.pid, "ppid": ev.ppid,
             "uid": ev.uid, "login": _login(ev.uid)}
     elif isinstance(ev, OpenEvent):

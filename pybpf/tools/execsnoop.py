@@ -47,13 +47,14 @@ class ExecSnoop(ProbeSession):
     probe = "execsnoop"
 
     def __init__(self, *, uid: int | None = None, pid: int | None = None,
-                 ignore_failed: bool = False, scope: Scope | None = None) -> None:
+                 ignore_failed: bool = False, scope: Scope | None = None,
+                 ring_bytes: int | None = None) -> None:
         rodata: dict[str, int | bytes] = {"ignore_failed": int(ignore_failed)}
         if uid is not None:
             rodata["targ_uid"] = uid
         if pid is not None:
             rodata["targ_pid"] = pid
-        super().__init__(rodata=rodata, scope=scope)
+        super().__init__(rodata=rodata, scope=scope, ring_bytes=ring_bytes)
 
     def _convert(self, raw: dict[str, Any]) -> ExecEvent:
         return ExecEvent(pid=raw["pid"], ppid=raw["ppid"], uid=raw["uid"],

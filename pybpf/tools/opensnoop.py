@@ -98,7 +98,7 @@ class OpenSnoop(ProbeSession):
 
     def __init__(self, *, pid: int | None = None, comm: str | None = None,
                  uid: int | None = None, failed_only: bool = False,
-                 scope: Scope | None = None) -> None:
+                 scope: Scope | None = None, ring_bytes: int | None = None) -> None:
         rodata: dict[str, int | bytes] = {"targ_failed": int(failed_only)}
         if comm is not None:
             raw = comm.encode()
@@ -116,7 +116,8 @@ class OpenSnoop(ProbeSession):
         if not tracepoint_exists("syscalls", "sys_enter_open"):
             autoload = {"tracepoint__syscalls__sys_enter_open": False,
                         "tracepoint__syscalls__sys_exit_open": False}
-        super().__init__(rodata=rodata, scope=scope, autoload=autoload)
+        super().__init__(rodata=rodata, scope=scope, autoload=autoload,
+                         ring_bytes=ring_bytes)
 
     def _convert(self, raw: dict[str, Any]) -> OpenEvent:
         return OpenEvent(pid=raw["pid"], tid=raw["tid"], uid=raw["uid"], comm=raw["comm"],

@@ -69,7 +69,7 @@ class TcpConnect(ProbeSession):
 
     def __init__(self, *, pid: int | None = None, port: int | None = None,
                  uid: int | None = None, scope: Scope | None = None,
-                 hook: str = "auto") -> None:
+                 hook: str = "auto", ring_bytes: int | None = None) -> None:
         if hook not in ("auto", "fexit", "tracepoint"):
             raise ValueError(f"hook must be 'auto', 'fexit' or 'tracepoint', not {hook!r}")
         if hook == "auto":
@@ -88,7 +88,8 @@ class TcpConnect(ProbeSession):
                           root_pid=scope.root_pid if scope else None)
         autoload = {name: hook == "tracepoint" for name in _TP_PROGS}
         autoload.update({name: hook == "fexit" for name in _FEXIT_PROGS})
-        super().__init__(rodata=rodata, scope=scope, autoload=autoload)
+        super().__init__(rodata=rodata, scope=scope, autoload=autoload,
+                         ring_bytes=ring_bytes)
 
     def _convert(self, raw: dict[str, Any]) -> ConnectEvent:
         fam = raw["family"]
