@@ -36,7 +36,7 @@ from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, raw_codec
 __all__ = ["TypedMap", "HashMap", "ArrayMap", "PerCPUHashMap", "PerCPUArrayMap", "QueueMap",
            "StackMap", "LPMTrieMap", "BloomFilterMap", "ProgArrayMap", "ArrayOfMapsMap",
            "HashOfMapsMap", "StackTraceMap", "DevMap", "CPUMap", "XSKMap", "SockMap",
-           "SockHashMap", "create_map", "kernel_btf_by_id"]
+           "SockHashMap", "LocalStorageMap", "create_map", "kernel_btf_by_id"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -586,7 +586,15 @@ class TypedMap(Map, Generic[K, V]):
         return sum(1 for _ in self._walk_raw())
 
     def __bool__(self) -> bool:
-        return True
+        """True if the map has an entry (one GET_NEXT_KEY syscall, not a full walk)."""
+        if self.type.endswith("array") and self.type not in ("prog_array",):
+            return self.max_entries > 0
+        nxt = ffi.new("char[]", max(self.key_size, 1))
+        if lib.bpf_map_get_next_key(self._fdf(), ffi.NULL, nxt) == 0:
+            return True
+        if ffi.errno == _errno.ENOENT:
+            return False
+        raise self._fail("get_next_key failed")
 
     def clear(self) -> None:
         """Delete every entry (batched delete where supported)."""
@@ -1037,6 +1045,31 @@ class StackTraceMap(TypedMap[int, list[int]]):
         if pid is None:
             return [sym.kernel_symbol(a) for a in addrs]
         return [sym.user_symbol(pid, a) for a in addrs]
+
+
+@register_kind("task_storage", "sk_storage", "inode_storage", "cgrp_storage")
+class LocalStorageMap(TypedMap[Any, V]):
+    """``BPF_MAP_TYPE_TASK_STORAGE`` / ``SK_STORAGE`` / ``INODE_STORAGE`` / ``CGRP_STORAGE``:
+    values attached to a kernel object, keyed from user space by an fd of that object
+    (a pidfd from :func:`os.pidfd_open`, a socket, an open file, a cgroup directory fd).
+    ``m[fd]``, ``m[fd] = v``, ``del m[fd]``; the kernel offers no iteration."""
+
+    def _key_codec(self, c: Codec | None, size: int) -> Codec:
+        return IntCodec(4, True, "fd")
+
+    def _ekey(self, key: Any) -> bytes:
+        if not isinstance(key, int):
+            fileno = getattr(key, "fileno", None)
+            if fileno is None:
+                raise TypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
+                                f"object with fileno(), got {type(key).__name__}")
+            key = fileno()
+        return struct.pack("<i", key)
+
+    def _nokeys(self, *a: Any, **k: Any) -> Any:
+        raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
+
+    keys = items = values = __iter__ = __len__ = clear = _nokeys
 
 
 def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,

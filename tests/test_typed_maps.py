@@ -362,3 +362,39 @@ def test_typed_access_after_close_raises(bpf_obj):
         m[1]
     with pytest.raises(pybpf.ClosedError):
         m[1] = {"count": 2}
+
+
+def test_task_local_storage_keyed_by_pidfd(tm):
+    ts = tm.maps["tstore"]
+    assert type(ts).__name__ == "LocalStorageMap"
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        ts[pidfd] = {"bytes": 77}
+        tm.bss.target_tgid = os.getpid()
+        link = tm.programs["task_store"].attach()
+        try:
+            os.getppid()
+        finally:
+            link.detach()
+        assert _results(tm)[8] == 77  # the kernel read what Python stored for this task
+        v = ts[pidfd]
+        assert (v.count, v.pid, v.bytes) == (1, os.getpid(), 77)
+        del ts[pidfd]
+        assert pidfd not in ts
+        with pytest.raises(TypeError, match="cannot be iterated"):
+            list(ts)
+        with pytest.raises(TypeError, match="the key is an fd"):
+            ts["x"]
+    finally:
+        os.close(pidfd)
+
+
+def test_cpumap_and_bool(tm):
+    with pybpf.create_map("cpumap", 4, 4, 1, name="pycpumap") as cm:
+        cm[0] = 192  # queue size for CPU 0
+        assert cm[0] == 192 and list(cm.keys()) == [0]
+    vals = tm.maps["vals"]
+    assert not vals
+    vals[3] = {}
+    assert vals
+    assert tm.maps["results"]  # arrays always have their slots

@@ -139,6 +139,13 @@ struct {
 	__type(value, __u32);
 } jmp SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct val);
+} tstore SEC(".maps");
+
 __u32 target_tgid;
 __u64 churn_calls;
 __u32 kstack_id = -1;
@@ -249,6 +256,25 @@ int stacker(void *ctx)
 		return 0;
 	kstack_id = bpf_get_stackid(ctx, &stacks, 0);
 	ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	return 0;
+}
+
+/* Task local storage: read what Python stored for this task, update it. */
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int task_store(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct val *v;
+
+	if (tgid != target_tgid)
+		return 0;
+	v = bpf_task_storage_get(&tstore, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (v) {
+		result(8, v->bytes);
+		v->count += 1;
+		v->pid = tgid;
+	}
 	return 0;
 }
 
