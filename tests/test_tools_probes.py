@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -369,3 +370,51 @@ def test_lost_events_are_counted(tmp_path):
     assert dropped > 0, "a 4 KiB ring should overflow"
     assert len(got) + dropped == n
     assert [e.path for e in got] == [str(tmp_path / f"absent-{i}") for i in range(len(got))]
+
+
+def test_biolatency_cli(loop_device, capsys):
+    from pybpf.cli import main
+
+    stop = time.monotonic() + 1.5
+
+    def io():
+        fd = os.open(loop_device, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        try:
+            i = 0
+            while time.monotonic() < stop:
+                os.preadv(fd, [buf], (i % 256) * 4096)
+                i += 1
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=io)
+    t.start()
+    try:
+        rc = main(["biolatency", "--disks", "--device", os.path.basename(loop_device),
+                   "--interval", "0.5", "--count", "1", "--json"])
+    finally:
+        t.join()
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (hist,) = out["histograms"]
+    assert hist["label"] == os.path.basename(loop_device) and hist["unit"] == "usecs"
+    assert hist["total"] > 0
+    assert hist["total"] == sum(b["count"] for b in hist["buckets"])
+
+
+def test_profile_cli_folded(spin_binary, capsys):
+    from pybpf.cli import main
+
+    proc = subprocess.Popen([spin_binary, "3"])
+    try:
+        rc = main(["profile", "--pid", str(proc.pid), "--frequency", "499", "--duration",
+                   "0.5", "--folded"])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(x.startswith(os.path.basename(spin_binary)) for x in lines)
+    assert any(";pybpf_spin_leaf" in x for x in lines)
+    assert all(x.rsplit(" ", 1)[1].isdigit() for x in lines)
