@@ -255,6 +255,29 @@ def cgroup_id_level(path: str) -> tuple[int, int]:
 
 
 # --- probe session ------------------------------------------------------------------
+def _event_codec(btf: BTF, type_id: int) -> Callable[[bytes], dict[str, Any]] | None:
+    """A fast decoder to dicts through pybpf.types (compiled from BTF), when it has one
+    for this struct; :func:`decode` gives the same values ~30x slower."""
+    try:
+        from ..types import CStr, codec_for
+
+        codec = codec_for(btf, type_id)
+    except Exception:  # noqa: BLE001 - fall back to the generic decoder
+        return None
+
+    def run(data: bytes) -> dict[str, Any]:
+        d = codec.decode(data)._asdict()
+        return {k: (v.str if isinstance(v, CStr) else v) for k, v in d.items()}
+
+    try:
+        sample = run(bytes(btf.size_of(type_id)))
+        if sample != decode(btf, type_id, bytes(btf.size_of(type_id))):
+            return None
+    except Exception:  # noqa: BLE001
+        return None
+    return run
+
+
 _S = TypeVar("_S", bound="ProbeSession")
 
 
@@ -298,6 +321,7 @@ class ProbeSession:
                 self._event_type = (ringbuf_event_type(btf, "events")
                                     or struct_layout(btf, self.event_struct))
                 self._btf = btf
+                self._codec = _event_codec(btf, self._event_type.id)
                 self._rb = RingBuffer(self.obj.maps["events"], callback=self._on_record)
         except BaseException:
             self.obj.close()
@@ -310,8 +334,14 @@ class ProbeSession:
         """Attach every loaded program (subclasses attach hooks that need targets)."""
         self.obj.attach()
 
+    def _decode_event(self, data: bytes) -> dict[str, Any]:
+        if self._codec is not None:
+            return self._codec(data)
+        result: dict[str, Any] = decode(self._btf, self._event_type.id, data)
+        return result
+
     def _on_record(self, data: bytes) -> None:
-        raw = decode(self._btf, self._event_type.id, data)
+        raw = self._decode_event(data)
         ev = self._convert(raw)
         if ev is None:
             return

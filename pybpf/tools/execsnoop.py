@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..btf import BTFKind
-from ._common import ProbeSession, Scope, decode
+from ._common import ProbeSession, Scope
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
@@ -63,7 +63,7 @@ class ExecSnoop(ProbeSession):
 
     def _on_record(self, data: bytes) -> None:
         # argv is NUL-separated inside args[]: decode it from the raw record.
-        raw = decode(self._btf, self._event_type.id, data)
+        raw = self._decode_event(data)
         off, size = self._args_at
         n, used = raw["args_count"], raw["args_size"]
         parts = data[off:off + min(used, size)].split(b"\0")
