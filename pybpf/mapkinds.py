@@ -31,7 +31,7 @@ from ._ffi import error_for, ffi, lib
 from .btf import BTF
 from .errors import ClosedError, MapError
 from .maps import Map, UpdateFlags, map_type_name, possible_cpus, register_kind
-from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, raw_codec
+from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, decode_array, raw_codec
 
 __all__ = ["TypedMap", "HashMap", "ArrayMap", "PerCPUHashMap", "PerCPUArrayMap", "QueueMap",
            "StackMap", "LPMTrieMap", "BloomFilterMap", "ProgArrayMap", "ArrayOfMapsMap",
@@ -98,7 +98,7 @@ class TypedMap(Map, Generic[K, V]):
     _btf_ids: tuple[int, int] = (0, 0)
     # (key encoder, value encoder, value buffer size, value decoder); None entries mean
     # "use the method" (kinds that override encoding/decoding)
-    _fast: tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]]] | None = None
+    _fast: tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]], int] | None = None
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -176,8 +176,8 @@ class TypedMap(Map, Generic[K, V]):
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
         self._fast = None
 
-    def _make_fast(self) -> tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]]]:
-        """(fd, key encoder, value encoder, value size, value decoder, buffer pool).
+    def _make_fast(self) -> tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]], int]:
+        """(fd, key encoder, value encoder, value size, value decoder, buffer pool, key size).
 
         Encoders/decoder are None for kinds that override them (the methods are used).
         Built on first use after load; dropped when the map or its object closes, so the
@@ -191,7 +191,7 @@ class TypedMap(Map, Generic[K, V]):
         venc = vc.fast_encode if cls._eval is TypedMap._eval else None
         vdec = vc.decode if cls._dval is TypedMap._dval else None
         pool: list[tuple[bytearray, Any]] = []
-        fast = (fd, kenc, venc, self._vbuf_size(), vdec, pool)
+        fast = (fd, kenc, venc, self._vbuf_size(), vdec, pool, self.key_size)
         self._fast = fast
         return fast
 
@@ -257,7 +257,7 @@ class TypedMap(Map, Generic[K, V]):
         f = self._fast
         if f is None:
             f = self._make_fast()
-        fd, kenc, _, vsize, vdec, pool = f
+        fd, kenc, _, vsize, vdec, pool, _ = f
         if kenc is None:
             kb = self._ekey(key)
         else:
@@ -281,6 +281,20 @@ class TypedMap(Map, Generic[K, V]):
         v = vdec(buf, 0) if vdec is not None else self._dval(bytes(buf))
         pool.append((buf, cbuf))
         return v  # type: ignore[no-any-return]
+
+    def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
+        """Raw: the value bytes for key bytes, or None (one syscall); see :meth:`Map.lookup`."""
+        f = self._fast
+        if f is None:
+            f = self._make_fast()
+        if flags or type(key) is not bytes or len(key) != f[6]:
+            return Map.lookup(self, key, flags=flags)
+        buf = bytearray(f[3])
+        if _lookup_elem(f[0], key, _from_buffer(buf)) < 0:
+            if ffi.errno == _errno.ENOENT:
+                return None
+            raise self._fail("lookup failed")
+        return bytes(buf)
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
@@ -538,9 +552,15 @@ class TypedMap(Map, Generic[K, V]):
         ks, vs = self.key_size, self._value_size_total()
         b = self._batches(delete=delete)
         if b is not None:
+            plain = type(self)._dval_at is TypedMap._dval_at and type(self)._dkey is \
+                TypedMap._dkey
+            kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
             for kb, vb, c in b:
-                for i in range(c):
-                    yield dk(kb, i * ks), dv(vb, i * vs)
+                if plain and kc.size == ks and vc.size == vs:
+                    yield from zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
+                else:
+                    for i in range(c):
+                        yield dk(kb, i * ks), dv(vb, i * vs)
             return
         for k in self._walk_raw():
             if delete:
@@ -567,6 +587,9 @@ class TypedMap(Map, Generic[K, V]):
         self.key_type  # noqa: B018
         b = self._batches()
         if b is not None:
+            kc = cast(Codec, self._kc)
+            if type(self)._dkey is TypedMap._dkey and kc.size == self.key_size:
+                return (k for kb, _, c in b for k in decode_array(kc, kb, c))
             ks = self.key_size
             return (self._dkey(kb, i * ks) for kb, _, c in b for i in range(c))
         return (self._dkey(k) for k in self._walk_raw())

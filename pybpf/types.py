@@ -925,6 +925,24 @@ def raw_codec(size: int) -> Codec:
     return _RawCodec(size)
 
 
+def decode_array(codec: Codec, buf: Any, count: int) -> list[Any]:
+    """``count`` values packed back to back (a batch of keys or values), decoded with one
+    struct call where the layout allows."""
+    if count == 0:
+        return []
+    if isinstance(codec, (IntCodec, FloatCodec)) and codec.fmt and \
+            type(codec) in (IntCodec, FloatCodec):
+        return list(struct.unpack_from(f"<{count}{codec.fmt}", buf, 0))
+    frm = getattr(codec, "_from", None)
+    if isinstance(codec, StructCodec) and frm is not None:
+        it = struct.Struct("<" + (codec.fmt or "")).iter_unpack(
+            memoryview(buf)[:count * codec.size])
+        return [frm(t, 0) for t in it]
+    d = codec.decode
+    size = codec.size
+    return [d(buf, i * size) for i in range(count)]
+
+
 def decode_seq(codec: Codec, buf: Any, count: int, stride: int) -> list[Any]:
     """``count`` values at ``stride`` bytes apart (per-CPU values, batches)."""
     d = codec.decode
