@@ -366,6 +366,16 @@ class TypedMap(Map, Generic[K, V]):
             return default
         return self._dval(got)
 
+    def set(self, key: K, value: Any = None, /, **fields: Any) -> None:
+        """``m[key] = value``, or build a struct value from keywords:
+        ``m.set(7, count=1, pid=42)`` (missing fields are zero)."""
+        if fields:
+            if value is not None:
+                raise TypeError(f"map {self.name!r}: set() takes a value or field keywords, "
+                                "not both")
+            value = fields
+        self[key] = value
+
     def setdefault(self, key: K, default: V | Mapping[str, Any] | tuple[Any, ...]) -> V:
         """``m[key]``, inserting ``default`` first if absent (BPF_NOEXIST)."""
         try:

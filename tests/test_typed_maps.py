@@ -73,6 +73,11 @@ def test_hash_dict_interface_and_kernel_roundtrip(tm):
         m.update(3, Val(), only_if_present=True)
     m.update({3: (1,), 4: Val(count=4)})  # several entries: one batch syscall
     assert m[3].count == 1 and m[4].count == 4
+    m.set(6, count=66, pid=6)  # keyword fields
+    assert m[6] == Val(count=66, pid=6)
+    with pytest.raises(TypeError, match="map 'vals': value: struct val has no field 'cnt'"):
+        m.set(6, cnt=1)
+    del m[6]
     assert m.setdefault(5, Val(count=55)).count == 55
     assert m.setdefault(5, Val(count=66)).count == 55
     assert m.pop(5).count == 55 and m.pop(5, "gone") == "gone"
