@@ -493,7 +493,9 @@ class Program:
         With ``tcx`` unset, a tcx link (kernel 6.6+, dies with the process) is used
         when the kernel has it and no ``priority``/``handle`` is asked for;
         otherwise a netlink filter on a clsact qdisc (created if missing, removed
-        on detach if pybpf created it).
+        on detach if pybpf created it). A netlink filter is not a BPF link: it is
+        removed on detach, close, garbage collection and interpreter exit, but a
+        process killed by SIGKILL leaves it (and the qdisc) in place.
         """
         if direction not in ("ingress", "egress"):
             raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
