@@ -336,6 +336,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from . import features
 
+    if args.helpers:
+        return _helpers(args)
     s = features.summary()
     if args.json:
         _emit_json(s)
@@ -352,6 +354,33 @@ def cmd_features(args: argparse.Namespace) -> int:
         no = [k for k, v in items if not v]
         print(f"  supported ({len(yes)}): {' '.join(yes)}")
         print(f"  not supported ({len(no)}): {' '.join(no) or '-'}")
+    return 0
+
+
+def _helper_names() -> dict[int, str]:
+    """Helper id -> name, from the kernel's ``enum bpf_func_id`` (its BTF)."""
+    vm = BTF.vmlinux()
+    t = vm.find("bpf_func_id", BTFKind.ENUM)
+    if t is None:
+        return {}
+    return {m.value: m.name[len("BPF_FUNC_"):] for m in t.members
+            if m.name.startswith("BPF_FUNC_")}
+
+
+def _helpers(args: argparse.Namespace) -> int:
+    from . import features
+
+    supported = features.helpers(args.helpers)
+    names = _helper_names()
+    rows = [(i, names.get(i, f"helper_{i}"), ok) for i, ok in sorted(supported.items())]
+    if args.json:
+        _emit_json({"program_type": args.helpers,
+                    "helpers": [{"id": i, "name": n, "supported": ok} for i, n, ok in rows]})
+        return 0
+    yes = [n for _, n, ok in rows if ok]
+    no = [n for _, n, ok in rows if not ok]
+    print(f"helpers callable from {args.helpers} programs ({len(yes)}): {' '.join(yes)}")
+    print(f"\nnot callable ({len(no)}): {' '.join(no) or '-'}")
     return 0
 
 

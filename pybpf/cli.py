@@ -77,8 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-type", help="BTF type of ring buffer records (default: the type "
                    "named by PYBPF_EVENT_TYPE, else raw bytes)")
     json_flag(p)
-    p = add("features", c.cmd_features, "what the running kernel supports (probed)",
-            "  pybpf features\n  pybpf features --json")
+    p = add("features", c.cmd_features, "what the running kernel supports (probed): hooks, "
+            "program types, map types, helpers",
+            "  pybpf features\n  pybpf features --json\n  pybpf features --helpers xdp")
+    p.add_argument("--helpers", metavar="PROG_TYPE",
+                   help="list the helpers a program type may call (e.g. kprobe, xdp)")
     json_flag(p)
     p = add("prog", c.cmd_prog, "programs loaded in the kernel",
             "  pybpf prog list\n  pybpf prog show 42 --json")

@@ -219,3 +219,16 @@ def test_build(tmp_path, icli):
     bad.write_text("int x = ;\n")
     r = icli("build", str(bad))
     assert r.returncode == 1 and "clang failed to compile" in r.stderr and "error" in r.stderr
+
+
+def test_features_helpers(icli):
+    r = icli("features", "--helpers", "xdp", "--json")
+    assert r.returncode == 0, r.stderr
+    helpers = {h["name"]: h["supported"] for h in json.loads(r.stdout)["helpers"]}
+    # Verifier facts: XDP programs may adjust their packet head, not use skb helpers
+    # nor the tracing-only legacy bpf_probe_read.
+    assert helpers["xdp_adjust_head"] is True and helpers["map_lookup_elem"] is True
+    assert helpers["skb_store_bytes"] is False and helpers["skb_vlan_push"] is False
+    assert helpers["probe_read"] is False
+    r = icli("features", "--helpers", "nosuchtype")
+    assert r.returncode == 1 and "unknown program type 'nosuchtype'" in r.stderr
