@@ -151,7 +151,10 @@ def _cstr(table: bytes, off: int, what: str) -> str:
         raise _Bad(f"{what}: string offset {off} is past the end of its string table "
                    f"({len(table)} bytes)")
     end = table.index(b"\0", off)  # the table ends with NUL: always found
-    return table[off:end].decode("utf-8")  # the table was checked to be UTF-8
+    try:
+        return table[off:end].decode("utf-8")
+    except UnicodeDecodeError:  # an offset into the middle of a multi-byte character
+        raise _Bad(f"{what}: the string at offset {off} is not UTF-8") from None
 
 
 def _string_table(blob: bytes, what: str, *, first_nul: bool = True) -> None:

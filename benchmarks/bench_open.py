@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Cost of pybpf's pre-libbpf validation on opening valid objects, beside C libbpf.
+
+For each object (default: the shipped probes) prints the median time of:
+
+* ``C open_mem``      bpf_object__open_mem + close from C (benchmarks/open_mem.c)
+* ``pybpf open``      Object.open(bytes) with validation, first time in the process
+* ``no validation``   the same with pybpf._validate switched off
+* ``validate``        pybpf._validate.check_object alone
+* ``reopen``          Object.open of bytes that already passed (digest cache hit)
+
+Run: ``python3 benchmarks/bench_open.py [OBJECTS...] [--n 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pybpf  # noqa: E402
+from pybpf import _validate  # noqa: E402
+
+
+def median_us(fn: Callable[[], object], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def c_baseline(path: str, n: int) -> float | None:
+    exe = ROOT / "build" / "open_mem"
+    src = ROOT / "benchmarks" / "open_mem.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        exe.parent.mkdir(exist_ok=True)
+        r = subprocess.run(["cc", "-O2", "-o", str(exe), str(src), "-lbpf"],
+                           capture_output=True, text=True)
+        if r.returncode:
+            print(f"(C baseline not built: {r.stderr.strip()})", file=sys.stderr)
+            return None
+    out = subprocess.run([str(exe), path, str(n)], capture_output=True, text=True)
+    return float(out.stdout) if out.returncode == 0 else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("objects", nargs="*")
+    ap.add_argument("--n", type=int, default=200)
+    args = ap.parse_args()
+    objects = args.objects or sorted(glob.glob(str(ROOT / "pybpf" / "probes" / "*.bpf.o")))
+    print(f"{'object':22} {'bytes':>7} {'C open_mem':>11} {'pybpf open':>11} "
+          f"{'no validation':>14} {'validate':>9} {'added':>7} {'reopen':>8}   (microseconds)")
+    check = _validate.check_object
+    for path in objects:
+        data = Path(path).read_bytes()
+        name = os.path.basename(path)
+
+        def open_first() -> None:
+            _validate._passed.clear()
+            pybpf.Object.open(data, name="bench").close()
+
+        def open_cached() -> None:
+            pybpf.Object.open(data, name="bench").close()
+
+        def validate() -> None:
+            _validate._passed.clear()
+            check(data, name)
+
+        def open_raw() -> None:
+            pybpf.Object.open(data, name="bench").close()
+
+        open_first()  # warm up: imports, page cache
+        with_v = median_us(open_first, args.n)
+        alone = median_us(validate, args.n)
+        reopen = median_us(open_cached, args.n)
+        _validate.check_object = lambda d, n: None  # type: ignore[assignment]
+        try:
+            without = median_us(open_raw, args.n)
+        finally:
+            _validate.check_object = check
+        c = c_baseline(path, args.n)
+        c_txt = f"{c:11.0f}" if c is not None else f"{'-':>11}"
+        print(f"{name:22} {len(data):7} {c_txt} {with_v:11.0f} {without:14.0f} {alone:9.0f} "
+              f"{with_v - without:7.0f} {reopen:8.0f}")
+
+
+if __name__ == "__main__":
+    main()
