@@ -13,6 +13,7 @@ import builtins
 import errno as _errno
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -596,8 +597,13 @@ class Program:
         opts.sz = ffi.sizeof("struct bpf_perf_event_opts")
         opts.bpf_cookie = cookie
         if perf_fd is not None:
+            own = os.dup(perf_fd)  # the link owns (and closes) its own copy
             with capture() as log:
-                ptr = lib.bpf_program__attach_perf_event_opts(self._raw(), os.dup(perf_fd), opts)
+                ptr = lib.bpf_program__attach_perf_event_opts(self._raw(), own, opts)
+            if ptr == ffi.NULL:
+                err = ffi.errno
+                os.close(own)  # libbpf does not close it on failure
+                raise self._attach_error(err or _errno.EINVAL, f"perf_event fd {perf_fd}", log)
             return self._link(ptr, f"perf_event fd {perf_fd}", log)
         freq = 1 if period is None else 0
         sample = frequency or 99 if period is None else period
@@ -654,6 +660,13 @@ def _required(value: Any, what: str) -> Any:
     return value
 
 
+# clsact qdiscs pybpf created, by (netns inode, ifindex) -> [filters attached
+# through pybpf, created by pybpf]: the qdisc is removed with the last of them,
+# not with the first (removing it would take the other filters along).
+_clsact_users: dict[tuple[int, int], list[int]] = {}
+_clsact_lock = threading.RLock()  # reentrant: a GC finalizer may detach mid-attach
+
+
 def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, priority: int,
                        handle: int) -> Link:
     hook = ffi.new("struct bpf_tc_hook *")
@@ -661,28 +674,33 @@ def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, prior
     hook.ifindex = idx
     hook.attach_point = lib.BPF_TC_INGRESS if direction == "ingress" else lib.BPF_TC_EGRESS
     target = f"tc {name} {direction}"
-    created = False
-    with capture() as log:
-        rc = lib.bpf_tc_hook_create(hook)
-    if rc == 0:
-        created = True
-    elif rc != -_errno.EEXIST:
-        raise prog._attach_error(-rc, f"{target} (clsact qdisc)", log, (CAP_NET_ADMIN,))
-    opts = ffi.new("struct bpf_tc_opts *")
-    opts.sz = ffi.sizeof("struct bpf_tc_opts")
-    opts.prog_fd = prog.fd
-    opts.priority = priority
-    opts.handle = handle
-    with capture() as log:
-        rc = lib.bpf_tc_attach(hook, opts)
-    if rc:
-        if created:
-            _destroy_clsact(idx)
-        raise prog._attach_error(-rc, target, log, (CAP_NET_ADMIN,))
-    prio, hnd = opts.priority, opts.handle
+    prog_fd = prog.fd
     # The filter is named by an ifindex of this thread's netns: detach it there,
     # whichever netns the detaching thread is in by then.
     netns = NetnsRef()
+    key = (netns.ino, idx)
+    with _clsact_lock:
+        with capture() as log:
+            rc = lib.bpf_tc_hook_create(hook)
+        if rc not in (0, -_errno.EEXIST):
+            netns.close()
+            raise prog._attach_error(-rc, f"{target} (clsact qdisc)", log, (CAP_NET_ADMIN,))
+        users = _clsact_users.setdefault(key, [0, 0])
+        if rc == 0:
+            users[1] = 1  # ours: remove it when the last pybpf filter on it goes
+        opts = ffi.new("struct bpf_tc_opts *")
+        opts.sz = ffi.sizeof("struct bpf_tc_opts")
+        opts.prog_fd = prog_fd
+        opts.priority = priority
+        opts.handle = handle
+        with capture() as log:
+            rc = lib.bpf_tc_attach(hook, opts)
+        if rc:
+            _release_clsact(key, idx, attached=False)
+            netns.close()
+            raise prog._attach_error(-rc, target, log, (CAP_NET_ADMIN,))
+        users[0] += 1
+    prio, hnd = opts.priority, opts.handle
 
     def detach() -> None:
         h = ffi.new("struct bpf_tc_hook *")
@@ -694,15 +712,29 @@ def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, prior
         o.priority = prio
         o.handle = hnd
         try:
-            with netns.entered():
+            with netns.entered(), _clsact_lock:
                 lib.bpf_tc_detach(h, o)
-                if created:
-                    _destroy_clsact(idx)
+                _release_clsact(key, idx, attached=True)
         finally:
             netns.close()
 
     return Link(program=prog.name, target=f"{target} prio {prio} handle {hnd:#x}",
                 on_detach=detach)
+
+
+def _release_clsact(key: tuple[int, int], idx: int, *, attached: bool) -> None:
+    """One pybpf filter is gone from ``key``'s clsact: remove the qdisc if it was
+    pybpf's and no pybpf filter is left on it (call with _clsact_lock held, in
+    the device's netns)."""
+    users = _clsact_users.get(key)
+    if users is None:
+        return
+    if attached:
+        users[0] -= 1
+    if users[0] <= 0:
+        del _clsact_users[key]
+        if users[1]:
+            _destroy_clsact(idx)
 
 
 def _destroy_clsact(idx: int) -> None:

@@ -176,6 +176,25 @@ def test_tc_clsact_netlink_with_priority_and_handle(net_obj, pair):
     rx.close()
 
 
+def test_tc_clsact_shared_by_two_filters_goes_with_the_last(net_obj, pair):
+    progs = net_obj.programs
+    with in_netns(pair.ns_a):
+        egress = progs["tc_egress"].attach_tc(pair.dev_a, "egress", priority=1)
+        ingress = progs["tc_ingress"].attach_tc(pair.dev_a, "ingress", priority=1)
+    tx = pair.udp_socket("b")  # b -> a: counted by a's ingress filter
+    rx = pair.udp_socket("a")
+    port = rx.getsockname()[1]
+    with tx, rx:
+        egress.detach()  # the qdisc pybpf created still carries the ingress filter
+        assert "qdisc clsact" in pair.tc("a", "qdisc", "show", "dev", "DEV")
+        tx.sendto(b"x", (pair.addr_a, port))
+        rx.settimeout(1.0)
+        assert rx.recv(8) == b"x"
+        assert hits(net_obj, TC_INGRESS, port) == 1
+        ingress.detach()
+        assert "clsact" not in pair.tc("a", "qdisc", "show", "dev", "DEV")
+
+
 def test_tc_netlink_keeps_a_clsact_it_did_not_create(net_obj, pair):
     pair.tc("b", "qdisc", "add", "dev", "DEV", "clsact")
     with in_netns(pair.ns_b):

@@ -142,6 +142,12 @@ def test_perf_event_on_given_perf_fd(trace_obj):
         os.fstat(pfd)  # the caller's fd stays open: the link used its own copy
     finally:
         os.close(pfd)
+    fds = len(os.listdir("/proc/self/fd"))
+    with open("/dev/null") as not_perf:
+        with pytest.raises(pybpf.AttachError, match=f"perf_event fd {not_perf.fileno()}"):
+            trace_obj.programs["on_sample"].attach_perf_event(not_perf.fileno())
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert trace_obj.links == []
 
 
 def test_iter_task_lists_own_pid(trace_obj):
