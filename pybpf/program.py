@@ -119,6 +119,20 @@ def _ifindex(iface: str | int) -> tuple[int, str]:
                           target=iface) from None
 
 
+def _cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on
+    hybrid systems), from /proc/mounts."""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1]
+    except OSError:
+        pass
+    return None
+
+
 def _online_cpus() -> list[int]:
     with open("/sys/devices/system/cpu/online") as f:
         text = f.read().strip()
@@ -515,8 +529,17 @@ class Program:
         return self._obj._adopt_link(_tc_netlink_attach(self, idx, name, direction, priority,
                                                         handle))
 
-    def attach_cgroup(self, cgroup: str | os.PathLike[str] | int = "/sys/fs/cgroup") -> Link:
-        """cgroup hooks (cgroup_skb, cgroup/sock, sockops...) on a cgroup v2 directory or fd."""
+    def attach_cgroup(self, cgroup: str | os.PathLike[str] | int | None = None) -> Link:
+        """cgroup hooks (cgroup_skb, cgroup/sock, sockops...) on a cgroup v2 directory or fd.
+
+        Without ``cgroup``: the root of the cgroup v2 hierarchy (from /proc/mounts).
+        """
+        if cgroup is None:
+            cgroup = _cgroup2_mount()
+            if cgroup is None:
+                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: no "
+                                  "cgroup v2 hierarchy is mounted", program=self.name,
+                                  target="cgroup")
         if isinstance(cgroup, int):
             fd, path, own = cgroup, f"fd {cgroup}", False
         else:
@@ -531,6 +554,12 @@ class Program:
         try:
             with capture() as log:
                 ptr = lib.bpf_program__attach_cgroup(self._raw(), fd)
+            if ptr == ffi.NULL and ffi.errno == _errno.EBADF:
+                mnt = _cgroup2_mount()
+                where = f"cgroup2 is mounted at {mnt}" if mnt else "no cgroup2 is mounted"
+                raise AttachError(_errno.EBADF, f"cannot attach program {self.name!r}: "
+                                  f"{path} is not a cgroup v2 directory ({where})",
+                                  program=self.name, target=f"cgroup {path}", libbpf_log=log)
             return self._link(ptr, f"cgroup {path}", log, needed=(CAP_NET_ADMIN,))
         finally:
             if own:

@@ -10,7 +10,7 @@ import socket
 import struct
 
 import pytest
-from attach_util import hits, in_netns, new_cgroup, open_fds, val, veth_pair
+from attach_util import cgroup2_mount, hits, in_netns, new_cgroup, open_fds, val, veth_pair
 
 import pybpf
 from pybpf import AttachError, BPFError, features
@@ -316,6 +316,9 @@ def test_cgroup_errors(net_obj):
     assert exc.value.errno == 2
     with pytest.raises(AttachError, match="cgroup /etc/passwd"):
         prog.attach_cgroup("/etc/passwd")
+    with pytest.raises(AttachError, match=f"/tmp is not a cgroup v2 directory \\(cgroup2 is "
+                                          f"mounted at {cgroup2_mount()}\\)"):
+        prog.attach_cgroup("/tmp")
     assert net_obj.links == []
     assert open_fds() == fds
 
