@@ -232,7 +232,7 @@ class Worker:
             self.proc = None
             return {"r": "hang"}
         line = proc.stdout.readline()
-        if not line:
+        if not line.endswith(b"\n"):  # died before (or while) answering
             rc = proc.wait()
             self.proc = None
             sig = -rc if rc < 0 else 0
