@@ -250,26 +250,57 @@ class IterLink(Link):
 
 
 def socket_filter_link(sock: socket.socket | int, prog_fd: int, program: str) -> Link:
-    """Attach a socket filter program (SO_ATTACH_BPF) to ``sock``."""
+    """Attach a socket filter program (SO_ATTACH_BPF) to ``sock``.
+
+    A socket object is held weakly (closing it ends the filter with it); for a
+    bare fd the link keeps a duplicate of it until detach, so that detach
+    reaches the same socket even if the caller's fd number is reused.
+    """
     SO_ATTACH_BPF = 50
     SO_DETACH_BPF = 27
-    s = sock if isinstance(sock, socket.socket) else socket.socket(fileno=os.dup(sock))
+    if isinstance(sock, socket.socket):
+        s, shown = sock, sock.fileno()
+    else:
+        shown = sock
+        dup = -1
+        try:
+            dup = os.dup(sock)
+            s = socket.socket(fileno=dup)
+        except OSError as exc:
+            if dup >= 0:
+                os.close(dup)
+            raise error_for(exc.errno or 9, f"cannot attach socket filter {program!r}: fd "
+                            f"{sock} is not an open socket", kind=AttachError,
+                            program=program, target=f"socket fd {sock}") from None
+    target = f"socket fd {shown}"
     try:
         s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog_fd)
     except OSError as exc:
-        raise error_for(exc.errno or 22, f"cannot attach socket filter {program!r} to {s!r}",
-                        kind=AttachError, program=program, target="socket") from None
-    ref = weakref.ref(s)
+        if s is not sock:
+            s.close()
+        raise error_for(exc.errno or 22, f"cannot attach socket filter {program!r} to {target}",
+                        kind=AttachError, program=program, target=target) from None
 
-    def detach() -> None:
-        live = ref()
-        if live is not None and live.fileno() >= 0:
+    if s is sock:
+        ref = weakref.ref(s)
+
+        def detach() -> None:
+            live = ref()
+            if live is not None and live.fileno() >= 0:
+                try:
+                    live.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+                except OSError:
+                    pass
+    else:
+        def detach() -> None:
             try:
-                live.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+                s.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
             except OSError:
                 pass
+            finally:
+                s.close()
 
-    return Link(program=program, target=f"socket fd {s.fileno()}", on_detach=detach)
+    return Link(program=program, target=target, on_detach=detach)
 
 
 def list_links() -> list[LinkInfo]:

@@ -578,6 +578,13 @@ class Program:
                                   f"{self.name!r}: netns {path}: {exc.strerror}",
                                   program=self.name, target=path) from None
             own = True
+            # every namespace file lives on nsfs: same device as our own netns file
+            if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
+                os.close(fd)
+                raise AttachError(_errno.EINVAL, f"cannot attach program {self.name!r}: "
+                                  f"{path} is not a network namespace (e.g. /proc/PID/ns/net "
+                                  "or /run/netns/NAME)", program=self.name,
+                                  target=f"netns {path}")
         try:
             with capture() as log:
                 ptr = lib.bpf_program__attach_netns(self._raw(), fd)
@@ -601,6 +608,10 @@ class Program:
                              f"{sorted(types)}, not {name!r}")
         at = types[name]
         target = f"{name} map {map.name}"
+        if map.type not in ("sockmap", "sockhash"):
+            raise AttachError(_errno.EINVAL, f"cannot attach program {self.name!r} to {target}: "
+                              f"map {map.name!r} is a {map.type} map, not a sockmap or "
+                              "sockhash", program=self.name, target=target)
         prog_fd, map_fd = self.fd, map.fd
         fd = lib.bpf_link_create(prog_fd, map_fd, at, ffi.NULL)
         if fd >= 0:

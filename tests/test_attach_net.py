@@ -355,12 +355,27 @@ def test_socket_filter_on_udp_socket_by_fd(net_obj):
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with rx, tx:
         link = net_obj.programs["sock_filter"].attach(sock=rx.fileno())
+        assert link.target == f"socket fd {rx.fileno()}"
         for _ in range(3):
             tx.sendto(b"udp", rx.getsockname())
         rx.settimeout(1.0)
         assert [rx.recv(16) for _ in range(3)] == [b"udp"] * 3
         assert hits(net_obj, SOCK_SEEN, 0) == 3
-        link.detach()
+        link.detach()  # reaches the socket through the link's own duplicate fd
+        tx.sendto(b"udp", rx.getsockname())
+        assert rx.recv(16) == b"udp"
+        assert hits(net_obj, SOCK_SEEN, 0) == 3
+
+
+def test_socket_filter_errors(net_obj):
+    prog = net_obj.programs["sock_filter"]
+    fds = open_fds()
+    with pytest.raises(AttachError, match="fd 999 is not an open socket"):
+        prog.attach_socket(999)
+    with open("/dev/null") as f, pytest.raises(AttachError, match="is not an open socket"):
+        prog.attach_socket(f.fileno())
+    assert open_fds() == fds
+    assert net_obj.links == []
 
 
 # --- sk_msg on a sockmap ----------------------------------------------------------------
@@ -409,7 +424,13 @@ def test_sk_lookup_on_netns(net_obj, pair):
     rx.close()
 
 
-def test_netns_errors(net_obj):
+def test_netns_and_sockmap_errors(net_obj):
+    fds = open_fds()
     with pytest.raises(AttachError, match="netns /run/netns/pybpf-no-such-netns"):
         net_obj.programs["on_lookup"].attach_netns("/run/netns/pybpf-no-such-netns")
+    with pytest.raises(AttachError, match="/etc/passwd is not a network namespace"):
+        net_obj.programs["on_lookup"].attach_netns("/etc/passwd")
+    with pytest.raises(AttachError, match="'hits' is a hash map, not a sockmap"):
+        net_obj.programs["on_msg"].attach_sockmap(net_obj.maps["hits"])
     assert net_obj.links == []
+    assert open_fds() == fds
