@@ -418,3 +418,34 @@ def test_profile_cli_folded(spin_binary, capsys):
     assert lines and all(x.startswith(os.path.basename(spin_binary)) for x in lines)
     assert any(";pybpf_spin_leaf" in x for x in lines)
     assert all(x.rsplit(" ", 1)[1].isdigit() for x in lines)
+
+
+def test_tcpconnect_cli(capsys):
+    from pybpf.cli import main
+
+    srv = _listener(socket.AF_INET6, "::1")
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+    ports: list[int] = []
+
+    def connect_until_stopped():  # the tool starts at an unknown moment: keep connecting
+        while not stop.wait(0.1):
+            c = socket.create_connection(("::1", port))
+            ports.append(c.getsockname()[1])
+            c.close()
+
+    t = threading.Thread(target=connect_until_stopped)
+    t.start()
+    try:
+        assert main(["tcpconnect", "--port", str(port), "--duration", "1.5", "--json"]) == 0
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+    evs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert evs, "no connect reported"
+    for e in evs:
+        assert (e["version"], e["saddr"], e["daddr"], e["dport"], e["pid"]) == (
+            6, "::1", "::1", port, os.getpid())
+        assert e["sport"] in ports
+    assert len({e["sport"] for e in evs}) == len(evs)
