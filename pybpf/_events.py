@@ -34,37 +34,74 @@ DecodeSpec = Union[Decoder, str, None]
 Callback = Callable[[Any], Any]
 
 _U32 = "I"
+_VIEW_MIN = 16 * 1024  # batches this big, and 1/8 of the lent buffer, are views
 assert array(_U32).itemsize == 4
 
 
 class RecordBatch(Sequence[bytes]):
-    """Records moved out of the kernel in one step, packed in one ``bytes``.
+    """Records moved out of the kernel in one step, packed back to back in :attr:`data`.
 
     ``batch[i]`` is record *i* as ``bytes``; ``offsets``/``sizes`` locate it in
     :attr:`data`; ``tags`` says where it came from (the ring's index among the
     consumer's maps, or the CPU for perf buffers).  :meth:`numpy` views the
     records as a numpy structured array without copying them again.
+
+    :attr:`data` is a read-only bytes-like object: ``bytes``, or, for large
+    ring buffer batches, a view of the consumer's buffer that the consumer
+    never reuses while the batch (or a numpy array made from it) is alive.
     """
 
-    __slots__ = ("data", "offsets", "sizes", "tags", "_sources", "_decoders", "_btf")
+    __slots__ = ("data", "_n", "_fixed", "_tag0", "_offs", "_sizes", "_tags", "_sources",
+                 "_decoders", "_btf")
 
-    def __init__(self, data: bytes, offsets: array[int], sizes: array[int], tags: array[int],
-                 *, sources: Sequence[str] = (), decoders: Sequence[Decoder | None] = (),
-                 btf: BTF | None = None) -> None:
+    def __init__(self, data: Any, offsets: Sequence[int] | None, sizes: Sequence[int] | None,
+                 tags: Sequence[int] | None, *, n: int | None = None, fixed: int = 0,
+                 tag0: int = 0, sources: Sequence[str] = (),
+                 decoders: Sequence[Decoder | None] = (), btf: BTF | None = None) -> None:
         self.data = data
-        self.offsets = offsets
-        self.sizes = sizes
-        self.tags = tags
+        self._offs = offsets
+        self._sizes = sizes
+        self._tags = tags
+        self._n = len(offsets) if offsets is not None else (n or 0)
+        self._fixed = fixed  # every record has this size, packed from offset 0
+        self._tag0 = tag0  # the tag of every record when tags is None
         self._sources = sources
         self._decoders = decoders
         self._btf = btf
 
     @classmethod
-    def empty(cls) -> RecordBatch:
-        return cls(b"", array(_U32), array(_U32), array(_U32))
+    def empty(cls, *, sources: Sequence[str] = (), decoders: Sequence[Decoder | None] = (),
+              btf: BTF | None = None) -> RecordBatch:
+        return cls(b"", None, None, None, n=0, sources=sources, decoders=decoders, btf=btf)
+
+    def _like(self, data: Any, offsets: Sequence[int] | None, sizes: Sequence[int] | None,
+              tags: Sequence[int] | None, **kw: Any) -> RecordBatch:
+        return RecordBatch(data, offsets, sizes, tags, sources=self._sources,
+                           decoders=self._decoders, btf=self._btf, **kw)
+
+    @property
+    def offsets(self) -> Sequence[int]:
+        """Where each record starts in :attr:`data`."""
+        if self._offs is None:
+            return range(0, self._n * self._fixed, self._fixed) if self._fixed else range(0)
+        return self._offs
+
+    @property
+    def sizes(self) -> Sequence[int]:
+        """Each record's size in bytes."""
+        if self._sizes is None:
+            return array(_U32, [self._fixed]) * self._n
+        return self._sizes
+
+    @property
+    def tags(self) -> Sequence[int]:
+        """Each record's ring index (ring buffers) or CPU (perf buffers)."""
+        if self._tags is None:
+            return array(_U32, [self._tag0]) * self._n
+        return self._tags
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return self._n
 
     @overload
     def __getitem__(self, i: int) -> bytes: ...
@@ -74,13 +111,30 @@ class RecordBatch(Sequence[bytes]):
 
     def __getitem__(self, i: int | slice) -> bytes | RecordBatch:
         if isinstance(i, slice):
-            return RecordBatch(self.data, self.offsets[i], self.sizes[i], self.tags[i],
-                               sources=self._sources, decoders=self._decoders, btf=self._btf)
+            start, stop, step = i.indices(self._n)
+            if self._fixed and self._tags is None and step == 1:
+                f = self._fixed
+                return self._like(self.data[start * f:max(start, stop) * f], None, None, None,
+                                  n=max(0, stop - start), fixed=f, tag0=self._tag0)
+            return self._like(self.data, array(_U32, self.offsets[i]),
+                              array(_U32, self.sizes[i]), array(_U32, self.tags[i]))
+        if self._fixed and self._offs is None:
+            if i < 0:
+                i += self._n
+            if not 0 <= i < self._n:
+                raise IndexError("record index out of range")
+            o = i * self._fixed
+            return bytes(self.data[o:o + self._fixed])
         o = self.offsets[i]
-        return self.data[o:o + self.sizes[i]]
+        return bytes(self.data[o:o + self.sizes[i]])
 
     def __iter__(self) -> Iterator[bytes]:
         data = self.data
+        if self._fixed and self._offs is None:
+            f = self._fixed
+            for o in range(0, self._n * f, f):
+                yield data[o:o + f]
+            return
         for o, s in zip(self.offsets, self.sizes):
             yield data[o:o + s]
 
@@ -102,9 +156,7 @@ class RecordBatch(Sequence[bytes]):
         """Every record through its map's ``decode`` (raw ``bytes`` where there is none)."""
         decs = self._decoders
         out: list[Any] = []
-        data = self.data
-        for o, s, t in zip(self.offsets, self.sizes, self.tags):
-            rec = data[o:o + s]
+        for rec, t in zip(self, self.tags):
             dec = decs[t] if t < len(decs) else decs[0] if len(decs) == 1 else None
             out.append(dec(rec) if dec is not None else rec)
         return out
@@ -112,10 +164,13 @@ class RecordBatch(Sequence[bytes]):
     @property
     def fixed_size(self) -> int | None:
         """The common record size, or None if records differ in size (or there are none)."""
-        if not self.sizes:
+        if not self._n:
             return None
-        first = self.sizes[0]
-        if self.sizes.count(first) == len(self.sizes):
+        if self._fixed:
+            return self._fixed
+        sizes = self.sizes
+        first = sizes[0]
+        if list(sizes).count(first) == self._n:
             return int(first)
         return None
 
@@ -136,13 +191,18 @@ class RecordBatch(Sequence[bytes]):
             raise ValueError("records differ in size: use numpy_by_kind() for mixed records")
         if size < dt.itemsize:
             raise ValueError(f"records are {size} bytes, dtype {dt} needs {dt.itemsize}")
-        base = int(self.offsets[0])
-        contiguous = int(self.offsets[-1]) == base + (n - 1) * size
+        if self._offs is None:
+            base, contiguous = 0, True
+        else:
+            base = int(self.offsets[0])
+            contiguous = int(self.offsets[-1]) == base + (n - 1) * size
         if contiguous:
-            return np.ndarray(shape=(n,), dtype=dt, buffer=self.data, offset=base,
-                              strides=(size,))
+            arr = np.ndarray(shape=(n,), dtype=dt, buffer=self.data, offset=base,
+                             strides=(size,))
+            arr.flags.writeable = False
+            return arr
         raw = np.frombuffer(self.data, dtype=np.uint8)
-        idx = np.frombuffer(self.offsets, dtype=np.uint32)[:, None] + np.arange(dt.itemsize)
+        idx = np.asarray(self.offsets, dtype=np.int64)[:, None] + np.arange(dt.itemsize)
         return raw[idx].view(dt).reshape(n)
 
     def numpy_by_kind(self, dtypes: Mapping[int, Any], *, kind_offset: int = 0,
@@ -155,8 +215,8 @@ class RecordBatch(Sequence[bytes]):
         shorter than its dtype, raises ValueError: nothing is dropped silently.
         """
         np = _numpy()
-        offs = np.frombuffer(self.offsets, dtype=np.uint32).astype(np.int64)
-        sizes = np.frombuffer(self.sizes, dtype=np.uint32)
+        offs = np.asarray(self.offsets, dtype=np.int64)
+        sizes = np.asarray(self.sizes, dtype=np.int64)
         raw = np.frombuffer(self.data, dtype=np.uint8)
         if by_size:
             kinds = sizes.astype(np.int64)
@@ -398,8 +458,15 @@ class _Consumer:
             return False
         return bool(ready)
 
-    def _take(self) -> RecordBatch:
-        """Move everything the kernel has into a RecordBatch (pending ones first)."""
+    def _prepare(self) -> None:
+        """Before a fill (with _res_lock held): ring buffers lend the batch a buffer."""
+
+    def _take(self, copy: bool = True) -> RecordBatch:
+        """Move everything the kernel has into a RecordBatch (pending ones first).
+
+        Without ``copy``, a large batch is a view of the lent buffer (see
+        _prepare); the records are then copied once, from ring to buffer.
+        """
         pending, self._pending = self._pending, None
         if pending is not None and len(pending):
             return pending
@@ -407,20 +474,35 @@ class _Consumer:
             if self._closed:
                 return RecordBatch.empty()
             b = self._batch
+            if not b.n:
+                self._prepare()
             self._fill()  # appends to what _available() may have fetched already
             n = int(b.n)
             if n == 0:
-                batch = RecordBatch.empty()
+                batch = RecordBatch.empty(sources=self._sources, decoders=self._decoders,
+                                          btf=self._btf)
             else:
-                data = ffi.buffer(b.data, b.len)[:]
-                offs = array(_U32)
-                offs.frombytes(ffi.buffer(b.offs, 4 * n))
-                sizes = array(_U32)
-                sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
-                tags = array(_U32)
-                tags.frombytes(ffi.buffer(b.tags, 4 * n))
-                batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
-                                    decoders=self._decoders, btf=self._btf)
+                size = int(b.len)
+                lent = getattr(self, "_lent", None)
+                if (not copy and b.external and lent is not None
+                        and size >= max(_VIEW_MIN, b.cap // 8)):
+                    data: Any = ffi.buffer(lent, size)
+                else:
+                    data = ffi.buffer(b.data, size)[:]
+                fixed = int(b.fixed)
+                if fixed != lib.PYBPF_MIXED and fixed and not b.tags_mixed:
+                    batch = RecordBatch(data, None, None, None, n=n, fixed=fixed,
+                                        tag0=int(b.tags[0]), sources=self._sources,
+                                        decoders=self._decoders, btf=self._btf)
+                else:
+                    offs = array(_U32)
+                    offs.frombytes(ffi.buffer(b.offs, 4 * n))
+                    sizes = array(_U32)
+                    sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
+                    tags = array(_U32)
+                    tags.frombytes(ffi.buffer(b.tags, 4 * n))
+                    batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
+                                        decoders=self._decoders, btf=self._btf)
             lib.pybpf_batch_reset(b)
             self._after_take()
         return batch
@@ -441,15 +523,32 @@ class _Consumer:
         cbs = self._callbacks
         decs = self._decoders
         data = batch.data
-        tags = batch.tags
-        if self._uniform or tags.count(tags[0]) == n:
-            tag = 0 if self._uniform else tags[0]
+        if batch._tags is None or self._uniform:
+            tag = 0 if self._uniform else batch._tag0
             cb = cbs[tag]
             dec = decs[tag]
             if cb is None:
                 self._pending = batch
                 raise TypeError(f"{self._what}: {batch.source(0)!r} has no callback; "
                                 "read it with events() or read()")
+            f = batch._fixed
+            if f and batch._offs is None:  # the common case: one size, one source
+                o = -f
+                try:
+                    if dec is None:
+                        for o in range(0, n * f, f):
+                            cb(data[o:o + f])
+                    else:
+                        for o in range(0, n * f, f):
+                            cb(dec(data[o:o + f]))
+                except BaseException:
+                    done = o // f + 1
+                    self.received += done
+                    if done < n:
+                        self._pending = batch[done:]
+                    raise
+                self.received += n
+                return n
             it = zip(batch.offsets, batch.sizes)
             try:
                 if dec is None:
@@ -463,7 +562,7 @@ class _Consumer:
                 raise
             self.received += n
             return n
-        it3 = zip(batch.offsets, batch.sizes, tags)
+        it3 = zip(batch.offsets, batch.sizes, batch.tags)
         try:
             for o, s, t in it3:
                 cb = cbs[t]
@@ -496,7 +595,7 @@ class _Consumer:
         try:
             if not self._wait(timeout):
                 return 0
-            return self._dispatch(self._take())
+            return self._dispatch(self._take(copy=False))
         finally:
             self._leave()
 
@@ -504,20 +603,25 @@ class _Consumer:
         """Deliver every waiting record to the callbacks without waiting."""
         self._enter("consume")
         try:
-            return self._dispatch(self._take())
+            return self._dispatch(self._take(copy=False))
         finally:
             self._leave()
 
-    def read(self, timeout: float | None = None) -> RecordBatch:
+    def read(self, timeout: float | None = None, *, copy: bool = False) -> RecordBatch:
         """Wait up to ``timeout`` seconds, then return every waiting record as one batch
-        (empty on timeout or close); callbacks are not called."""
+        (empty on timeout or close); callbacks are not called.
+
+        Large ring buffer batches are views of a buffer the consumer then stops
+        using (no second copy); ``copy=True`` makes ``batch.data`` ``bytes``.
+        """
         if self._closed:
             raise ClosedError(self._what)
         self._enter("read")
         try:
             if not self._wait(timeout):
-                return RecordBatch.empty()
-            batch = self._take()
+                return RecordBatch.empty(sources=self._sources, decoders=self._decoders,
+                                         btf=self._btf)
+            batch = self._take(copy)
             self.received += len(batch)
             return batch
         finally:
@@ -551,8 +655,7 @@ class _Consumer:
             data = batch.data
             if self._uniform:
                 dec = decs[0]
-                for o, s in zip(batch.offsets, batch.sizes):
-                    rec = data[o:o + s]
+                for rec in batch:
                     i += 1
                     yield dec(rec) if dec is not None else rec
                 return
@@ -684,5 +787,6 @@ def _concat(a: RecordBatch, b: RecordBatch) -> RecordBatch:
     shift = len(a.data)
     offs = array(_U32, a.offsets)
     offs.extend(o + shift for o in b.offsets)
-    return RecordBatch(a.data + b.data, offs, a.sizes + b.sizes, a.tags + b.tags,
+    return RecordBatch(bytes(a.data) + bytes(b.data), offs, array(_U32, a.sizes) +
+                       array(_U32, b.sizes), array(_U32, a.tags) + array(_U32, b.tags),
                        sources=a._sources, decoders=a._decoders, btf=a._btf)

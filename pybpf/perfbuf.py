@@ -167,8 +167,8 @@ class PerfBuffer(_Consumer):
         self.received += len(batch)
         return len(batch)
 
-    def read(self, timeout: float | None = None) -> RecordBatch:
-        batch = super().read(timeout)
+    def read(self, timeout: float | None = None, *, copy: bool = False) -> RecordBatch:
+        batch = super().read(timeout, copy=copy)
         self._report_lost()
         return batch
 

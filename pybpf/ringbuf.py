@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import struct
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ DROPS_MAP = "pybpf_ringbuf_drops"
 """Name of the per-CPU drop counter map defined by ``bpf_src/pybpf_common.h``."""
 
 _SIZE_MAX = (1 << 64) - 1
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class RingBuffer(_Consumer):
         self._max_bytes = max_batch_bytes
         self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
         self._explicit_drops = drops_map is not None
+        self._lent: Any = None
+        self._lent_cap = 0
         self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
         if self._batch == ffi.NULL:
             raise MemoryError("ring buffer: cannot allocate the batch buffer")
@@ -157,11 +161,23 @@ class RingBuffer(_Consumer):
         """The maps consumed, in the order of their tags in a :class:`RecordBatch`."""
         return list(self._maps)
 
+    def _prepare(self) -> None:
+        # Lend the C batch a Python-owned buffer that holds a whole drain of every
+        # ring; a new one whenever batches/arrays still view the current one.
+        need = sum(self._max_bytes or int(lib.pybpf_ring_size(r)) for r in self._rings)
+        need = max(need, 4096)
+        if self._lent is None or self._lent_cap < need or sys.getrefcount(self._lent) > 2:
+            self._lent = _alloc("char[]", need)
+            self._lent_cap = need
+            lib.pybpf_batch_lend(self._batch, self._lent, need)
+
     def _fill(self) -> None:
         b = self._batch
         for tag, ring in enumerate(self._rings):
             cap = self._max_bytes or int(lib.pybpf_ring_size(ring))
             rc = lib.pybpf_ring_drain(ring, b, tag, b.len + cap, _SIZE_MAX)
+            if rc == -_errno.ENOBUFS:
+                break  # the buffer is full: the rest stays in the rings for next time
             if rc < 0:
                 raise error_for(-rc, f"cannot read ring buffer {self._sources[tag]!r}",
                                 kind=MapError, map=self._sources[tag])

@@ -122,6 +122,25 @@ def test_batch_and_numpy_views(ev: Events) -> None:
         assert list(arr2["seq"]) == list(range(300, 307))
 
 
+def test_large_batches_are_views_that_stay_valid(ev: Events) -> None:
+    np = pytest.importorskip("numpy")
+    with RingBuffer(ev.maps["rb"]) as rb:
+        ev.emit(1000)
+        first = rb.read(1.0)
+        assert not isinstance(first.data, bytes)  # a view of the consumer's buffer
+        a = first.numpy("event")
+        ev.emit(1000)
+        b = rb.read(1.0).numpy("event")
+        del first
+        ev.emit(1000)
+        c = rb.read(1.0, copy=True)
+        assert isinstance(c.data, bytes)
+        assert (a["seq"] == np.arange(1000)).all()  # not overwritten by later reads
+        assert (b["seq"] == np.arange(1000, 2000)).all()
+        assert seqs(c.records()) == list(range(2000, 3000))
+        assert not a.flags.writeable
+
+
 def test_variable_length_records_in_one_ring(ev: Events) -> None:
     np = pytest.importorskip("numpy")
     with RingBuffer(ev.maps["rb"]) as rb:

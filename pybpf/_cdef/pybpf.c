@@ -128,6 +128,9 @@ struct pybpf_batch {
 	__u64 lost;
 	__u64 *lost_cpu;
 	int ncpu;
+	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
+	int tags_mixed;		/* records carry different tags */
+	int external;		/* data is lent by Python: never realloc()ed or freed */
 };
 
 struct pybpf_ring {
@@ -170,11 +173,14 @@ struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu)
 	return b;
 }
 
+#define PYBPF_MIXED 0xffffffffU
+
 void pybpf_batch_free(struct pybpf_batch *b)
 {
 	if (!b)
 		return;
-	free(b->data);
+	if (!b->external)
+		free(b->data);
 	free(b->offs);
 	free(b->sizes);
 	free(b->tags);
@@ -186,14 +192,34 @@ void pybpf_batch_reset(struct pybpf_batch *b)
 {
 	b->len = 0;
 	b->n = 0;
+	b->fixed = 0;
+	b->tags_mixed = 0;
 }
 
-/* Make room for one more record of SIZE bytes; 0 or -ENOMEM (batch intact). */
+/* Copy records into DATA (CAP bytes, owned by Python) from now on.  Python
+ * lends a fresh buffer whenever views of the previous one are still alive, so
+ * records handed out are never overwritten.  The batch must be empty. */
+void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap)
+{
+	if (!b->external)
+		free(b->data);
+	b->data = data;
+	b->cap = cap;
+	b->external = 1;
+	b->len = 0;
+	b->n = 0;
+}
+
+/* Make room for one more record of SIZE bytes; 0, -ENOBUFS (lent buffer full)
+ * or -ENOMEM (batch intact). */
 static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size)
 {
 	if (b->len + size > b->cap) {
 		size_t cap = b->cap * 2;
 		char *p;
+
+		if (b->external)
+			return -ENOBUFS;
 
 		while (cap < b->len + size)
 			cap *= 2;
@@ -229,6 +255,14 @@ static inline void pybpf_batch_put(struct pybpf_batch *b, const void *data, __u3
 				   __u32 tag)
 {
 	memcpy(b->data + b->len, data, size);
+	if (b->n == 0) {
+		b->fixed = size;
+	} else {
+		if (b->fixed != size)
+			b->fixed = PYBPF_MIXED;
+		if (b->tags[b->n - 1] != tag)
+			b->tags_mixed = 1;
+	}
 	b->offs[b->n] = (__u32)b->len;
 	b->sizes[b->n] = size;
 	b->tags[b->n] = tag;
@@ -306,10 +340,10 @@ __u64 pybpf_ring_size(const struct pybpf_ring *r)
 
 /* Move committed records from the ring into the batch (tagged TAG) until the
  * ring is empty, a record is still being written, MAX_RECORDS were moved, or
- * the batch holds MAX_BYTES.  Discarded records are skipped.  The consumer
- * position is published once, after the records were copied: a record is
- * either in the batch or still in the ring.  Returns the number moved, or
- * -ENOMEM with the ring and batch consistent. */
+ * the batch holds MAX_BYTES (or its lent buffer is full).  Discarded records
+ * are skipped.  The consumer position is published once, after the records
+ * were copied: a record is either in the batch or still in the ring.  Returns
+ * the number moved, or -ENOBUFS/-ENOMEM when not even one record fitted. */
 long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes,
 		      size_t max_records)
 {

@@ -17,11 +17,16 @@ struct pybpf_batch {
 	__u64 lost;
 	__u64 *lost_cpu;
 	int ncpu;
+	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
+	int tags_mixed;		/* records carry different tags */
+	int external;		/* data is lent by Python: never realloc()ed or freed */
 };
 struct pybpf_ring;
 struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu);
 void pybpf_batch_free(struct pybpf_batch *b);
 void pybpf_batch_reset(struct pybpf_batch *b);
+void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap);
+#define PYBPF_MIXED 0xffffffff
 struct pybpf_ring *pybpf_ring_open(int map_fd, int *err);
 void pybpf_ring_close(struct pybpf_ring *r);
 __u64 pybpf_ring_avail(const struct pybpf_ring *r);
