@@ -24,7 +24,7 @@ from ..maps import Map, possible_cpus
 from ..ringbuf import RingBuffer
 
 __all__ = ["decode", "struct_layout", "type_name", "ringbuf_event_type", "Scope", "ProbeSession",
-           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table"]
+           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table", "pump"]
 
 
 # --- BTF values ------------------------------------------------------------------
@@ -399,6 +399,24 @@ class ProbeSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pump(session: ProbeSession, duration: float | None,
+         handle: Callable[[Any], None]) -> None:
+    """Hand every event of ``session`` to ``handle`` until ``duration`` seconds have
+    passed (None: until interrupted), however busy the stream is."""
+    import time
+
+    deadline = None if duration is None else time.monotonic() + duration
+    while True:
+        wait = 0.2
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                break
+        session.poll(wait)
+        for ev in session.drain():
+            handle(ev)
 
 
 def tracepoint_exists(category: str, name: str) -> bool:

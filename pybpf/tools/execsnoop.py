@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..btf import BTFKind
-from ._common import ProbeSession, Scope
+from ._common import ProbeSession, Scope, pump
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
@@ -108,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS", flush=True)
         if args.demo:
             return _demo(snoop, args.json)
-        deadline = time.monotonic() + args.duration if args.duration else None
         try:
-            while deadline is None or time.monotonic() < deadline:
-                for ev in snoop.events(timeout=0.2):
-                    _print(ev, args.json)
+            pump(snoop, args.duration, lambda ev: _print(ev, args.json))
         except KeyboardInterrupt:
             pass
     return 0
@@ -128,7 +125,8 @@ def _demo(snoop: ExecSnoop, as_json: bool) -> int:
         subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and seen != expected:
-        for ev in snoop.events(timeout=0.2):
+        snoop.poll(0.2)
+        for ev in snoop.drain():
             if ev.ppid == me:
                 _print(ev, as_json)
                 seen.add(tuple(ev.argv))

@@ -16,11 +16,10 @@ import errno as _errno
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._common import ProbeSession, Scope, tracepoint_exists
+from ._common import ProbeSession, Scope, pump, tracepoint_exists
 
 __all__ = ["OpenEvent", "OpenSnoop", "open_flags_str", "main"]
 
@@ -156,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Tracing opens... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         if not args.json:
             print(f"{'PID':>7} {'COMM':<16} {'FD/ERR':>7}  {'FLAGS':<24} PATH", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
         try:
-            while deadline is None or time.monotonic() < deadline:
-                for ev in snoop.events(timeout=0.2):
-                    _print(ev, args.json)
+            pump(snoop, args.duration, lambda ev: _print(ev, args.json))
         except KeyboardInterrupt:
             pass
         if snoop.dropped:

@@ -18,12 +18,11 @@ import ipaddress
 import json
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Union
 
 from .. import features
-from ._common import ProbeSession, Scope
+from ._common import ProbeSession, Scope, pump
 
 __all__ = ["ConnectEvent", "TcpConnect", "main"]
 
@@ -139,11 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"{'PID':>7} {'COMM':<16} {'IP':>2} {'SADDR':>39} {'SPORT':>5} {'DADDR':>39} "
                   f"{'DPORT':>5} {'RET':>4}", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
         try:
-            while deadline is None or time.monotonic() < deadline:
-                for ev in tc.events(timeout=0.2):
-                    _print(ev, args.json)
+            pump(tc, args.duration, lambda ev: _print(ev, args.json))
         except KeyboardInterrupt:
             pass
         if tc.dropped:
