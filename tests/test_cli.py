@@ -126,9 +126,11 @@ def test_run_prints_decoded_events_and_dumps_maps(cli_obj):
             p.wait()
     assert p.returncode == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
-    events = [x["event"] for x in lines if "event" in x]
     comm = open(f"/proc/{me}/comm").read().strip()
-    assert events == [{"pid": me, "ppid": os.getppid(), "tag": 42, "comm": comm}] * 5
+    ring = [x["event"] for x in lines if x.get("map") == "cli_events"]
+    assert ring == [{"pid": me, "ppid": os.getppid(), "tag": 42, "comm": comm}] * 5
+    perf = [x["event"] for x in lines if x.get("map") == "cli_perf"]
+    assert perf == [{"pid": me, "ppid": os.getppid(), "tag": -42, "comm": comm}] * 5
     maps = lines[-1]["maps"]
     assert maps["stats"] == [{"key": me, "value": {"calls": 5, "last_comm": comm}}]
     assert maps["cli_run.bss"] == [{"key": 0, "value": {"total_calls": 5}}]

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* For the CLI tests (pybpf run/inspect/map dump): one event per getcwd(2) of
- * targ_pid into a ring buffer, and a per-pid count in a hash map. */
+ * targ_pid into a ring buffer and one into a perf buffer, and a per-pid count
+ * in a hash map. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -29,6 +30,13 @@ struct {
 PYBPF_EVENT_TYPE(cli_events, struct cli_event);
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} cli_perf SEC(".maps");
+PYBPF_EVENT_TYPE(cli_perf, struct cli_event);
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, __u32);
@@ -41,7 +49,7 @@ int cli_getcwd(void *ctx)
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct cli_stat *st, init = {};
-	struct cli_event *e;
+	struct cli_event *e, pe = {};
 
 	if (targ_pid && pid != targ_pid)
 		return 0;
@@ -64,7 +72,13 @@ int cli_getcwd(void *ctx)
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->tag = tag;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* The same record through the perf buffer, tagged negative. */
+	pe.pid = e->pid;
+	pe.ppid = e->ppid;
+	pe.tag = -tag;
+	__builtin_memcpy(pe.comm, e->comm, sizeof(pe.comm));
 	bpf_ringbuf_submit(e, 0);
+	bpf_perf_event_output(ctx, &cli_perf, BPF_F_CURRENT_CPU, &pe, sizeof(pe));
 	return 0;
 }
 
