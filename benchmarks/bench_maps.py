@@ -79,6 +79,13 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
             for k in raw_keys:
                 lookup(k)
 
+        from pybpf._ffi import ffi, lib
+
+        def bare_lookups() -> None:  # the floor for any binding: one cffi call, no decoding
+            fd, lk, buf = m.fd, lib.bpf_map_lookup_elem, ffi.new("char[32]")
+            for k in raw_keys:
+                lk(fd, k, buf)
+
         lookups()  # warm up
         best: dict[str, float] = {}
 
@@ -92,9 +99,12 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
             keep("py_update", _loop_ns(updates, n))
             keep("c_update", float(c_run(exe, "update", mid, n, nkeys)))
             keep("py_raw", _loop_ns(raw_lookups, n))
+            keep("py_bare", _loop_ns(bare_lookups, n))
     row("typed lookup  m[k] -> struct (32 B)", best["py_lookup"], best["c_lookup"])
     row("typed update  m[k] = struct (32 B)", best["py_update"], best["c_update"])
     row("raw lookup    m.lookup(bytes) -> bytes", best["py_raw"], best["c_lookup"])
+    row("bare cffi bpf_map_lookup_elem (floor)", best["py_bare"], best["c_lookup"])
+    print(f"{'typed lookup / bare cffi call':<44} {best['py_bare'] / best['py_lookup']:5.2f}")
 
 
 def bench_dump(exe: str, entries: int, chunk: int, rounds: int) -> None:
