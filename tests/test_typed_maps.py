@@ -403,3 +403,23 @@ def test_cpumap_and_bool(tm):
     vals[3] = {}
     assert vals
     assert tm.maps["results"]  # arrays always have their slots
+
+
+def test_pin_root_path_shares_a_map_between_objects(bpf_obj):
+    root = f"/sys/fs/bpf/pybpf-test-root-{os.getpid()}"
+    os.makedirs(root)
+    try:
+        with pybpf.load(bpf_obj("pinned"), pin_root_path=root) as a:
+            a.maps["shared"][1] = {"hits": 10, "who": "a"}
+            assert os.path.exists(f"{root}/shared")
+            with pybpf.load(bpf_obj("pinned"), pin_root_path=root) as b:
+                assert b.maps["shared"].id == a.maps["shared"].id  # reused, not created
+                b.programs["bump"].test_run(ctx=bytes(8), repeat=0)
+                v = a.maps["shared"][1]
+                assert (v.hits, v.who.str) == (11, "a")
+        with pybpf.Map.open_pinned(f"{root}/shared") as m:  # outlives both objects
+            assert m[1].hits == 11 and type(m[1]).__name__ == "shared_val"
+    finally:
+        if os.path.exists(f"{root}/shared"):
+            os.unlink(f"{root}/shared")
+        os.rmdir(root)
