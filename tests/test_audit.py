@@ -184,6 +184,16 @@ def test_audit_cli_writes_json_lines(tmp_path, listeners):
     assert net == [(4, listeners[0]), (6, listeners[1])]
 
 
+def test_audit_resolves_command_in_path():
+    """A bare command name runs the file PATH finds, with no failed exec per PATH entry."""
+    session = AuditSession(["true", "pybpf-arg"], keep=True, sink=lambda e: None,
+                           env={"PATH": "/nonexistent-pybpf:/usr/bin:/bin"})
+    assert session.run() == 0
+    cmds = [e for e in session.events if e["event"] == "session.command"]
+    assert [(c["path"], c["argv"], c["return_code"]) for c in cmds] == [
+        (shutil.which("true", path="/usr/bin:/bin"), ["pybpf-arg"], 0)]
+
+
 def test_audit_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pybpf", "audit"], capture_output=True,
                        text=True, check=False)
@@ -191,5 +201,7 @@ def test_audit_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pybpf", "audit", "--", "/nonexistent/x"],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 127 and "No such file or directory" in r.stderr
+    with pytest.raises(FileNotFoundError, match="not found in PATH"):
+        AuditSession(["pybpf-no-such-command"]).run()
     with pytest.raises(ValueError, match="no command"):
         AuditSession([])

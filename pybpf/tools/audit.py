@@ -33,6 +33,7 @@ import json
 import os
 import pwd
 import selectors
+import shutil
 import signal
 import sys
 import time
@@ -222,6 +223,16 @@ class AuditSession:
         the probes are attached, so its very first exec is seen. A command that
         cannot be executed raises FileNotFoundError/PermissionError.
         """
+        # Resolve the command here: execvp() in the child would show as one failed
+        # session.command per PATH entry tried before the right one.
+        exe = self.argv[0]
+        if "/" not in exe:
+            path = (self._env or os.environ).get("PATH", os.defpath)
+            found = shutil.which(exe, path=path)
+            if found is None:
+                raise FileNotFoundError(_errno.ENOENT, f"cannot run {exe!r}: not found in "
+                                                       f"PATH", exe)
+            exe = found
         if self.scope_mode != "tree":
             self.cgroup = self._make_cgroup()
         pid = -1
@@ -237,8 +248,8 @@ class AuditSession:
                     os.read(gate_r, 1)
                     if self._cwd:
                         os.chdir(self._cwd)
-                    os.execvpe(self.argv[0], self.argv,
-                               self._env if self._env is not None else os.environ)
+                    os.execve(exe, self.argv,
+                              self._env if self._env is not None else os.environ)
                 except OSError as exc:
                     os.write(err_w, str(exc.errno or 1).encode())
                 finally:

@@ -63,6 +63,9 @@ class KernelSymbols:
         return self._names[i]
 
 
+_kernel_symbols: KernelSymbols | None = None
+
+
 @dataclass
 class _ElfSyms:
     addrs: list[int]
@@ -233,8 +236,13 @@ class Profile(ProbeSession):
         return out
 
     def _symbolize_kernel(self, addrs: Iterable[int]) -> list[str]:
+        global _kernel_symbols
         if self._ksyms is None:
-            self._ksyms = KernelSymbols()
+            # /proc/kallsyms is read once per process (kernel modules loaded later
+            # show as addresses).
+            if _kernel_symbols is None:
+                _kernel_symbols = KernelSymbols()
+            self._ksyms = _kernel_symbols
         return [self._ksyms.lookup(a) or f"{a:#x}" for a in addrs]
 
     def _symbolize_user(self, pid: int, addrs: Iterable[int]) -> list[str]:
