@@ -722,7 +722,8 @@ class _PerCPU(TypedMap[K, V]):
         return bytes(out)
 
     def sum(self, key: K) -> Any:
-        """The values of every CPU added up (ints; structs field by field)."""
+        """The values of every CPU added up (numbers; structs and arrays element by element;
+        byte/char arrays are taken from CPU 0)."""
         return _sum(cast(list[Any], self[key]), self.name)
 
 
@@ -741,6 +742,8 @@ def _sum(vals: list[Any], name: str) -> Any:
         return out
     if isinstance(first, list):
         return [_sum(list(col), name) for col in zip(*vals)]
+    if isinstance(first, bytes):
+        return first  # text and byte arrays are not added: CPU 0's value
     raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
 
 
