@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except PermissionError as exc:
-        _error(f"{exc} (most BPF operations need root: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)")
+        msg = exc.strerror if type(exc) is PermissionError and exc.strerror else str(exc)
+        if "CAP_" not in msg:
+            msg += " (most BPF operations need root: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)"
+        _error(msg)
         return 1
     except KeyError as exc:
         _error(str(exc.args[0]) if exc.args else repr(exc))

@@ -234,3 +234,12 @@ def test_features_helpers(icli):
     assert helpers["probe_read"] is False
     r = icli("features", "--helpers", "nosuchtype")
     assert r.returncode == 1 and "unknown program type 'nosuchtype'" in r.stderr
+
+
+def test_listing_without_privileges_says_why():
+    for what in (("prog", "list"), ("map", "list"), ("link", "list")):
+        r = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all",
+                            sys.executable, "-m", "pybpf", *what], capture_output=True,
+                           text=True, check=False)
+        assert r.returncode == 1
+        assert r.stderr.startswith("pybpf: error: listing BPF ") and "CAP_SYS_ADMIN" in r.stderr
