@@ -94,3 +94,23 @@ def test_gen_on_stdout_and_bad_input(bpf_obj, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pybpf", "gen", str(tmp_path / "missing.o")],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "missing.o" in r.stderr
+
+
+def test_stub_for_an_object_with_kernel_types_typechecks(tmp_path):
+    """Kernel structs have fields named like their types (``struct rb_node rb_node``) and
+    anonymous unions: the stub must still be valid for mypy --strict."""
+    import pybpf
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "pybpf", "gen", pybpf.probe_path("execsnoop"),
+                        "-o", str(tmp_path / "skel.py")], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    res = _mypy(tmp_path, """
+        from skel import Execsnoop
+
+        def main() -> None:
+            with Execsnoop() as skel:
+                print(skel.progs)
+    """)
+    assert res.returncode == 0, res.stdout[-3000:]
