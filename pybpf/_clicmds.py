@@ -326,10 +326,37 @@ def cmd_run(args: argparse.Namespace) -> int:
                                             for a, b in v] for k, v in dumps.items()}}))
         else:
             for name, entries in dumps.items():
-                print(f"\nmap {name}: {len(entries)} entries")
-                for k, v in entries:
-                    print(f"  {_fmt(k)}: {_fmt(v)}")
+                _print_entries(name, obj.maps[name].type, entries)
     return 0
+
+
+def _is_zero(v: Any) -> bool:
+    if isinstance(v, dict):
+        return all(_is_zero(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return all(_is_zero(x) for x in v)
+    if isinstance(v, (bytes, bytearray)):
+        return not any(v)
+    return not v
+
+
+_TEXT_LIMIT = 100
+
+
+def _print_entries(name: str, map_type: str, entries: list[tuple[Any, Any]]) -> None:
+    """A map's entries for a terminal: arrays without their all-zero slots, at most
+    _TEXT_LIMIT lines (``--json`` has everything)."""
+    shown = entries
+    note = ""
+    if map_type in ("array", "percpu_array"):
+        shown = [(k, v) for k, v in entries if not _is_zero(v)]
+        if len(shown) < len(entries):
+            note = f", {len(entries) - len(shown)} all-zero not shown"
+    print(f"\nmap {name}: {len(entries)} entries{note}")
+    for k, v in shown[:_TEXT_LIMIT]:
+        print(f"  {_fmt(k)}: {_fmt(v)}")
+    if len(shown) > _TEXT_LIMIT:
+        print(f"  ... {len(shown) - _TEXT_LIMIT} more (--json shows every entry)")
 
 
 # --- features ------------------------------------------------------------------------
