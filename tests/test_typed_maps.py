@@ -117,6 +117,9 @@ def test_per_cpu_values_and_sum(tm):
     assert [v.count for v in h[9]] == [2] * ncpu
     total = h.sum(9)
     assert (total.count, total.pid) == (2 * ncpu, ncpu)
+    # batched walks carry every CPU's value too
+    assert [v.count for v in dict(h.items())[9]] == [2] * ncpu
+    assert dict(m.items())[1] == list(range(ncpu)) and len(list(m.values())) == 2
 
 
 def test_queue_and_stack_with_the_kernel(tm):
