@@ -7,15 +7,21 @@ buffer.  The C consumer (benchmarks/events_consumer.c, compiled here with
 ``cc -lbpf``) and pybpf each load it and consume:
 
 * stream: a trigger thread (CPU 0) calls getppid() while the consumer (CPU 1)
-  polls; events/s from the first trigger to the last event consumed;
+  polls; events/s from the first trigger to the last event consumed (pybpf's
+  trigger thread runs the C loop through ctypes, without the GIL);
 * drain:  the buffer is filled first, then consumed and timed alone.
 
-pybpf is measured per event (a Python callback per record), in batches
-(``read()``, sequence numbers checked over the whole batch) and as numpy
-arrays.  Every event's sequence number is checked; gaps, ring drops (counted
-by the program) and perf lost samples are printed, never hidden.  Figures are
-the best of ``--repeat`` runs.  Nothing is written into the repository: the
-object and the C binary go to a temporary directory.
+pybpf is measured per event (``poll()`` with a Python callback per record that
+checks the sequence number; ``callback-append``: the builtin ``list.append`` as
+callback, the records checked after each poll), in
+batches (``read()``: records copied once, in C, into one buffer; sequence
+numbers checked over the whole batch with a memoryview), as numpy arrays
+(``read().numpy()``), and zero-copy (``borrow()``: the ring's memory viewed in
+place, checked with a memoryview or numpy).  Every event's sequence number is
+checked; gaps, ring drops (counted by the program) and perf lost samples are
+printed, never hidden.  Figures are the best of ``--repeat`` runs after a
+warm-up round, with one object and one consumer per mode.  Nothing is written
+into the repository: the object and the C binary go to a temporary directory.
 
 Run: ``python3 benchmarks/bench_events.py [--repeat 3] [--quick]``.
 """
@@ -52,6 +58,13 @@ except ImportError:  # numpy is an optional extra
 HERE = Path(__file__).resolve().parent
 _libc = ctypes.CDLL(None, use_errno=True)
 _getppid = _libc.getppid  # through ctypes: the GIL is released during the syscall
+_trigger_lib: ctypes.CDLL | None = None
+
+
+def trigger_in_c(rounds: int) -> None:
+    """getppid() ``rounds`` times on CPU 0 from C: the calling thread holds no GIL."""
+    assert _trigger_lib is not None
+    _trigger_lib.bench_trigger(ctypes.c_ulong(rounds))
 
 
 @dataclass
@@ -118,15 +131,18 @@ class Checker:
             return
         exp = self.expected
         size = b.fixed_size
-        if size == 32:  # every seq compared with the expected one, in C
-            seqs: Any = memoryview(b.data).cast("Q")[::4]
-            if seqs == self.ref[exp:exp + n]:
+        offs = b.offsets
+        if isinstance(offs, range) and offs.start % 8 == 0 and offs.step % 8 == 0:
+            # evenly spaced: every seq compared with the expected one, in C
+            seqs: Any = memoryview(b.data).cast("Q")[offs.start // 8::offs.step // 8][:n]
+            # (tobytes: a strided memoryview compares element by element in Python)
+            if seqs.tobytes() == self.ref[exp:exp + n].tobytes():
                 self.expected = exp + n
                 self.events += n
                 return
         if size is not None:  # perf: 36-byte records
             seqs = array("Q", [s for (s,) in struct.iter_unpack(f"<Q{size - 8}x", b.data)])
-            if memoryview(seqs) == self.ref[exp:exp + n]:
+            if seqs.tobytes() == self.ref[exp:exp + n].tobytes():
                 self.expected = exp + n
                 self.events += n
                 return
@@ -194,7 +210,12 @@ class Bench:
         total = n * triggers
         obj = self._load(n, perf)
         chk = Checker(total)
-        cb = chk.callback() if how == "callback" else None
+        records: list[bytes] = []
+        cb: Callable[[bytes], Any] | None = None
+        if how == "callback":
+            cb = chk.callback()
+        elif how == "callback-append":
+            cb = records.append  # a builtin callback: the cost of delivery alone
         cons: RingBuffer | PerfBuffer
         if perf:
             cons = PerfBuffer(obj.maps["pb"], pages=self.pages, callback=cb)
@@ -207,10 +228,25 @@ class Bench:
             if how == "callback":
                 cons.poll(timeout)
                 chk.finish()
+            elif how == "callback-append":
+                cons.poll(timeout)
+                if records:  # verify what was delivered, all at once
+                    size = len(records[0])
+                    chk.batch(pybpf.RecordBatch(b"".join(records), None, None, None,
+                                                n=len(records), fixed=size))
+                    records.clear()
             elif how == "batch":
                 chk.batch(cons.read(timeout))
-            else:
+            elif how == "numpy":
                 chk.array(cons.read(timeout).numpy("bench_event"))
+            elif how == "borrow":
+                assert isinstance(cons, RingBuffer)
+                with cons.borrow(timeout) as b:
+                    chk.batch(b)
+            else:  # borrow+numpy
+                assert isinstance(cons, RingBuffer)
+                with cons.borrow(timeout) as b:
+                    chk.array(b.numpy("bench_event"))
 
         def lost() -> int:
             return cons.lost if isinstance(cons, PerfBuffer) else 0
@@ -223,9 +259,7 @@ class Bench:
             done = threading.Event()
 
             def trigger() -> None:
-                pin(0)
-                for _ in range(rounds):
-                    _getppid()
+                trigger_in_c(rounds)
                 done.set()
 
             pin(1)
@@ -289,6 +323,11 @@ def main() -> int:
     exe = os.path.join(tmp, "events_consumer")
     subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "events_consumer.c"), "-lbpf",
                     "-lpthread"], check=True)
+    so = os.path.join(tmp, "events_trigger.so")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, str(HERE / "events_consumer.c"),
+                    "-lbpf", "-lpthread"], check=True)
+    global _trigger_lib
+    _trigger_lib = ctypes.CDLL(so)
     bench = Bench(obj, ring_bytes, args.pages)
 
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, "
@@ -314,8 +353,11 @@ def main() -> int:
             c = best([run_c(exe, obj, mode, ring_bytes, args.pages, n, t)
                       for _ in range(args.repeat)])
             line(f"C libbpf {mode}", c, None)
-            for how in ("callback", "batch", "numpy"):
-                if how == "numpy" and np is None:
+            hows = ["callback", "callback-append", "batch", "numpy"]
+            if kind == "ring":
+                hows += ["borrow", "borrow+numpy"]
+            for how in hows:
+                if "numpy" in how and np is None:
                     continue
                 r = bench.run(kind, how, stream, n, t, args.repeat)
                 line(f"  pybpf {how}", r, c)

@@ -4,6 +4,7 @@
  * per-event callback that checks the sequence number), and print one line:
  *   events=N seconds=S gaps=G drops=D lost=L
  * Build: cc -O2 -o events_consumer events_consumer.c -lbpf -lpthread
+ * (bench_events.py also builds it with -shared -fPIC for bench_trigger()).
  * Usage: events_consumer OBJ MODE RING_BYTES PERF_PAGES N TRIGGERS
  *   MODE: ring-stream | ring-drain | perf-stream | perf-drain
  *   stream: a thread (CPU 0) calls getppid() TRIGGERS times, N events each,
@@ -80,6 +81,15 @@ static void *trigger(void *arg)
 		syscall(SYS_getppid);
 	trigger_done = 1;
 	return NULL;
+}
+
+/* For bench_events.py, which loads this file as a shared library too: the same
+ * trigger loop, called through ctypes so the Python thread running it holds
+ * no GIL while it triggers. */
+void bench_trigger(unsigned long n)
+{
+	triggers = n;
+	trigger(NULL);
 }
 
 static __u64 drops(struct bpf_object *obj)

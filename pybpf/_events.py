@@ -51,19 +51,21 @@ class RecordBatch(Sequence[bytes]):
     never reuses while the batch (or a numpy array made from it) is alive.
     """
 
-    __slots__ = ("data", "_n", "_fixed", "_tag0", "_offs", "_sizes", "_tags", "_sources",
-                 "_decoders", "_btf")
+    __slots__ = ("data", "_n", "_fixed", "_stride", "_base", "_tag0", "_offs", "_sizes",
+                 "_tags", "_sources", "_decoders", "_btf")
 
     def __init__(self, data: Any, offsets: Sequence[int] | None, sizes: Sequence[int] | None,
                  tags: Sequence[int] | None, *, n: int | None = None, fixed: int = 0,
-                 tag0: int = 0, sources: Sequence[str] = (),
+                 stride: int = 0, base: int = 0, tag0: int = 0, sources: Sequence[str] = (),
                  decoders: Sequence[Decoder | None] = (), btf: BTF | None = None) -> None:
         self.data = data
         self._offs = offsets
         self._sizes = sizes
         self._tags = tags
         self._n = len(offsets) if offsets is not None else (n or 0)
-        self._fixed = fixed  # every record has this size, packed from offset 0
+        self._fixed = fixed  # without offsets: every record has this size, and
+        self._stride = stride or fixed  # record i starts at base + i * stride
+        self._base = base
         self._tag0 = tag0  # the tag of every record when tags is None
         self._sources = sources
         self._decoders = decoders
@@ -83,7 +85,9 @@ class RecordBatch(Sequence[bytes]):
     def offsets(self) -> Sequence[int]:
         """Where each record starts in :attr:`data`."""
         if self._offs is None:
-            return range(0, self._n * self._fixed, self._fixed) if self._fixed else range(0)
+            if not self._fixed:
+                return range(0)
+            return range(self._base, self._base + self._n * self._stride, self._stride)
         return self._offs
 
     @property
@@ -112,10 +116,11 @@ class RecordBatch(Sequence[bytes]):
     def __getitem__(self, i: int | slice) -> bytes | RecordBatch:
         if isinstance(i, slice):
             start, stop, step = i.indices(self._n)
-            if self._fixed and self._tags is None and step == 1:
-                f = self._fixed
-                return self._like(self.data[start * f:max(start, stop) * f], None, None, None,
-                                  n=max(0, stop - start), fixed=f, tag0=self._tag0)
+            if self._fixed and self._offs is None and step == 1:
+                st, b0 = self._stride, self._base
+                return self._like(self.data[b0 + start * st:b0 + max(start, stop) * st], None,
+                                  None, None, n=max(0, stop - start), fixed=self._fixed,
+                                  stride=st, tag0=self._tag0)
             return self._like(self.data, array(_U32, self.offsets[i]),
                               array(_U32, self.sizes[i]), array(_U32, self.tags[i]))
         if self._fixed and self._offs is None:
@@ -123,7 +128,7 @@ class RecordBatch(Sequence[bytes]):
                 i += self._n
             if not 0 <= i < self._n:
                 raise IndexError("record index out of range")
-            o = i * self._fixed
+            o = self._base + i * self._stride
             return bytes(self.data[o:o + self._fixed])
         o = self.offsets[i]
         return bytes(self.data[o:o + self.sizes[i]])
@@ -131,8 +136,8 @@ class RecordBatch(Sequence[bytes]):
     def __iter__(self) -> Iterator[bytes]:
         data = self.data
         if self._fixed and self._offs is None:
-            f = self._fixed
-            for o in range(0, self._n * f, f):
+            f, st, b0 = self._fixed, self._stride, self._base
+            for o in range(b0, b0 + self._n * st, st):
                 yield data[o:o + f]
             return
         for o, s in zip(self.offsets, self.sizes):
@@ -192,13 +197,13 @@ class RecordBatch(Sequence[bytes]):
         if size < dt.itemsize:
             raise ValueError(f"records are {size} bytes, dtype {dt} needs {dt.itemsize}")
         if self._offs is None:
-            base, contiguous = 0, True
+            base, stride, contiguous = self._base, self._stride, True
         else:
-            base = int(self.offsets[0])
+            base, stride = int(self.offsets[0]), size
             contiguous = int(self.offsets[-1]) == base + (n - 1) * size
         if contiguous:
             arr = np.ndarray(shape=(n,), dtype=dt, buffer=self.data, offset=base,
-                             strides=(size,))
+                             strides=(stride,))
             arr.flags.writeable = False
             return arr
         raw = np.frombuffer(self.data, dtype=np.uint8)
@@ -533,16 +538,17 @@ class _Consumer:
                                 "read it with events() or read()")
             f = batch._fixed
             if f and batch._offs is None:  # the common case: one size, one source
-                o = -f
+                st, b0 = batch._stride, batch._base
+                o = b0 - st
                 try:
                     if dec is None:
-                        for o in range(0, n * f, f):
+                        for o in range(b0, b0 + n * st, st):
                             cb(data[o:o + f])
                     else:
-                        for o in range(0, n * f, f):
+                        for o in range(b0, b0 + n * st, st):
                             cb(dec(data[o:o + f]))
                 except BaseException:
-                    done = o // f + 1
+                    done = (o - b0) // st + 1
                     self.received += done
                     if done < n:
                         self._pending = batch[done:]

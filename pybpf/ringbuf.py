@@ -37,6 +37,7 @@ import errno as _errno
 import struct
 import sys
 import threading
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
@@ -103,6 +104,8 @@ class RingBuffer(_Consumer):
         self._explicit_drops = drops_map is not None
         self._lent: Any = None
         self._lent_cap = 0
+        self._views: list[Any] = []  # Python mmaps of the rings, for borrow()
+        self._turn = 0
         self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
         if self._batch == ffi.NULL:
             raise MemoryError("ring buffer: cannot allocate the batch buffer")
@@ -142,6 +145,7 @@ class RingBuffer(_Consumer):
                                    "this ring buffer", map=map.name) from None
                 raise
             self._rings.append(ring)
+            self._views.append(None)
             self._maps.append(map)
             self._sources.append(map.name)
             self._callbacks.append(callback)
@@ -189,6 +193,98 @@ class RingBuffer(_Consumer):
         for ring in self._rings:
             lib.pybpf_ring_close(ring)
         self._rings = []
+        self._views = []  # unmapped when the last borrowed view is gone
+
+    @contextlib.contextmanager
+    def borrow(self, timeout: float | None = None) -> Iterator[RecordBatch]:
+        """Zero-copy read: the records waiting in one ring, viewed where the kernel
+        wrote them (no copy at all; numpy arrays from :meth:`RecordBatch.numpy`
+        read the ring itself).
+
+        Waits up to ``timeout`` seconds (the batch is empty on timeout).  When the
+        block ends, the ring space goes back to the producers, which then
+        overwrite it: copy whatever must outlive the block.  If the block raises,
+        nothing is given back -- the records are read again next time.  One ring
+        per call, taking turns.  Views stay safe to touch (never unmapped while
+        alive), even after :meth:`close`.
+        """
+        self._enter("borrow")
+        try:
+            if not self._wait(timeout):
+                yield RecordBatch.empty(sources=self._sources, decoders=self._decoders,
+                                        btf=self._btf)
+                return
+            pending, self._pending = self._pending, None
+            if pending is not None and len(pending):
+                try:
+                    yield pending
+                except BaseException:
+                    self._pending = pending
+                    raise
+                self.received += len(pending)
+                return
+            found = self._peek()
+            if found is None:
+                yield RecordBatch.empty(sources=self._sources, decoders=self._decoders,
+                                        btf=self._btf)
+                return
+            ring, end, batch = found
+            yield batch
+            with self._res_lock:
+                if not self._closed:
+                    lib.pybpf_ring_release(ring, end)
+            self.received += len(batch)
+        finally:
+            self._leave()
+
+    def _peek(self) -> tuple[Any, int, RecordBatch] | None:
+        """The first ring (taking turns) with committed records, viewed in place."""
+        import mmap
+
+        start = ffi.new("__u64 *")
+        end = ffi.new("__u64 *")
+        fixed = ffi.new("__u32 *")
+        with self._res_lock:
+            if self._closed:
+                return None
+            nr = len(self._rings)
+            b = self._batch
+            for k in range(nr):
+                tag = (self._turn + k) % nr
+                ring = self._rings[tag]
+                lib.pybpf_batch_reset(b)
+                max_bytes = self._max_bytes or _SIZE_MAX
+                n = int(lib.pybpf_ring_peek(ring, max_bytes, start, end, fixed, b, tag, 0))
+                if n == 0:
+                    if end[0] != start[0]:  # only discarded records: skip them
+                        lib.pybpf_ring_release(ring, end[0])
+                    continue
+                self._turn = tag + 1
+                if self._views[tag] is None:
+                    page = mmap.PAGESIZE
+                    size = int(lib.pybpf_ring_size(ring))
+                    self._views[tag] = mmap.mmap(self._maps[tag].fd, page + 2 * size,
+                                                 mmap.MAP_SHARED, mmap.PROT_READ,
+                                                 offset=page)
+                page = mmap.PAGESIZE
+                off = page + int(start[0] & lib.pybpf_ring_mask(ring))
+                data = memoryview(self._views[tag])[off:off + int(end[0] - start[0])]
+                common = int(fixed[0])
+                kw: dict[str, Any] = dict(sources=self._sources, decoders=self._decoders,
+                                          btf=self._btf)
+                if common != lib.PYBPF_MIXED:
+                    batch = RecordBatch(data, None, None, None, n=n, fixed=common,
+                                        stride=(8 + common + 7) & ~7, base=8, tag0=tag, **kw)
+                else:
+                    offs, sizes, tags = (array("I"), array("I"), array("I"))
+                    offs.frombytes(ffi.buffer(b.offs, 4 * n))
+                    sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
+                    tags.frombytes(ffi.buffer(b.tags, 4 * n))
+                    batch = RecordBatch(data, offs, sizes, tags, **kw)
+                lib.pybpf_batch_reset(b)
+                return ring, int(end[0]), batch
+            lib.pybpf_batch_reset(b)
+        return None
 
     def pending_bytes(self) -> int:
         """Bytes produced into the rings and not consumed yet (no syscall)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import struct
 import select
 import signal
 import subprocess
@@ -325,3 +326,37 @@ def test_ctrl_c_interrupts_a_blocking_poll(bpf_obj) -> None:
     assert p.returncode != 0
     ids = {pr.id for pr in pybpf.list_programs()}
     assert int(line[1]) not in ids  # the program went away with the process's object
+
+
+def test_borrow_reads_the_ring_in_place_and_gives_space_back(ev: Events) -> None:
+    np = pytest.importorskip("numpy")
+    with RingBuffer(ev.maps["rb"]) as rb:
+        ev.emit(1000)
+        with rb.borrow(1.0) as batch:
+            assert len(batch) == 1000 and batch.fixed_size == 32
+            assert rb.pending_bytes() == 1000 * 40  # not consumed yet
+            arr = batch.numpy("event")
+            assert (arr["seq"] == np.arange(1000)).all()
+            assert batch[999] == EVENT.pack(999, os.getpid(), 0, 7, 999 * 999)
+        assert rb.pending_bytes() == 0 and rb.received == 1000
+        # a block that raises gives nothing back: the records come again
+        ev.emit(10)
+        with pytest.raises(ZeroDivisionError):
+            with rb.borrow(1.0) as batch:
+                assert len(batch) == 10
+                1 / 0  # noqa: B018
+        assert rb.pending_bytes() == 400
+        with rb.borrow(1.0) as batch:
+            assert seqs(batch) == list(range(1000, 1010))
+        with rb.borrow(0.05) as batch:
+            assert len(batch) == 0
+        # mixed sizes: offsets are given
+        ev.emit(5, MODE_MIXED)
+        with rb.borrow(1.0) as batch:
+            assert list(batch.sizes) == [16, 40, 16, 40, 16]
+            assert [struct.unpack_from("<I", r)[0] for r in batch] == [1, 2, 1, 2, 1]
+        ev.emit(3)
+        with rb.borrow(1.0) as batch:
+            view = batch.numpy("event")
+            rb.close()  # the view's mapping outlives the consumer
+            assert list(view["seq"]) == [1015, 1016, 1017]
