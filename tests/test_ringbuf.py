@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import struct
 import select
 import signal
+import struct
 import subprocess
 import sys
 import textwrap

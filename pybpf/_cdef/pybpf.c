@@ -381,6 +381,83 @@ long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, si
 	return moved;
 }
 
+/* Zero-copy reading: describe the committed records at the ring's head without
+ * consuming them, for Python to view in place (the data area is mapped twice,
+ * so records from START on are contiguous for up to the ring's size).  Stops
+ * at a record still being written, after MAX_BYTES of ring space, or at the
+ * end.  Sets *START and *END (ring positions) and *FIXED: the common size of
+ * all records when none was discarded, else PYBPF_MIXED -- then B (if not
+ * NULL) receives each record's offset (relative to data + (START & mask)) and
+ * size: the walk starts over in that mode (MIXED != 0) when it finds sizes
+ * differ.  Returns the number of records; nothing is consumed until
+ * pybpf_ring_release(END). */
+long pybpf_ring_peek(struct pybpf_ring *r, size_t max_bytes, __u64 *start, __u64 *end,
+		     __u32 *fixed, struct pybpf_batch *b, __u32 tag, int mixed)
+{
+	unsigned long cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
+	unsigned long prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	unsigned long first = cons;
+	__u32 common = mixed ? PYBPF_MIXED : 0;
+	long n = 0;
+
+	if (max_bytes > r->mask + 1)
+		max_bytes = r->mask + 1;
+	while (cons < prod) {
+		const char *hdr = r->data + (cons & r->mask);
+		__u32 word = __atomic_load_n((const __u32 *)hdr, __ATOMIC_ACQUIRE);
+		__u32 size, step;
+
+		if (word & BPF_RINGBUF_BUSY_BIT)
+			break;
+		size = word & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+		step = (BPF_RINGBUF_HDR_SZ + size + 7) & ~7U;
+		if (cons + step - first > max_bytes)
+			break;
+		if (word & BPF_RINGBUF_DISCARD_BIT) {
+			if (common != PYBPF_MIXED && b) /* offsets needed: start again */
+				return pybpf_ring_peek(r, max_bytes, start, end, fixed, b, tag, 1);
+			common = PYBPF_MIXED;
+		} else {
+			if (b && common == PYBPF_MIXED) {
+				if (b->n == b->ncap && pybpf_batch_reserve(b, 0))
+					break;
+				b->offs[b->n] = (__u32)(cons - first + BPF_RINGBUF_HDR_SZ);
+				b->sizes[b->n] = size;
+				b->tags[b->n] = tag;
+				b->n++;
+			}
+			if (n == 0 && common == 0) {
+				common = size;
+			} else if (common != size && common != PYBPF_MIXED) {
+				common = PYBPF_MIXED;
+				if (b) /* offsets are needed after all: start again */
+					return pybpf_ring_peek(r, max_bytes, start, end, fixed, b, tag,
+							       1);
+			}
+			n++;
+		}
+		cons += step;
+		if (cons >= prod)
+			prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	}
+	*start = first;
+	*end = cons;
+	*fixed = common;
+	return n;
+}
+
+/* Give ring space up to position END back to the producers. */
+void pybpf_ring_release(struct pybpf_ring *r, __u64 end)
+{
+	__atomic_store_n(r->consumer_pos, (unsigned long)end, __ATOMIC_RELEASE);
+}
+
+/* Mask of the ring's data area (size - 1): position & mask is the data offset. */
+__u64 pybpf_ring_mask(const struct pybpf_ring *r)
+{
+	return r->mask;
+}
+
 /* Perf buffer: libbpf's per-CPU reader, with C callbacks that append to a batch. */
 static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
 {

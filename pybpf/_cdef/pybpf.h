@@ -31,5 +31,8 @@ struct pybpf_ring *pybpf_ring_open(int map_fd, int *err);
 void pybpf_ring_close(struct pybpf_ring *r);
 __u64 pybpf_ring_avail(const struct pybpf_ring *r);
 __u64 pybpf_ring_size(const struct pybpf_ring *r);
+long pybpf_ring_peek(struct pybpf_ring *r, size_t max_bytes, __u64 *start, __u64 *end, __u32 *fixed, struct pybpf_batch *b, __u32 tag, int mixed);
+void pybpf_ring_release(struct pybpf_ring *r, __u64 end);
+__u64 pybpf_ring_mask(const struct pybpf_ring *r);
 long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes, size_t max_records);
 struct perf_buffer *pybpf_perf_buffer_new(int map_fd, size_t page_cnt, struct pybpf_batch *b);
