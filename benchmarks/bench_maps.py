@@ -123,8 +123,8 @@ def bench_dump(exe: str, entries: int, chunk: int, rounds: int) -> None:
             assert b is not None
             for _, vals, count in b:
                 total += count
-                s += sum(unpack.unpack(vals) if count == chunk else
-                         struct.unpack(f"<{count}Q", vals))
+                s += sum(unpack.unpack_from(vals) if count == chunk else
+                         struct.unpack_from(f"<{count}Q", vals))
             return total, s
 
         c_ns = py_ns = float("inf")

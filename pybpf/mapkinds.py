@@ -506,9 +506,10 @@ class TypedMap(Map, Generic[K, V]):
         return (self._dkey(k) for k in self._walk_raw())
 
     def _batches(self, *, delete: bool = False, chunk: int = 4096
-                 ) -> Iterator[tuple[bytes, bytes, int]] | None:
+                 ) -> Iterator[tuple[bytearray, bytearray, int]] | None:
         """(keys, values, count) chunks by BPF_MAP_LOOKUP[_AND_DELETE]_BATCH, or None if
-        the kernel has no batch ops for this map type."""
+        the kernel has no batch ops for this map type. The buffers may be longer than
+        ``count`` entries; each chunk gets fresh ones (keep them as long as needed)."""
         if self.type not in _BATCH_TYPES:
             return None
         fd = self._fdf()
@@ -529,7 +530,7 @@ class TypedMap(Map, Generic[K, V]):
         if rc < 0 and err in _NOT_SUPPORTED and err != _errno.ENOENT:
             return None
 
-        def gen() -> Iterator[tuple[bytes, bytes, int]]:
+        def gen() -> Iterator[tuple[bytearray, bytearray, int]]:
             nonlocal rc, err, n, keys, vals
             first = True
             while True:
@@ -543,7 +544,9 @@ class TypedMap(Map, Generic[K, V]):
                 else:
                     c = int(count[0])
                     if c:
-                        yield bytes(keys[:ks * c]), bytes(vals[:vs * c]), c
+                        # hand the filled buffers over (no copy) and read into new ones
+                        yield keys, vals, c
+                        keys, vals = bytearray(ks * n), bytearray(vs * n)
                     if rc < 0:  # ENOENT: that was the last batch
                         return
                     ffi.memmove(inb, outb, tok)
