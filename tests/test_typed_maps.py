@@ -426,3 +426,27 @@ def test_pin_root_path_shares_a_map_between_objects(bpf_obj):
         if os.path.exists(f"{root}/shared"):
             os.unlink(f"{root}/shared")
         os.rmdir(root)
+
+
+def test_typed_access_from_several_threads(tm):
+    import threading
+
+    m = tm.maps["vals"]
+    m.update({i: {"count": i, "pid": i * 2} for i in range(64)})
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        for j in range(1500):
+            k = (seed * 7 + j) % 64
+            v = m[k]
+            if (v.count, v.pid) != (k, 2 * k):
+                errors.append(f"{k}: {v}")
+            if j % 50 == 0:
+                m[k] = {"count": k, "pid": 2 * k}
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
