@@ -248,22 +248,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             obj.set_rodata(name, _parse_value(value))
         obj.load()
         btf = obj.btf
-        attached = []
-        for p in obj.programs.values():
-            if not p.autoload:
-                continue
-            try:
-                if p.type == "perf_event":
-                    p.attach_perf_event()
-                else:
-                    p.attach_auto()
-                attached.append(p.name)
-            except BPFError as exc:
-                print(f"pybpf run: program {p.name!r} ({p.section}) not attached: "
-                      f"{exc.strerror}", file=sys.stderr)
-        print(f"pybpf run: {obj.name}: attached {len(attached)} of {len(obj.programs)} "
-              f"programs ({', '.join(attached) or 'none'}); Ctrl-C to stop", file=sys.stderr,
-              flush=True)
         consumers: list[Any] = []
 
         def printer(map_name: str, ev_type: Any) -> Callable[[bytes], None]:
@@ -292,6 +276,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                           "missing)", file=sys.stderr)
                     continue
                 consumers.append(PerfBuffer(m, callback=printer(m.name, ev_type)))
+        # Attach once the consumers exist: a perf event array slot without a reader
+        # drops the kernel's samples uncounted.
+        attached = []
+        for p in obj.programs.values():
+            if not p.autoload:
+                continue
+            try:
+                if p.type == "perf_event":
+                    p.attach_perf_event()
+                else:
+                    p.attach_auto()
+                attached.append(p.name)
+            except BPFError as exc:
+                print(f"pybpf run: program {p.name!r} ({p.section}) not attached: "
+                      f"{exc.strerror}", file=sys.stderr)
+        print(f"pybpf run: {obj.name}: attached {len(attached)} of {len(obj.programs)} "
+              f"programs ({', '.join(attached) or 'none'}); Ctrl-C to stop", file=sys.stderr,
+              flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         stop = False
 

@@ -15,6 +15,7 @@ import asyncio
 import os
 import select
 import threading
+import time
 from array import array
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union, overload
@@ -624,12 +625,17 @@ class _Consumer:
             raise ClosedError(self._what)
         self._enter("read")
         try:
-            if not self._wait(timeout):
-                return RecordBatch.empty(sources=self._sources, decoders=self._decoders,
-                                         btf=self._btf)
-            batch = self._take(copy)
-            self.received += len(batch)
-            return batch
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                if not self._wait(left):
+                    return RecordBatch.empty(sources=self._sources, decoders=self._decoders,
+                                             btf=self._btf)
+                batch = self._take(copy)
+                if len(batch) or self._closed or (left is not None and left <= 0):
+                    self.received += len(batch)
+                    return batch
+                # woken with nothing to take (a record still being written): wait on
         finally:
             self._leave()
 
