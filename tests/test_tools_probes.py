@@ -210,7 +210,7 @@ def loop_device():
     """A fresh 4 MiB loop device (detached afterwards)."""
     if shutil.which("losetup") is None:
         pytest.skip("losetup is not installed")
-    fd, backing = tempfile.mkstemp(prefix="pybpf-bio-", dir="/var/tmp")
+    fd, backing = tempfile.mkstemp(prefix="pybpf-bio-")
     os.ftruncate(fd, 4 << 20)
     os.close(fd)
     res = subprocess.run(["losetup", "--find", "--show", backing], capture_output=True,
@@ -262,7 +262,9 @@ def test_log2_histogram_format():
     lines = h.format().splitlines()
     assert lines[3] == "         4 -> 7          : 4        |" + "*" * 40 + "|"
     assert lines[4] == "         8 -> 15         : 2        |" + "*" * 20 + " " * 20 + "|"
-    assert disk_dev(os.path.basename(os.listdir("/sys/class/block")[0])) > 0
+    for name in os.listdir("/sys/class/block")[:1]:
+        major, minor = open(f"/sys/class/block/{name}/dev").read().split(":")
+        assert disk_dev(name) == int(major) << 20 | int(minor)
 
 
 # --- profile ---------------------------------------------------------------------------
