@@ -103,6 +103,15 @@ int pybpf_perf_event_enable(int fd)
 	return 0;
 }
 
+/* bpf(2) with a caller-built attr, for commands whose fields libbpf 1.1 does not
+ * pass on (feature probes of newer kernels).  Returns the result or -errno. */
+int pybpf_sys_bpf(int cmd, void *attr, unsigned int size)
+{
+	long ret = syscall(__NR_bpf, cmd, attr, size);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
 /* --- Event streams (pybpf.ringbuf, pybpf.perfbuf) ----------------------------
  *
  * A batch is one growable contiguous buffer of records, packed back to back,

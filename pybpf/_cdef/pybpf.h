@@ -4,6 +4,7 @@ void pybpf_log_install(void);
 int pybpf_symbol_present(const char *name);
 int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu, int group_fd, __u64 config1, __u64 config2);
 int pybpf_perf_event_enable(int fd);
+int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
 /* event streams (pybpf.ringbuf, pybpf.perfbuf) */
 struct pybpf_batch {
 	char *data;
