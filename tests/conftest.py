@@ -12,7 +12,9 @@ import pybpf
 from pybpf import features, toolchain
 
 TESTS = Path(__file__).resolve().parent
-BUILD = TESTS.parent / "build" / "test-bpf"
+# PYBPF_TEST_BPF_DIR: where compiled test objects go (for a read-only checkout: the
+# qemu guest of tests/vm/run_guest.py points it at tmpfs if it cannot overlay build/).
+BUILD = Path(os.environ.get("PYBPF_TEST_BPF_DIR") or TESTS.parent / "build" / "test-bpf")
 
 
 def compile_test_bpf(name: str) -> str:
@@ -53,4 +55,24 @@ def trigger_exec():
 
 
 def pytest_report_header(config):
-    return (f"kernel {os.uname().release}, libbpf {'.'.join(map(str, pybpf.libbpf_version()))}")
+    hooks = ", ".join(f"{f.name} {'yes' if f else 'no'}" for f in (
+        features.kprobes(), features.trampolines(), features.lsm(), features.tcx(),
+        features.uprobe_multi()))
+    return (f"kernel {os.uname().release}, libbpf {'.'.join(map(str, pybpf.libbpf_version()))}"
+            f"\nhooks: {hooks}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use compiled test objects (the ``bpf_obj`` fixture, or
+    ``compile_test_bpf`` in their module) are ``kernel`` tests: the qemu guest of
+    tests/vm/run_guest.py runs them too, even if their module forgot the marker."""
+    uses: dict[str, bool] = {}
+    for item in items:
+        path = str(item.path)
+        if path not in uses:
+            try:
+                uses[path] = "compile_test_bpf(" in Path(path).read_text()
+            except OSError:
+                uses[path] = False
+        if uses[path] or "bpf_obj" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernel)
