@@ -82,9 +82,23 @@ static __always_inline struct event *begin(__u16 dport)
 	return e;
 }
 
-/* Tracepoint variant, part 1: the CLOSE -> SYN_SENT transition gives the
- * addresses, but the source port may not be chosen yet (inet_hash_connect()
- * runs right after), so the event waits for the connect syscall to return. */
+/* The socket's addresses (sizes explicit: BPF_CORE_READ_INTO would copy
+ * sizeof(*dst), one byte of an array). */
+static __always_inline void read_addrs(struct event *e, struct sock *sk)
+{
+	if (e->family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+/* Tracepoint variant, part 1: the CLOSE -> SYN_SENT transition names the
+ * socket and the connecting task, but the source port may not be chosen yet
+ * (inet_hash_connect() runs right after), so the event waits for the connect
+ * syscall to return and then reads the socket. */
 SEC("tracepoint/sock/inet_sock_set_state")
 int tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
@@ -110,27 +124,20 @@ int tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	p.ev.sport = ctx->sport;
 	p.ev.dport = ctx->dport;
 	p.ev.cgroup_id = bpf_get_current_cgroup_id();
-	/* ctx fields at variable offsets: copy with a helper, not loads. */
-	if (ctx->family == AF_INET) {
-		bpf_probe_read_kernel(p.ev.saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(p.ev.daddr, 4, ctx->daddr);
-	} else {
-		bpf_probe_read_kernel(p.ev.saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(p.ev.daddr, 16, ctx->daddr_v6);
-	}
 	bpf_get_current_comm(p.ev.comm, sizeof(p.ev.comm));
 	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
 	return 0;
 }
 
 /* Tracepoint variant, part 2: connect(2) returned (0, -EINPROGRESS or an
- * error): the port is set now; emit the event with the syscall's result. */
+ * error): emit the event with the socket's addresses and the result. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int tcpconnect_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending *p;
 	struct event *e;
+	struct sock *sk;
 
 	p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p)
@@ -143,11 +150,11 @@ int tcpconnect_exit(struct trace_event_raw_sys_exit *ctx)
 	__builtin_memcpy(e, &p->ev, sizeof(*e));
 	e->ret = ctx->ret;
 	e->ts = bpf_ktime_get_ns();
-	if (!e->sport) {
-		struct inet_sock *inet = (struct inet_sock *)p->sk;
-
-		e->sport = __builtin_bswap16(BPF_CORE_READ(inet, inet_sport));
-	}
+	/* Addresses and port from the socket itself, complete by now (the
+	 * tracepoint's address fields read back wrong on 6.1 kernels). */
+	sk = (struct sock *)p->sk;
+	e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	read_addrs(e, sk);
 	bpf_ringbuf_submit(e, 0);
 cleanup:
 	bpf_map_delete_elem(&pending, &tid);
@@ -167,13 +174,7 @@ static __always_inline int from_sock(struct sock *sk, int ret, __u16 family)
 		return 0;
 	e->family = family;
 	e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	if (family == AF_INET) {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	}
+	read_addrs(e, sk);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -314,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, old)
             for c in consumers:
-                c.poll(0)
+                c.consume()  # what is left, even below a wake-up threshold
                 c.close()
         dumps: dict[str, Any] = {}
         for m in obj.maps.values():
