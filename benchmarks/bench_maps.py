@@ -7,6 +7,8 @@
    bpf_map_update_elem in C (benchmarks/map_ops.c, compiled here with gcc -lbpf).
 2. Batch dump of a 1M-entry u32 -> u64 hash: pybpf's raw batch walk (and the typed
    ``items()``) against bpf_map_lookup_batch in C, same chunk size.
+3. Single typed ``del m[k]`` on that 1M-entry hash against bpf_map_delete_elem in C
+   (each side deletes its own present keys).
 
 Prints both sides and the ratio (C time / Python time: 1.0 means as fast as C). The
 sides alternate for several rounds and each keeps its best, because the host is shared.
@@ -107,7 +109,12 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
     print(f"{'typed lookup / bare cffi call':<44} {best['py_bare'] / best['py_lookup']:5.2f}")
 
 
-def bench_dump(exe: str, entries: int, chunk: int, rounds: int) -> None:
+def _deletes(m: object, first: int, n: int) -> None:
+    for k in range(first, first + n):
+        del m[k]  # type: ignore[attr-defined]
+
+
+def bench_dump(exe: str, entries: int, chunk: int, rounds: int, n_del: int) -> None:
     with pybpf.create_map("hash", 4, 8, entries, name="bench_dump", key="u32",
                           value="u64") as m:
         step = 100_000
@@ -127,22 +134,31 @@ def bench_dump(exe: str, entries: int, chunk: int, rounds: int) -> None:
                          struct.unpack_from(f"<{count}Q", vals))
             return total, s
 
-        c_ns = py_ns = float("inf")
+        mid = m.id
+        c_ns = py_ns = typed_ns = float("inf")
         for _ in range(rounds):
-            c_total, c_one, c_sum = (int(x) for x in c_run(exe, "dump", m.id, chunk).split())
+            c_total, c_one, c_sum = (int(x) for x in c_run(exe, "dump", mid, chunk).split())
             c_ns = min(c_ns, c_one)
             t0 = time.perf_counter_ns()
             total, s = py_dump()
             py_ns = min(py_ns, time.perf_counter_ns() - t0)
             assert total == c_total == entries and s == c_sum, (total, c_total, s, c_sum)
-        t0 = time.perf_counter_ns()
-        typed = sum(1 for _ in m.items())
-        typed_ns = time.perf_counter_ns() - t0
-        assert typed == entries
+            t0 = time.perf_counter_ns()
+            typed = sum(1 for _ in m.items())
+            typed_ns = min(typed_ns, time.perf_counter_ns() - t0)
+            assert typed == entries
+        # single deletes on the full map: each round, C and Python delete their own keys
+        n_del = min(n_del, entries // (2 * rounds))
+        c_del = py_del = float("inf")
+        for r in range(rounds):
+            first = 2 * r * n_del
+            c_del = min(c_del, float(c_run(exe, "delete", mid, first, n_del)))
+            py_del = min(py_del, _loop_ns(lambda r=first + n_del: _deletes(m, r, n_del), n_del))
     print(f"{'batch dump, raw (' + str(entries) + ' entries)':<44} python {py_ns / 1e6:8.1f} ms"
           f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / py_ns:5.2f}")
     print(f"{'batch dump, typed items() (decoded)':<44} python {typed_ns / 1e6:8.1f} ms"
           f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / typed_ns:5.2f}")
+    row(f"typed delete  del m[k] ({entries} entries)", py_del, c_del)
 
 
 def main() -> int:
@@ -157,7 +173,7 @@ def main() -> int:
         print(f"pybpf {pybpf.__version__}, libbpf {'.'.join(map(str, pybpf.libbpf_version()))},"
               f" kernel {os.uname().release}, Python {sys.version.split()[0]}")
         bench_single(exe, args.n, args.rounds)
-        bench_dump(exe, args.entries, args.chunk, max(1, args.rounds // 2))
+        bench_dump(exe, args.entries, args.chunk, max(1, args.rounds // 2), args.n)
     return 0
 
 

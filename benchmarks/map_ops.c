@@ -3,6 +3,7 @@
  * (opened by id) with plain libbpf calls.
  *   map_ops lookup ID N NKEYS   -> ns per bpf_map_lookup_elem
  *   map_ops update ID N NKEYS   -> ns per bpf_map_update_elem
+ *   map_ops delete ID FIRST N   -> ns per bpf_map_delete_elem of keys FIRST..FIRST+N-1
  *   map_ops dump ID CHUNK       -> entries and ns for a full bpf_map_lookup_batch walk */
 #include <bpf/bpf.h>
 #include <errno.h>
@@ -48,6 +49,20 @@ int main(int argc, char **argv)
 			} else if (bpf_map_lookup_elem(fd, &key, value)) {
 				return 1;
 			}
+		}
+		printf("%.1f\n", (double)(now_ns() - t0) / n);
+		return 0;
+	}
+	if (!strcmp(argv[1], "delete") && argc > 4) {
+		__u32 first = atol(argv[3]);
+		long n = atol(argv[4]);
+		long long t0 = now_ns();
+
+		for (long i = 0; i < n; i++) {
+			__u32 key = first + i;
+
+			if (bpf_map_delete_elem(fd, &key))
+				return 1;
 		}
 		printf("%.1f\n", (double)(now_ns() - t0) / n);
 		return 0;

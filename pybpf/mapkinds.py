@@ -24,7 +24,10 @@ import ipaddress
 import logging
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
 from ._ffi import error_for, ffi, lib
@@ -52,7 +55,26 @@ def _round8(n: int) -> int:
 
 _lookup_elem = lib.bpf_map_lookup_elem
 _update_elem = lib.bpf_map_update_elem
+_delete_elem = lib.bpf_map_delete_elem
 _from_buffer = ffi.from_buffer
+# (lookup, update, delete) taking an unsigned integer key by value, by key size; on a
+# little-endian host these write the same key bytes as IntCodec's '<' formats
+_INT_KEY_OPS = {
+    4: (lib.pybpf_map_lookup_u32, lib.pybpf_map_update_u32, lib.pybpf_map_delete_u32),
+    8: (lib.pybpf_map_lookup_u64, lib.pybpf_map_update_u64, lib.pybpf_map_delete_u64),
+} if sys.byteorder == "little" else {}
+_ENOENT = _errno.ENOENT
+
+
+def _slow_key(key: Any) -> Any:
+    """Key encoder of kinds with their own ``_ekey``: always defers to it."""
+    raise TypeError("encoded by the map's method")
+
+
+# The hot path's per-map state (see TypedMap._make_fast): fd, lookup/update/delete
+# functions, key encoder (None: the int key goes to C as is), value encoder, value
+# decoder (None: the kind's methods), value-buffer pool, value buffer size, key size.
+_Fast = tuple[int, Any, Any, Any, Any, Any, Any, list[tuple[bytearray, Any]], int, int]
 _kernel_btfs: dict[int, BTF] = {}
 
 
@@ -96,9 +118,7 @@ class TypedMap(Map, Generic[K, V]):
     _vc: Codec | None = None
     _cfd: int | None = None
     _btf_ids: tuple[int, int] = (0, 0)
-    # (key encoder, value encoder, value buffer size, value decoder); None entries mean
-    # "use the method" (kinds that override encoding/decoding)
-    _fast: tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]], int] | None = None
+    _fast: _Fast | None = None
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -176,24 +196,48 @@ class TypedMap(Map, Generic[K, V]):
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
         self._fast = None
 
-    def _make_fast(self) -> tuple[int, Any, Any, int, Any, list[tuple[bytearray, Any]], int]:
-        """(fd, key encoder, value encoder, value size, value decoder, buffer pool, key size).
+    def _make_fast(self) -> _Fast:
+        """The hot path's state: (fd, lookup, update, delete, key encoder, value encoder,
+        value decoder, value-buffer pool, value buffer size, key size).
 
-        Encoders/decoder are None for kinds that override them (the methods are used).
-        Built on first use after load; dropped when the map or its object closes, so the
-        hot path needs no closed check of its own."""
+        Unsigned 4/8-byte integer keys go to C helpers by value (no key bytes built);
+        other keys are encoded by the codec's unchecked encoder, and whatever it rejects
+        goes through the validating ``_ekey`` (same errors as before). The value decoder
+        is None for kinds that decode with their own ``_dval`` (per-CPU...); the value
+        encoder is None for kinds with their own ``_eval``.
+
+        The pool holds (bytearray, cdata) value buffers: a call pops one, the syscall
+        fills it, the decoder copies out, the call puts it back. ``list.pop``/``append``
+        are atomic under the GIL, so threads sharing a map never share a buffer (cffi
+        releases the GIL during the syscall). Built on first use after load; dropped
+        when the map or its object closes, so the hot path needs no closed check."""
         fd = self._fdf()  # raises if closed or not loaded
         if self._kc is None or self._vc is None:
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
         cls = type(self)
-        kenc = kc.fast_encode if cls._ekey is TypedMap._ekey else None
+        ops = None
+        kenc: Any = _slow_key
+        if cls._ekey is TypedMap._ekey:
+            if type(kc) is IntCodec and not kc.signed:
+                ops = _INT_KEY_OPS.get(kc.size)
+            if ops is not None:
+                kenc = None
+            elif kc.fast_encode is not None:
+                kenc = kc.fast_encode
+        look, upd, dele = ops or (_lookup_elem, _update_elem, _delete_elem)
         venc = vc.fast_encode if cls._eval is TypedMap._eval else None
         vdec = vc.decode if cls._dval is TypedMap._dval else None
-        pool: list[tuple[bytearray, Any]] = []
-        fast = (fd, kenc, venc, self._vbuf_size(), vdec, pool, self.key_size)
+        vsize = self._vbuf_size()
+        buf = bytearray(vsize)
+        pool: list[tuple[bytearray, Any]] = [(buf, _from_buffer(buf))]
+        fast = (fd, look, upd, dele, kenc, venc, vdec, pool, vsize, self.key_size)
         self._fast = fast
         return fast
+
+    def _err(self, err: int, what: str) -> MapError:
+        return error_for(err, f"map {self.name!r}: {what}", kind=MapError,  # type: ignore
+                         map=self.name)
 
     def _fdf(self) -> int:
         obj = self._obj
@@ -244,91 +288,127 @@ class TypedMap(Map, Generic[K, V]):
             kc = cast(Codec, self._kc)
         return kc.decode(buf, off)
 
-    def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
-        buf = bytearray(self._vbuf_size())
-        if lib.bpf_map_lookup_elem(self._fdf(), kb, ffi.from_buffer(buf)) < 0:
-            if ffi.errno == _errno.ENOENT:
-                return None
-            raise self._fail("lookup failed")
-        return buf
-
     # --- mapping -------------------------------------------------------------------
+    # The four single-key operations below are the hot path: one tuple unpack, the
+    # key by value or one struct call, one cffi call returning 0 or -errno (libbpf >= 1.0
+    # returns -errno too), one decoder call. Keep them free of property lookups.
     def __getitem__(self, key: K) -> V:
         f = self._fast
         if f is None:
             f = self._make_fast()
-        fd, kenc, _, vsize, vdec, pool, _ = f
-        if kenc is None:
-            kb = self._ekey(key)
-        else:
-            try:
-                kb = kenc(key)
-            except Exception:  # noqa: BLE001 - the validating encoder explains
-                kb = self._ekey(key)
+        fd, look, _, _, kenc, _, vdec, pool, vsize, _ = f
         try:
-            buf, cbuf = pool.pop()  # a free value buffer (list ops are thread-safe)
+            b = pool.pop()  # a free value buffer
         except IndexError:
             buf = bytearray(vsize)
-            cbuf = _from_buffer(buf)
-        if _lookup_elem(fd, kb, cbuf) < 0:
-            err = ffi.errno
-            pool.append((buf, cbuf))
-            if err == _errno.ENOENT:
+            b = (buf, _from_buffer(buf))
+        try:
+            rc = look(fd, key if kenc is None else kenc(key), b[1])
+        except Exception:  # noqa: BLE001 - not a plain key: the validating encoder explains
+            rc = _lookup_elem(fd, self._ekey(key), b[1])
+        if rc < 0:
+            pool.append(b)
+            if rc == -_ENOENT:
                 raise KeyError(key)
-            raise error_for(err, f"map {self.name!r}: lookup failed", kind=MapError,
-                            map=self.name)
-        # decoders copy every value out of buf, so it can go back to the pool
-        v = vdec(buf, 0) if vdec is not None else self._dval(bytes(buf))
-        pool.append((buf, cbuf))
+            raise self._err(-rc, "lookup failed")
+        # decoders copy every value out of the buffer, so it can go back to the pool
+        v = vdec(b[0], 0) if vdec is not None else self._dval(bytes(b[0]))
+        pool.append(b)
         return v  # type: ignore[no-any-return]
+
+    def _find(self, key: Any) -> tuple[bytearray, Any] | None:
+        """The pool buffer holding ``key``'s value (give it back), or None if absent."""
+        f = self._fast
+        if f is None:
+            f = self._make_fast()
+        fd, look, _, _, kenc, _, _, pool, vsize, _ = f
+        try:
+            b = pool.pop()
+        except IndexError:
+            buf = bytearray(vsize)
+            b = (buf, _from_buffer(buf))
+        try:
+            rc = look(fd, key if kenc is None else kenc(key), b[1])
+        except Exception:  # noqa: BLE001 - the validating encoder explains
+            rc = _lookup_elem(fd, self._ekey(key), b[1])
+        if rc < 0:
+            pool.append(b)
+            if rc == -_ENOENT:
+                return None
+            raise self._err(-rc, "lookup failed")
+        return b
+
+    def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
+        buf = bytearray(self._vbuf_size())
+        rc = _lookup_elem(self._fdf(), kb, _from_buffer(buf))
+        if rc < 0:
+            if rc == -_ENOENT:
+                return None
+            raise self._err(-rc, "lookup failed")
+        return buf
 
     def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
         """Raw: the value bytes for key bytes, or None (one syscall); see :meth:`Map.lookup`."""
         f = self._fast
         if f is None:
             f = self._make_fast()
-        if flags or type(key) is not bytes or len(key) != f[6]:
+        if flags or type(key) is not bytes or len(key) != f[9]:
             return Map.lookup(self, key, flags=flags)
-        buf = bytearray(f[3])
-        if _lookup_elem(f[0], key, _from_buffer(buf)) < 0:
-            if ffi.errno == _errno.ENOENT:
-                return None
-            raise self._fail("lookup failed")
-        return bytes(buf)
+        pool = f[7]
+        try:
+            b = pool.pop()
+        except IndexError:
+            buf = bytearray(f[8])
+            b = (buf, _from_buffer(buf))
+        rc = _lookup_elem(f[0], key, b[1])
+        out = bytes(b[0]) if rc == 0 else None
+        pool.append(b)
+        if rc < 0 and rc != -_ENOENT:
+            raise self._err(-rc, "lookup failed")
+        return out
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
-        buf = self._lookup_raw(self._ekey(key))
-        return default if buf is None else self._dval(buf)
+        b = self._find(key)
+        if b is None:
+            return default
+        f = cast(_Fast, self._fast)
+        vdec = f[6]
+        v = vdec(b[0], 0) if vdec is not None else self._dval(bytes(b[0]))
+        f[7].append(b)
+        return v
 
     def __contains__(self, key: object) -> bool:
-        return self._lookup_raw(self._ekey(key)) is not None
+        b = self._find(key)
+        if b is None:
+            return False
+        cast(_Fast, self._fast)[7].append(b)
+        return True
 
     def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
         f = self._fast
         if f is None:
             f = self._make_fast()
-        fd, kenc, venc = f[0], f[1], f[2]
-        if kenc is None or venc is None:
+        fd, _, upd, _, kenc, venc, _, _, _, _ = f
+        if venc is None:
             self._put(key, value, 0)
             return
         try:
-            kb = kenc(key)
-            vb = venc(value)
+            rc = upd(fd, key if kenc is None else kenc(key), venc(value), 0)
         except Exception:  # noqa: BLE001 - the validating encoders explain
             self._put(key, value, 0)
             return
-        if _update_elem(fd, kb, vb, 0) < 0:
-            self._update_failed(key, 0)
+        if rc < 0:
+            self._update_failed(key, 0, -rc)
 
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
-        if lib.bpf_map_update_elem(self._fdf(), kb, vb, flags) < 0:
-            self._update_failed(key, flags)
+        rc = _update_elem(self._fdf(), kb, vb, flags)
+        if rc < 0:
+            self._update_failed(key, flags, -rc)
 
-    def _update_failed(self, key: Any, flags: int) -> None:
-        err = ffi.errno
+    def _update_failed(self, key: Any, flags: int, err: int) -> None:
         if err == _errno.EEXIST:
             raise KeyError(key)
         if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
@@ -336,13 +416,21 @@ class TypedMap(Map, Generic[K, V]):
         if err == _errno.E2BIG:
             raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                            map=self.name)
-        raise self._fail("update failed")
+        raise self._err(err, "update failed")
 
     def __delitem__(self, key: K) -> None:
-        if lib.bpf_map_delete_elem(self._fdf(), self._ekey(key)) < 0:
-            if ffi.errno == _errno.ENOENT:
+        f = self._fast
+        if f is None:
+            f = self._make_fast()
+        fd, _, _, dele, kenc, _, _, _, _, _ = f
+        try:
+            rc = dele(fd, key if kenc is None else kenc(key))
+        except Exception:  # noqa: BLE001 - the validating encoder explains
+            rc = _delete_elem(fd, self._ekey(key))
+        if rc < 0:
+            if rc == -_ENOENT:
                 raise KeyError(key)
-            raise self._fail("delete failed")
+            raise self._err(-rc, "delete failed")
 
     def pop(self, key: K, default: Any = _MISSING) -> V | Any:
         """Remove ``key`` and return its value (``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` where
@@ -560,6 +648,11 @@ class TypedMap(Map, Generic[K, V]):
 
     def items_batched(self, *, delete: bool = False) -> Iterator[tuple[K, V]]:
         """(key, value) pairs; batches where the kernel has them."""
+        # per item, only C iterators run (chain over one zip per batch); the generator
+        # below resumes once per batch, and the first syscall waits for the first next()
+        return chain.from_iterable(self._item_chunks(delete))
+
+    def _item_chunks(self, delete: bool) -> Iterator[Iterable[tuple[K, V]]]:
         self.key_type  # noqa: B018 - resolve codecs
         dk, dv = self._dkey, self._dval_at
         ks, vs = self.key_size, self._value_size_total()
@@ -568,12 +661,12 @@ class TypedMap(Map, Generic[K, V]):
             plain = type(self)._dval_at is TypedMap._dval_at and type(self)._dkey is \
                 TypedMap._dkey
             kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
-            for kb, vb, c in b:
-                if plain and kc.size == ks and vc.size == vs:
-                    yield from zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
-                else:
-                    for i in range(c):
-                        yield dk(kb, i * ks), dv(vb, i * vs)
+            if plain and kc.size == ks and vc.size == vs:
+                for kb, vb, c in b:
+                    yield zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
+            else:
+                for kb, vb, c in b:
+                    yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]
             return
         for k in self._walk_raw():
             if delete:
@@ -585,7 +678,7 @@ class TypedMap(Map, Generic[K, V]):
                 if got is None:
                     continue
                 buf = got
-            yield dk(k), dv(buf, 0)
+            yield ((dk(k), dv(buf, 0)),)
 
     def _dval_at(self, buf: Any, off: int) -> Any:
         return cast(Codec, self._vc).decode(buf, off)
@@ -612,7 +705,7 @@ class TypedMap(Map, Generic[K, V]):
 
     def values(self) -> Iterator[V]:
         """Decoded values (batched)."""
-        return (v for _, v in self.items_batched())
+        return map(itemgetter(1), self.items_batched())
 
     def __len__(self) -> int:
         """Number of entries: walks the whole map (batched), not O(1)."""
