@@ -19,8 +19,8 @@ numbers checked over the whole batch with a memoryview), as numpy arrays
 (``read().numpy()``), and zero-copy (``borrow()``: the ring's memory viewed in
 place, checked with a memoryview or numpy).  Every event's sequence number is
 checked; gaps, ring drops (counted by the program) and perf lost samples are
-printed, never hidden.  Figures are the best of ``--repeat`` runs after a
-warm-up round, with one object and one consumer per mode.  Nothing is written
+printed, never hidden.  Figures are the best of ``--repeat`` runs (3x as many
+for drains) after a warm-up round, with one object and one consumer per mode.  Nothing is written
 into the repository: the object and the C binary go to a temporary directory.
 
 Run: ``python3 benchmarks/bench_events.py [--repeat 3] [--quick]``.
@@ -336,22 +336,23 @@ def main() -> int:
           f"numpy {np.__version__ if np is not None else 'absent'}")
     print(f"# 32-byte events, {n} per getppid(); ring {args.ring_mb} MiB, perf "
           f"{args.pages} pages/CPU; best of {args.repeat}")
-    header = (f"{'mode':<28}{'events':>10}{'Mev/s':>9}{'% of C':>8}"
-              f"{'gaps':>7}{'drops':>7}{'lost':>7}")
+    header = (f"{'mode':<26}{'events':>9}{'Mev/s':>8}{'% of C':>8}"
+              f"{'gaps':>9}{'drops':>9}{'lost':>8}")
     print(header)
     print("-" * len(header))
 
     def line(name: str, r: Result, c: Result | None) -> None:
         pct = f"{100 * r.rate / c.rate:.0f}%" if c is not None and c.rate else "-"
-        print(f"{name:<28}{r.events:>10}{r.rate / 1e6:>9.2f}{pct:>8}{r.gaps:>7}{r.drops:>7}"
-              f"{r.lost:>7}", flush=True)
+        print(f"{name:<26}{r.events:>9}{r.rate / 1e6:>8.2f}{pct:>8}{r.gaps:>9}{r.drops:>9}"
+              f"{r.lost:>8}", flush=True)
 
     for kind in ("ring", "perf"):
         for stream in (True, False):
             t = sizes[(kind, stream)]
             mode = f"{kind}-{'stream' if stream else 'drain'}"
-            c = best([run_c(exe, obj, mode, ring_bytes, args.pages, n, t)
-                      for _ in range(args.repeat)])
+            # drains are short (milliseconds): more rounds against scheduling noise
+            reps = args.repeat if stream else 3 * args.repeat
+            c = best([run_c(exe, obj, mode, ring_bytes, args.pages, n, t) for _ in range(reps)])
             line(f"C libbpf {mode}", c, None)
             hows = ["callback", "callback-append", "batch", "numpy"]
             if kind == "ring":
@@ -359,7 +360,7 @@ def main() -> int:
             for how in hows:
                 if "numpy" in how and np is None:
                     continue
-                r = bench.run(kind, how, stream, n, t, args.repeat)
+                r = bench.run(kind, how, stream, n, t, reps)
                 line(f"  pybpf {how}", r, c)
     return 0
 

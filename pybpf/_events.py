@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import sys
 import threading
 import time
 from array import array
@@ -35,6 +36,7 @@ DecodeSpec = Union[Decoder, str, None]
 Callback = Callable[[Any], Any]
 
 _U32 = "I"
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _VIEW_MIN = 16 * 1024  # batches this big, and 1/8 of the lent buffer, are views
 assert array(_U32).itemsize == 4
 
@@ -412,6 +414,8 @@ class _Consumer:
         self._callbacks: list[Callback | None] = []
         self._btf: BTF | None = None
         self._uniform = True  # one callback/decoder for every tag
+        self._lent: Any = None  # the Python-owned buffer the C batch copies into
+        self._lent_cap = 0
         self.received = 0
         """Records delivered so far (to callbacks, iterators and batches)."""
 
@@ -465,7 +469,16 @@ class _Consumer:
         return bool(ready)
 
     def _prepare(self) -> None:
-        """Before a fill (with _res_lock held): ring buffers lend the batch a buffer."""
+        """Before a fill into an empty batch (with _res_lock held): lend it a buffer."""
+
+    def _lend(self, need: int, grow: bool) -> None:
+        """Lend the C batch a Python-owned buffer of ``need`` bytes: a new one whenever
+        batches or arrays still view the current one (so they are never overwritten)."""
+        need = max(need, 4096)
+        if self._lent is None or self._lent_cap < need or sys.getrefcount(self._lent) > 2:
+            self._lent = _alloc("char[]", need)
+            self._lent_cap = need
+            lib.pybpf_batch_lend(self._batch, self._lent, need, int(grow))
 
     def _take(self, copy: bool = True) -> RecordBatch:
         """Move everything the kernel has into a RecordBatch (pending ones first).

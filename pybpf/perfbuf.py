@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,6 +75,7 @@ class PerfBuffer(_Consumer):
                              f"got {pages}")
         self.map = map
         self._ncpu = possible_cpus()
+        self._capacity = pages * os.sysconf("SC_PAGE_SIZE") * self._ncpu
         self._lost_cb = lost_callback
         self._lost_seen = [0] * self._ncpu
         dec = resolve_decoder(decode, map)
@@ -107,6 +109,10 @@ class PerfBuffer(_Consumer):
         assert self._ep is not None
         self._ep.register(int(lib.perf_buffer__epoll_fd(pb)), 0x001)
 
+    def _prepare(self) -> None:
+        # as much as the per-CPU buffers hold; more moves to a growing C buffer
+        self._lend(self._capacity, grow=True)
+
     def _fill(self) -> None:
         rc = lib.perf_buffer__consume(self._pb)
         if rc < 0 and rc != -_errno.EINTR:
@@ -120,6 +126,8 @@ class PerfBuffer(_Consumer):
         with self._res_lock:
             if self._closed:
                 return False
+            if not self._batch.n:
+                self._prepare()
             self._fill()
             return int(self._batch.n) > 0
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import struct
-import sys
 import threading
 from array import array
 from collections.abc import Iterator
@@ -61,7 +60,6 @@ DROPS_MAP = "pybpf_ringbuf_drops"
 """Name of the per-CPU drop counter map defined by ``bpf_src/pybpf_common.h``."""
 
 _SIZE_MAX = (1 << 64) - 1
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,6 @@ class RingBuffer(_Consumer):
         self._max_bytes = max_batch_bytes
         self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
         self._explicit_drops = drops_map is not None
-        self._lent: Any = None
-        self._lent_cap = 0
         self._views: list[Any] = []  # Python mmaps of the rings, for borrow()
         self._turn = 0
         self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
@@ -166,14 +162,9 @@ class RingBuffer(_Consumer):
         return list(self._maps)
 
     def _prepare(self) -> None:
-        # Lend the C batch a Python-owned buffer that holds a whole drain of every
-        # ring; a new one whenever batches/arrays still view the current one.
-        need = sum(self._max_bytes or int(lib.pybpf_ring_size(r)) for r in self._rings)
-        need = max(need, 4096)
-        if self._lent is None or self._lent_cap < need or sys.getrefcount(self._lent) > 2:
-            self._lent = _alloc("char[]", need)
-            self._lent_cap = need
-            lib.pybpf_batch_lend(self._batch, self._lent, need)
+        # room for a whole drain of every ring; records that do not fit stay there
+        self._lend(sum(self._max_bytes or int(lib.pybpf_ring_size(r)) for r in self._rings),
+                   grow=False)
 
     def _fill(self) -> None:
         b = self._batch

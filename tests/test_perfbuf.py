@@ -109,3 +109,17 @@ def test_bad_input(ev: Events) -> None:
     with pytest.raises(Exception) as ei:
         pb.poll(0)
     assert getattr(ei.value, "errno", None) == errno.EBADF or "closed" in str(ei.value)
+
+
+def test_large_batches_stay_valid_after_later_reads(ev: Events) -> None:
+    np = pytest.importorskip("numpy")
+    with PerfBuffer(ev.maps["pb"], pages=64) as pb:
+        ev.emit(2000, MODE_PERF)
+        first = pb.read(1.0)
+        assert len(first) == 2000
+        a = first.numpy("event")
+        ev.emit(2000, MODE_PERF)
+        b = pb.read(1.0).numpy("event")
+        assert (a["seq"] == np.arange(2000)).all()
+        assert (b["seq"] == np.arange(2000, 4000)).all()
+        assert pb.lost == 0

@@ -140,6 +140,7 @@ struct pybpf_batch {
 	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
 	int tags_mixed;		/* records carry different tags */
 	int external;		/* data is lent by Python: never realloc()ed or freed */
+	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
 };
 
 struct pybpf_ring {
@@ -207,11 +208,14 @@ void pybpf_batch_reset(struct pybpf_batch *b)
 
 /* Copy records into DATA (CAP bytes, owned by Python) from now on.  Python
  * lends a fresh buffer whenever views of the previous one are still alive, so
- * records handed out are never overwritten.  The batch must be empty. */
-void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap)
+ * records handed out are never overwritten.  The batch must be empty.  GROW:
+ * when it is full, move to a malloc()ed buffer (perf samples cannot wait in
+ * the kernel) instead of refusing records with -ENOBUFS (ring records can). */
+void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap, int grow)
 {
 	if (!b->external)
 		free(b->data);
+	b->grow = grow;
 	b->data = data;
 	b->cap = cap;
 	b->external = 1;
@@ -227,8 +231,20 @@ static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size)
 		size_t cap = b->cap * 2;
 		char *p;
 
-		if (b->external)
-			return -ENOBUFS;
+		if (b->external) {
+			if (!b->grow)
+				return -ENOBUFS;
+			/* move out of the lent buffer into our own, which can grow */
+			while (cap < b->len + size)
+				cap *= 2;
+			p = malloc(cap);
+			if (!p)
+				return -ENOMEM;
+			memcpy(p, b->data, b->len);
+			b->data = p;
+			b->cap = cap;
+			b->external = 0;
+		}
 
 		while (cap < b->len + size)
 			cap *= 2;

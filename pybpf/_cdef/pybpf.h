@@ -21,12 +21,13 @@ struct pybpf_batch {
 	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
 	int tags_mixed;		/* records carry different tags */
 	int external;		/* data is lent by Python: never realloc()ed or freed */
+	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
 };
 struct pybpf_ring;
 struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu);
 void pybpf_batch_free(struct pybpf_batch *b);
 void pybpf_batch_reset(struct pybpf_batch *b);
-void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap);
+void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap, int grow);
 #define PYBPF_MIXED 0xffffffff
 struct pybpf_ring *pybpf_ring_open(int map_fd, int *err);
 void pybpf_ring_close(struct pybpf_ring *r);
