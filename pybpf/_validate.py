@@ -649,3 +649,100 @@ class _BTFChecker:
                 else:
                     color[node] = 2
                     stack.pop()
+
+
+# --- maps: memory the kernel allocates when it creates them ---------------------------
+#
+# A map definition is data in the object: a hostile or corrupted one can ask for a
+# per-CPU array of 600 million entries. The kernel (privileged caller) then spends
+# minutes allocating and zeroing tens of GB -- the process looks hung and the whole
+# machine runs short of memory -- before it fails or succeeds. pybpf estimates what
+# each map preallocates at creation and refuses, before any map is created, a load
+# whose maps would need more than half the memory available now.
+
+BPF_F_NO_PREALLOC = 1
+_ARRAYS = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
+           "array_of_maps"}
+_HASHES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "hash_of_maps"}
+_POINTER_ARRAYS = {"devmap", "cpumap", "xskmap", "sockmap", "devmap_hash", "sockhash"}
+MAP_MEMORY_FRACTION = 0.5
+"""Refuse to load maps preallocating more than this share of MemAvailable."""
+MAX_PERCPU_PREALLOC = 1 << 22
+"""Refuse per-CPU maps preallocating more elements: the kernel makes one per-CPU
+allocation per element, about 1.5 us each here (14 million took 22 s)."""
+
+
+def _r8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def map_prealloc_bytes(type_name: str, key_size: int, value_size: int, max_entries: int,
+                       flags: int, ncpus: int) -> int:
+    """Bytes the kernel allocates when it creates such a map (an estimate, from above)."""
+    n = max_entries
+    percpu = "percpu" in type_name
+    if type_name in _ARRAYS:
+        return n * _r8(value_size) * (ncpus if percpu else 1)
+    if type_name in _HASHES:
+        buckets = (1 << max(n - 1, 0).bit_length()) * 16
+        if flags & BPF_F_NO_PREALLOC and not type_name.startswith("lru"):
+            return buckets
+        per = 48 + _r8(key_size) + (8 if percpu else _r8(value_size))
+        return buckets + n * per + (n * _r8(value_size) * ncpus if percpu else 0)
+    if type_name in ("ringbuf", "user_ringbuf"):
+        return n
+    if type_name == "stack_trace":
+        return n * (_r8(value_size) + 32)
+    if type_name in ("queue", "stack"):
+        return n * _r8(value_size)
+    if type_name in _POINTER_ARRAYS:
+        return n * 8
+    if type_name == "bloom_filter":
+        return n * 2
+    return 0  # allocated on demand (lpm_trie, local storages, struct_ops...)
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_map_memory(maps: list[tuple[str, str, int, int, int, int]], obj_name: str,
+                     ncpus: int) -> None:
+    """Raise LoadError(ENOMEM) if the maps would preallocate too much memory.
+
+    ``maps``: (name, type name, key size, value size, max_entries, flags) of each
+    map the load will create. Cost: one read of /proc/meminfo.
+    """
+    from .errors import LoadError
+
+    for name, t, _k, v, n, fl in maps:
+        prealloc = t in _ARRAYS or t.startswith("lru") or not fl & BPF_F_NO_PREALLOC
+        if "percpu" in t and prealloc and n > MAX_PERCPU_PREALLOC:
+            raise LoadError(errno.E2BIG,
+                            f"cannot load BPF object {obj_name}: map {name!r} ({t}) would "
+                            f"preallocate {n} per-CPU elements of {v} bytes; the kernel "
+                            f"allocates them one by one (about 1.5 us each, 14 million took "
+                            f"22 s here, during which the process cannot be killed). pybpf "
+                            f"refuses more than {MAX_PERCPU_PREALLOC}: lower max_entries "
+                            "before load() (or raise pybpf._validate.MAX_PERCPU_PREALLOC)",
+                            map=name)
+    sizes = [(map_prealloc_bytes(t, k, v, n, fl, ncpus), name, t, v, n)
+             for name, t, k, v, n, fl in maps]
+    total = sum(s[0] for s in sizes)
+    avail = _mem_available()
+    if avail is None or total <= avail * MAP_MEMORY_FRACTION:
+        return
+    big, name, t, v, n = max(sizes)
+    raise LoadError(errno.ENOMEM,
+                    f"cannot load BPF object {obj_name}: its maps would preallocate "
+                    f"{total / 2**30:.1f} GiB, more than half of the {avail / 2**30:.1f} GiB "
+                    f"available; the largest is map {name!r} ({t}, {n} entries of {v} "
+                    f"bytes: {big / 2**30:.1f} GiB). Lower its max_entries before load() "
+                    "(or raise pybpf._validate.MAP_MEMORY_FRACTION)", map=name)

@@ -334,6 +334,7 @@ class Object:
             if self._load_failed:
                 raise LoadError(_errno.EINVAL, f"BPF object {self.name!r}: a failed load cannot "
                                                "be retried; open the object again")
+            self._check_map_memory()
             with capture() as log:
                 err = lib.bpf_object__load(ptr)
             if err:
@@ -344,6 +345,21 @@ class Object:
             if g is not None:
                 g.after_load()
         return self
+
+    def _check_map_memory(self) -> None:
+        """Refuse maps that would preallocate more than half the free memory (see _validate)."""
+        from . import _validate
+        from .maps import possible_cpus
+
+        maps = []
+        for m in self._maps.values():
+            p = m._ptr
+            if not lib.bpf_map__autocreate(p) or lib.bpf_map__fd(p) >= 0:
+                continue  # not created by this load (disabled, or a reused pinned map)
+            maps.append((m.name, map_type_name(lib.bpf_map__type(p)), lib.bpf_map__key_size(p),
+                         lib.bpf_map__value_size(p), lib.bpf_map__max_entries(p),
+                         lib.bpf_map__map_flags(p)))
+        _validate.check_map_memory(maps, self.name, possible_cpus())
 
     def _load_error(self, err: int, log: list[str]) -> BPFError:
         text = "\n".join(log)

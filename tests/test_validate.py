@@ -189,3 +189,36 @@ def test_defect_is_refused_at_open(case, original, worker):
     assert res["r"] == "pybpf", f"{case}: {res}"
     assert (res["stage"], res["exc"]) == ("open", "ObjectError"), res
     assert "malformed BPF object" in res["msg"] and message in res["msg"], res["msg"]
+
+
+# --- maps that would take the machine's memory or minutes of kernel time -----------------
+
+def test_map_memory_estimate_refuses_what_cannot_fit():
+    # 2^32-1 entries of 4 KiB: 16 TiB of array, on any machine more than half its memory
+    with pytest.raises(pybpf.LoadError, match=r"map 'big' \(array, 4294967295 entries") as ei:
+        _validate.check_map_memory([("small", "hash", 4, 8, 1024, 0),
+                                    ("big", "array", 4, 4096, (1 << 32) - 1, 0)], "obj", 2)
+    assert ei.value.errno == 12 and ei.value.map == "big"
+    # the same entries on demand (no preallocation) cost only the buckets
+    _validate.check_map_memory([("lazy", "hash", 4, 4096, 1 << 20, 1)], "obj", 2)
+    assert _validate.map_prealloc_bytes("lpm_trie", 8, 8, 1 << 30, 1, 64) == 0
+    assert _validate.map_prealloc_bytes("percpu_array", 4, 12, 10, 0, 4) == 10 * 16 * 4
+
+
+def test_huge_percpu_map_is_refused_before_any_map_is_created(bpf_obj):
+    """A per-CPU array of 5 million elements: refused at once, not 8 s of kernel time."""
+    import time
+
+    with pybpf.Object.open(bpf_obj("hardening")) as obj:
+        obj.maps["pybpf_ringbuf_drops"].max_entries = 5_000_000
+        before = {m.id for m in pybpf.list_maps()}
+        t0 = time.monotonic()
+        with pytest.raises(pybpf.LoadError, match="5000000 per-CPU elements") as ei:
+            obj.load()
+        assert time.monotonic() - t0 < 1.0
+        assert ei.value.map == "pybpf_ringbuf_drops" and ei.value.errno == 7
+        created = {m.name for m in pybpf.list_maps() if m.id not in before}
+        assert not any(n.startswith(("hardenin", "events", "pybpf_ringbuf")) for n in created)
+    with pybpf.Object.open(bpf_obj("hardening")) as obj:  # the usual size still loads
+        obj.maps["pybpf_ringbuf_drops"].max_entries = 1024
+        obj.load()
