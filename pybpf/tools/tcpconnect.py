@@ -35,7 +35,8 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 @dataclass
 class ConnectEvent:
     """One connect. ``ret`` is connect(2)'s result (0, -EINPROGRESS, -ECONNREFUSED...)
-    with the tracepoint hook, always 0 with fexit (which reports successes only)."""
+    with the tracepoint hook; with fexit it is always 0: the SYN went out (connects
+    that fail before that are not reported), the outcome comes later."""
 
     pid: int
     tid: int
