@@ -1,6 +1,6 @@
 """Typed map operations vs. a C libbpf loop on the same map, same run.
 
-    sudo python3 benchmarks/bench_maps.py [--n 200000] [--entries 1000000]
+    sudo python3 benchmarks/bench_maps.py [--n 20000] [--rounds 30] [--entries 1000000]
 
 1. Single typed lookup / update on a u32 -> 32-byte struct hash (the ``vals`` map of
    tests/bpf/typed_maps.bpf.c): ``m[k]`` and ``m[k] = v`` against bpf_map_lookup_elem /
@@ -12,6 +12,9 @@
 
 Prints both sides and the ratio (C time / Python time: 1.0 means as fast as C). The
 sides alternate for several rounds and each keeps its best, because the host is shared.
+The single-element C loops run in this process (map_ops.c built as a shared object too),
+right before the Python loop of the same round, and each row also shows the median and
+range of those paired per-round ratios.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -34,18 +38,48 @@ from pybpf import toolchain  # noqa: E402
 
 def build_c(tmp: str) -> str:
     exe = os.path.join(tmp, "map_ops")
-    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "map_ops.c"), "-lbpf"],
+    src = os.path.join(HERE, "map_ops.c")
+    subprocess.run(["gcc", "-O2", "-o", exe, src, "-lbpf"], check=True)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", exe + ".so", src, "-lbpf"],
                    check=True)
     return exe
+
+
+def load_c(exe: str) -> Any:
+    """The C loops of map_ops.c in this process (cffi ABI mode; the GIL is released)."""
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef("double map_ops_lookup(int fd, long n, long nkeys);"
+             "double map_ops_update(int fd, long n, long nkeys);"
+             "double map_ops_delete(int fd, uint32_t first, long n);")
+    return ffi.dlopen(exe + ".so")
+
+
+class Paired:
+    """Best ns of each side over rounds, and the median of the per-round C/python ratios
+    (each round runs both sides back to back, so they share the host's load then)."""
+
+    def __init__(self) -> None:
+        self.c: list[float] = []
+        self.py: list[float] = []
+
+    def add(self, c_ns: float, py_ns: float) -> None:
+        assert c_ns > 0, "the C loop failed"
+        self.c.append(c_ns)
+        self.py.append(py_ns)
+
+    def row(self, what: str) -> None:
+        ratios = sorted(c / p for c, p in zip(self.c, self.py))
+        med = ratios[len(ratios) // 2]
+        py, c = min(self.py), min(self.c)
+        print(f"{what:<44} python {py:10.1f} ns   C {c:10.1f} ns   C/python {c / py:5.2f}"
+              f"   (paired rounds: median {med:4.2f}, {ratios[0]:4.2f}..{ratios[-1]:4.2f})")
 
 
 def c_run(exe: str, *args: object) -> str:
     return subprocess.run([exe, *map(str, args)], check=True, capture_output=True,
                           text=True).stdout.strip()
-
-
-def row(what: str, py_ns: float, c_ns: float) -> None:
-    print(f"{what:<44} python {py_ns:10.1f} ns   C {c_ns:10.1f} ns   C/python {c_ns / py_ns:5.2f}")
 
 
 def _loop_ns(fn: object, n: int) -> float:
@@ -58,12 +92,13 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
     tmp = tempfile.mkdtemp()
     obj_path = os.path.join(tmp, "typed_maps.bpf.o")
     toolchain.compile(os.path.join(ROOT, "tests", "bpf", "typed_maps.bpf.c"), obj_path)
+    c = load_c(exe)
     with pybpf.load(obj_path) as obj:
         m = obj.maps["vals"]
         Val = obj.btf["val"].pytype
         nkeys = 1000
         m.update({i: Val(count=i, bytes=2 * i, pid=i, flags=1, stamp=i) for i in range(nkeys)})
-        mid = m.id
+        fd = m.fd
         keys = [i % nkeys for i in range(n)]
         raw_keys = [struct.pack("<I", k) for k in keys]
         v = Val(count=1, bytes=2, pid=3, flags=4, stamp=5)
@@ -84,29 +119,25 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
         from pybpf._ffi import ffi, lib
 
         def bare_lookups() -> None:  # the floor for any binding: one cffi call, no decoding
-            fd, lk, buf = m.fd, lib.bpf_map_lookup_elem, ffi.new("char[32]")
+            lk, buf = lib.bpf_map_lookup_elem, ffi.new("char[32]")
             for k in raw_keys:
                 lk(fd, k, buf)
 
         lookups()  # warm up
-        best: dict[str, float] = {}
-
-        def keep(name: str, ns: float) -> None:
-            best[name] = min(best.get(name, ns), ns)
-
-        # Alternate the sides and keep each one's best round: the host is shared and noisy.
+        sides = {name: Paired() for name in ("lookup", "update", "raw", "bare")}
+        # Each round runs the C loop and then the Python loop on the same map, in this
+        # process: the host is shared and noisy, and neighbours in time see the same load.
         for _ in range(rounds):
-            keep("py_lookup", _loop_ns(lookups, n))
-            keep("c_lookup", float(c_run(exe, "lookup", mid, n, nkeys)))
-            keep("py_update", _loop_ns(updates, n))
-            keep("c_update", float(c_run(exe, "update", mid, n, nkeys)))
-            keep("py_raw", _loop_ns(raw_lookups, n))
-            keep("py_bare", _loop_ns(bare_lookups, n))
-    row("typed lookup  m[k] -> struct (32 B)", best["py_lookup"], best["c_lookup"])
-    row("typed update  m[k] = struct (32 B)", best["py_update"], best["c_update"])
-    row("raw lookup    m.lookup(bytes) -> bytes", best["py_raw"], best["c_lookup"])
-    row("bare cffi bpf_map_lookup_elem (floor)", best["py_bare"], best["c_lookup"])
-    print(f"{'typed lookup / bare cffi call':<44} {best['py_bare'] / best['py_lookup']:5.2f}")
+            sides["lookup"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(lookups, n))
+            sides["update"].add(c.map_ops_update(fd, n, nkeys), _loop_ns(updates, n))
+            sides["raw"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(raw_lookups, n))
+            sides["bare"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(bare_lookups, n))
+    sides["lookup"].row("typed lookup  m[k] -> struct (32 B)")
+    sides["update"].row("typed update  m[k] = struct (32 B)")
+    sides["raw"].row("raw lookup    m.lookup(bytes) -> bytes")
+    sides["bare"].row("bare cffi bpf_map_lookup_elem (floor)")
+    print(f"{'typed lookup / bare cffi call':<44} "
+          f"{min(sides['bare'].py) / min(sides['lookup'].py):5.2f}")
 
 
 def _deletes(m: object, first: int, n: int) -> None:
@@ -148,32 +179,35 @@ def bench_dump(exe: str, entries: int, chunk: int, rounds: int, n_del: int) -> N
             typed_ns = min(typed_ns, time.perf_counter_ns() - t0)
             assert typed == entries
         # single deletes on the full map: each round, C and Python delete their own keys
-        n_del = min(n_del, entries // (2 * rounds))
-        c_del = py_del = float("inf")
-        for r in range(rounds):
+        c = load_c(exe)
+        fd = m.fd
+        del_rounds = 3 * rounds
+        n_del = min(n_del, entries // (2 * del_rounds))
+        deletes = Paired()
+        for r in range(del_rounds):
             first = 2 * r * n_del
-            c_del = min(c_del, float(c_run(exe, "delete", mid, first, n_del)))
-            py_del = min(py_del, _loop_ns(lambda r=first + n_del: _deletes(m, r, n_del), n_del))
+            deletes.add(c.map_ops_delete(fd, first, n_del),
+                        _loop_ns(lambda r=first + n_del: _deletes(m, r, n_del), n_del))
     print(f"{'batch dump, raw (' + str(entries) + ' entries)':<44} python {py_ns / 1e6:8.1f} ms"
           f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / py_ns:5.2f}")
     print(f"{'batch dump, typed items() (decoded)':<44} python {typed_ns / 1e6:8.1f} ms"
           f"     C {c_ns / 1e6:8.1f} ms     C/python {c_ns / typed_ns:5.2f}")
-    row(f"typed delete  del m[k] ({entries} entries)", py_del, c_del)
+    deletes.row(f"typed delete  del m[k] ({entries} entries)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200_000, help="single operations per side")
+    ap.add_argument("--n", type=int, default=20_000, help="single operations per side and round")
     ap.add_argument("--entries", type=int, default=1_000_000, help="entries in the dumped hash")
     ap.add_argument("--chunk", type=int, default=4096, help="batch size (both sides)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; best kept")
+    ap.add_argument("--rounds", type=int, default=30, help="alternating rounds; best kept")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_c(tmp)
         print(f"pybpf {pybpf.__version__}, libbpf {'.'.join(map(str, pybpf.libbpf_version()))},"
               f" kernel {os.uname().release}, Python {sys.version.split()[0]}")
         bench_single(exe, args.n, args.rounds)
-        bench_dump(exe, args.entries, args.chunk, max(1, args.rounds // 2), args.n)
+        bench_dump(exe, args.entries, args.chunk, max(1, args.rounds // 6), args.n)
     return 0
 
 

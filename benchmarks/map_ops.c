@@ -4,7 +4,10 @@
  *   map_ops lookup ID N NKEYS   -> ns per bpf_map_lookup_elem
  *   map_ops update ID N NKEYS   -> ns per bpf_map_update_elem
  *   map_ops delete ID FIRST N   -> ns per bpf_map_delete_elem of keys FIRST..FIRST+N-1
- *   map_ops dump ID CHUNK       -> entries and ns for a full bpf_map_lookup_batch walk */
+ *   map_ops dump ID CHUNK       -> entries and ns for a full bpf_map_lookup_batch walk
+ * Built as a shared object too (gcc -shared -fPIC), so that bench_maps.py can run the
+ * single-element loops in its own process, interleaved with the Python side in short
+ * rounds: both then see the same host load. */
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +23,57 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* ns per operation, or -1 on a failed call */
+double map_ops_lookup(int fd, long n, long nkeys)
+{
+	char value[4096] = {};
+	long long t0 = now_ns();
+
+	for (long i = 0; i < n; i++) {
+		__u32 key = i % nkeys;
+
+		if (bpf_map_lookup_elem(fd, &key, value))
+			return -1;
+	}
+	return (double)(now_ns() - t0) / n;
+}
+
+double map_ops_update(int fd, long n, long nkeys)
+{
+	char value[4096] = {};
+	long long t0 = now_ns();
+
+	for (long i = 0; i < n; i++) {
+		__u32 key = i % nkeys;
+
+		((__u64 *)value)[0] = i;
+		if (bpf_map_update_elem(fd, &key, value, 0))
+			return -1;
+	}
+	return (double)(now_ns() - t0) / n;
+}
+
+double map_ops_delete(int fd, __u32 first, long n)
+{
+	long long t0 = now_ns();
+
+	for (long i = 0; i < n; i++) {
+		__u32 key = first + i;
+
+		if (bpf_map_delete_elem(fd, &key))
+			return -1;
+	}
+	return (double)(now_ns() - t0) / n;
+}
+
+static int print_ns(double ns)
+{
+	if (ns < 0)
+		return 1;
+	printf("%.1f\n", ns);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int fd;
@@ -33,40 +87,12 @@ int main(int argc, char **argv)
 		perror("map");
 		return 1;
 	}
-	if (!strcmp(argv[1], "lookup") || !strcmp(argv[1], "update")) {
-		long n = atol(argv[3]), nkeys = atol(argv[4]);
-		char value[4096] = {};
-		int upd = argv[1][0] == 'u';
-		long long t0 = now_ns();
-
-		for (long i = 0; i < n; i++) {
-			__u32 key = i % nkeys;
-
-			if (upd) {
-				((__u64 *)value)[0] = i;
-				if (bpf_map_update_elem(fd, &key, value, 0))
-					return 1;
-			} else if (bpf_map_lookup_elem(fd, &key, value)) {
-				return 1;
-			}
-		}
-		printf("%.1f\n", (double)(now_ns() - t0) / n);
-		return 0;
-	}
-	if (!strcmp(argv[1], "delete") && argc > 4) {
-		__u32 first = atol(argv[3]);
-		long n = atol(argv[4]);
-		long long t0 = now_ns();
-
-		for (long i = 0; i < n; i++) {
-			__u32 key = first + i;
-
-			if (bpf_map_delete_elem(fd, &key))
-				return 1;
-		}
-		printf("%.1f\n", (double)(now_ns() - t0) / n);
-		return 0;
-	}
+	if (!strcmp(argv[1], "lookup") && argc > 4)
+		return print_ns(map_ops_lookup(fd, atol(argv[3]), atol(argv[4])));
+	if (!strcmp(argv[1], "update") && argc > 4)
+		return print_ns(map_ops_update(fd, atol(argv[3]), atol(argv[4])));
+	if (!strcmp(argv[1], "delete") && argc > 4)
+		return print_ns(map_ops_delete(fd, atol(argv[3]), atol(argv[4])));
 	if (!strcmp(argv[1], "dump")) {
 		__u32 chunk = atoi(argv[3]), count, total = 0, token = 0;
 		char *keys = malloc((size_t)chunk * info.key_size);

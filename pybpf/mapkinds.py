@@ -7,7 +7,9 @@ right class. Keys and values are decoded/encoded with the map's BTF
 kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 
-Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m`` are one syscall each;
+Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m`` are one syscall each
+(unsigned 32/64-bit integer keys go to C by value; values land in per-map pooled
+buffers, safe to share between threads);
 ``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
 batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
 the kernel has them for the map type, else one syscall per key.
