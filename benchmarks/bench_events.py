@@ -32,6 +32,7 @@ import argparse
 import ctypes
 import os
 import platform
+import shutil
 import struct
 import subprocess
 import sys
@@ -319,6 +320,14 @@ def main() -> int:
     }
 
     tmp = tempfile.mkdtemp(prefix="pybpf-bench-events-")
+    try:
+        return _run_all(args, tmp, ring_bytes, n, sizes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_all(args: argparse.Namespace, tmp: str, ring_bytes: int, n: int,
+             sizes: dict[tuple[str, bool], int]) -> int:
     obj = toolchain.compile(HERE / "events_bench.bpf.c", os.path.join(tmp, "events.bpf.o"))
     exe = os.path.join(tmp, "events_consumer")
     subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "events_consumer.c"), "-lbpf",
