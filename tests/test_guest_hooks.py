@@ -15,6 +15,7 @@ import os
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import require
@@ -119,6 +120,27 @@ def test_probe_agrees_with_a_real_attach(bpf_obj, probe, programs):
         except pybpf.BPFError as exc:
             error = exc
     assert bool(feat) == (error is None), f"probe says {feat}, a real attach gave {error!r}"
+
+
+SHIPPED = sorted(p.name[:-len(".bpf.o")]
+                 for p in (Path(pybpf.__file__).parent / "probes").glob("*.bpf.o"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_probe_relocates_and_loads(name):
+    """Every shipped CO-RE object (built once, on the host) loads on this kernel.
+
+    Programs for hooks this kernel lacks (by the feature probes) are left out, as
+    the tools do; everything else must pass CO-RE relocation and the verifier."""
+    with pybpf.Object.open(pybpf.probe_path(name)) as obj:
+        for prog in obj.programs.values():
+            feat = features.for_program(prog)
+            if feat is not None and not feat:
+                prog.autoload = False
+        loaded = [p for p in obj.programs.values() if p.autoload]
+        assert loaded, f"{name}: no program this kernel can run"
+        obj.load()
+        assert all(p.fd >= 0 for p in loaded)
 
 
 def _exec_events(raw: list[bytes]) -> list[tuple[int, int, int, int]]:

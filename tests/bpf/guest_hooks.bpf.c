@@ -44,7 +44,7 @@ int BPF_PROG(on_fentry, int dfd, struct filename *name)
 }
 
 SEC("fexit/do_unlinkat")
-int BPF_PROG(on_fexit, int dfd, struct filename *name, long ret)
+int BPF_PROG(on_fexit, int dfd, struct filename *name, int ret)
 {
 	if (mine()) {
 		__sync_fetch_and_add(&fexit_hits, 1);

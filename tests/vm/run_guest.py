@@ -25,6 +25,7 @@ import importlib.util
 import lzma
 import os
 import re
+import resource
 import selectors
 import shlex
 import shutil
@@ -202,7 +203,8 @@ echo "pybpf-guest: kernel $(uname -r), $(nproc) cpus, lsm=$(cat /sys/kernel/secu
 start=$(date +%s)
 { @COMMAND@; echo $? > @OUT@/rc.tmp; } 2>&1 | tee @OUT@/output.log
 rc=$(cat @OUT@/rc.tmp 2>/dev/null || echo 125)
-echo "pybpf-guest: finished in $(( $(date +%s) - start ))s"
+echo "pybpf-guest: finished in $(( $(date +%s) - start ))s;" \
+     "memory used/total MiB: $(free -m | awk '/^Mem:/ {print $3 "/" $2}')"
 echo "$rc" > @OUT@/rc
 sync
 echo "@SENTINEL@$rc"
@@ -308,7 +310,9 @@ def run(args: argparse.Namespace) -> int:
             print("run_guest: the guest stopped without reporting an exit status",
                   file=sys.stderr)
             rc = 125
-        print(f"run_guest: guest run took {elapsed:.0f}s, exit status {rc}", flush=True)
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(f"run_guest: guest run took {elapsed:.0f}s (qemu used "
+              f"{cpu.ru_utime + cpu.ru_stime:.0f}s of CPU), exit status {rc}", flush=True)
         if args.log:
             log = Path(out_dir, "output.log")
             if log.exists():
@@ -350,6 +354,10 @@ def _boot(cmd: list[str], timeout: float) -> int | None:
             if m:
                 status = int(m.group(1))
         proc.wait(timeout=30)
+        if status is None:
+            how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                   else f"exit code {proc.returncode}")
+            print(f"\nrun_guest: qemu ended ({how}) before the guest reported", file=sys.stderr)
         return status
     finally:
         sel.close()
@@ -369,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="qemu accelerator (tcg: KVM hangs booting this kernel here)")
     ap.add_argument("--cpu", default="max", help="qemu -cpu model (max)")
     ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--memory", default="2G")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds before qemu is stopped")
+    ap.add_argument("--memory", default="1G", help="guest RAM (1G)")
+    ap.add_argument("--timeout", type=float, default=1200,
+                    help="seconds before qemu is stopped (1200)")
     ap.add_argument("--marker", default=GUEST_SELECTION,
                     help=f"pytest -m expression when no test paths are given ({GUEST_SELECTION})")
     ap.add_argument("--no-precompile", action="store_true",
