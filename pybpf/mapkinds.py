@@ -22,11 +22,13 @@ working on every kind.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import ipaddress
 import logging
 import socket
 import struct
 import sys
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
 from operator import itemgetter
@@ -66,11 +68,6 @@ _INT_KEY_OPS = {
     8: (lib.pybpf_map_lookup_u64, lib.pybpf_map_update_u64, lib.pybpf_map_delete_u64),
 } if sys.byteorder == "little" else {}
 _ENOENT = _errno.ENOENT
-
-
-def _slow_key(key: Any) -> Any:
-    """Key encoder of kinds with their own ``_ekey``: always defers to it."""
-    raise TypeError("encoded by the map's method")
 
 
 # The hot path's per-map state (see TypedMap._make_fast): fd, lookup/update/delete
@@ -219,7 +216,9 @@ class TypedMap(Map, Generic[K, V]):
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
         cls = type(self)
         ops = None
-        kenc: Any = _slow_key
+        # kinds with their own _ekey (fd keys...): that method, bound through a weak
+        # proxy so that the cached state does not keep the map alive in a cycle
+        kenc: Any = functools.partial(cls._ekey, weakref.proxy(self))
         if cls._ekey is TypedMap._ekey:
             if type(kc) is IntCodec and not kc.signed:
                 ops = _INT_KEY_OPS.get(kc.size)

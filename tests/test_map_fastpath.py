@@ -127,3 +127,26 @@ def test_fast_path_dropped_on_close(bpf_obj):
                lambda: 1 in m, lambda: m.lookup(b"\x01\0\0\0")):
         with pytest.raises(pybpf.ClosedError):
             op()
+
+
+def test_cached_state_keeps_no_reference_cycle(tm):
+    import gc
+    import os
+    import weakref
+
+    pidfd = os.pidfd_open(os.getpid())
+    gc.disable()
+    try:
+        # a kind with its own key encoder (fds): the cached state refers to it weakly
+        m = pybpf.Map.from_id(tm.maps["tstore"].id)
+        m[pidfd] = {"count": 3}
+        assert m[pidfd].count == 3 and tm.maps["tstore"][pidfd].count == 3
+        with pytest.raises(TypeError, match="the key is an fd"):
+            m["x"]
+        fd, ref = m.fd, weakref.ref(m)
+        del m
+        # freed by reference counting alone: its fd is closed at once, not at a GC pass
+        assert ref() is None and not os.path.exists(f"/proc/self/fd/{fd}")
+    finally:
+        gc.enable()
+        os.close(pidfd)
