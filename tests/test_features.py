@@ -69,6 +69,11 @@ def test_tcx_matches_the_kernels_attach_types():
     assert bool(feat) == btf_names("BPF_TCX_INGRESS")["BPF_TCX_INGRESS"], feat
 
 
+def test_xdp_link_matches_the_kernels_link_types():
+    feat = features.bpf_link_xdp()
+    assert bool(feat) == btf_names("BPF_LINK_TYPE_XDP")["BPF_LINK_TYPE_XDP"], feat
+
+
 def test_uprobe_multi_matches_the_kernels_attach_types():
     feat = features.uprobe_multi()
     assert bool(feat) == btf_names("BPF_TRACE_UPROBE_MULTI")["BPF_TRACE_UPROBE_MULTI"], feat
