@@ -17,152 +17,17 @@ alive. CLI: ``pybpf profile [--pid N] [--frequency HZ] [--duration S]
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..symbolize import KernelSymbols, ProcessSymbols, kernel_symbols
 from ._common import ProbeSession, decode, raw_items, read_percpu_u64
 
-__all__ = ["Sample", "Profile", "KernelSymbols", "ProcessSymbols", "main"]
-
-
-class KernelSymbols:
-    """Kernel address -> symbol, from /proc/kallsyms (needs root for real addresses)."""
-
-    def __init__(self, path: str = "/proc/kallsyms") -> None:
-        addrs: list[int] = []
-        names: list[str] = []
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3 or parts[1] not in "tTwW":
-                    continue
-                addr = int(parts[0], 16)
-                if addr == 0:
-                    continue
-                name = parts[2] + (f" {parts[3]}" if len(parts) > 3 else "")
-                addrs.append(addr)
-                names.append(name)
-        order = sorted(range(len(addrs)), key=addrs.__getitem__)
-        self._addrs = [addrs[i] for i in order]
-        self._names = [names[i] for i in order]
-
-    def __len__(self) -> int:
-        return len(self._addrs)
-
-    def lookup(self, addr: int) -> str | None:
-        """The function containing ``addr`` (nearest symbol below it), or None."""
-        i = bisect.bisect_right(self._addrs, addr) - 1
-        if i < 0:
-            return None
-        return self._names[i]
-
-
-_kernel_symbols: KernelSymbols | None = None
-
-
-@dataclass
-class _ElfSyms:
-    addrs: list[int]
-    ends: list[int]
-    names: list[str]
-    loads: list[tuple[int, int, int]]  # (p_offset, p_vaddr, p_filesz) of PT_LOAD segments
-
-    def lookup_offset(self, file_off: int) -> str | None:
-        vaddr = None
-        for off, va, size in self.loads:
-            if off <= file_off < off + max(size, 1):
-                vaddr = file_off - off + va
-                break
-        if vaddr is None:
-            return None
-        i = bisect.bisect_right(self.addrs, vaddr) - 1
-        if i < 0 or vaddr >= self.ends[i]:
-            return None
-        return self.names[i]
-
-
-_elf_cache: dict[tuple[str, int, int], _ElfSyms | None] = {}
-
-
-def _load_elf(path: str) -> _ElfSyms | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (path, st.st_dev, st.st_ino)
-    if key in _elf_cache:
-        return _elf_cache[key]
-    result: _ElfSyms | None = None
-    try:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-    except ImportError:  # pragma: no cover - pyelftools is a dependency
-        return None
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            loads = [(seg["p_offset"], seg["p_vaddr"], seg["p_filesz"])
-                     for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
-            syms: dict[int, tuple[int, str]] = {}
-            for secname in (".symtab", ".dynsym"):
-                sec = elf.get_section_by_name(secname)
-                if sec is None or not hasattr(sec, "iter_symbols"):
-                    continue
-                for sym in sec.iter_symbols():
-                    if sym["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC"):
-                        continue
-                    value, size = sym["st_value"], sym["st_size"]
-                    if not value or not sym.name:
-                        continue
-                    if value not in syms or size > syms[value][0]:
-                        syms[value] = (size, sym.name)
-            addrs = sorted(syms)
-            result = _ElfSyms(addrs=addrs, ends=[a + max(syms[a][0], 1) for a in addrs],
-                              names=[syms[a][1] for a in addrs], loads=loads)
-    except (OSError, ELFError, ValueError):
-        result = None
-    _elf_cache[key] = result
-    return result
-
-
-class ProcessSymbols:
-    """User address -> symbol for one process (its /proc/PID/maps, read now)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._maps: list[tuple[int, int, int, str]] = []
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                for line in f:
-                    parts = line.split(maxsplit=5)
-                    if len(parts) < 6 or "x" not in parts[1]:
-                        continue
-                    path = parts[5].strip()
-                    if not path.startswith("/"):
-                        continue
-                    start, end = (int(x, 16) for x in parts[0].split("-"))
-                    self._maps.append((start, end, int(parts[2], 16), path))
-        except OSError:
-            pass
-
-    @property
-    def alive(self) -> bool:
-        return bool(self._maps)
-
-    def lookup(self, addr: int) -> str | None:
-        """``symbol`` for ``addr``, ``[file]`` when the file has no symbol there, or None."""
-        for start, end, pgoff, path in self._maps:
-            if start <= addr < end:
-                syms = _load_elf(f"/proc/{self.pid}/root{path}") or _load_elf(path)
-                name = syms.lookup_offset(addr - start + pgoff) if syms else None
-                return name or f"[{os.path.basename(path)}]"
-        return None
+__all__ = ["Sample", "Profile", "main"]
 
 
 @dataclass
@@ -236,13 +101,8 @@ class Profile(ProbeSession):
         return out
 
     def _symbolize_kernel(self, addrs: Iterable[int]) -> list[str]:
-        global _kernel_symbols
         if self._ksyms is None:
-            # /proc/kallsyms is read once per process (kernel modules loaded later
-            # show as addresses).
-            if _kernel_symbols is None:
-                _kernel_symbols = KernelSymbols()
-            self._ksyms = _kernel_symbols
+            self._ksyms = kernel_symbols()
         return [self._ksyms.lookup(a) or f"{a:#x}" for a in addrs]
 
     def _symbolize_user(self, pid: int, addrs: Iterable[int]) -> list[str]:
