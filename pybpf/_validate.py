@@ -109,6 +109,8 @@ for _k, (_f, _v) in {_KIND_VOID: (-1, 0), _INT: (1, 0), _PTR: (0, 0), _ARRAY: (3
 _SIMPLE_REF = frozenset({_TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _TYPE_TAG, _FUNC, _VAR,
                          _DECL_TAG})
 _WITH_MEMBERS = frozenset({_STRUCT, _UNION, _DATASEC, _FUNC_PROTO})
+_MODIFIERS = frozenset({_TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _TYPE_TAG})
+_UNSIZED = frozenset({_KIND_VOID, _FUNC, _FUNC_PROTO, _VAR, _DATASEC, _DECL_TAG, _FWD})
 
 
 class _Bad(Exception):
@@ -587,6 +589,7 @@ class _BTFChecker:
             if m > refs_max:
                 refs_max = m
             adj[tid] = out
+        self.sizes(starts, words)
         if names_max >= nstr:
             raise _Bad(f".BTF: type #{self._culprit_name(nstr)} names string offset "
                        f"{names_max}, past the end of the {nstr}-byte string section")
@@ -598,6 +601,29 @@ class _BTFChecker:
             raise _Bad(f".BTF: type #{src} (kind {kinds[src]}) refers to type "
                        f"#{refs_max}, past the last type #{ntypes - 1}")
         self.graph(adj)
+
+    def sizes(self, starts: list[int], words: memoryview) -> None:
+        """Sizes libbpf divides by: INT, ENUM and FLOAT sizes must be real C sizes.
+
+        libbpf 1.1 computes CO-RE field offsets as ``bit_off / 8 / byte_sz`` and
+        aligns externs with ``roundup(off, align)``, where both come from these
+        sizes: a 0-byte ``unsigned char`` is a SIGFPE in ``bpf_object__load``.
+        """
+        kinds = self.kind
+        for tid, s in enumerate(starts, 1):
+            k = kinds[tid]
+            if k == _INT:
+                size, enc = words[s + 2], words[s + 3]
+                bits, off = enc & 0xFF, (enc >> 16) & 0xFF
+                if size not in (1, 2, 4, 8, 16) or bits > 128 or off + bits > 8 * size:
+                    raise _Bad(f".BTF: integer #{tid} has size {size}, {bits} bits at bit "
+                               f"{off}: not a C integer")
+            elif k in (_ENUM, _ENUM64):
+                if words[s + 2] not in (1, 2, 4, 8):
+                    raise _Bad(f".BTF: enum #{tid} has size {words[s + 2]}")
+            elif k == _FLOAT:
+                if words[s + 2] not in (2, 4, 8, 12, 16):
+                    raise _Bad(f".BTF: float #{tid} has size {words[s + 2]}")
 
     def _culprit_name(self, nstr: int) -> int:
         """The first type with a name offset (own or member) past the string section."""
@@ -649,6 +675,43 @@ class _BTFChecker:
                 else:
                     color[node] = 2
                     stack.pop()
+        self.unsized(adj)
+
+    def unsized(self, adj: dict[int, list[int]]) -> None:
+        """Struct/union members and array elements must have a size.
+
+        libbpf 1.1 divides by a bitfield member's type size (``bit_off / 8 /
+        byte_sz``): a member of type void is a SIGFPE in ``bpf_object__load``.
+        Runs after the cycle check, so modifier chains end.
+        """
+        kinds = self.kind
+        memo: dict[int, int] = {}
+
+        def resolve(t: int) -> int:
+            start = t
+            if t in memo:
+                return memo[t]
+            while kinds[t] in _MODIFIERS:
+                t = adj[t][0]
+                if t in memo:
+                    t = memo[t]
+                    break
+            memo[start] = t
+            return t
+
+        for tid, refs in adj.items():
+            k = kinds[tid]
+            if k in (_STRUCT, _UNION):
+                targets = refs
+            elif k == _ARRAY:  # (a VAR may be `extern const void sym __ksym`)
+                targets = refs[:1]
+            else:
+                continue
+            for t in targets:
+                r = resolve(t)
+                if kinds[r] in _UNSIZED:
+                    raise _Bad(f".BTF: type #{tid} (kind {k}) holds type #{t}, which is "
+                               f"{'void' if r == 0 else f'of kind {kinds[r]}'}: it has no size")
 
 
 # --- maps: memory the kernel allocates when it creates them ---------------------------

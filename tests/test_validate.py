@@ -130,6 +130,10 @@ CASES: dict[str, tuple[Callable[[Layout], None], str]] = {
     "BTF struct contains itself": (
         lambda lo: lo.u32(lo.type_hdr(lo.first(K._STRUCT)) + 12 + 4, lo.first(K._STRUCT)),
         "refers to itself"),
+    "BTF integer of size 0": (
+        lambda lo: lo.u32(lo.type_hdr(lo.first(K._INT)) + 8, 0), "not a C integer"),
+    "BTF struct member of type void": (
+        lambda lo: lo.u32(lo.type_hdr(lo.first(K._STRUCT)) + 12 + 4, 0), "which is void"),
     "BTF function with a non-prototype type": (
         lambda lo: lo.u32(lo.type_hdr(lo.first(K._FUNC)) + 8, lo.first(K._INT)),
         "not a function prototype"),
