@@ -14,7 +14,7 @@ import errno as _errno
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .errors import (
     AttachError,
@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
     ) from exc
 
 __all__ = ["ffi", "lib", "capture", "error_for", "raise_errno", "has_symbol", "cstr",
-           "capabilities", "missing_capabilities"]
+           "capabilities", "missing_capabilities", "walk_ids"]
 
 logger = logging.getLogger("pybpf.libbpf")
 logging.getLogger("pybpf").addHandler(logging.NullHandler())
@@ -170,6 +170,34 @@ def error_for(err: int, message: str, *, kind: type[BPFError] = BPFError,
 
 def raise_errno(err: int, message: str, **kw: Any) -> NoReturn:
     raise error_for(err, message, **kw)
+
+
+T = TypeVar("T")
+
+
+def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]) -> list[T]:
+    """Info of every kernel object of one kind (programs, maps, links...), by id.
+
+    Objects that vanish between the id walk and the fd open are skipped; every fd
+    opened here is closed here.
+    """
+    import os
+
+    out: list[T] = []
+    cur = 0
+    nxt = ffi.new("__u32 *")
+    while get_next_id(cur, nxt) == 0:
+        cur = nxt[0]
+        fd = get_fd_by_id(cur)
+        if fd < 0:
+            continue
+        try:
+            out.append(info_by_fd(fd))
+        except BPFError:
+            pass
+        finally:
+            os.close(fd)
+    return out
 
 
 def last_errno(default: int = _errno.EINVAL) -> int:

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from . import _fs
-from ._ffi import capture, error_for, ffi, lib
+from ._ffi import capture, error_for, ffi, lib, walk_ids
 from .errors import AttachError, BPFError, ClosedError
 
 __all__ = ["Link", "LinkInfo", "IterLink", "LinkGroup", "list_links"]
@@ -305,19 +305,5 @@ def socket_filter_link(sock: socket.socket | int, prog_fd: int, program: str) ->
 
 def list_links() -> list[LinkInfo]:
     """Every BPF link in the kernel (like ``bpftool link list``)."""
-    out: list[LinkInfo] = []
-    cur = ffi.new("__u32 *", 0)
-    nxt = ffi.new("__u32 *")
-    while lib.bpf_link_get_next_id(cur[0], nxt) == 0:
-        cur[0] = nxt[0]
-        fd = lib.bpf_link_get_fd_by_id(nxt[0])
-        if fd < 0:
-            continue
-        try:
-            out.append(_link_info_by_fd(fd))
-        except BPFError:
-            pass
-        finally:
-            os.close(fd)
-    return out
+    return walk_ids(lib.bpf_link_get_next_id, lib.bpf_link_get_fd_by_id, _link_info_by_fd)
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _fs
-from ._ffi import capture, error_for, ffi, lib
-from .errors import BPFError, ClosedError, MapError
+from ._ffi import capture, error_for, ffi, lib, walk_ids
+from .errors import ClosedError, MapError
 
 if TYPE_CHECKING:
     from .object import Object
@@ -451,18 +451,5 @@ def _kind_for(type_name: str) -> type[Map]:
 
 def list_maps() -> list[MapInfo]:
     """Every map in the kernel (like ``bpftool map list``)."""
-    out: list[MapInfo] = []
-    cur = 0
-    nxt = ffi.new("__u32 *")
-    while lib.bpf_map_get_next_id(cur, nxt) == 0:
-        cur = nxt[0]
-        fd = lib.bpf_map_get_fd_by_id(cur)
-        if fd < 0:
-            continue
-        try:
-            out.append(MapInfo(_map_info_by_fd(fd)))
-        except BPFError:
-            pass
-        finally:
-            os.close(fd)
-    return out
+    return walk_ids(lib.bpf_map_get_next_id, lib.bpf_map_get_fd_by_id,
+                    lambda fd: MapInfo(_map_info_by_fd(fd)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _fs
-from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib
+from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
 from ._netns import NetnsRef
 from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
 from .link import IterLink, Link, LinkGroup, socket_filter_link
@@ -788,18 +788,4 @@ def _destroy_clsact(idx: int) -> None:
 
 def list_programs() -> list[ProgramInfo]:
     """Every program loaded in the kernel (like ``bpftool prog list``)."""
-    out: list[ProgramInfo] = []
-    cur = 0
-    nxt = ffi.new("__u32 *")
-    while lib.bpf_prog_get_next_id(cur, nxt) == 0:
-        cur = nxt[0]
-        fd = lib.bpf_prog_get_fd_by_id(cur)
-        if fd < 0:
-            continue
-        try:
-            out.append(_prog_info_by_fd(fd))
-        except BPFError:
-            pass
-        finally:
-            os.close(fd)
-    return out
+    return walk_ids(lib.bpf_prog_get_next_id, lib.bpf_prog_get_fd_by_id, _prog_info_by_fd)
