@@ -6,7 +6,10 @@
  * Build: cc -O2 -o events_consumer events_consumer.c -lbpf -lpthread
  * (bench_events.py also builds it with -shared -fPIC for bench_trigger()).
  * Usage: events_consumer OBJ MODE RING_BYTES PERF_PAGES N TRIGGERS
- *   MODE: ring-stream | ring-drain | perf-stream | perf-drain
+ *   MODE: ring-stream | ring-drain | perf-stream | perf-drain, optionally with a
+ *         "-copy" suffix (ring-drain-copy): the callback first copies each record
+ *         into one big buffer and checks the copy -- what a consumer that keeps
+ *         the records (like pybpf's batches) has to do
  *   stream: a thread (CPU 0) calls getppid() TRIGGERS times, N events each,
  *           while the main thread (CPU 1) consumes;
  *   drain:  N*TRIGGERS events are produced first, then consumed and timed. */
@@ -26,6 +29,8 @@ struct bench_event { __u64 seq, a, b, c; };
 struct bench_cfg { __u32 count, mode, pid, pad; };
 
 static __u64 expected, received, gaps, lost;
+static char *copy_buf;		/* "-copy" modes: records are appended here */
+static size_t copy_len, copy_cap;
 static unsigned long triggers;
 static volatile int trigger_done;
 
@@ -58,15 +63,33 @@ static inline void check(const struct bench_event *e)
 	received++;
 }
 
+static inline void keep(const void *data, size_t size)
+{
+	if (copy_len + size > copy_cap) {
+		received++;	/* cannot happen: the buffer holds a whole drain */
+		gaps++;
+		return;
+	}
+	memcpy(copy_buf + copy_len, data, size);
+	check((const void *)(copy_buf + copy_len));
+	copy_len += size;
+}
+
 static int on_ring(void *ctx, void *data, size_t size)
 {
-	check(data);
+	if (copy_buf)
+		keep(data, size);
+	else
+		check(data);
 	return 0;
 }
 
 static void on_perf(void *ctx, int cpu, void *data, __u32 size)
 {
-	check(data);
+	if (copy_buf)
+		keep(data, size);
+	else
+		check(data);
 }
 
 static void on_lost(void *ctx, int cpu, __u64 cnt)
@@ -149,6 +172,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pin(1);
+	if (strstr(mode, "-copy")) {
+		copy_cap = perf ? (size_t)atoi(argv[4]) * 4096 * libbpf_num_possible_cpus()
+				: (size_t)atoi(argv[3]);
+		copy_buf = malloc(copy_cap);
+		if (!copy_buf)
+			return 1;
+		memset(copy_buf, 0xff, copy_cap); /* fault in before timing (not 0: calloc) */
+	}
 	if (drain) {
 		trigger(NULL);
 		pin(1);

@@ -360,3 +360,44 @@ def test_borrow_reads_the_ring_in_place_and_gives_space_back(ev: Events) -> None
             view = batch.numpy("event")
             rb.close()  # the view's mapping outlives the consumer
             assert list(view["seq"]) == [1015, 1016, 1017]
+
+
+def test_batch_arrays_written_when_records_stop_being_uniform(ev: Events) -> None:
+    # Uniform records carry no per-record arrays in C; the first record of
+    # another ring (or size) makes them appear for all records before it.
+    with RingBuffer(ev.maps["rb"], ev.maps["rb2"]) as rb:
+        ev.emit(70, MODE_RB)
+        ev.emit(3, MODE_RB2)
+        ev.emit(2, MODE_MIXED)
+        deadline = time.monotonic() + 2
+        while rb.pending_bytes() < 70 * 40 + 3 * 40 + 24 + 48 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        batch = rb.read(1.0)
+        assert len(batch) == 75
+        # ring by ring: rb's 70 + 2 mixed, then rb2's 3
+        assert list(batch.tags) == [0] * 72 + [1] * 3
+        assert list(batch.sizes) == [32] * 70 + [40, 16] + [32] * 3  # seq 73 is odd: big
+        assert list(batch.offsets) == ([32 * i for i in range(70)] + [2240, 2280] +
+                                       [2296 + 32 * i for i in range(3)])
+        assert seqs(batch[:70]) == list(range(70))
+        assert [struct.unpack_from("<I", r)[0] for r in batch[70:72]] == [2, 1]
+        assert seqs(batch[72:]) == [70, 71, 72]
+        assert batch.fixed_size is None and len(batch.data) == 73 * 32 + 56
+
+
+def test_decoder_that_raises_in_the_c_loop_keeps_the_rest(ev: Events) -> None:
+    got: list[int] = []
+
+    def dec(rec: bytes) -> int:
+        s = int(EVENT.unpack_from(rec)[0])
+        if s == 30:
+            raise ValueError("undecodable 30")
+        return s
+
+    with RingBuffer(ev.maps["rb"], callback=got.append, decode=dec) as rb:
+        ev.emit(64)
+        with pytest.raises(ValueError, match="undecodable 30"):
+            rb.poll(1.0)
+        assert got == list(range(30)) and rb.received == 31  # 30 was taken, not delivered
+        assert rb.poll(0) == 33
+        assert got == list(range(30)) + list(range(31, 64)) and rb.received == 64

@@ -141,6 +141,9 @@ struct pybpf_batch {
 	int tags_mixed;		/* records carry different tags */
 	int external;		/* data is lent by Python: never realloc()ed or freed */
 	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
+	__u32 tag0;		/* the first record's tag */
+	int lazy;		/* offs/sizes/tags not written: every record is FIXED bytes,
+				 * tagged TAG0, packed from offset 0 */
 };
 
 struct pybpf_ring {
@@ -204,6 +207,7 @@ void pybpf_batch_reset(struct pybpf_batch *b)
 	b->n = 0;
 	b->fixed = 0;
 	b->tags_mixed = 0;
+	b->lazy = 0;
 }
 
 /* Copy records into DATA (CAP bytes, owned by Python) from now on.  Python
@@ -221,11 +225,40 @@ void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap, int grow)
 	b->external = 1;
 	b->len = 0;
 	b->n = 0;
+	b->fixed = 0;
+	b->tags_mixed = 0;
+	b->lazy = 0;
+}
+
+/* Room for one more entry in the offs/sizes/tags arrays; 0 or -ENOMEM. */
+static int pybpf_batch_grow_recs(struct pybpf_batch *b, size_t need)
+{
+	size_t ncap = b->ncap;
+	__u32 *o;
+
+	if (need <= ncap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	o = realloc(b->offs, ncap * sizeof(__u32));
+	if (!o)
+		return -ENOMEM;
+	b->offs = o;
+	o = realloc(b->sizes, ncap * sizeof(__u32));
+	if (!o)
+		return -ENOMEM;
+	b->sizes = o;
+	o = realloc(b->tags, ncap * sizeof(__u32));
+	if (!o)
+		return -ENOMEM;
+	b->tags = o;
+	b->ncap = ncap;
+	return 0;
 }
 
 /* Make room for one more record of SIZE bytes; 0, -ENOBUFS (lent buffer full)
  * or -ENOMEM (batch intact). */
-static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size)
+static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size, __u32 tag)
 {
 	if (b->len + size > b->cap) {
 		size_t cap = b->cap * 2;
@@ -256,41 +289,45 @@ static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size)
 		b->data = p;
 		b->cap = cap;
 	}
-	if (b->n == b->ncap) {
-		size_t ncap = b->ncap * 2;
-		__u32 *o = realloc(b->offs, ncap * sizeof(__u32));
+	if (b->lazy && (size != b->fixed || tag != b->tag0)) {
+		/* the first record that differs: write the arrays for those before it */
+		size_t i;
 
-		if (!o)
+		if (pybpf_batch_grow_recs(b, b->n + 1))
 			return -ENOMEM;
-		b->offs = o;
-		o = realloc(b->sizes, ncap * sizeof(__u32));
-		if (!o)
-			return -ENOMEM;
-		b->sizes = o;
-		o = realloc(b->tags, ncap * sizeof(__u32));
-		if (!o)
-			return -ENOMEM;
-		b->tags = o;
-		b->ncap = ncap;
+		for (i = 0; i < b->n; i++) {
+			b->offs[i] = (__u32)(i * b->fixed);
+			b->sizes[i] = b->fixed;
+			b->tags[i] = b->tag0;
+		}
+		b->lazy = 0;
 	}
+	if (!b->lazy && b->n && pybpf_batch_grow_recs(b, b->n + 1))
+		return -ENOMEM;
 	return 0;
 }
 
+/* Append one record (after pybpf_batch_reserve(B, SIZE, TAG) succeeded).  While
+ * all records share one size and tag, only the bytes are written (lazy). */
 static inline void pybpf_batch_put(struct pybpf_batch *b, const void *data, __u32 size,
 				   __u32 tag)
 {
 	memcpy(b->data + b->len, data, size);
 	if (b->n == 0) {
 		b->fixed = size;
-	} else {
+		b->tag0 = tag;
+		b->lazy = 1;
+	} else if (!b->lazy) {
 		if (b->fixed != size)
 			b->fixed = PYBPF_MIXED;
 		if (b->tags[b->n - 1] != tag)
 			b->tags_mixed = 1;
 	}
-	b->offs[b->n] = (__u32)b->len;
-	b->sizes[b->n] = size;
-	b->tags[b->n] = tag;
+	if (!b->lazy) {
+		b->offs[b->n] = (__u32)b->len;
+		b->sizes[b->n] = size;
+		b->tags[b->n] = tag;
+	}
 	b->n++;
 	b->len += size;
 }
@@ -389,7 +426,7 @@ long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, si
 		if (!(word & BPF_RINGBUF_DISCARD_BIT)) {
 			if (moved && b->len + size > max_bytes)
 				break;
-			err = pybpf_batch_reserve(b, size);
+			err = pybpf_batch_reserve(b, size, tag);
 			if (err)
 				break;
 			pybpf_batch_put(b, hdr + BPF_RINGBUF_HDR_SZ, size, tag);
@@ -444,7 +481,8 @@ long pybpf_ring_peek(struct pybpf_ring *r, size_t max_bytes, __u64 *start, __u64
 			common = PYBPF_MIXED;
 		} else {
 			if (b && common == PYBPF_MIXED) {
-				if (b->n == b->ncap && pybpf_batch_reserve(b, 0))
+				b->lazy = 0;
+				if (pybpf_batch_grow_recs(b, b->n + 1))
 					break;
 				b->offs[b->n] = (__u32)(cons - first + BPF_RINGBUF_HDR_SZ);
 				b->sizes[b->n] = size;
@@ -488,7 +526,7 @@ static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	struct pybpf_batch *b = ctx;
 
-	if (pybpf_batch_reserve(b, size)) {
+	if (pybpf_batch_reserve(b, size, (__u32)cpu)) {
 		/* no memory to keep it: count it as lost rather than drop it silently */
 		b->lost++;
 		if (cpu >= 0 && cpu < b->ncpu)

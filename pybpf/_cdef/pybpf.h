@@ -22,6 +22,9 @@ struct pybpf_batch {
 	int tags_mixed;		/* records carry different tags */
 	int external;		/* data is lent by Python: never realloc()ed or freed */
 	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
+	__u32 tag0;		/* the first record's tag */
+	int lazy;		/* offs/sizes/tags not written: every record is FIXED bytes,
+				 * tagged TAG0, packed from offset 0 */
 };
 struct pybpf_ring;
 struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu);
