@@ -51,13 +51,19 @@ structure:
 * ``license`` NUL-terminated, ``version`` 4 bytes.
 * BTF: header and section bounds, string section, every kind and its
   records, every name offset, every referenced type id, the kinds a reference
-  must have (FUNC -> FUNC_PROTO, DATASEC -> VAR/FUNC), and no reference cycle
-  that does not go through a pointer (libbpf follows such chains forever).
+  must have (FUNC -> FUNC_PROTO, DATASEC -> VAR/FUNC), no reference cycle
+  that does not go through a pointer (libbpf follows such chains forever),
+  INT/ENUM/FLOAT sizes that are C sizes and struct members and array elements
+  that have a size (libbpf divides by them in CO-RE bitfield relocation).
 * BTF ``.maps`` DATASEC: every variable inside the ``.maps`` section.
 * BTF.ext: header, the func_info/line_info/CO-RE relocation sections (record
   sizes, counts, bounds), section names naming code sections, instruction
   offsets inside and aligned to the section, type ids, string offsets, the
   CO-RE access string's syntax and relocation kind.
+
+At load (:func:`check_map_memory`, called by ``Object.load``): maps whose
+preallocation would take minutes of unkillable kernel time or more than half
+of the available memory.
 """
 
 from __future__ import annotations
