@@ -476,6 +476,7 @@ class _BTFChecker:
         self.info_pos: list[int] = [0]  # where each type's extra data starts
         self.vlen: list[int] = [0]
         self.datasecs: list[int] = []
+        self.bitfields: dict[int, list[int]] = {}  # struct -> types of its bitfield members
         self.strings = b""
 
     def run(self) -> None:
@@ -579,6 +580,10 @@ class _BTFChecker:
                     e = s + 3 + 3 * vlen
                     out = list(words[s + 4:e:3])
                     names = max(words[s + 3:e:3])
+                    if infos[tid - 1] >> 31:  # kind_flag: offsets carry bitfield sizes
+                        bits = [t for t, o in zip(out, words[s + 5:e:3]) if o >> 24]
+                        if bits:
+                            self.bitfields[tid] = bits
                 if names > names_max:
                     names_max = names
             elif k in (_ENUM, _ENUM64):
@@ -684,10 +689,11 @@ class _BTFChecker:
         self.unsized(adj)
 
     def unsized(self, adj: dict[int, list[int]]) -> None:
-        """Struct/union members and array elements must have a size.
+        """Struct/union members and array elements must have a size; bitfields an int type.
 
         libbpf 1.1 divides by a bitfield member's type size (``bit_off / 8 /
-        byte_sz``): a member of type void is a SIGFPE in ``bpf_object__load``.
+        byte_sz``, the size field of the resolved type): a bitfield of type void
+        or of an array is a SIGFPE in ``bpf_object__load``.
         Runs after the cycle check, so modifier chains end.
         """
         kinds = self.kind
@@ -705,6 +711,11 @@ class _BTFChecker:
             memo[start] = t
             return t
 
+        for tid, types in self.bitfields.items():
+            for t in types:
+                if kinds[resolve(t)] not in (_INT, _ENUM, _ENUM64):
+                    raise _Bad(f".BTF: struct #{tid} has a bitfield of type #{t}, which is "
+                               f"not an integer or enum (kind {kinds[resolve(t)]})")
         for tid, refs in adj.items():
             k = kinds[tid]
             if k in (_STRUCT, _UNION):
