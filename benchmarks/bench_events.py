@@ -21,13 +21,14 @@ seq field -- a memoryview without numpy), as numpy arrays
 place, checked the same way).  The C consumer's callback only reads each
 record's sequence number in place; a second C row per drain
 (``ring-drain-copy``, ``perf-drain-copy``) also copies every record into one
-pre-faulted buffer and checks the copy, which is the work a batch does.  Every event's sequence number is
-checked; gaps, ring drops (counted by the program) and perf lost samples are
-printed, never hidden.  Figures are the best of ``--repeat`` runs (3x as many
-for drains) after a warm-up round, with one object and one consumer per mode.  Nothing is written
-into the repository: the object and the C binary go to a temporary directory.
+pre-faulted buffer and checks the copy, which is the work a batch does.
+Every event's sequence number is checked; gaps, ring drops (counted by the
+program) and perf lost samples are printed, never hidden.  Figures are the
+best of ``--repeat`` runs (3x as many for drains) after a warm-up round, with
+one object and one consumer per mode.  Nothing is written into the repository:
+the object and the C binary go to a temporary directory.
 
-Run: ``python3 benchmarks/bench_events.py [--repeat 3] [--quick]``.
+Run: ``python3 benchmarks/bench_events.py [--repeat 3] [--quick] [--only ring-drain]``.
 """
 
 from __future__ import annotations
