@@ -186,8 +186,12 @@ int derive(struct xdp_md *ctx)
 	if (bpf_map_pop_elem(&lifo, &v32) == 0)
 		result(1, v32);
 	for (__u32 i = 100; i < 103; i++) {
-		bpf_map_push_elem(&fifo, &i, 0);
-		bpf_map_push_elem(&lifo, &i, 0);
+		/* push a copy: with &i the counter lives on the stack, where the 6.1
+		 * verifier loses its value and rejects the loop as infinite */
+		__u32 v = i;
+
+		bpf_map_push_elem(&fifo, &v, 0);
+		bpf_map_push_elem(&lifo, &v, 0);
 	}
 	route = bpf_map_lookup_elem(&routes, &lk);
 	result(2, route ? *route : 0);
