@@ -65,9 +65,13 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     """Tests that use compiled test objects (the ``bpf_obj`` fixture, or
     ``compile_test_bpf`` in their module) are ``kernel`` tests: the qemu guest of
-    tests/vm/run_guest.py runs them too, even if their module forgot the marker."""
+    tests/vm/run_guest.py runs them too, even if their module forgot the marker.
+    In the guest, tests of the files PYBPF_GUEST_FILES names are marked ``guest``."""
     uses: dict[str, bool] = {}
+    guest_files = set(os.environ.get("PYBPF_GUEST_FILES", "").split())
     for item in items:
+        if item.path.name in guest_files:
+            item.add_marker(pytest.mark.guest)
         path = str(item.path)
         if path not in uses:
             try:

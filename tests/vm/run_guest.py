@@ -12,7 +12,8 @@ second, writable 9p share. The exit status of this script is pytest's.
 Needs (installs nothing): ``apt-get install -y qemu-system-x86 linux-image-amd64
 busybox-static``. Run as root (qemu reads /boot and shares /).
 
-    python3 tests/vm/run_guest.py                  # tests marked kernel or guest, not slow
+    python3 tests/vm/run_guest.py                  # the guest selection (GUEST_FILES, "guest")
+    python3 tests/vm/run_guest.py --all            # every test marked kernel
     python3 tests/vm/run_guest.py -- -k kprobe -x  # extra pytest arguments
     python3 tests/vm/run_guest.py --probes         # boot, print the hook probes, power off
 """
@@ -45,9 +46,19 @@ BOOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
 GUEST_CMDLINE = ("console=ttyS0 panic=-1 loglevel=4 lsm=lockdown,capability,bpf "
                  "mitigations=off nokaslr")
 SENTINEL = "PYBPF-GUEST-EXIT="
-# What runs in the guest: tests marked kernel (run on both kernels) or guest (there
-# for the guest's hooks); tests/conftest.py marks tests using compiled objects kernel.
-GUEST_SELECTION = "(kernel or guest) and not slow"
+# What runs in the guest by default: tests marked ``guest``, and every test of
+# GUEST_FILES (tests/conftest.py marks them ``guest`` when PYBPF_GUEST_FILES names
+# them): the areas where a second kernel finds what the host cannot -- hooks the
+# host lacks, feature probes, CO-RE relocation of the shipped probes, event
+# streams, map types, attach paths. ``--all`` runs every ``kernel`` test instead
+# (about four times as long under TCG).
+GUEST_FILES = [
+    "test_guest_hooks.py", "test_features.py", "test_attach_kernel.py",
+    "test_attach_trace.py", "test_attach_user.py", "test_tools_probes.py",
+    "test_ringbuf.py", "test_perfbuf.py", "test_user_ringbuf.py", "test_typed_maps.py",
+]
+GUEST_SELECTION = "guest and not slow"
+ALL_SELECTION = "(kernel or guest) and not slow"
 PROBES_SCRIPT = ("import pybpf.features as f\n"
                  "for name, h in f.summary()['hooks'].items():\n"
                  "    print(f\"{name:13} {'yes' if h['supported'] else 'no ':3}  {h['reason']}\")")
@@ -183,7 +194,7 @@ STAGE2 = r"""#!/bin/sh
 # Runs inside the guest, chrooted into the host's read-only root.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp/home TMPDIR=/tmp XDG_CACHE_HOME=/tmp/cache PYTHONDONTWRITEBYTECODE=1
-export PYBPF_GUEST=1 TERM=dumb
+export PYBPF_GUEST=1 TERM=dumb PYBPF_GUEST_FILES=@GUEST_FILES@
 mkdir -p "$HOME" "$XDG_CACHE_HOME"
 # The checkout is read-only here. Its build/ (test objects and binaries the host
 # compiled) gets a tmpfs overlay so fixtures that cache into build/ can still write;
@@ -198,6 +209,8 @@ then
     cp -p $B/test-bpf/*.bpf.o $PYBPF_TEST_BPF_DIR/ 2>/dev/null
 fi
 ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up
+# No udev here to make /dev/loop-control appear on first use: load loop up front.
+modprobe -q loop 2>/dev/null
 cd @REPO@
 echo "pybpf-guest: kernel $(uname -r), $(nproc) cpus, lsm=$(cat /sys/kernel/security/lsm)"
 start=$(date +%s)
@@ -279,14 +292,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         pytest_args = list(args.pytest_args)
         if not pytest_args or all(a.startswith("-") for a in pytest_args):
-            pytest_args = ["-m", args.marker, "-v", "-rfEs", "--durations=15", *pytest_args,
+            marker = args.marker or (ALL_SELECTION if args.all else GUEST_SELECTION)
+            pytest_args = ["-m", marker, "-v", "-rfEs", "--durations=15", *pytest_args,
                            "tests"]
         command = pytest_command(python, pytest_args)
 
     out_dir = tempfile.mkdtemp(prefix="pybpf-guest-", dir="/tmp")
     try:
         stage2 = (STAGE2.replace("@REPO@", shlex.quote(str(REPO))).replace("@OUT@", out_dir)
-                  .replace("@COMMAND@", command).replace("@SENTINEL@", SENTINEL))
+                  .replace("@COMMAND@", command)
+                  .replace("@GUEST_FILES@", shlex.quote(" ".join(GUEST_FILES)))
+                  .replace("@SENTINEL@", SENTINEL))
         Path(out_dir, "stage2.sh").write_text(stage2)
         initrd = Path(out_dir, "initramfs.cpio")
         initrd.write_bytes(build_initramfs(release, out_dir, busybox))
@@ -380,8 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", default="1G", help="guest RAM (1G)")
     ap.add_argument("--timeout", type=float, default=1200,
                     help="seconds before qemu is stopped (1200)")
-    ap.add_argument("--marker", default=GUEST_SELECTION,
-                    help=f"pytest -m expression when no test paths are given ({GUEST_SELECTION})")
+    ap.add_argument("--marker", help="pytest -m expression when no test paths are given "
+                                     f"(default {GUEST_SELECTION!r})")
+    ap.add_argument("--all", action="store_true",
+                    help=f"run every kernel test ({ALL_SELECTION!r})")
     ap.add_argument("--no-precompile", action="store_true",
                     help="do not compile tests/bpf/*.bpf.c on the host first")
     ap.add_argument("--probes", action="store_true",
