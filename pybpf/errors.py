@@ -88,8 +88,11 @@ class BPFError(OSError):
     def __str__(self) -> str:
         text = self.message
         # Only the lines that explain the failure; all of them are in .libbpf_log.
+        # libbpf's hints about `ulimit -l` / RLIMIT_MEMLOCK are wrong on kernels
+        # that charge BPF memory to the memory cgroup (5.11+): leave them out here.
         relevant = [ln for ln in self.libbpf_log
-                    if ln and "ulimit -l" not in ln and "BEGIN PROG LOAD LOG" not in ln][-3:]
+                    if ln and "ulimit -l" not in ln and "RLIMIT_MEMLOCK" not in ln
+                    and "BEGIN PROG LOAD LOG" not in ln][-3:]
         if relevant and not isinstance(self, VerifierError):
             text += "\n  " + "\n  ".join(relevant)
         return text
