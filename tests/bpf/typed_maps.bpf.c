@@ -252,11 +252,18 @@ int churner(void *ctx)
 	return 0;
 }
 
-/* Stacks of getppid() calls by target_tgid. */
-SEC("tracepoint/syscalls/sys_enter_getppid")
-int stacker(void *ctx)
+/* Stacks of getppid() calls by target_tgid. A raw tracepoint, not the
+ * syscalls:sys_enter_getppid one: some kernels (6.1) hand syscall tracepoints
+ * the user-mode registers, so the kernel stack would be empty (-EFAULT). */
+#if defined(__TARGET_ARCH_arm64)
+#define NR_GETPPID 173
+#else
+#define NR_GETPPID 110
+#endif
+SEC("raw_tp/sys_enter")
+int stacker(struct bpf_raw_tracepoint_args *ctx)
 {
-	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
+	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid || ctx->args[1] != NR_GETPPID)
 		return 0;
 	kstack_id = bpf_get_stackid(ctx, &stacks, 0);
 	ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
