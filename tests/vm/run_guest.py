@@ -184,6 +184,11 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
 mkdir -p $R@OUT@
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=512000 pybpfout $R@OUT@ \
     || fail "mounting the output share failed"
+# The checkout has a share of its own, mounted at its host path: a clone under
+# /tmp (CI's, say) would otherwise be hidden by the guest's tmpfs on /tmp.
+mkdir -p $R@REPO@ 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose pybpfrepo $R@REPO@ \
+    || fail "mounting the checkout share failed"
 umount /proc /sys /dev 2>/dev/null
 # chroot in PID 1 itself: kernel threads share its root, so the kernel's module
 # autoloading (/sbin/modprobe for veth, sch_ingress...) finds the host's tools.
@@ -245,7 +250,7 @@ def build_initramfs(release: str, out_dir: str, busybox: str) -> bytes:
         cpio.file(f"modules/{name}", body)
         names.append(name)
     init = (INIT.replace("@MODULES@", " ".join(names)).replace("@OUT@", out_dir)
-            .replace("@SENTINEL@", SENTINEL))
+            .replace("@REPO@", shlex.quote(str(REPO))).replace("@SENTINEL@", SENTINEL))
     cpio.file("init", init.encode(), 0o755)
     return cpio.finish()
 
@@ -313,7 +318,9 @@ def run(args: argparse.Namespace) -> int:
                "-append", GUEST_CMDLINE,
                "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                           "readonly=on,multidevs=remap",
-               "-virtfs", f"local,path={out_dir},mount_tag=pybpfout,security_model=none"]
+               "-virtfs", f"local,path={out_dir},mount_tag=pybpfout,security_model=none",
+               "-virtfs", f"local,path={REPO},mount_tag=pybpfrepo,security_model=none,"
+                          "readonly=on,multidevs=remap"]
         print(f"run_guest: booting {kernel} under {args.accel} ({args.cpus} cpus, {args.memory}): "
               f"{command}", flush=True)
         start = time.monotonic()
