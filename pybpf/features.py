@@ -59,6 +59,16 @@ def _enum_names(to_str: Any) -> dict[int, str]:
 
 
 @functools.cache
+def _prog_type_ids() -> dict[str, int]:
+    """libbpf's program type name -> enum bpf_prog_type value."""
+    return {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+
+
+def _prog_type_id(name: str) -> int:
+    return _prog_type_ids()[name]
+
+
+@functools.cache
 def program_types() -> dict[str, bool]:
     """Program type name -> supported (``libbpf_probe_bpf_prog_type``)."""
     return {name: lib.libbpf_probe_bpf_prog_type(i, ffi.NULL) == 1
@@ -82,7 +92,7 @@ def helpers(prog_type: str = "kprobe") -> dict[int, bool]:
     probe does not recognize). A load that fails for another reason (argument
     checks) means the helper is allowed. About 1 ms per helper.
     """
-    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    ids = _prog_type_ids()
     if prog_type not in ids:
         raise ValueError(f"unknown program type {prog_type!r}")
     out = {}
@@ -183,11 +193,11 @@ def kprobes() -> Feature:
 
 
 def _trampoline(kind: str, attach_type: int, prog_type_name: str, target: str) -> Feature:
-    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
     btf_id = _vmlinux_func_id(target)
     if not btf_id:
         return Feature(kind, False, f"{target} is not in the kernel's BTF")
-    fd, err = _load_raw(ids[prog_type_name], attach_type=attach_type, attach_btf_id=btf_id)
+    fd, err = _load_raw(_prog_type_id(prog_type_name), attach_type=attach_type,
+                        attach_btf_id=btf_id)
     if fd < 0:
         return Feature(kind, False, f"the kernel refused to load a {kind} program on "
                                     f"{target}: {describe_errno(err)}")
@@ -238,8 +248,7 @@ def lsm() -> Feature:
 @functools.cache
 def tcx() -> Feature:
     """tcx links (kernel 6.6+): tc programs as BPF links."""
-    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
-    fd, err = _load_raw(ids["sched_cls"])
+    fd, err = _load_raw(_prog_type_id("sched_cls"))
     if fd < 0:
         return Feature("tcx", False, f"cannot load a sched_cls program: {describe_errno(err)}")
     try:
@@ -261,8 +270,7 @@ def tcx() -> Feature:
 @functools.cache
 def uprobe_multi() -> Feature:
     """uprobe_multi links (kernel 6.6+)."""
-    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
-    fd, err = _load_raw(ids["kprobe"], attach_type=_BPF_TRACE_UPROBE_MULTI)
+    fd, err = _load_raw(_prog_type_id("kprobe"), attach_type=_BPF_TRACE_UPROBE_MULTI)
     if fd < 0:
         return Feature("uprobe_multi", False, "the kernel refused a uprobe_multi program: "
                                               f"{describe_errno(err)}")
@@ -289,11 +297,6 @@ def uprobe_multi() -> Feature:
                                              "was refused with EBADF: not a regular file)")
     return Feature("uprobe_multi", False, "the kernel has no uprobe_multi links: the probe "
                                           f"link was refused with {describe_errno(-lfd)}")
-
-
-def _prog_type_id(name: str) -> int:
-    ids = {v: k for k, v in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
-    return ids[name]
 
 
 @functools.cache
