@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(clang-19 llvm-19 libbpf-dev bpftool cmake make gcc pkg-config libelf-dev zlib1g-dev
-      systemtap-sdt-dev iproute2 util-linux procps)
+      systemtap-sdt-dev iproute2 util-linux procps passwd bash)
+# Debian's own python3 needs pip and headers to build the cffi extension; a
+# python3 that already has pip (pyenv, a venv) is used as it is.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    PKGS+=(python3 python3-pip python3-dev python3-venv)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,5 +24,10 @@ fi
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python3 -m pip install -q -e '.[test]'
+PIP_FLAGS=(-q)
+# Debian marks its python3 as externally managed (PEP 668). This script sets up
+# a machine dedicated to pybpf, as root, so it installs into that python3 anyway.
+if python3 -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    PIP_FLAGS+=(--break-system-packages)
+fi
+python3 -m pip install "${PIP_FLAGS[@]}" -e '.[test]'
