@@ -245,26 +245,40 @@ def lsm() -> Feature:
     return _trampoline("lsm", _BPF_LSM_MAC, "lsm", "bpf_lsm_file_open")
 
 
+def _probe_link(name: str, prog_type: str, target: int, attach_type: int, *,
+                flags: int = 0, retval: int = 0, proof_errno: int, proof: str,
+                attached: str) -> Feature:
+    """Load ``return retval`` as ``prog_type`` and ask for a link of ``attach_type`` on
+    ``target``: a link, or the refusal ``proof_errno``, means the kernel has it."""
+    fd, err = _load_raw(_prog_type_id(prog_type), retval=retval)
+    if fd < 0:
+        return Feature(name, False, f"cannot load a {prog_type} program: {describe_errno(err)}")
+    try:
+        opts = ffi.new("struct bpf_link_create_opts *")
+        opts.sz = ffi.sizeof("struct bpf_link_create_opts")
+        opts.flags = flags
+        lfd = lib.bpf_link_create(fd, target, attach_type, opts)
+        if lfd >= 0:
+            os.close(lfd)
+            return Feature(name, True, attached)
+        err = ffi.errno
+        if err == proof_errno:
+            return Feature(name, True, proof)
+        return Feature(name, False, f"{name} link create refused: {describe_errno(err)}")
+    finally:
+        os.close(fd)
+
+
 @functools.cache
 def tcx() -> Feature:
     """tcx links (kernel 6.6+): tc programs as BPF links."""
-    fd, err = _load_raw(_prog_type_id("sched_cls"))
-    if fd < 0:
-        return Feature("tcx", False, f"cannot load a sched_cls program: {describe_errno(err)}")
-    try:
-        # Aim at an ifindex no device has, so nothing is ever attached: a kernel
-        # with tcx looks the device up and says ENODEV; one without tcx rejects
-        # the attach type for sched_cls with EINVAL before any device lookup.
-        lfd = lib.bpf_link_create(fd, 0x7FFFFFFF, _BPF_TCX_INGRESS, ffi.NULL)
-        if lfd >= 0:  # pragma: no cover - a device with that index exists
-            os.close(lfd)
-            return Feature("tcx", True, "tcx link attached")
-        err = ffi.errno
-        if err == errno.ENODEV:
-            return Feature("tcx", True, "tcx link create reached the device lookup (ENODEV)")
-        return Feature("tcx", False, f"tcx link create refused: {describe_errno(err)}")
-    finally:
-        os.close(fd)
+    # Aim at an ifindex no device has, so nothing is ever attached: a kernel
+    # with tcx looks the device up and says ENODEV; one without tcx rejects
+    # the attach type for sched_cls with EINVAL before any device lookup.
+    return _probe_link("tcx", "sched_cls", 0x7FFFFFFF, _BPF_TCX_INGRESS,
+                       proof_errno=errno.ENODEV,
+                       proof="tcx link create reached the device lookup (ENODEV)",
+                       attached="tcx link attached")
 
 
 @functools.cache
@@ -306,23 +320,10 @@ def bpf_link_xdp() -> Feature:
     # so this needs a real device: loopback, in generic mode, for a moment, with
     # a program that returns XDP_PASS. EBUSY (another XDP program is on lo)
     # also proves the link path exists.
-    fd, err = _load_raw(_prog_type_id("xdp"), retval=2)
-    if fd < 0:
-        return Feature("xdp_link", False, f"cannot load an XDP program: {describe_errno(err)}")
-    try:
-        opts = ffi.new("struct bpf_link_create_opts *")
-        opts.sz = ffi.sizeof("struct bpf_link_create_opts")
-        opts.flags = 1 << 1  # XDP_FLAGS_SKB_MODE
-        lfd = lib.bpf_link_create(fd, 1, _BPF_XDP, opts)
-        if lfd >= 0:
-            os.close(lfd)
-            return Feature("xdp_link", True, "XDP link attached to lo (generic mode)")
-        err = ffi.errno
-        if err == errno.EBUSY:
-            return Feature("xdp_link", True, "XDP link refused only because lo has XDP (EBUSY)")
-        return Feature("xdp_link", False, f"XDP link create refused: {describe_errno(err)}")
-    finally:
-        os.close(fd)
+    return _probe_link("xdp_link", "xdp", 1, _BPF_XDP, flags=1 << 1,  # XDP_FLAGS_SKB_MODE
+                       retval=2, proof_errno=errno.EBUSY,
+                       proof="XDP link refused only because lo has XDP (EBUSY)",
+                       attached="XDP link attached to lo (generic mode)")
 
 
 @functools.cache
