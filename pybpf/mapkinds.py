@@ -29,7 +29,16 @@ import socket
 import struct
 import sys
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import (
+    Collection,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    ValuesView,
+)
+from collections.abc import Set as AbstractSet
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
@@ -43,7 +52,8 @@ from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, decode_arr
 __all__ = ["TypedMap", "HashMap", "ArrayMap", "PerCPUHashMap", "PerCPUArrayMap", "QueueMap",
            "StackMap", "LPMTrieMap", "BloomFilterMap", "ProgArrayMap", "ArrayOfMapsMap",
            "HashOfMapsMap", "StackTraceMap", "DevMap", "CPUMap", "XSKMap", "SockMap",
-           "SockHashMap", "LocalStorageMap", "create_map", "kernel_btf_by_id"]
+           "SockHashMap", "LocalStorageMap", "MapKeysView", "MapItemsView", "MapValuesView",
+           "create_map", "kernel_btf_by_id"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -684,12 +694,30 @@ class TypedMap(Map, Generic[K, V]):
     def _dval_at(self, buf: Any, off: int) -> Any:
         return cast(Codec, self._vc).decode(buf, off)
 
-    def items(self) -> Iterator[tuple[K, V]]:
-        """(key, value) pairs, batched: keys inserted or deleted meanwhile may or may not
-        appear; no key appears twice."""
+    def items(self) -> MapItemsView[K, V]:
+        """A live view of the (key, value) pairs, like ``dict.items()``: each iteration
+        walks the map again, batched: keys inserted or deleted meanwhile may or may not
+        appear; no key appears twice. ``len()`` walks the map; ``(k, v) in`` is one
+        lookup."""
+        return MapItemsView(self)
+
+    def keys(self) -> MapKeysView[K]:  # type: ignore[override]
+        """A live view of the keys, like ``dict.keys()``: iterable again and again
+        (batched walks), ``len()``, ``k in`` (one lookup), set operations."""
+        return MapKeysView(self)
+
+    def values(self) -> MapValuesView[V]:
+        """A live view of the values, like ``dict.values()`` (iteration is batched)."""
+        return MapValuesView(self)
+
+    def _iter_items(self) -> Iterator[tuple[K, V]]:
+        """What iterating ``items()`` yields (kinds override this, not ``items``)."""
         return self.items_batched()
 
-    def keys(self) -> Iterator[K]:  # type: ignore[override]
+    def _iter_values(self) -> Iterator[V]:
+        return map(itemgetter(1), self._iter_items())
+
+    def _iter_keys(self) -> Iterator[K]:
         """Decoded keys (from batches where supported; each key at most once)."""
         self.key_type  # noqa: B018
         b = self._batches()
@@ -702,11 +730,7 @@ class TypedMap(Map, Generic[K, V]):
         return (self._dkey(k) for k in self._walk_raw())
 
     def __iter__(self) -> Iterator[K]:
-        return self.keys()
-
-    def values(self) -> Iterator[V]:
-        """Decoded values (batched)."""
-        return map(itemgetter(1), self.items_batched())
+        return self._iter_keys()
 
     def __len__(self) -> int:
         """Number of entries: walks the whole map (batched), not O(1)."""
@@ -741,6 +765,74 @@ class TypedMap(Map, Generic[K, V]):
     def to_dict(self) -> dict[K, V]:
         """A snapshot as a dict (keys must be hashable: ints, bytes, networks...)."""
         return dict(self.items())
+
+
+class _MapView:
+    __slots__ = ("_map",)
+
+    def __init__(self, m: TypedMap[Any, Any]) -> None:
+        self._map = m
+
+    def __len__(self) -> int:
+        """Entries in the map now: a walk (batched), not O(1)."""
+        return len(self._map)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<map {self._map.name!r} ({self._map.type})>)"
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[Any]) -> set[Any]:
+        # results of the set operations (&, |, -, ^) are plain sets, as for dict views
+        return set(it)
+
+
+class MapKeysView(_MapView, AbstractSet[K]):
+    """``m.keys()`` of a :class:`TypedMap`: a live view like ``dict.keys()``. Each
+    iteration walks the map afresh (batched where the kernel has batch ops); ``k in``
+    is one lookup; ``==``, ``&``, ``|``, ``-`` work as for sets."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[K]:
+        return cast(Iterator[K], self._map._iter_keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+
+class MapItemsView(_MapView, AbstractSet[tuple[K, V]]):
+    """``m.items()`` of a :class:`TypedMap`: a live view like ``dict.items()``; each
+    iteration walks the map afresh with batch lookups where supported."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return cast(Iterator[tuple[K, V]], self._map._iter_items())
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        key, value = item
+        got = self._map.get(key, _MISSING)
+        return got is not _MISSING and (got is value or bool(got == value))
+
+
+class MapValuesView(_MapView, Collection[V]):
+    """``m.values()`` of a :class:`TypedMap`: a live view like ``dict.values()``; each
+    iteration walks the map afresh (batched); ``v in`` walks it too."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[V]:
+        return cast(Iterator[V], self._map._iter_values())
+
+    def __contains__(self, value: object) -> bool:
+        return any(v is value or v == value for v in self)
+
+
+KeysView.register(MapKeysView)
+ItemsView.register(MapItemsView)
+ValuesView.register(MapValuesView)
 
 
 def _default_codec(size: int) -> Codec:
@@ -1028,14 +1120,11 @@ class _Sparse(TypedMap[K, V]):
             if got is not None:
                 yield self._dkey(kb), self._dval(got)
 
-    def items(self) -> Iterator[tuple[K, V]]:
+    def _iter_items(self) -> Iterator[tuple[K, V]]:
         return self._walk_present()
 
-    def keys(self) -> Iterator[K]:  # type: ignore[override]
+    def _iter_keys(self) -> Iterator[K]:
         return (k for k, _ in self._walk_present())
-
-    def values(self) -> Iterator[V]:
-        return (v for _, v in self._walk_present())
 
     def __len__(self) -> int:
         return sum(1 for _ in self._walk_present())
