@@ -426,6 +426,45 @@ __u64 pybpf_ring_size(const struct pybpf_ring *r)
  * are skipped.  The consumer position is published once, after the records
  * were copied: a record is either in the batch or still in the ring.  Returns
  * the number moved, or -ENOBUFS/-ENOMEM when not even one record fitted. */
+
+/* The fast path of pybpf_ring_drain: records of SIZE bytes (a constant after
+ * inlining, so the copy is a few vector moves) appended to a lazy batch while
+ * each header says exactly SIZE -- committed, not discarded, the same size --
+ * and they fit below LIMIT.  Stops at anything else, for the general loop. */
+static inline __attribute__((always_inline)) void
+pybpf_ring_drain_fixed(struct pybpf_ring *r, struct pybpf_batch *b, unsigned long *consp,
+		       unsigned long *prodp, long *movedp, size_t max_records, size_t limit,
+		       const __u32 size)
+{
+	const unsigned long step = (BPF_RINGBUF_HDR_SZ + size + 7) & ~7UL;
+	const char *ring = r->data;
+	const unsigned long mask = r->mask;
+	unsigned long cons = *consp, prod = *prodp;
+	char *dst = b->data + b->len;
+	const char *end = b->data + limit;
+	size_t left = max_records - (size_t)*movedp;
+	size_t n = 0;
+
+	while (cons < prod && n < left) {
+		const char *hdr = ring + (cons & mask);
+
+		if (__atomic_load_n((const __u32 *)hdr, __ATOMIC_ACQUIRE) != size ||
+		    dst + size > end)
+			break;
+		pybpf_copy(dst, hdr + BPF_RINGBUF_HDR_SZ, size);
+		dst += size;
+		n++;
+		cons += step;
+		if (cons >= prod)
+			prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	}
+	b->len = (size_t)(dst - b->data);
+	b->n += n;
+	*movedp += (long)n;
+	*consp = cons;
+	*prodp = prod;
+}
+
 long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes,
 		      size_t max_records)
 {
@@ -435,6 +474,34 @@ long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, si
 	long moved = 0;
 	int err = 0;
 
+	if (cons < prod && (b->n == 0 || (b->lazy && b->tag0 == tag))) {
+		/* the usual stream: records of one size, one ring -- no per-record
+		 * bookkeeping but the copy (batch arrays stay unwritten: lazy) */
+		__u32 word = __atomic_load_n((const __u32 *)(r->data + (cons & r->mask)),
+					     __ATOMIC_ACQUIRE);
+		__u32 size = b->n ? b->fixed : word;
+		size_t limit = max_bytes < b->cap ? max_bytes : b->cap;
+
+		if (word == size && size && b->len + size <= limit) {
+			if (b->n == 0) {
+				b->fixed = size;
+				b->tag0 = tag;
+				b->lazy = 1;
+			}
+#define PYBPF_FIXED(S) pybpf_ring_drain_fixed(r, b, &cons, &prod, &moved, max_records, limit, S)
+			switch (size) {
+			case 8: PYBPF_FIXED(8); break;
+			case 16: PYBPF_FIXED(16); break;
+			case 24: PYBPF_FIXED(24); break;
+			case 32: PYBPF_FIXED(32); break;
+			case 40: PYBPF_FIXED(40); break;
+			case 48: PYBPF_FIXED(48); break;
+			case 64: PYBPF_FIXED(64); break;
+			default: PYBPF_FIXED(size); break;
+#undef PYBPF_FIXED
+			}
+		}
+	}
 	while (cons < prod && (size_t)moved < max_records) {
 		const char *hdr = r->data + (cons & r->mask);
 		__u32 word = __atomic_load_n((const __u32 *)hdr, __ATOMIC_ACQUIRE);
