@@ -375,6 +375,10 @@ class Object:
             return VerifierError(errno_, prog_name, vlog.group(1), libbpf_log=log)
         if prog_name:
             prog = self._programs.get(prog_name)
+            hint = prog._load_hint(err) if prog is not None else None
+            if hint is not None:
+                return LoadError(err, f"cannot load program {prog_name!r} of {self.name}: "
+                                 f"{hint}", program=prog_name, libbpf_log=log)
             from . import features
 
             feat = features.for_program(prog) if prog is not None else None

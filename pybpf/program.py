@@ -191,6 +191,109 @@ class Program:
         """BPF instructions (before load: as in the file; after: as libbpf submitted)."""
         return int(lib.bpf_program__insn_cnt(self._raw()))
 
+    def _before_load(self, what: str) -> Any:
+        ptr = self._raw()
+        if self._obj.loaded:
+            raise LoadError(_errno.EBUSY, f"program {self.name!r}: {what} can only be set "
+                                          "before load", program=self.name)
+        return ptr
+
+    @property
+    def log_level(self) -> int:
+        """Verifier log level for the load (settable before load): 0 = a log only if the
+        load fails (the default); 1 = the verifier's summary (``processed N insns ...``);
+        2 = every instruction's state; 4 = statistics (time, stack depth). Levels
+        combine (``1 | 4``). With a level set, the log of a successful load is
+        :attr:`verifier_log`."""
+        return int(lib.bpf_program__log_level(self._raw()))
+
+    @log_level.setter
+    def log_level(self, value: int) -> None:
+        ptr = self._before_load("log_level")
+        if not isinstance(value, int) or value < 0 or value & ~0xF:
+            raise ValueError(f"program {self.name!r}: log_level must be 0 or a combination "
+                             f"of 1, 2, 4 and 8, got {value!r}")
+        lib.bpf_program__set_log_level(ptr, value)
+        self._set_log_buf(ptr, self.log_size if value else 0)
+
+    @property
+    def log_size(self) -> int:
+        """Bytes of verifier log kept for :attr:`verifier_log` (settable before load;
+        default 1 MiB). The kernel fails a load whose log does not fit (ENOSPC)."""
+        return self.__dict__.get("_log_size", 1 << 20)  # type: ignore[no-any-return]
+
+    @log_size.setter
+    def log_size(self, value: int) -> None:
+        ptr = self._before_load("log_size")
+        if not isinstance(value, int) or not 128 <= value <= 0x3FFFFFFF:
+            raise ValueError(f"program {self.name!r}: log_size must be an int from 128 to "
+                             f"{0x3FFFFFFF} (the kernel's limits), got {value!r}")
+        self._log_size = value
+        if lib.bpf_program__log_level(ptr):
+            self._set_log_buf(ptr, value)
+
+    def _set_log_buf(self, ptr: Any, size: int) -> None:
+        buf = ffi.new("char[]", size) if size else None
+        # libbpf keeps the pointer: the buffer lives as long as this Program
+        lib.bpf_program__set_log_buf(ptr, buf if buf is not None else ffi.NULL, size)
+        self._log_buf = buf
+
+    @property
+    def verifier_log(self) -> str | None:
+        """The verifier's log of this program's successful load (text as the kernel
+        wrote it), when :attr:`log_level` was set before load; else None. A failed
+        load's log is in the :class:`~pybpf.VerifierError` instead."""
+        ptr = self._raw()
+        buf = self.__dict__.get("_log_buf")
+        if buf is None or lib.bpf_program__fd(ptr) < 0:
+            return None
+        return str(ffi.string(buf).decode(errors="replace"))
+
+    def set_attach_target(self, function: str, target_prog: Program | int | None = None
+                          ) -> None:
+        """Set the BTF attach target before load (``bpf_program__set_attach_target``),
+        replacing the one in the section name (``SEC("fentry")`` may name none): the
+        kernel function of fentry/fexit/fmod_ret/lsm, the tracepoint of tp_btf (e.g.
+        ``"sched_process_exec"``), or, with ``target_prog`` (a loaded Program or a
+        program fd), the function of that BPF program to trace or replace (freplace).
+        Resolved in BTF now: a name that does not exist raises AttachError here."""
+        ptr = self._before_load("the attach target")
+        if self.type not in ("tracing", "lsm", "ext"):
+            raise AttachError(_errno.EINVAL, f"program {self.name!r} ({self.type}) has no BTF "
+                              "attach target (only tracing, lsm and freplace programs do)",
+                              program=self.name, target=function)
+        if not isinstance(function, str) or not function:
+            raise TypeError(f"program {self.name!r}: the attach target must be a function or "
+                            f"tracepoint name, got {function!r}")
+        tfd = 0
+        where = "kernel BTF"
+        if target_prog is not None:
+            tfd = target_prog.fd if isinstance(target_prog, Program) else int(target_prog)
+            where = (f"program {target_prog.name!r}" if isinstance(target_prog, Program)
+                     else f"program fd {tfd}")
+        with capture() as log:
+            err = lib.bpf_program__set_attach_target(ptr, tfd, function.encode())
+        if err:
+            what = {_errno.ESRCH: f"no {function!r} in {where}",
+                    _errno.ENOENT: f"no {function!r} in {where}"}.get(-err, where)
+            raise error_for(-err, f"cannot set attach target of program {self.name!r} to "
+                            f"{function!r} ({what})", kind=AttachError, program=self.name,
+                            target=function, log=log)
+        self._target_set = True
+
+    def _load_hint(self, err: int) -> str | None:
+        """Why a load of this program failed with ``err``, when pybpf knows better than
+        the errno (used by Object.load)."""
+        if err == _errno.ENOSPC and self.__dict__.get("_log_buf") is not None:
+            return (f"its verifier log (log_level={self.log_level}) did not fit in "
+                    f"log_size={self.log_size} bytes and the kernel fails such a load; "
+                    "set a larger log_size")
+        if (err == _errno.EINVAL and self.type in ("tracing", "lsm", "ext")
+                and "/" not in self.section and not self.__dict__.get("_target_set")):
+            return (f"section {self.section!r} names no attach target; call "
+                    "set_attach_target() before load")
+        return None
+
     @property
     def fd(self) -> int:
         """The loaded program's fd."""
