@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 			if (err && errno != ENOENT)
 				return 1;
 			total += count;
-			for (__u32 i = 0; i < count; i++) /* touch every value, as Python does */
+			for (__u32 i = 0; i < count; i++) /* the check sum (Python sums its kept chunks after its timed walk) */
 				sum += *(__u64 *)(vals + (size_t)i * info.value_size);
 			if (err)
 				break;

@@ -7,9 +7,11 @@ right class. Keys and values are decoded/encoded with the map's BTF
 kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 
-Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m`` are one syscall each
-(unsigned 32/64-bit integer keys go to C by value; values land in per-map pooled
-buffers, safe to share between threads);
+Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, ``get`` are one syscall
+each, made from C (:mod:`pybpf._mapops`) with the GIL held: integer keys by value,
+values of ints, floats, bools, enums and flat structs of those converted there,
+other layouts through their codec; whatever C does not take goes through the
+validating Python path, which names the map and field;
 ``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
 batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
 the kernel has them for the map type, else one syscall per key.
@@ -43,17 +45,29 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
+from . import _mapops
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
 from .errors import ClosedError, MapError
 from .maps import Map, UpdateFlags, map_type_name, possible_cpus, register_kind
-from .types import Codec, IntCodec, StructCodec, as_codec, codec_for, decode_array, raw_codec
+from .types import (
+    BoolCodec,
+    Codec,
+    EnumCodec,
+    FloatCodec,
+    IntCodec,
+    StructCodec,
+    as_codec,
+    codec_for,
+    decode_array,
+    raw_codec,
+)
 
 __all__ = ["TypedMap", "HashMap", "ArrayMap", "PerCPUHashMap", "PerCPUArrayMap", "QueueMap",
            "StackMap", "LPMTrieMap", "BloomFilterMap", "ProgArrayMap", "ArrayOfMapsMap",
            "HashOfMapsMap", "StackTraceMap", "DevMap", "CPUMap", "XSKMap", "SockMap",
            "SockHashMap", "LocalStorageMap", "MapKeysView", "MapItemsView", "MapValuesView",
-           "create_map", "kernel_btf_by_id"]
+           "RawBatch", "create_map", "kernel_btf_by_id"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -78,6 +92,39 @@ _INT_KEY_OPS = {
     8: (lib.pybpf_map_lookup_u64, lib.pybpf_map_update_u64, lib.pybpf_map_delete_u64),
 } if sys.byteorder == "little" else {}
 _ENOENT = _errno.ENOENT
+_Fallback = _mapops.Fallback
+_C_SCALARS = (IntCodec, EnumCodec, BoolCodec, FloatCodec)
+
+
+def _c_scalar(c: Codec, off: int, slot: Any) -> tuple[str, int, Any, Any] | None:
+    """A value field for pybpf._mapops: (struct code, byte offset, slot descriptor,
+    enum members), or None when C does not decode it exactly like ``c.decode``."""
+    if type(c) not in _C_SCALARS or c.fmt is None or len(c.fmt) != 1:
+        return None
+    if type(c) is BoolCodec and c.fmt != "?":
+        return None
+    members = c._map or None if type(c) is EnumCodec else None
+    return (c.fmt, off, slot, members)
+
+
+def _map_ops(fd: int, key_size: int, kc: Codec, vc: Codec) -> Any:
+    """The C single-key operations (pybpf._mapops.MapOps) for these codecs."""
+    int_key = type(kc) is IntCodec and not kc.signed and kc.size in (4, 8)
+    kenc = None if int_key else (kc.fast_encode or kc.encode)
+    cls: Any = None
+    fields: tuple[tuple[str, int, Any, Any], ...] = ()
+    if isinstance(vc, StructCodec):
+        if not vc.is_union and vc.members and not any(m.bits for m in vc.members):
+            specs = [_c_scalar(m.codec, m.byte_off, vc.cls.__dict__.get(m.name))
+                     for m in vc.members]
+            if all(specs):
+                cls, fields = vc.cls, cast(tuple[tuple[str, int, Any, Any], ...], tuple(specs))
+    else:
+        one = _c_scalar(vc, 0, None)
+        if one is not None:
+            fields = (one,)
+    return _mapops.MapOps(fd, key_size, vc.size, int_key, kenc, cls, fields, vc.decode,
+                          vc.fast_encode or vc.encode)
 
 
 # The hot path's per-map state (see TypedMap._make_fast): fd, lookup/update/delete
@@ -115,6 +162,30 @@ def _is_split(data: bytes) -> bool:
     return bool(hdr[7] > 0 and data[s0] != 0)
 
 
+class RawBatch:
+    """A chunk of a map's entries as bytes (see :meth:`TypedMap.lookup_batch`);
+    unpacks as ``keys, values, count = batch``."""
+
+    __slots__ = ("keys", "values", "count")
+
+    def __init__(self, keys: memoryview, values: memoryview, count: int) -> None:
+        self.keys = keys
+        """``count`` keys, ``key_size`` bytes each, back to back."""
+        self.values = values
+        """``count`` values, back to back (per-CPU maps: each CPU's, 8-byte aligned)."""
+        self.count = count
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.keys, self.values, self.count))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"RawBatch(count={self.count}, keys={len(self.keys)} B, " \
+               f"values={len(self.values)} B)"
+
+
 class TypedMap(Map, Generic[K, V]):
     """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
 
@@ -128,6 +199,7 @@ class TypedMap(Map, Generic[K, V]):
     _cfd: int | None = None
     _btf_ids: tuple[int, int] = (0, 0)
     _fast: _Fast | None = None
+    _ops: Any = None  # pybpf._mapops.MapOps once loaded (kinds with the default codecs)
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -204,6 +276,7 @@ class TypedMap(Map, Generic[K, V]):
         if value is not None:
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
         self._fast = None
+        self._ops = None
 
     def _make_fast(self) -> _Fast:
         """The hot path's state: (fd, lookup, update, delete, key encoder, value encoder,
@@ -244,6 +317,9 @@ class TypedMap(Map, Generic[K, V]):
         pool: list[tuple[bytearray, Any]] = [(buf, _from_buffer(buf))]
         fast = (fd, look, upd, dele, kenc, venc, vdec, pool, vsize, self.key_size)
         self._fast = fast
+        if cls._ekey is TypedMap._ekey and venc is not None and vdec is not None \
+                and vsize == vc.size:
+            self._ops = _map_ops(fd, self.key_size, kc, vc)
         return fast
 
     def _err(self, err: int, what: str) -> MapError:
@@ -262,6 +338,7 @@ class TypedMap(Map, Generic[K, V]):
     def close(self) -> None:
         self._cfd = None
         self._fast = None
+        self._ops = None
         super().close()
 
     def _ekey(self, key: Any) -> bytes:
@@ -304,6 +381,17 @@ class TypedMap(Map, Generic[K, V]):
     # key by value or one struct call, one cffi call returning 0 or -errno (libbpf >= 1.0
     # returns -errno too), one decoder call. Keep them free of property lookups.
     def __getitem__(self, key: K) -> V:
+        ops = self._ops
+        if ops is not None:  # C does it all; it raises KeyError itself
+            try:
+                return ops.lookup(key)  # type: ignore[no-any-return]
+            except _Fallback:
+                pass  # not a plain key: the path below validates and explains
+            except OSError as e:
+                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
+        return self._getitem(key)
+
+    def _getitem(self, key: K) -> V:
         f = self._fast
         if f is None:
             f = self._make_fast()
@@ -360,6 +448,14 @@ class TypedMap(Map, Generic[K, V]):
 
     def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
         """Raw: the value bytes for key bytes, or None (one syscall); see :meth:`Map.lookup`."""
+        ops = self._ops
+        if ops is not None and not flags:
+            try:
+                return ops.lookup_bytes(key)  # type: ignore[no-any-return]
+            except _Fallback:
+                pass
+            except OSError as e:
+                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         f = self._fast
         if f is None:
             f = self._make_fast()
@@ -380,6 +476,14 @@ class TypedMap(Map, Generic[K, V]):
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
+        ops = self._ops
+        if ops is not None:
+            try:
+                return ops.get(key, default)
+            except _Fallback:
+                pass
+            except OSError as e:
+                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         b = self._find(key)
         if b is None:
             return default
@@ -390,6 +494,14 @@ class TypedMap(Map, Generic[K, V]):
         return v
 
     def __contains__(self, key: object) -> bool:
+        ops = self._ops
+        if ops is not None:
+            try:
+                return ops.contains(key)  # type: ignore[no-any-return]
+            except _Fallback:
+                pass
+            except OSError as e:
+                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         b = self._find(key)
         if b is None:
             return False
@@ -397,6 +509,15 @@ class TypedMap(Map, Generic[K, V]):
         return True
 
     def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
+        ops = self._ops
+        if ops is not None:
+            try:
+                ops.update(key, value)
+                return
+            except _Fallback:
+                pass  # the validating encoders below explain
+            except OSError as e:
+                self._update_failed(key, 0, e.errno or _errno.EIO)
         f = self._fast
         if f is None:
             f = self._make_fast()
@@ -430,6 +551,15 @@ class TypedMap(Map, Generic[K, V]):
         raise self._err(err, "update failed")
 
     def __delitem__(self, key: K) -> None:
+        ops = self._ops
+        if ops is not None:
+            try:
+                ops.delete(key)
+                return
+            except _Fallback:
+                pass
+            except OSError as e:
+                raise self._err(e.errno or _errno.EIO, "delete failed") from None
         f = self._fast
         if f is None:
             f = self._make_fast()
@@ -656,6 +786,42 @@ class TypedMap(Map, Generic[K, V]):
                 err = ffi.errno if rc < 0 else 0
 
         return gen()
+
+    def lookup_batch(self, chunk: int = 4096, *, delete: bool = False) -> Iterator[RawBatch]:
+        """The whole map as raw chunks: :class:`RawBatch` ``(keys, values, count)``,
+        ``count`` keys and values packed back to back (per-CPU values: every CPU's,
+        8-byte aligned). One ``BPF_MAP_LOOKUP_BATCH`` (``delete``:
+        ``..._AND_DELETE_BATCH``) per chunk of up to ``chunk`` entries; map types or
+        kernels without batch ops are walked key by key into the same chunks. Each
+        chunk owns its buffers: keep them as long as needed, nothing is copied again."""
+        if chunk < 1:
+            raise ValueError(f"map {self.name!r}: chunk must be >= 1, got {chunk}")
+        ks, vs = self.key_size, self._value_size_total()
+        b = self._batches(delete=delete, chunk=chunk)
+        if b is not None:
+            for kb, vb, c in b:
+                yield RawBatch(memoryview(kb)[:c * ks], memoryview(vb)[:c * vs], c)
+            return
+        fd = self._fdf()
+        keys, vals, c = bytearray(), bytearray(), 0
+        val = bytearray(vs)
+        for k in self._walk_raw():
+            if delete:
+                rc = lib.bpf_map_lookup_and_delete_elem(fd, k, ffi.from_buffer(val))
+            else:
+                rc = lib.bpf_map_lookup_elem(fd, k, ffi.from_buffer(val))
+            if rc < 0:
+                if ffi.errno == _errno.ENOENT:
+                    continue  # deleted meanwhile
+                raise self._fail("lookup failed")
+            keys += k
+            vals += val
+            c += 1
+            if c == chunk:
+                yield RawBatch(memoryview(keys), memoryview(vals), c)
+                keys, vals, c = bytearray(), bytearray(), 0
+        if c:
+            yield RawBatch(memoryview(keys), memoryview(vals), c)
 
     def items_batched(self, *, delete: bool = False) -> Iterator[tuple[K, V]]:
         """(key, value) pairs; batches where the kernel has them."""
@@ -1130,7 +1296,7 @@ class _Sparse(TypedMap[K, V]):
         return sum(1 for _ in self._walk_present())
 
     def clear(self) -> None:
-        for k in list(self.keys()):
+        for k in list(self._iter_keys()):  # list(view) would walk twice (len hint)
             try:
                 del self[k]
             except KeyError:
@@ -1221,9 +1387,36 @@ class CPUMap(_Sparse[K, V]):
 
 @register_kind("xskmap")
 class XSKMap(_FdValueMap[int, int]):
-    """``BPF_MAP_TYPE_XSKMAP``: ``m[queue] = xsk_socket_fd``."""
+    """``BPF_MAP_TYPE_XSKMAP``: ``m[queue] = xsk_socket`` (an AF_XDP socket or its fd),
+    ``del m[queue]``, ``clear()``. The kernel does not let user space read the slots
+    (lookup is EOPNOTSUPP), so reading, ``in``, iteration and ``len`` raise TypeError."""
 
     _what = "AF_XDP socket"
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        fd = self._fd_of(value)
+        try:
+            self._put(key, fd, 0)
+        except MapError as e:
+            if e.errno in (_errno.EOPNOTSUPP, _errno.ENOTSOCK):
+                raise MapError(e.errno, f"map {self.name!r} (xskmap): fd {fd} is not an "
+                               f"AF_XDP socket ({e.strerror or e})", map=self.name) from None
+            raise
+
+    def _unreadable(self, *a: Any, **k: Any) -> Any:
+        raise TypeError(f"map {self.name!r} (xskmap): the kernel does not let user space "
+                        "read XSKMAP slots; only set (m[queue] = socket) and delete")
+
+    __getitem__ = get = __contains__ = pop = _unreadable
+    keys = items = values = __iter__ = __len__ = _unreadable
+
+    def clear(self) -> None:
+        """Empty every slot (one delete per slot; empty slots are fine)."""
+        fd = self._fdf()
+        for i in range(self.max_entries):
+            rc = _delete_elem(fd, struct.pack("<I", i))
+            if rc < 0 and rc != -_ENOENT:
+                raise self._err(-rc, "delete failed")
 
 
 @register_kind("sockmap", "sockhash")

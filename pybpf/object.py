@@ -442,6 +442,7 @@ class Object:
                 g.close()
             for m in self._maps.values():
                 m.__dict__.pop("_fast", None)  # typed maps' cached fd (pybpf.mapkinds)
+                m.__dict__.pop("_ops", None)  # and their C operations on that fd
             self._finalizer()
 
     def __enter__(self) -> Object:

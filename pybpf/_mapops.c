@@ -1,0 +1,730 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* pybpf._mapops: the single-key operations of typed maps (m[k], m[k] = v, del m[k],
+ * get, in), in C.
+ *
+ * One MapOps per loaded TypedMap.  Each call is one bpf(2) syscall, made with the
+ * GIL held: a map syscall never sleeps for long, and dropping and retaking the GIL
+ * costs more than the whole call.  Values go straight between the kernel's bytes
+ * and Python objects: ints, floats, bools, enum members, or the map's generated
+ * struct class with its __slots__ filled in place.  Layouts the C side does not
+ * know (char arrays, nested structs, unions...) use the codec's Python decoder and
+ * encoder, called from here.
+ *
+ * Whatever the fast path cannot take (a key of another type, a value out of range,
+ * a dict for a struct...) raises Fallback, before any syscall: the Python path then
+ * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
+ * default); other errors raise OSError(errno) for Python to name the map. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <float.h>
+#include <linux/bpf.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static PyObject *Fallback;
+
+/* one scalar of the value: where it is and what it is */
+struct field {
+	char code;		/* struct module code: B H I Q b h i q ? f d */
+	Py_ssize_t off;		/* byte offset in the value */
+	Py_ssize_t slot;	/* offset of its __slots__ member in the instance; -1: the
+				 * value is this scalar itself */
+	PyObject *members;	/* enums: dict value -> member (borrowed from the tuple) */
+};
+
+typedef struct {
+	PyObject_HEAD
+	int fd;
+	Py_ssize_t key_size;
+	Py_ssize_t value_size;
+	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
+	PyObject *kenc;		/* key -> bytes (raises on bad keys), or NULL */
+	PyTypeObject *cls;	/* the struct class the fields fill, or NULL */
+	PyObject *spec;		/* the field tuple given (keeps enum dicts alive) */
+	PyObject *vdec;		/* (bytes, 0) -> value when nfields == 0 */
+	PyObject *venc;		/* value -> bytes when nfields == 0 */
+	Py_ssize_t nfields;
+	struct field *fields;
+} MapOps;
+
+/* Each call works in its own value buffer (decoding may run Python code, e.g. a
+ * finalizer during a GC, that uses the same map): on the stack when small. */
+#define STACK_VALUE 512
+
+static char *value_buf(MapOps *s, char *stack)
+{
+	char *p;
+
+	if (s->value_size <= STACK_VALUE)
+		return stack;
+	p = PyMem_Malloc((size_t)s->value_size);
+	if (!p)
+		PyErr_NoMemory();
+	return p;
+}
+
+static void value_buf_free(char *p, char *stack)
+{
+	if (p != stack)
+		PyMem_Free(p);
+}
+
+static long sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return syscall(__NR_bpf, cmd, attr, offsetof(union bpf_attr, flags) + sizeof(attr->flags));
+}
+
+static int elem_op(MapOps *s, int cmd, const void *key, void *value, uint64_t flags)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, offsetof(union bpf_attr, flags) + sizeof(attr.flags));
+	attr.map_fd = (uint32_t)s->fd;
+	attr.key = (uint64_t)(uintptr_t)key;
+	attr.value = (uint64_t)(uintptr_t)value;
+	attr.flags = flags;
+	return sys_bpf(cmd, &attr) < 0 ? errno : 0;
+}
+
+/* After a Python encoder raised: an Exception means "not for the fast path" (cleared,
+ * 1); anything else (KeyboardInterrupt, MemoryError...) stays raised (0). */
+static int swallow(void)
+{
+	if (!PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_MemoryError))
+		return 0;
+	PyErr_Clear();
+	return 1;
+}
+
+static void raise_key_error(PyObject *key)
+{
+	PyObject *e = PyObject_CallOneArg(PyExc_KeyError, key);
+
+	if (e) {
+		PyErr_SetObject(PyExc_KeyError, e);
+		Py_DECREF(e);
+	}
+}
+
+static PyObject *raise_errno(int err)
+{
+	errno = err;
+	return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* The key's bytes: *KP points into KBUF, into *HOLD (a bytes object to release),
+ * or into KEY itself.  -1 with Fallback set when the fast path cannot take it. */
+static int key_bytes(MapOps *s, PyObject *key, uint64_t *kbuf, const void **kp, PyObject **hold)
+{
+	*hold = NULL;
+	if (s->key_int) {
+		unsigned long long v;
+
+		if (!PyLong_Check(key))
+			goto fail;
+		v = PyLong_AsUnsignedLongLong(key);
+		if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+			PyErr_Clear();
+			goto fail;
+		}
+		if (s->key_int == 4) {
+			uint32_t k = (uint32_t)v;
+
+			if (v > UINT32_MAX)
+				goto fail;
+			memcpy(kbuf, &k, 4);
+		} else {
+			*kbuf = v;
+		}
+		*kp = kbuf;
+		return 0;
+	}
+	if (!s->kenc) {
+		if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != s->key_size)
+			goto fail;
+		*kp = PyBytes_AS_STRING(key);
+		return 0;
+	}
+	{
+		PyObject *b = PyObject_CallOneArg(s->kenc, key);
+
+		if (!b) {
+			if (swallow())
+				goto fail;
+			return -1;
+		}
+		if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->key_size) {
+			Py_DECREF(b);
+			goto fail;
+		}
+		*hold = b;
+		*kp = PyBytes_AS_STRING(b);
+		return 0;
+	}
+fail:
+	PyErr_SetNone(Fallback);
+	return -1;
+}
+
+static PyObject *scalar_from(const struct field *f, const char *p)
+{
+	switch (f->code) {
+	case 'B': return PyLong_FromUnsignedLong(*(const uint8_t *)p);
+	case 'b': return PyLong_FromLong(*(const int8_t *)p);
+	case '?': return PyBool_FromLong(*p != 0);
+	case 'H': { uint16_t v; memcpy(&v, p, 2); return PyLong_FromUnsignedLong(v); }
+	case 'h': { int16_t v; memcpy(&v, p, 2); return PyLong_FromLong(v); }
+	case 'I': { uint32_t v; memcpy(&v, p, 4); return PyLong_FromUnsignedLong(v); }
+	case 'i': { int32_t v; memcpy(&v, p, 4); return PyLong_FromLong(v); }
+	case 'Q': { uint64_t v; memcpy(&v, p, 8); return PyLong_FromUnsignedLongLong(v); }
+	case 'q': { int64_t v; memcpy(&v, p, 8); return PyLong_FromLongLong(v); }
+	case 'f': { float v; memcpy(&v, p, 4); return PyFloat_FromDouble(v); }
+	case 'd': { double v; memcpy(&v, p, 8); return PyFloat_FromDouble(v); }
+	}
+	PyErr_Format(PyExc_SystemError, "pybpf._mapops: bad field code %c", f->code);
+	return NULL;
+}
+
+static PyObject *field_from(const struct field *f, const char *value)
+{
+	PyObject *v = scalar_from(f, value + f->off);
+
+	if (v && f->members) {	/* enum: its member when the value names one */
+		PyObject *m = PyDict_GetItemWithError(f->members, v);
+
+		if (m) {
+			Py_INCREF(m);
+			Py_SETREF(v, m);
+		} else if (PyErr_Occurred()) {
+			Py_CLEAR(v);
+		}
+	}
+	return v;
+}
+
+/* The value in VBUF as a Python object. */
+static PyObject *decode_value(MapOps *s, const char *vbuf)
+{
+	PyObject *o;
+	Py_ssize_t i;
+
+	if (s->nfields == 0) {
+		PyObject *b = PyBytes_FromStringAndSize(vbuf, s->value_size), *zero, *v;
+
+		if (!b)
+			return NULL;
+		zero = PyLong_FromLong(0);
+		v = zero ? PyObject_CallFunctionObjArgs(s->vdec, b, zero, NULL) : NULL;
+		Py_XDECREF(zero);
+		Py_DECREF(b);
+		return v;
+	}
+	if (!s->cls)
+		return field_from(&s->fields[0], vbuf);
+	o = s->cls->tp_alloc(s->cls, 0);
+	if (!o)
+		return NULL;
+	for (i = 0; i < s->nfields; i++) {
+		const struct field *f = &s->fields[i];
+		PyObject *v = field_from(f, vbuf);
+
+		if (!v) {
+			Py_DECREF(o);
+			return NULL;
+		}
+		*(PyObject **)((char *)o + f->slot) = v;  /* a fresh instance: slots are NULL */
+	}
+	return o;
+}
+
+/* Write one scalar; -1 (no exception set) when the fast path cannot take V. */
+static int scalar_to(const struct field *f, PyObject *v, char *p)
+{
+	if (f->code == 'f' || f->code == 'd') {
+		double d;
+
+		if (!PyFloat_Check(v) && !PyLong_Check(v))
+			return -1;
+		d = PyFloat_AsDouble(v);
+		if (d == -1.0 && PyErr_Occurred()) {
+			PyErr_Clear();
+			return -1;
+		}
+		if (f->code == 'd') {
+			memcpy(p, &d, 8);
+		} else {
+			float x = (float)d;
+
+			if ((d > FLT_MAX || d < -FLT_MAX) && d == d && d - d == 0)
+				return -1;	/* finite, out of range: struct raises */
+			memcpy(p, &x, 4);
+		}
+		return 0;
+	}
+	if (!PyLong_Check(v))
+		return -1;
+	if (f->code == '?') {
+		int t = PyObject_IsTrue(v);
+
+		if (t < 0) {
+			PyErr_Clear();
+			return -1;
+		}
+		*p = (char)t;
+		return 0;
+	}
+	if (f->code == 'B' || f->code == 'H' || f->code == 'I' || f->code == 'Q') {
+		unsigned long long u = PyLong_AsUnsignedLongLong(v);
+
+		if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+			PyErr_Clear();
+			return -1;
+		}
+		switch (f->code) {
+		case 'B': if (u > UINT8_MAX) return -1; *(uint8_t *)p = (uint8_t)u; break;
+		case 'H': { uint16_t x = (uint16_t)u; if (u > UINT16_MAX) return -1; memcpy(p, &x, 2); break; }
+		case 'I': { uint32_t x = (uint32_t)u; if (u > UINT32_MAX) return -1; memcpy(p, &x, 4); break; }
+		default: memcpy(p, &u, 8);
+		}
+		return 0;
+	} else {
+		long long q = PyLong_AsLongLong(v);
+
+		if (q == -1 && PyErr_Occurred()) {
+			PyErr_Clear();
+			return -1;
+		}
+		switch (f->code) {
+		case 'b': if (q < INT8_MIN || q > INT8_MAX) return -1; *(int8_t *)p = (int8_t)q; break;
+		case 'h': { int16_t x = (int16_t)q; if (q < INT16_MIN || q > INT16_MAX) return -1; memcpy(p, &x, 2); break; }
+		case 'i': { int32_t x = (int32_t)q; if (q < INT32_MIN || q > INT32_MAX) return -1; memcpy(p, &x, 4); break; }
+		default: memcpy(p, &q, 8);
+		}
+		return 0;
+	}
+}
+
+/* The value's bytes: in VBUF, or in *HOLD (a bytes object to release).  NULL with
+ * Fallback set when the fast path cannot take VALUE. */
+static const char *value_bytes(MapOps *s, PyObject *value, char *vbuf, PyObject **hold)
+{
+	Py_ssize_t i;
+
+	*hold = NULL;
+	if (s->nfields && (s->cls ? Py_TYPE(value) == s->cls : 1)) {
+		memset(vbuf, 0, (size_t)s->value_size);
+		for (i = 0; i < s->nfields; i++) {
+			const struct field *f = &s->fields[i];
+			PyObject *v = s->cls ? *(PyObject **)((char *)value + f->slot) : value;
+
+			if (!v || scalar_to(f, v, vbuf + f->off) < 0)
+				goto fail;
+		}
+		return vbuf;
+	}
+	if (s->venc) {
+		PyObject *b = PyObject_CallOneArg(s->venc, value);
+
+		if (!b) {
+			if (swallow())
+				goto fail;
+			return NULL;
+		}
+		if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->value_size) {
+			Py_DECREF(b);
+			goto fail;
+		}
+		*hold = b;
+		return PyBytes_AS_STRING(b);
+	}
+fail:
+	PyErr_SetNone(Fallback);
+	return NULL;
+}
+
+/* ---- methods ---------------------------------------------------------------- */
+
+static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
+{
+	uint64_t kbuf;
+	const void *kp;
+	PyObject *hold, *v;
+	char stack[STACK_VALUE], *vbuf;
+	int err;
+
+	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+		return NULL;
+	vbuf = value_buf(s, stack);
+	if (!vbuf) {
+		Py_XDECREF(hold);
+		return NULL;
+	}
+	err = elem_op(s, BPF_MAP_LOOKUP_ELEM, kp, vbuf, 0);
+	Py_XDECREF(hold);
+	if (!err) {
+		v = decode_value(s, vbuf);
+		value_buf_free(vbuf, stack);
+		return v;
+	}
+	value_buf_free(vbuf, stack);
+	if (err == ENOENT) {
+		if (dflt) {
+			Py_INCREF(dflt);
+			return dflt;
+		}
+		raise_key_error(key);
+		return NULL;
+	}
+	return raise_errno(err);
+}
+
+static PyObject *MapOps_lookup(MapOps *s, PyObject *key)
+{
+	return lookup_common(s, key, NULL);
+}
+
+/* Raw: the value's bytes for the key's bytes, or None. */
+static PyObject *MapOps_lookup_bytes(MapOps *s, PyObject *key)
+{
+	PyObject *out;
+	char stack[STACK_VALUE], *vbuf;
+	int err;
+
+	if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != s->key_size) {
+		PyErr_SetNone(Fallback);
+		return NULL;
+	}
+	vbuf = value_buf(s, stack);
+	if (!vbuf)
+		return NULL;
+	err = elem_op(s, BPF_MAP_LOOKUP_ELEM, PyBytes_AS_STRING(key), vbuf, 0);
+	out = err ? NULL : PyBytes_FromStringAndSize(vbuf, s->value_size);
+	value_buf_free(vbuf, stack);
+	if (err == ENOENT)
+		Py_RETURN_NONE;
+	if (err)
+		return raise_errno(err);
+	return out;
+}
+
+static PyObject *MapOps_get(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
+{
+	if (nargs != 2) {
+		PyErr_SetString(PyExc_TypeError, "get(key, default)");
+		return NULL;
+	}
+	return lookup_common(s, args[0], args[1]);
+}
+
+static PyObject *MapOps_contains(MapOps *s, PyObject *key)
+{
+	uint64_t kbuf;
+	const void *kp;
+	PyObject *hold;
+	char stack[STACK_VALUE], *vbuf;
+	int err;
+
+	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+		return NULL;
+	vbuf = value_buf(s, stack);
+	if (!vbuf) {
+		Py_XDECREF(hold);
+		return NULL;
+	}
+	err = elem_op(s, BPF_MAP_LOOKUP_ELEM, kp, vbuf, 0);
+	value_buf_free(vbuf, stack);
+	Py_XDECREF(hold);
+	if (err == ENOENT)
+		Py_RETURN_FALSE;
+	if (err)
+		return raise_errno(err);
+	Py_RETURN_TRUE;
+}
+
+static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t kbuf, flags = 0;
+	const void *kp;
+	const char *vp;
+	PyObject *khold, *vhold;
+	char stack[STACK_VALUE], *vbuf;
+	int err;
+
+	if (nargs != 2 && nargs != 3) {
+		PyErr_SetString(PyExc_TypeError, "update(key, value[, flags])");
+		return NULL;
+	}
+	if (nargs == 3) {
+		flags = PyLong_AsUnsignedLongLong(args[2]);
+		if (flags == (uint64_t)-1 && PyErr_Occurred())
+			return NULL;
+	}
+	if (key_bytes(s, args[0], &kbuf, &kp, &khold) < 0)
+		return NULL;
+	vbuf = value_buf(s, stack);
+	if (!vbuf) {
+		Py_XDECREF(khold);
+		return NULL;
+	}
+	vp = value_bytes(s, args[1], vbuf, &vhold);
+	if (!vp) {
+		value_buf_free(vbuf, stack);
+		Py_XDECREF(khold);
+		return NULL;
+	}
+	err = elem_op(s, BPF_MAP_UPDATE_ELEM, kp, (void *)vp, flags);
+	value_buf_free(vbuf, stack);
+	Py_XDECREF(khold);
+	Py_XDECREF(vhold);
+	if (err)
+		return raise_errno(err);
+	Py_RETURN_NONE;
+}
+
+static PyObject *MapOps_delete(MapOps *s, PyObject *key)
+{
+	uint64_t kbuf;
+	const void *kp;
+	PyObject *hold;
+	int err;
+
+	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+		return NULL;
+	err = elem_op(s, BPF_MAP_DELETE_ELEM, kp, NULL, 0);
+	Py_XDECREF(hold);
+	if (err == ENOENT) {
+		raise_key_error(key);
+		return NULL;
+	}
+	if (err)
+		return raise_errno(err);
+	Py_RETURN_NONE;
+}
+
+/* ---- construction ----------------------------------------------------------- */
+
+static const char CODES[] = "BHIQbhiq?fd";
+
+static Py_ssize_t code_size(char c)
+{
+	switch (c) {
+	case 'B': case 'b': case '?': return 1;
+	case 'H': case 'h': return 2;
+	case 'I': case 'i': case 'f': return 4;
+	default: return 8;
+	}
+}
+
+/* The byte offset of a __slots__ member from its descriptor (cls.__dict__[name]). */
+static Py_ssize_t slot_offset(PyObject *descr)
+{
+	PyMemberDef *m;
+
+	if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: not a __slots__ member");
+		return -1;
+	}
+	m = ((PyMemberDescrObject *)descr)->d_member;
+	if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: not a writable object slot");
+		return -1;
+	}
+	return m->offset;
+}
+
+/* MapOps(fd, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
+ * fields: ((code, byte_offset, slot_descriptor_or_None, enum_dict_or_None), ...);
+ * empty: values go through vdec/venc. cls None with one field: a scalar value. */
+static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
+{
+	int fd, key_int;
+	Py_ssize_t ks, vs, i, n;
+	PyObject *kenc, *cls, *spec, *vdec, *venc;
+
+	if (kw && PyDict_GET_SIZE(kw)) {
+		PyErr_SetString(PyExc_TypeError, "MapOps takes positional arguments");
+		return -1;
+	}
+	if (s->fields) {
+		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
+		return -1;
+	}
+	if (!PyArg_ParseTuple(args, "innpOOO!OO", &fd, &ks, &vs, &key_int, &kenc, &cls,
+			      &PyTuple_Type, &spec, &vdec, &venc))
+		return -1;
+	key_int = key_int ? (int)ks : 0;
+	if ((key_int && key_int != 4 && key_int != 8) || ks <= 0 || vs <= 0) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad key or value size");
+		return -1;
+	}
+	if (cls != Py_None && !PyType_Check(cls)) {
+		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: cls must be a class or None");
+		return -1;
+	}
+	n = PyTuple_GET_SIZE(spec);
+	if (n == 0 && (vdec == Py_None || venc == Py_None)) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: no fields and no codec");
+		return -1;
+	}
+	if (n != 1 && cls == Py_None && n) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: fields without a class");
+		return -1;
+	}
+	s->fields = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct field));
+	if (!s->fields) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		PyObject *t = PyTuple_GET_ITEM(spec, i);
+		const char *code;
+		Py_ssize_t off, clen;
+		PyObject *descr, *members;
+		struct field *f = &s->fields[i];
+
+		if (!PyArg_ParseTuple(t, "s#nOO", &code, &clen, &off, &descr, &members))
+			return -1;
+		if (clen != 1 || !strchr(CODES, code[0]) || off < 0 ||
+		    off + code_size(code[0]) > vs) {
+			PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad field");
+			return -1;
+		}
+		f->code = code[0];
+		f->off = off;
+		f->slot = -1;
+		if (cls != Py_None) {
+			f->slot = slot_offset(descr);
+			if (f->slot < 0)
+				return -1;
+		}
+		if (members != Py_None) {
+			if (!PyDict_Check(members)) {
+				PyErr_SetString(PyExc_TypeError, "pybpf._mapops: enum members: a dict");
+				return -1;
+			}
+			f->members = members;  /* kept alive by spec */
+		}
+	}
+	s->fd = fd;
+	s->key_size = ks;
+	s->value_size = vs;
+	s->key_int = key_int;
+	s->nfields = n;
+	Py_INCREF(spec);
+	s->spec = spec;
+	if (kenc != Py_None) {
+		Py_INCREF(kenc);
+		s->kenc = kenc;
+	}
+	if (cls != Py_None) {
+		Py_INCREF(cls);
+		s->cls = (PyTypeObject *)cls;
+	}
+	if (vdec != Py_None) {
+		Py_INCREF(vdec);
+		s->vdec = vdec;
+	}
+	if (venc != Py_None) {
+		Py_INCREF(venc);
+		s->venc = venc;
+	}
+	return 0;
+}
+
+static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
+{
+	Py_VISIT(s->kenc);
+	Py_VISIT(s->cls);
+	Py_VISIT(s->spec);
+	Py_VISIT(s->vdec);
+	Py_VISIT(s->venc);
+	return 0;
+}
+
+static int MapOps_clear(MapOps *s)
+{
+	Py_CLEAR(s->kenc);
+	Py_CLEAR(s->cls);
+	Py_CLEAR(s->spec);
+	Py_CLEAR(s->vdec);
+	Py_CLEAR(s->venc);
+	s->nfields = 0;
+	return 0;
+}
+
+static void MapOps_dealloc(MapOps *s)
+{
+	PyObject_GC_UnTrack(s);
+	MapOps_clear(s);
+	PyMem_Free(s->fields);
+	Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyMethodDef MapOps_methods[] = {
+	{"lookup", (PyCFunction)MapOps_lookup, METH_O,
+	 "lookup(key) -> value; KeyError if absent."},
+	{"lookup_bytes", (PyCFunction)MapOps_lookup_bytes, METH_O,
+	 "lookup_bytes(key: bytes) -> bytes, or None if absent."},
+	{"get", (PyCFunction)(void (*)(void))MapOps_get, METH_FASTCALL,
+	 "get(key, default) -> value, or default if absent."},
+	{"contains", (PyCFunction)MapOps_contains, METH_O, "contains(key) -> bool."},
+	{"update", (PyCFunction)(void (*)(void))MapOps_update, METH_FASTCALL,
+	 "update(key, value[, flags]): BPF_MAP_UPDATE_ELEM."},
+	{"delete", (PyCFunction)MapOps_delete, METH_O,
+	 "delete(key); KeyError if absent."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MapOpsType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._mapops.MapOps",
+	.tp_doc = "Single-key operations of one map, in C (see pybpf/_mapops.c).",
+	.tp_basicsize = sizeof(MapOps),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)MapOps_init,
+	.tp_dealloc = (destructor)MapOps_dealloc,
+	.tp_traverse = (traverseproc)MapOps_traverse,
+	.tp_clear = (inquiry)MapOps_clear,
+	.tp_methods = MapOps_methods,
+};
+
+static struct PyModuleDef mapops_module = {
+	PyModuleDef_HEAD_INIT,
+	.m_name = "pybpf._mapops",
+	.m_doc = "Single-key typed map operations in C (see pybpf/_mapops.c).",
+	.m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__mapops(void)
+{
+	PyObject *m;
+
+	if (PyType_Ready(&MapOpsType) < 0)
+		return NULL;
+	m = PyModule_Create(&mapops_module);
+	if (!m)
+		return NULL;
+	Fallback = PyErr_NewExceptionWithDoc("pybpf._mapops.Fallback",
+					     "The fast path cannot take this key or value.",
+					     NULL, NULL);
+	if (!Fallback || PyModule_AddObject(m, "Fallback", Fallback) < 0) {
+		Py_XDECREF(Fallback);
+		Py_DECREF(m);
+		return NULL;
+	}
+	Py_INCREF(Fallback);
+	Py_INCREF(&MapOpsType);
+	if (PyModule_AddObject(m, "MapOps", (PyObject *)&MapOpsType) < 0) {
+		Py_DECREF(&MapOpsType);
+		Py_DECREF(m);
+		return NULL;
+	}
+	return m;
+}
