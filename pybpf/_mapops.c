@@ -350,6 +350,16 @@ fail:
 
 /* ---- methods ---------------------------------------------------------------- */
 
+/* Methods of an instance whose __init__ did not complete refuse to run. */
+#define READY(s)							\
+	do {								\
+		if (!(s)->spec) {					\
+			PyErr_SetString(PyExc_ValueError,		\
+					"pybpf._mapops: MapOps not initialised"); \
+			return NULL;					\
+		}							\
+	} while (0)
+
 static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 {
 	uint64_t kbuf;
@@ -357,6 +367,8 @@ static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 	PyObject *hold, *v;
 	char stack[STACK_VALUE], *vbuf;
 	int err;
+
+	READY(s);
 
 	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
 		return NULL;
@@ -396,6 +408,8 @@ static PyObject *MapOps_lookup_bytes(MapOps *s, PyObject *key)
 	char stack[STACK_VALUE], *vbuf;
 	int err;
 
+	READY(s);
+
 	if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != s->key_size) {
 		PyErr_SetNone(Fallback);
 		return NULL;
@@ -430,6 +444,8 @@ static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 	char stack[STACK_VALUE], *vbuf;
 	int err;
 
+	READY(s);
+
 	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
@@ -455,6 +471,8 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 	PyObject *khold, *vhold;
 	char stack[STACK_VALUE], *vbuf;
 	int err;
+
+	READY(s);
 
 	if (nargs != 2 && nargs != 3) {
 		PyErr_SetString(PyExc_TypeError, "update(key, value[, flags])");
@@ -494,6 +512,8 @@ static PyObject *MapOps_delete(MapOps *s, PyObject *key)
 	PyObject *hold;
 	int err;
 
+	READY(s);
+
 	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
 		return NULL;
 	err = elem_op(s, BPF_MAP_DELETE_ELEM, kp, NULL, 0);
@@ -521,12 +541,13 @@ static Py_ssize_t code_size(char c)
 	}
 }
 
-/* The byte offset of a __slots__ member from its descriptor (cls.__dict__[name]). */
-static Py_ssize_t slot_offset(PyObject *descr)
+/* The byte offset of a __slots__ member of CLS from its descriptor. */
+static Py_ssize_t slot_offset(PyObject *cls, PyObject *descr)
 {
 	PyMemberDef *m;
 
-	if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+	if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+	    !PyType_IsSubtype((PyTypeObject *)cls, ((PyDescrObject *)descr)->d_type)) {
 		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: not a __slots__ member");
 		return -1;
 	}
@@ -599,7 +620,7 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		f->off = off;
 		f->slot = -1;
 		if (cls != Py_None) {
-			f->slot = slot_offset(descr);
+			f->slot = slot_offset(cls, descr);
 			if (f->slot < 0)
 				return -1;
 		}

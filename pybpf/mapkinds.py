@@ -317,8 +317,9 @@ class TypedMap(Map, Generic[K, V]):
         pool: list[tuple[bytearray, Any]] = [(buf, _from_buffer(buf))]
         fast = (fd, look, upd, dele, kenc, venc, vdec, pool, vsize, self.key_size)
         self._fast = fast
+        # (C converts in host order; the codecs' formats are little-endian)
         if cls._ekey is TypedMap._ekey and venc is not None and vdec is not None \
-                and vsize == vc.size:
+                and vsize == vc.size and sys.byteorder == "little":
             self._ops = _map_ops(fd, self.key_size, kc, vc)
         return fast
 
