@@ -36,9 +36,17 @@ _PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgrou
 _NO_KEY_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
 
 
+# Map types some libbpf 1.x releases have no name for (uapi numbers): named here so
+# that such maps still get their kind's class (cgrp_storage maps keyed by cgroup fd).
+_NEWER_MAP_TYPES = {32: "cgrp_storage", 33: "arena"}
+
+
 def map_type_name(t: int) -> str:
+    """libbpf's name of map type number ``t`` (``"hash"``...); ``"map_type_N"`` if unknown."""
     s = lib.libbpf_bpf_map_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"map_type_{t}"
+    if s != ffi.NULL:
+        return ffi.string(s).decode()  # type: ignore[no-any-return]
+    return _NEWER_MAP_TYPES.get(t, f"map_type_{t}")
 
 
 _ncpus: int | None = None
