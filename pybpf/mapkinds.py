@@ -941,7 +941,9 @@ class _MapView:
         self._map = m
 
     def __len__(self) -> int:
-        """Entries in the map now: a walk (batched), not O(1)."""
+        """Entries in the map now: a walk (batched), not O(1). ``list(view)`` and
+        ``sorted(view)`` ask for it first (a length hint), so they walk twice: for one
+        walk, loop over the view, or use ``dict(m.items())`` / ``m.to_dict()``."""
         return len(self._map)
 
     def __repr__(self) -> str:
