@@ -87,6 +87,45 @@ def test_views_of_sparse_and_keyless_kinds(tm):
         tm.maps["tstore"].items()
 
 
+# --- fd- and ifindex-valued kinds ------------------------------------------------------
+
+def test_sockmap_devmap_hash_and_cpumap_value_kinds():
+    from pybpf.mapkinds import CPUMap, DevMap, SockMap
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    try:
+        with pybpf.create_map("sockmap", 4, 8, 4, name="pysockmap") as sm:
+            assert isinstance(sm, SockMap)
+            sm[2] = cli  # a socket object; its fd works too
+            sm[3] = conn.fileno()
+            cookie = int.from_bytes(cli.getsockopt(socket.SOL_SOCKET, 57, 8), "little")
+            assert sm[2] == cookie and sm.get(0) is None  # value read back: SO_COOKIE
+            assert dict(sm.items()) == {2: cookie, 3: sm[3]} and len(sm.keys()) == 2
+            del sm[2]
+            assert list(sm.keys()) == [3] and 2 not in sm
+            with open(os.devnull) as f, pytest.raises(MapError) as ei:
+                sm[1] = f.fileno()  # not a socket
+            assert ei.value.errno == errno.ENOTSOCK and "map 'pysockmap'" in str(ei.value)
+    finally:
+        for s in (cli, conn, srv):
+            s.close()
+    with pybpf.create_map("devmap_hash", 4, 4, 8, name="pydevhash") as dh:
+        assert isinstance(dh, DevMap)
+        dh[1000] = "lo"  # interface names become ifindexes
+        assert dh[1000] == socket.if_nametoindex("lo") and list(dh.keys()) == [1000]
+        with pytest.raises(OSError):
+            dh[1] = "pybpf-no-such-if"
+    # struct bpf_cpumap_val {u32 qsize; u32 bpf_prog.fd}: without BTF, the raw bytes
+    with pybpf.create_map("cpumap", 4, 8, 1, name="pycpuval") as cv:
+        assert isinstance(cv, CPUMap)
+        cv[0] = (128).to_bytes(4, "little") + bytes(4)
+        assert cv[0][:4] == (128).to_bytes(4, "little")
+
+
 # --- socket local storage (sk_storage) ---------------------------------------------------
 
 @pytest.fixture
