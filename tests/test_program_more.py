@@ -132,6 +132,26 @@ def test_set_attach_target_in_a_bpf_program_that_lacks_it(bpf_obj):
         assert "program 'logged'" in str(ei.value) and ei.value.target == "pybpf_nope"
 
 
+def test_freplace_target_set_in_another_program(bpf_obj):
+    """The extension's target is resolved in the target program's BTF at
+    set_attach_target(); loading it needs trampolines (skips on the probe)."""
+    with _open(bpf_obj, keep=("xdp_target",)) as target, \
+            _open(bpf_obj, keep=("new_verdict",)) as ext:
+        target.load()
+        tp = target.programs["xdp_target"]
+        assert tp.test_run(bytes(64)).retval == 2  # XDP_PASS
+        prog = ext.programs["new_verdict"]
+        assert prog.type == "ext"
+        with pytest.raises(pybpf.AttachError, match="no 'pybpf_nope' in program 'xdp_target'"):
+            prog.set_attach_target("pybpf_nope", tp)
+        prog.set_attach_target("pybpf_verdict", tp)
+        require(features.trampolines())
+        ext.load()
+        with prog.attach():
+            assert tp.test_run(bytes(64)).retval == 1  # XDP_DROP: replaced
+        assert tp.test_run(bytes(64)).retval == 2
+
+
 def test_set_attach_target_on_fentry(bpf_obj):
     with _open(bpf_obj, keep=("retarget_fentry",)) as obj:
         prog = obj.programs["retarget_fentry"]

@@ -46,6 +46,25 @@ int BPF_PROG(retarget_fentry)
 	return 0;
 }
 
+/* freplace: xdp_target's verdict comes from a global function that an extension
+ * program (SEC("freplace"), target set at run time) can replace. */
+__noinline int pybpf_verdict(struct xdp_md *ctx)
+{
+	return ctx ? XDP_PASS : XDP_ABORTED;
+}
+
+SEC("xdp")
+int xdp_target(struct xdp_md *ctx)
+{
+	return pybpf_verdict(ctx);
+}
+
+SEC("freplace")
+int new_verdict(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
 /* A header at off: in the packet (test runs have no skb, only data/data_end),
  * else copied into buf by bpf_skb_load_bytes (headers beyond the linear part). */
 static __always_inline void *header(struct __sk_buff *skb, __u16 off, __u32 size, void *buf)
