@@ -840,8 +840,21 @@ class TypedMap(Map, Generic[K, V]):
                 TypedMap._dkey
             kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
             if plain and kc.size == ks and vc.size == vs:
+                ops = None
+                if isinstance(vc, StructCodec):  # structs of scalars: built in C
+                    if self._fast is None:
+                        self._make_fast()
+                    ops = self._ops
                 for kb, vb, c in b:
-                    yield zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
+                    vals = None
+                    if ops is not None:
+                        try:
+                            vals = ops.decode_values(vb, c)
+                        except _Fallback:
+                            ops = None
+                    if vals is None:
+                        vals = decode_array(vc, vb, c)
+                    yield zip(decode_array(kc, kb, c), vals)
             else:
                 for kb, vb, c in b:
                     yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]

@@ -182,3 +182,19 @@ def test_lookup_batch_walk_fallback(bpf_obj):
         ks = routes.key_size
         keys = {bytes(b.keys[j * ks:(j + 1) * ks]) for b in chunks for j in range(b.count)}
         assert keys == {routes.key_type.encode(net) for net in nets}
+
+
+def test_items_decoded_in_c_match_single_lookups(mo):
+    """items() of a struct map decodes each batch in C (MapOps.decode_values): the
+    same values as single lookups, enum members and extremes included."""
+    scal = mo.maps["scal"]
+    Scal = mo.btf["scal"].pytype
+    assert mo.programs["fill"].test_run(PKT).retval == 2
+    for i in range(2, 12):
+        scal[i] = Scal(u8=i, s64=-i, color=1 if i % 2 else 300, f64=i / 4)
+    items = dict(scal.items())
+    assert sorted(items) == list(range(1, 12))
+    for k, v in items.items():
+        assert v == scal[k] and type(v) is Scal and type(v.color) is type(scal[k].color)
+    with pytest.raises(ValueError, match="do not fit"):
+        scal._ops.decode_values(bytes(Scal()), 2)
