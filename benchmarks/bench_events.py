@@ -204,10 +204,12 @@ class Checker:
 
 
 class Bench:
-    def __init__(self, obj_path: str, ring_bytes: int, pages: int) -> None:
+    def __init__(self, obj_path: str, ring_bytes: int, pages: int,
+                 batch_bytes: int | None = None) -> None:
         self.obj_path = obj_path
         self.ring_bytes = ring_bytes
         self.pages = pages
+        self.batch_bytes = batch_bytes  # the consumers' max_batch_bytes (None: unbounded)
 
     def _load(self, n: int, perf: bool) -> pybpf.Object:
         obj = pybpf.Object.open(self.obj_path)
@@ -238,9 +240,10 @@ class Bench:
             cb = records.append  # a builtin callback: the cost of delivery alone
         cons: RingBuffer | PerfBuffer
         if perf:
-            cons = PerfBuffer(obj.maps["pb"], pages=self.pages, callback=cb)
+            cons = PerfBuffer(obj.maps["pb"], pages=self.pages, callback=cb,
+                              max_batch_bytes=self.batch_bytes)
         else:
-            cons = RingBuffer(obj.maps["rb"], callback=cb)
+            cons = RingBuffer(obj.maps["rb"], callback=cb, max_batch_bytes=self.batch_bytes)
         zero = b"\0" * 4
         ncpu = pybpf.possible_cpus()
 

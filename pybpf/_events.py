@@ -46,6 +46,7 @@ _first = operator.itemgetter(0)
 _exhaust: Callable[[Iterator[Any]], None] = collections.deque(maxlen=0).extend  # in C
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _VIEW_MIN = 16 * 1024  # batches this big, and 1/8 of the lent buffer, are views
+_POOL = 2  # lent buffers kept per consumer
 assert array(_U32).itemsize == 4
 
 
@@ -428,6 +429,7 @@ class _Consumer:
         self._btf: BTF | None = None
         self._uniform = True  # one callback/decoder for every tag
         self._lent: Any = None  # the Python-owned buffer the C batch copies into
+        self._pool: list[Any] = []  # lent buffers, reused when nothing views them
         self._lent_cap = 0
         self.received = 0
         """Records delivered so far (to callbacks, iterators and batches)."""
@@ -485,13 +487,38 @@ class _Consumer:
         """Before a fill into an empty batch (with _res_lock held): lend it a buffer."""
 
     def _lend(self, need: int, grow: bool) -> None:
-        """Lend the C batch a Python-owned buffer of ``need`` bytes: a new one whenever
-        batches or arrays still view the current one (so they are never overwritten)."""
+        """Lend the C batch a Python-owned buffer of at least ``need`` bytes that no
+        batch or array views (so records handed out are never overwritten).
+
+        Up to ``_POOL`` buffers are kept and reused once nothing views them: the
+        usual ``batch = rb.read()`` loop, which keeps the previous batch alive
+        during the next read, alternates between two warm buffers instead of
+        page-faulting a fresh one every time.
+        """
         need = max(need, 4096)
-        if self._lent is None or self._lent_cap < need or sys.getrefcount(self._lent) > 2:
-            self._lent = _alloc("char[]", need)
-            self._lent_cap = need
-            lib.pybpf_batch_lend(self._batch, self._lent, need, int(grow))
+        b = self._batch
+        pool = self._pool
+        cur = self._lent
+        # references to a free current buffer: pool, self._lent, cur, the argument
+        if (cur is not None and b.external and b.grow == grow and ffi.sizeof(cur) >= need
+                and sys.getrefcount(cur) <= 4):
+            return
+        cur = self._lent = None
+        for i in range(len(pool)):
+            # references to a free pooled buffer: the pool and the argument
+            if ffi.sizeof(pool[i]) >= need and sys.getrefcount(pool[i]) <= 2:
+                cur = pool[i]
+                break
+        if cur is None:
+            cur = _alloc("char[]", need)
+            # make room: first buffers nothing views that are too small, then the
+            # oldest (a batch still viewing it keeps it alive, and it is never reused)
+            pool[:] = [p for p in pool if sys.getrefcount(p) > 3]
+            del pool[:max(0, len(pool) - _POOL + 1)]
+            pool.append(cur)
+        self._lent = cur
+        self._lent_cap = ffi.sizeof(cur)
+        lib.pybpf_batch_lend(b, cur, self._lent_cap, int(grow))
 
     def _take(self, copy: bool = True) -> RecordBatch:
         """Move everything the kernel has into a RecordBatch (pending ones first).

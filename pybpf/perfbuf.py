@@ -9,8 +9,10 @@
 
 The same forms as :class:`pybpf.RingBuffer`: ``poll``/``consume`` with a
 callback, ``events()`` iterator, ``read()`` batches (``RecordBatch.tags`` is
-the CPU), ``read_numpy()``, ``async for``.  libbpf's perf buffer reader runs
-with C callbacks that append to one buffer; Python gets the whole batch.
+the CPU), ``read_numpy()``, ``async for``.  libbpf sets the buffers up
+(``perf_buffer__new``); pybpf reads their mmap()ed pages itself, in C
+(``perf_buffer__buffer()``), copying every sample into one buffer per step,
+and Python gets the whole batch.
 
 Each record is the raw sample: the kernel pads samples so that, with their
 4-byte size, they are 8-byte aligned, so a record may carry up to 7 bytes of
@@ -37,10 +39,12 @@ from ._events import Callback, DecodeSpec, RecordBatch, _Consumer, resolve_decod
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, MapError
 from .maps import Map, possible_cpus
+from .program import _online_cpus
 
 __all__ = ["PerfBuffer", "PerfBufferStats", "RecordBatch"]
 
 LostCallback = Callable[[int, int], Any]
+_SIZE_MAX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,16 @@ class PerfBuffer(_Consumer):
     """Consume a perf event array map: one buffer of ``pages`` pages (a power of two)
     per CPU.  ``callback(record)`` (or ``callback(cpu, record)`` with
     ``with_cpu=True``) for poll/consume; ``lost_callback(cpu, count)`` after
-    each step in which the kernel reported lost samples."""
+    each step in which the kernel reported lost samples.  ``max_batch_bytes``
+    bounds the sample bytes one step takes (the rest waits in the kernel's
+    buffers; default: everything there is)."""
 
     _what = "perf buffer"
 
     def __init__(self, map: Map, *, callback: Callback | None = None,
                  lost_callback: LostCallback | None = None, pages: int = 64,
-                 decode: DecodeSpec = None, with_cpu: bool = False) -> None:
+                 decode: DecodeSpec = None, with_cpu: bool = False,
+                 max_batch_bytes: int | None = None) -> None:
         self._init_consumer()
         self._pb: Any = None
         if not isinstance(map, Map):
@@ -73,7 +80,10 @@ class PerfBuffer(_Consumer):
         if pages <= 0 or pages & (pages - 1):
             raise ValueError(f"perf buffer {map.name!r}: pages must be a power of two, "
                              f"got {pages}")
+        if max_batch_bytes is not None and max_batch_bytes <= 0:
+            raise ValueError(f"perf buffer {map.name!r}: max_batch_bytes must be > 0")
         self.map = map
+        self._max_bytes = max_batch_bytes
         self._ncpu = possible_cpus()
         self._capacity = pages * os.sysconf("SC_PAGE_SIZE") * self._ncpu
         self._lost_cb = lost_callback
@@ -105,19 +115,40 @@ class PerfBuffer(_Consumer):
             raise error_for(err, f"cannot open perf buffer on {map.name!r} ({pages} pages "
                             "per CPU)", kind=MapError, map=map.name, log=log)
         self._pb = pb
+        # buffer i is the i-th online CPU (among the possible ones, as libbpf opens them)
+        nbuf = int(lib.perf_buffer__buffer_cnt(pb))
+        self._buf_cpus = [c for c in _online_cpus() if c < self._ncpu][:nbuf]
+        self._buf_cpus += [-1] * (nbuf - len(self._buf_cpus))  # (a CPU went offline)
+        self._turn = 0
         self._open_waiter()
         assert self._ep is not None
         self._ep.register(int(lib.perf_buffer__epoll_fd(pb)), 0x001)
 
     def _prepare(self) -> None:
-        # as much as the per-CPU buffers hold; more moves to a growing C buffer
-        self._lend(self._capacity, grow=True)
+        # as much as the per-CPU buffers hold (more moves to a growing C buffer), or
+        # max_batch_bytes (the rest waits in the kernel's buffers)
+        if self._max_bytes is None:
+            self._lend(self._capacity, grow=True)
+        else:
+            self._lend(self._max_bytes, grow=False)
 
     def _fill(self) -> None:
-        rc = lib.perf_buffer__consume(self._pb)
-        if rc < 0 and rc != -_errno.EINTR:
-            raise error_for(-rc, f"cannot read perf buffer {self.map.name!r}", kind=MapError,
-                            map=self.map.name)
+        # pybpf reads the per-CPU buffers itself (perf_buffer__buffer(): the mmap()ed
+        # pages), in C, taking turns when max_batch_bytes stops a step early
+        b, pb = self._batch, self._pb
+        cpus = self._buf_cpus
+        nbuf = len(cpus)
+        limit = _SIZE_MAX if self._max_bytes is None else self._max_bytes
+        first = self._turn
+        for k in range(nbuf):
+            i = (first + k) % nbuf
+            rc = lib.pybpf_perf_drain(pb, i, b, cpus[i], limit)
+            if rc == -_errno.ENOBUFS or (rc >= 0 and b.len >= limit):
+                self._turn = i + 1
+                break  # full: the rest waits in the kernel
+            if rc < 0:
+                raise error_for(-rc, f"cannot read perf buffer {self.map.name!r}",
+                                kind=MapError, map=self.map.name)
 
     def _available(self) -> bool:
         # A perf fd reports readiness once per wakeup, so asking the fd is not

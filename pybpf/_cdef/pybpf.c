@@ -613,6 +613,13 @@ static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	struct pybpf_batch *b = ctx;
 
+	if (b->lazy && size == b->fixed && (__u32)cpu == b->tag0 && b->len + size <= b->cap) {
+		/* the usual case: one more sample like the ones before it */
+		pybpf_copy(b->data + b->len, data, size);
+		b->len += size;
+		b->n++;
+		return;
+	}
 	if (pybpf_batch_reserve(b, size, (__u32)cpu)) {
 		/* no memory to keep it: count it as lost rather than drop it silently */
 		b->lost++;
@@ -635,6 +642,163 @@ static void pybpf_perf_lost(void *ctx, int cpu, __u64 cnt)
 struct perf_buffer *pybpf_perf_buffer_new(int map_fd, size_t page_cnt, struct pybpf_batch *b)
 {
 	return perf_buffer__new(map_fd, page_cnt, pybpf_perf_sample, pybpf_perf_lost, b, NULL);
+}
+
+/* One per-CPU perf buffer read directly, as perf_buffer__buffer() hands it out
+ * (a custom consumer, per its documentation): BASE is the perf_event_mmap_page,
+ * the data area (a power of two, DATA_SIZE bytes) follows one page later.
+ * Records are perf_event_header + body; PERF_RECORD_SAMPLE bodies (libbpf sets
+ * PERF_SAMPLE_RAW) are a u32 size and the raw bytes, PERF_RECORD_LOST bodies
+ * an id and a count.  Samples go into B tagged CPU until B holds MAX_BYTES (or
+ * its lent buffer is full and may not grow): the rest waits in the kernel.
+ * data_tail is published once, after the copies.  Returns the number of
+ * samples moved, or -ENOBUFS/-ENOMEM when not even one fitted (or -errno from
+ * perf_buffer__buffer() for a bad IDX). */
+/* The fast path of pybpf_perf_drain_buf: samples of SIZE raw bytes (a constant
+ * after inlining) appended to a lazy batch while each record is a sample of
+ * that size that does not wrap and fits below LIMIT; the step to the next
+ * record is then known before the record is read.  Stops at anything else. */
+static inline __attribute__((always_inline)) void
+pybpf_perf_drain_fixed(const char *data, __u64 data_size, __u64 *tailp, __u64 head,
+		       struct pybpf_batch *b, size_t limit, const __u32 size)
+{
+	/* header as one word: type (low 32 bits) and size (high 16); misc varies */
+	const __u64 esize = sizeof(struct perf_event_header) + 4 + size;
+	const __u64 want = (__u64)PERF_RECORD_SAMPLE | (esize << 48);
+	const __u64 mask = data_size - 1;
+	__u64 tail = *tailp;
+	char *dst = b->data + b->len;
+	const char *end = b->data + limit;
+	size_t n = 0;
+
+	while (tail < head) {
+		__u64 off = tail & mask;
+		const char *p = data + off;
+		__u64 word;
+		__u32 raw;
+
+		if (off + esize > data_size || dst + size > end)
+			break;
+		memcpy(&word, p, 8);
+		memcpy(&raw, p + 8, 4);
+		if ((word & 0xffff0000ffffffffULL) != want || raw != size)
+			break;
+		pybpf_copy(dst, p + 12, size);
+		dst += size;
+		n++;
+		tail += esize;
+	}
+	b->len = (size_t)(dst - b->data);
+	b->n += n;
+	*tailp = tail;
+}
+
+static long pybpf_perf_drain_buf(void *base, size_t data_size, size_t page_size,
+				 struct pybpf_batch *b, __u32 cpu, size_t max_bytes)
+{
+	struct perf_event_mmap_page *mp = base;
+	const char *data = (const char *)base + page_size;
+	const __u64 mask = data_size - 1;
+	__u64 head = __atomic_load_n(&mp->data_head, __ATOMIC_ACQUIRE);
+	__u64 tail = mp->data_tail;
+	__u64 start = tail;
+	long moved = 0;
+	int err = 0;
+
+	while (tail < head) {
+		const struct perf_event_header *eh = (const void *)(data + (tail & mask));
+		size_t limit = max_bytes < b->cap ? max_bytes : b->cap;
+
+		if (b->lazy && cpu == b->tag0 && b->len + b->fixed <= limit) {
+			/* the usual stream: more samples like the ones before */
+			__u64 t0 = tail;
+			size_t n0 = b->n;
+
+#define PYBPF_FIXED(S) pybpf_perf_drain_fixed(data, data_size, &tail, head, b, limit, S)
+			switch (b->fixed) {
+			case 12: PYBPF_FIXED(12); break;
+			case 20: PYBPF_FIXED(20); break;
+			case 28: PYBPF_FIXED(28); break;
+			case 36: PYBPF_FIXED(36); break;
+			case 44: PYBPF_FIXED(44); break;
+			case 52: PYBPF_FIXED(52); break;
+			case 60: PYBPF_FIXED(60); break;
+			case 68: PYBPF_FIXED(68); break;
+			default: PYBPF_FIXED(b->fixed); break;
+			}
+#undef PYBPF_FIXED
+			moved += (long)(b->n - n0);
+			if (tail != t0)
+				continue;	/* then the record that stopped it, below */
+		}
+		__u16 esize = eh->size;
+
+		if (esize < sizeof(*eh))
+			break; /* cannot happen; never spin on it */
+		if (eh->type == PERF_RECORD_SAMPLE) {
+			/* header and size are 8-byte aligned: they never wrap; the bytes may */
+			__u32 size = *(const __u32 *)(data + ((tail + 8) & mask));
+			__u64 off = (tail + 12) & mask;
+			const char *src = data + off;
+
+			if (moved && b->len + size > max_bytes)
+				break;
+			if (b->lazy && size == b->fixed && cpu == b->tag0 &&
+			    b->len + size <= b->cap && off + size <= data_size) {
+				/* the usual case: one more sample like those before it */
+				pybpf_copy(b->data + b->len, src, size);
+				b->len += size;
+				b->n++;
+			} else {
+				err = pybpf_batch_reserve(b, size, cpu);
+				if (err)
+					break;
+				if (off + size <= data_size) {
+					pybpf_batch_put(b, src, size, cpu);
+				} else {	/* wrapped: the tail end, then the start */
+					__u32 first = (__u32)(data_size - off);
+					char *tmp = malloc(size);
+
+					if (!tmp) {
+						err = -ENOMEM;
+						break;
+					}
+					memcpy(tmp, src, first);
+					memcpy(tmp + first, data, size - first);
+					pybpf_batch_put(b, tmp, size, cpu);
+					free(tmp);
+				}
+			}
+			moved++;
+		} else if (eh->type == PERF_RECORD_LOST) {
+			__u64 lost = *(const __u64 *)(data + ((tail + 16) & mask));
+
+			b->lost += lost;
+			if (cpu < (__u32)b->ncpu)
+				b->lost_cpu[cpu] += lost;
+		}
+		tail += esize;
+	}
+	if (tail != start)
+		__atomic_store_n(&mp->data_tail, tail, __ATOMIC_RELEASE);
+	if (err && !moved)
+		return err;
+	return moved;
+}
+
+long pybpf_perf_drain(struct perf_buffer *pb, int idx, struct pybpf_batch *b, __u32 cpu,
+		      size_t max_bytes)
+{
+	static size_t page_size;
+	void *base;
+	size_t size;
+	int err = perf_buffer__buffer(pb, idx, &base, &size);
+
+	if (err)
+		return err < 0 ? err : -EINVAL;
+	if (!page_size)
+		page_size = (size_t)sysconf(_SC_PAGESIZE);
+	return pybpf_perf_drain_buf(base, size, page_size, b, cpu, max_bytes);
 }
 
 /* --- Single-element map operations for typed maps with integer keys ----------
