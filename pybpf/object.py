@@ -392,8 +392,19 @@ class Object:
         for line in log:
             mm = _MAP_FAIL_RE.search(line)
             if mm:
-                return error_for(err, f"cannot create map {mm.group(1)!r} of {self.name}",
-                                 kind=LoadError, map=mm.group(1), log=log)
+                name = mm.group(1)
+                failed = self._maps.get(name)
+                mtype = failed.type if failed is not None else None
+                if err in (_errno.EINVAL, _errno.EOPNOTSUPP, 524) and mtype is not None:
+                    from . import features
+
+                    if features.map_types().get(mtype) is False:
+                        return NotSupportedError(
+                            f"cannot create map {name!r} of {self.name}: the kernel has no "
+                            f"{mtype} maps", reason=f"the kernel has no {mtype} maps "
+                            "(libbpf_probe_bpf_map_type)", err=err, libbpf_log=log)
+                return error_for(err, f"cannot create map {name!r} of {self.name}",
+                                 kind=LoadError, map=name, log=log)
         return error_for(err, f"cannot load BPF object {self.name}", kind=LoadError, log=log)
 
     def attach(self) -> list[Link]:

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Map kinds whose values belong to kernel objects or hold fds: socket local
- * storage on a loopback TCP connection, cgroup local storage, and an XSKMAP that
- * an XDP program redirects UDP datagrams into (an AF_XDP socket receives them). */
+ * storage on a loopback TCP connection, and an XSKMAP that an XDP program
+ * redirects UDP datagrams into (an AF_XDP socket receives them). Cgroup storage
+ * (6.2+) is in mapkinds_cgrp.bpf.c, inode storage in mapkinds_inode.bpf.c. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 
@@ -24,18 +24,6 @@ struct {
 	__type(value, struct sk_val);
 } skst SEC(".maps");
 
-struct cg_val {
-	__u64 calls;
-	__u64 tag;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct cg_val);
-} cgst SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, 4);
@@ -45,8 +33,6 @@ struct {
 
 __u16 server_port;   /* host order */
 __u32 sk_seen_tag;
-__u64 magic_pgid;    /* getpgid(magic_pgid) marks the test's own calls */
-__u64 cg_seen_tag;
 __u16 xsk_port;      /* host order: UDP datagrams to this port go to xsks */
 __u64 xsk_redirects;
 
@@ -66,25 +52,6 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	__sync_fetch_and_add(&v->segments, 1);
 	v->port = bpf_ntohs(sk->__sk_common.skc_dport);
 	sk_seen_tag = v->tag;
-	return 0;
-}
-
-/* getpgid(magic_pgid) in a cgroup that has storage (set from Python by cgroup
- * fd) bumps its counter; other cgroups have none and are left alone. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
-{
-	struct task_struct *task;
-	struct cg_val *v;
-
-	if (!magic_pgid || PT_REGS_PARM1_CORE_SYSCALL(regs) != magic_pgid)
-		return 0;
-	task = bpf_get_current_task_btf();
-	v = bpf_cgrp_storage_get(&cgst, task->cgroups->dfl_cgrp, 0, 0);
-	if (!v)
-		return 0;
-	__sync_fetch_and_add(&v->calls, 1);
-	cg_seen_tag = v->tag;
 	return 0;
 }
 
