@@ -369,13 +369,17 @@ class Object:
             if m:
                 prog_name = m.group(1)
                 break
+        prog = self._programs.get(prog_name) if prog_name else None
+        hint = prog._load_hint(err) if prog is not None else None
         vlog = _LOG_RE.search(text)
-        if prog_name and vlog and vlog.group(1).strip():
+        vtext = vlog.group(1) if vlog else ""
+        if prog is not None and not vtext.strip():
+            # libbpf prints no log that went to a program's own buffer (log_level set)
+            vtext = prog._log_text() or ""
+        if prog_name and hint is None and vtext.strip():
             errno_ = err if err < 4000 else _errno.EINVAL
-            return VerifierError(errno_, prog_name, vlog.group(1), libbpf_log=log)
+            return VerifierError(errno_, prog_name, vtext, libbpf_log=log)
         if prog_name:
-            prog = self._programs.get(prog_name)
-            hint = prog._load_hint(err) if prog is not None else None
             if hint is not None:
                 return LoadError(err, f"cannot load program {prog_name!r} of {self.name}: "
                                  f"{hint}", program=prog_name, libbpf_log=log)

@@ -243,9 +243,14 @@ class Program:
         """The verifier's log of this program's successful load (text as the kernel
         wrote it), when :attr:`log_level` was set before load; else None. A failed
         load's log is in the :class:`~pybpf.VerifierError` instead."""
-        ptr = self._raw()
+        if lib.bpf_program__fd(self._raw()) < 0:
+            return None
+        return self._log_text()
+
+    def _log_text(self) -> str | None:
+        """What the kernel wrote into this program's own log buffer (None: none set)."""
         buf = self.__dict__.get("_log_buf")
-        if buf is None or lib.bpf_program__fd(ptr) < 0:
+        if buf is None:
             return None
         return str(ffi.string(buf).decode(errors="replace"))
 

@@ -79,6 +79,21 @@ def test_verifier_log_settings_are_checked(bpf_obj):
         assert "processed " in (p.verifier_log or "")
 
 
+def test_a_rejected_program_with_log_level_set_still_gives_a_verifier_error(bpf_obj):
+    """libbpf prints no log that went to the program's own buffer: pybpf reads it."""
+    obj = pybpf.Object.open(bpf_obj("bad_verifier"))
+    with obj:
+        prog = obj.programs["null_deref"]
+        prog.log_level = 2
+        with pytest.raises(pybpf.VerifierError) as ei:
+            obj.load()
+        e = ei.value
+        assert e.program == "null_deref" and e.source_line is not None
+        assert "invalid mem access 'map_value_or_null'" in e.reason
+        assert "R0 invalid mem access" in e.log and "processed " in e.log  # the whole log
+        assert prog.verifier_log is None  # not loaded
+
+
 # --- attach targets set before load ---------------------------------------------------
 
 def test_tp_btf_program_without_a_target_fails_clearly(bpf_obj):
