@@ -472,7 +472,9 @@ class _Consumer:
             return False
         if self._pending is not None or self._available():
             return True
-        t = -1.0 if timeout is None else max(timeout, 0.0)
+        if timeout is not None and timeout <= 0:
+            return False  # _available() looked already: no epoll_wait() needed
+        t = -1.0 if timeout is None else timeout
         # select.epoll retries EINTR itself and runs signal handlers: Ctrl-C
         # raises KeyboardInterrupt here at once.
         try:
@@ -542,7 +544,7 @@ class _Consumer:
                                           btf=self._btf)
             else:
                 size = int(b.len)
-                lent = getattr(self, "_lent", None)
+                lent = self._lent
                 if (not copy and b.external and lent is not None
                         and size >= max(_VIEW_MIN, b.cap // 8)):
                     data: Any = ffi.buffer(lent, size)
@@ -699,13 +701,11 @@ class _Consumer:
         Large ring buffer batches are views of a buffer the consumer then stops
         using (no second copy); ``copy=True`` makes ``batch.data`` ``bytes``.
         """
-        if self._closed:
-            raise ClosedError(self._what)
         self._enter("read")
         try:
-            deadline = None if timeout is None else time.monotonic() + timeout
+            left = timeout
+            deadline = time.monotonic() + timeout if timeout else None
             while True:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 if not self._wait(left):
                     return RecordBatch.empty(sources=self._sources, decoders=self._decoders,
                                              btf=self._btf)
@@ -714,6 +714,8 @@ class _Consumer:
                     self.received += len(batch)
                     return batch
                 # woken with nothing to take (a record still being written): wait on
+                if deadline is not None:
+                    left = max(deadline - time.monotonic(), 0.0)
         finally:
             self._leave()
 

@@ -95,7 +95,10 @@ class RingBuffer(_Consumer):
                  decode: DecodeSpec = None, max_batch_bytes: int | None = None,
                  drops_map: Map | None = None) -> None:
         self._init_consumer()
+        if max_batch_bytes is not None and max_batch_bytes <= 0:
+            raise ValueError(f"ring buffer: max_batch_bytes must be > 0, got {max_batch_bytes}")
         self._rings: list[Any] = []
+        self._caps: list[int] = []  # bytes one step takes from each ring
         self._maps: list[Map] = []
         self._max_bytes = max_batch_bytes
         self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
@@ -141,6 +144,7 @@ class RingBuffer(_Consumer):
                                    "this ring buffer", map=map.name) from None
                 raise
             self._rings.append(ring)
+            self._caps.append(self._max_bytes or int(lib.pybpf_ring_size(ring)))
             self._views.append(None)
             self._maps.append(map)
             self._sources.append(map.name)
@@ -163,14 +167,13 @@ class RingBuffer(_Consumer):
 
     def _prepare(self) -> None:
         # room for a whole drain of every ring; records that do not fit stay there
-        self._lend(sum(self._max_bytes or int(lib.pybpf_ring_size(r)) for r in self._rings),
-                   grow=False)
+        self._lend(sum(self._caps), grow=False)
 
     def _fill(self) -> None:
         b = self._batch
+        drain = lib.pybpf_ring_drain
         for tag, ring in enumerate(self._rings):
-            cap = self._max_bytes or int(lib.pybpf_ring_size(ring))
-            rc = lib.pybpf_ring_drain(ring, b, tag, b.len + cap, _SIZE_MAX)
+            rc = drain(ring, b, tag, b.len + self._caps[tag], _SIZE_MAX)
             if rc == -_errno.ENOBUFS:
                 break  # the buffer is full: the rest stays in the rings for next time
             if rc < 0:
@@ -178,12 +181,16 @@ class RingBuffer(_Consumer):
                                 kind=MapError, map=self._sources[tag])
 
     def _available(self) -> bool:
-        return any(lib.pybpf_ring_avail(r) for r in self._rings)
+        rings = self._rings
+        if len(rings) == 1:
+            return bool(lib.pybpf_ring_avail(rings[0]))
+        return any(lib.pybpf_ring_avail(r) for r in rings)
 
     def _free(self) -> None:
         for ring in self._rings:
             lib.pybpf_ring_close(ring)
         self._rings = []
+        self._caps = []
         self._views = []  # unmapped when the last borrowed view is gone
 
     @contextlib.contextmanager
