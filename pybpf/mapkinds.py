@@ -1425,6 +1425,7 @@ class XSKMap(_FdValueMap[int, int]):
 
     __getitem__ = get = __contains__ = pop = _unreadable
     keys = items = values = __iter__ = __len__ = _unreadable
+    items_batched = popitems = to_dict = _unreadable
 
     def clear(self) -> None:
         """Empty every slot (one delete per slot; empty slots are fine)."""

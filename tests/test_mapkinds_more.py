@@ -355,7 +355,7 @@ def test_xskmap_refuses_other_fds_and_unreadable_slots(km):
     with pytest.raises(TypeError, match="expected a AF_XDP socket or an fd"):
         x[0] = "eth0"
     for read in (lambda: x[0], lambda: 0 in x, lambda: list(x), lambda: len(x),
-                 lambda: x.items()):
+                 lambda: x.items(), lambda: list(x.popitems()), lambda: x.get(0)):
         with pytest.raises(TypeError, match="does not let user space read XSKMAP slots"):
             read()
 
