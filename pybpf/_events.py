@@ -439,6 +439,13 @@ class _Consumer:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._ep.register(self._wake_r, select.EPOLLIN)
 
+    def _track(self, map: Map) -> None:
+        """Be closed when ``map``'s object is closed (Object.close() reads
+        ``_event_consumers``): a thread blocked in poll()/read() wakes up."""
+        obj = getattr(map, "_obj", None)
+        if obj is not None:
+            obj.__dict__.setdefault("_event_consumers", weakref.WeakSet()).add(self)
+
     # subclass hooks -------------------------------------------------------------
     def _fill(self) -> None:
         """Move what the kernel has into ``self._batch`` (called with _res_lock held)."""

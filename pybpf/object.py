@@ -452,6 +452,8 @@ class Object:
             if self._ptr is None:
                 return
             self._ptr = None
+            for consumer in list(self.__dict__.get("_event_consumers", ())):
+                consumer.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
             g = self.__dict__.get("_globals_obj")
             if g is not None:
                 g.close()

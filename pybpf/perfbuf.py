@@ -23,7 +23,8 @@ them in order; :attr:`PerfBuffer.lost`, :meth:`PerfBuffer.lost_by_cpu` and
 ``lost_callback(cpu, count)`` surface them.
 
 Threads: as for ring buffers, one consumer thread at a time; ``close()`` and
-``lost`` from any thread.
+``lost`` from any thread; closing the map's object closes the consumer (a
+blocked ``poll``/``read`` returns).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class PerfBuffer(_Consumer):
             raise error_for(err, f"cannot open perf buffer on {map.name!r} ({pages} pages "
                             "per CPU)", kind=MapError, map=map.name, log=log)
         self._pb = pb
+        self._track(map)
         # buffer i is the i-th online CPU (among the possible ones, as libbpf opens them)
         nbuf = int(lib.perf_buffer__buffer_cnt(pb))
         self._buf_cpus = [c for c in _online_cpus() if c < self._ncpu][:nbuf]

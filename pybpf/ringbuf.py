@@ -27,7 +27,9 @@ the records received.
 Threads: one thread consumes (poll/consume/read/events) at a time -- a second
 concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
 (which wakes a blocked consumer), :meth:`stats`, or use other maps and
-programs of the object meanwhile.
+programs of the object meanwhile.  Closing the object closes its consumers
+too: a thread blocked in ``poll(None)``/``read(None)`` then returns (0 or an
+empty batch).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class RingBuffer(_Consumer):
             self._callbacks.append(callback)
             self._decoders.append(dec)
             self._uniform = len(self._rings) == 1
+        self._track(map)
         obj = getattr(map, "_obj", None)
         if self._btf is None and obj is not None:
             with contextlib.suppress(BPFError, LookupError):

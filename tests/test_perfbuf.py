@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import threading
 import time
 
 import pytest
@@ -123,3 +125,86 @@ def test_large_batches_stay_valid_after_later_reads(ev: Events) -> None:
         assert (a["seq"] == np.arange(2000)).all()
         assert (b["seq"] == np.arange(2000, 4000)).all()
         assert pb.lost == 0
+
+
+def _check_records(records: list[tuple[int, bytes]], cookie: int) -> dict[int, list[int]]:
+    """Every sample intact (seq, cookie, seq**2: a sample split where the buffer
+    wraps is put back together); returns the seqs per CPU, in arrival order."""
+    per_cpu: dict[int, list[int]] = {}
+    for cpu, rec in records:
+        seq, pid, _kind, ck, square = EVENT.unpack_from(rec)
+        assert (pid, ck, square) == (os.getpid(), cookie, seq * seq)
+        per_cpu.setdefault(cpu, []).append(seq)
+    return per_cpu
+
+
+def test_samples_beyond_the_lent_buffer_arrive_once_in_order(ev: Events) -> None:
+    # pages=1: 4 KiB per CPU, so the lent buffer is 4 KiB * CPUs; fetch three times
+    # 80 samples (2880 bytes each) into one batch before reading it: the batch
+    # outgrows the lent buffer (moves to its own), and 48-byte records wrap
+    # around the end of the 4 KiB buffers
+    with PerfBuffer(ev.maps["pb"], pages=1) as pb:
+        lent = pb._capacity
+        rounds = lent // (80 * 36) + 1
+        for _ in range(rounds):
+            ev.emit(80, MODE_PERF, cookie=5)
+            assert asyncio.run(pb.wait_async(0))  # fetches into the C batch
+        batch = pb.read(0)
+        total = 80 * rounds
+        assert len(batch) == total and len(batch.data) == 36 * total > lent
+        per_cpu = _check_records(list(zip(batch.tags, batch)), 5)
+        assert sorted(s for seqs in per_cpu.values() for s in seqs) == list(range(total))
+        assert all(seqs == sorted(seqs) for seqs in per_cpu.values())
+        assert pb.lost == 0 and ev.drops() == 0
+        ev.emit(3, MODE_PERF, cookie=5)  # back to a lent buffer afterwards
+        assert [EVENT.unpack_from(r)[0] for r in pb.read(1.0)] == [total, total + 1, total + 2]
+
+
+def test_lost_samples_are_exact_and_kept_ones_arrive_once(ev: Events) -> None:
+    got: list[tuple[int, bytes]] = []
+    with PerfBuffer(ev.maps["pb"], pages=1, with_cpu=True,
+                    callback=lambda cpu, r: got.append((cpu, r))) as pb:
+        ev.emit(1000, MODE_PERF, cookie=9)  # a 4 KiB buffer holds 85 of them
+        pb.poll(1.0)
+        ev.emit(1, MODE_PERF, cookie=9)  # the kernel writes the LOST record before it
+        deadline = time.monotonic() + 2
+        while len(got) + pb.lost < 1001 and time.monotonic() < deadline:
+            pb.poll(0.1)
+        lost = pb.lost
+    per_cpu = _check_records(got, 9)
+    seqs = sorted(s for v in per_cpu.values() for s in v)
+    assert len(seqs) == len(set(seqs)) == len(got)  # none twice
+    assert all(v == sorted(v) for v in per_cpu.values())
+    assert 0 < lost == ev.drops()  # the kernel's count == the program's failed outputs
+    assert len(got) + lost == 1001
+    assert len(set(range(1001)) - set(seqs)) == lost  # exactly the missing ones
+
+
+def test_max_batch_bytes_leaves_the_rest_in_the_kernel(ev: Events) -> None:
+    with PerfBuffer(ev.maps["pb"], pages=64, max_batch_bytes=100 * 36) as pb:
+        ev.emit(1000, MODE_PERF)
+        sizes = []
+        seqs: list[int] = []
+        while len(seqs) < 1000:
+            batch = pb.read(1.0)
+            assert len(batch)
+            sizes.append(len(batch))
+            seqs += [EVENT.unpack_from(r)[0] for r in batch]
+        assert sizes == [100] * 10 and seqs == list(range(1000))
+        assert pb.lost == 0 and len(pb.read(0)) == 0
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        PerfBuffer(ev.maps["pb"], max_batch_bytes=0)
+
+
+def test_closing_the_object_wakes_a_blocked_read(ev: Events) -> None:
+    pb = PerfBuffer(ev.maps["pb"])
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(len(pb.read(None))))
+    t.start()
+    time.sleep(0.1)
+    assert t.is_alive()
+    t0 = time.monotonic()
+    ev.obj.close()
+    t.join(2.0)
+    assert not t.is_alive() and time.monotonic() - t0 < 1.0
+    assert result == [0] and pb.closed

@@ -18,7 +18,7 @@ import pytest
 from _events_obj import EVENT, MODE_MIXED, MODE_RB, MODE_RB2, Events, events_object
 
 import pybpf
-from pybpf import MapError, RingBuffer
+from pybpf import ClosedError, MapError, RingBuffer
 
 pytestmark = pytest.mark.kernel
 
@@ -251,6 +251,27 @@ def test_close_from_another_thread_wakes_a_blocked_poll(ev: Events) -> None:
     rb.close()
     t.join(2.0)
     assert not t.is_alive() and result == [0]
+
+
+def test_closing_the_object_wakes_a_blocked_poll_and_read(ev: Events) -> None:
+    rb = RingBuffer(ev.maps["rb"], callback=lambda r: None)
+    rb2 = RingBuffer(ev.maps["rb2"])
+    result: list[object] = []
+    threads = [threading.Thread(target=lambda: result.append(rb.poll(None))),
+               threading.Thread(target=lambda: result.append(len(rb2.read(None))))]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    assert all(t.is_alive() for t in threads)
+    t0 = time.monotonic()
+    ev.obj.close()
+    for t in threads:
+        t.join(2.0)
+    assert not any(t.is_alive() for t in threads)
+    assert time.monotonic() - t0 < 1.0
+    assert result == [0, 0] and rb.closed and rb2.closed
+    with pytest.raises(ClosedError):
+        rb.poll(0)
 
 
 def test_one_thread_polls_while_another_updates_maps(ev: Events) -> None:
