@@ -106,7 +106,8 @@ class RingBuffer(_Consumer):
         self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
         self._explicit_drops = drops_map is not None
         self._views: list[Any] = []  # Python mmaps of the rings, for borrow()
-        self._turn = 0
+        self._turn = 0  # the ring borrow() looks at first
+        self._fill_turn = 0  # the ring a step takes from first
         self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
         if self._batch == ffi.NULL:
             raise MemoryError("ring buffer: cannot allocate the batch buffer")
@@ -175,9 +176,13 @@ class RingBuffer(_Consumer):
     def _fill(self) -> None:
         b = self._batch
         drain = lib.pybpf_ring_drain
-        for tag, ring in enumerate(self._rings):
-            rc = drain(ring, b, tag, b.len + self._caps[tag], _SIZE_MAX)
+        rings = self._rings
+        nr = len(rings)
+        for k in range(nr):
+            tag = (self._fill_turn + k) % nr if nr > 1 else 0
+            rc = drain(rings[tag], b, tag, b.len + self._caps[tag], _SIZE_MAX)
             if rc == -_errno.ENOBUFS:
+                self._fill_turn = tag  # this ring goes first next time
                 break  # the buffer is full: the rest stays in the rings for next time
             if rc < 0:
                 raise error_for(-rc, f"cannot read ring buffer {self._sources[tag]!r}",

@@ -201,6 +201,9 @@ def test_max_batch_bytes_leaves_the_rest_in_the_ring(ev: Events) -> None:
         assert rb.pending_bytes() == 15 * 40
         rest = rb.read(0).records() + rb.read(0).records()
         assert seqs(first.records() + rest) == list(range(25))
+    with RingBuffer(ev.maps["rb"], max_batch_bytes=16) as rb:  # smaller than one record
+        ev.emit(3)
+        assert [seqs(rb.read(1.0)) for _ in range(3)] == [[25], [26], [27]]
 
 
 def test_fileno_works_with_select(ev: Events) -> None:

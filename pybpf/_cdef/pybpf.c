@@ -265,8 +265,10 @@ static int pybpf_batch_reserve(struct pybpf_batch *b, size_t size, __u32 tag)
 		char *p;
 
 		if (b->external) {
-			if (!b->grow)
+			if (!b->grow && b->n)
 				return -ENOBUFS;
+			/* (a record larger than the whole lent buffer moves too: it
+			 * could never be taken otherwise) */
 			/* move out of the lent buffer into our own, which can grow */
 			while (cap < b->len + size)
 				cap *= 2;
