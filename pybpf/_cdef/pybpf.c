@@ -115,8 +115,9 @@ int pybpf_sys_bpf(int cmd, void *attr, unsigned int size)
 /* --- Event streams (pybpf.ringbuf, pybpf.perfbuf) ----------------------------
  *
  * A batch is one growable contiguous buffer of records, packed back to back,
- * with parallel arrays of offsets, sizes and tags (ring index or CPU).  Python
- * copies it out in one memcpy per batch instead of one callback per record.
+ * with parallel arrays of offsets, sizes and tags (ring index or CPU), written
+ * only once records stop being uniform (lazy).  Python lends the buffer and
+ * views it, or copies it out in one memcpy: no callback per record.
  *
  * A ring is a BPF_MAP_TYPE_RINGBUF read directly through its mmap()ed pages,
  * per the kernel's ABI (Documentation/bpf/ringbuf.rst): a read-write page with
@@ -610,7 +611,10 @@ __u64 pybpf_ring_mask(const struct pybpf_ring *r)
 	return r->mask;
 }
 
-/* Perf buffer: libbpf's per-CPU reader, with C callbacks that append to a batch. */
+/* Perf buffer: libbpf sets the per-CPU buffers up (perf_buffer__new needs a
+ * sample callback) and pybpf reads them with pybpf_perf_drain() below; these
+ * callbacks append to the batch the same way if libbpf's own reader runs
+ * (perf_buffer__poll/consume). */
 static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	struct pybpf_batch *b = ctx;
