@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pybpf
 
-MODE_RB, MODE_RB2, MODE_PERF, MODE_MIXED = 0, 1, 2, 3
+MODE_RB, MODE_RB2, MODE_PERF, MODE_MIXED, MODE_DISCARD = 0, 1, 2, 3, 4
 EVENT = struct.Struct("<QIIQQ")  # seq, pid, kind, cookie, square
 
 

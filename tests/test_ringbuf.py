@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from _events_obj import EVENT, MODE_MIXED, MODE_RB, MODE_RB2, Events, events_object
+from _events_obj import EVENT, MODE_DISCARD, MODE_MIXED, MODE_RB, MODE_RB2, Events, events_object
 
 import pybpf
 from pybpf import ClosedError, MapError, RingBuffer
@@ -204,6 +204,18 @@ def test_max_batch_bytes_leaves_the_rest_in_the_ring(ev: Events) -> None:
     with RingBuffer(ev.maps["rb"], max_batch_bytes=16) as rb:  # smaller than one record
         ev.emit(3)
         assert [seqs(rb.read(1.0)) for _ in range(3)] == [[25], [26], [27]]
+
+
+def test_discarded_records_are_skipped_by_every_reader(ev: Events) -> None:
+    kept = [s for s in range(60) if s % 3 != 2]
+    with RingBuffer(ev.maps["rb"]) as rb:
+        ev.emit(30, MODE_DISCARD)
+        assert seqs(rb.read(1.0)) == kept[:20]  # copied: the uniform fast path stops there
+        ev.emit(30, MODE_DISCARD)
+        with rb.borrow(1.0) as b:  # viewed in place: offsets skip the discarded ones
+            assert seqs(b) == kept[20:]
+        assert rb.pending_bytes() == 0 and len(rb.read(0)) == 0
+    assert ev.drops() == 0
 
 
 def test_fileno_works_with_select(ev: Events) -> None:

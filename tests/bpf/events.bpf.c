@@ -9,7 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include "pybpf_common.h"
 
-enum { MODE_RB = 0, MODE_RB2 = 1, MODE_PERF = 2, MODE_MIXED = 3 };
+enum { MODE_RB = 0, MODE_RB2 = 1, MODE_PERF = 2, MODE_MIXED = 3, MODE_DISCARD = 4 };
 
 struct cfg {
 	__u32 count;
@@ -117,6 +117,20 @@ static long emit_one(__u64 i, struct loop_ctx *lc)
 	void *ring = lc->cfg->mode == MODE_RB2 ? (void *)&rb2 : (void *)&rb;
 
 	switch (lc->cfg->mode) {
+	case MODE_DISCARD: {	/* every third record is reserved, then discarded */
+		struct event *r = bpf_ringbuf_reserve(&rb, sizeof(*r), 0);
+
+		if (!r) {
+			pybpf_count_drop();
+			break;
+		}
+		*r = e;
+		if (s % 3 == 2)
+			bpf_ringbuf_discard(r, 0);
+		else
+			bpf_ringbuf_submit(r, 0);
+		break;
+	}
 	case MODE_PERF:
 		if (bpf_perf_event_output(lc->ctx, &pb, BPF_F_CURRENT_CPU, &e, sizeof(e)))
 			pybpf_count_drop();
