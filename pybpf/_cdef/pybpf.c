@@ -485,7 +485,8 @@ long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, si
 		__u32 size = b->n ? b->fixed : word;
 		size_t limit = max_bytes < b->cap ? max_bytes : b->cap;
 
-		if (word == size && size && b->len + size <= limit) {
+		if (word == size && size && b->len + size <= limit &&
+		    !(word & (BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT))) {
 			if (b->n == 0) {
 				b->fixed = size;
 				b->tag0 = tag;
