@@ -705,8 +705,10 @@ class _Consumer:
         """Wait up to ``timeout`` seconds, then return every waiting record as one batch
         (empty on timeout or close); callbacks are not called.
 
-        Large ring buffer batches are views of a buffer the consumer then stops
-        using (no second copy); ``copy=True`` makes ``batch.data`` ``bytes``.
+        Large batches are views of a buffer the consumer does not reuse while
+        the batch (or an array made from it) is alive -- no second copy; two
+        such buffers take turns in a ``batch = rb.read()`` loop.  ``copy=True``
+        makes ``batch.data`` ``bytes``.
         """
         self._enter("read")
         try:

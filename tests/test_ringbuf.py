@@ -142,6 +142,28 @@ def test_large_batches_are_views_that_stay_valid(ev: Events) -> None:
         assert not a.flags.writeable
 
 
+def test_a_read_loop_alternates_between_two_buffers(ev: Events) -> None:
+    np = pytest.importorskip("numpy")
+
+    def addr(batch: pybpf.RecordBatch) -> int:
+        return int(np.frombuffer(batch.data, np.uint8).ctypes.data)
+
+    with RingBuffer(ev.maps["rb"]) as rb:
+        addrs = []
+        prev = None
+        for i in range(4):
+            ev.emit(600)
+            batch = rb.read(1.0)  # the previous batch is still alive during the read
+            assert not isinstance(batch.data, bytes)  # a view of a lent buffer
+            assert seqs(batch.records()) == list(range(600 * i, 600 * (i + 1)))
+            if prev is not None:  # not overwritten by this read
+                assert seqs(prev.records()) == list(range(600 * (i - 1), 600 * i))
+            addrs.append(addr(batch))
+            prev = batch
+        # two buffers, each reused once nothing views it (no fresh pages to fault)
+        assert addrs[0] == addrs[2] != addrs[1] == addrs[3]
+
+
 def test_variable_length_records_in_one_ring(ev: Events) -> None:
     np = pytest.importorskip("numpy")
     with RingBuffer(ev.maps["rb"]) as rb:
