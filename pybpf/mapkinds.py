@@ -10,8 +10,9 @@ BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, ``get`` are one syscall
 each, made from C (:mod:`pybpf._mapops`) with the GIL held: integer keys by value,
 values of ints, floats, bools, enums and flat structs of those converted there,
-other layouts through their codec; whatever C does not take goes through the
-validating Python path, which names the map and field;
+other layouts (per-CPU lists, fd keys...) through their codec or the kind's
+methods; whatever C does not take goes through the validating Python path, which
+names the map and field;
 ``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
 batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
 the kernel has them for the map type, else one syscall per key.
@@ -85,12 +86,6 @@ _lookup_elem = lib.bpf_map_lookup_elem
 _update_elem = lib.bpf_map_update_elem
 _delete_elem = lib.bpf_map_delete_elem
 _from_buffer = ffi.from_buffer
-# (lookup, update, delete) taking an unsigned integer key by value, by key size; on a
-# little-endian host these write the same key bytes as IntCodec's '<' formats
-_INT_KEY_OPS = {
-    4: (lib.pybpf_map_lookup_u32, lib.pybpf_map_update_u32, lib.pybpf_map_delete_u32),
-    8: (lib.pybpf_map_lookup_u64, lib.pybpf_map_update_u64, lib.pybpf_map_delete_u64),
-} if sys.byteorder == "little" else {}
 _ENOENT = _errno.ENOENT
 _Fallback = _mapops.Fallback
 _C_SCALARS = (IntCodec, EnumCodec, BoolCodec, FloatCodec)
@@ -107,10 +102,9 @@ def _c_scalar(c: Codec, off: int, slot: Any) -> tuple[str, int, Any, Any] | None
     return (c.fmt, off, slot, members)
 
 
-def _map_ops(fd: int, key_size: int, kc: Codec, vc: Codec) -> Any:
-    """The C single-key operations (pybpf._mapops.MapOps) for these codecs."""
-    int_key = type(kc) is IntCodec and not kc.signed and kc.size in (4, 8)
-    kenc = None if int_key else (kc.fast_encode or kc.encode)
+def _value_fields(vc: Codec) -> tuple[Any, tuple[tuple[str, int, Any, Any], ...]]:
+    """(struct class or None, fields) for pybpf._mapops.MapOps: the scalars C converts
+    itself, or no fields when the codec's own decode/encode must do it."""
     cls: Any = None
     fields: tuple[tuple[str, int, Any, Any], ...] = ()
     if isinstance(vc, StructCodec):
@@ -123,13 +117,12 @@ def _map_ops(fd: int, key_size: int, kc: Codec, vc: Codec) -> Any:
         one = _c_scalar(vc, 0, None)
         if one is not None:
             fields = (one,)
-    return _mapops.MapOps(fd, key_size, vc.size, int_key, kenc, cls, fields, vc.decode,
-                          vc.fast_encode or vc.encode)
+    return cls, fields
 
 
-# The hot path's per-map state (see TypedMap._make_fast): fd, lookup/update/delete
-# functions, key encoder (None: the int key goes to C as is), value encoder, value
-# decoder (None: the kind's methods), value-buffer pool, value buffer size, key size.
+# The validating path's per-map state (see TypedMap._make_fast): fd, lookup/update/
+# delete functions, key encoder, value encoder (None: the kind's _eval), value decoder
+# (None: the kind's _dval), value-buffer pool, value buffer size, key size.
 _Fast = tuple[int, Any, Any, Any, Any, Any, Any, list[tuple[bytearray, Any]], int, int]
 _kernel_btfs: dict[int, BTF] = {}
 
@@ -279,14 +272,20 @@ class TypedMap(Map, Generic[K, V]):
         self._ops = None
 
     def _make_fast(self) -> _Fast:
-        """The hot path's state: (fd, lookup, update, delete, key encoder, value encoder,
+        """Build the single-key state: ``self._ops``, the C operations
+        (:mod:`pybpf._mapops`) that ``m[k]``, ``m[k] = v``, ``del m[k]``, ``get`` and
+        ``in`` try first, and the state of the Python path they fall back to for what
+        C does not take: (fd, lookup, update, delete, key encoder, value encoder,
         value decoder, value-buffer pool, value buffer size, key size).
 
-        Unsigned 4/8-byte integer keys go to C helpers by value (no key bytes built);
-        other keys are encoded by the codec's unchecked encoder, and whatever it rejects
-        goes through the validating ``_ekey`` (same errors as before). The value decoder
-        is None for kinds that decode with their own ``_dval`` (per-CPU...); the value
-        encoder is None for kinds with their own ``_eval``.
+        C takes unsigned 4/8-byte integer keys by value and other keys through the
+        unchecked encoder (or the kind's ``_ekey``); values of scalars and flat structs
+        of scalars it converts itself, others through the codec or the kind's
+        ``_dval``/``_eval`` (per-CPU lists...). In the Python path, keys go through the
+        codec's unchecked encoder and whatever it rejects through the validating
+        ``_ekey`` (which names the map and field); the value decoder is None for kinds
+        that decode with their own ``_dval``, the value encoder None for kinds with
+        their own ``_eval``.
 
         The pool holds (bytearray, cdata) value buffers: a call pops one, the syscall
         fills it, the decoder copies out, the call puts it back. ``list.pop``/``append``
@@ -298,29 +297,39 @@ class TypedMap(Map, Generic[K, V]):
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
         cls = type(self)
-        ops = None
-        # kinds with their own _ekey (fd keys...): that method, bound through a weak
-        # proxy so that the cached state does not keep the map alive in a cycle
-        kenc: Any = functools.partial(cls._ekey, weakref.proxy(self))
-        if cls._ekey is TypedMap._ekey:
-            if type(kc) is IntCodec and not kc.signed:
-                ops = _INT_KEY_OPS.get(kc.size)
-            if ops is not None:
-                kenc = None
-            elif kc.fast_encode is not None:
-                kenc = kc.fast_encode
-        look, upd, dele = ops or (_lookup_elem, _update_elem, _delete_elem)
+        # kinds with their own _ekey (fd keys...), _dval, _eval: those methods, bound
+        # through a weak proxy so that the cached state does not keep the map alive in
+        # a cycle
+        proxy = weakref.proxy(self)
+        own_key = cls._ekey is not TypedMap._ekey
+        kenc: Any = functools.partial(cls._ekey, proxy)
+        if not own_key and kc.fast_encode is not None:
+            kenc = kc.fast_encode
         venc = vc.fast_encode if cls._eval is TypedMap._eval else None
         vdec = vc.decode if cls._dval is TypedMap._dval else None
         vsize = self._vbuf_size()
         buf = bytearray(vsize)
         pool: list[tuple[bytearray, Any]] = [(buf, _from_buffer(buf))]
-        fast = (fd, look, upd, dele, kenc, venc, vdec, pool, vsize, self.key_size)
+        fast = (fd, _lookup_elem, _update_elem, _delete_elem, kenc, venc, vdec, pool, vsize,
+                self.key_size)
         self._fast = fast
         # (C converts in host order; the codecs' formats are little-endian)
-        if cls._ekey is TypedMap._ekey and venc is not None and vdec is not None \
-                and vsize == vc.size and sys.byteorder == "little":
-            self._ops = _map_ops(fd, self.key_size, kc, vc)
+        if self.key_size > 0 and sys.byteorder == "little":
+            int_key = not own_key and type(kc) is IntCodec and not kc.signed and \
+                kc.size in (4, 8)
+            if vdec is not None and vsize == vc.size:
+                vcls, fields = _value_fields(vc)
+                dec: Any = vdec
+            else:
+                vcls, fields = None, ()
+                own_dval = cls._dval
+
+                def dec(b: bytes, off: int) -> Any:
+                    return own_dval(proxy, b)
+            enc = (venc or vc.encode) if cls._eval is TypedMap._eval else \
+                functools.partial(cls._eval, proxy)
+            self._ops = _mapops.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields,
+                                       dec, enc)
         return fast
 
     def _err(self, err: int, what: str) -> MapError:
@@ -403,7 +412,7 @@ class TypedMap(Map, Generic[K, V]):
             buf = bytearray(vsize)
             b = (buf, _from_buffer(buf))
         try:
-            rc = look(fd, key if kenc is None else kenc(key), b[1])
+            rc = look(fd, kenc(key), b[1])
         except Exception:  # noqa: BLE001 - not a plain key: the validating encoder explains
             rc = _lookup_elem(fd, self._ekey(key), b[1])
         if rc < 0:
@@ -428,7 +437,7 @@ class TypedMap(Map, Generic[K, V]):
             buf = bytearray(vsize)
             b = (buf, _from_buffer(buf))
         try:
-            rc = look(fd, key if kenc is None else kenc(key), b[1])
+            rc = look(fd, kenc(key), b[1])
         except Exception:  # noqa: BLE001 - the validating encoder explains
             rc = _lookup_elem(fd, self._ekey(key), b[1])
         if rc < 0:
@@ -527,7 +536,7 @@ class TypedMap(Map, Generic[K, V]):
             self._put(key, value, 0)
             return
         try:
-            rc = upd(fd, key if kenc is None else kenc(key), venc(value), 0)
+            rc = upd(fd, kenc(key), venc(value), 0)
         except Exception:  # noqa: BLE001 - the validating encoders explain
             self._put(key, value, 0)
             return
@@ -566,7 +575,7 @@ class TypedMap(Map, Generic[K, V]):
             f = self._make_fast()
         fd, _, _, dele, kenc, _, _, _, _, _ = f
         try:
-            rc = dele(fd, key if kenc is None else kenc(key))
+            rc = dele(fd, kenc(key))
         except Exception:  # noqa: BLE001 - the validating encoder explains
             rc = _delete_elem(fd, self._ekey(key))
         if rc < 0:

@@ -198,3 +198,38 @@ def test_items_decoded_in_c_match_single_lookups(mo):
         assert v == scal[k] and type(v) is Scal and type(v.color) is type(scal[k].color)
     with pytest.raises(ValueError, match="do not fit"):
         scal._ops.decode_values(bytes(Scal()), 2)
+
+
+def test_kinds_with_their_own_codecs_go_through_c_too(bpf_obj):
+    """Per-CPU values (the kind's _dval/_eval) and fd keys (LocalStorageMap._ekey) are
+    converted by the kind's methods, called from the C operations; what they reject
+    still comes back with the validating path's message."""
+    import os
+
+    from pybpf import possible_cpus
+
+    ncpu = possible_cpus()
+    with pybpf.load(bpf_obj("typed_maps")) as obj:
+        pc, ts = obj.maps["pc_hash"], obj.maps["tstore"]
+        Val = obj.btf["val"].pytype
+        pc[3] = [Val(count=i) for i in range(ncpu)]
+        assert isinstance(pc._ops, _mapops.MapOps)
+        assert [v.count for v in pc[3]] == list(range(ncpu)) and pc.sum(3).count == \
+            sum(range(ncpu))
+        assert 3 in pc and pc.get(4) is None
+        with pytest.raises(ValueError, match=f"map 'pc_hash': per-CPU value needs {ncpu}"):
+            pc[3] = [Val()] * (ncpu + 1)
+        with pytest.raises(TypeError, match=r"map 'pc_hash': value\[0\]"):
+            pc[3] = ["x"] * ncpu
+        assert [v.count for v in pc[3]] == list(range(ncpu))  # untouched
+        del pc[3]
+        assert 3 not in pc
+        pidfd = os.pidfd_open(os.getpid())
+        try:
+            ts[pidfd] = {"count": 5}
+            assert isinstance(ts._ops, _mapops.MapOps)
+            assert ts[pidfd].count == 5 and pidfd in ts
+            del ts[pidfd]
+            assert ts.get(pidfd) is None
+        finally:
+            os.close(pidfd)

@@ -807,38 +807,3 @@ long pybpf_perf_drain(struct perf_buffer *pb, int idx, struct pybpf_batch *b, __
 		page_size = (size_t)sysconf(_SC_PAGESIZE);
 	return pybpf_perf_drain_buf(base, size, page_size, b, cpu, max_bytes);
 }
-
-/* --- Single-element map operations for typed maps with integer keys ----------
- *
- * The key comes by value (no encoded key object per call) in the host's byte
- * order, which is what the kernel compares; the result is 0 or -errno, so the
- * caller needs no errno round trip. */
-int pybpf_map_lookup_u32(int fd, __u32 key, void *value)
-{
-	return bpf_map_lookup_elem(fd, &key, value) < 0 ? -errno : 0;
-}
-
-int pybpf_map_update_u32(int fd, __u32 key, const void *value, __u64 flags)
-{
-	return bpf_map_update_elem(fd, &key, value, flags) < 0 ? -errno : 0;
-}
-
-int pybpf_map_delete_u32(int fd, __u32 key)
-{
-	return bpf_map_delete_elem(fd, &key) < 0 ? -errno : 0;
-}
-
-int pybpf_map_lookup_u64(int fd, __u64 key, void *value)
-{
-	return bpf_map_lookup_elem(fd, &key, value) < 0 ? -errno : 0;
-}
-
-int pybpf_map_update_u64(int fd, __u64 key, const void *value, __u64 flags)
-{
-	return bpf_map_update_elem(fd, &key, value, flags) < 0 ? -errno : 0;
-}
-
-int pybpf_map_delete_u64(int fd, __u64 key)
-{
-	return bpf_map_delete_elem(fd, &key) < 0 ? -errno : 0;
-}

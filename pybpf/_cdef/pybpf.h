@@ -42,10 +42,3 @@ __u64 pybpf_ring_mask(const struct pybpf_ring *r);
 long pybpf_ring_drain(struct pybpf_ring *r, struct pybpf_batch *b, __u32 tag, size_t max_bytes, size_t max_records);
 struct perf_buffer *pybpf_perf_buffer_new(int map_fd, size_t page_cnt, struct pybpf_batch *b);
 long pybpf_perf_drain(struct perf_buffer *pb, int idx, struct pybpf_batch *b, __u32 cpu, size_t max_bytes);
-/* typed maps with integer keys (pybpf.mapkinds): key by value, result 0 or -errno */
-int pybpf_map_lookup_u32(int fd, __u32 key, void *value);
-int pybpf_map_update_u32(int fd, __u32 key, const void *value, __u64 flags);
-int pybpf_map_delete_u32(int fd, __u32 key);
-int pybpf_map_lookup_u64(int fd, __u64 key, void *value);
-int pybpf_map_update_u64(int fd, __u64 key, const void *value, __u64 flags);
-int pybpf_map_delete_u64(int fd, __u64 key);
