@@ -10,6 +10,9 @@
  * know (char arrays, nested structs, unions...) use the codec's Python decoder and
  * encoder, called from here.
  *
+ * Decoder does the same conversion for any buffer (struct codecs of scalars use it:
+ * event records, batches, globals).
+ *
  * Whatever the fast path cannot take (a key of another type, a value out of range,
  * a dict for a struct...) raises Fallback, before any syscall: the Python path then
  * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
@@ -38,6 +41,15 @@ struct field {
 	PyObject *members;	/* enums: dict value -> member (borrowed from the tuple) */
 };
 
+/* A value C converts itself: a struct class whose __slots__ the fields fill, or one
+ * scalar (cls NULL, one field with slot -1). */
+struct layout {
+	PyTypeObject *cls;
+	PyObject *spec;		/* the field tuple given (keeps enum dicts alive) */
+	Py_ssize_t nfields;	/* 0: no layout */
+	struct field *fields;
+};
+
 typedef struct {
 	PyObject_HEAD
 	int fd;
@@ -45,12 +57,10 @@ typedef struct {
 	Py_ssize_t value_size;
 	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
 	PyObject *kenc;		/* key -> bytes (raises on bad keys), or NULL */
-	PyTypeObject *cls;	/* the struct class the fields fill, or NULL */
-	PyObject *spec;		/* the field tuple given (keeps enum dicts alive) */
-	PyObject *vdec;		/* (bytes, 0) -> value when nfields == 0 */
-	PyObject *venc;		/* value -> bytes when nfields == 0 */
-	Py_ssize_t nfields;
-	struct field *fields;
+	struct layout lay;	/* the value, when C converts it (nfields > 0) */
+	PyObject *vdec;		/* (bytes, 0) -> value when lay.nfields == 0 */
+	PyObject *venc;		/* value -> bytes when lay.nfields == 0 */
+	int ready;
 } MapOps;
 
 /* Each call works in its own value buffer (decoding may run Python code, e.g. a
@@ -208,13 +218,34 @@ static PyObject *field_from(const struct field *f, const char *value)
 	return v;
 }
 
-/* The value in VBUF as a Python object. */
-static PyObject *decode_value(MapOps *s, const char *vbuf)
+/* The value at P as a Python object (L->nfields > 0). */
+static PyObject *layout_decode(const struct layout *l, const char *p)
 {
 	PyObject *o;
 	Py_ssize_t i;
 
-	if (s->nfields == 0) {
+	if (!l->cls)
+		return field_from(&l->fields[0], p);
+	o = l->cls->tp_alloc(l->cls, 0);
+	if (!o)
+		return NULL;
+	for (i = 0; i < l->nfields; i++) {
+		const struct field *f = &l->fields[i];
+		PyObject *v = field_from(f, p);
+
+		if (!v) {
+			Py_DECREF(o);
+			return NULL;
+		}
+		*(PyObject **)((char *)o + f->slot) = v;  /* a fresh instance: slots are NULL */
+	}
+	return o;
+}
+
+/* The value in VBUF as a Python object. */
+static PyObject *decode_value(MapOps *s, const char *vbuf)
+{
+	if (s->lay.nfields == 0) {
 		PyObject *b = PyBytes_FromStringAndSize(vbuf, s->value_size), *zero, *v;
 
 		if (!b)
@@ -225,22 +256,7 @@ static PyObject *decode_value(MapOps *s, const char *vbuf)
 		Py_DECREF(b);
 		return v;
 	}
-	if (!s->cls)
-		return field_from(&s->fields[0], vbuf);
-	o = s->cls->tp_alloc(s->cls, 0);
-	if (!o)
-		return NULL;
-	for (i = 0; i < s->nfields; i++) {
-		const struct field *f = &s->fields[i];
-		PyObject *v = field_from(f, vbuf);
-
-		if (!v) {
-			Py_DECREF(o);
-			return NULL;
-		}
-		*(PyObject **)((char *)o + f->slot) = v;  /* a fresh instance: slots are NULL */
-	}
-	return o;
+	return layout_decode(&s->lay, vbuf);
 }
 
 /* Write one scalar; -1 (no exception set) when the fast path cannot take V. */
@@ -317,11 +333,11 @@ static const char *value_bytes(MapOps *s, PyObject *value, char *vbuf, PyObject 
 	Py_ssize_t i;
 
 	*hold = NULL;
-	if (s->nfields && (s->cls ? Py_TYPE(value) == s->cls : 1)) {
+	if (s->lay.nfields && (s->lay.cls ? Py_TYPE(value) == s->lay.cls : 1)) {
 		memset(vbuf, 0, (size_t)s->value_size);
-		for (i = 0; i < s->nfields; i++) {
-			const struct field *f = &s->fields[i];
-			PyObject *v = s->cls ? *(PyObject **)((char *)value + f->slot) : value;
+		for (i = 0; i < s->lay.nfields; i++) {
+			const struct field *f = &s->lay.fields[i];
+			PyObject *v = s->lay.cls ? *(PyObject **)((char *)value + f->slot) : value;
 
 			if (!v || scalar_to(f, v, vbuf + f->off) < 0)
 				goto fail;
@@ -353,7 +369,7 @@ fail:
 /* Methods of an instance whose __init__ did not complete refuse to run. */
 #define READY(s)							\
 	do {								\
-		if (!(s)->spec) {					\
+		if (!(s)->ready) {					\
 			PyErr_SetString(PyExc_ValueError,		\
 					"pybpf._mapops: MapOps not initialised"); \
 			return NULL;					\
@@ -424,65 +440,6 @@ static PyObject *MapOps_lookup_bytes(MapOps *s, PyObject *key)
 		Py_RETURN_NONE;
 	if (err)
 		return raise_errno(err);
-	return out;
-}
-
-/* decode_values(buf, count): COUNT values packed back to back in BUF (a batch), as a
- * list; Fallback for layouts C does not convert. */
-static PyObject *MapOps_decode_values(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
-{
-	Py_buffer view;
-	Py_ssize_t count, i;
-	PyObject *out = NULL;
-#if PY_VERSION_HEX >= 0x030A0000
-	int gc_was;
-#endif
-
-	READY(s);
-	if (nargs != 2) {
-		PyErr_SetString(PyExc_TypeError, "decode_values(buf, count)");
-		return NULL;
-	}
-	if (s->nfields == 0) {
-		PyErr_SetNone(Fallback);
-		return NULL;
-	}
-	count = PyLong_AsSsize_t(args[1]);
-	if (count < 0) {
-		if (!PyErr_Occurred())
-			PyErr_SetString(PyExc_ValueError, "count must be >= 0");
-		return NULL;
-	}
-	if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-		return NULL;
-	if (count > view.len / s->value_size) {
-		PyErr_Format(PyExc_ValueError, "%zd values of %zd bytes do not fit %zd bytes",
-			     count, s->value_size, view.len);
-		goto out;
-	}
-	out = PyList_New(count);
-	if (!out)
-		goto out;
-#if PY_VERSION_HEX >= 0x030A0000
-	/* No Python code runs in this loop (fields only), and its objects hold no
-	 * cycles: let the collector look at them once afterwards, not every 700. */
-	gc_was = PyGC_Disable();
-#endif
-	for (i = 0; i < count; i++) {
-		PyObject *v = decode_value(s, (const char *)view.buf + i * s->value_size);
-
-		if (!v) {
-			Py_CLEAR(out);
-			break;
-		}
-		PyList_SET_ITEM(out, i, v);
-	}
-#if PY_VERSION_HEX >= 0x030A0000
-	if (gc_was)
-		PyGC_Enable();
-#endif
-out:
-	PyBuffer_Release(&view);
 	return out;
 }
 
@@ -618,20 +575,99 @@ static Py_ssize_t slot_offset(PyObject *cls, PyObject *descr)
 	return m->offset;
 }
 
+/* Parse FIELDS ((code, byte_offset, slot_descriptor_or_None, enum_dict_or_None), ...)
+ * for values of SIZE bytes into L: CLS None with one field is a scalar value. */
+static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize_t size)
+{
+	Py_ssize_t i, n = PyTuple_GET_SIZE(spec);
+	struct field *fields;
+
+	if (cls != Py_None && !PyType_Check(cls)) {
+		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: cls must be a class or None");
+		return -1;
+	}
+	if (n > 1 && cls == Py_None) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: fields without a class");
+		return -1;
+	}
+	if (n == 0)
+		return 0;
+	fields = PyMem_Calloc((size_t)n, sizeof(struct field));
+	if (!fields) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		PyObject *t = PyTuple_GET_ITEM(spec, i);
+		const char *code;
+		Py_ssize_t off, clen;
+		PyObject *descr, *members;
+		struct field *f = &fields[i];
+
+		if (!PyArg_ParseTuple(t, "s#nOO", &code, &clen, &off, &descr, &members))
+			goto fail;
+		if (clen != 1 || !strchr(CODES, code[0]) || off < 0 ||
+		    off + code_size(code[0]) > size) {
+			PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad field");
+			goto fail;
+		}
+		f->code = code[0];
+		f->off = off;
+		f->slot = -1;
+		if (cls != Py_None) {
+			f->slot = slot_offset(cls, descr);
+			if (f->slot < 0)
+				goto fail;
+		}
+		if (members != Py_None) {
+			if (!PyDict_Check(members)) {
+				PyErr_SetString(PyExc_TypeError, "pybpf._mapops: enum members: a dict");
+				goto fail;
+			}
+			f->members = members;  /* kept alive by spec */
+		}
+	}
+	l->fields = fields;
+	l->nfields = n;
+	Py_INCREF(spec);
+	l->spec = spec;
+	if (cls != Py_None) {
+		Py_INCREF(cls);
+		l->cls = (PyTypeObject *)cls;
+	}
+	return 0;
+fail:
+	PyMem_Free(fields);
+	return -1;
+}
+
+static void layout_clear(struct layout *l)
+{
+	Py_CLEAR(l->cls);
+	Py_CLEAR(l->spec);
+}
+
+static void layout_free(struct layout *l)
+{
+	layout_clear(l);
+	PyMem_Free(l->fields);
+	l->fields = NULL;
+	l->nfields = 0;
+}
+
 /* MapOps(fd, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
- * fields: ((code, byte_offset, slot_descriptor_or_None, enum_dict_or_None), ...);
- * empty: values go through vdec/venc. cls None with one field: a scalar value. */
+ * fields: see layout_init; empty: values go through vdec/venc. */
 static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 {
 	int fd, key_int;
-	Py_ssize_t ks, vs, i, n;
+	Py_ssize_t ks, vs;
 	PyObject *kenc, *cls, *spec, *vdec, *venc;
 
 	if (kw && PyDict_GET_SIZE(kw)) {
 		PyErr_SetString(PyExc_TypeError, "MapOps takes positional arguments");
 		return -1;
 	}
-	if (s->fields) {
+	if (s->ready || s->lay.fields) {
 		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
 		return -1;
 	}
@@ -643,68 +679,19 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad key or value size");
 		return -1;
 	}
-	if (cls != Py_None && !PyType_Check(cls)) {
-		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: cls must be a class or None");
-		return -1;
-	}
-	n = PyTuple_GET_SIZE(spec);
-	if (n == 0 && (vdec == Py_None || venc == Py_None)) {
+	if (PyTuple_GET_SIZE(spec) == 0 && (vdec == Py_None || venc == Py_None)) {
 		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: no fields and no codec");
 		return -1;
 	}
-	if (n != 1 && cls == Py_None && n) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: fields without a class");
+	if (layout_init(&s->lay, cls, spec, vs) < 0)
 		return -1;
-	}
-	s->fields = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct field));
-	if (!s->fields) {
-		PyErr_NoMemory();
-		return -1;
-	}
-	for (i = 0; i < n; i++) {
-		PyObject *t = PyTuple_GET_ITEM(spec, i);
-		const char *code;
-		Py_ssize_t off, clen;
-		PyObject *descr, *members;
-		struct field *f = &s->fields[i];
-
-		if (!PyArg_ParseTuple(t, "s#nOO", &code, &clen, &off, &descr, &members))
-			return -1;
-		if (clen != 1 || !strchr(CODES, code[0]) || off < 0 ||
-		    off + code_size(code[0]) > vs) {
-			PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad field");
-			return -1;
-		}
-		f->code = code[0];
-		f->off = off;
-		f->slot = -1;
-		if (cls != Py_None) {
-			f->slot = slot_offset(cls, descr);
-			if (f->slot < 0)
-				return -1;
-		}
-		if (members != Py_None) {
-			if (!PyDict_Check(members)) {
-				PyErr_SetString(PyExc_TypeError, "pybpf._mapops: enum members: a dict");
-				return -1;
-			}
-			f->members = members;  /* kept alive by spec */
-		}
-	}
 	s->fd = fd;
 	s->key_size = ks;
 	s->value_size = vs;
 	s->key_int = key_int;
-	s->nfields = n;
-	Py_INCREF(spec);
-	s->spec = spec;
 	if (kenc != Py_None) {
 		Py_INCREF(kenc);
 		s->kenc = kenc;
-	}
-	if (cls != Py_None) {
-		Py_INCREF(cls);
-		s->cls = (PyTypeObject *)cls;
 	}
 	if (vdec != Py_None) {
 		Py_INCREF(vdec);
@@ -714,14 +701,15 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		Py_INCREF(venc);
 		s->venc = venc;
 	}
+	s->ready = 1;
 	return 0;
 }
 
 static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 {
 	Py_VISIT(s->kenc);
-	Py_VISIT(s->cls);
-	Py_VISIT(s->spec);
+	Py_VISIT(s->lay.cls);
+	Py_VISIT(s->lay.spec);
 	Py_VISIT(s->vdec);
 	Py_VISIT(s->venc);
 	return 0;
@@ -729,12 +717,11 @@ static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 
 static int MapOps_clear(MapOps *s)
 {
+	s->ready = 0;  /* methods refuse from now on */
 	Py_CLEAR(s->kenc);
-	Py_CLEAR(s->cls);
-	Py_CLEAR(s->spec);
 	Py_CLEAR(s->vdec);
 	Py_CLEAR(s->venc);
-	s->nfields = 0;
+	layout_free(&s->lay);
 	return 0;
 }
 
@@ -742,7 +729,6 @@ static void MapOps_dealloc(MapOps *s)
 {
 	PyObject_GC_UnTrack(s);
 	MapOps_clear(s);
-	PyMem_Free(s->fields);
 	Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -751,8 +737,6 @@ static PyMethodDef MapOps_methods[] = {
 	 "lookup(key) -> value; KeyError if absent."},
 	{"lookup_bytes", (PyCFunction)MapOps_lookup_bytes, METH_O,
 	 "lookup_bytes(key: bytes) -> bytes, or None if absent."},
-	{"decode_values", (PyCFunction)(void (*)(void))MapOps_decode_values, METH_FASTCALL,
-	 "decode_values(buf, count) -> list of COUNT values packed in BUF."},
 	{"get", (PyCFunction)(void (*)(void))MapOps_get, METH_FASTCALL,
 	 "get(key, default) -> value, or default if absent."},
 	{"contains", (PyCFunction)MapOps_contains, METH_O, "contains(key) -> bool."},
@@ -777,6 +761,209 @@ static PyTypeObject MapOpsType = {
 	.tp_methods = MapOps_methods,
 };
 
+/* ---- Decoder: the same conversion for any buffer ------------------------------ */
+
+typedef struct {
+	PyObject_HEAD
+	struct layout lay;
+	Py_ssize_t size;
+	PyObject *name;		/* the C type's name, for errors */
+} Decoder;
+
+static int Decoder_init(Decoder *d, PyObject *args, PyObject *kw)
+{
+	PyObject *name, *cls, *spec;
+	Py_ssize_t size;
+
+	if (kw && PyDict_GET_SIZE(kw)) {
+		PyErr_SetString(PyExc_TypeError, "Decoder takes positional arguments");
+		return -1;
+	}
+	if (d->lay.fields) {
+		PyErr_SetString(PyExc_TypeError, "Decoder is initialised once");
+		return -1;
+	}
+	if (!PyArg_ParseTuple(args, "UnOO!", &name, &size, &cls, &PyTuple_Type, &spec))
+		return -1;
+	if (size <= 0 || PyTuple_GET_SIZE(spec) == 0) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: Decoder needs a size and fields");
+		return -1;
+	}
+	if (layout_init(&d->lay, cls, spec, size) < 0)
+		return -1;
+	d->size = size;
+	Py_INCREF(name);
+	d->name = name;
+	return 0;
+}
+
+/* BUF's bytes (a view to release when VIEW->obj is set), checked to hold NEED bytes. */
+static const char *decoder_buf(Decoder *d, PyObject *buf, Py_buffer *view, Py_ssize_t need)
+{
+	const char *p;
+	Py_ssize_t len;
+
+	view->obj = NULL;
+	if (!d->lay.nfields) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: Decoder not initialised");
+		return NULL;
+	}
+	if (PyBytes_CheckExact(buf)) {
+		p = PyBytes_AS_STRING(buf);
+		len = PyBytes_GET_SIZE(buf);
+	} else {
+		if (PyObject_GetBuffer(buf, view, PyBUF_SIMPLE) < 0)
+			return NULL;
+		p = view->buf;
+		len = view->len;
+	}
+	if (need > len) {
+		PyErr_Format(PyExc_ValueError, "%U: need %zd bytes, got %zd", d->name, need, len);
+		if (view->obj)
+			PyBuffer_Release(view);
+		view->obj = NULL;
+		return NULL;
+	}
+	return p;
+}
+
+static int ssize_arg(PyObject *o, Py_ssize_t *out, const char *what)
+{
+	Py_ssize_t v = PyLong_AsSsize_t(o);
+
+	if (v == -1 && PyErr_Occurred())
+		return -1;
+	if (v < 0) {
+		PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", what, v);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* decode(buf, off=0) -> the value at OFF */
+static PyObject *Decoder_decode(Decoder *d, PyObject *const *args, Py_ssize_t nargs)
+{
+	Py_buffer view;
+	Py_ssize_t off = 0;
+	const char *p;
+	PyObject *v;
+
+	if (nargs < 1 || nargs > 2) {
+		PyErr_SetString(PyExc_TypeError, "decode(buf, off=0)");
+		return NULL;
+	}
+	if (nargs == 2 && ssize_arg(args[1], &off, "offset") < 0)
+		return NULL;
+	if (off > PY_SSIZE_T_MAX - d->size) {
+		PyErr_SetString(PyExc_OverflowError, "offset too large");
+		return NULL;
+	}
+	p = decoder_buf(d, args[0], &view, off + d->size);
+	if (!p)
+		return NULL;
+	v = layout_decode(&d->lay, p + off);
+	if (view.obj)
+		PyBuffer_Release(&view);
+	return v;
+}
+
+/* decode_array(buf, count, stride=size, base=0) -> list of COUNT values */
+static PyObject *Decoder_decode_array(Decoder *d, PyObject *const *args, Py_ssize_t nargs)
+{
+	Py_buffer view;
+	Py_ssize_t count, stride = d->size, base = 0, i;
+	const char *p;
+	PyObject *out;
+#if PY_VERSION_HEX >= 0x030A0000
+	int gc_was;
+#endif
+
+	if (nargs < 2 || nargs > 4) {
+		PyErr_SetString(PyExc_TypeError, "decode_array(buf, count, stride=size, base=0)");
+		return NULL;
+	}
+	if (ssize_arg(args[1], &count, "count") < 0 ||
+	    (nargs > 2 && ssize_arg(args[2], &stride, "stride") < 0) ||
+	    (nargs > 3 && ssize_arg(args[3], &base, "base") < 0))
+		return NULL;
+	if (count && (stride < d->size ||
+		      (count - 1) > (PY_SSIZE_T_MAX - base - d->size) / stride)) {
+		PyErr_SetString(PyExc_ValueError, "decode_array: bad stride or count");
+		return NULL;
+	}
+	p = decoder_buf(d, args[0], &view, count ? base + (count - 1) * stride + d->size : 0);
+	if (!p)
+		return NULL;
+	out = PyList_New(count);
+	if (out) {
+#if PY_VERSION_HEX >= 0x030A0000
+		/* No Python code runs in this loop and its objects hold no cycles: the
+		 * collector looks at them once afterwards, not every 700 objects. */
+		gc_was = PyGC_Disable();
+#endif
+		for (i = 0; i < count; i++) {
+			PyObject *v = layout_decode(&d->lay, p + base + i * stride);
+
+			if (!v) {
+				Py_CLEAR(out);
+				break;
+			}
+			PyList_SET_ITEM(out, i, v);
+		}
+#if PY_VERSION_HEX >= 0x030A0000
+		if (gc_was)
+			PyGC_Enable();
+#endif
+	}
+	if (view.obj)
+		PyBuffer_Release(&view);
+	return out;
+}
+
+static int Decoder_traverse(Decoder *d, visitproc visit, void *arg)
+{
+	Py_VISIT(d->lay.cls);
+	Py_VISIT(d->lay.spec);
+	return 0;
+}
+
+static int Decoder_clear(Decoder *d)
+{
+	layout_free(&d->lay);
+	Py_CLEAR(d->name);
+	return 0;
+}
+
+static void Decoder_dealloc(Decoder *d)
+{
+	PyObject_GC_UnTrack(d);
+	Decoder_clear(d);
+	Py_TYPE(d)->tp_free((PyObject *)d);
+}
+
+static PyMethodDef Decoder_methods[] = {
+	{"decode", (PyCFunction)(void (*)(void))Decoder_decode, METH_FASTCALL,
+	 "decode(buf, off=0) -> the value at OFF."},
+	{"decode_array", (PyCFunction)(void (*)(void))Decoder_decode_array, METH_FASTCALL,
+	 "decode_array(buf, count, stride=size, base=0) -> list of COUNT values."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DecoderType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._mapops.Decoder",
+	.tp_doc = "Decode a BTF layout of scalars from any buffer, in C (see pybpf/_mapops.c).",
+	.tp_basicsize = sizeof(Decoder),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Decoder_init,
+	.tp_dealloc = (destructor)Decoder_dealloc,
+	.tp_traverse = (traverseproc)Decoder_traverse,
+	.tp_clear = (inquiry)Decoder_clear,
+	.tp_methods = Decoder_methods,
+};
+
 static struct PyModuleDef mapops_module = {
 	PyModuleDef_HEAD_INIT,
 	.m_name = "pybpf._mapops",
@@ -788,7 +975,7 @@ PyMODINIT_FUNC PyInit__mapops(void)
 {
 	PyObject *m;
 
-	if (PyType_Ready(&MapOpsType) < 0)
+	if (PyType_Ready(&MapOpsType) < 0 || PyType_Ready(&DecoderType) < 0)
 		return NULL;
 	m = PyModule_Create(&mapops_module);
 	if (!m)
@@ -805,6 +992,12 @@ PyMODINIT_FUNC PyInit__mapops(void)
 	Py_INCREF(&MapOpsType);
 	if (PyModule_AddObject(m, "MapOps", (PyObject *)&MapOpsType) < 0) {
 		Py_DECREF(&MapOpsType);
+		Py_DECREF(m);
+		return NULL;
+	}
+	Py_INCREF(&DecoderType);
+	if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
+		Py_DECREF(&DecoderType);
 		Py_DECREF(m);
 		return NULL;
 	}

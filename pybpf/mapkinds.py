@@ -52,13 +52,11 @@ from .btf import BTF
 from .errors import ClosedError, MapError
 from .maps import Map, UpdateFlags, map_type_name, possible_cpus, register_kind
 from .types import (
-    BoolCodec,
     Codec,
-    EnumCodec,
-    FloatCodec,
     IntCodec,
     StructCodec,
     as_codec,
+    c_layout,
     codec_for,
     decode_array,
     raw_codec,
@@ -88,36 +86,6 @@ _delete_elem = lib.bpf_map_delete_elem
 _from_buffer = ffi.from_buffer
 _ENOENT = _errno.ENOENT
 _Fallback = _mapops.Fallback
-_C_SCALARS = (IntCodec, EnumCodec, BoolCodec, FloatCodec)
-
-
-def _c_scalar(c: Codec, off: int, slot: Any) -> tuple[str, int, Any, Any] | None:
-    """A value field for pybpf._mapops: (struct code, byte offset, slot descriptor,
-    enum members), or None when C does not decode it exactly like ``c.decode``."""
-    if type(c) not in _C_SCALARS or c.fmt is None or len(c.fmt) != 1:
-        return None
-    if type(c) is BoolCodec and c.fmt != "?":
-        return None
-    members = c._map or None if type(c) is EnumCodec else None
-    return (c.fmt, off, slot, members)
-
-
-def _value_fields(vc: Codec) -> tuple[Any, tuple[tuple[str, int, Any, Any], ...]]:
-    """(struct class or None, fields) for pybpf._mapops.MapOps: the scalars C converts
-    itself, or no fields when the codec's own decode/encode must do it."""
-    cls: Any = None
-    fields: tuple[tuple[str, int, Any, Any], ...] = ()
-    if isinstance(vc, StructCodec):
-        if not vc.is_union and vc.members and not any(m.bits for m in vc.members):
-            specs = [_c_scalar(m.codec, m.byte_off, vc.cls.__dict__.get(m.name))
-                     for m in vc.members]
-            if all(specs):
-                cls, fields = vc.cls, cast(tuple[tuple[str, int, Any, Any], ...], tuple(specs))
-    else:
-        one = _c_scalar(vc, 0, None)
-        if one is not None:
-            fields = (one,)
-    return cls, fields
 
 
 # The validating path's per-map state (see TypedMap._make_fast): fd, lookup/update/
@@ -318,7 +286,7 @@ class TypedMap(Map, Generic[K, V]):
             int_key = not own_key and type(kc) is IntCodec and not kc.signed and \
                 kc.size in (4, 8)
             if vdec is not None and vsize == vc.size:
-                vcls, fields = _value_fields(vc)
+                vcls, fields = c_layout(vc)
                 dec: Any = vdec
             else:
                 vcls, fields = None, ()
@@ -849,21 +817,8 @@ class TypedMap(Map, Generic[K, V]):
                 TypedMap._dkey
             kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
             if plain and kc.size == ks and vc.size == vs:
-                ops = None
-                if isinstance(vc, StructCodec):  # structs of scalars: built in C
-                    if self._fast is None:
-                        self._make_fast()
-                    ops = self._ops
                 for kb, vb, c in b:
-                    vals = None
-                    if ops is not None:
-                        try:
-                            vals = ops.decode_values(vb, c)
-                        except _Fallback:
-                            ops = None
-                    if vals is None:
-                        vals = decode_array(vc, vb, c)
-                    yield zip(decode_array(kc, kb, c), vals)
+                    yield zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
             else:
                 for kb, vb, c in b:
                     yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]

@@ -33,6 +33,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from . import _mapops
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec"]
@@ -762,12 +763,47 @@ class StructCodec(Codec):
         self.decode = ns["_dec"]  # type: ignore[method-assign]  # no extra call layer
         self.fast_encode = ns["_enc"]
         self.struct = S
+        cls, fields = c_layout(self)
+        if fields:  # every field a scalar C converts: decode in C
+            self.cdecoder = _mapops.Decoder(self.name, self.size, cls, fields)
+            self._decode = self.decode = self.cdecoder.decode  # type: ignore[method-assign]
 
     def dec_src(self, ns: dict[str, Any], base: str) -> str:
         return f"{_reg(ns, self._from)}(t, {base})"
 
     def enc_src(self, ns: dict[str, Any], v: str) -> str:
         return f"*{_reg(ns, self._to)}({v})"
+
+
+# --- layouts C converts itself (pybpf._mapops) ---------------------------------------
+
+_C_SCALARS = (IntCodec, EnumCodec, BoolCodec, FloatCodec)
+CField = tuple[str, int, Any, Any]
+
+
+def c_field(c: Codec, off: int, slot: Any) -> CField | None:
+    """A scalar for :mod:`pybpf._mapops`: (struct code, byte offset, slot descriptor,
+    enum members), or None when C would not decode it exactly like ``c.decode``."""
+    if type(c) not in _C_SCALARS or c.fmt is None or len(c.fmt) != 1:
+        return None
+    if type(c) is BoolCodec and c.fmt != "?":
+        return None
+    members = c._map or None if isinstance(c, EnumCodec) else None
+    return (c.fmt, off, slot, members)
+
+
+def c_layout(c: Codec) -> tuple[type | None, tuple[CField, ...]]:
+    """(struct class or None, fields) of a value :mod:`pybpf._mapops` converts itself:
+    a scalar, or a plain struct of scalars; no fields when it cannot."""
+    if isinstance(c, StructCodec):
+        if c.is_union or not c.members or any(m.bits for m in c.members):
+            return None, ()
+        fields = [c_field(m.codec, m.byte_off, c.cls.__dict__.get(m.name)) for m in c.members]
+        if not all(fields):
+            return None, ()
+        return c.cls, tuple(f for f in fields if f is not None)
+    one = c_field(c, 0, None)
+    return None, (one,) if one is not None else ()
 
 
 def _bf_get(buf: Any, off: int, m: _Member, size: int) -> Any:
@@ -927,9 +963,12 @@ def raw_codec(size: int) -> Codec:
 
 def decode_array(codec: Codec, buf: Any, count: int) -> list[Any]:
     """``count`` values packed back to back (a batch of keys or values), decoded with one
-    struct call where the layout allows."""
+    struct call (or in C) where the layout allows."""
     if count == 0:
         return []
+    cdec = getattr(codec, "cdecoder", None)
+    if cdec is not None:
+        return cdec.decode_array(buf, count)  # type: ignore[no-any-return]
     if isinstance(codec, (IntCodec, FloatCodec)) and codec.fmt and \
             type(codec) in (IntCodec, FloatCodec):
         return list(struct.unpack_from(f"<{count}{codec.fmt}", buf, 0))

@@ -185,7 +185,7 @@ def test_lookup_batch_walk_fallback(bpf_obj):
 
 
 def test_items_decoded_in_c_match_single_lookups(mo):
-    """items() of a struct map decodes each batch in C (MapOps.decode_values): the
+    """items() of a struct map decodes each batch in C (the codec's Decoder): the
     same values as single lookups, enum members and extremes included."""
     scal = mo.maps["scal"]
     Scal = mo.btf["scal"].pytype
@@ -196,8 +196,20 @@ def test_items_decoded_in_c_match_single_lookups(mo):
     assert sorted(items) == list(range(1, 12))
     for k, v in items.items():
         assert v == scal[k] and type(v) is Scal and type(v.color) is type(scal[k].color)
-    with pytest.raises(ValueError, match="do not fit"):
-        scal._ops.decode_values(bytes(Scal()), 2)
+    dec = scal.value_type.cdecoder  # the struct codec decodes in C (any buffer)
+    size = Scal._size
+    raw = bytes(Scal(u8=7, color=300)) * 3
+    assert [v.u8 for v in dec.decode_array(raw, 3)] == [7, 7, 7]
+    assert dec.decode(memoryview(raw), size).color is mo.btf["mo_color"].pytype.MO_BLUE
+    assert dec.decode_array(raw, 1, size, 2 * size)[0] == Scal(u8=7, color=300)
+    with pytest.raises(ValueError, match=f"scal: need {2 * size} bytes, got {size}"):
+        dec.decode_array(bytes(Scal()), 2)
+    with pytest.raises(ValueError, match=f"scal: need {size + 1} bytes"):
+        dec.decode(raw[:size], 1)
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        dec.decode(raw, -1)
+    with pytest.raises(ValueError, match="bad stride"):
+        dec.decode_array(raw, 2, 1)
 
 
 def test_kinds_with_their_own_codecs_go_through_c_too(bpf_obj):
