@@ -12,8 +12,10 @@ buffer.  The C consumer (benchmarks/events_consumer.c, compiled here with
 * drain:  the buffer is filled first, then consumed and timed alone.
 
 pybpf is measured per event (``poll()`` with a Python callback per record that
-checks the sequence number; ``callback-append``: the builtin ``list.append`` as
-callback, the records checked after each poll), in
+checks the sequence number; ``callback-typed``: the same with each record decoded
+into its BTF struct, ``decode="bench_event"``, the callback reading ``ev.seq``;
+``callback-append``: the builtin ``list.append`` as callback, the records checked
+after each poll), in
 batches (``read()``: records copied once, in C, into one buffer; sequence
 numbers checked over the whole batch in one pass through a numpy view of the
 seq field -- a memoryview without numpy), as numpy arrays
@@ -213,6 +215,18 @@ class Checker:
 
         return cb
 
+    def typed_callback(self) -> Callable[[Any], None]:
+        st = self._cb_state
+
+        def cb(ev: Any) -> None:
+            s = ev.seq
+            if s != st[0]:
+                st[2] += s - st[0] if s > st[0] else 1
+            st[0] = s + 1
+            st[1] += 1
+
+        return cb
+
     def finish(self) -> None:
         self.expected, self.events, self.gaps = self._cb_state
 
@@ -248,21 +262,25 @@ class Bench:
         chk = Checker(total)
         records: list[bytes] = []
         cb: Callable[[bytes], Any] | None = None
+        decode = None
         if how == "callback":
             cb = chk.callback()
+        elif how == "callback-typed":
+            cb, decode = chk.typed_callback(), "bench_event"
         elif how == "callback-append":
             cb = records.append  # a builtin callback: the cost of delivery alone
         cons: RingBuffer | PerfBuffer
         if perf:
-            cons = PerfBuffer(obj.maps["pb"], pages=self.pages, callback=cb,
+            cons = PerfBuffer(obj.maps["pb"], pages=self.pages, callback=cb, decode=decode,
                               max_batch_bytes=self.batch_bytes)
         else:
-            cons = RingBuffer(obj.maps["rb"], callback=cb, max_batch_bytes=self.batch_bytes)
+            cons = RingBuffer(obj.maps["rb"], callback=cb, decode=decode,
+                              max_batch_bytes=self.batch_bytes)
         zero = b"\0" * 4
         ncpu = pybpf.possible_cpus()
 
         def step(timeout: float) -> None:
-            if how == "callback":
+            if how in ("callback", "callback-typed"):
                 cons.poll(timeout)
                 chk.finish()
             elif how == "callback-append":
@@ -411,7 +429,7 @@ def _run_all(args: argparse.Namespace, tmp: str, ring_bytes: int, n: int,
                 cc = best([run_c(exe, obj, f"{mode}-copy", ring_bytes, args.pages, n, t)
                            for _ in range(reps)])
                 line(f"C libbpf {mode}-copy", cc, c)
-            hows = ["callback", "callback-append", "batch", "numpy"]
+            hows = ["callback", "callback-typed", "callback-append", "batch", "numpy"]
             if kind == "ring":
                 hows += ["borrow", "borrow+numpy"]
             for how in hows:

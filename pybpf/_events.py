@@ -25,6 +25,7 @@ from array import array
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union, overload
 
+from . import _mapops
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind
 from .errors import ClosedError
@@ -172,6 +173,13 @@ class RecordBatch(Sequence[bytes]):
     def decoded(self) -> list[Any]:
         """Every record through its map's ``decode`` (raw ``bytes`` where there is none)."""
         decs = self._decoders
+        if self._fixed and self._offs is None and len(decs) == 1 and self._n:
+            whole = getattr(decs[0], "__self__", None)  # a C Decoder's bound decode
+            if isinstance(whole, _mapops.Decoder):  # the whole batch in one C call
+                try:
+                    return whole.decode_array(self.data, self._n, self._stride, self._base)
+                except ValueError:
+                    pass  # records shorter than the struct: the loop below says which
         out: list[Any] = []
         for rec, t in zip(self, self.tags):
             dec = decs[t] if t < len(decs) else decs[0] if len(decs) == 1 else None
@@ -367,6 +375,9 @@ def btf_decoder(btf: BTF, name: str) -> Decoder:
     codec = codec_for(btf, _struct_type(btf, name).id)
     size = codec.size
     dec = codec.decode
+    cdec = getattr(codec, "cdecoder", None)
+    if cdec is not None:  # a struct of scalars: decoded in C, length checked there
+        return cdec.decode  # type: ignore[no-any-return]
 
     def decode(data: bytes) -> Any:
         if len(data) < size:

@@ -245,3 +245,22 @@ def test_kinds_with_their_own_codecs_go_through_c_too(bpf_obj):
             assert ts.get(pidfd) is None
         finally:
             os.close(pidfd)
+
+
+def test_record_batches_decode_in_one_c_call(mo):
+    """RecordBatch.decoded() with a BTF struct decoder: the whole fixed-size batch in
+    one Decoder.decode_array call, same values as record by record; records shorter
+    than the struct still raise, naming it."""
+    from pybpf import RecordBatch
+    from pybpf._events import btf_decoder
+
+    Scal = mo.btf["scal"].pytype
+    dec = btf_decoder(mo.btf, "scal")
+    recs = [bytes(Scal(u32=i, color=300, f64=i / 2)) + b"\xff" * 4 for i in range(50)]
+    batch = RecordBatch(b"".join(recs), None, None, None, n=50, fixed=len(recs[0]),
+                        decoders=[dec])
+    got = batch.decoded()
+    assert got == [dec(r) for r in recs] and [v.u32 for v in got] == list(range(50))
+    short = RecordBatch(b"\0" * 30, None, None, None, n=3, fixed=10, decoders=[dec])
+    with pytest.raises(ValueError, match=f"scal: need {Scal._size} bytes, got 10"):
+        short.decoded()
