@@ -127,13 +127,13 @@ def build_sdist(sdist_directory: str, config_settings: Any = None) -> str:
 
 ffibuilder = None if __name__ == "build" else make_ffibuilder()
 
-def compile_mapops(out_dir: Path) -> None:
-    """Compile pybpf/_mapops.c (the ``pybpf._mapops`` entry of pyproject.toml's
+def compile_fastpath(out_dir: Path) -> None:
+    """Compile pybpf/_fastpath.c (the ``pybpf._fastpath`` entry of pyproject.toml's
     ext-modules) into OUT_DIR/pybpf/."""
     from setuptools import Distribution, Extension
 
     dist = Distribution({"name": "pybpf", "ext_modules": [
-        Extension("pybpf._mapops", [str(ROOT / "pybpf" / "_mapops.c")])]})
+        Extension("pybpf._fastpath", [str(ROOT / "pybpf" / "_fastpath.c")])]})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.build_lib = str(out_dir)
     cmd.build_temp = str(out_dir / "tmp")
@@ -144,9 +144,9 @@ def compile_mapops(out_dir: Path) -> None:
 if __name__ == "__main__":
     _prepare()
     make_ffibuilder().compile(tmpdir=str(ROOT / "build" / "inplace"), verbose=False)
-    compile_mapops(ROOT / "build" / "inplace")
+    compile_fastpath(ROOT / "build" / "inplace")
     built = [*(ROOT / "build" / "inplace" / "pybpf").glob("_libbpf*.so"),
-             *(ROOT / "build" / "inplace" / "pybpf").glob("_mapops*.so")]
+             *(ROOT / "build" / "inplace" / "pybpf").glob("_fastpath*.so")]
     for so in built:
         # Replace atomically: a running process may have the old file mapped.
         tmp = ROOT / "pybpf" / (so.name + ".tmp")

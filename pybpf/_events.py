@@ -25,7 +25,7 @@ from array import array
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union, overload
 
-from . import _mapops
+from . import _fastpath
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind
 from .errors import ClosedError
@@ -175,7 +175,7 @@ class RecordBatch(Sequence[bytes]):
         decs = self._decoders
         if self._fixed and self._offs is None and len(decs) == 1 and self._n:
             whole = getattr(decs[0], "__self__", None)  # a C Decoder's bound decode
-            if isinstance(whole, _mapops.Decoder):  # the whole batch in one C call
+            if isinstance(whole, _fastpath.Decoder):  # the whole batch in one C call
                 try:
                     return whole.decode_array(self.data, self._n, self._stride, self._base)
                 except ValueError:

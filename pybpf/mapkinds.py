@@ -8,7 +8,7 @@ kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 
 Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, ``get`` are one syscall
-each, made from C (:mod:`pybpf._mapops`) with the GIL held: integer keys by value,
+each, made from C (:mod:`pybpf._fastpath`) with the GIL held: integer keys by value,
 values of ints, floats, bools, enums and flat structs of those converted there,
 other layouts (per-CPU lists, fd keys...) through their codec or the kind's
 methods; whatever C does not take goes through the validating Python path, which
@@ -46,7 +46,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
-from . import _mapops
+from . import _fastpath
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
 from .errors import ClosedError, MapError
@@ -85,7 +85,7 @@ _update_elem = lib.bpf_map_update_elem
 _delete_elem = lib.bpf_map_delete_elem
 _from_buffer = ffi.from_buffer
 _ENOENT = _errno.ENOENT
-_Fallback = _mapops.Fallback
+_Fallback = _fastpath.Fallback
 
 
 # The validating path's per-map state (see TypedMap._make_fast): fd, lookup/update/
@@ -160,7 +160,7 @@ class TypedMap(Map, Generic[K, V]):
     _cfd: int | None = None
     _btf_ids: tuple[int, int] = (0, 0)
     _fast: _Fast | None = None
-    _ops: Any = None  # pybpf._mapops.MapOps once loaded (kinds with the default codecs)
+    _ops: Any = None  # pybpf._fastpath.MapOps once loaded (kinds with the default codecs)
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -241,7 +241,7 @@ class TypedMap(Map, Generic[K, V]):
 
     def _make_fast(self) -> _Fast:
         """Build the single-key state: ``self._ops``, the C operations
-        (:mod:`pybpf._mapops`) that ``m[k]``, ``m[k] = v``, ``del m[k]``, ``get`` and
+        (:mod:`pybpf._fastpath`) that ``m[k]``, ``m[k] = v``, ``del m[k]``, ``get`` and
         ``in`` try first, and the state of the Python path they fall back to for what
         C does not take: (fd, lookup, update, delete, key encoder, value encoder,
         value decoder, value-buffer pool, value buffer size, key size).
@@ -296,7 +296,7 @@ class TypedMap(Map, Generic[K, V]):
                     return own_dval(proxy, b)
             enc = (venc or vc.encode) if cls._eval is TypedMap._eval else \
                 functools.partial(cls._eval, proxy)
-            self._ops = _mapops.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields,
+            self._ops = _fastpath.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields,
                                        dec, enc)
         return fast
 

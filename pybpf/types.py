@@ -33,7 +33,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from . import _mapops
+from . import _fastpath
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec"]
@@ -765,7 +765,7 @@ class StructCodec(Codec):
         self.struct = S
         cls, fields = c_layout(self)
         if fields:  # every field a scalar C converts: decode in C
-            self.cdecoder = _mapops.Decoder(self.name, self.size, cls, fields)
+            self.cdecoder = _fastpath.Decoder(self.name, self.size, cls, fields)
             self._decode = self.decode = self.cdecoder.decode  # type: ignore[method-assign]
 
     def dec_src(self, ns: dict[str, Any], base: str) -> str:
@@ -775,14 +775,14 @@ class StructCodec(Codec):
         return f"*{_reg(ns, self._to)}({v})"
 
 
-# --- layouts C converts itself (pybpf._mapops) ---------------------------------------
+# --- layouts C converts itself (pybpf._fastpath) ---------------------------------------
 
 _C_SCALARS = (IntCodec, EnumCodec, BoolCodec, FloatCodec)
 CField = tuple[str, int, Any, Any]
 
 
 def c_field(c: Codec, off: int, slot: Any) -> CField | None:
-    """A scalar for :mod:`pybpf._mapops`: (struct code, byte offset, slot descriptor,
+    """A scalar for :mod:`pybpf._fastpath`: (struct code, byte offset, slot descriptor,
     enum members), or None when C would not decode it exactly like ``c.decode``."""
     if type(c) not in _C_SCALARS or c.fmt is None or len(c.fmt) != 1:
         return None
@@ -793,7 +793,7 @@ def c_field(c: Codec, off: int, slot: Any) -> CField | None:
 
 
 def c_layout(c: Codec) -> tuple[type | None, tuple[CField, ...]]:
-    """(struct class or None, fields) of a value :mod:`pybpf._mapops` converts itself:
+    """(struct class or None, fields) of a value :mod:`pybpf._fastpath` converts itself:
     a scalar, or a plain struct of scalars; no fields when it cannot."""
     if isinstance(c, StructCodec):
         if c.is_union or not c.members or any(m.bits for m in c.members):

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* pybpf._mapops: the single-key operations of typed maps (m[k], m[k] = v, del m[k],
- * get, in), in C.
+/* pybpf._fastpath: the hot paths of typed values, in C -- MapOps, the single-key
+ * operations of typed maps (m[k], m[k] = v, del m[k], get, in), and Decoder, BTF
+ * layouts of scalars decoded from any buffer.
  *
  * One MapOps per loaded TypedMap.  Each call is one bpf(2) syscall, made with the
  * GIL held: a map syscall never sleeps for long, and dropping and retaking the GIL
@@ -197,7 +198,7 @@ static PyObject *scalar_from(const struct field *f, const char *p)
 	case 'f': { float v; memcpy(&v, p, 4); return PyFloat_FromDouble(v); }
 	case 'd': { double v; memcpy(&v, p, 8); return PyFloat_FromDouble(v); }
 	}
-	PyErr_Format(PyExc_SystemError, "pybpf._mapops: bad field code %c", f->code);
+	PyErr_Format(PyExc_SystemError, "pybpf._fastpath: bad field code %c", f->code);
 	return NULL;
 }
 
@@ -371,7 +372,7 @@ fail:
 	do {								\
 		if (!(s)->ready) {					\
 			PyErr_SetString(PyExc_ValueError,		\
-					"pybpf._mapops: MapOps not initialised"); \
+					"pybpf._fastpath: MapOps not initialised"); \
 			return NULL;					\
 		}							\
 	} while (0)
@@ -564,12 +565,12 @@ static Py_ssize_t slot_offset(PyObject *cls, PyObject *descr)
 
 	if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
 	    !PyType_IsSubtype((PyTypeObject *)cls, ((PyDescrObject *)descr)->d_type)) {
-		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: not a __slots__ member");
+		PyErr_SetString(PyExc_TypeError, "pybpf._fastpath: not a __slots__ member");
 		return -1;
 	}
 	m = ((PyMemberDescrObject *)descr)->d_member;
 	if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
-		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: not a writable object slot");
+		PyErr_SetString(PyExc_TypeError, "pybpf._fastpath: not a writable object slot");
 		return -1;
 	}
 	return m->offset;
@@ -583,11 +584,11 @@ static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize
 	struct field *fields;
 
 	if (cls != Py_None && !PyType_Check(cls)) {
-		PyErr_SetString(PyExc_TypeError, "pybpf._mapops: cls must be a class or None");
+		PyErr_SetString(PyExc_TypeError, "pybpf._fastpath: cls must be a class or None");
 		return -1;
 	}
 	if (n > 1 && cls == Py_None) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: fields without a class");
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: fields without a class");
 		return -1;
 	}
 	if (n == 0)
@@ -608,7 +609,7 @@ static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize
 			goto fail;
 		if (clen != 1 || !strchr(CODES, code[0]) || off < 0 ||
 		    off + code_size(code[0]) > size) {
-			PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad field");
+			PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad field");
 			goto fail;
 		}
 		f->code = code[0];
@@ -621,7 +622,7 @@ static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize
 		}
 		if (members != Py_None) {
 			if (!PyDict_Check(members)) {
-				PyErr_SetString(PyExc_TypeError, "pybpf._mapops: enum members: a dict");
+				PyErr_SetString(PyExc_TypeError, "pybpf._fastpath: enum members: a dict");
 				goto fail;
 			}
 			f->members = members;  /* kept alive by spec */
@@ -676,11 +677,11 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		return -1;
 	key_int = key_int ? (int)ks : 0;
 	if ((key_int && key_int != 4 && key_int != 8) || ks <= 0 || vs <= 0) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: bad key or value size");
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad key or value size");
 		return -1;
 	}
 	if (PyTuple_GET_SIZE(spec) == 0 && (vdec == Py_None || venc == Py_None)) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: no fields and no codec");
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: no fields and no codec");
 		return -1;
 	}
 	if (layout_init(&s->lay, cls, spec, vs) < 0)
@@ -749,8 +750,8 @@ static PyMethodDef MapOps_methods[] = {
 
 static PyTypeObject MapOpsType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "pybpf._mapops.MapOps",
-	.tp_doc = "Single-key operations of one map, in C (see pybpf/_mapops.c).",
+	.tp_name = "pybpf._fastpath.MapOps",
+	.tp_doc = "Single-key operations of one map, in C (see pybpf/_fastpath.c).",
 	.tp_basicsize = sizeof(MapOps),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
 	.tp_new = PyType_GenericNew,
@@ -786,7 +787,7 @@ static int Decoder_init(Decoder *d, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTuple(args, "UnOO!", &name, &size, &cls, &PyTuple_Type, &spec))
 		return -1;
 	if (size <= 0 || PyTuple_GET_SIZE(spec) == 0) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: Decoder needs a size and fields");
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: Decoder needs a size and fields");
 		return -1;
 	}
 	if (layout_init(&d->lay, cls, spec, size) < 0)
@@ -805,7 +806,7 @@ static const char *decoder_buf(Decoder *d, PyObject *buf, Py_buffer *view, Py_ss
 
 	view->obj = NULL;
 	if (!d->lay.nfields) {
-		PyErr_SetString(PyExc_ValueError, "pybpf._mapops: Decoder not initialised");
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: Decoder not initialised");
 		return NULL;
 	}
 	if (PyBytes_CheckExact(buf)) {
@@ -952,8 +953,8 @@ static PyMethodDef Decoder_methods[] = {
 
 static PyTypeObject DecoderType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "pybpf._mapops.Decoder",
-	.tp_doc = "Decode a BTF layout of scalars from any buffer, in C (see pybpf/_mapops.c).",
+	.tp_name = "pybpf._fastpath.Decoder",
+	.tp_doc = "Decode a BTF layout of scalars from any buffer, in C (see pybpf/_fastpath.c).",
 	.tp_basicsize = sizeof(Decoder),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
 	.tp_new = PyType_GenericNew,
@@ -964,23 +965,23 @@ static PyTypeObject DecoderType = {
 	.tp_methods = Decoder_methods,
 };
 
-static struct PyModuleDef mapops_module = {
+static struct PyModuleDef fastpath_module = {
 	PyModuleDef_HEAD_INIT,
-	.m_name = "pybpf._mapops",
-	.m_doc = "Single-key typed map operations in C (see pybpf/_mapops.c).",
+	.m_name = "pybpf._fastpath",
+	.m_doc = "Single-key typed map operations in C (see pybpf/_fastpath.c).",
 	.m_size = -1,
 };
 
-PyMODINIT_FUNC PyInit__mapops(void)
+PyMODINIT_FUNC PyInit__fastpath(void)
 {
 	PyObject *m;
 
 	if (PyType_Ready(&MapOpsType) < 0 || PyType_Ready(&DecoderType) < 0)
 		return NULL;
-	m = PyModule_Create(&mapops_module);
+	m = PyModule_Create(&fastpath_module);
 	if (!m)
 		return NULL;
-	Fallback = PyErr_NewExceptionWithDoc("pybpf._mapops.Fallback",
+	Fallback = PyErr_NewExceptionWithDoc("pybpf._fastpath.Fallback",
 					     "The fast path cannot take this key or value.",
 					     NULL, NULL);
 	if (!Fallback || PyModule_AddObject(m, "Fallback", Fallback) < 0) {

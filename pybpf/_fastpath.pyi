@@ -1,4 +1,4 @@
-# Types of the C module pybpf._mapops (pybpf/_mapops.c).
+# Types of the C module pybpf._fastpath (pybpf/_fastpath.c).
 from typing import Any, Callable
 
 class Fallback(Exception): ...

@@ -1,4 +1,4 @@
-"""The single-key operations in C (pybpf/_mapops.c, used by TypedMap for m[k], m[k] = v,
+"""The single-key operations in C (pybpf/_fastpath.c, used by TypedMap for m[k], m[k] = v,
 del m[k], get, in and raw lookup): values decoded and encoded there must be exactly
 what the kernel side wrote and reads, and whatever C does not take must go through
 the validating Python path with its errors, before any syscall.
@@ -11,7 +11,7 @@ import struct
 import pytest
 
 import pybpf
-from pybpf import _mapops
+from pybpf import _fastpath
 
 PKT = bytes(64)
 EXTREMES = dict(u8=255, s8=-128, u16=65535, s16=-32768, u32=2**32 - 1, s32=-2**31,
@@ -27,7 +27,7 @@ def mo(bpf_obj):
 def test_c_path_is_used(mo):
     scal, cnt = mo.maps["scal"], mo.maps["cnt"]
     assert 1 not in scal and cnt.get(7) is None
-    assert isinstance(scal._ops, _mapops.MapOps) and isinstance(cnt._ops, _mapops.MapOps)
+    assert isinstance(scal._ops, _fastpath.MapOps) and isinstance(cnt._ops, _fastpath.MapOps)
 
 
 def test_decodes_what_the_kernel_wrote(mo):
@@ -132,7 +132,7 @@ def test_closed_and_retyped(mo, bpf_obj):
     cnt[1] = 5
     cnt.set_types(value="u64")  # the C state is rebuilt for the new types
     assert cnt._ops is None
-    assert cnt[1] == 5 and isinstance(cnt._ops, _mapops.MapOps)
+    assert cnt[1] == 5 and isinstance(cnt._ops, _fastpath.MapOps)
     cnt[2] = 2**64 - 1
     assert cnt[2] == 2**64 - 1
     mo.close()
@@ -225,7 +225,7 @@ def test_kinds_with_their_own_codecs_go_through_c_too(bpf_obj):
         pc, ts = obj.maps["pc_hash"], obj.maps["tstore"]
         Val = obj.btf["val"].pytype
         pc[3] = [Val(count=i) for i in range(ncpu)]
-        assert isinstance(pc._ops, _mapops.MapOps)
+        assert isinstance(pc._ops, _fastpath.MapOps)
         assert [v.count for v in pc[3]] == list(range(ncpu)) and pc.sum(3).count == \
             sum(range(ncpu))
         assert 3 in pc and pc.get(4) is None
@@ -239,7 +239,7 @@ def test_kinds_with_their_own_codecs_go_through_c_too(bpf_obj):
         pidfd = os.pidfd_open(os.getpid())
         try:
             ts[pidfd] = {"count": 5}
-            assert isinstance(ts._ops, _mapops.MapOps)
+            assert isinstance(ts._ops, _fastpath.MapOps)
             assert ts[pidfd].count == 5 and pidfd in ts
             del ts[pidfd]
             assert ts.get(pidfd) is None
