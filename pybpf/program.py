@@ -71,6 +71,10 @@ class ProgramInfo:
     verified_insns: int
     map_ids: tuple[int, ...]
     btf_id: int
+    attach_btf_id: int
+    """The type the program attaches to (tp_btf/fentry/fexit/lsm/freplace...), by id in the
+    BTF ``attach_btf_obj_id`` names (vmlinux, a module or the target program); 0: none."""
+    attach_btf_obj_id: int
 
 
 def _prog_info_by_fd(fd: int) -> ProgramInfo:
@@ -93,7 +97,8 @@ def _prog_info_by_fd(fd: int) -> ProgramInfo:
         type=prog_type_name(info.type), tag=bytes(ffi.buffer(info.tag)).hex(),
         jited_size=info.jited_prog_len, xlated_size=info.xlated_prog_len,
         run_count=info.run_cnt, run_time_ns=info.run_time_ns,
-        verified_insns=info.verified_insns, map_ids=map_ids, btf_id=info.btf_id)
+        verified_insns=info.verified_insns, map_ids=map_ids, btf_id=info.btf_id,
+        attach_btf_id=info.attach_btf_id, attach_btf_obj_id=info.attach_btf_obj_id)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,17 @@ def test_set_attach_target_on_tp_btf_fires_on_that_tracepoint(bpf_obj):
         prog = obj.programs["retarget"]
         prog.set_attach_target("sched_process_exec")
         obj.load()
+        # the kernel reports the target: the tracepoint's btf_trace_ typedef in vmlinux
+        from pybpf._ffi import ffi, lib
+
+        vmlinux = lib.btf__load_vmlinux_btf()
+        assert vmlinux != ffi.NULL
+        try:
+            want = lib.btf__find_by_name_kind(vmlinux, b"btf_trace_sched_process_exec", 8)
+        finally:
+            lib.btf__free(vmlinux)
+        info = prog.info()
+        assert want > 0 and info.attach_btf_id == want and info.attach_btf_obj_id > 0
         obj.bss.target_tgid = os.getpid()
         with prog.attach():  # bare tp_btf: the target set above is the one attached
             child = subprocess.Popen(["/bin/true"])

@@ -36,6 +36,8 @@ struct bpf_prog_info {
     __u64 run_cnt;
     __u64 recursion_misses;
     __u32 verified_insns;
+    __u32 attach_btf_obj_id;
+    __u32 attach_btf_id;
     ...;
 };
 
