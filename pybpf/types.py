@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from . import _fastpath
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
 
-__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec"]
+__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain"]
 
 
 class CStr(bytes):
@@ -123,6 +123,29 @@ def _compatible(cls: type[Struct], value: object) -> bool:
         return False
     t = type(value)
     return t.__name__ == cls.__name__ and t._fields == cls._fields and t._size == cls._size
+
+
+def plain(value: Any, *, enum_names: bool = False) -> Any:
+    """A decoded value as plain JSON-able data: structs and unions as dicts by C member
+    name (an anonymous struct/union member's fields merged into its parent), ``char``
+    arrays as ``str`` up to the first NUL, enums as ``int`` (their name with
+    ``enum_names``), arrays as lists; ints, floats, bools and byte arrays as they are."""
+    if isinstance(value, Struct):
+        out: dict[str, Any] = {}
+        for m in value._codec.members:
+            v = plain(getattr(value, m.name), enum_names=enum_names)
+            if not m.cname and isinstance(v, dict):
+                out.update(v)
+            else:
+                out[m.cname or m.name] = v
+        return out
+    if isinstance(value, CStr):
+        return value.str
+    if isinstance(value, enum.Enum):
+        return value.name if enum_names else value.value
+    if isinstance(value, list):
+        return [plain(v, enum_names=enum_names) for v in value]
+    return value
 
 
 def _plain(v: Any, as_tuple: bool) -> Any:

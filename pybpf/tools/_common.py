@@ -11,100 +11,42 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import Object, probe_path
-from ..btf import BTF, INT_BOOL, INT_CHAR, BTFKind, BTFType
+from ..btf import BTF, BTFKind, BTFType
 from ..errors import BPFError
 from ..maps import Map, possible_cpus
 from ..ringbuf import RingBuffer
+from ..types import _RawCodec, codec_for, plain
 
 __all__ = ["decode", "struct_layout", "type_name", "ringbuf_event_type", "Scope", "ProbeSession",
            "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table", "pump"]
 
 
 # --- BTF values ------------------------------------------------------------------
-def _is_char(btf: BTF, t: BTFType) -> bool:
-    t = btf.resolve(t.id)
-    return t.kind == BTFKind.INT and t.size == 1 and (
-        bool(t.encoding & INT_CHAR) or t.name in ("char", "signed char"))
-
-
-def _is_byte(btf: BTF, t: BTFType) -> bool:
-    t = btf.resolve(t.id)
-    return t.kind == BTFKind.INT and t.size == 1 and not t.encoding & INT_BOOL
-
-
 def decode(btf: BTF, type_id: int, data: bytes, *, enum_names: bool = False) -> Any:
-    """Decode ``data`` as the BTF type ``type_id``.
-
-    Integers become ``int`` (``bool`` for C bools), char arrays ``str`` (up to
-    the first NUL), other byte arrays (``__u8[]``) ``bytes``, other arrays
-    ``list``, structs and unions ``dict`` by member name, pointers ``int``;
-    enums ``int`` (their name with ``enum_names``).
-    """
+    """Decode ``data`` as the BTF type ``type_id`` into plain JSON-able values: the
+    type's :mod:`pybpf.types` codec, then :func:`pybpf.types.plain` (structs as dicts,
+    char arrays as ``str``, enums as ``int`` or their name with ``enum_names``).
+    A section (``.bss``, ``.data``...) gives its variables by name; short data is read
+    as if zero-padded; types without a value (``void``...) give None or hex."""
     t = btf.resolve(type_id)
-    k = t.kind
-    if k == BTFKind.INT:
-        if t.encoding & INT_BOOL:
-            return data[:t.size] != b"\0" * t.size
-        return int.from_bytes(data[:t.size], "little", signed=t.signed)
-    if k in (BTFKind.ENUM, BTFKind.ENUM64):
-        v = int.from_bytes(data[:t.size], "little", signed=t.signed)
-        if enum_names:
-            for m in t.members:
-                if m.value == v:
-                    return m.name
-        return v
-    if k == BTFKind.PTR:
-        return int.from_bytes(data[:8], "little")
-    if k == BTFKind.FLOAT:
-        return struct.unpack("<d" if t.size == 8 else "<f", data[:t.size])[0]
-    if k == BTFKind.ARRAY:
-        elem = btf.types[t.type]
-        if _is_char(btf, elem):
-            return data[:t.nelems].split(b"\0", 1)[0].decode("utf-8", "replace")
-        if _is_byte(btf, elem):
-            return bytes(data[:t.nelems])
-        esz = btf.size_of(t.type)
-        return [decode(btf, t.type, data[i * esz:(i + 1) * esz], enum_names=enum_names)
-                for i in range(t.nelems)]
-    if k in (BTFKind.STRUCT, BTFKind.UNION):
-        out: dict[str, Any] = {}
-        for i, m in enumerate(t.members):
-            name = m.name or f"__anon{i}"
-            if m.bitfield_size:
-                width = btf.size_of(m.type)
-                base = (m.offset // 8) // width * width
-                raw = int.from_bytes(data[base:base + width], "little")
-                shift = m.offset - base * 8
-                v = (raw >> shift) & ((1 << m.bitfield_size) - 1)
-                out[name] = v
-                continue
-            off = m.offset // 8
-            size = btf.size_of(m.type)
-            val = decode(btf, m.type, data[off:off + size], enum_names=enum_names)
-            if not m.name and isinstance(val, dict):
-                out.update(val)
-            else:
-                out[name] = val
-        return out
-    if k == BTFKind.DATASEC:  # an internal map's value (.bss, .data): its variables
-        values: dict[str, Any] = {}
-        for var in t.members:
-            if btf.types[var.type].kind == BTFKind.VAR:
-                values[var.name] = decode(btf, var.type, data[var.offset:var.offset + var.size],
-                                          enum_names=enum_names)
-        return values
-    if k == BTFKind.VAR:
-        return decode(btf, t.type, data, enum_names=enum_names)
-    if k == BTFKind.VOID:
+    if t.kind == BTFKind.DATASEC:  # an internal map's value: its variables
+        return {var.name: decode(btf, var.type, data[var.offset:var.offset + var.size],
+                                 enum_names=enum_names)
+                for var in t.members if btf.types[var.type].kind == BTFKind.VAR}
+    if t.kind == BTFKind.VOID:
         return None
-    return data.hex()
+    codec = codec_for(btf, type_id)
+    if type(codec) is _RawCodec:  # no value representation (fwd, func...)
+        return bytes(data[:codec.size]).hex()
+    if len(data) < codec.size:
+        data = bytes(data) + bytes(codec.size - len(data))
+    return plain(codec.decode(data, 0), enum_names=enum_names)
 
 
 def type_name(btf: BTF, type_id: int) -> str:
@@ -255,29 +197,6 @@ def cgroup_id_level(path: str) -> tuple[int, int]:
 
 
 # --- probe session ------------------------------------------------------------------
-def _event_codec(btf: BTF, type_id: int) -> Callable[[bytes], dict[str, Any]] | None:
-    """A fast decoder to dicts through pybpf.types (compiled from BTF), when it has one
-    for this struct; :func:`decode` gives the same values ~30x slower."""
-    try:
-        from ..types import CStr, codec_for
-
-        codec = codec_for(btf, type_id)
-    except Exception:  # noqa: BLE001 - fall back to the generic decoder
-        return None
-
-    def run(data: bytes) -> dict[str, Any]:
-        d = codec.decode(data)._asdict()
-        return {k: (v.str if isinstance(v, CStr) else v) for k, v in d.items()}
-
-    try:
-        sample = run(bytes(btf.size_of(type_id)))
-        if sample != decode(btf, type_id, bytes(btf.size_of(type_id))):
-            return None
-    except Exception:  # noqa: BLE001
-        return None
-    return run
-
-
 _S = TypeVar("_S", bound="ProbeSession")
 
 
@@ -321,7 +240,7 @@ class ProbeSession:
                 self._event_type = (ringbuf_event_type(btf, "events")
                                     or struct_layout(btf, self.event_struct))
                 self._btf = btf
-                self._codec = _event_codec(btf, self._event_type.id)
+                self._codec = codec_for(btf, self._event_type.id)
                 self._rb = RingBuffer(self.obj.maps["events"], callback=self._on_record)
         except BaseException:
             self.obj.close()
@@ -335,8 +254,8 @@ class ProbeSession:
         self.obj.attach()
 
     def _decode_event(self, data: bytes) -> dict[str, Any]:
-        if self._codec is not None:
-            return self._codec(data)
+        if len(data) >= self._codec.size:
+            return plain(self._codec.decode(data, 0))  # type: ignore[no-any-return]
         result: dict[str, Any] = decode(self._btf, self._event_type.id, data)
         return result
 
