@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import operator
 import os
 import select
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Union, overload
 from . import _fastpath
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind
-from .errors import ClosedError
+from .errors import ClosedError, MapError
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -409,6 +410,18 @@ def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
     if isinstance(spec, str):
         return btf_decoder(map_btf(m, spec), spec)
     raise TypeError(f"decode must be a callable or a BTF struct name, got {type(spec).__name__}")
+
+
+def require_map(m: object, map_type: str, who: str) -> None:
+    """Raise unless ``m`` is a :class:`~pybpf.maps.Map` of ``map_type`` (``who`` names the
+    consumer in the TypeError)."""
+    from .maps import Map
+
+    if not isinstance(m, Map):
+        raise TypeError(f"{who} takes a Map, got {type(m).__name__}")
+    if m.type != map_type:
+        raise MapError(errno.EINVAL, f"map {m.name!r} is a {m.type} map, not a {map_type}",
+                       map=m.name)
 
 
 def map_btf(m: Map, what: str = "") -> BTF:

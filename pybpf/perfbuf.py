@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ._events import Callback, DecodeSpec, RecordBatch, _Consumer, resolve_decoder
+from ._events import Callback, DecodeSpec, RecordBatch, _Consumer, require_map, resolve_decoder
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, MapError
 from .maps import Map, possible_cpus
@@ -73,11 +73,7 @@ class PerfBuffer(_Consumer):
                  max_batch_bytes: int | None = None) -> None:
         self._init_consumer()
         self._pb: Any = None
-        if not isinstance(map, Map):
-            raise TypeError(f"PerfBuffer takes a Map, got {type(map).__name__}")
-        if map.type != "perf_event_array":
-            raise MapError(_errno.EINVAL, f"map {map.name!r} is a {map.type} map, not a "
-                           "perf_event_array", map=map.name)
+        require_map(map, "perf_event_array", "PerfBuffer")
         if pages <= 0 or pages & (pages - 1):
             raise ValueError(f"perf buffer {map.name!r}: pages must be a power of two, "
                              f"got {pages}")

@@ -50,6 +50,7 @@ from ._events import (
     _Consumer,
     btf_encoder,
     map_btf,
+    require_map,
     resolve_decoder,
 )
 from ._ffi import capture, error_for, ffi, lib
@@ -126,11 +127,7 @@ class RingBuffer(_Consumer):
         """Also consume ``map`` (records go to ``callback``, decoded by ``decode``)."""
         if self._closed:
             raise ClosedError(self._what)
-        if not isinstance(map, Map):
-            raise TypeError(f"RingBuffer takes Map objects, got {type(map).__name__}")
-        if map.type != "ringbuf":
-            raise MapError(_errno.EINVAL, f"map {map.name!r} is a {map.type} map, not a ringbuf",
-                           map=map.name)
+        require_map(map, "ringbuf", "RingBuffer")
         dec = resolve_decoder(decode, map)
         fd = map.fd
         err = ffi.new("int *")
@@ -348,11 +345,7 @@ class UserRingBuffer:
 
     def __init__(self, map: Map, *, encode: Any = None) -> None:
         self._ptr: Any = None
-        if not isinstance(map, Map):
-            raise TypeError(f"UserRingBuffer takes a Map, got {type(map).__name__}")
-        if map.type != "user_ringbuf":
-            raise MapError(_errno.EINVAL, f"map {map.name!r} is a {map.type} map, not a "
-                           "user_ringbuf", map=map.name)
+        require_map(map, "user_ringbuf", "UserRingBuffer")
         self.map = map
         self._lock = threading.Lock()
         if isinstance(encode, str):
