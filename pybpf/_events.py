@@ -412,13 +412,13 @@ def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
     raise TypeError(f"decode must be a callable or a BTF struct name, got {type(spec).__name__}")
 
 
-def require_map(m: object, map_type: str, who: str) -> None:
-    """Raise unless ``m`` is a :class:`~pybpf.maps.Map` of ``map_type`` (``who`` names the
-    consumer in the TypeError)."""
+def require_map(m: object, map_type: str, takes: str) -> None:
+    """Raise unless ``m`` is a :class:`~pybpf.maps.Map` of ``map_type`` (``takes`` says
+    what the consumer takes, in the TypeError: "PerfBuffer takes a Map")."""
     from .maps import Map
 
     if not isinstance(m, Map):
-        raise TypeError(f"{who} takes a Map, got {type(m).__name__}")
+        raise TypeError(f"{takes}, got {type(m).__name__}")
     if m.type != map_type:
         raise MapError(errno.EINVAL, f"map {m.name!r} is a {m.type} map, not a {map_type}",
                        map=m.name)

@@ -73,7 +73,7 @@ class PerfBuffer(_Consumer):
                  max_batch_bytes: int | None = None) -> None:
         self._init_consumer()
         self._pb: Any = None
-        require_map(map, "perf_event_array", "PerfBuffer")
+        require_map(map, "perf_event_array", "PerfBuffer takes a Map")
         if pages <= 0 or pages & (pages - 1):
             raise ValueError(f"perf buffer {map.name!r}: pages must be a power of two, "
                              f"got {pages}")

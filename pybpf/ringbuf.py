@@ -127,7 +127,7 @@ class RingBuffer(_Consumer):
         """Also consume ``map`` (records go to ``callback``, decoded by ``decode``)."""
         if self._closed:
             raise ClosedError(self._what)
-        require_map(map, "ringbuf", "RingBuffer")
+        require_map(map, "ringbuf", "RingBuffer takes Map objects")
         dec = resolve_decoder(decode, map)
         fd = map.fd
         err = ffi.new("int *")
@@ -345,7 +345,7 @@ class UserRingBuffer:
 
     def __init__(self, map: Map, *, encode: Any = None) -> None:
         self._ptr: Any = None
-        require_map(map, "user_ringbuf", "UserRingBuffer")
+        require_map(map, "user_ringbuf", "UserRingBuffer takes a Map")
         self.map = map
         self._lock = threading.Lock()
         if isinstance(encode, str):
