@@ -613,20 +613,13 @@ __u64 pybpf_ring_mask(const struct pybpf_ring *r)
 }
 
 /* Perf buffer: libbpf sets the per-CPU buffers up (perf_buffer__new needs a
- * sample callback) and pybpf reads them with pybpf_perf_drain() below; these
- * callbacks append to the batch the same way if libbpf's own reader runs
- * (perf_buffer__poll/consume). */
+ * sample callback) and pybpf reads them with pybpf_perf_drain() below; pybpf
+ * never runs libbpf's own reader (perf_buffer__poll/consume), so these callbacks
+ * only keep the batch correct if something did: the general append, no fast path. */
 static void pybpf_perf_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	struct pybpf_batch *b = ctx;
 
-	if (b->lazy && size == b->fixed && (__u32)cpu == b->tag0 && b->len + size <= b->cap) {
-		/* the usual case: one more sample like the ones before it */
-		pybpf_copy(b->data + b->len, data, size);
-		b->len += size;
-		b->n++;
-		return;
-	}
 	if (pybpf_batch_reserve(b, size, (__u32)cpu)) {
 		/* no memory to keep it: count it as lost rather than drop it silently */
 		b->lost++;
