@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 CDEF_DIR = ROOT / "pybpf" / "_cdef"
 # Order matters: later files use the types declared by earlier ones.
-CDEF_FILES = ["libbpf_common.h", "libbpf.h", "bpf.h", "btf.h", "pybpf.h"]
+CDEF_FILES = ["libbpf_common.h", "libbpf.h", "bpf.h", "btf.h", "pybpf_batch.h", "pybpf.h"]
 C_SOURCE = ROOT / "build" / "cffi" / "_libbpf.c"
 PROBE_DIR = ROOT / "pybpf" / "probes"
 
@@ -46,6 +46,7 @@ def make_ffibuilder() -> Any:
         "#include <bpf/bpf.h>\n"
         "#include <bpf/btf.h>\n" + helpers,
         libraries=["bpf"],
+        include_dirs=[str(CDEF_DIR)],  # pybpf.c includes pybpf_batch.h
     )
     return builder
 

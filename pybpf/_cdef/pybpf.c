@@ -126,26 +126,7 @@ int pybpf_sys_bpf(int cmd, void *attr, unsigned int size)
  * record starts with an 8-byte header whose first word is its length plus the
  * BUSY (not yet committed) and DISCARD bits. */
 
-struct pybpf_batch {
-	char *data;
-	size_t len;
-	size_t cap;
-	__u32 *offs;
-	__u32 *sizes;
-	__u32 *tags;
-	size_t n;
-	size_t ncap;
-	__u64 lost;
-	__u64 *lost_cpu;
-	int ncpu;
-	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
-	int tags_mixed;		/* records carry different tags */
-	int external;		/* data is lent by Python: never realloc()ed or freed */
-	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
-	__u32 tag0;		/* the first record's tag */
-	int lazy;		/* offs/sizes/tags not written: every record is FIXED bytes,
-				 * tagged TAG0, packed from offset 0 */
-};
+#include "pybpf_batch.h"
 
 struct pybpf_ring {
 	int map_fd;
@@ -187,7 +168,6 @@ struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu)
 	return b;
 }
 
-#define PYBPF_MIXED 0xffffffffU
 
 void pybpf_batch_free(struct pybpf_batch *b)
 {

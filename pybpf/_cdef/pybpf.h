@@ -6,32 +6,11 @@ int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int 
 int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
 /* event streams (pybpf.ringbuf, pybpf.perfbuf) */
-struct pybpf_batch {
-	char *data;
-	size_t len;
-	size_t cap;
-	__u32 *offs;
-	__u32 *sizes;
-	__u32 *tags;
-	size_t n;
-	size_t ncap;
-	__u64 lost;
-	__u64 *lost_cpu;
-	int ncpu;
-	__u32 fixed;		/* common record size; 0: none yet; PYBPF_MIXED: differ */
-	int tags_mixed;		/* records carry different tags */
-	int external;		/* data is lent by Python: never realloc()ed or freed */
-	int grow;		/* when the lent buffer is full: move to a malloc()ed one */
-	__u32 tag0;		/* the first record's tag */
-	int lazy;		/* offs/sizes/tags not written: every record is FIXED bytes,
-				 * tagged TAG0, packed from offset 0 */
-};
 struct pybpf_ring;
 struct pybpf_batch *pybpf_batch_new(size_t data_cap, size_t rec_cap, int ncpu);
 void pybpf_batch_free(struct pybpf_batch *b);
 void pybpf_batch_reset(struct pybpf_batch *b);
 void pybpf_batch_lend(struct pybpf_batch *b, char *data, size_t cap, int grow);
-#define PYBPF_MIXED 0xffffffff
 struct pybpf_ring *pybpf_ring_open(int map_fd, int *err);
 void pybpf_ring_close(struct pybpf_ring *r);
 __u64 pybpf_ring_avail(const struct pybpf_ring *r);
