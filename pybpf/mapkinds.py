@@ -88,10 +88,19 @@ _ENOENT = _errno.ENOENT
 _Fallback = _fastpath.Fallback
 
 
-# The validating path's per-map state (see TypedMap._make_fast): fd, lookup/update/
-# delete functions, key encoder, value encoder (None: the kind's _eval), value decoder
-# (None: the kind's _dval), value-buffer pool, value buffer size, key size.
-_Fast = tuple[int, Any, Any, Any, Any, Any, Any, list[tuple[bytearray, Any]], int, int]
+
+
+class _NoOps:
+    """Stands for MapOps where C cannot serve a map (no keys, a big-endian host): every
+    operation goes to the validating Python path."""
+
+    def _fallback(self, *args: Any) -> Any:
+        raise _Fallback
+
+    lookup = lookup_bytes = get = contains = update = delete = _fallback
+
+
+_NO_OPS = _NoOps()
 _kernel_btfs: dict[int, BTF] = {}
 
 
@@ -159,8 +168,7 @@ class TypedMap(Map, Generic[K, V]):
     _vc: Codec | None = None
     _cfd: int | None = None
     _btf_ids: tuple[int, int] = (0, 0)
-    _fast: _Fast | None = None
-    _ops: Any = None  # pybpf._fastpath.MapOps once loaded (kinds with the default codecs)
+    _ops: Any = None  # pybpf._fastpath.MapOps (or _NO_OPS) once used after load
 
     def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
         super().__init__(obj, ptr, fd=fd, info=info)
@@ -236,34 +244,28 @@ class TypedMap(Map, Generic[K, V]):
             self._kc = as_codec(key, self.key_size, f"map {self.name!r} key")
         if value is not None:
             self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
-        self._fast = None
         self._ops = None
 
-    def _make_fast(self) -> _Fast:
-        """Build the single-key state: ``self._ops``, the C operations
-        (:mod:`pybpf._fastpath`) that ``m[k]``, ``m[k] = v``, ``del m[k]``, ``get`` and
-        ``in`` try first, and the state of the Python path they fall back to for what
-        C does not take: (fd, lookup, update, delete, key encoder, value encoder,
-        value decoder, value-buffer pool, value buffer size, key size).
+    def _make_ops(self) -> Any:
+        """Build ``self._ops``: the C operations (:mod:`pybpf._fastpath`) that ``m[k]``,
+        ``m[k] = v``, ``del m[k]``, ``get``, ``in`` and raw ``lookup`` try first; what
+        they do not take (Fallback) goes through the validating Python path, which names
+        the map and field.
 
         C takes unsigned 4/8-byte integer keys by value and other keys through the
-        unchecked encoder (or the kind's ``_ekey``); values of scalars and flat structs
-        of scalars it converts itself, others through the codec or the kind's
-        ``_dval``/``_eval`` (per-CPU lists...). In the Python path, keys go through the
-        codec's unchecked encoder and whatever it rejects through the validating
-        ``_ekey`` (which names the map and field); the value decoder is None for kinds
-        that decode with their own ``_dval``, the value encoder None for kinds with
-        their own ``_eval``.
-
-        The pool holds (bytearray, cdata) value buffers: a call pops one, the syscall
-        fills it, the decoder copies out, the call puts it back. ``list.pop``/``append``
-        are atomic under the GIL, so threads sharing a map never share a buffer (cffi
-        releases the GIL during the syscall). Built on first use after load; dropped
-        when the map or its object closes, so the hot path needs no closed check."""
+        codec's unchecked encoder (or the kind's ``_ekey``); values of scalars and flat
+        structs of scalars it converts itself, others through the codec or the kind's
+        ``_dval``/``_eval`` (per-CPU lists...). Built on first use after load; dropped
+        when the map or its object closes (the next use raises ClosedError), so the
+        operations need no closed check."""
         fd = self._fdf()  # raises if closed or not loaded
         if self._kc is None or self._vc is None:
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
+        # (C converts in host order; the codecs' formats are little-endian)
+        if self.key_size == 0 or sys.byteorder != "little":
+            self._ops = _NO_OPS
+            return _NO_OPS
         cls = type(self)
         # kinds with their own _ekey (fd keys...), _dval, _eval: those methods, bound
         # through a weak proxy so that the cached state does not keep the map alive in
@@ -273,32 +275,22 @@ class TypedMap(Map, Generic[K, V]):
         kenc: Any = functools.partial(cls._ekey, proxy)
         if not own_key and kc.fast_encode is not None:
             kenc = kc.fast_encode
-        venc = vc.fast_encode if cls._eval is TypedMap._eval else None
-        vdec = vc.decode if cls._dval is TypedMap._dval else None
+        int_key = not own_key and type(kc) is IntCodec and not kc.signed and kc.size in (4, 8)
         vsize = self._vbuf_size()
-        buf = bytearray(vsize)
-        pool: list[tuple[bytearray, Any]] = [(buf, _from_buffer(buf))]
-        fast = (fd, _lookup_elem, _update_elem, _delete_elem, kenc, venc, vdec, pool, vsize,
-                self.key_size)
-        self._fast = fast
-        # (C converts in host order; the codecs' formats are little-endian)
-        if self.key_size > 0 and sys.byteorder == "little":
-            int_key = not own_key and type(kc) is IntCodec and not kc.signed and \
-                kc.size in (4, 8)
-            if vdec is not None and vsize == vc.size:
-                vcls, fields = c_layout(vc)
-                dec: Any = vdec
-            else:
-                vcls, fields = None, ()
-                own_dval = cls._dval
+        if cls._dval is TypedMap._dval and vsize == vc.size:
+            vcls, fields = c_layout(vc)
+            dec: Any = vc.decode
+        else:
+            vcls, fields = None, ()
+            own_dval = cls._dval
 
-                def dec(b: bytes, off: int) -> Any:
-                    return own_dval(proxy, b)
-            enc = (venc or vc.encode) if cls._eval is TypedMap._eval else \
-                functools.partial(cls._eval, proxy)
-            self._ops = _fastpath.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields,
-                                       dec, enc)
-        return fast
+            def dec(b: bytes, off: int) -> Any:
+                return own_dval(proxy, b)
+        enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
+            functools.partial(cls._eval, proxy)
+        ops = _fastpath.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields, dec, enc)
+        self._ops = ops
+        return ops
 
     def _err(self, err: int, what: str) -> MapError:
         return error_for(err, f"map {self.name!r}: {what}", kind=MapError,  # type: ignore
@@ -315,7 +307,6 @@ class TypedMap(Map, Generic[K, V]):
 
     def close(self) -> None:
         self._cfd = None
-        self._fast = None
         self._ops = None
         super().close()
 
@@ -355,65 +346,20 @@ class TypedMap(Map, Generic[K, V]):
         return kc.decode(buf, off)
 
     # --- mapping -------------------------------------------------------------------
-    # The four single-key operations below are the hot path: one tuple unpack, the
-    # key by value or one struct call, one cffi call returning 0 or -errno (libbpf >= 1.0
-    # returns -errno too), one decoder call. Keep them free of property lookups.
+    # The single-key operations below are the hot path: one C call (pybpf._fastpath)
+    # that raises KeyError itself; the validating path only for what C does not take.
     def __getitem__(self, key: K) -> V:
-        ops = self._ops
-        if ops is not None:  # C does it all; it raises KeyError itself
-            try:
-                return ops.lookup(key)  # type: ignore[no-any-return]
-            except _Fallback:
-                pass  # not a plain key: the path below validates and explains
-            except OSError as e:
-                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        return self._getitem(key)
-
-    def _getitem(self, key: K) -> V:
-        f = self._fast
-        if f is None:
-            f = self._make_fast()
-        fd, look, _, _, kenc, _, vdec, pool, vsize, _ = f
+        ops = self._ops or self._make_ops()
         try:
-            b = pool.pop()  # a free value buffer
-        except IndexError:
-            buf = bytearray(vsize)
-            b = (buf, _from_buffer(buf))
-        try:
-            rc = look(fd, kenc(key), b[1])
-        except Exception:  # noqa: BLE001 - not a plain key: the validating encoder explains
-            rc = _lookup_elem(fd, self._ekey(key), b[1])
-        if rc < 0:
-            pool.append(b)
-            if rc == -_ENOENT:
-                raise KeyError(key)
-            raise self._err(-rc, "lookup failed")
-        # decoders copy every value out of the buffer, so it can go back to the pool
-        v = vdec(b[0], 0) if vdec is not None else self._dval(bytes(b[0]))
-        pool.append(b)
-        return v  # type: ignore[no-any-return]
-
-    def _find(self, key: Any) -> tuple[bytearray, Any] | None:
-        """The pool buffer holding ``key``'s value (give it back), or None if absent."""
-        f = self._fast
-        if f is None:
-            f = self._make_fast()
-        fd, look, _, _, kenc, _, _, pool, vsize, _ = f
-        try:
-            b = pool.pop()
-        except IndexError:
-            buf = bytearray(vsize)
-            b = (buf, _from_buffer(buf))
-        try:
-            rc = look(fd, kenc(key), b[1])
-        except Exception:  # noqa: BLE001 - the validating encoder explains
-            rc = _lookup_elem(fd, self._ekey(key), b[1])
-        if rc < 0:
-            pool.append(b)
-            if rc == -_ENOENT:
-                return None
-            raise self._err(-rc, "lookup failed")
-        return b
+            return ops.lookup(key)  # type: ignore[no-any-return]
+        except _Fallback:
+            pass  # not a plain key: the path below validates and explains
+        except OSError as e:
+            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
+        got = self._lookup_raw(self._ekey(key))
+        if got is None:
+            raise KeyError(key)
+        return self._dval(got)  # type: ignore[no-any-return]
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
         buf = bytearray(self._vbuf_size())
@@ -426,90 +372,48 @@ class TypedMap(Map, Generic[K, V]):
 
     def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
         """Raw: the value bytes for key bytes, or None (one syscall); see :meth:`Map.lookup`."""
-        ops = self._ops
-        if ops is not None and not flags:
+        if not flags:
+            ops = self._ops or self._make_ops()
             try:
                 return ops.lookup_bytes(key)  # type: ignore[no-any-return]
             except _Fallback:
-                pass
+                pass  # not key_size bytes: Map.lookup says so
             except OSError as e:
                 raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        f = self._fast
-        if f is None:
-            f = self._make_fast()
-        if flags or type(key) is not bytes or len(key) != f[9]:
-            return Map.lookup(self, key, flags=flags)
-        pool = f[7]
-        try:
-            b = pool.pop()
-        except IndexError:
-            buf = bytearray(f[8])
-            b = (buf, _from_buffer(buf))
-        rc = _lookup_elem(f[0], key, b[1])
-        out = bytes(b[0]) if rc == 0 else None
-        pool.append(b)
-        if rc < 0 and rc != -_ENOENT:
-            raise self._err(-rc, "lookup failed")
-        return out
+        return Map.lookup(self, key, flags=flags)
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""
-        ops = self._ops
-        if ops is not None:
-            try:
-                return ops.get(key, default)
-            except _Fallback:
-                pass
-            except OSError as e:
-                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        b = self._find(key)
-        if b is None:
-            return default
-        f = cast(_Fast, self._fast)
-        vdec = f[6]
-        v = vdec(b[0], 0) if vdec is not None else self._dval(bytes(b[0]))
-        f[7].append(b)
-        return v
+        ops = self._ops or self._make_ops()
+        try:
+            return ops.get(key, default)
+        except _Fallback:
+            pass
+        except OSError as e:
+            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
+        got = self._lookup_raw(self._ekey(key))
+        return default if got is None else self._dval(got)
 
     def __contains__(self, key: object) -> bool:
-        ops = self._ops
-        if ops is not None:
-            try:
-                return ops.contains(key)  # type: ignore[no-any-return]
-            except _Fallback:
-                pass
-            except OSError as e:
-                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        b = self._find(key)
-        if b is None:
-            return False
-        cast(_Fast, self._fast)[7].append(b)
-        return True
+        ops = self._ops or self._make_ops()
+        try:
+            return ops.contains(key)  # type: ignore[no-any-return]
+        except _Fallback:
+            pass
+        except OSError as e:
+            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
+        return self._lookup_raw(self._ekey(key)) is not None
 
     def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        ops = self._ops
-        if ops is not None:
-            try:
-                ops.update(key, value)
-                return
-            except _Fallback:
-                pass  # the validating encoders below explain
-            except OSError as e:
-                self._update_failed(key, 0, e.errno or _errno.EIO)
-        f = self._fast
-        if f is None:
-            f = self._make_fast()
-        fd, _, upd, _, kenc, venc, _, _, _, _ = f
-        if venc is None:
-            self._put(key, value, 0)
-            return
+        ops = self._ops or self._make_ops()
         try:
-            rc = upd(fd, kenc(key), venc(value), 0)
-        except Exception:  # noqa: BLE001 - the validating encoders explain
-            self._put(key, value, 0)
+            ops.update(key, value)
             return
-        if rc < 0:
-            self._update_failed(key, 0, -rc)
+        except _Fallback:
+            pass  # the validating encoders below explain
+        except OSError as e:
+            self._update_failed(key, 0, e.errno or _errno.EIO)
+        self._put(key, value, 0)
 
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
@@ -529,23 +433,15 @@ class TypedMap(Map, Generic[K, V]):
         raise self._err(err, "update failed")
 
     def __delitem__(self, key: K) -> None:
-        ops = self._ops
-        if ops is not None:
-            try:
-                ops.delete(key)
-                return
-            except _Fallback:
-                pass
-            except OSError as e:
-                raise self._err(e.errno or _errno.EIO, "delete failed") from None
-        f = self._fast
-        if f is None:
-            f = self._make_fast()
-        fd, _, _, dele, kenc, _, _, _, _, _ = f
+        ops = self._ops or self._make_ops()
         try:
-            rc = dele(fd, kenc(key))
-        except Exception:  # noqa: BLE001 - the validating encoder explains
-            rc = _delete_elem(fd, self._ekey(key))
+            ops.delete(key)
+            return
+        except _Fallback:
+            pass
+        except OSError as e:
+            raise self._err(e.errno or _errno.EIO, "delete failed") from None
+        rc = _delete_elem(self._fdf(), self._ekey(key))
         if rc < 0:
             if rc == -_ENOENT:
                 raise KeyError(key)

@@ -458,8 +458,7 @@ class Object:
             if g is not None:
                 g.close()
             for m in self._maps.values():
-                m.__dict__.pop("_fast", None)  # typed maps' cached fd (pybpf.mapkinds)
-                m.__dict__.pop("_ops", None)  # and their C operations on that fd
+                m.__dict__.pop("_ops", None)  # typed maps' C operations on their fd
             self._finalizer()
 
     def __enter__(self) -> Object:

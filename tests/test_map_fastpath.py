@@ -1,6 +1,6 @@
-"""The typed maps' single-key hot path (pybpf.mapkinds.TypedMap._make_fast): integer keys
-passed by value to C helpers, other keys through the unchecked encoder, and everything
-either rejects through the validating encoders, with the same results and messages.
+"""The typed maps' single-key hot path (pybpf.mapkinds.TypedMap._make_ops): integer keys
+passed by value to C, other keys through the unchecked encoder, and everything either
+rejects through the validating encoders, with the same results and messages.
 
 Keys written by one path are read by the others (and by the kernel in
 test_typed_maps.py), so a byte-order or size mix-up between them shows up here.
