@@ -310,25 +310,18 @@ class TypedMap(Map, Generic[K, V]):
         self._ops = None
         super().close()
 
-    def _ekey(self, key: Any) -> bytes:
-        kc = self._kc
-        if kc is None:
-            self._resolve_types()
-            kc = cast(Codec, self._kc)
+    def _encode(self, codec: Codec, value: Any, path: str) -> bytes:
+        """``codec.encode`` with its TypeError/ValueError naming this map."""
         try:
-            return kc.encode(key, "key")
+            return codec.encode(value, path)
         except (TypeError, ValueError) as e:
             raise type(e)(f"map {self.name!r}: {e}") from None
 
+    def _ekey(self, key: Any) -> bytes:
+        return self._encode(self.key_type, key, "key")
+
     def _eval(self, value: Any) -> bytes:
-        vc = self._vc
-        if vc is None:
-            self._resolve_types()
-            vc = cast(Codec, self._vc)
-        try:
-            return vc.encode(value, "value")
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"map {self.name!r}: {e}") from None
+        return self._encode(self.value_type, value, "value")
 
     def _vbuf_size(self) -> int:
         if self._vc is None:
@@ -933,10 +926,7 @@ class _PerCPU(TypedMap[K, V]):
         return [d(buf, off + i * stride) for i in range(possible_cpus())]
 
     def _eval(self, value: Any) -> bytes:
-        vc = self._vc
-        if vc is None:
-            self._resolve_types()
-            vc = cast(Codec, self._vc)
+        vc = self.value_type
         ncpu = possible_cpus()
         stride = _round8(vc.size)
         if not isinstance(value, list):
@@ -946,10 +936,7 @@ class _PerCPU(TypedMap[K, V]):
                              f"possible CPU) or a single value, got {len(value)}")
         out = bytearray(stride * ncpu)
         for i, v in enumerate(value):
-            try:
-                out[i * stride:i * stride + vc.size] = vc.encode(v, f"value[{i}]")
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"map {self.name!r}: {e}") from None
+            out[i * stride:i * stride + vc.size] = self._encode(vc, v, f"value[{i}]")
         return bytes(out)
 
     def sum(self, key: K) -> Any:
