@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from ..ringbuf import RingBuffer
 from ..types import _RawCodec, codec_for, plain
 
 __all__ = ["decode", "struct_layout", "type_name", "ringbuf_event_type", "Scope", "ProbeSession",
-           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table", "pump"]
+           "cgroup2_mount", "read_percpu_u64", "raw_items", "raw_keys", "table", "pump",
+           "announce", "stream"]
 
 
 # --- BTF values ------------------------------------------------------------------
@@ -336,6 +338,27 @@ def pump(session: ProbeSession, duration: float | None,
         session.poll(wait)
         for ev in session.drain():
             handle(ev)
+
+
+def announce(banner: str, header: str | None) -> None:
+    """A streaming tool's start: ``banner... Hit Ctrl-C to end.`` on stderr, then the
+    table header (None: no header, e.g. for JSON lines)."""
+    print(f"{banner}... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+    if header is not None:
+        print(header, flush=True)
+
+
+def stream(session: ProbeSession, tool: str, duration: float | None,
+           handle: Callable[[Any], None]) -> None:
+    """A streaming tool's main loop: every event to ``handle`` until ``duration``
+    seconds or Ctrl-C, then the events lost to a full ring buffer, if any, on stderr."""
+    try:
+        pump(session, duration, handle)
+    except KeyboardInterrupt:
+        pass
+    if session.dropped:
+        print(f"pybpf {tool}: {session.dropped} events lost (ring buffer full)",
+              file=sys.stderr)
 
 
 def tracepoint_exists(category: str, name: str) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..btf import BTFKind
-from ._common import ProbeSession, Scope, pump
+from ._common import ProbeSession, Scope, announce, stream
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
@@ -103,15 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="run a few commands and print their exec events, then exit")
     args = ap.parse_args(argv)
     with ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed) as snoop:
-        print("Tracing execs... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
-        if not args.json:
-            print(f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS", flush=True)
+        announce("Tracing execs", None if args.json else
+                 f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS")
         if args.demo:
             return _demo(snoop, args.json)
-        try:
-            pump(snoop, args.duration, lambda ev: _print(ev, args.json))
-        except KeyboardInterrupt:
-            pass
+        stream(snoop, "execsnoop", args.duration, lambda ev: _print(ev, args.json))
     return 0
 
 

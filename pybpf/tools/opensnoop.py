@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._common import ProbeSession, Scope, pump, tracepoint_exists
+from ._common import ProbeSession, Scope, announce, stream, tracepoint_exists
 
 __all__ = ["OpenEvent", "OpenSnoop", "open_flags_str", "main"]
 
@@ -152,14 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pybpf opensnoop: {exc}", file=sys.stderr)
         return 2
     with snoop:
-        print("Tracing opens... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
-        if not args.json:
-            print(f"{'PID':>7} {'COMM':<16} {'FD/ERR':>7}  {'FLAGS':<24} PATH", flush=True)
-        try:
-            pump(snoop, args.duration, lambda ev: _print(ev, args.json))
-        except KeyboardInterrupt:
-            pass
-        if snoop.dropped:
-            print(f"pybpf opensnoop: {snoop.dropped} events lost (ring buffer full)",
-                  file=sys.stderr)
+        announce("Tracing opens", None if args.json else
+                 f"{'PID':>7} {'COMM':<16} {'FD/ERR':>7}  {'FLAGS':<24} PATH")
+        stream(snoop, "opensnoop", args.duration, lambda ev: _print(ev, args.json))
     return 0

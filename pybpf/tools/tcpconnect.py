@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .. import features
-from ._common import ProbeSession, Scope, pump
+from ._common import ProbeSession, Scope, announce, stream
 
 __all__ = ["ConnectEvent", "TcpConnect", "main"]
 
@@ -134,16 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pybpf tcpconnect: {exc}", file=sys.stderr)
         return 2
     with tc:
-        print(f"Tracing TCP connects ({tc.hook})... Hit Ctrl-C to end.", file=sys.stderr,
-              flush=True)
-        if not args.json:
-            print(f"{'PID':>7} {'COMM':<16} {'IP':>2} {'SADDR':>39} {'SPORT':>5} {'DADDR':>39} "
-                  f"{'DPORT':>5} {'RET':>4}", flush=True)
-        try:
-            pump(tc, args.duration, lambda ev: _print(ev, args.json))
-        except KeyboardInterrupt:
-            pass
-        if tc.dropped:
-            print(f"pybpf tcpconnect: {tc.dropped} events lost (ring buffer full)",
-                  file=sys.stderr)
+        announce(f"Tracing TCP connects ({tc.hook})", None if args.json else
+                 f"{'PID':>7} {'COMM':<16} {'IP':>2} {'SADDR':>39} {'SPORT':>5} "
+                 f"{'DADDR':>39} {'DPORT':>5} {'RET':>4}")
+        stream(tc, "tcpconnect", args.duration, lambda ev: _print(ev, args.json))
     return 0
