@@ -26,7 +26,7 @@ from .errors import (
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
-from .mapkinds import TypedMap, create_map
+from .mapkinds import RawBatch, TypedMap, create_map
 from .maps import Map, MapInfo, UpdateFlags, list_maps, possible_cpus
 from .object import Object, load
 from .perfbuf import PerfBuffer
@@ -37,7 +37,7 @@ from .types import CStr, Struct, Union
 __version__ = "0.1.0"
 
 __all__ = [
-    "CStr", "Struct", "TypedMap", "Union", "create_map",
+    "CStr", "RawBatch", "Struct", "TypedMap", "Union", "create_map",
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "NotSupportedError", "Object", "ObjectError", "PerfBuffer", "Program", "ProgramInfo",
