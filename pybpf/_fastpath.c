@@ -31,6 +31,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_native/fd.h"
+
 static PyObject *Fallback;
 
 /* one scalar of the value: where it is and what it is */
@@ -53,7 +55,7 @@ struct layout {
 
 typedef struct {
 	PyObject_HEAD
-	int fd;
+	FDObject *owner;	/* the map's fd owner: checked (GIL held) before each syscall */
 	Py_ssize_t key_size;
 	Py_ssize_t value_size;
 	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
@@ -94,9 +96,12 @@ static long sys_bpf(int cmd, union bpf_attr *attr)
 static int elem_op(MapOps *s, int cmd, const void *key, void *value, uint64_t flags)
 {
 	union bpf_attr attr;
+	int fd = pybpf_fd_get(s->owner);
 
+	if (fd < 0)
+		return -1;	/* ClosedError is set */
 	memset(&attr, 0, offsetof(union bpf_attr, flags) + sizeof(attr.flags));
-	attr.map_fd = (uint32_t)s->fd;
+	attr.map_fd = (uint32_t)fd;
 	attr.key = (uint64_t)(uintptr_t)key;
 	attr.value = (uint64_t)(uintptr_t)value;
 	attr.flags = flags;
@@ -123,8 +128,11 @@ static void raise_key_error(PyObject *key)
 	}
 }
 
+/* err < 0: the map's owner was closed (ClosedError is already set). */
 static PyObject *raise_errno(int err)
 {
+	if (err < 0)
+		return NULL;
 	errno = err;
 	return PyErr_SetFromErrno(PyExc_OSError);
 }
@@ -656,13 +664,13 @@ static void layout_free(struct layout *l)
 	l->nfields = 0;
 }
 
-/* MapOps(fd, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
+/* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
  * fields: see layout_init; empty: values go through vdec/venc. */
 static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 {
-	int fd, key_int;
+	int key_int;
 	Py_ssize_t ks, vs;
-	PyObject *kenc, *cls, *spec, *vdec, *venc;
+	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc;
 
 	if (kw && PyDict_GET_SIZE(kw)) {
 		PyErr_SetString(PyExc_TypeError, "MapOps takes positional arguments");
@@ -672,7 +680,7 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTuple(args, "innpOOO!OO", &fd, &ks, &vs, &key_int, &kenc, &cls,
+	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO", &FDType, &owner, &ks, &vs, &key_int, &kenc, &cls,
 			      &PyTuple_Type, &spec, &vdec, &venc))
 		return -1;
 	key_int = key_int ? (int)ks : 0;
@@ -686,7 +694,8 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 	}
 	if (layout_init(&s->lay, cls, spec, vs) < 0)
 		return -1;
-	s->fd = fd;
+	Py_INCREF(owner);
+	s->owner = (FDObject *)owner;
 	s->key_size = ks;
 	s->value_size = vs;
 	s->key_int = key_int;
@@ -708,6 +717,7 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 
 static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 {
+	Py_VISIT(s->owner);
 	Py_VISIT(s->kenc);
 	Py_VISIT(s->lay.cls);
 	Py_VISIT(s->lay.spec);
@@ -719,6 +729,7 @@ static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 static int MapOps_clear(MapOps *s)
 {
 	s->ready = 0;  /* methods refuse from now on */
+	Py_CLEAR(s->owner);
 	Py_CLEAR(s->kenc);
 	Py_CLEAR(s->vdec);
 	Py_CLEAR(s->venc);
@@ -991,6 +1002,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	}
 	Py_INCREF(Fallback);
 	Py_INCREF(&MapOpsType);
+	if (pybpf_fd_module_init(m) < 0) {
+		Py_DECREF(m);
+		return NULL;
+	}
 	if (PyModule_AddObject(m, "MapOps", (PyObject *)&MapOpsType) < 0) {
 		Py_DECREF(&MapOpsType);
 		Py_DECREF(m);

@@ -288,7 +288,7 @@ class TypedMap(Map, Generic[K, V]):
                 return own_dval(proxy, b)
         enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
-        ops = _fastpath.MapOps(fd, self.key_size, vsize, int_key, kenc, vcls, fields, dec, enc)
+        ops = _fastpath.MapOps(self._fd_owner(), self.key_size, vsize, int_key, kenc, vcls, fields, dec, enc)
         self._ops = ops
         return ops
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import enum
 import errno as _errno
+import fcntl
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _fs
+from ._fd import FD
 from ._ffi import capture, error_for, ffi, lib, walk_ids
 from .errors import ClosedError, MapError
 
@@ -117,6 +119,7 @@ class Map:
             self.internal = False
         self._value_buf: int | None = None
         self._finalizer: Any = None
+        self._owner: FD | None = None
 
     # --- description ----------------------------------------------------------
     def __repr__(self) -> str:
@@ -233,6 +236,19 @@ class Map:
             raise MapError(_errno.EBADF, f"map {self.name!r} has no fd: load the object first",
                            map=self.name)
         return fd
+
+    def _fd_owner(self) -> FD:
+        """The owner of this map's own fd (a dup of libbpf's, made on first use)."""
+        o = self._owner
+        if o is None:
+            o = self._owner = FD(fcntl.fcntl(self.fd, fcntl.F_DUPFD_CLOEXEC, 3),
+                                 f"map {self.name!r}")
+        return o
+
+    def _close_owner(self) -> None:
+        o = self._owner
+        if o is not None:
+            o.close()
 
     def info(self) -> MapInfo:
         """Kernel view of the map (id, btf ids...): one syscall."""
@@ -424,6 +440,7 @@ class Map:
         if fin is not None:
             fin()
         self._own_fd = None
+        self._close_owner()
 
     def __enter__(self) -> Map:
         return self

@@ -459,6 +459,7 @@ class Object:
                 g.close()
             for m in self._maps.values():
                 m.__dict__.pop("_ops", None)  # typed maps' C operations on their fd
+                m._close_owner()
             self._finalizer()
 
     def __enter__(self) -> Object:

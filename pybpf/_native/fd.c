@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* FD: the one owner of a kernel object's fd (map, program, link, BTF, ring or perf
+ * reader).  It closes exactly once, and never while anybody uses the number:
+ *
+ *   - `with owner as fd:` (borrow/release) brackets every use that may drop the
+ *     GIL (a cffi call into libbpf, an epoll_wait, a walk's syscall, an mmap
+ *     access).  C code that keeps the GIL from the check to the syscall's return
+ *     uses pybpf_fd_get() instead: close() cannot run in between.
+ *   - close() marks the owner closed at once (every later borrow, from any
+ *     thread, raises pybpf.ClosedError naming the owner) and closes the fd when
+ *     the last borrow is released.  A stale handle can therefore never reach an
+ *     fd number that another object has since been given: the number stays ours
+ *     until no call of ours is in flight.
+ *   - A closer callable replaces close(2) for resources that are not a bare fd
+ *     (a libbpf bpf_object, an mmap of a ring).  It runs once, at the real close,
+ *     with the GIL held; what it raises is reported as unraisable, never lost.
+ *
+ * Every counter changes with the GIL held, so the type needs no lock; a signal
+ * handler (KeyboardInterrupt) can run only between Python bytecodes, and the
+ * release of a `with` block runs on every exit path. */
+#include "fd.h"
+
+#include <structmember.h>
+#include <unistd.h>
+
+static PyObject *closed_error;	/* pybpf.errors.ClosedError, imported on first use */
+
+PyObject *pybpf_raise_closed(PyObject *what)
+{
+	if (!closed_error) {
+		PyObject *mod = PyImport_ImportModule("pybpf.errors");
+
+		if (!mod)
+			return NULL;
+		closed_error = PyObject_GetAttrString(mod, "ClosedError");
+		Py_DECREF(mod);
+		if (!closed_error)
+			return NULL;
+	}
+	PyObject *e = PyObject_CallOneArg(closed_error, what ? what : Py_None);
+
+	if (e) {
+		PyErr_SetObject(closed_error, e);
+		Py_DECREF(e);
+	}
+	return NULL;
+}
+
+/* The real close: once, when closed and nobody borrows. */
+static void really_close(FDObject *o)
+{
+	int fd = o->fd;
+	PyObject *closer = o->closer;
+
+	o->fd = -1;
+	o->closer = NULL;
+	if (closer) {
+		PyObject *et, *ev, *tb;
+
+		PyErr_Fetch(&et, &ev, &tb);
+		PyObject *r = fd >= 0 ? PyObject_CallFunction(closer, "i", fd)
+				      : PyObject_CallNoArgs(closer);
+
+		if (!r)
+			PyErr_WriteUnraisable(closer);
+		Py_XDECREF(r);
+		Py_DECREF(closer);
+		PyErr_Restore(et, ev, tb);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+}
+
+int pybpf_fd_get(FDObject *o)
+{
+	if (o->closed) {
+		pybpf_raise_closed(o->what);
+		return -1;
+	}
+	return o->fd;
+}
+
+static int FD_init(FDObject *o, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"fd", "what", "closer", NULL};
+	int fd;
+	PyObject *what, *closer = Py_None;
+
+	if (o->what) {
+		PyErr_SetString(PyExc_TypeError, "FD is initialised once");
+		return -1;
+	}
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "iU|O:FD", kwlist, &fd, &what, &closer))
+		return -1;
+	if (fd < -1) {
+		PyErr_Format(PyExc_ValueError, "FD: bad fd %d", fd);
+		return -1;
+	}
+	if (closer != Py_None && !PyCallable_Check(closer)) {
+		PyErr_SetString(PyExc_TypeError, "FD: closer must be callable or None");
+		return -1;
+	}
+	o->fd = fd;
+	Py_INCREF(what);
+	o->what = what;
+	if (closer != Py_None) {
+		Py_INCREF(closer);
+		o->closer = closer;
+	}
+	return 0;
+}
+
+static PyObject *FD_new(PyTypeObject *t, PyObject *a, PyObject *k)
+{
+	FDObject *o = (FDObject *)t->tp_alloc(t, 0);
+
+	if (o)
+		o->fd = -1;
+	return (PyObject *)o;
+}
+
+/* borrow() -> fd: one more user in flight; ClosedError once closed. */
+static PyObject *FD_borrow(FDObject *o, PyObject *unused)
+{
+	if (o->closed)
+		return pybpf_raise_closed(o->what);
+	o->borrows++;
+	return PyLong_FromLong(o->fd);
+}
+
+/* release(): that user is done; the last one after close() closes. */
+static PyObject *FD_release(FDObject *o, PyObject *unused)
+{
+	if (o->borrows <= 0) {
+		PyErr_SetString(PyExc_RuntimeError, "FD.release() without a borrow");
+		return NULL;
+	}
+	if (--o->borrows == 0 && o->closed && (o->fd >= 0 || o->closer))
+		really_close(o);
+	Py_RETURN_NONE;
+}
+
+static PyObject *FD_exit(FDObject *o, PyObject *const *args, Py_ssize_t n)
+{
+	PyObject *r = FD_release(o, NULL);
+
+	if (!r)
+		return NULL;
+	Py_DECREF(r);
+	Py_RETURN_FALSE;
+}
+
+/* close(): refuse new borrows now; close the fd when the last borrow is released
+ * (at once when none is). Idempotent. Returns True if this call closed it. */
+static PyObject *FD_close(FDObject *o, PyObject *unused)
+{
+	if (o->closed)
+		Py_RETURN_FALSE;
+	o->closed = 1;
+	if (o->borrows == 0)
+		really_close(o);
+	if (PyErr_Occurred())
+		return NULL;
+	Py_RETURN_TRUE;
+}
+
+/* get() -> fd, for a caller that keeps the GIL until the fd's use is over. */
+static PyObject *FD_get(FDObject *o, PyObject *unused)
+{
+	int fd = pybpf_fd_get(o);
+
+	return fd < 0 && PyErr_Occurred() ? NULL : PyLong_FromLong(fd);
+}
+
+/* detach() -> fd: hand the fd over (the owner is then closed without closing it). */
+static PyObject *FD_detach(FDObject *o, PyObject *unused)
+{
+	int fd;
+
+	if (o->closed)
+		return pybpf_raise_closed(o->what);
+	if (o->borrows) {
+		PyErr_Format(PyExc_RuntimeError, "%U: cannot hand over an fd in use", o->what);
+		return NULL;
+	}
+	fd = o->fd;
+	o->fd = -1;
+	o->closed = 1;
+	Py_CLEAR(o->closer);
+	return PyLong_FromLong(fd);
+}
+
+static PyObject *FD_get_closed(FDObject *o, void *c)
+{
+	return PyBool_FromLong(o->closed);
+}
+
+static PyObject *FD_get_borrows(FDObject *o, void *c)
+{
+	return PyLong_FromSsize_t(o->borrows);
+}
+
+static PyObject *FD_repr(FDObject *o)
+{
+	if (o->closed)
+		return PyUnicode_FromFormat("<FD %U closed%s>", o->what,
+					    o->fd >= 0 || o->closer ? " (in use)" : "");
+	return PyUnicode_FromFormat("<FD %U fd=%d>", o->what, o->fd);
+}
+
+static int FD_traverse(FDObject *o, visitproc visit, void *arg)
+{
+	Py_VISIT(o->closer);
+	return 0;
+}
+
+static int FD_clear(FDObject *o)
+{
+	Py_CLEAR(o->closer);
+	return 0;
+}
+
+static void FD_dealloc(FDObject *o)
+{
+	PyObject_GC_UnTrack(o);
+	if (o->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)o);
+	/* unreachable with borrows in flight: each borrower holds a reference */
+	if (o->fd >= 0 || o->closer) {
+		o->closed = 1;
+		really_close(o);
+	}
+	Py_CLEAR(o->what);
+	Py_TYPE(o)->tp_free((PyObject *)o);
+}
+
+static PyMethodDef FD_methods[] = {
+	{"borrow", (PyCFunction)FD_borrow, METH_NOARGS,
+	 "borrow() -> fd: one more user in flight (ClosedError once closed); pair with release()."},
+	{"release", (PyCFunction)FD_release, METH_NOARGS,
+	 "release(): end a borrow; the last one after close() does the real close."},
+	{"__enter__", (PyCFunction)FD_borrow, METH_NOARGS, "borrow()"},
+	{"__exit__", (PyCFunction)(void (*)(void))FD_exit, METH_FASTCALL, "release()"},
+	{"close", (PyCFunction)FD_close, METH_NOARGS,
+	 "close(): no new borrows from now on; the fd closes when the last borrow ends. "
+	 "Idempotent; True if this call closed the owner."},
+	{"get", (PyCFunction)FD_get, METH_NOARGS,
+	 "get() -> fd without a borrow: only for a caller that holds the GIL until the fd's "
+	 "use is over (ClosedError once closed)."},
+	{"detach", (PyCFunction)FD_detach, METH_NOARGS,
+	 "detach() -> fd: give up ownership without closing (the caller closes it)."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef FD_getset[] = {
+	{"closed", (getter)FD_get_closed, NULL, "close() was called.", NULL},
+	{"borrows", (getter)FD_get_borrows, NULL, "Users in flight.", NULL},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef FD_members[] = {
+	{"what", T_OBJECT, offsetof(FDObject, what), READONLY, "What the fd is, for messages."},
+	{NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject FDType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._fastpath.FD",
+	.tp_doc = "FD(fd, what, closer=None): the one owner of a kernel fd (see pybpf/_fd.py).",
+	.tp_basicsize = sizeof(FDObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_new = FD_new,
+	.tp_init = (initproc)FD_init,
+	.tp_dealloc = (destructor)FD_dealloc,
+	.tp_traverse = (traverseproc)FD_traverse,
+	.tp_clear = (inquiry)FD_clear,
+	.tp_repr = (reprfunc)FD_repr,
+	.tp_methods = FD_methods,
+	.tp_getset = FD_getset,
+	.tp_members = FD_members,
+	.tp_weaklistoffset = offsetof(FDObject, weakreflist),
+};
+
+int pybpf_fd_module_init(PyObject *m)
+{
+	if (PyType_Ready(&FDType) < 0)
+		return -1;
+	Py_INCREF(&FDType);
+	if (PyModule_AddObject(m, "FD", (PyObject *)&FDType) < 0) {
+		Py_DECREF(&FDType);
+		return -1;
+	}
+	return 0;
+}
