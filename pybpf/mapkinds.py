@@ -258,7 +258,7 @@ class TypedMap(Map, Generic[K, V]):
         ``_dval``/``_eval`` (per-CPU lists...). Built on first use after load; dropped
         when the map or its object closes (the next use raises ClosedError), so the
         operations need no closed check."""
-        fd = self._fdf()  # raises if closed or not loaded
+        self._fdf()  # raises if closed or not loaded
         if self._kc is None or self._vc is None:
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
@@ -288,7 +288,8 @@ class TypedMap(Map, Generic[K, V]):
                 return own_dval(proxy, b)
         enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
-        ops = _fastpath.MapOps(self._fd_owner(), self.key_size, vsize, int_key, kenc, vcls, fields, dec, enc)
+        ops = _fastpath.MapOps(self._fd_owner(), self.key_size, vsize, int_key, kenc, vcls,
+                               fields, dec, enc)
         self._ops = ops
         return ops
 
