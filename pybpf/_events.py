@@ -464,11 +464,11 @@ class _Consumer:
         self._ep.register(self._wake_r, select.EPOLLIN)
 
     def _track(self, map: Map) -> None:
-        """Be closed when ``map``'s object is closed (Object.close() reads
-        ``_event_consumers``): a thread blocked in poll()/read() wakes up."""
+        """Be closed when ``map``'s object is closed (Object.close_with): a thread
+        blocked in poll()/read() wakes up."""
         obj = getattr(map, "_obj", None)
         if obj is not None:
-            obj.__dict__.setdefault("_event_consumers", weakref.WeakSet()).add(self)
+            obj.close_with(self)
 
     # subclass hooks -------------------------------------------------------------
     def _fill(self) -> None:

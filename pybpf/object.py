@@ -118,6 +118,9 @@ class Object:
         # holds them weakly (a strong list kept every attached Object alive forever).
         # Links that die with the Object are destroyed by their own finalizers.
         self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
+        # Resources built on this object's maps (event readers...): closed first by
+        # close(), held weakly (see close_with()).
+        self._dependents: weakref.WeakSet[Any] = weakref.WeakSet()
         self._finalizer = weakref.finalize(self, _free_object, ptr, self._link_refs)
 
     # --- opening ------------------------------------------------------------------
@@ -446,14 +449,20 @@ class Object:
         except ValueError:
             pass
 
+    def close_with(self, resource: Any) -> None:
+        """Close ``resource`` (anything with a ``close()``) when this object closes,
+        before its maps go: an event reader on one of its maps, for instance. Held
+        weakly: a resource that is garbage-collected earlier is simply forgotten."""
+        self._dependents.add(resource)
+
     def close(self) -> None:
         """Detach this object's links and free it (idempotent)."""
         with self._lock:
             if self._ptr is None:
                 return
             self._ptr = None
-            for consumer in list(self.__dict__.get("_event_consumers", ())):
-                consumer.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
+            for dep in list(self._dependents):
+                dep.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
             g = self.__dict__.get("_globals_obj")
             if g is not None:
                 g.close()
