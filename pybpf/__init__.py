@@ -23,11 +23,12 @@ from .errors import (
     MapError,
     NotSupportedError,
     ObjectError,
+    StateError,
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
 from .mapkinds import RawBatch, TypedMap, create_map
-from .maps import Map, MapInfo, UpdateFlags, list_maps, possible_cpus
+from .maps import Map, MapInfo, OpenMap, UpdateFlags, list_maps, possible_cpus
 from .object import Object, load
 from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
@@ -40,7 +41,8 @@ __all__ = [
     "CStr", "RawBatch", "Struct", "TypedMap", "Union", "create_map",
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
-    "NotSupportedError", "Object", "ObjectError", "PerfBuffer", "Program", "ProgramInfo",
+    "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",
+    "ProgramInfo", "StateError",
     "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",

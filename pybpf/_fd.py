@@ -11,10 +11,48 @@ mmap access) borrow it for their length::
 when the last borrow ends: a stale handle can never reach an fd number that another
 object has been given since. C code that holds the GIL from its check to the end of
 its syscall (the map fast path) calls ``pybpf_fd_get()`` instead of borrowing.
+
+An owner of a resource that is not an fd (a libbpf ``bpf_object``, an mmap) is
+``FD(-1, what, closer=...)``: the closer runs once, when the last borrow ends.
 """
 
 from __future__ import annotations
 
+import os
+
 from ._fastpath import FD
 
-__all__ = ["FD"]
+__all__ = ["FD", "Stage", "bpf_fd_kind"]
+
+# What /proc/self/fd/N links to for each kind of BPF fd (the kernel's anon inode names).
+_ANON_KINDS = {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "program",
+               "anon_inode:bpf-link": "link", "anon_inode:bpf_link": "link",
+               "anon_inode:btf": "BTF"}
+
+
+def bpf_fd_kind(fd: int) -> str:
+    """What kind of BPF object ``fd`` refers to: ``"map"``, ``"program"``, ``"link"``,
+    ``"BTF"``, or what the fd is otherwise (one readlink, no BPF syscall)."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "unknown"
+    return _ANON_KINDS.get(target, target)
+
+
+class Stage:
+    """The lifecycle of one BPF object, shared by the object and its parts (maps
+    before load, global-variable sections): the owner of its libbpf ``bpf_object``
+    (borrow it around every use of a libbpf pointer), its name for messages, and
+    whether it is loaded. Only :class:`~pybpf.Object` changes it."""
+
+    __slots__ = ("owner", "name", "loaded")
+
+    def __init__(self, owner: FD, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.loaded = False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.owner.closed)

@@ -12,14 +12,22 @@ import enum
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from .errors import ObjectError
 
-if TYPE_CHECKING:
-    from .types import Codec
+__all__ = ["BTF", "BTFType", "BTFMember", "BTFKind", "BTFFormatError", "set_codec_builder"]
 
-__all__ = ["BTF", "BTFType", "BTFMember", "BTFKind", "BTFFormatError"]
+# How a BTF type becomes a value codec lives above this module (pybpf.types builds
+# codecs from BTF): types.py hands its builder over when it is imported, so this
+# module never imports it (no btf <-> types cycle). pybpf's __init__ imports types.
+_codec_builder: Callable[[BTF, int], Any] | None = None
+
+
+def set_codec_builder(builder: Callable[[BTF, int], Any]) -> None:
+    """Install the function behind :attr:`BTFType.codec` (done by :mod:`pybpf.types`)."""
+    global _codec_builder
+    _codec_builder = builder
 
 BTF_MAGIC = 0xEB9F
 
@@ -110,13 +118,13 @@ class BTFType:
 
     # --- values (pybpf.types) ---------------------------------------------------------
     @property
-    def codec(self) -> Codec:
+    def codec(self) -> Any:
         """The :class:`pybpf.types.Codec` that decodes/encodes values of this type."""
         if self._btf is None:
             raise ValueError(f"{self!r} is not attached to a BTF")
-        from .types import codec_for
-
-        return codec_for(self._btf, self.id)
+        if _codec_builder is None:
+            raise RuntimeError("pybpf.types is not imported (import pybpf)")
+        return _codec_builder(self._btf, self.id)
 
     @property
     def pytype(self) -> Any:
@@ -134,7 +142,7 @@ class BTFType:
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` (an instance, dict, tuple or scalar) into this type's bytes."""
-        return self.codec.encode(value, self.name or "value")
+        return bytes(self.codec.encode(value, self.name or "value"))
 
 
 _HDR = struct.Struct("<HBBIIIII")

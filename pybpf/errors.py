@@ -13,6 +13,8 @@ last lines libbpf logged about it (``libbpf_log``).
      +-- NotSupportedError      the running kernel lacks the feature (decided by probing)
      +-- BPFPermissionError     also a PermissionError: names the missing capability
      +-- ClosedError            also a ValueError: the object/link/map was closed
+     +-- StateError             not in this lifecycle state: a setter after load, a live
+                                operation before load (the message says what to do)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "NotSupportedError",
     "BPFPermissionError",
     "ClosedError",
+    "StateError",
     "errno_name",
     "describe_errno",
 ]
@@ -238,3 +241,12 @@ class ClosedError(BPFError, ValueError):
 
     def __init__(self, what: str) -> None:
         super().__init__(_errno.EBADF, f"{what} is closed")
+
+
+class StateError(BPFError):
+    """Not valid in the current lifecycle state: a map setter after load, a live map
+    operation before load, a ``.rodata`` write after load. The message says what to do
+    instead ("load the object first", "only before load")."""
+
+    def __init__(self, message: str, *, err: int = _errno.EBUSY) -> None:
+        super().__init__(err, message)

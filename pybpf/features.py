@@ -17,13 +17,21 @@ import functools
 import os
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._ffi import ffi, has_symbol, lib
 from .errors import describe_errno
 
-if TYPE_CHECKING:
-    from .program import Program
+
+class _Program(Protocol):
+    """What :func:`for_program` reads of a :class:`~pybpf.Program` (this module is
+    below program.py: it never imports it)."""
+
+    @property
+    def section(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
 
 __all__ = ["Feature", "program_types", "map_types", "helpers", "kprobes", "trampolines",
            "fmod_ret", "lsm",
@@ -332,7 +340,7 @@ def ringbuf() -> Feature:
     return Feature("ringbuf", ok, "ringbuf map type" + ("" if ok else " not") + " supported")
 
 
-def for_program(prog: Program) -> Feature | None:
+def for_program(prog: _Program) -> Feature | None:
     """The hook feature a program needs, when it is one pybpf probes specially."""
     sec = prog.section
     t = prog.type

@@ -13,25 +13,27 @@ Before load, reads and writes go to libbpf's initial value of the section (for
 memory-mapped from the map's fd (``BPF_F_MMAPABLE``): an access is a memory
 copy, no syscall, and the running programs see writes at once. ``.rodata`` is
 frozen by the kernel at load: it stays readable, and writing raises
-:class:`~pybpf.LoadError` (EROFS). Maps that are not mmapable fall back to one
-lookup/update syscall per access.
+:class:`~pybpf.StateError` (set it before load). Maps that are not mmapable fall
+back to one lookup/update syscall per access.
+
+After the object closes, every access raises :class:`~pybpf.ClosedError`, from any
+thread; an access in flight finishes first (each mmap has one owner, unmapped when
+the last access ends).
 """
 
 from __future__ import annotations
 
-import errno as _errno
+import functools
 import mmap
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from ._ffi import ffi, lib
-from .btf import BTFKind
-from .errors import ClosedError, LoadError
+from ._fd import FD, Stage
+from .btf import BTF, BTFKind
+from .errors import ClosedError, StateError
+from .maps import Map, OpenMap
 from .types import Codec, codec_for
-
-if TYPE_CHECKING:
-    from .maps import Map
-    from .object import Object
 
 __all__ = ["Section", "Globals"]
 
@@ -39,96 +41,136 @@ BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
 
 
+def _unmap(mm: mmap.mmap) -> None:
+    try:
+        mm.close()
+    except BufferError:  # a memoryview of it is still alive: the GC unmaps it
+        pass
+
+
 class Section:
     """The variables of one data section, as attributes (and ``sec["name"]``)."""
 
-    __slots__ = ("_obj", "_map", "_name", "_vars", "_mm", "_size", "_pending", "_readonly")
+    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_mm", "_mm_owner", "_size",
+                 "_pending", "_readonly", "_closed", "_lock")
 
-    def __init__(self, obj: Object, m: Map, name: str, variables: dict[str, tuple[int, Codec]],
-                 size: int) -> None:
+    def __init__(self, stage: Stage, m: OpenMap, name: str,
+                 variables: dict[str, tuple[int, Codec]], size: int) -> None:
         sa = object.__setattr__
-        sa(self, "_obj", obj)
-        sa(self, "_map", m)
+        sa(self, "_stage", stage)
+        sa(self, "_open", m)
+        sa(self, "_live", None)
         sa(self, "_name", name)
         sa(self, "_vars", variables)
         sa(self, "_mm", None)
+        sa(self, "_mm_owner", None)
         sa(self, "_size", size)
         sa(self, "_pending", {})
         sa(self, "_readonly", name.startswith(".rodata"))
+        sa(self, "_closed", False)
+        sa(self, "_lock", threading.Lock())
 
     # --- storage -----------------------------------------------------------------
-    def _initial(self) -> Any:
-        size = ffi.new("size_t *")
-        ptr = lib.bpf_map__initial_value(self._map._ptr, size)
-        if ptr == ffi.NULL:
-            raise LoadError(_errno.EINVAL, f"section {self._name}: libbpf has no initial value")
-        return ffi.buffer(ptr, size[0])
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(f"BPF object {self._stage.name!r} (section {self._name})")
 
-    def _storage(self, write: bool) -> Any:
-        obj = self._obj
-        if obj.closed:
-            raise ClosedError(f"BPF object {obj.name!r} (section {self._name})")
-        if not obj.loaded:
-            return self._initial()
-        if write and self._readonly:
-            raise LoadError(_errno.EROFS, f"{obj.name}: {self._name} is frozen after load "
-                                          "(const volatile globals are set before load)")
-        mm = self._mm
-        if mm is None:
-            mm = self._map_memory()
-        return mm
-
-    def _map_memory(self) -> Any:
-        m = self._map
-        if not m.flags & BPF_F_MMAPABLE:
+    def _memory(self) -> FD | None:
+        """The owner of the section's mmap (made on first use after load), or None when
+        the map is not mmapable."""
+        owner = self._mm_owner
+        if owner is not None:
+            return owner  # type: ignore[no-any-return]
+        m = self._live
+        if m is None or not m.flags & BPF_F_MMAPABLE:
             return None
         prot = mmap.PROT_READ | (0 if self._readonly else mmap.PROT_WRITE)
         page = mmap.PAGESIZE
         length = (self._size + page - 1) // page * page
-        mm = mmap.mmap(m.fd, length, flags=mmap.MAP_SHARED, prot=prot)
-        object.__setattr__(self, "_mm", mm)
-        return mm
+        with self._lock:
+            if self._mm_owner is None:
+                if self._closed:
+                    raise self._closed_error()
+                with m.owner as fd:
+                    mm = mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot)
+                object.__setattr__(self, "_mm", mm)
+                object.__setattr__(self, "_mm_owner", FD(
+                    -1, f"section {self._name} of BPF object {self._stage.name!r}",
+                    closer=functools.partial(_unmap, mm)))
+        return self._mm_owner  # type: ignore[no-any-return]
 
     def _read(self, off: int, codec: Codec) -> Any:
-        st = self._storage(False)
-        if st is None:  # not mmapable: one syscall
-            raw = self._map.lookup(bytes(4))
+        stage = self._stage
+        if not stage.loaded:
+            if stage.closed:
+                raise self._closed_error()
+            return codec.decode(self._open.initial_value(), off)
+        if self._closed:
+            raise self._closed_error()
+        owner = self._memory()
+        if owner is None:  # not mmapable: one syscall
+            raw = self._live.lookup(bytes(4))
             return codec.decode(raw or bytes(self._size), off)
-        return codec.decode(st, off)
+        try:
+            owner.borrow()
+        except ClosedError:
+            raise self._closed_error() from None
+        try:
+            return codec.decode(self._mm, off)
+        finally:
+            owner.release()
 
     def _write(self, off: int, data: bytes) -> None:
-        st = self._storage(True)
-        if st is None:
-            raw = bytearray(self._map.lookup(bytes(4)) or bytes(self._size))
-            raw[off:off + len(data)] = data
-            self._map.update(bytes(4), bytes(raw))
+        stage = self._stage
+        if not stage.loaded:
+            if stage.closed:
+                raise self._closed_error()
+            self._open.write_initial_value(off, data)
+            if self._name == ".bss":
+                self._pending[off] = data  # libbpf 1.1 does not copy .bss: done after load
             return
-        st[off:off + len(data)] = data
-        if not self._obj.loaded and self._name == ".bss":
-            self._pending[off] = data  # libbpf 1.1 does not copy .bss: done after load
+        if self._readonly:
+            raise StateError(f"{stage.name}: {self._name} is frozen at load: const volatile "
+                             "globals can only be set before load (obj.rodata.x = v before "
+                             "obj.load())")
+        if self._closed:
+            raise self._closed_error()
+        owner = self._memory()
+        if owner is None:
+            m = self._live
+            raw = bytearray(m.lookup(bytes(4)) or bytes(self._size))
+            raw[off:off + len(data)] = data
+            m.update(bytes(4), bytes(raw))
+            return
+        try:
+            owner.borrow()
+        except ClosedError:
+            raise self._closed_error() from None
+        try:
+            self._mm[off:off + len(data)] = data
+        finally:
+            owner.release()
 
-    def _after_load(self) -> None:
+    def _after_load(self, live: Map | None) -> None:
+        object.__setattr__(self, "_live", live)
         pending = self._pending
-        if pending:
+        if pending and live is not None:
             for off, data in pending.items():
                 self._write(off, data)
-            pending.clear()
+        pending.clear()
 
     def _close(self) -> None:
-        mm = self._mm
-        if mm is not None:
-            object.__setattr__(self, "_mm", None)
-            try:
-                mm.close()
-            except BufferError:  # a memoryview of it is still alive: the GC closes it
-                pass
+        with self._lock:
+            object.__setattr__(self, "_closed", True)
+            owner = self._mm_owner
+        if owner is not None:
+            owner.close()  # unmaps when the last access in flight ends
 
     # --- attributes --------------------------------------------------------------
     def _var(self, name: str) -> tuple[int, Codec]:
         try:
             return self._vars[name]  # type: ignore[no-any-return]
         except KeyError:
-            raise AttributeError(f"{self._obj.name}: section {self._name} has no variable "
+            raise AttributeError(f"{self._stage.name}: section {self._name} has no variable "
                                  f"{name!r} (variables: {', '.join(self._vars) or 'none'})"
                                  ) from None
 
@@ -143,7 +185,7 @@ class Section:
         try:
             data = codec.encode(value, name)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"{self._obj.name}: {self._name}: {e}") from None
+            raise type(e)(f"{self._stage.name}: {self._name}: {e}") from None
         self._write(off, data)
 
     __getitem__ = __getattr__
@@ -163,27 +205,26 @@ class Section:
         return {n: self._read(off, c) for n, (off, c) in self._vars.items()}
 
     @property
-    def map(self) -> Map:
-        """The internal map that holds this section."""
-        return self._map  # type: ignore[no-any-return]
+    def map(self) -> Map | OpenMap:
+        """The internal map that holds this section (the live one after load)."""
+        live = self._live
+        return live if live is not None else self._open  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return f"<Section {self._name} of {self._obj.name!r}: {', '.join(self._vars)}>"
+        return f"<Section {self._name} of {self._stage.name!r}: {', '.join(self._vars)}>"
 
 
 class Globals:
     """The data sections of one object, by ELF section name."""
 
-    def __init__(self, obj: Object) -> None:
+    def __init__(self, stage: Stage, btf: BTF | None, maps: Mapping[str, OpenMap]) -> None:
         self.sections: dict[str, Section] = {}
-        try:
-            btf = obj.btf
-        except Exception:  # noqa: BLE001 - no BTF: no typed globals
+        if btf is None:
             return
-        for m in obj.maps.values():
+        for m in maps.values():
             if not m.internal:
                 continue
-            vid = int(lib.bpf_map__btf_value_type_id(m._ptr))
+            vid = m.btf_value_type_id
             if not vid:
                 continue
             sec = btf.types[vid]
@@ -196,7 +237,7 @@ class Globals:
                 if vt.kind != BTFKind.VAR:
                     continue
                 variables[vt.name] = (v.offset, codec_for(btf, v.type))
-            self.sections[sec.name] = Section(obj, m, sec.name, variables, sec.size or
+            self.sections[sec.name] = Section(stage, m, sec.name, variables, sec.size or
                                               m.value_size)
 
     def section(self, name: str, obj_name: str) -> Section:
@@ -206,9 +247,10 @@ class Globals:
             raise AttributeError(f"{obj_name}: no {name} section (sections: "
                                  f"{', '.join(self.sections) or 'none'})") from None
 
-    def after_load(self) -> None:
+    def after_load(self, live: Mapping[str, Map]) -> None:
+        """The object loaded: each section now reads and writes its live map."""
         for s in self.sections.values():
-            s._after_load()
+            s._after_load(live.get(s._open.name))
 
     def close(self) -> None:
         for s in self.sections.values():

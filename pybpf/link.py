@@ -14,6 +14,8 @@ exit.
 from __future__ import annotations
 
 import atexit
+import errno as _errno
+import functools
 import os
 import socket
 import threading
@@ -23,6 +25,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from . import _fs
+from ._fd import FD, bpf_fd_kind
 from ._ffi import capture, error_for, ffi, lib, walk_ids
 from .errors import AttachError, BPFError, ClosedError
 
@@ -73,8 +76,19 @@ def _detach_at_exit() -> None:
             pass
 
 
+def _hook_then_close(on_detach: Callable[[], None], fd: int) -> None:
+    try:
+        on_detach()
+    finally:
+        os.close(fd)
+
+
 class Link:
-    """A program attached to a hook. Context manager; ``detach()`` is idempotent."""
+    """A program attached to a hook. Context manager; ``detach()`` is idempotent.
+
+    The link's fd (or libbpf link, or non-fd hook) has one owner: ``detach()`` from
+    any thread refuses new calls at once (ClosedError) and detaches when the calls in
+    flight have ended."""
 
     def __init__(self, ptr: Any = None, *, program: str = "", target: str = "",
                  on_detach: Callable[[], None] | None = None, fd: int | None = None,
@@ -82,27 +96,31 @@ class Link:
         self._ptr = ptr
         # Why a libbpf link has no kernel fd of its own (USDT: one uprobe per site).
         self._no_fd = no_fd
-        self._on_detach = on_detach
-        self._fd = fd
         self.program = program
         """Name of the attached program."""
         self.target = target
         """The hook, e.g. ``tracepoint syscalls:sys_enter_execve``."""
-        self._owner: Any = None
+        self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
-        # The finalizer frees the link exactly once: at detach(), at garbage
-        # collection, or at interpreter exit, whichever comes first.
+        self._has_fd = ptr is not None or fd is not None
+        what = f"link {program!r} -> {target}"
+        # The owner frees the link exactly once: at detach(), at garbage collection,
+        # or at interpreter exit, whichever comes first -- and never during a call.
         if ptr is not None:
-            self._finalizer = weakref.finalize(self, lib.bpf_link__destroy, ptr)
-        elif fd is not None and on_detach is None:
-            self._finalizer = weakref.finalize(self, os.close, fd)
-        elif on_detach is not None:
-            if getattr(on_detach, "__self__", None) is self:
-                # bound to this link (LinkGroup): its parts have their own finalizers
-                with _exit_lock:
-                    _exit_links.add(self)
-            else:  # a netlink tc filter, a socket filter...: undone at GC or exit too
-                self._finalizer = weakref.finalize(self, on_detach)
+            self._owner = FD(-1, what, closer=functools.partial(lib.bpf_link__destroy, ptr))
+        elif fd is not None:
+            self._owner = FD(fd, what, closer=None if on_detach is None else
+                             functools.partial(_hook_then_close, on_detach))
+        else:
+            self._owner = FD(-1, what, closer=on_detach)
+        if on_detach is not None and getattr(on_detach, "__self__", None) is self:
+            # bound to this link (LinkGroup): its parts have their own finalizers
+            with _exit_lock:
+                _exit_links.add(self)
+        elif ptr is not None or fd is not None or on_detach is not None:
+            # a libbpf link, an fd, a netlink tc filter, a socket filter...: undone at GC
+            # or exit too
+            self._finalizer = weakref.finalize(self, self._owner.close)
 
     def __repr__(self) -> str:
         state = "detached" if self.detached else (f"pinned at {self.pin_path}" if self.pin_path
@@ -112,31 +130,47 @@ class Link:
     # --- state ----------------------------------------------------------------
     @property
     def detached(self) -> bool:
-        return self._ptr is None and self._on_detach is None and self._fd is None
+        return bool(self._owner.closed)
+
+    @property
+    def owner(self) -> FD:
+        """The one owner of this link: ``with link.owner:`` keeps it attached (and its
+        fd open) for a call of your own; ClosedError once detached."""
+        return self._owner
+
+    def _link_fd(self, borrowed: int) -> int:
+        """The kernel link fd, while ``self._owner`` is borrowed."""
+        if self._ptr is not None:
+            if self._no_fd:
+                raise BPFError(95, f"{self.target}: {self._no_fd}")
+            return int(lib.bpf_link__fd(self._ptr))
+        if not self._has_fd:
+            raise BPFError(95, f"{self.target} is not a BPF link and has no fd")
+        return borrowed
 
     @property
     def fd(self) -> int:
-        """The kernel link fd (``BPFError`` for hooks that have none, e.g. netlink tc)."""
-        if self._ptr is not None and self._no_fd:
-            raise BPFError(95, f"{self.target}: {self._no_fd}")
-        if self._ptr is not None:
-            return int(lib.bpf_link__fd(self._ptr))
-        if self._fd is not None:
-            return self._fd
-        if self.detached:
-            raise ClosedError(f"link {self.program!r} -> {self.target}")
-        raise BPFError(95, f"{self.target} is not a BPF link and has no fd")
+        """The kernel link fd (``BPFError`` for hooks that have none, e.g. netlink tc);
+        ClosedError once detached. For a call that may race a detach, borrow
+        :attr:`owner` instead."""
+        with self._owner as fd:
+            return self._link_fd(fd)
 
     @property
     def pin_path(self) -> str | None:
         if self._ptr is None:
             return None
-        p = lib.bpf_link__pin_path(self._ptr)
-        return ffi.string(p).decode() if p != ffi.NULL else None
+        try:
+            with self._owner:
+                p = lib.bpf_link__pin_path(self._ptr)
+                return ffi.string(p).decode() if p != ffi.NULL else None
+        except ClosedError:
+            return None
 
     def info(self) -> LinkInfo:
         """Kernel view of the link (id, type, program id): one syscall."""
-        return _link_info_by_fd(self.fd)
+        with self._owner as fd:
+            return _link_info_by_fd(self._link_fd(fd))
 
     # --- verbs ----------------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
@@ -146,16 +180,24 @@ class Link:
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
         p = _fs.check_pin_path(os.fspath(path))
-        with capture() as log:
+        with self._owner, capture() as log:
             err = lib.bpf_link__pin(self._ptr, p.encode())
         if err:
             raise error_for(-err, f"cannot pin link {self.program!r} at {p}", log=log)
 
     def unpin(self) -> None:
-        """Remove the pin; the link stays attached while this object holds it."""
-        if self._ptr is None or self.pin_path is None:
+        """Remove the pin; the link stays attached while this object holds it. Refused
+        (BPFError) if what is pinned there now is not this link."""
+        p = self.pin_path
+        if self._ptr is None or p is None:
             return
-        err = lib.bpf_link__unpin(self._ptr)
+        with self._owner as fd:
+            mine = _link_info_by_fd(self._link_fd(fd)).id
+            theirs = _pinned_link_id(p)
+            if theirs is not None and theirs != mine:
+                raise BPFError(_errno.EPERM, f"link {self.program!r} (id {mine}): refusing to "
+                               f"unpin {p}: what is pinned there is not this link")
+            err = lib.bpf_link__unpin(self._ptr)
         if err:
             raise error_for(-err, f"cannot unpin link {self.program!r}")
 
@@ -163,25 +205,33 @@ class Link:
         """Atomically replace the attached program (``BPF_LINK_UPDATE``)."""
         if self._ptr is None:
             raise BPFError(95, f"{self.target}: only BPF links can be updated")
-        err = lib.bpf_link__update_program(self._ptr, program._raw())
-        if err:
-            raise error_for(-err, f"cannot update link to program {program.name!r}",
+        with self._owner as lfd:
+            lfd = self._link_fd(lfd)
+            with program.object.owner:  # the program fd stays open for the call
+                rc = lib.bpf_link_update(lfd, program.fd, ffi.NULL)
+                err = ffi.errno
+        if rc < 0:
+            raise error_for(err, f"cannot update link to program {program.name!r}",
                             kind=AttachError, program=program.name, target=self.target)
         self.program = program.name
 
+    def held_by(self, holder: Any) -> None:
+        """Record the :class:`~pybpf.Object` whose program made this link: it detaches
+        the link when it closes, and :meth:`detach` tells it (``holder._forget_link``).
+        Called by the object; not for users."""
+        self._holder = holder
+
     def detach(self) -> None:
-        """Detach from the hook (a pinned link stays attached until unpinned)."""
-        self._ptr = None
-        self._fd = None
-        on_detach, self._on_detach = self._on_detach, None
+        """Detach from the hook (a pinned link stays attached until unpinned). From any
+        thread; a call in flight on this link finishes first."""
         fin, self._finalizer = self._finalizer, None
         if fin is not None:
-            fin()  # frees it at most once: a no-op when it already ran (e.g. at exit)
-        elif on_detach is not None:
-            on_detach()
-        owner, self._owner = self._owner, None
-        if owner is not None:
-            owner._forget_link(self)
+            fin()  # owner.close(): at most once, a no-op when it already ran (at exit)
+        else:
+            self._owner.close()
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            holder._forget_link(self)
 
     close = detach
 
@@ -195,7 +245,8 @@ class Link:
     # --- pinned links -----------------------------------------------------------
     @classmethod
     def open_pinned(cls, path: str | os.PathLike[str]) -> Link:
-        """Open a link pinned in bpffs; ``unpin()`` then ``detach()`` removes it."""
+        """Open a link pinned in bpffs; ``unpin()`` then ``detach()`` removes it. A pinned
+        map or program is refused with BPFError."""
         p = os.fspath(path)
         if not os.path.exists(p):
             raise FileNotFoundError(2, f"no pinned link at {p}", p)
@@ -203,12 +254,32 @@ class Link:
             ptr = lib.bpf_link__open(p.encode())
         if ptr == ffi.NULL:
             raise error_for(ffi.errno, f"cannot open pinned link {p}", log=log)
+        kind = bpf_fd_kind(int(lib.bpf_link__fd(ptr)))
+        if kind != "link":
+            lib.bpf_link__destroy(ptr)  # an opened link: only closes the fd
+            hint = " (pybpf.Map.open_pinned)" if kind == "map" else ""
+            raise BPFError(_errno.EINVAL, f"{p} is a pinned {kind}{hint}, not a link")
         link = cls(ptr, target=f"pinned {p}")
         try:
             link.program = f"prog id {link.info().prog_id}"
         except BPFError:
             pass
         return link
+
+
+def _pinned_link_id(path: str) -> int | None:
+    """The id of the link pinned at ``path`` (-1: something else is), None if nothing."""
+    fd = lib.bpf_obj_get(path.encode())
+    if fd < 0:
+        return None
+    try:
+        if bpf_fd_kind(fd) != "link":
+            return -1
+        return _link_info_by_fd(fd).id
+    except BPFError:
+        return -1
+    finally:
+        os.close(fd)
 
 
 class LinkGroup(Link):
@@ -232,7 +303,8 @@ class IterLink(Link):
 
     def open(self) -> Any:
         """A new binary file object reading one pass of the iterator."""
-        fd = lib.bpf_iter_create(self.fd)
+        with self._owner as lfd:
+            fd = lib.bpf_iter_create(self._link_fd(lfd))
         if fd < 0:
             raise error_for(-fd, f"cannot create iterator for {self.program!r}")
         return os.fdopen(fd, "rb", buffering=0)

@@ -164,31 +164,26 @@ class TypedMap(Map, Generic[K, V]):
     are raised before any syscall.
     """
 
-    _kc: Codec | None = None
-    _vc: Codec | None = None
-    _cfd: int | None = None
-    _btf_ids: tuple[int, int] = (0, 0)
-    _ops: Any = None  # pybpf._fastpath.MapOps (or _NO_OPS) once used after load
-
-    def __init__(self, obj: Any, ptr: Any, *, fd: int | None = None, info: Any = None) -> None:
-        super().__init__(obj, ptr, fd=fd, info=info)
-        if ptr is not None:
-            # libbpf drops the BTF ids of some kinds (queue, stack) at load: note them now
-            self._btf_ids = (int(lib.bpf_map__btf_key_type_id(ptr)),
-                             int(lib.bpf_map__btf_value_type_id(ptr)))
+    def __init__(self, owner: Any, info: Any, **kw: Any) -> None:
+        super().__init__(owner, info, **kw)
+        self._kc: Codec | None = None
+        self._vc: Codec | None = None
+        self._ops: Any = None  # pybpf._fastpath.MapOps (or _NO_OPS) once used
 
     # --- types -------------------------------------------------------------------
     def _btf_and_ids(self) -> tuple[BTF | None, int, int]:
-        if self._ptr is not None:
-            obj = self._obj
+        obj = self._obj
+        if obj is not None:
             try:
-                btf = obj.btf if obj is not None else None
+                btf = obj.btf
+            except ClosedError:
+                raise
             except Exception:  # noqa: BLE001 - an object without BTF: raw bytes
                 btf = None
             kid, vid = self._btf_ids
-            return btf, kid or self.btf_key_type_id, vid or self.btf_value_type_id
+            return btf, kid, vid
         info = self._info
-        if info is None or not info.btf_id:
+        if not info.btf_id:
             return None, 0, 0
         try:
             btf = kernel_btf_by_id(int(info.btf_id))
@@ -256,9 +251,9 @@ class TypedMap(Map, Generic[K, V]):
         codec's unchecked encoder (or the kind's ``_ekey``); values of scalars and flat
         structs of scalars it converts itself, others through the codec or the kind's
         ``_dval``/``_eval`` (per-CPU lists...). Built on first use after load; dropped
-        when the map or its object closes (the next use raises ClosedError), so the
-        operations need no closed check."""
-        self._fdf()  # raises if closed or not loaded
+        never: they hold the map's owner and check it before each syscall, so once the
+        map or its object closes they raise ClosedError."""
+        self._owner.get()  # ClosedError once closed
         if self._kc is None or self._vc is None:
             self._resolve_types()
         kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
@@ -288,7 +283,7 @@ class TypedMap(Map, Generic[K, V]):
                 return own_dval(proxy, b)
         enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
-        ops = _fastpath.MapOps(self._fd_owner(), self.key_size, vsize, int_key, kenc, vcls,
+        ops = _fastpath.MapOps(self._owner, self.key_size, vsize, int_key, kenc, vcls,
                                fields, dec, enc)
         self._ops = ops
         return ops
@@ -298,18 +293,15 @@ class TypedMap(Map, Generic[K, V]):
                          map=self.name)
 
     def _fdf(self) -> int:
-        obj = self._obj
-        if obj is not None and obj._ptr is None:
-            raise ClosedError(f"map {self.name!r} (its object was closed)")
-        fd = self._cfd
-        if fd is None:
-            fd = self._cfd = self.fd
-        return fd
+        """The fd number for a caller that holds the GIL until its use ends (ClosedError
+        once closed); a cffi call releases the GIL: borrow ``self._owner`` for it."""
+        return int(self._owner.get())
 
-    def close(self) -> None:
-        self._cfd = None
-        self._ops = None
-        super().close()
+    def _call(self, fn: Any, *args: Any) -> tuple[int, int]:
+        """``fn(fd, *args)`` with the map's owner borrowed: (return code, errno)."""
+        with self._owner as fd:
+            rc = fn(fd, *args)
+            return rc, ffi.errno
 
     def _encode(self, codec: Codec, value: Any, path: str) -> bytes:
         """``codec.encode`` with its TypeError/ValueError naming this map."""
@@ -348,6 +340,8 @@ class TypedMap(Map, Generic[K, V]):
             return ops.lookup(key)  # type: ignore[no-any-return]
         except _Fallback:
             pass  # not a plain key: the path below validates and explains
+        except ClosedError:
+            raise
         except OSError as e:
             raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         got = self._lookup_raw(self._ekey(key))
@@ -357,7 +351,8 @@ class TypedMap(Map, Generic[K, V]):
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
         buf = bytearray(self._vbuf_size())
-        rc = _lookup_elem(self._fdf(), kb, _from_buffer(buf))
+        with self._owner as fd:
+            rc = _lookup_elem(fd, kb, _from_buffer(buf))
         if rc < 0:
             if rc == -_ENOENT:
                 return None
@@ -372,6 +367,8 @@ class TypedMap(Map, Generic[K, V]):
                 return ops.lookup_bytes(key)  # type: ignore[no-any-return]
             except _Fallback:
                 pass  # not key_size bytes: Map.lookup says so
+            except ClosedError:
+                raise
             except OSError as e:
                 raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         return Map.lookup(self, key, flags=flags)
@@ -383,6 +380,8 @@ class TypedMap(Map, Generic[K, V]):
             return ops.get(key, default)
         except _Fallback:
             pass
+        except ClosedError:
+            raise
         except OSError as e:
             raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         got = self._lookup_raw(self._ekey(key))
@@ -394,6 +393,8 @@ class TypedMap(Map, Generic[K, V]):
             return ops.contains(key)  # type: ignore[no-any-return]
         except _Fallback:
             pass
+        except ClosedError:
+            raise
         except OSError as e:
             raise self._err(e.errno or _errno.EIO, "lookup failed") from None
         return self._lookup_raw(self._ekey(key)) is not None
@@ -405,6 +406,8 @@ class TypedMap(Map, Generic[K, V]):
             return
         except _Fallback:
             pass  # the validating encoders below explain
+        except ClosedError:
+            raise
         except OSError as e:
             self._update_failed(key, 0, e.errno or _errno.EIO)
         self._put(key, value, 0)
@@ -412,7 +415,8 @@ class TypedMap(Map, Generic[K, V]):
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
-        rc = _update_elem(self._fdf(), kb, vb, flags)
+        with self._owner as fd:
+            rc = _update_elem(fd, kb, vb, flags)
         if rc < 0:
             self._update_failed(key, flags, -rc)
 
@@ -433,9 +437,13 @@ class TypedMap(Map, Generic[K, V]):
             return
         except _Fallback:
             pass
+        except ClosedError:
+            raise
         except OSError as e:
             raise self._err(e.errno or _errno.EIO, "delete failed") from None
-        rc = _delete_elem(self._fdf(), self._ekey(key))
+        kb = self._ekey(key)
+        with self._owner as fd:
+            rc = _delete_elem(fd, kb)
         if rc < 0:
             if rc == -_ENOENT:
                 raise KeyError(key)
@@ -446,18 +454,17 @@ class TypedMap(Map, Generic[K, V]):
         the kernel has it for the map type, else lookup + delete)."""
         kb = self._ekey(key)
         buf = bytearray(self._vbuf_size())
-        fd = self._fdf()
-        if lib.bpf_map_lookup_and_delete_elem(fd, kb, ffi.from_buffer(buf)) == 0:
+        rc, err = self._call(lib.bpf_map_lookup_and_delete_elem, kb, ffi.from_buffer(buf))
+        if rc == 0:
             return self._dval(buf)
-        err = ffi.errno
         if err == _errno.ENOENT:
             if default is _MISSING:
                 raise KeyError(key)
             return default
         if err not in _NOT_SUPPORTED:
-            raise self._fail("lookup_and_delete failed")
+            raise self._fail("lookup_and_delete failed", err)
         got = self._lookup_raw(kb)
-        if got is None or lib.bpf_map_delete_elem(fd, kb) < 0:
+        if got is None or self._call(lib.bpf_map_delete_elem, kb)[0] < 0:
             if default is _MISSING:
                 raise KeyError(key)
             return default
@@ -534,11 +541,12 @@ class TypedMap(Map, Generic[K, V]):
         opts = ffi.new("struct bpf_map_batch_opts *")
         opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
         opts.elem_flags = flags
-        if lib.bpf_map_update_batch(self._fdf(), kbuf, vbuf, count, opts) < 0:
-            err = ffi.errno
+        rc, err = self._call(lib.bpf_map_update_batch, kbuf, vbuf, count, opts)
+        if rc < 0:
             if err in _NOT_SUPPORTED and count[0] == 0:
                 return False
-            raise self._fail(f"update_batch failed after {count[0]} of {len(items)} entries")
+            raise self._fail(f"update_batch failed after {count[0]} of {len(items)} entries",
+                             err)
         return True
 
     def delete_batch(self, keys: Iterable[K]) -> int:
@@ -552,20 +560,21 @@ class TypedMap(Map, Generic[K, V]):
             count = ffi.new("__u32 *", len(kbs))
             opts = ffi.new("struct bpf_map_batch_opts *")
             opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
-            if lib.bpf_map_delete_batch(self._fdf(), b"".join(kbs), count, opts) == 0:
+            rc, err = self._call(lib.bpf_map_delete_batch, b"".join(kbs), count, opts)
+            if rc == 0:
                 return len(kbs)
             done = int(count[0])
             kbs = kbs[done:]
-            if ffi.errno not in (*_NOT_SUPPORTED, _errno.ENOENT):
-                raise self._fail("delete_batch failed")
+            if err not in (*_NOT_SUPPORTED, _errno.ENOENT):
+                raise self._fail("delete_batch failed", err)
         else:
             done = 0
-        fd = self._fdf()
         for kb in kbs:
-            if lib.bpf_map_delete_elem(fd, kb) == 0:
+            rc, err = self._call(lib.bpf_map_delete_elem, kb)
+            if rc == 0:
                 done += 1
-            elif ffi.errno != _errno.ENOENT:
-                raise self._fail("delete failed")
+            elif err != _errno.ENOENT:
+                raise self._fail("delete failed", err)
         return done
 
     # --- iteration -------------------------------------------------------------------
@@ -778,11 +787,12 @@ class TypedMap(Map, Generic[K, V]):
         if self.type.endswith("array") and self.type not in ("prog_array",):
             return self.max_entries > 0
         nxt = ffi.new("char[]", max(self.key_size, 1))
-        if lib.bpf_map_get_next_key(self._fdf(), ffi.NULL, nxt) == 0:
+        rc, err = self._call(lib.bpf_map_get_next_key, ffi.NULL, nxt)
+        if rc == 0:
             return True
-        if ffi.errno == _errno.ENOENT:
+        if err == _errno.ENOENT:
             return False
-        raise self._fail("get_next_key failed")
+        raise self._fail("get_next_key failed", err)
 
     def clear(self) -> None:
         """Delete every entry (batched delete where supported)."""
@@ -1005,36 +1015,38 @@ class QueueMap(_KeylessMap[V]):
         """Append ``value``; when full, ``overwrite=True`` drops the oldest (BPF_EXIST),
         else ``MapError`` (E2BIG)."""
         vb = self._eval(value)
-        if lib.bpf_map_update_elem(self._fdf(), ffi.NULL, vb,
-                                   UpdateFlags.EXIST if overwrite else 0) < 0:
-            err = ffi.errno
+        rc, err = self._call(lib.bpf_map_update_elem, ffi.NULL, vb,
+                             UpdateFlags.EXIST if overwrite else 0)
+        if rc < 0:
             if err == _errno.E2BIG:
                 raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                                map=self.name)
-            raise self._fail("push failed")
+            raise self._fail("push failed", err)
 
     def pop(self, key: Any = _MISSING, default: Any = _MISSING) -> V | Any:
         """Remove and return the next value; ``IndexError`` (or ``default``) if empty."""
         if key is not _MISSING and default is _MISSING:
             default = key
         buf = bytearray(self._vbuf_size())
-        if lib.bpf_map_lookup_and_delete_elem(self._fdf(), ffi.NULL, ffi.from_buffer(buf)) < 0:
-            if ffi.errno == _errno.ENOENT:
+        rc, err = self._call(lib.bpf_map_lookup_and_delete_elem, ffi.NULL, ffi.from_buffer(buf))
+        if rc < 0:
+            if err == _errno.ENOENT:
                 if default is _MISSING:
                     raise IndexError(f"map {self.name!r} ({self.type}) is empty")
                 return default
-            raise self._fail("pop failed")
+            raise self._fail("pop failed", err)
         return cast(V, self._dval(buf))
 
     def peek(self, default: Any = _MISSING) -> V | Any:
         """The next value without removing it."""
         buf = bytearray(self._vbuf_size())
-        if lib.bpf_map_lookup_elem(self._fdf(), ffi.NULL, ffi.from_buffer(buf)) < 0:
-            if ffi.errno == _errno.ENOENT:
+        rc, err = self._call(lib.bpf_map_lookup_elem, ffi.NULL, ffi.from_buffer(buf))
+        if rc < 0:
+            if err == _errno.ENOENT:
                 if default is _MISSING:
                     raise IndexError(f"map {self.name!r} ({self.type}) is empty")
                 return default
-            raise self._fail("peek failed")
+            raise self._fail("peek failed", err)
         return cast(V, self._dval(buf))
 
     def drain(self) -> list[V]:
@@ -1060,15 +1072,17 @@ class BloomFilterMap(_KeylessMap[V]):
     (true positives always, false positives sometimes)."""
 
     def add(self, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        if lib.bpf_map_update_elem(self._fdf(), ffi.NULL, self._eval(value), 0) < 0:
-            raise self._fail("add failed")
+        rc, err = self._call(lib.bpf_map_update_elem, ffi.NULL, self._eval(value), 0)
+        if rc < 0:
+            raise self._fail("add failed", err)
 
     def __contains__(self, value: object) -> bool:
         vb = bytearray(self._eval(value))
-        if lib.bpf_map_lookup_elem(self._fdf(), ffi.NULL, ffi.from_buffer(vb)) < 0:
-            if ffi.errno == _errno.ENOENT:
+        rc, err = self._call(lib.bpf_map_lookup_elem, ffi.NULL, ffi.from_buffer(vb))
+        if rc < 0:
+            if err == _errno.ENOENT:
                 return False
-            raise self._fail("lookup failed")
+            raise self._fail("lookup failed", err)
         return True
 
 
@@ -1277,9 +1291,8 @@ class XSKMap(_FdValueMap[int, int]):
 
     def clear(self) -> None:
         """Empty every slot (one delete per slot; empty slots are fine)."""
-        fd = self._fdf()
         for i in range(self.max_entries):
-            rc = _delete_elem(fd, struct.pack("<I", i))
+            rc, _ = self._call(_delete_elem, struct.pack("<I", i))
             if rc < 0 and rc != -_ENOENT:
                 raise self._err(-rc, "delete failed")
 
@@ -1362,15 +1375,23 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags
+    for what, v in (("key_size", key_size), ("value_size", value_size),
+                    ("max_entries", max_entries), ("flags", flags)):
+        if not isinstance(v, int) or not 0 <= v < 1 << 32:
+            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
+                           f"an int from 0 to 2**32-1, got {v!r}", map=name)
+    cname = name.encode()[:15] if name else ffi.NULL
     if inner_map is not None:
-        opts.inner_map_fd = inner_map.fd
-    fd = lib.bpf_map_create(t, name.encode()[:15] if name else ffi.NULL, key_size, value_size,
-                            max_entries, opts)
+        with inner_map.owner as ifd:
+            opts.inner_map_fd = ifd
+            fd = lib.bpf_map_create(t, cname, key_size, value_size, max_entries, opts)
+    else:
+        fd = lib.bpf_map_create(t, cname, key_size, value_size, max_entries, opts)
     if fd < 0:
         raise error_for(ffi.errno, f"cannot create {type} map {name!r} (key_size={key_size}, "
                         f"value_size={value_size}, max_entries={max_entries})", kind=MapError,
                         map=name)
-    m = Map._from_fd(fd)
+    m = Map._from_fd(fd, f"map {name!r} ({type})")
     if not isinstance(m, TypedMap):
         return cast(TypedMap[Any, Any], m)
     if key is not None or value is not None:

@@ -1,8 +1,22 @@
 """Maps: the description libbpf holds before load, and the live fd-backed map after.
 
-This module has the raw layer: attributes, settable-before-load properties, and
-byte-level operations (``lookup``, ``update``, ``delete``, ``keys``), each one
-syscall.  Typed, dict-like access decoded from BTF is layered on top.
+Two classes, one per lifecycle state (cilium's ``MapSpec``/``Map``, libbpf-rs's
+``OpenMap``/``Map``):
+
+* :class:`OpenMap` -- ``obj.maps[name]`` of an opened, not yet loaded object:
+  settable ``max_entries``, ``key_size``, ``value_size``, ``flags``, ``type``,
+  ``pin_path``, ``autocreate``, and :meth:`OpenMap.reuse_fd`. It has no fd: every
+  live operation raises :class:`~pybpf.StateError` ("load the object first").
+* :class:`Map` -- a map in the kernel: ``obj.maps[name]`` after load,
+  :meth:`Map.from_id`, :meth:`Map.open_pinned`, :func:`pybpf.create_map`. It always
+  holds its fd through one owner (:class:`pybpf._fd.FD`); its description comes from
+  ``bpf_map_info`` once; setters raise :class:`~pybpf.StateError` ("only before load").
+
+This module has the raw layer: attributes and byte-level operations (``lookup``,
+``update``, ``delete``, ``keys``), each one syscall made while borrowing the map's
+owner, so that a close from another thread can never let a call reach an fd number
+that another object has been given since. Typed, dict-like access decoded from BTF
+is layered on top (:mod:`pybpf.mapkinds`).
 """
 
 from __future__ import annotations
@@ -12,17 +26,15 @@ import errno as _errno
 import fcntl
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _fs
-from ._fd import FD
-from ._ffi import capture, error_for, ffi, lib, walk_ids
-from .errors import ClosedError, MapError
+from ._fd import FD, Stage, bpf_fd_kind
+from ._ffi import error_for, ffi, lib, walk_ids
+from .errors import BPFError, ClosedError, MapError, StateError
 
-if TYPE_CHECKING:
-    from .object import Object
-
-__all__ = ["Map", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus", "map_type_name"]
+__all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
+           "map_type_name", "register_kind"]
 
 
 class UpdateFlags(enum.IntFlag):
@@ -97,62 +109,127 @@ def _map_info_by_fd(fd: int) -> Any:
     return info
 
 
-class Map:
-    """A BPF map of an :class:`~pybpf.Object`, or one opened by id or pin path.
+def map_type_value(name: str) -> int:
+    """The map type number of libbpf's name ``name`` (``"hash"`` -> 1); ValueError if unknown."""
+    for i in range(64):
+        if map_type_name(i) == name:
+            return i
+    raise ValueError(f"unknown map type {name!r}")
 
-    Before load, ``max_entries``, ``key_size``, ``value_size``, ``flags`` and
-    ``pin_path`` are settable; after load the map has an ``fd`` and the
-    operations below talk to the kernel (one syscall each).
+
+_SETTABLE = ("max_entries", "key_size", "value_size", "flags", "type", "pin_path",
+             "autocreate")
+
+
+class OpenMap:
+    """A map of an opened, not yet loaded :class:`~pybpf.Object`: libbpf's description.
+
+    Settable before load: ``max_entries``, ``key_size``, ``value_size``, ``flags``,
+    ``type``, ``pin_path``, ``autocreate``, and :meth:`reuse_fd`. Each read or write
+    is one libbpf call, no syscall. An OpenMap has no fd: a live operation (lookup,
+    ``m[k]``, ``fd``, ``pin``...) raises :class:`~pybpf.StateError` saying to load the
+    object first; after load, ``obj.maps[name]`` is the live :class:`Map`.
+
+    A handle kept across load still reads the description, but its setters and live
+    operations raise :class:`~pybpf.StateError` pointing at ``obj.maps[name]``; after
+    the object closes, everything but ``name`` and ``repr`` raises ClosedError.
     """
 
-    def __init__(self, obj: Object | None, ptr: Any, *, fd: int | None = None,
-                 info: Any = None) -> None:
-        self._obj = obj
+    def __init__(self, stage: Stage, ptr: Any) -> None:
+        self._stage = stage
         self._ptr = ptr
-        self._own_fd = fd  # only for maps opened by id/pin (no bpf_object)
-        self._info = info
-        if ptr is not None:
+        with stage.owner:
             self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
             self.internal: bool = bool(lib.bpf_map__is_internal(ptr))
-        else:
-            self.name = ffi.string(info.name).decode(errors="replace")
-            self.internal = False
-        self._value_buf: int | None = None
-        self._finalizer: Any = None
-        self._owner: FD | None = None
+            # libbpf drops the BTF ids of some kinds (queue, stack) at load: noted now
+            self._btf_ids = (int(lib.bpf_map__btf_key_type_id(ptr)),
+                             int(lib.bpf_map__btf_value_type_id(ptr)))
+            self._kind = _kind_for(map_type_name(lib.bpf_map__type(ptr)))
 
-    # --- description ----------------------------------------------------------
     def __repr__(self) -> str:
-        return (f"<{type(self).__name__} {self.name!r} type={self.type} key_size={self.key_size}"
-                f" value_size={self.value_size} max_entries={self.max_entries}>")
+        if self._stage.closed:
+            return f"<OpenMap {self.name!r} (object {self._stage.name!r} closed)>"
+        state = "loaded: see obj.maps" if self._stage.loaded else "before load"
+        return (f"<OpenMap {self.name!r} type={self.type} key_size={self.key_size} "
+                f"value_size={self.value_size} max_entries={self.max_entries} ({state})>")
 
-    def _live_ptr(self) -> Any:
-        if self._obj is not None and self._obj._ptr is None:
-            raise ClosedError(f"map {self.name!r} (its object was closed)")
-        return self._ptr
+    # --- state ------------------------------------------------------------------
+    def _get(self, getter: Any) -> int:
+        with self._stage.owner:
+            return int(getter(self._ptr))
 
-    def _before_load(self, what: str) -> Any:
-        ptr = self._live_ptr()
-        if ptr is None or (self._obj is not None and self._obj.loaded):
-            raise MapError(_errno.EBUSY, f"map {self.name!r}: {what} can only be set before load",
-                           map=self.name)
-        return ptr
+    def _check_open(self, what: str) -> None:
+        if self._stage.loaded:
+            raise StateError(f"map {self.name!r}: {what} can only be set before load "
+                             f"(object {self._stage.name!r} is loaded)")
 
-    def _attr(self, getter: Any, field: str) -> int:
-        ptr = self._live_ptr()
-        if ptr is not None:
-            return int(getter(ptr))
-        return int(getattr(self._info, field))
+    def _set(self, setter: Any, value: Any, what: str) -> None:
+        self._check_open(what)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"map {self.name!r}: {what} must be a non-negative int, got "
+                             f"{value!r}")
+        if value >= 1 << 32:
+            raise ValueError(f"map {self.name!r}: {what}={value} does not fit in 32 bits")
+        with self._stage.owner:
+            err = setter(self._ptr, value)
+        if err:
+            raise error_for(-err, f"map {self.name!r}: cannot set {what}={value}",
+                            kind=MapError, map=self.name)
 
+    def _not_live(self, what: str) -> BPFError:
+        if self._stage.closed:
+            return ClosedError(f"map {self.name!r} (object {self._stage.name!r})")
+        if self._stage.loaded:
+            return StateError(f"map {self.name!r}: this handle is the description from before "
+                              f"load; the loaded map is obj.maps[{self.name!r}] ({what})",
+                              err=_errno.ESTALE)
+        return StateError(f"map {self.name!r}: {what} needs the map in the kernel: load the "
+                          f"object first (obj.load()), then use obj.maps[{self.name!r}]",
+                          err=_errno.EBADF)
+
+    def __getattr__(self, name: str) -> Any:
+        # every operation of a live map of this kind: a clear state error, not an
+        # AttributeError
+        if not name.startswith("_") and hasattr(self.__dict__.get("_kind", Map), name):
+            raise self._not_live(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise self._not_live("m[key]")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise self._not_live("m[key] = value")
+
+    def __delitem__(self, key: Any) -> None:
+        raise self._not_live("del m[key]")
+
+    def __contains__(self, key: object) -> bool:
+        raise self._not_live("key in m")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._not_live("iteration")
+
+    def __len__(self) -> int:
+        raise self._not_live("len()")
+
+    def __bool__(self) -> bool:
+        return True
+
+    # --- description ---------------------------------------------------------------
     @property
     def type(self) -> str:
-        """libbpf's name of the map type, e.g. ``"hash"`` (BPF_MAP_TYPE_HASH)."""
-        ptr = self._live_ptr()
-        return map_type_name(lib.bpf_map__type(ptr) if ptr is not None else self._info.type)
+        """libbpf's name of the map type, e.g. ``"hash"``; settable (a name or number)."""
+        return map_type_name(self._get(lib.bpf_map__type))
+
+    @type.setter
+    def type(self, value: str | int) -> None:
+        t = map_type_value(value) if isinstance(value, str) else value
+        self._set(lib.bpf_map__set_type, t, "type")
+        self._kind = _kind_for(map_type_name(t))
 
     @property
     def key_size(self) -> int:
-        return self._attr(lib.bpf_map__key_size, "key_size")
+        return self._get(lib.bpf_map__key_size)
 
     @key_size.setter
     def key_size(self, value: int) -> None:
@@ -160,7 +237,7 @@ class Map:
 
     @property
     def value_size(self) -> int:
-        return self._attr(lib.bpf_map__value_size, "value_size")
+        return self._get(lib.bpf_map__value_size)
 
     @value_size.setter
     def value_size(self, value: int) -> None:
@@ -168,7 +245,7 @@ class Map:
 
     @property
     def max_entries(self) -> int:
-        return self._attr(lib.bpf_map__max_entries, "max_entries")
+        return self._get(lib.bpf_map__max_entries)
 
     @max_entries.setter
     def max_entries(self, value: int) -> None:
@@ -177,46 +254,250 @@ class Map:
     @property
     def flags(self) -> int:
         """``map_flags`` (BPF_F_*)."""
-        return self._attr(lib.bpf_map__map_flags, "map_flags")
+        return self._get(lib.bpf_map__map_flags)
 
     @flags.setter
     def flags(self, value: int) -> None:
         self._set(lib.bpf_map__set_map_flags, value, "flags")
 
-    def _set(self, setter: Any, value: int, what: str) -> None:
-        ptr = self._before_load(what)
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"map {self.name!r}: {what} must be a non-negative int, got {value!r}")
-        err = setter(ptr, value)
+    @property
+    def autocreate(self) -> bool:
+        """Whether load creates this map (settable: False leaves it out, e.g. a ring buffer
+        on a kernel without them; programs that use it then fail to load)."""
+        with self._stage.owner:
+            return bool(lib.bpf_map__autocreate(self._ptr))
+
+    @autocreate.setter
+    def autocreate(self, value: bool) -> None:
+        self._check_open("autocreate")
+        with self._stage.owner:
+            err = lib.bpf_map__set_autocreate(self._ptr, bool(value))
         if err:
-            raise error_for(-err, f"map {self.name!r}: cannot set {what}={value}", kind=MapError,
+            raise error_for(-err, f"map {self.name!r}: cannot set autocreate", kind=MapError,
                             map=self.name)
 
     @property
+    def reused(self) -> bool:
+        """An existing map will stand for this one (:meth:`reuse_fd`): load creates none."""
+        with self._stage.owner:
+            return bool(lib.bpf_map__fd(self._ptr) >= 0)
+
+    @property
+    def btf_key_type_id(self) -> int:
+        return self._btf_ids[0]
+
+    @property
+    def btf_value_type_id(self) -> int:
+        return self._btf_ids[1]
+
+    @property
+    def percpu(self) -> bool:
+        return self.type in _PERCPU_TYPES
+
+    @property
     def pin_path(self) -> str | None:
-        ptr = self._live_ptr()
-        if ptr is None:
-            return None
-        p = lib.bpf_map__pin_path(ptr)
-        return ffi.string(p).decode() if p != ffi.NULL else None
+        """Where load pins the map (and reuses a map already pinned there); settable."""
+        with self._stage.owner:
+            p = lib.bpf_map__pin_path(self._ptr)
+            return ffi.string(p).decode() if p != ffi.NULL else None
 
     @pin_path.setter
-    def pin_path(self, path: str | None) -> None:
-        ptr = self._before_load("pin_path")
-        if path is not None:
-            path = _fs.check_pin_path(os.fspath(path))
-        err = lib.bpf_map__set_pin_path(ptr, path.encode() if path else ffi.NULL)
+    def pin_path(self, path: str | os.PathLike[str] | None) -> None:
+        self._check_open("pin_path")
+        p = None if path is None else _fs.check_pin_path(os.fspath(path))
+        with self._stage.owner:
+            err = lib.bpf_map__set_pin_path(self._ptr, p.encode() if p else ffi.NULL)
         if err:
             raise error_for(-err, f"map {self.name!r}: cannot set pin path", kind=MapError,
                             map=self.name)
 
+    def initial_value(self) -> bytes:
+        """A copy of the data libbpf loads into the map (global-variable sections)."""
+        with self._stage.owner:
+            size = ffi.new("size_t *")
+            cur = lib.bpf_map__initial_value(self._ptr, size)
+            return b"" if cur == ffi.NULL else bytes(ffi.buffer(cur, size[0]))
+
+    def write_initial_value(self, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at ``offset`` of the initial value, in place (before load)."""
+        self._check_open("the initial value")
+        with self._stage.owner:
+            size = ffi.new("size_t *")
+            cur = lib.bpf_map__initial_value(self._ptr, size)
+            if cur == ffi.NULL or offset < 0 or offset + len(data) > size[0]:
+                raise MapError(_errno.EINVAL, f"map {self.name!r}: initial value out of range "
+                               f"({len(data)} bytes at {offset})", map=self.name)
+            ffi.memmove(cur + offset, data, len(data))
+
+    def reuse_fd(self, source: Map | int | str | os.PathLike[str]) -> None:
+        """Use an existing map instead of creating one at load: a live :class:`Map`, a
+        map fd, or the path of a pinned map. libbpf keeps its own dup of the fd, and the
+        map takes the existing one's type, sizes and flags (one syscall)."""
+        self._check_open("reuse_fd")
+        if isinstance(source, Map):
+            with source.owner as fd:
+                self._reuse(fd, f"map {source.name!r}")
+            return
+        if isinstance(source, int):
+            kind = bpf_fd_kind(source)
+            if kind != "map":
+                raise MapError(_errno.EINVAL, f"map {self.name!r}: reuse_fd: fd {source} is "
+                               f"a {kind}, not a BPF map", map=self.name)
+            self._reuse(source, f"fd {source}")
+            return
+        p = os.fspath(source)
+        fd = _open_pinned_fd(p, "map")
+        try:
+            self._reuse(fd, f"pinned map {p}")
+        finally:
+            os.close(fd)
+
+    def _reuse(self, fd: int, what: str) -> None:
+        with self._stage.owner:
+            err = lib.bpf_map__reuse_fd(self._ptr, fd)
+            if not err:
+                self._kind = _kind_for(map_type_name(lib.bpf_map__type(self._ptr)))
+        if err:
+            raise error_for(-err, f"map {self.name!r}: cannot reuse {what}", kind=MapError,
+                            map=self.name)
+
+    def loaded_map(self, obj: Any) -> Map | None:
+        """After the object's load: a live :class:`Map` (of this map's kind) with a new
+        owner of a dup of libbpf's fd, or None if load did not create the map (autocreate
+        off). Called once by ``Object.load``; use ``obj.maps[name]``."""
+        with self._stage.owner:
+            lfd = int(lib.bpf_map__fd(self._ptr))
+            if lfd < 0:
+                return None
+            fd = fcntl.fcntl(lfd, fcntl.F_DUPFD_CLOEXEC, 3)
+            pinned = bool(lib.bpf_map__is_pinned(self._ptr))
+            p = lib.bpf_map__pin_path(self._ptr)
+            pin = ffi.string(p).decode() if pinned and p != ffi.NULL else None
+        owner = FD(fd, f"map {self.name!r} of object {self._stage.name!r}")
+        info = MapInfo(_map_info_by_fd(fd))
+        kind = _kind_for(info.type)
+        return kind(owner, info, name=self.name, internal=self.internal, obj=obj,
+                    btf_ids=self._btf_ids, pin_path=pin)
+
+
+def _open_pinned_fd(path: str, want: str) -> int:
+    """A new fd of the BPF object pinned at ``path``, checked to be a ``want``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(_errno.ENOENT, f"no pinned {want} at {path}", path)
+    fd = int(lib.bpf_obj_get(path.encode()))
+    if fd < 0:
+        raise error_for(ffi.errno, f"cannot open pinned {want} {path}", kind=MapError, map=path)
+    kind = bpf_fd_kind(fd)
+    if kind != want:
+        os.close(fd)
+        hint = {"program": "", "link": " (pybpf.Link.open_pinned)",
+                "map": " (pybpf.Map.open_pinned)"}.get(kind, "")
+        raise MapError(_errno.EINVAL, f"{path} is a pinned {kind}{hint}, not a {want}",
+                       map=path)
+    return fd
+
+
+def _refuse_live_setter(m: Map, what: str) -> None:
+    raise StateError(f"map {m.name!r} is in the kernel: {what} can only be set before load "
+                     f"(on obj.maps[{m.name!r}] of an opened object, before obj.load())")
+
+
+class Map:
+    """A BPF map in the kernel: of a loaded :class:`~pybpf.Object`, or opened by id or
+    pin path, or made by :func:`~pybpf.create_map`.
+
+    It always holds an fd (through one owner); its description (``type``,
+    ``key_size``, ``max_entries``...) is what the kernel said when it was opened. The
+    operations below are one syscall each. Its setters raise
+    :class:`~pybpf.StateError` (sizes are set on the :class:`OpenMap` before load).
+    After close, every operation raises :class:`~pybpf.ClosedError`, from any thread;
+    calls in flight finish first, and the fd closes when the last one ends.
+    """
+
+    def __init__(self, owner: FD, info: MapInfo, *, name: str | None = None,
+                 internal: bool = False, obj: Any = None,
+                 btf_ids: tuple[int, int] | None = None, pin_path: str | None = None) -> None:
+        self._owner = owner
+        self._info = info
+        self._obj = obj
+        self.name: str = name if name is not None else info.name
+        self.internal: bool = internal
+        self._btf_ids = btf_ids if btf_ids is not None and any(btf_ids) else (
+            info.btf_key_type_id, info.btf_value_type_id)
+        self._pin_path = pin_path
+        self._value_buf: int | None = None
+
+    # --- description ----------------------------------------------------------
+    def __repr__(self) -> str:
+        closed = " (closed)" if self._owner.closed else ""
+        return (f"<{type(self).__name__} {self.name!r} type={self.type} key_size={self.key_size}"
+                f" value_size={self.value_size} max_entries={self.max_entries}{closed}>")
+
+    @property
+    def object(self) -> Any:
+        """The :class:`~pybpf.Object` this map belongs to (None for maps opened by id,
+        pin or created alone)."""
+        return self._obj
+
+    @property
+    def type(self) -> str:
+        """libbpf's name of the map type, e.g. ``"hash"`` (BPF_MAP_TYPE_HASH)."""
+        return self._info.type
+
+    @property
+    def key_size(self) -> int:
+        return self._info.key_size
+
+    @key_size.setter
+    def key_size(self, value: int) -> None:
+        _refuse_live_setter(self, "key_size")
+
+    @property
+    def value_size(self) -> int:
+        return self._info.value_size
+
+    @value_size.setter
+    def value_size(self, value: int) -> None:
+        _refuse_live_setter(self, "value_size")
+
+    @property
+    def max_entries(self) -> int:
+        return self._info.max_entries
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None:
+        _refuse_live_setter(self, "max_entries")
+
+    @property
+    def flags(self) -> int:
+        """``map_flags`` (BPF_F_*)."""
+        return self._info.flags
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        _refuse_live_setter(self, "flags")
+
+    @property
+    def pin_path(self) -> str | None:
+        """Where this handle pinned the map (or load pinned it); None if not pinned."""
+        return self._pin_path
+
+    @pin_path.setter
+    def pin_path(self, path: str | None) -> None:
+        _refuse_live_setter(self, "pin_path (use pin()/unpin() on a live map)")
+
     @property
     def btf_key_type_id(self) -> int:
-        return self._attr(lib.bpf_map__btf_key_type_id, "btf_key_type_id")
+        return self._btf_ids[0]
 
     @property
     def btf_value_type_id(self) -> int:
-        return self._attr(lib.bpf_map__btf_value_type_id, "btf_value_type_id")
+        return self._btf_ids[1]
+
+    @property
+    def id(self) -> int:
+        """The kernel's id of the map (no syscall: known since it was opened)."""
+        return self._info.id
 
     @property
     def percpu(self) -> bool:
@@ -224,39 +505,29 @@ class Map:
 
     # --- live map ---------------------------------------------------------------
     @property
-    def fd(self) -> int:
-        """The map's fd (after load)."""
-        if self._own_fd is not None:
-            return self._own_fd
-        ptr = self._live_ptr()
-        if ptr is None:
-            raise ClosedError(f"map {self.name!r}")
-        fd = int(lib.bpf_map__fd(ptr))
-        if fd < 0:
-            raise MapError(_errno.EBADF, f"map {self.name!r} has no fd: load the object first",
-                           map=self.name)
-        return fd
+    def owner(self) -> FD:
+        """The one owner of this map's fd: ``with m.owner as fd:`` borrows it for a
+        syscall of your own (ClosedError once closed; the fd stays open until the
+        borrow ends)."""
+        return self._owner
 
     def _fd_owner(self) -> FD:
-        """The owner of this map's own fd (a dup of libbpf's, made on first use)."""
-        o = self._owner
-        if o is None:
-            o = self._owner = FD(fcntl.fcntl(self.fd, fcntl.F_DUPFD_CLOEXEC, 3),
-                                 f"map {self.name!r}")
-        return o
+        return self._owner
 
-    def _close_owner(self) -> None:
-        o = self._owner
-        if o is not None:
-            o.close()
+    @property
+    def closed(self) -> bool:
+        return bool(self._owner.closed)
+
+    @property
+    def fd(self) -> int:
+        """The map's fd number (ClosedError after close). Only valid while this map is
+        open: for a call of your own that may race a close, borrow :attr:`owner`."""
+        return self._owner.get()
 
     def info(self) -> MapInfo:
         """Kernel view of the map (id, btf ids...): one syscall."""
-        return MapInfo(_map_info_by_fd(self.fd))
-
-    @property
-    def id(self) -> int:
-        return self.info().id
+        with self._owner as fd:
+            return MapInfo(_map_info_by_fd(fd))
 
     def _value_size_total(self) -> int:
         if self._value_buf is None:
@@ -285,54 +556,63 @@ class Map:
                                                  f"{possible_cpus()} CPUs)" if self.percpu else ""))
         return ffi.from_buffer(value)
 
-    def _fail(self, what: str) -> MapError:
-        return error_for(ffi.errno, f"map {self.name!r}: {what}", kind=MapError,  # type: ignore
-                         map=self.name)
+    def _fail(self, what: str, err: int | None = None) -> MapError:
+        return error_for(ffi.errno if err is None else err,  # type: ignore[return-value]
+                         f"map {self.name!r}: {what}", kind=MapError, map=self.name)
 
     def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
         """The value bytes for ``key``, or None if absent (one syscall).
 
         Per-CPU maps return every possible CPU's value, each padded to 8 bytes.
         """
-        fd = self.fd
         k = self._key(key)
         buf = ffi.new("char[]", self._value_size_total())
-        rc = (lib.bpf_map_lookup_elem_flags(fd, k, buf, flags) if flags
-              else lib.bpf_map_lookup_elem(fd, k, buf))
+        with self._owner as fd:
+            rc = (lib.bpf_map_lookup_elem_flags(fd, k, buf, flags) if flags
+                  else lib.bpf_map_lookup_elem(fd, k, buf))
+            err = ffi.errno
         if rc < 0:
-            if ffi.errno == _errno.ENOENT:
+            if err == _errno.ENOENT:
                 return None
-            raise self._fail("lookup failed")
+            raise self._fail("lookup failed", err)
         return bytes(ffi.buffer(buf))
 
     def update(self, key: bytes, value: bytes, flags: int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value`` (one syscall); ``flags`` is :class:`UpdateFlags`."""
-        fd = self.fd
-        if lib.bpf_map_update_elem(fd, self._key(key), self._value(value), int(flags)) < 0:
+        k, v = self._key(key), self._value(value)
+        with self._owner as fd:
+            rc = lib.bpf_map_update_elem(fd, k, v, int(flags))
             err = ffi.errno
+        if rc < 0:
             if err == _errno.EEXIST:
                 raise KeyError(key)  # NOEXIST and the key is there
             if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
                 raise KeyError(key)
-            raise self._fail("update failed")
+            raise self._fail("update failed", err)
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False if it was absent (one syscall)."""
-        if lib.bpf_map_delete_elem(self.fd, self._key(key)) < 0:
-            if ffi.errno == _errno.ENOENT:
+        k = self._key(key)
+        with self._owner as fd:
+            rc = lib.bpf_map_delete_elem(fd, k)
+            err = ffi.errno
+        if rc < 0:
+            if err == _errno.ENOENT:
                 return False
-            raise self._fail("delete failed")
+            raise self._fail("delete failed", err)
         return True
 
     def lookup_and_delete(self, key: bytes | None = None) -> bytes | None:
         """Pop ``key`` (or, for queue/stack maps, the next element); None if absent."""
-        fd = self.fd
         k = ffi.NULL if key is None else self._key(key)
         buf = ffi.new("char[]", self._value_size_total())
-        if lib.bpf_map_lookup_and_delete_elem(fd, k, buf) < 0:
-            if ffi.errno == _errno.ENOENT:
+        with self._owner as fd:
+            rc = lib.bpf_map_lookup_and_delete_elem(fd, k, buf)
+            err = ffi.errno
+        if rc < 0:
+            if err == _errno.ENOENT:
                 return None
-            raise self._fail("lookup_and_delete failed")
+            raise self._fail("lookup_and_delete failed", err)
         return bytes(ffi.buffer(buf))
 
     def keys(self) -> Iterator[bytes]:
@@ -340,22 +620,27 @@ class Map:
 
         If the current key is deleted meanwhile the kernel restarts from the
         first key; pybpf then skips keys it has already yielded, so the walk
-        ends and never yields a key twice.
+        ends and never yields a key twice. Each step borrows the map's owner: a
+        walk resumed after close raises ClosedError.
         """
-        fd = self.fd
         ks = self.key_size
         if self.type in _NO_KEY_TYPES:
             raise MapError(_errno.EINVAL, f"map {self.name!r} ({self.type}) has no keys",
                            map=self.name)
+        owner = self._owner
+        owner.get()  # ClosedError now rather than at the first next()
         cur = ffi.new("char[]", ks)
         nxt = ffi.new("char[]", ks)
         seen: set[bytes] = set()
         prev = ffi.NULL
         while True:
-            if lib.bpf_map_get_next_key(fd, prev, nxt) < 0:
-                if ffi.errno == _errno.ENOENT:
+            with owner as fd:
+                rc = lib.bpf_map_get_next_key(fd, prev, nxt)
+                err = ffi.errno
+            if rc < 0:
+                if err == _errno.ENOENT:
                     return
-                raise self._fail("get_next_key failed")
+                raise self._fail("get_next_key failed", err)
             key = bytes(ffi.buffer(nxt))
             if key in seen:
                 return  # walked back to the start after a concurrent delete
@@ -373,61 +658,82 @@ class Map:
 
     def freeze(self) -> None:
         """Make the map read-only for user space (``BPF_MAP_FREEZE``)."""
-        if lib.bpf_map_freeze(self.fd) < 0:
-            raise self._fail("freeze failed")
+        with self._owner as fd:
+            rc = lib.bpf_map_freeze(fd)
+            err = ffi.errno
+        if rc < 0:
+            raise self._fail("freeze failed", err)
 
     # --- pinning / opening --------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
-        """Pin the live map at ``path`` in bpffs."""
+        """Pin the live map at ``path`` in bpffs (one syscall). ``pin_path`` changes
+        only when the pin succeeded (EEXIST: something else is pinned there)."""
         p = _fs.check_pin_path(os.fspath(path))
-        if self._ptr is not None:
-            with capture() as log:
-                err = lib.bpf_map__pin(self._live_ptr(), p.encode())
-            if err:
-                raise error_for(-err, f"map {self.name!r}: cannot pin at {p}", kind=MapError,
-                                map=self.name, log=log)
-        elif lib.bpf_obj_pin(self.fd, p.encode()) < 0:
-            raise self._fail(f"cannot pin at {p}")
+        with self._owner as fd:
+            rc = lib.bpf_obj_pin(fd, p.encode())
+            err = ffi.errno
+        if rc < 0:
+            if err == _errno.EEXIST:
+                raise MapError(err, f"map {self.name!r}: cannot pin at {p}: something is "
+                               "already pinned there (File exists, EEXIST)", map=self.name)
+            raise self._fail(f"cannot pin at {p}", err)
+        self._pin_path = p
 
     def unpin(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Remove the pin (at ``path``, or where this map was pinned)."""
-        if self._ptr is not None:
-            err = lib.bpf_map__unpin(self._live_ptr(),
-                                     os.fsencode(path) if path is not None else ffi.NULL)
-            if err:
-                raise error_for(-err, f"map {self.name!r}: cannot unpin", kind=MapError,
-                                map=self.name)
-        elif path is not None:
-            os.unlink(path)
-        else:
-            raise ValueError(f"map {self.name!r}: unpin needs the pin path")
+        """Remove the pin at ``path`` (default: where this map was pinned).
+
+        Refused (MapError) unless the object pinned there is this very map: a pin this
+        map does not own is never removed."""
+        p = os.fspath(path) if path is not None else self._pin_path
+        if p is None:
+            raise MapError(_errno.ENOENT, f"map {self.name!r} is not pinned by this handle: "
+                           "pass the pin path", map=self.name)
+        try:
+            fd = _open_pinned_fd(p, "map")
+        except FileNotFoundError:
+            if p == self._pin_path:
+                self._pin_path = None
+            raise
+        except MapError as e:
+            raise MapError(e.errno or _errno.EINVAL, f"map {self.name!r}: refusing to unpin "
+                           f"{p}: {e.message}", map=self.name) from None
+        try:
+            theirs = MapInfo(_map_info_by_fd(fd)).id
+        finally:
+            os.close(fd)
+        if theirs != self.id:
+            raise MapError(_errno.EPERM, f"map {self.name!r} (id {self.id}): refusing to unpin "
+                           f"{p}: the map pinned there is another one (id {theirs})",
+                           map=self.name)
+        os.unlink(p)
+        if p == self._pin_path:
+            self._pin_path = None
 
     @classmethod
-    def _from_fd(cls, fd: int) -> Map:
+    def _from_fd(cls, fd: int, what: str | None = None) -> Map:
+        """A live map of the right kind owning ``fd`` (closed here on failure)."""
         try:
-            info = _map_info_by_fd(fd)
+            info = MapInfo(_map_info_by_fd(fd))
         except BaseException:
             os.close(fd)
             raise
-        kind = _kind_for(map_type_name(info.type))
-        m = kind(None, None, fd=fd, info=info)
-        m._finalizer = _close_fd_finalizer(m, fd)
-        return m
+        owner = FD(fd, what or f"map {info.name!r} (id {info.id})")
+        return _kind_for(info.type)(owner, info)
 
     @classmethod
     def open_pinned(cls, path: str | os.PathLike[str]) -> Map:
-        """Open a map pinned in bpffs (the returned map owns a new fd)."""
+        """Open a map pinned in bpffs (the returned map owns a new fd; one syscall).
+        A pinned program or link is refused with MapError."""
         p = os.fspath(path)
-        if not os.path.exists(p):
-            raise FileNotFoundError(2, f"no pinned map at {p}", p)
-        fd = lib.bpf_obj_get(p.encode())
-        if fd < 0:
-            raise error_for(ffi.errno, f"cannot open pinned map {p}", kind=MapError, map=p)
-        return cls._from_fd(fd)
+        m = cls._from_fd(_open_pinned_fd(p, "map"))
+        return m
 
     @classmethod
     def from_id(cls, map_id: int) -> Map:
-        """Open a live map by its kernel id."""
+        """Open a live map by its kernel id (a new fd)."""
+        if not isinstance(map_id, int) or not 0 < map_id < 1 << 32:
+            raise MapError(_errno.EINVAL, f"map id must be an int from 1 to 2**32-1, got "
+                           f"{map_id!r}", map=str(map_id))
         fd = lib.bpf_map_get_fd_by_id(map_id)
         if fd < 0:
             raise error_for(ffi.errno, f"cannot open map id {map_id}", kind=MapError,
@@ -435,25 +741,16 @@ class Map:
         return cls._from_fd(fd)
 
     def close(self) -> None:
-        """Close a map opened by id or pin (maps of an Object close with it)."""
-        fin = self._finalizer
-        if fin is not None:
-            fin()
-        self._own_fd = None
-        self._close_owner()
+        """Close a map opened by id, pin or :func:`~pybpf.create_map` (idempotent).
+        A map of an Object belongs to it and closes with it: this does nothing."""
+        if self._obj is None:
+            self._owner.close()
 
     def __enter__(self) -> Map:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _close_fd_finalizer(owner: object, fd: int) -> Any:
-    import weakref
-
-    return weakref.finalize(owner, os.close, fd)
-
 
 # Map kinds: subclasses registered by map type name (filled by the typed layer).
 _KINDS: dict[str, type[Map]] = {}

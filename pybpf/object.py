@@ -1,26 +1,38 @@
 """Object: an opened ``.bpf.o``, configured, loaded into the kernel, then closed.
 
 Lifecycle (libbpf's): ``Object.open()`` parses the file without touching the
-kernel; programs and maps can then be configured (autoload, max_entries,
-read-only globals); ``load()`` creates the maps and verifies the programs;
-``attach()`` attaches every program whose section names its target;
-``close()`` detaches the object's links and frees everything. An Object is a
-context manager and is also closed by the garbage collector.
+kernel; programs and maps can then be configured (autoload; ``obj.maps[name]`` is
+an :class:`~pybpf.OpenMap` with settable sizes; read-only globals); ``load()``
+creates the maps and verifies the programs, after which ``obj.maps[name]`` is the
+live :class:`~pybpf.Map`; ``attach()`` attaches every program whose section names
+its target; ``close()`` closes readers on its maps, detaches the object's links,
+closes its maps' fds and frees libbpf's object. An Object is a context manager and
+is also closed by the garbage collector.
+
+The libbpf ``bpf_object`` is held by one owner (:class:`pybpf._fd.FD`): every use
+of a libbpf pointer borrows it, so ``close()`` from another thread never frees
+memory in use; it is freed when the last such use ends.
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 import re
 import struct
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
+from . import _validate, features
+from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.maps uses
+from ._fd import FD, Stage
 from ._ffi import capture, error_for, ffi, lib
+from ._fs import check_pin_path
 from .btf import BTF, BTFKind
 from .errors import (
     BPFError,
@@ -28,10 +40,12 @@ from .errors import (
     LoadError,
     NotSupportedError,
     ObjectError,
+    StateError,
     VerifierError,
 )
+from .globals import Globals, Section
 from .link import Link
-from .maps import Map, _kind_for, map_type_name
+from .maps import Map, OpenMap, possible_cpus
 from .program import Program
 
 __all__ = ["Object", "load"]
@@ -68,14 +82,13 @@ def _check_elf_header(data: bytes | memoryview, name: str) -> None:
         raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: ELF type {e_type}, "
                                          "expected a relocatable object (ET_REL)", path=name)
     if endian != "<":
-        import sys
-
         if sys.byteorder == "little":
             raise ObjectError(_errno.EINVAL, f"{name}: BPF object is big-endian, this host "
                                              "is little-endian", path=name)
 
 
 def _free_object(ptr: Any, links: weakref.WeakSet[Link]) -> None:
+    """The closer of an object's owner: runs once, when the last borrow has ended."""
     for link in list(links):
         try:
             link.detach()
@@ -88,40 +101,44 @@ class Object:
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
 
     def __init__(self, ptr: Any, *, name: str, path: str | None, keepalive: Any) -> None:
-        self._ptr: Any = ptr
+        # The closer must not reach the Object: links refer to their owner, so it
+        # holds them weakly (a strong list kept every attached Object alive forever).
+        # Links that die with the Object are destroyed by their own finalizers.
+        self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
+        owner = FD(-1, f"BPF object {name!r}",
+                   closer=functools.partial(_free_object, ptr, self._link_refs))
+        self._stage = Stage(owner, name)
+        self._ptr: Any = ptr  # used only while borrowing self._stage.owner
         self._keepalive = keepalive  # the bytes libbpf parsed (open_mem)
         self.name = name
         """The object's name (file stem unless ``name=`` was given)."""
         self.path = path
         """The file it was opened from (None when opened from bytes)."""
-        self.loaded = False
         self._load_failed = False
         self._lock = threading.RLock()
         self._links: list[Link] = []
         progs: dict[str, Program] = {}
-        p = lib.bpf_object__next_program(ptr, ffi.NULL)
-        while p != ffi.NULL:
-            prog = Program(self, p)
-            progs[prog.name] = prog
-            p = lib.bpf_object__next_program(ptr, p)
-        maps: dict[str, Map] = {}
-        m = lib.bpf_object__next_map(ptr, ffi.NULL)
-        while m != ffi.NULL:
-            kind = _kind_for(map_type_name(lib.bpf_map__type(m)))
-            mp = kind(self, m)
-            maps[mp.name] = mp
-            m = lib.bpf_object__next_map(ptr, m)
+        open_maps: dict[str, OpenMap] = {}
+        with owner:
+            p = lib.bpf_object__next_program(ptr, ffi.NULL)
+            while p != ffi.NULL:
+                prog = Program(self, p)
+                progs[prog.name] = prog
+                p = lib.bpf_object__next_program(ptr, p)
+            m = lib.bpf_object__next_map(ptr, ffi.NULL)
+            while m != ffi.NULL:
+                om = OpenMap(self._stage, m)
+                open_maps[om.name] = om
+                m = lib.bpf_object__next_map(ptr, m)
         self._programs = progs
-        self._maps = maps
+        self._open_maps = open_maps
+        self._maps: dict[str, Map] | None = None  # the live maps, after load
         self._btf: BTF | None = None
-        # The finalizer must not reach the Object: links refer to their owner, so it
-        # holds them weakly (a strong list kept every attached Object alive forever).
-        # Links that die with the Object are destroyed by their own finalizers.
-        self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
+        self._globals_obj: Globals | None = None
         # Resources built on this object's maps (event readers...): closed first by
         # close(), held weakly (see close_with()).
         self._dependents: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._finalizer = weakref.finalize(self, _free_object, ptr, self._link_refs)
+        self._finalizer = weakref.finalize(self, owner.close)
 
     # --- opening ------------------------------------------------------------------
     @classmethod
@@ -152,8 +169,6 @@ class Object:
                 raise IsADirectoryError(_errno.EISDIR, f"BPF object path {path} is a directory",
                                         path) from None
         _check_elf_header(data, label)
-        from . import _validate
-
         _validate.check_object(data, label)
         obj_name = name
         if obj_name is None:
@@ -182,8 +197,6 @@ class Object:
                 kconfig = "\n".join(lines) + "\n"
             opts.kconfig = c(kconfig)
         if pin_root_path is not None:
-            from ._fs import check_pin_path
-
             opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
         buf = ffi.from_buffer(data)
         with capture() as log:
@@ -195,27 +208,38 @@ class Object:
         return cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else ("loaded" if self.loaded else "opened")
+        state = "closed" if self.closed else ("loaded" if self.loaded else "opened")
         return (f"<Object {self.name!r} {state}: {len(self._programs)} programs, "
-                f"{len(self._maps)} maps>")
+                f"{len(self._open_maps)} maps>")
 
     # --- inventory ----------------------------------------------------------------
-    def _raw(self) -> Any:
-        if self._ptr is None:
-            raise ClosedError(f"BPF object {self.name!r}")
-        return self._ptr
+    @property
+    def owner(self) -> FD:
+        """The owner of libbpf's ``bpf_object``: ``with obj.owner:`` keeps it (and every
+        libbpf pointer into it) alive for a call of your own; ClosedError once closed."""
+        return self._stage.owner
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`load` succeeded."""
+        return self._stage.loaded
 
     @property
     def programs(self) -> Mapping[str, Program]:
         """Programs by name, in libbpf's order (read-only mapping)."""
-        self._raw()
+        self._stage.owner.get()  # ClosedError once closed
         return MappingProxyType(self._programs)
 
     @property
-    def maps(self) -> Mapping[str, Map]:
-        """Maps by name in libbpf's order, internal ones (.rodata, .bss...) included."""
-        self._raw()
-        return MappingProxyType(self._maps)
+    def maps(self) -> Mapping[str, Any]:
+        """Maps by name in libbpf's order, internal ones (.rodata, .bss...) included:
+        before load each is an :class:`~pybpf.OpenMap` (settable description, no fd),
+        after load the live :class:`~pybpf.Map` of its kind (maps that load did not
+        create, autocreate off, are left out). Typed ``Any``: which of the two a value
+        is depends on the object's state, not on the call."""
+        self._stage.owner.get()  # ClosedError once closed
+        live = self._maps
+        return MappingProxyType(self._open_maps if live is None else live)
 
     @property
     def links(self) -> list[Link]:
@@ -226,46 +250,56 @@ class Object:
     def btf(self) -> BTF:
         """The object's own BTF (types of its maps, globals and events)."""
         if self._btf is None:
-            b = lib.bpf_object__btf(self._raw())
-            if b == ffi.NULL:
-                raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
-            size = ffi.new("__u32 *")
-            raw = lib.btf__raw_data(b, size)
-            self._btf = BTF.from_bytes(bytes(ffi.buffer(raw, size[0])))
+            with self._stage.owner:
+                b = lib.bpf_object__btf(self._ptr)
+                if b == ffi.NULL:
+                    raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
+                size = ffi.new("__u32 *")
+                raw = lib.btf__raw_data(b, size)
+                data = bytes(ffi.buffer(raw, size[0]))
+            self._btf = BTF.from_bytes(data)
         return self._btf
 
     @property
     def closed(self) -> bool:
-        return self._ptr is None
+        return bool(self._stage.owner.closed)
 
-    # --- configuration ------------------------------------------------------------
     # --- global variables (pybpf.globals) -----------------------------------------------
-    def _globals(self) -> Any:
-        g = self.__dict__.get("_globals_obj")
+    def _globals(self) -> Globals:
+        g = self._globals_obj
         if g is None:
-            from .globals import Globals
-
-            self._raw()
-            g = self._globals_obj = Globals(self)
+            self._stage.owner.get()  # ClosedError once closed
+            try:
+                btf: BTF | None = self.btf
+            except ClosedError:
+                raise
+            except Exception:  # noqa: BLE001 - no BTF: no typed globals
+                btf = None
+            with self._lock:
+                g = self._globals_obj
+                if g is None:
+                    g = self._globals_obj = Globals(self._stage, btf, self._open_maps)
+                    if self._maps is not None:
+                        g.after_load(self._maps)
         return g
 
     @property
-    def sections(self) -> Mapping[str, Any]:
+    def sections(self) -> Mapping[str, Section]:
         """Data sections by ELF name (``.rodata``, ``.bss``, ``.data``, ``.data.custom``)."""
         return MappingProxyType(self._globals().sections)
 
     @property
-    def rodata(self) -> Any:
+    def rodata(self) -> Section:
         """``const volatile`` globals: settable before load, read-only after."""
         return self._globals().section(".rodata", self.name)
 
     @property
-    def bss(self) -> Any:
+    def bss(self) -> Section:
         """Zero-initialized globals, read/written live after load (mmap of the map)."""
         return self._globals().section(".bss", self.name)
 
     @property
-    def data(self) -> Any:
+    def data(self) -> Section:
         """Initialized globals, read/written live after load (mmap of the map)."""
         return self._globals().section(".data", self.name)
 
@@ -275,10 +309,10 @@ class Object:
         Ints are encoded by the variable's BTF size and signedness; bytes must
         fit its size. Typed access to all globals is ``obj.rodata``.
         """
-        self._raw()
+        self._stage.owner.get()  # ClosedError once closed
         if self.loaded:
-            raise LoadError(_errno.EROFS, f"{self.name}: .rodata is frozen after load; "
-                                          f"cannot set {name!r}")
+            raise StateError(f"{self.name}: cannot set {name!r}: read-only globals (.rodata) "
+                             "can only be set before load (the kernel freezes them at load)")
         btf = self.btf
         for sec_name, m in self._rodata_maps():
             sec = btf.datasec(sec_name)
@@ -298,29 +332,18 @@ class Object:
                     enc = _encode_int(name, int(value), var.size, t.signed)
                 else:
                     raise TypeError(f"set_rodata({name!r}): value must be int, bool or bytes")
-                self._write_initial(m, var.offset, enc)
+                m.write_initial_value(var.offset, enc)
                 return
         raise KeyError(f"{self.name}: no read-only global named {name!r}")
 
-    def _rodata_maps(self) -> list[tuple[str, Map]]:
+    def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
         out = []
-        for m in self._maps.values():
+        for m in self._open_maps.values():
             if m.internal and ".rodata" in m.name:
                 # Internal map names are "<obj prefix>.rodata[.suffix]" (truncated).
                 sec = m.name[m.name.index(".rodata"):]
                 out.append((sec, m))
         return out
-
-    def _write_initial(self, m: Map, offset: int, data: bytes) -> None:
-        size = ffi.new("size_t *")
-        cur = lib.bpf_map__initial_value(m._ptr, size)
-        if cur == ffi.NULL or offset + len(data) > size[0]:
-            raise LoadError(_errno.EINVAL, f"map {m.name!r}: initial value out of range")
-        new = bytearray(ffi.buffer(cur, size[0]))
-        new[offset:offset + len(data)] = data
-        err = lib.bpf_map__set_initial_value(m._ptr, bytes(new), len(new))
-        if err:
-            raise error_for(-err, f"map {m.name!r}: cannot set initial value")
 
     # --- load / attach / close ------------------------------------------------------
     def load(self) -> Object:
@@ -331,37 +354,44 @@ class Object:
         :class:`NotSupportedError` or :class:`BPFPermissionError`.
         """
         with self._lock:
-            ptr = self._raw()
-            if self.loaded:
-                raise LoadError(_errno.EALREADY, f"BPF object {self.name!r} is already loaded")
-            if self._load_failed:
-                raise LoadError(_errno.EINVAL, f"BPF object {self.name!r}: a failed load cannot "
-                                               "be retried; open the object again")
-            self._check_map_memory()
-            with capture() as log:
-                err = lib.bpf_object__load(ptr)
-            if err:
-                self._load_failed = True
-                raise self._load_error(-err, log)
-            self.loaded = True
-            g = self.__dict__.get("_globals_obj")
+            stage = self._stage
+            with stage.owner:  # ClosedError once closed; close() waits for the lock
+                if self.loaded:
+                    raise LoadError(_errno.EALREADY,
+                                    f"BPF object {self.name!r} is already loaded")
+                if self._load_failed:
+                    raise LoadError(_errno.EINVAL, f"BPF object {self.name!r}: a failed load "
+                                    "cannot be retried; open the object again")
+                self._check_map_memory()
+                with capture() as log:
+                    err = lib.bpf_object__load(self._ptr)
+                if err:
+                    self._load_failed = True
+                    raise self._load_error(-err, log)
+                live: dict[str, Map] = {}
+                try:
+                    for name, om in self._open_maps.items():
+                        m = om.loaded_map(self)
+                        if m is not None:
+                            live[name] = m
+                except BaseException:
+                    for m in live.values():
+                        m.owner.close()
+                    raise
+            self._maps = live
+            stage.loaded = True
+            g = self._globals_obj
             if g is not None:
-                g.after_load()
+                g.after_load(live)
         return self
 
     def _check_map_memory(self) -> None:
         """Refuse maps that would preallocate more than half the free memory (see _validate)."""
-        from . import _validate
-        from .maps import possible_cpus
-
         maps = []
-        for m in self._maps.values():
-            p = m._ptr
-            if not lib.bpf_map__autocreate(p) or lib.bpf_map__fd(p) >= 0:
+        for m in self._open_maps.values():
+            if not m.autocreate or m.reused:
                 continue  # not created by this load (disabled, or a reused pinned map)
-            maps.append((m.name, map_type_name(lib.bpf_map__type(p)), lib.bpf_map__key_size(p),
-                         lib.bpf_map__value_size(p), lib.bpf_map__max_entries(p),
-                         lib.bpf_map__map_flags(p)))
+            maps.append((m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags))
         _validate.check_map_memory(maps, self.name, possible_cpus())
 
     def _load_error(self, err: int, log: list[str]) -> BPFError:
@@ -386,8 +416,6 @@ class Object:
             if hint is not None:
                 return LoadError(err, f"cannot load program {prog_name!r} of {self.name}: "
                                  f"{hint}", program=prog_name, libbpf_log=log)
-            from . import features
-
             feat = features.for_program(prog) if prog is not None else None
             if feat is not None and not feat and err in (_errno.EPERM, _errno.EINVAL,
                                                          _errno.EOPNOTSUPP, 524, _errno.ESRCH):
@@ -400,11 +428,9 @@ class Object:
             mm = _MAP_FAIL_RE.search(line)
             if mm:
                 name = mm.group(1)
-                failed = self._maps.get(name)
+                failed = self._open_maps.get(name)
                 mtype = failed.type if failed is not None else None
                 if err in (_errno.EINVAL, _errno.EOPNOTSUPP, 524) and mtype is not None:
-                    from . import features
-
                     if features.map_types().get(mtype) is False:
                         return NotSupportedError(
                             f"cannot create map {name!r} of {self.name}: the kernel has no "
@@ -425,7 +451,11 @@ class Object:
         links: list[Link] = []
         try:
             for prog in self._programs.values():
-                if not prog.autoload or not lib.bpf_program__autoattach(prog._raw()):
+                if not prog.autoload:
+                    continue
+                with self._stage.owner:
+                    auto = lib.bpf_program__autoattach(prog._raw())
+                if not auto:
                     continue
                 if not _auto_attachable(prog.section):
                     continue
@@ -437,7 +467,7 @@ class Object:
         return links
 
     def _adopt_link(self, link: Link) -> Link:
-        link._owner = self
+        link.held_by(self)
         self._links.append(link)
         self._link_refs.add(link)
         return link
@@ -456,20 +486,27 @@ class Object:
         self._dependents.add(resource)
 
     def close(self) -> None:
-        """Detach this object's links and free it (idempotent)."""
+        """Close readers on its maps (:meth:`close_with`), close the global-variable
+        mmaps and the maps' fds, detach this object's links, then free libbpf's object
+        (idempotent, from any thread). New calls on any of them raise ClosedError from
+        now on; calls in flight finish first, and each fd or pointer is released when
+        the last one ends."""
         with self._lock:
-            if self._ptr is None:
+            owner = self._stage.owner
+            if owner.closed:
                 return
-            self._ptr = None
-            for dep in list(self._dependents):
-                dep.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
-            g = self.__dict__.get("_globals_obj")
-            if g is not None:
-                g.close()
-            for m in self._maps.values():
-                m.__dict__.pop("_ops", None)  # typed maps' C operations on their fd
-                m._close_owner()
-            self._finalizer()
+            try:
+                for dep in list(self._dependents):
+                    dep.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
+                g = self._globals_obj
+                if g is not None:
+                    g.close()
+                for m in (self._maps or {}).values():
+                    m.owner.close()
+                for link in list(self._links):
+                    link.detach()
+            finally:
+                self._finalizer()  # owner.close(): frees the bpf_object after the last use
 
     def __enter__(self) -> Object:
         return self

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import builtins
 import errno as _errno
+import functools
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _fs
+from . import _fs, features
+from ._fd import FD
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
 from ._netns import NetnsRef
 from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
@@ -25,7 +27,22 @@ from .link import IterLink, Link, LinkGroup, socket_filter_link
 
 if TYPE_CHECKING:
     from .maps import Map
-    from .object import Object
+
+
+class _Object(Protocol):
+    """What a Program needs of its :class:`~pybpf.Object` (object.py imports this
+    module, not the other way round)."""
+
+    @property
+    def owner(self) -> FD: ...
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def _adopt_link(self, link: Link) -> Link: ...
 
 __all__ = ["Program", "ProgramInfo", "TestRun", "prog_type_name", "attach_type_name",
            "list_programs"]
@@ -154,18 +171,28 @@ def _online_cpus() -> list[int]:
 class Program:
     """One program of an object. ``autoload`` is settable before load."""
 
-    def __init__(self, obj: Object, ptr: Any) -> None:
+    def __init__(self, obj: _Object, ptr: Any) -> None:
         self._obj = obj
         self._ptr = ptr
         self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
         """The ELF section, e.g. ``tracepoint/syscalls/sys_enter_execve``."""
+        self._log_size = 1 << 20
+        self._log_buf: Any = None  # the verifier log buffer libbpf writes into
+        self._target_set = False
 
     def __repr__(self) -> str:
         return f"<Program {self.name!r} type={self.type} section={self.section!r}>"
 
+    @property
+    def object(self) -> _Object:
+        """The :class:`~pybpf.Object` this program belongs to."""
+        return self._obj
+
     def _raw(self) -> Any:
-        if self._obj._ptr is None:
+        """libbpf's pointer: only for a call made while the object's owner is borrowed
+        (the public methods below do: see _holding_object)."""
+        if self._obj.closed:
             raise ClosedError(f"program {self.name!r} (its object was closed)")
         return self._ptr
 
@@ -225,7 +252,7 @@ class Program:
     def log_size(self) -> int:
         """Bytes of verifier log kept for :attr:`verifier_log` (settable before load;
         default 1 MiB). The kernel fails a load whose log does not fit (ENOSPC)."""
-        return self.__dict__.get("_log_size", 1 << 20)  # type: ignore[no-any-return]
+        return self._log_size
 
     @log_size.setter
     def log_size(self, value: int) -> None:
@@ -254,7 +281,7 @@ class Program:
 
     def _log_text(self) -> str | None:
         """What the kernel wrote into this program's own log buffer (None: none set)."""
-        buf = self.__dict__.get("_log_buf")
+        buf = self._log_buf
         if buf is None:
             return None
         return str(ffi.string(buf).decode(errors="replace"))
@@ -294,12 +321,12 @@ class Program:
     def _load_hint(self, err: int) -> str | None:
         """Why a load of this program failed with ``err``, when pybpf knows better than
         the errno (used by Object.load)."""
-        if err == _errno.ENOSPC and self.__dict__.get("_log_buf") is not None:
+        if err == _errno.ENOSPC and self._log_buf is not None:
             return (f"its verifier log (log_level={self.log_level}) did not fit in "
                     f"log_size={self.log_size} bytes and the kernel fails such a load; "
                     "set a larger log_size")
         if (err == _errno.EINVAL and self.type in ("tracing", "lsm", "ext")
-                and "/" not in self.section and not self.__dict__.get("_target_set")):
+                and "/" not in self.section and not self._target_set):
             return (f"section {self.section!r} names no attach target; call "
                     "set_attach_target() before load")
         return None
@@ -362,8 +389,6 @@ class Program:
         if err not in (_errno.EPERM, _errno.EACCES):
             # kprobe/ksyscall, trampolines, lsm: when the probe says the kernel
             # lacks the hook, that is the reason, whatever errno libbpf saw.
-            from . import features
-
             feat = features.for_program(self)
             if feat is not None and not feat:
                 return NotSupportedError(
@@ -629,8 +654,6 @@ class Program:
             raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
         idx, name = _ifindex(ifindex if ifindex is not None else _required(ifname, "ifname"))
         if tcx is None:
-            from . import features
-
             tcx = not priority and not handle and bool(features.tcx())
         if tcx:
             target = f"tcx {name} {direction}"
@@ -902,3 +925,31 @@ def _destroy_clsact(idx: int) -> None:
 def list_programs() -> list[ProgramInfo]:
     """Every program loaded in the kernel (like ``bpftool prog list``)."""
     return walk_ids(lib.bpf_prog_get_next_id, lib.bpf_prog_get_fd_by_id, _prog_info_by_fd)
+
+
+def _holding_object(fn: Any) -> Any:
+    """Run ``fn`` with the program's object borrowed (``with obj.owner:``): libbpf's
+    program pointer and the program fd stay valid for the whole call even if another
+    thread closes the object meanwhile (it is freed when the call ends); ClosedError
+    if it was closed before."""
+
+    @functools.wraps(fn)
+    def held(self: Program, *args: Any, **kw: Any) -> Any:
+        with self._obj.owner:
+            return fn(self, *args, **kw)
+
+    return held
+
+
+# Every public method that uses libbpf's program pointer or the program fd.
+for _name, _fn in list(vars(Program).items()):
+    if callable(_fn) and (_name.startswith("attach") or _name in (
+            "set_attach_target", "info", "pin", "test_run")):
+        setattr(Program, _name, _holding_object(_fn))
+for _name in ("type", "expected_attach_type", "autoload", "instruction_count", "log_level",
+              "verifier_log", "fd"):
+    _p = vars(Program)[_name]
+    setattr(Program, _name, property(_holding_object(_p.fget),
+                                     _holding_object(_p.fset) if _p.fset else None,
+                                     doc=_p.__doc__))
+del _name, _fn, _p

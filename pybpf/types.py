@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import _fastpath
-from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
+from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain"]
 
@@ -1011,3 +1011,6 @@ def decode_seq(codec: Codec, buf: Any, count: int, stride: int) -> list[Any]:
     return [d(buf, i * stride) for i in range(count)]
 
 
+
+
+set_codec_builder(codec_for)

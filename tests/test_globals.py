@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import pybpf
-from pybpf import ClosedError, LoadError
+from pybpf import ClosedError, StateError
 
 
 @pytest.fixture
@@ -45,9 +45,9 @@ def test_rodata_before_load_then_frozen(gobj):
     assert gobj.bss.bss_out == 5 * 2 + 11 + 8080 + 6  # the program saw every write
     assert gobj.bss.bss_name_out.str == "api"
     assert gobj.rodata.ro_val == 11  # readable after load
-    with pytest.raises(LoadError, match="frozen after load"):
+    with pytest.raises(StateError, match="frozen at load"):
         gobj.rodata.ro_val = 1
-    with pytest.raises(LoadError, match="frozen"):
+    with pytest.raises(StateError, match="only be set before load"):
         gobj.set_rodata("ro_val", 1)
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import pybpf
-from pybpf import ClosedError, LoadError, MapError
+from pybpf import ClosedError, LoadError, StateError
 
 
 def test_libbpf_version():
@@ -64,9 +64,9 @@ def test_configure_before_load_then_frozen(bpf_obj):
         assert obj.maps["counts"].info().max_entries == 1000
         with pytest.raises(LoadError, match="not loaded.*autoload is off"):
             _ = obj.programs["xdp_pass"].fd
-        with pytest.raises(MapError, match="before load"):
+        with pytest.raises(StateError, match="only be set before load"):
             obj.maps["counts"].max_entries = 5
-        with pytest.raises(LoadError, match="frozen"):
+        with pytest.raises(StateError, match="only be set before load"):
             obj.set_rodata("target_pid", 1)
         rodata = next(m for m in obj.maps.values() if m.name.endswith(".rodata"))
         raw = rodata.lookup(b"\0\0\0\0")
