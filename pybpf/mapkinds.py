@@ -50,7 +50,13 @@ from . import _fastpath
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
 from .errors import ClosedError, MapError
-from .maps import Map, UpdateFlags, map_type_name, possible_cpus, register_kind
+from .maps import (
+    Map,
+    UpdateFlags,
+    map_type_value,
+    possible_cpus,
+    register_kind,
+)
 from .types import (
     Codec,
     IntCodec,
@@ -1371,7 +1377,11 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     """Create a map without an object (``BPF_MAP_CREATE``): ``type`` is libbpf's name
     (``"hash"``, ``"array"``...). ``key``/``value`` give it types (see
     :meth:`TypedMap.set_types`). The returned map owns its fd; close it or let the GC."""
-    t = _map_type_value(type)
+    try:
+        t = map_type_value(type)
+    except ValueError:
+        raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
+                       map=name) from None
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags
@@ -1397,10 +1407,3 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     if key is not None or value is not None:
         m.set_types(key, value)
     return m
-
-
-def _map_type_value(name: str) -> int:
-    for i in range(64):
-        if map_type_name(i) == name:
-            return i
-    raise ValueError(f"unknown map type {name!r}")
