@@ -110,14 +110,8 @@ class Section:
         if owner is None:  # not mmapable: one syscall
             raw = self._live.lookup(bytes(4))
             return codec.decode(raw or bytes(self._size), off)
-        try:
-            owner.borrow()
-        except ClosedError:
-            raise self._closed_error() from None
-        try:
+        with owner:  # ClosedError naming the section once closed; unmapped after us
             return codec.decode(self._mm, off)
-        finally:
-            owner.release()
 
     def _write(self, off: int, data: bytes) -> None:
         stage = self._stage
@@ -141,14 +135,8 @@ class Section:
             raw[off:off + len(data)] = data
             m.update(bytes(4), bytes(raw))
             return
-        try:
-            owner.borrow()
-        except ClosedError:
-            raise self._closed_error() from None
-        try:
+        with owner:
             self._mm[off:off + len(data)] = data
-        finally:
-            owner.release()
 
     def _after_load(self, live: Map | None) -> None:
         object.__setattr__(self, "_live", live)

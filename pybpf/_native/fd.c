@@ -220,16 +220,27 @@ static int FD_clear(FDObject *o)
 	return 0;
 }
 
-static void FD_dealloc(FDObject *o)
+/* An owner that dies unclosed (or with a borrow that was never released) closes
+ * here: tp_finalize (PEP 442) runs before the garbage collector clears anything in
+ * a cycle, so the closer still sees whole objects (a partial's function, an mmap). */
+static void FD_finalize(FDObject *o)
 {
-	PyObject_GC_UnTrack(o);
-	if (o->weakreflist)
-		PyObject_ClearWeakRefs((PyObject *)o);
-	/* unreachable with borrows in flight: each borrower holds a reference */
 	if (o->fd >= 0 || o->closer) {
 		o->closed = 1;
 		really_close(o);
 	}
+}
+
+static void FD_dealloc(FDObject *o)
+{
+	if (PyObject_CallFinalizerFromDealloc((PyObject *)o) < 0)
+		return;	/* resurrected by the closer */
+	PyObject_GC_UnTrack(o);
+	if (o->weakreflist)
+		PyObject_ClearWeakRefs((PyObject *)o);
+	if (o->fd >= 0)
+		close(o->fd);	/* the closer was cleared by the GC: the fd at least */
+	Py_CLEAR(o->closer);
 	Py_CLEAR(o->what);
 	Py_TYPE(o)->tp_free((PyObject *)o);
 }
@@ -272,6 +283,7 @@ PyTypeObject FDType = {
 	.tp_new = FD_new,
 	.tp_init = (initproc)FD_init,
 	.tp_dealloc = (destructor)FD_dealloc,
+	.tp_finalize = (destructor)FD_finalize,
 	.tp_traverse = (traverseproc)FD_traverse,
 	.tp_clear = (inquiry)FD_clear,
 	.tp_repr = (reprfunc)FD_repr,
