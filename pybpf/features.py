@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._ffi import ffi, has_symbol, lib
+from .btf import BTF, BTFKind
 from .errors import describe_errno
 
 
@@ -158,8 +159,6 @@ def _vmlinux_func_id(name: str) -> int:
     # libbpf's C parser: ~50x faster than parsing all of vmlinux BTF in Python.
     b = lib.btf__load_vmlinux_btf()
     if b == ffi.NULL:
-        from .btf import BTF, BTFKind
-
         t = BTF.vmlinux().find(name, BTFKind.FUNC)
         return t.id if t is not None else 0
     try:

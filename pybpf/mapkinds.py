@@ -47,6 +47,7 @@ from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
 from . import _fastpath
+from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
 from .errors import ClosedError, MapError
@@ -60,6 +61,7 @@ from .maps import (
 from .types import (
     Codec,
     IntCodec,
+    Struct,
     StructCodec,
     as_codec,
     c_layout,
@@ -968,8 +970,6 @@ def _sum(vals: list[Any], name: str) -> Any:
         return any(vals)
     if isinstance(first, (int, float)):
         return sum(vals)
-    from .types import Struct
-
     if isinstance(first, Struct):
         out = type(first)()
         for f in first._fields:
@@ -1338,8 +1338,6 @@ class StackTraceMap(TypedMap[int, list[int]]):
     def symbolize(self, stack_id: int, *, pid: int | None = None) -> list[str]:
         """Frames of ``stack_id`` as ``"func+0xoff"`` (kernel via /proc/kallsyms; user
         frames, when ``pid`` is given, via the ELF symbols of the mapped binaries)."""
-        from . import symbolize as sym
-
         addrs = self[stack_id]
         if pid is None:
             return [sym.kernel_symbol(a) for a in addrs]
