@@ -947,7 +947,7 @@ for _name, _fn in list(vars(Program).items()):
             "set_attach_target", "info", "pin", "test_run")):
         setattr(Program, _name, _holding_object(_fn))
 for _name in ("type", "expected_attach_type", "autoload", "instruction_count", "log_level",
-              "verifier_log", "fd"):
+              "log_size", "verifier_log", "fd"):
     _p = vars(Program)[_name]
     setattr(Program, _name, property(_holding_object(_p.fget),
                                      _holding_object(_p.fset) if _p.fset else None,
