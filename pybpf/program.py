@@ -192,7 +192,7 @@ class Program:
     def _raw(self) -> Any:
         """libbpf's pointer: only for a call made while the object's owner is borrowed
         (the public methods below do: see _holding_object)."""
-        if self._obj.closed:
+        if self._obj.closed and not _held_here(self._obj.owner):
             raise ClosedError(f"program {self.name!r} (its object was closed)")
         return self._ptr
 
@@ -927,16 +927,35 @@ def list_programs() -> list[ProgramInfo]:
     return walk_ids(lib.bpf_prog_get_next_id, lib.bpf_prog_get_fd_by_id, _prog_info_by_fd)
 
 
+# The object owners this thread borrows for a call in flight (innermost last).
+_tls = threading.local()
+
+
+def _held_here(owner: FD) -> bool:
+    return any(o is owner for o in getattr(_tls, "held", ()))
+
+
 def _holding_object(fn: Any) -> Any:
     """Run ``fn`` with the program's object borrowed (``with obj.owner:``): libbpf's
     program pointer and the program fd stay valid for the whole call even if another
     thread closes the object meanwhile (it is freed when the call ends); ClosedError
-    if it was closed before."""
+    if it was closed before. Calls nested in it (``attach`` -> ``attach_auto`` ->
+    ``self.type``) run under the same borrow: a close landing in the middle never
+    strands what the outer call already made (a kernel link without its Link)."""
 
     @functools.wraps(fn)
     def held(self: Program, *args: Any, **kw: Any) -> Any:
-        with self._obj.owner:
+        owner = self._obj.owner
+        if _held_here(owner):
             return fn(self, *args, **kw)
+        stack: list[FD] = _tls.__dict__.setdefault("held", [])
+        with owner:
+            try:
+                stack.append(owner)
+                return fn(self, *args, **kw)
+            finally:
+                if stack and stack[-1] is owner:
+                    stack.pop()
 
     return held
 
