@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _fs
+from . import _fs, _walk
 from ._fd import FD
 from ._ffi import capture, error_for, ffi, lib, walk_ids
 from .errors import ClosedError, MapError
@@ -336,40 +336,16 @@ class Map:
         return bytes(ffi.buffer(buf))
 
     def keys(self) -> Iterator[bytes]:
-        """Iterate keys with ``BPF_MAP_GET_NEXT_KEY`` (one syscall per key).
-
-        If the current key is deleted meanwhile the kernel restarts from the
-        first key; pybpf then skips keys it has already yielded, so the walk
-        ends and never yields a key twice.
-        """
-        fd = self.fd
-        ks = self.key_size
-        if self.type in _NO_KEY_TYPES:
-            raise MapError(_errno.EINVAL, f"map {self.name!r} ({self.type}) has no keys",
-                           map=self.name)
-        cur = ffi.new("char[]", ks)
-        nxt = ffi.new("char[]", ks)
-        seen: set[bytes] = set()
-        prev = ffi.NULL
-        while True:
-            if lib.bpf_map_get_next_key(fd, prev, nxt) < 0:
-                if ffi.errno == _errno.ENOENT:
-                    return
-                raise self._fail("get_next_key failed")
-            key = bytes(ffi.buffer(nxt))
-            if key in seen:
-                return  # walked back to the start after a concurrent delete
-            seen.add(key)
-            ffi.memmove(cur, nxt, ks)
-            prev = cur
-            yield key
+        """Every key as bytes: batch lookups for hash and array kinds, else one
+        ``BPF_MAP_GET_NEXT_KEY`` per key (see :mod:`pybpf._walk`). Keys present for the
+        whole walk come exactly once while other keys are inserted or deleted; keys
+        inserted or deleted meanwhile at most once."""
+        return _walk.keys(self)
 
     def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) byte pairs; keys deleted during the walk are skipped."""
-        for k in self.keys():
-            v = self.lookup(k)
-            if v is not None:
-                yield k, v
+        """(key, value) byte pairs by the same walk; each value as of when it was read,
+        keys deleted before their value was read are left out."""
+        return _walk.items(self)
 
     def freeze(self) -> None:
         """Make the map read-only for user space (``BPF_MAP_FREEZE``)."""
