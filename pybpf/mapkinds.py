@@ -609,7 +609,7 @@ class TypedMap(Map, Generic[K, V]):
         return chain.from_iterable(self._item_chunks(delete))
 
     def _item_chunks(self, delete: bool) -> Iterator[Iterable[tuple[K, V]]]:
-        self.key_type  # noqa: B018 - resolve codecs
+        self.key_type, self.value_type  # noqa: B018 - resolve codecs (set_types may set one)
         dk, dv = self._dkey, self._dval_at
         ks, vs = self.key_size, self._value_size_total()
         b = self._batches(delete=delete)
@@ -1040,7 +1040,7 @@ class _Sparse(TypedMap[K, V]):
 
     def _walk_present(self) -> Iterator[tuple[Any, Any]]:
         """The filled slots, decoded: the one walk, with a lookup per slot."""
-        self.key_type  # noqa: B018 - resolve codecs
+        self.key_type, self.value_type  # noqa: B018 - resolve codecs
         return ((self._dkey(kb), self._dval(vb)) for kb, vb in _walk.items(self))
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
