@@ -206,7 +206,7 @@ def _batch_walk(m: Map, owner: FD, n: int, delete: bool
         if err and err != _errno.ENOENT:
             if first and err in _NOT_SUPPORTED and count[0] == 0:
                 # a kernel without batch ops for this kind: the key walk, in chunks
-                yield from _chunked(m, _present_items(m, owner, _next_key_walk(m, owner),
+                yield from _chunked(_present_items(m, owner, _next_key_walk(m, owner),
                                                       delete), n)
                 return
             raise _fail(m, err, "lookup_and_delete_batch failed" if delete
@@ -220,7 +220,7 @@ def _batch_walk(m: Map, owner: FD, n: int, delete: bool
         first = False
 
 
-def _chunked(m: Map, pairs: Iterator[tuple[bytes, bytes]], n: int
+def _chunked(pairs: Iterator[tuple[bytes, bytes]], n: int
              ) -> Iterator[tuple[bytearray, bytearray, int]]:
     keys, vals, c = bytearray(), bytearray(), 0
     for k, v in pairs:
@@ -268,7 +268,7 @@ def chunks(m: Map, *, chunk: int = 4096, delete: bool = False
     b = batches(m, chunk=chunk, delete=delete)
     if b is not None:
         return b
-    return _chunked(m, items(m, delete=delete), chunk)
+    return _chunked(items(m, delete=delete), chunk)
 
 
 def first_key(m: Map) -> bytes | None:

@@ -631,9 +631,9 @@ class TypedMap(Map, Generic[K, V]):
 
     def items(self) -> MapItemsView[K, V]:
         """A live view of the (key, value) pairs, like ``dict.items()``: each iteration
-        walks the map again, batched: keys inserted or deleted meanwhile may or may not
-        appear; no key appears twice. ``len()`` walks the map; ``(k, v) in`` is one
-        lookup."""
+        walks the map again (batched where the kind allows): keys present for the whole
+        walk appear exactly once, keys inserted or deleted meanwhile at most once.
+        ``len()`` walks the map; ``(k, v) in`` is one lookup."""
         return MapItemsView(self)
 
     def keys(self) -> MapKeysView[K]:  # type: ignore[override]

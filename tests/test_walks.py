@@ -464,6 +464,19 @@ def test_lpm_typed_keys_while_entries_are_deleted(env):
         assert set(m.keys()) == stable and len(m) == 250
 
 
+def test_popitems_of_kinds_without_lookup_and_delete_take_everything():
+    """LPM tries and devmap_hash have no BPF_MAP_LOOKUP_AND_DELETE_ELEM: popitems() looks
+    up and deletes each key instead of skipping it."""
+    with pybpf.create_map("lpm_trie", 8, 8, 64, name="poptrie", flags=1, value="u64") as m:
+        nets = {ipaddress.IPv4Network(f"10.0.{i}.0/24"): i for i in range(20)}
+        m.update(nets)
+        assert dict(m.popitems()) == nets and len(m) == 0
+    with pybpf.create_map("devmap_hash", 4, 4, 64, name="popdev") as d:
+        for i in range(10):
+            Map.update(d, u32(i), u32(1))
+        assert dict(d.popitems()) == {i: 1 for i in range(10)} and not d
+
+
 def test_walk_that_cannot_finish_raises_naming_the_map(tmp_path):
     """A writer that deletes the walk's position and inserts a new key at every step
     never lets a GET_NEXT_KEY walk end: it raises MapError (EAGAIN) naming the map."""
