@@ -639,3 +639,37 @@ def test_closed_walk_in_process_raises_for_gnk_walks():
         next(it)
     with pytest.raises(ClosedError):
         bool(m)
+
+
+def test_cli_map_dump_under_a_bpf_program_writer(walks_obj):
+    """``pybpf map dump`` (another process) walks a hash and an LPM trie while the kernel
+    churns them: every stable key is printed exactly once."""
+    with pybpf.load(walks_obj) as obj:
+        for name in ("h", "trie"):
+            k = KINDS[BPF_MAPS[name]]
+            for kb in k.stable:
+                Map.update(obj.maps[name], kb, k.value())
+        fd = obj.programs["churn"].fd
+        writer = subprocess.Popen([sys.executable, "-c", BPF_WRITER, str(fd)], pass_fds=(fd,),
+                                  stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "go"
+        try:
+            for _ in range(5):
+                for name in ("h", "trie"):
+                    before = obj.bss.churn_calls
+                    r = subprocess.run([sys.executable, "-m", "pybpf", "map", "dump",
+                                        str(obj.maps[name].id), "--json"], capture_output=True,
+                                       text=True, timeout=60)
+                    assert r.returncode == 0, r.stderr
+                    rows = json.loads(r.stdout)
+                    if name == "h":
+                        got = [struct.pack("<I", e["key"]) for e in rows]
+                    else:
+                        got = [lpm(*bytes.fromhex(e["key"]["data"]), e["key"]["prefixlen"])
+                               for e in rows]
+                    assert obj.bss.churn_calls != before, "the kernel did not write meanwhile"
+                    kind = KINDS[BPF_MAPS[name]]
+                    check_walk(got, set(kind.stable), set(kind.volatile), f"map dump {name}")
+        finally:
+            writer.kill()
+            writer.wait()
