@@ -35,7 +35,6 @@ class UpdateFlags(enum.IntFlag):
 
 
 _PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
-_NO_KEY_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
 
 
 # Map types some libbpf 1.x releases have no name for (uapi numbers): named here so
