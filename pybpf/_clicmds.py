@@ -17,7 +17,7 @@ from typing import Any
 
 from .btf import BTF, BTFKind
 from .errors import BPFError
-from .tools._common import decode, raw_items, ringbuf_event_type, table, type_name
+from .tools._common import decode, ringbuf_event_type, table, type_name
 
 __all__ = ["cmd_inspect", "cmd_run", "cmd_features", "cmd_prog", "cmd_map", "cmd_link",
            "cmd_build", "jsonable"]
@@ -214,7 +214,7 @@ def _dump_map(m: Any, btf: BTF | None) -> list[tuple[Any, Any]]:
     from .maps import possible_cpus
 
     kid, vid = (m.btf_key_type_id, m.btf_value_type_id) if btf is not None else (0, 0)
-    for k, v in raw_items(m):
+    for k, v in m.items_raw():  # the one walk: keys present throughout come once
         if m.type == "array" and not kid and vid and len(k) == 4:
             key: Any = int.from_bytes(k, "little")  # internal maps (.bss...) have no key type
         else:

@@ -46,7 +46,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
-from . import _fastpath
+from . import _fastpath, _walk
 from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
@@ -587,90 +587,24 @@ class TypedMap(Map, Generic[K, V]):
 
     # --- iteration -------------------------------------------------------------------
     def keys_raw(self) -> Iterator[bytes]:
-        """Raw key bytes (``BPF_MAP_GET_NEXT_KEY``, one syscall per key)."""
-        return Map.keys(self)
+        """Raw key bytes, by the one walk of :meth:`Map.keys` (batched for hash and array
+        kinds, else one ``BPF_MAP_GET_NEXT_KEY`` per key)."""
+        return _walk.keys(self)
 
     def _walk_raw(self) -> Iterator[bytes]:
-        """Keys by GET_NEXT_KEY; when the kernel restarts from the first key (the cursor
-        was deleted), keys already yielded are skipped: each key at most once, and the
-        walk ends (bounded even under a writer that never stops)."""
-        fd = self._fdf()
-        ks = self.key_size
-        cur = ffi.new("char[]", ks)
-        nxt = ffi.new("char[]", ks)
-        seen: set[bytes] = set()
-        prev: Any = ffi.NULL
-        budget = 4 * max(self.max_entries, 256) + 1024
-        while budget > 0:
-            budget -= 1
-            if lib.bpf_map_get_next_key(fd, prev, nxt) < 0:
-                if ffi.errno == _errno.ENOENT:
-                    return
-                raise self._fail("get_next_key failed")
-            key = bytes(ffi.buffer(nxt))
-            ffi.memmove(cur, nxt, ks)
-            prev = cur
-            if key in seen:
-                continue
-            seen.add(key)
-            yield key
+        """Key bytes by the one walk (:mod:`pybpf._walk`): keys present throughout once,
+        keys inserted or deleted meanwhile at most once; raises rather than stop early."""
+        return _walk.keys(self)
 
     def _walk_raw_keys(self) -> Iterator[Any]:
-        """Decoded keys by the one-syscall-per-key walk (what maps without batch ops use)."""
+        """Decoded keys by the one walk."""
         return (self._dkey(k) for k in self._walk_raw())
 
     def _batches(self, *, delete: bool = False, chunk: int = 4096
                  ) -> Iterator[tuple[bytearray, bytearray, int]] | None:
         """(keys, values, count) chunks by BPF_MAP_LOOKUP[_AND_DELETE]_BATCH, or None if
-        the kernel has no batch ops for this map type. The buffers may be longer than
-        ``count`` entries; each chunk gets fresh ones (keep them as long as needed)."""
-        if self.type not in _BATCH_TYPES:
-            return None
-        fd = self._fdf()
-        ks, vs = self.key_size, self._value_size_total()
-        n = max(1, min(chunk, self.max_entries))
-        fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
-        opts = ffi.new("struct bpf_map_batch_opts *")
-        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
-        tok = max(ks, 8)
-        inb = ffi.new("char[]", tok)
-        outb = ffi.new("char[]", tok)
-        count = ffi.new("__u32 *")
-        keys = bytearray(ks * n)
-        vals = bytearray(vs * n)
-        count[0] = n
-        rc = fn(fd, ffi.NULL, outb, ffi.from_buffer(keys), ffi.from_buffer(vals), count, opts)
-        err = ffi.errno if rc < 0 else 0
-        if rc < 0 and err in _NOT_SUPPORTED and err != _errno.ENOENT:
-            return None
-
-        def gen() -> Iterator[tuple[bytearray, bytearray, int]]:
-            nonlocal rc, err, n, keys, vals
-            first = True
-            while True:
-                if rc < 0 and err == _errno.ENOSPC:
-                    # a hash bucket holds more entries than fit: grow and redo this step
-                    n *= 2
-                    keys, vals = bytearray(ks * n), bytearray(vs * n)
-                elif rc < 0 and err != _errno.ENOENT:
-                    raise error_for(err, f"map {self.name!r}: batch lookup failed",
-                                    kind=MapError, map=self.name)
-                else:
-                    c = int(count[0])
-                    if c:
-                        # hand the filled buffers over (no copy) and read into new ones
-                        yield keys, vals, c
-                        keys, vals = bytearray(ks * n), bytearray(vs * n)
-                    if rc < 0:  # ENOENT: that was the last batch
-                        return
-                    ffi.memmove(inb, outb, tok)
-                    first = False
-                count[0] = n
-                rc = fn(fd, ffi.NULL if first else inb, outb, ffi.from_buffer(keys),
-                        ffi.from_buffer(vals), count, opts)
-                err = ffi.errno if rc < 0 else 0
-
-        return gen()
+        this kind is not walked by batches (:func:`pybpf._walk.batches`)."""
+        return _walk.batches(self, chunk=chunk, delete=delete)
 
     def lookup_batch(self, chunk: int = 4096, *, delete: bool = False) -> Iterator[RawBatch]:
         """The whole map as raw chunks: :class:`RawBatch` ``(keys, values, count)``,
@@ -682,31 +616,8 @@ class TypedMap(Map, Generic[K, V]):
         if chunk < 1:
             raise ValueError(f"map {self.name!r}: chunk must be >= 1, got {chunk}")
         ks, vs = self.key_size, self._value_size_total()
-        b = self._batches(delete=delete, chunk=chunk)
-        if b is not None:
-            for kb, vb, c in b:
-                yield RawBatch(memoryview(kb)[:c * ks], memoryview(vb)[:c * vs], c)
-            return
-        fd = self._fdf()
-        keys, vals, c = bytearray(), bytearray(), 0
-        val = bytearray(vs)
-        for k in self._walk_raw():
-            if delete:
-                rc = lib.bpf_map_lookup_and_delete_elem(fd, k, ffi.from_buffer(val))
-            else:
-                rc = lib.bpf_map_lookup_elem(fd, k, ffi.from_buffer(val))
-            if rc < 0:
-                if ffi.errno == _errno.ENOENT:
-                    continue  # deleted meanwhile
-                raise self._fail("lookup failed")
-            keys += k
-            vals += val
-            c += 1
-            if c == chunk:
-                yield RawBatch(memoryview(keys), memoryview(vals), c)
-                keys, vals, c = bytearray(), bytearray(), 0
-        if c:
-            yield RawBatch(memoryview(keys), memoryview(vals), c)
+        for kb, vb, c in _walk.chunks(self, chunk=chunk, delete=delete):
+            yield RawBatch(memoryview(kb)[:c * ks], memoryview(vb)[:c * vs], c)
 
     def items_batched(self, *, delete: bool = False) -> Iterator[tuple[K, V]]:
         """(key, value) pairs; batches where the kernel has them."""
@@ -715,7 +626,7 @@ class TypedMap(Map, Generic[K, V]):
         return chain.from_iterable(self._item_chunks(delete))
 
     def _item_chunks(self, delete: bool) -> Iterator[Iterable[tuple[K, V]]]:
-        self.key_type  # noqa: B018 - resolve codecs
+        self.key_type, self.value_type  # noqa: B018 - resolve codecs (set_types may set one)
         dk, dv = self._dkey, self._dval_at
         ks, vs = self.key_size, self._value_size_total()
         b = self._batches(delete=delete)
@@ -730,26 +641,16 @@ class TypedMap(Map, Generic[K, V]):
                 for kb, vb, c in b:
                     yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]
             return
-        for k in self._walk_raw():
-            if delete:
-                buf = bytearray(vs)
-                if lib.bpf_map_lookup_and_delete_elem(self._fdf(), k, ffi.from_buffer(buf)) < 0:
-                    continue
-            else:
-                got = self._lookup_raw(k)
-                if got is None:
-                    continue
-                buf = got
-            yield ((dk(k), dv(buf, 0)),)
+        yield ((dk(k), dv(v, 0)) for k, v in _walk.items(self, delete=delete))
 
     def _dval_at(self, buf: Any, off: int) -> Any:
         return cast(Codec, self._vc).decode(buf, off)
 
     def items(self) -> MapItemsView[K, V]:
         """A live view of the (key, value) pairs, like ``dict.items()``: each iteration
-        walks the map again, batched: keys inserted or deleted meanwhile may or may not
-        appear; no key appears twice. ``len()`` walks the map; ``(k, v) in`` is one
-        lookup."""
+        walks the map again (batched where the kind allows): keys present for the whole
+        walk appear exactly once, keys inserted or deleted meanwhile at most once.
+        ``len()`` walks the map; ``(k, v) in`` is one lookup."""
         return MapItemsView(self)
 
     def keys(self) -> MapKeysView[K]:  # type: ignore[override]
@@ -791,24 +692,13 @@ class TypedMap(Map, Generic[K, V]):
         return sum(1 for _ in self._walk_raw())
 
     def __bool__(self) -> bool:
-        """True if the map has an entry (one GET_NEXT_KEY syscall, not a full walk)."""
-        if self.type.endswith("array") and self.type not in ("prog_array",):
-            return self.max_entries > 0
-        nxt = ffi.new("char[]", max(self.key_size, 1))
-        rc, err = self._call(lib.bpf_map_get_next_key, ffi.NULL, nxt)
-        if rc == 0:
-            return True
-        if err == _errno.ENOENT:
-            return False
-        raise self._fail("get_next_key failed", err)
+        """``len(m) > 0``: True if the map has an entry (one GET_NEXT_KEY syscall, not a
+        full walk)."""
+        return _walk.first_key(self) is not None
 
     def clear(self) -> None:
-        """Delete every entry (batched delete where supported)."""
-        keys = [kb for kb in self._walk_raw()]
-        fd = self._fdf()
-        for kb in keys:
-            if lib.bpf_map_delete_elem(fd, kb) < 0 and ffi.errno != _errno.ENOENT:
-                raise self._fail("delete failed")
+        """Delete every entry the walk finds (one delete syscall per key)."""
+        _walk.clear(self)
 
     def popitems(self) -> Iterator[tuple[K, V]]:
         """Drain the map: lookup-and-delete in batches (``BPF_MAP_LOOKUP_AND_DELETE_BATCH``)."""
@@ -916,6 +806,9 @@ class ArrayMap(TypedMap[K, V]):
     def __len__(self) -> int:
         return self.max_entries
 
+    def __bool__(self) -> bool:
+        return self.max_entries > 0
+
     def __delitem__(self, key: K) -> None:
         raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
                         "assign a zero value instead")
@@ -1008,7 +901,7 @@ class _KeylessMap(TypedMap[Any, V]):
         raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
 
     __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = _nokeys
-    __len__ = _nokeys
+    __len__ = __bool__ = _nokeys
 
 
 @register_kind("queue", "stack")
@@ -1165,10 +1058,9 @@ class _Sparse(TypedMap[K, V]):
         return _index_codec(c, size)
 
     def _walk_present(self) -> Iterator[tuple[Any, Any]]:
-        for kb in self._walk_raw():
-            got = self._lookup_raw(kb)
-            if got is not None:
-                yield self._dkey(kb), self._dval(got)
+        """The filled slots, decoded: the one walk, with a lookup per slot."""
+        self.key_type, self.value_type  # noqa: B018 - resolve codecs
+        return ((self._dkey(kb), self._dval(vb)) for kb, vb in _walk.items(self))
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
         return self._walk_present()
@@ -1178,6 +1070,10 @@ class _Sparse(TypedMap[K, V]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self._walk_present())
+
+    def __bool__(self) -> bool:
+        """``len(m) > 0``: walks up to the first filled slot."""
+        return next(self._walk_present(), None) is not None
 
     def clear(self) -> None:
         for k in list(self._iter_keys()):  # list(view) would walk twice (len hint)
@@ -1292,7 +1188,7 @@ class XSKMap(_FdValueMap[int, int]):
                         "read XSKMAP slots; only set (m[queue] = socket) and delete")
 
     __getitem__ = get = __contains__ = pop = _unreadable
-    keys = items = values = __iter__ = __len__ = _unreadable
+    keys = items = values = __iter__ = __len__ = __bool__ = _unreadable
     items_batched = popitems = to_dict = _unreadable
 
     def clear(self) -> None:
@@ -1366,7 +1262,7 @@ class LocalStorageMap(TypedMap[Any, V]):
     def _nokeys(self, *a: Any, **k: Any) -> Any:
         raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
 
-    keys = items = values = __iter__ = __len__ = clear = _nokeys
+    keys = items = values = __iter__ = __len__ = __bool__ = clear = _nokeys
 
 
 def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,

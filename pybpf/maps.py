@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import _fs
+from . import _fs, _walk
 from ._fd import FD, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from .errors import BPFError, ClosedError, MapError, StateError
@@ -47,7 +47,6 @@ class UpdateFlags(enum.IntFlag):
 
 
 _PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
-_NO_KEY_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
 
 
 # Map types some libbpf 1.x releases have no name for (uapi numbers): named here so
@@ -616,45 +615,16 @@ class Map:
         return bytes(ffi.buffer(buf))
 
     def keys(self) -> Iterator[bytes]:
-        """Iterate keys with ``BPF_MAP_GET_NEXT_KEY`` (one syscall per key).
-
-        If the current key is deleted meanwhile the kernel restarts from the
-        first key; pybpf then skips keys it has already yielded, so the walk
-        ends and never yields a key twice. Each step borrows the map's owner: a
-        walk resumed after close raises ClosedError.
-        """
-        ks = self.key_size
-        if self.type in _NO_KEY_TYPES:
-            raise MapError(_errno.EINVAL, f"map {self.name!r} ({self.type}) has no keys",
-                           map=self.name)
-        owner = self._owner
-        owner.get()  # ClosedError now rather than at the first next()
-        cur = ffi.new("char[]", ks)
-        nxt = ffi.new("char[]", ks)
-        seen: set[bytes] = set()
-        prev = ffi.NULL
-        while True:
-            with owner as fd:
-                rc = lib.bpf_map_get_next_key(fd, prev, nxt)
-                err = ffi.errno
-            if rc < 0:
-                if err == _errno.ENOENT:
-                    return
-                raise self._fail("get_next_key failed", err)
-            key = bytes(ffi.buffer(nxt))
-            if key in seen:
-                return  # walked back to the start after a concurrent delete
-            seen.add(key)
-            ffi.memmove(cur, nxt, ks)
-            prev = cur
-            yield key
+        """Every key as bytes: batch lookups for hash and array kinds, else one
+        ``BPF_MAP_GET_NEXT_KEY`` per key (see :mod:`pybpf._walk`). Keys present for the
+        whole walk come exactly once while other keys are inserted or deleted; keys
+        inserted or deleted meanwhile at most once."""
+        return _walk.keys(self)
 
     def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) byte pairs; keys deleted during the walk are skipped."""
-        for k in self.keys():
-            v = self.lookup(k)
-            if v is not None:
-                yield k, v
+        """(key, value) byte pairs by the same walk; each value as of when it was read,
+        keys deleted before their value was read are left out."""
+        return _walk.items(self)
 
     def freeze(self) -> None:
         """Make the map read-only for user space (``BPF_MAP_FREEZE``)."""

@@ -99,20 +99,13 @@ def ringbuf_event_type(btf: BTF, map_name: str) -> BTFType | None:
 
 
 def raw_items(m: Map) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) bytes of every entry (one syscall per key); keys deleted meanwhile
-    are skipped."""
-    walk = getattr(m, "keys_raw", None)
-    keys: Iterator[Any] = walk() if walk is not None else m.keys()
-    for k in list(keys):
-        v = m.lookup(k)
-        if v is not None:
-            yield k, v
+    """(key, value) bytes of every entry: :meth:`Map.items_raw` (the one walk)."""
+    return m.items_raw()
 
 
 def raw_keys(m: Map) -> list[bytes]:
-    """Every key as bytes."""
-    walk = getattr(m, "keys_raw", None)
-    return list(walk() if walk is not None else m.keys())
+    """Every key as bytes: :meth:`Map.keys` of the raw layer (the one walk)."""
+    return list(Map.keys(m))
 
 
 def read_percpu_u64(m: Map, key: bytes = b"\0\0\0\0") -> int:

@@ -49,7 +49,7 @@ from .._fs import BPFFS, ensure_bpffs
 from ..errors import AttachError, BPFError
 from ..link import Link
 from ..maps import Map, possible_cpus
-from ._common import raw_items, table
+from ._common import table
 
 __all__ = ["Firewall", "Rule", "Counter", "main"]
 
@@ -264,7 +264,7 @@ class Firewall:
         if existing is not None:
             rid = _RULE.unpack(existing)[0]
         else:
-            used = {_RULE.unpack(v)[0] for _, v in raw_items(rules)}
+            used = {_RULE.unpack(v)[0] for _, v in rules.items_raw()}
             rid = next((i for i in range(1, MAX_RULES) if i not in used), 0)
             if not rid:
                 raise BPFError(_errno.ENOSPC, f"firewall: all {MAX_RULES - 1} rules are used")
@@ -282,7 +282,7 @@ class Firewall:
         """Every rule with its counters, by id."""
         out = []
         counters = self._maps["counters"]
-        for k, v in raw_items(self._maps["rules"]):
+        for k, v in self._maps["rules"].items_raw():
             net, port = _unkey(k)
             rid, action = _RULE.unpack(v)
             raw = counters.lookup(rid.to_bytes(4, "little"))
@@ -299,7 +299,7 @@ class Firewall:
     def egress_counters(self) -> dict[str, Counter]:
         """Outgoing packets by ``"ipv4/udp"``-style protocol name."""
         out = {}
-        for k, v in raw_items(self._maps["egress"]):
+        for k, v in self._maps["egress"].items_raw():
             eth, ipp, _ = struct.unpack("<HBB", k)
             name = _ETH.get(eth, f"0x{eth:04x}")
             if eth in (0x0800, 0x86DD):

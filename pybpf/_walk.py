@@ -1,0 +1,300 @@
+"""The one key walk and the one batch walk of every map kind.
+
+Every map operation that visits all entries (``Map.keys()``/``items_raw()``, the
+typed ``keys()``/``items()``/``values()`` views, ``len()``, ``clear()``,
+``lookup_batch()``, ``pybpf map dump``) goes through this module, with one set of
+rules:
+
+- **Keys present for the whole walk are returned exactly once**, while other keys
+  are inserted or deleted concurrently (by Python threads or BPF programs). Keys
+  inserted or deleted during the walk are returned at most once. Each value is as of
+  when it was read.
+- Hash kinds (``hash``, ``lru_hash``, ``percpu_hash``, ``lru_percpu_hash``,
+  ``hash_of_maps``) are read with ``BPF_MAP_LOOKUP_BATCH``: the kernel copies whole
+  hash buckets under the bucket lock and its cursor is a bucket number, so deletes
+  never move it and a key whose value is replaced (the kernel relinks it in its
+  bucket) is still read once. When one bucket holds more entries than the chunk, the
+  kernel says ENOSPC: the chunk is doubled and the step retried. Arrays
+  (``array``, ``percpu_array``) are read the same way, by index.
+- Other kinds are walked with ``BPF_MAP_GET_NEXT_KEY``. When the walk's position
+  (the last key returned) is deleted, the kernel starts again from the first key, as
+  bpftool and cilium's MapIterator see; this walk then resumes from the most recent
+  key it returned that still exists, and never returns a key twice (it keeps the set
+  of keys returned). A walk that cannot finish (a writer deleting its position or
+  inserting new keys faster than it advances) raises :class:`~pybpf.MapError`
+  (EAGAIN) naming the map; it never stops early in silence.
+- A walk holds the map's fd owner and borrows it for each syscall: resumed after the
+  map or its object was closed, it raises :class:`~pybpf.ClosedError`, even when
+  another object has since been given the same fd number.
+
+Costs: one batch syscall per chunk (4096 entries by default) for the batch kinds;
+one ``GET_NEXT_KEY`` per key otherwise, plus one lookup per key for values and for
+the presence of array-like kinds' slots.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._ffi import error_for, ffi, lib
+from .errors import MapError
+
+if TYPE_CHECKING:
+    from ._fd import FD
+    from .maps import Map
+
+__all__ = ["BATCH_KINDS", "keys", "items", "batches", "chunks", "first_key", "clear"]
+
+# Kinds read with BPF_MAP_LOOKUP_BATCH: by hash bucket (cursor = bucket number) or by
+# index. Other kinds' batch lookups (the kernel's generic one, over GET_NEXT_KEY) can
+# return a key twice when the cursor key is deleted between two calls.
+_BUCKET_BATCH = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash",
+                           "hash_of_maps"})
+_INDEX_BATCH = frozenset({"array", "percpu_array"})
+BATCH_KINDS = _BUCKET_BATCH | _INDEX_BATCH
+_NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
+_NO_KEYS = frozenset({"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"})
+_RESUME_TRIES = 64  # returned keys tried (newest first) to resume after a restart
+
+
+def _owner(m: Map) -> FD:
+    """The map's fd owner, held for the whole walk (ClosedError if already closed)."""
+    return m._fd_owner()
+
+
+def _fail(m: Map, err: int, what: str) -> MapError:
+    return error_for(err, f"map {m.name!r}: {what}", kind=MapError,  # type: ignore[return-value]
+                     map=m.name)
+
+
+def _check_keyed(m: Map) -> None:
+    if m.type in _NO_KEYS or m.key_size == 0:
+        raise MapError(_errno.EINVAL, f"map {m.name!r} ({m.type}) has no keys", map=m.name)
+
+
+def _abandon(m: Map, restarts: int, returned: int) -> MapError:
+    return MapError(_errno.EAGAIN, f"map {m.name!r}: walk abandoned after {restarts} restarts "
+                    f"and {returned} keys: other writers delete its position or insert new "
+                    "keys faster than it advances", map=m.name)
+
+
+# --- BPF_MAP_GET_NEXT_KEY ---------------------------------------------------------
+def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
+    """Every key once, by GET_NEXT_KEY, resuming after the kernel restarts (see above)."""
+    ks = m.key_size
+    cur = ffi.new("char[]", ks)
+    nxt = ffi.new("char[]", ks)
+    probe = ffi.new("char[]", m._value_size_total())
+    gnk, lookup = lib.bpf_map_get_next_key, lib.bpf_map_lookup_elem
+    seen: set[bytes] = set()
+    recent: deque[bytes] = deque(maxlen=_RESUME_TRIES)  # returned keys, newest last
+    prev: Any = ffi.NULL  # then cur, the walk's position
+    restarts = 0
+    cap = 4 * max(m.max_entries, 1) + 1024  # restarts, and keys returned
+
+    def present(key: Any) -> bool | None:
+        """Is ``key`` in the map now? None if the kind does not let user space look."""
+        with owner as fd:
+            rc = lookup(fd, key, probe)
+        if rc == 0:
+            return True
+        return False if rc == -_errno.ENOENT else None
+
+    while True:
+        with owner as fd:
+            rc = gnk(fd, prev, nxt)
+        if rc < 0:
+            if rc == -_errno.ENOENT:
+                return  # past the last key (or the map is empty)
+            raise _fail(m, -rc, "get_next_key failed")
+        key = bytes(ffi.buffer(nxt))
+        if key not in seen:
+            seen.add(key)
+            if len(seen) > cap:
+                raise _abandon(m, restarts, len(seen))
+            recent.append(key)
+            ffi.memmove(cur, nxt, ks)
+            prev = cur
+            yield key
+            continue
+        # A key already returned: the cursor's real successor (a hash kind relinks a
+        # replaced key at the head of its bucket), or the kernel started over from the
+        # first key because the cursor was deleted.
+        if prev is cur and present(cur):
+            ffi.memmove(cur, nxt, ks)  # a real successor: go on from it
+            continue
+        restarts += 1
+        if restarts > cap:
+            raise _abandon(m, restarts, len(seen))
+        # resume from the newest returned key still in the map: every key present for
+        # the whole walk that precedes it was returned before it
+        resume = None
+        while recent:
+            cand = recent.pop()
+            ok = present(cand)
+            if ok is None:
+                break  # lookups not allowed for this kind: walk on from the first key
+            if ok:
+                resume = cand
+                recent.append(cand)
+                break
+        ffi.memmove(cur, resume if resume is not None else nxt, ks)
+        prev = cur
+
+
+def _present_items(m: Map, owner: FD, walk: Iterator[bytes], delete: bool
+                   ) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) for each walked key still present when looked up (or taken)."""
+    vs = m._value_size_total()
+    fb = ffi.from_buffer
+    lookup = lib.bpf_map_lookup_elem
+    take = lib.bpf_map_lookup_and_delete_elem
+    for k in walk:
+        val = bytearray(vs)
+        with owner as fd:
+            if delete:
+                rc = take(fd, k, fb(val))
+                if rc < 0 and -rc in _NOT_SUPPORTED:  # no lookup-and-delete: both steps
+                    rc = lookup(fd, k, fb(val))
+                    if rc == 0:
+                        rc = lib.bpf_map_delete_elem(fd, k)
+            else:
+                rc = lookup(fd, k, fb(val))
+        if rc < 0:
+            if rc == -_errno.ENOENT:
+                continue  # deleted (or an empty slot): not there now
+            raise _fail(m, -rc, "lookup_and_delete failed" if delete else "lookup failed")
+        yield k, bytes(val)
+
+
+# --- BPF_MAP_LOOKUP_BATCH ---------------------------------------------------------
+def batches(m: Map, *, chunk: int = 4096, delete: bool = False
+            ) -> Iterator[tuple[bytearray, bytearray, int]] | None:
+    """``(keys, values, count)`` chunks by ``BPF_MAP_LOOKUP[_AND_DELETE]_BATCH``, or None
+    if this kind is not walked by batches. Each chunk has fresh buffers (possibly longer
+    than ``count`` entries): keep them as long as needed. The fd owner is taken now."""
+    if m.type not in BATCH_KINDS or (delete and m.type not in _BUCKET_BATCH):
+        return None
+    return _batch_walk(m, _owner(m), max(1, min(chunk, m.max_entries)), delete)
+
+
+def _batch_walk(m: Map, owner: FD, n: int, delete: bool
+                ) -> Iterator[tuple[bytearray, bytearray, int]]:
+    ks, vs = m.key_size, m._value_size_total()
+    fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+    fb = ffi.from_buffer
+    opts = ffi.new("struct bpf_map_batch_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+    tok = max(ks, 8)  # the kernel's cursor (a bucket number or a key)
+    inb = ffi.new("char[]", tok)
+    outb = ffi.new("char[]", tok)
+    count = ffi.new("__u32 *")
+    first = True
+    while True:
+        keys, vals = bytearray(ks * n), bytearray(vs * n)
+        count[0] = n
+        with owner as fd:
+            rc = fn(fd, ffi.NULL if first else inb, outb, fb(keys), fb(vals), count, opts)
+        err = -rc if rc < 0 else 0
+        if err == _errno.ENOSPC and count[0] == 0 and n < 2 * m.max_entries:
+            # one hash bucket holds more entries than the chunk: grow it and redo this step
+            n *= 2
+            continue
+        if err and err != _errno.ENOENT:
+            if first and err in _NOT_SUPPORTED and count[0] == 0:
+                # a kernel without batch ops for this kind: the key walk, in chunks
+                yield from _chunked(_present_items(m, owner, _next_key_walk(m, owner),
+                                                      delete), n)
+                return
+            raise _fail(m, err, "lookup_and_delete_batch failed" if delete
+                        else "lookup_batch failed")
+        c = int(count[0])
+        if c:
+            yield keys, vals, c  # handed over as they are: no copy
+        if err:  # ENOENT: that was the last chunk
+            return
+        ffi.memmove(inb, outb, tok)
+        first = False
+
+
+def _chunked(pairs: Iterator[tuple[bytes, bytes]], n: int
+             ) -> Iterator[tuple[bytearray, bytearray, int]]:
+    keys, vals, c = bytearray(), bytearray(), 0
+    for k, v in pairs:
+        keys += k
+        vals += v
+        c += 1
+        if c == n:
+            yield keys, vals, c
+            keys, vals, c = bytearray(), bytearray(), 0
+    if c:
+        yield keys, vals, c
+
+
+# --- the walks every caller uses --------------------------------------------------
+def keys(m: Map) -> Iterator[bytes]:
+    """Every key of ``m`` as bytes, by the rules above (array-like kinds: every index
+    the kernel reports, filled or not)."""
+    _check_keyed(m)
+    b = batches(m)
+    if b is None:
+        return _next_key_walk(m, _owner(m))
+    ks = m.key_size
+    return (bytes(mv[i * ks:(i + 1) * ks]) for kb, _, c in b
+            for mv in (memoryview(kb),) for i in range(c))
+
+
+def items(m: Map, *, delete: bool = False) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` bytes of every entry present when read (``delete``: taken out);
+    empty slots of array-like kinds and keys deleted meanwhile are left out."""
+    _check_keyed(m)
+    b = batches(m, delete=delete)
+    if b is None:
+        owner = _owner(m)
+        return _present_items(m, owner, _next_key_walk(m, owner), delete)
+    ks, vs = m.key_size, m._value_size_total()
+    return ((bytes(km[i * ks:(i + 1) * ks]), bytes(vm[i * vs:(i + 1) * vs]))
+            for kb, vb, c in b for km, vm in ((memoryview(kb), memoryview(vb)),)
+            for i in range(c))
+
+
+def chunks(m: Map, *, chunk: int = 4096, delete: bool = False
+           ) -> Iterator[tuple[bytearray, bytearray, int]]:
+    """:func:`batches` where the kind has them, else :func:`items` gathered into chunks
+    of up to ``chunk`` entries: the one form of ``lookup_batch()``."""
+    b = batches(m, chunk=chunk, delete=delete)
+    if b is not None:
+        return b
+    return _chunked(items(m, delete=delete), chunk)
+
+
+def first_key(m: Map) -> bytes | None:
+    """The first key GET_NEXT_KEY reports, or None: one syscall (``bool()`` of kinds
+    whose keys are their entries)."""
+    _check_keyed(m)
+    owner = _owner(m)
+    nxt = ffi.new("char[]", m.key_size)
+    with owner as fd:
+        rc = lib.bpf_map_get_next_key(fd, ffi.NULL, nxt)
+    if rc == 0:
+        return bytes(ffi.buffer(nxt))
+    if rc == -_errno.ENOENT:
+        return None
+    raise _fail(m, -rc, "get_next_key failed")
+
+
+def clear(m: Map) -> int:
+    """Delete every key the walk finds (keys deleted meanwhile are fine); how many."""
+    owner = _owner(m)
+    done = 0
+    for k in list(keys(m)):
+        with owner as fd:
+            rc = lib.bpf_map_delete_elem(fd, k)
+        if rc == 0:
+            done += 1
+        elif rc != -_errno.ENOENT:
+            raise _fail(m, -rc, "delete failed")
+    return done
