@@ -7,6 +7,7 @@ is aligned tables for terminals, or JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import signal
 import struct
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._source import read_regular
 from .btf import BTF, BTFKind
 from .errors import BPFError
 from .tools._common import decode, raw_items, ringbuf_event_type, table, type_name
@@ -123,7 +125,7 @@ def inspect_object(path: str) -> dict[str, Any]:
             btf: BTF | None = obj.btf
         except BPFError:
             btf = None
-    with open(path, "rb") as f:
+    with io.BytesIO(read_regular(path, "BPF object file")) as f:
         elf = ELFFile(f)
         sections = {s.name: s for s in elf.iter_sections()}
         lic = sections.get("license")
@@ -547,8 +549,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     for d in args.define or []:
         k, _, v = d.partition("=")
         defines[k] = v or "1"
-    out = toolchain.compile(args.source, args.output, include_dirs=args.include or [],
-                            defines=defines)
+    try:
+        out = toolchain.compile(args.source, args.output, include_dirs=args.include or [],
+                                defines=defines)
+    except toolchain.CompileError as exc:
+        # One line: the first diagnostic and how many more there are.
+        errors = [ln for ln in exc.output.splitlines() if "error:" in ln]
+        first = (errors or exc.output.strip().splitlines() or ["clang failed"])[0].strip()
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        print(f"pybpf build: {args.source} does not compile: {first}{more}", file=sys.stderr)
+        return 1
     print(out)
     return 0
 

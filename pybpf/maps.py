@@ -285,6 +285,14 @@ class Map:
                                                  f"{possible_cpus()} CPUs)" if self.percpu else ""))
         return ffi.from_buffer(value)
 
+    def _flags(self, flags: int) -> int:
+        """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
+        f = int(flags)
+        if not 0 <= f < 1 << 64:
+            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags} is not a 64-bit "
+                                          "unsigned value", map=self.name)
+        return f
+
     def _fail(self, what: str) -> MapError:
         return error_for(ffi.errno, f"map {self.name!r}: {what}", kind=MapError,  # type: ignore
                          map=self.name)
@@ -294,6 +302,7 @@ class Map:
 
         Per-CPU maps return every possible CPU's value, each padded to 8 bytes.
         """
+        flags = self._flags(flags)
         fd = self.fd
         k = self._key(key)
         buf = ffi.new("char[]", self._value_size_total())
@@ -307,8 +316,9 @@ class Map:
 
     def update(self, key: bytes, value: bytes, flags: int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value`` (one syscall); ``flags`` is :class:`UpdateFlags`."""
+        flags = self._flags(flags)
         fd = self.fd
-        if lib.bpf_map_update_elem(fd, self._key(key), self._value(value), int(flags)) < 0:
+        if lib.bpf_map_update_elem(fd, self._key(key), self._value(value), flags) < 0:
             err = ffi.errno
             if err == _errno.EEXIST:
                 raise KeyError(key)  # NOEXIST and the key is there
@@ -366,8 +376,8 @@ class Map:
 
     def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) byte pairs; keys deleted during the walk are skipped."""
-        for k in self.keys():
-            v = self.lookup(k)
+        for k in Map.keys(self):  # bytes, also on typed maps (whose keys() decode)
+            v = Map.lookup(self, k)
             if v is not None:
                 yield k, v
 
@@ -428,6 +438,9 @@ class Map:
     @classmethod
     def from_id(cls, map_id: int) -> Map:
         """Open a live map by its kernel id."""
+        if not 0 <= map_id < 1 << 32:
+            raise MapError(_errno.ENOENT, f"cannot open map id {map_id}: no such map (map ids "
+                                          "are 32-bit unsigned)", map=str(map_id))
         fd = lib.bpf_map_get_fd_by_id(map_id)
         if fd < 0:
             raise error_for(ffi.errno, f"cannot open map id {map_id}", kind=MapError,
