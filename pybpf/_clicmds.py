@@ -418,21 +418,6 @@ def _helpers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_can_list(what: str) -> None:
-    """Listing kernel objects by id needs CAP_SYS_ADMIN: say so instead of printing an
-    empty table."""
-    import errno as _errno
-
-    from ._ffi import ffi, lib
-
-    nxt = ffi.new("__u32 *")
-    fn = {"programs": lib.bpf_prog_get_next_id, "maps": lib.bpf_map_get_next_id,
-          "links": lib.bpf_link_get_next_id}[what]
-    if fn(0, nxt) < 0 and ffi.errno == _errno.EPERM:
-        raise PermissionError(_errno.EPERM, f"listing BPF {what} needs CAP_SYS_ADMIN "
-                                            "(run as root)")
-
-
 # --- prog / map / link ------------------------------------------------------------------
 def _prog_row(p: Any) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "type": p.type, "tag": p.tag,
@@ -444,7 +429,6 @@ def _prog_row(p: Any) -> dict[str, Any]:
 def cmd_prog(args: argparse.Namespace) -> int:
     from .program import list_programs
 
-    _check_can_list("programs")
     progs = list_programs()
     if args.action == "show":
         match = [p for p in progs if p.id == args.id]
@@ -486,7 +470,6 @@ def cmd_map(args: argparse.Namespace) -> int:
     from .maps import list_maps
 
     if args.action == "list":
-        _check_can_list("maps")
         rows = [_map_row(i) for i in list_maps()]
         if args.json:
             _emit_json(rows)
@@ -531,7 +514,6 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     from .link import list_links
 
-    _check_can_list("links")
     links = list_links()
     if args.json:
         _emit_json([{"id": i.id, "type": i.type, "prog_id": i.prog_id} for i in links])

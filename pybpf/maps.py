@@ -490,4 +490,4 @@ def _kind_for(type_name: str) -> type[Map]:
 def list_maps() -> list[MapInfo]:
     """Every map in the kernel (like ``bpftool map list``)."""
     return walk_ids(lib.bpf_map_get_next_id, lib.bpf_map_get_fd_by_id,
-                    lambda fd: MapInfo(_map_info_by_fd(fd)))
+                    lambda fd: MapInfo(_map_info_by_fd(fd)), what="maps")
