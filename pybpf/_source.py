@@ -45,6 +45,13 @@ def _open_regular(path: str, what: str, limit: int | None,
                     **_path_kw(error, path)) from None
     except OSError as exc:
         err = exc.errno or _errno.EIO
+        try:  # a socket cannot be opened (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise error(err, f"{what} {path} is {file_kind(mode)}, not a regular file",
+                        **_path_kw(error, path)) from None
         raise error(err, f"cannot open {what} {path}: {exc.strerror}",
                     **_path_kw(error, path)) from None
     try:
