@@ -253,18 +253,24 @@ class Firewall:
     # --- rules --------------------------------------------------------------------
     def add_rule(self, source: str | Network, *, action: str = "drop",
                  port: int | None = None) -> Rule:
-        """Add (or replace) the rule for ``source`` and ``port``; returns it (one syscall
-        per existing rule to find a free id, then two updates)."""
+        """Add (or replace) the rule for exactly ``source`` and ``port``; returns it. A
+        prefix nested in another (a /24 inside a /16) is a rule of its own, with its own
+        id and counters. Costs a walk of the rules (two syscalls each), then two updates."""
         if action not in ACTIONS:
             raise ValueError(f"action must be 'drop' or 'pass', not {action!r}")
         net = _network(source)
         key = _key(net, port)
         rules = self._maps["rules"]
-        existing = rules.lookup(key)
+        # An LPM trie's lookup is a longest-prefix match: a /24 inside an existing /16
+        # would find the /16's rule and share its id and counters. Find this exact
+        # prefix and port among the rules instead (one walk; remove_rule's delete is
+        # exact already).
+        table = dict(raw_items(rules))
+        existing = table.get(key)
         if existing is not None:
             rid = _RULE.unpack(existing)[0]
         else:
-            used = {_RULE.unpack(v)[0] for _, v in raw_items(rules)}
+            used = {_RULE.unpack(v)[0] for v in table.values()}
             rid = next((i for i in range(1, MAX_RULES) if i not in used), 0)
             if not rid:
                 raise BPFError(_errno.ENOSPC, f"firewall: all {MAX_RULES - 1} rules are used")
