@@ -242,7 +242,8 @@ def test_listing_without_privileges_says_why():
                             sys.executable, "-m", "pybpf", *what], capture_output=True,
                            text=True, check=False)
         assert r.returncode == 1
-        assert r.stderr.startswith("pybpf: error: listing BPF ") and "CAP_SYS_ADMIN" in r.stderr
+        assert r.stderr.startswith("pybpf: error: cannot list BPF ") and "CAP_SYS_ADMIN" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("args, words", [
