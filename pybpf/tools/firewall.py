@@ -48,6 +48,7 @@ from .. import Object, probe_path
 from .._fs import BPFFS, ensure_bpffs
 from ..errors import AttachError, BPFError
 from ..link import Link
+from ..mapkinds import PerCPUArrayMap
 from ..maps import Map, possible_cpus
 from ._common import raw_items, table
 
@@ -287,19 +288,25 @@ class Firewall:
     def rules(self) -> list[Rule]:
         """Every rule with its counters, by id."""
         out = []
-        counters = self._maps["counters"]
         for k, v in raw_items(self._maps["rules"]):
             net, port = _unkey(k)
             rid, action = _RULE.unpack(v)
-            raw = counters.lookup(rid.to_bytes(4, "little"))
-            c = _sum_counters(raw) if raw is not None else Counter()
+            c = self._counter(rid)
             out.append(Rule(rid, net, port, "drop" if action == XDP_DROP else "pass",
                             c.packets, c.bytes))
         return sorted(out, key=lambda r: r.id)
 
     def default_counter(self) -> Counter:
         """Packets that matched no rule (and passed)."""
-        raw = self._maps["counters"].lookup(bytes(4))
+        return self._counter(0)
+
+    def _counter(self, rid: int) -> Counter:
+        """Rule ``rid``'s counters summed over CPUs (the typed per-CPU array's sum())."""
+        counters = self._maps["counters"]
+        if isinstance(counters, PerCPUArrayMap):
+            total = counters.sum(rid)
+            return Counter(int(total.packets), int(total.bytes))
+        raw = counters.lookup(rid.to_bytes(4, "little"))  # a map without BTF
         return _sum_counters(raw) if raw is not None else Counter()
 
     def egress_counters(self) -> dict[str, Counter]:
