@@ -7,6 +7,7 @@ is aligned tables for terminals, or JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import signal
 import struct
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._source import read_regular
 from .btf import BTF, BTFKind
 from .errors import BPFError
 from .tools._common import decode, ringbuf_event_type, table, type_name
@@ -123,7 +125,7 @@ def inspect_object(path: str) -> dict[str, Any]:
             btf: BTF | None = obj.btf
         except BPFError:
             btf = None
-    with open(path, "rb") as f:
+    with io.BytesIO(read_regular(path, "BPF object file")) as f:
         elf = ELFFile(f)
         sections = {s.name: s for s in elf.iter_sections()}
         lic = sections.get("license")
@@ -416,21 +418,6 @@ def _helpers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_can_list(what: str) -> None:
-    """Listing kernel objects by id needs CAP_SYS_ADMIN: say so instead of printing an
-    empty table."""
-    import errno as _errno
-
-    from ._ffi import ffi, lib
-
-    nxt = ffi.new("__u32 *")
-    fn = {"programs": lib.bpf_prog_get_next_id, "maps": lib.bpf_map_get_next_id,
-          "links": lib.bpf_link_get_next_id}[what]
-    if fn(0, nxt) < 0 and ffi.errno == _errno.EPERM:
-        raise PermissionError(_errno.EPERM, f"listing BPF {what} needs CAP_SYS_ADMIN "
-                                            "(run as root)")
-
-
 # --- prog / map / link ------------------------------------------------------------------
 def _prog_row(p: Any) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "type": p.type, "tag": p.tag,
@@ -442,7 +429,6 @@ def _prog_row(p: Any) -> dict[str, Any]:
 def cmd_prog(args: argparse.Namespace) -> int:
     from .program import list_programs
 
-    _check_can_list("programs")
     progs = list_programs()
     if args.action == "show":
         match = [p for p in progs if p.id == args.id]
@@ -484,7 +470,6 @@ def cmd_map(args: argparse.Namespace) -> int:
     from .maps import list_maps
 
     if args.action == "list":
-        _check_can_list("maps")
         rows = [_map_row(i) for i in list_maps()]
         if args.json:
             _emit_json(rows)
@@ -529,7 +514,6 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     from .link import list_links
 
-    _check_can_list("links")
     links = list_links()
     if args.json:
         _emit_json([{"id": i.id, "type": i.type, "prog_id": i.prog_id} for i in links])
@@ -547,8 +531,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     for d in args.define or []:
         k, _, v = d.partition("=")
         defines[k] = v or "1"
-    out = toolchain.compile(args.source, args.output, include_dirs=args.include or [],
-                            defines=defines)
+    try:
+        out = toolchain.compile(args.source, args.output, include_dirs=args.include or [],
+                                defines=defines)
+    except toolchain.CompileError as exc:
+        # One line: the first diagnostic and how many more there are.
+        errors = [ln for ln in exc.output.splitlines() if "error:" in ln]
+        first = (errors or exc.output.strip().splitlines() or ["clang failed"])[0].strip()
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        print(f"pybpf build: {args.source} does not compile: {first}{more}", file=sys.stderr)
+        return 1
     print(out)
     return 0
 

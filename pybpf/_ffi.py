@@ -175,29 +175,40 @@ def raise_errno(err: int, message: str, **kw: Any) -> NoReturn:
 T = TypeVar("T")
 
 
-def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]) -> list[T]:
-    """Info of every kernel object of one kind (programs, maps, links...), by id.
+def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T], *,
+             what: str = "objects") -> list[T]:
+    """Info of every kernel object of one kind (``what``: programs, maps, links), by id.
 
     Objects that vanish between the id walk and the fd open are skipped; every fd
-    opened here is closed here.
+    opened here is closed here. Listing needs CAP_SYS_ADMIN: without it the kernel
+    says EPERM and this raises :class:`BPFPermissionError` (never an empty list).
+    One syscall per id, plus an open, an info query and a close per object.
     """
     import os
 
     out: list[T] = []
     cur = 0
     nxt = ffi.new("__u32 *")
-    while get_next_id(cur, nxt) == 0:
+    while True:
+        if get_next_id(cur, nxt) < 0:
+            err = ffi.errno
+            if err == _errno.ENOENT:
+                return out
+            raise error_for(err, f"cannot list BPF {what}", needed=(CAP_SYS_ADMIN,))
         cur = nxt[0]
         fd = get_fd_by_id(cur)
         if fd < 0:
-            continue
+            err = ffi.errno
+            if err == _errno.ENOENT:
+                continue  # gone since the id walk saw it
+            raise error_for(err, f"cannot open BPF {what[:-1]} id {cur}",
+                            needed=(CAP_SYS_ADMIN,))
         try:
             out.append(info_by_fd(fd))
         except BPFError:
             pass
         finally:
             os.close(fd)
-    return out
 
 
 def last_errno(default: int = _errno.EINVAL) -> int:

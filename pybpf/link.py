@@ -377,5 +377,6 @@ def socket_filter_link(sock: socket.socket | int, prog_fd: int, program: str) ->
 
 def list_links() -> list[LinkInfo]:
     """Every BPF link in the kernel (like ``bpftool link list``)."""
-    return walk_ids(lib.bpf_link_get_next_id, lib.bpf_link_get_fd_by_id, _link_info_by_fd)
+    return walk_ids(lib.bpf_link_get_next_id, lib.bpf_link_get_fd_by_id, _link_info_by_fd,
+                    what="links")
 

@@ -429,6 +429,9 @@ class TypedMap(Map, Generic[K, V]):
             self._update_failed(key, flags, -rc)
 
     def _update_failed(self, key: Any, flags: int, err: int) -> None:
+        if err == _errno.E2BIG and isinstance(self, ArrayMap):
+            raise MapError(err, f"map {self.name!r} ({self.type}): index {key} is past the end "
+                                f"(max_entries {self.max_entries})", map=self.name)
         if err == _errno.EEXIST:
             raise KeyError(key)
         if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
@@ -505,7 +508,7 @@ class TypedMap(Map, Generic[K, V]):
         ``update(key_bytes, value_bytes, flags)`` is the raw form of
         :meth:`Map.update`. Several entries go in one batch syscall where supported.
         """
-        f = int(flags)
+        f = self._flags(flags)
         if only_if_absent:
             f |= UpdateFlags.NOEXIST
         if only_if_present:
@@ -516,7 +519,7 @@ class TypedMap(Map, Generic[K, V]):
             raise TypeError(f"map {self.name!r}: update() got unexpected keywords "
                             f"{', '.join(kwargs)} (map keys are not Python identifiers)")
         if len(args) == 3:
-            f |= int(args[2])
+            f |= self._flags(args[2])
             args = args[:2]
         if len(args) == 2:
             key, value = args
@@ -543,6 +546,7 @@ class TypedMap(Map, Generic[K, V]):
         items = list(pairs)
         if not items:
             return True
+        flags = self._flags(flags)
         kbuf = b"".join(self._ekey(k) for k, _ in items)
         vbuf = b"".join(self._eval(v) for _, v in items)
         count = ffi.new("__u32 *", len(items))
@@ -553,6 +557,8 @@ class TypedMap(Map, Generic[K, V]):
         if rc < 0:
             if err in _NOT_SUPPORTED and count[0] == 0:
                 return False
+            if err == _errno.E2BIG and count[0] < len(items):
+                self._update_failed(items[count[0]][0], flags, err)
             raise self._fail(f"update_batch failed after {count[0]} of {len(items)} entries",
                              err)
         return True
@@ -1257,6 +1263,9 @@ class LocalStorageMap(TypedMap[Any, V]):
                 raise TypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
                                 f"object with fileno(), got {type(key).__name__}")
             key = fileno()
+        if not 0 <= key < 1 << 31:
+            raise ValueError(f"map {self.name!r} ({self.type}): key {key} is not a file "
+                             "descriptor (0 to 2**31-1)")
         return struct.pack("<i", key)
 
     def _nokeys(self, *a: Any, **k: Any) -> Any:
@@ -1276,6 +1285,11 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     except ValueError:
         raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
                        map=name) from None
+    for what, v in (("key_size", key_size), ("value_size", value_size),
+                    ("max_entries", max_entries), ("flags", flags)):
+        if not 0 <= v < 1 << 32:
+            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
+                                          "not a 32-bit unsigned value", map=name)
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags

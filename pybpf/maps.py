@@ -555,6 +555,14 @@ class Map:
                                                  f"{possible_cpus()} CPUs)" if self.percpu else ""))
         return ffi.from_buffer(value)
 
+    def _flags(self, flags: int) -> int:
+        """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
+        f = int(flags)
+        if not 0 <= f < 1 << 64:
+            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags} is not a 64-bit "
+                                          "unsigned value", map=self.name)
+        return f
+
     def _fail(self, what: str, err: int | None = None) -> MapError:
         return error_for(ffi.errno if err is None else err,  # type: ignore[return-value]
                          f"map {self.name!r}: {what}", kind=MapError, map=self.name)
@@ -564,6 +572,7 @@ class Map:
 
         Per-CPU maps return every possible CPU's value, each padded to 8 bytes.
         """
+        flags = self._flags(flags)
         k = self._key(key)
         buf = ffi.new("char[]", self._value_size_total())
         with self._owner as fd:
@@ -578,9 +587,10 @@ class Map:
 
     def update(self, key: bytes, value: bytes, flags: int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value`` (one syscall); ``flags`` is :class:`UpdateFlags`."""
+        flags = self._flags(flags)
         k, v = self._key(key), self._value(value)
         with self._owner as fd:
-            rc = lib.bpf_map_update_elem(fd, k, v, int(flags))
+            rc = lib.bpf_map_update_elem(fd, k, v, flags)
             err = ffi.errno
         if rc < 0:
             if err == _errno.EEXIST:
@@ -701,9 +711,12 @@ class Map:
     @classmethod
     def from_id(cls, map_id: int) -> Map:
         """Open a live map by its kernel id (a new fd)."""
-        if not isinstance(map_id, int) or not 0 < map_id < 1 << 32:
-            raise MapError(_errno.EINVAL, f"map id must be an int from 1 to 2**32-1, got "
-                           f"{map_id!r}", map=str(map_id))
+        if not isinstance(map_id, int):
+            raise MapError(_errno.EINVAL, f"map id must be an int, got {map_id!r}",
+                           map=str(map_id))
+        if not 0 < map_id < 1 << 32:
+            raise MapError(_errno.ENOENT, f"cannot open map id {map_id}: no such map (map ids "
+                                          "are 32-bit unsigned, from 1)", map=str(map_id))
         fd = lib.bpf_map_get_fd_by_id(map_id)
         if fd < 0:
             raise error_for(ffi.errno, f"cannot open map id {map_id}", kind=MapError,
@@ -744,4 +757,4 @@ def _kind_for(type_name: str) -> type[Map]:
 def list_maps() -> list[MapInfo]:
     """Every map in the kernel (like ``bpftool map list``)."""
     return walk_ids(lib.bpf_map_get_next_id, lib.bpf_map_get_fd_by_id,
-                    lambda fd: MapInfo(_map_info_by_fd(fd)))
+                    lambda fd: MapInfo(_map_info_by_fd(fd)), what="maps")

@@ -33,6 +33,7 @@ from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.
 from ._fd import FD, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
+from ._source import check_regular, read_regular
 from .btf import BTF, BTFKind
 from .errors import (
     BPFError,
@@ -151,6 +152,9 @@ class Object:
         ``kconfig`` supplies ``CONFIG_*`` values for ``extern ... __kconfig``
         (a dict or "CONFIG_X=y" lines); ``btf_custom_path`` replaces the kernel's
         BTF for CO-RE; ``pin_root_path`` is where maps marked for pinning go.
+        A path must name a regular file of at most 256 MiB
+        (``pybpf._source.MAX_OBJECT_SIZE``): a FIFO, device, socket, directory or
+        larger file is an :class:`ObjectError` before anything is read.
         """
         path: str | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -159,15 +163,7 @@ class Object:
         else:
             path = os.fspath(source)
             label = path
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                raise FileNotFoundError(_errno.ENOENT, f"BPF object file {path} does not exist",
-                                        path) from None
-            except IsADirectoryError:
-                raise IsADirectoryError(_errno.EISDIR, f"BPF object path {path} is a directory",
-                                        path) from None
+            data = read_regular(path, "BPF object file")
         _check_elf_header(data, label)
         _validate.check_object(data, label)
         obj_name = name
@@ -185,8 +181,7 @@ class Object:
         opts.object_name = c(obj_name)
         if btf_custom_path is not None:
             bpath = os.fspath(btf_custom_path)
-            if not os.path.exists(bpath):
-                raise FileNotFoundError(_errno.ENOENT, f"BTF file {bpath} does not exist", bpath)
+            check_regular(bpath, "BTF file (btf_custom_path)")
             opts.btf_custom_path = c(bpath)
         if kconfig is not None:
             if isinstance(kconfig, Mapping):

@@ -924,7 +924,8 @@ def _destroy_clsact(idx: int) -> None:
 
 def list_programs() -> list[ProgramInfo]:
     """Every program loaded in the kernel (like ``bpftool prog list``)."""
-    return walk_ids(lib.bpf_prog_get_next_id, lib.bpf_prog_get_fd_by_id, _prog_info_by_fd)
+    return walk_ids(lib.bpf_prog_get_next_id, lib.bpf_prog_get_fd_by_id, _prog_info_by_fd,
+                    what="programs")
 
 
 # The object owners this thread borrows for a call in flight (innermost last).

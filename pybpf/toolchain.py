@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ._source import check_regular, read_regular
 from .errors import BPFError
 
 __all__ = ["find_clang", "vmlinux_h", "compile", "CompileError"]
@@ -58,8 +59,7 @@ def _cache_dir() -> Path:
 
 def vmlinux_h(btf_path: str = "/sys/kernel/btf/vmlinux", *, directory: str | None = None) -> str:
     """Directory holding a ``vmlinux.h`` for ``btf_path`` (generated once, cached)."""
-    with open(btf_path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    digest = hashlib.sha256(read_regular(btf_path, "BTF file", error=BPFError)).hexdigest()[:16]
     out_dir = Path(directory) if directory else _cache_dir() / f"vmlinux-{digest}"
     header = out_dir / "vmlinux.h"
     if header.exists():
@@ -92,8 +92,7 @@ def compile(source: str | os.PathLike[str], output: str | os.PathLike[str] | Non
             strip: bool = True, extra_args: list[str] | None = None) -> str:
     """Compile a BPF C file to a CO-RE object; returns the output path."""
     src = os.fspath(source)
-    if not os.path.exists(src):
-        raise FileNotFoundError(errno.ENOENT, f"BPF source {src} does not exist", src)
+    check_regular(src, "BPF source", error=BPFError)  # clang would block on a FIFO
     out = os.fspath(output) if output else (src[:-2] if src.endswith(".c") else src) + ".o"
     clang = find_clang()
     cmd = [clang, "-target", "bpf", "-g", "-O2", f"-D__TARGET_ARCH_{_arch()}",
@@ -112,12 +111,21 @@ def compile(source: str | os.PathLike[str], output: str | os.PathLike[str] | Non
     for k, v in (defines or {}).items():
         cmd.append(f"-D{k}={v}")
     cmd += list(extra_args or [])
-    cmd += ["-c", src, "-o", out]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # "-x c": a source named anything else (foo.txt, /etc/passwd) is still compiled as C,
+    # not passed through as a linker input that -c silently ignores.
+    cmd += ["-x", "c", "-c", src, "-o", out]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                         stdin=subprocess.DEVNULL)
     if res.returncode != 0:
         raise CompileError(src, res.stderr)
+    if not os.path.isfile(out):
+        raise CompileError(src, f"clang wrote no object file {out}\n{res.stderr}")
     if strip:
         tool = _find_strip(clang)
         if tool:
-            subprocess.run([tool, "-g", out], check=True)
+            res = subprocess.run([tool, "-g", out], capture_output=True, text=True,
+                                 check=False, stdin=subprocess.DEVNULL)
+            if res.returncode != 0:
+                raise CompileError(src, f"{os.path.basename(tool)} -g {out} failed:\n"
+                                        f"{res.stderr}")
     return out

@@ -185,6 +185,10 @@ class Union(Struct):
             object.__setattr__(self, "_raw", None)
 
 
+# Attribute names a member cannot take: everything a generated class has already
+# (Struct's and Union's methods and slots, and object's); a member would replace it.
+_RESERVED = frozenset(dir(Union)) | {"_which", "_raw"}
+
 # --- codecs ------------------------------------------------------------------------
 
 
@@ -586,11 +590,14 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _pyname(name: str, taken: set[str]) -> str:
-    if not _IDENT.match(name) or keyword.iskeyword(name) or name in (
-            "_fields", "_codec", "_size", "_asdict", "_astuple", "_from_bytes", "_which",
-            "_raw"):
+    """The attribute name of the C member ``name``: itself, or with a trailing ``_`` when
+    it is a Python keyword, a dunder, an attribute the class already has (``_asdict``,
+    ``_fields``...) or not an identifier; more ``_`` while it clashes with an earlier one.
+    ``plain()`` and dict values use the C name, which encoding accepts too."""
+    if not _IDENT.match(name) or keyword.iskeyword(name) or name in _RESERVED or (
+            name.startswith("__") and name.endswith("__")):
         name = (name if _IDENT.match(name) else re.sub(r"\W", "_", name)) + "_"
-    while name in taken:
+    while name in taken or name in _RESERVED:
         name += "_"
     taken.add(name)
     return name
@@ -618,6 +625,7 @@ class StructCodec(Codec):
         self.is_union = t.kind == BTFKind.UNION
         self.members: list[_Member] = []
         self.field_index: dict[str, int] = {}
+        self.cname_index: dict[str, str] = {}
         self.field_codecs: list[Codec] = []
         self.cls: type[Struct] = type(name, (Union if self.is_union else Struct,),
                                       {"__slots__": (), "_codec": self, "_size": t.size})
@@ -630,6 +638,8 @@ class StructCodec(Codec):
         names = tuple(m.name for m in self.members)
         self.field_codecs = [m.codec for m in self.members]
         self.field_index = {n: i for i, n in enumerate(names)}
+        # C member name -> attribute name, for dicts written with C names (plain()'s).
+        self.cname_index = {m.cname: m.name for m in self.members if m.cname}
         # Recreate with the slots now that the members are known.
         base = Union if self.is_union else Struct
         doc = f"C {'union' if self.is_union else 'struct'} {self.name} ({self.size} bytes): " + \
@@ -666,11 +676,7 @@ class StructCodec(Codec):
         if type(value) is cls:
             return value
         if isinstance(value, dict):
-            for k in value:
-                if k not in self.field_index:
-                    raise TypeError(f"{path}: {'union' if self.is_union else 'struct'} "
-                                    f"{self.name} has no field {k!r} (fields: "
-                                    f"{', '.join(cls._fields)})")
+            value = self._by_attr(value, path)
             if self.is_union and len(value) > 1:
                 raise TypeError(f"{path}: union {self.name}: give one member, got "
                                 f"{', '.join(map(str, value))}")
@@ -689,6 +695,42 @@ class StructCodec(Codec):
             return cls(*value)
         raise TypeError(f"{path}: expected {self.name} (instance, dict or tuple), got "
                         f"{_tname(value)}")
+
+    def _accepts(self, key: str) -> bool:
+        """Whether ``key`` names a member (by attribute or C name) or a field of an
+        anonymous member (which plain() merges into its parent)."""
+        if key in self.field_index or key in self.cname_index:
+            return True
+        return any(isinstance(m.codec, StructCodec) and m.codec._accepts(key)
+                   for m in self.members if not m.cname)
+
+    def _by_attr(self, value: dict[Any, Any], path: str) -> dict[str, Any]:
+        """A dict by attribute name from one by attribute name (as ``_asdict()`` writes
+        it) or by C name (as :func:`plain` writes it: anonymous members' fields merged)."""
+        fi = self.field_index
+        if all(k in fi for k in value):
+            return value  # by attribute name (as _asdict() writes it)
+        # Some key is not an attribute name: read the keys as C names first (an attribute
+        # name can be another member's C name: `in` is in_, and a C `in_` is in__).
+        out: dict[str, Any] = {}
+        anon: dict[str, dict[str, Any]] = {}
+        for k, v in value.items():
+            if k in self.cname_index:
+                out[self.cname_index[k]] = v
+            elif k in fi:
+                out[k] = v
+            else:
+                m = next((m for m in self.members if not m.cname
+                          and isinstance(m.codec, StructCodec) and m.codec._accepts(k)), None)
+                if m is None:
+                    raise TypeError(f"{path}: {'union' if self.is_union else 'struct'} "
+                                    f"{self.name} has no field {k!r} (fields: "
+                                    f"{', '.join(self.cls._fields)})")
+                anon.setdefault(m.name, {})[k] = v
+        for name, part in anon.items():
+            if name not in out:
+                out[name] = part
+        return out
 
     def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
         v = self.coerce(value, path)

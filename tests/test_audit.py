@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -205,3 +206,64 @@ def test_audit_errors(tmp_path):
         AuditSession(["pybpf-no-such-command"]).run()
     with pytest.raises(ValueError, match="no command"):
         AuditSession([])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("scope", ["cgroup", "tree"])
+def test_sigkill_of_auditor_kills_command_and_cgroup(scope, tmp_path):
+    """SIGKILL the auditor: the audited command (and its child) die within seconds and
+    the session's cgroup directory is removed."""
+    root = cgroup2_mount()
+    if scope == "cgroup" and root is None:
+        pytest.skip("no cgroup v2 hierarchy is mounted")
+    marker = tmp_path / "pids"
+    # The command records its pid and a child's, then sleeps.
+    cmd = f"sleep 60 & echo $$ $! > {marker}; wait"
+    proc = subprocess.Popen([sys.executable, "-m", "pybpf", "audit", "--scope", scope,
+                             "--output", os.devnull, "--", "sh", "-c", cmd],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the audited command never started"
+            time.sleep(0.05)
+        pids = [int(x) for x in marker.read_text().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        cgroups = [d for d in os.listdir(root) if d.startswith(f"pybpf-audit-{proc.pid}-")] \
+            if root else []
+        if scope == "cgroup":
+            assert len(cgroups) == 1
+            with open(os.path.join(root, cgroups[0], "cgroup.procs")) as f:
+                assert set(pids) <= {int(x) for x in f.read().split()}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        # The shell dies with its parent (PR_SET_PDEATHSIG); its child is killed with
+        # the cgroup (scope cgroup); in tree scope only the direct command is covered.
+        watched = pids if scope == "cgroup" else pids[:1]
+        while any(_alive(p) for p in watched) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in watched), [p for p in watched if _alive(p)]
+        if scope == "cgroup":
+            while os.path.isdir(os.path.join(root, cgroups[0])) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not os.path.isdir(os.path.join(root, cgroups[0]))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if marker.exists():
+            for p in marker.read_text().split():
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass

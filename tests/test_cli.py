@@ -220,7 +220,7 @@ def test_build(tmp_path, icli):
     bad = tmp_path / "bad.bpf.c"
     bad.write_text("int x = ;\n")
     r = icli("build", str(bad))
-    assert r.returncode == 1 and "clang failed to compile" in r.stderr and "error" in r.stderr
+    assert r.returncode == 1 and "does not compile" in r.stderr and "error: expected" in r.stderr
 
 
 def test_features_helpers(icli):
@@ -242,4 +242,19 @@ def test_listing_without_privileges_says_why():
                             sys.executable, "-m", "pybpf", *what], capture_output=True,
                            text=True, check=False)
         assert r.returncode == 1
-        assert r.stderr.startswith("pybpf: error: listing BPF ") and "CAP_SYS_ADMIN" in r.stderr
+        assert r.stderr.startswith("pybpf: error: cannot list BPF ") and "CAP_SYS_ADMIN" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("map", "dump", "99999999999"), "map id 99999999999: no such map"),
+    (("map", "show", "4294967295"), "map id 4294967295"),
+    (("build", "/etc/passwd", "-o", os.devnull + ".pybpf-never"), "/etc/passwd does not compile"),
+    (("inspect", "/dev/zero"), "/dev/zero is a character device, not a regular file"),
+])
+def test_cli_bad_input_one_line_error(args, words):
+    r = cli(*args)
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert words in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -22,7 +22,7 @@ def test_missing_file():
 
 
 def test_directory(tmp_path):
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(pybpf.ObjectError, match="is a directory"):
         pybpf.Object.open(tmp_path)
 
 

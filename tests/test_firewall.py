@@ -100,6 +100,36 @@ def test_firewall_rules_counters_live(pair):
         rx_pass.close()
 
 
+def test_firewall_nested_prefixes_are_separate_rules(pair):
+    """A /24 inside a /16, same port, different actions: two rules, two ids, and each
+    rule's counters are exactly the packets this test sent while it was the match."""
+    rx = pair.udp_socket("b")
+    port = rx.getsockname()[1]
+    try:
+        with Firewall(pair.dev_b, netns=pair.ns_b, egress=False) as fw:
+            wide = fw.add_rule("10.77.0.0/16", port=port, action="drop")
+            narrow = fw.add_rule("10.77.0.0/24", port=port, action="pass")
+            assert wide.id != narrow.id
+            # The /24 is the longest match for 10.77.0.1: it passes.
+            assert pair.send_udp(6, receiver=rx) == 6
+            rules = {r.id: r for r in fw.rules()}
+            assert len(rules) == 2
+            assert (rules[wide.id].action, rules[narrow.id].action) == ("drop", "pass")
+            assert (rules[wide.id].packets, rules[narrow.id].packets) == (0, 6)
+            assert rules[narrow.id].bytes == _sent_bytes(6)
+            # Replacing the /16 keeps its own id and leaves the /24 alone.
+            again = fw.add_rule("10.77.0.0/16", port=port, action="drop")
+            assert again.id == wide.id
+            # Without the /24, the /16 matches and drops; the /24's counters stay.
+            assert fw.remove_rule("10.77.0.0/24", port=port)
+            assert pair.send_udp(4, receiver=rx, wait=0.3) == 0
+            rules = {r.id: r for r in fw.rules()}
+            assert list(rules) == [wide.id]
+            assert rules[wide.id].packets == 4 and rules[wide.id].bytes == _sent_bytes(4)
+    finally:
+        rx.close()
+
+
 def test_firewall_ipv6_rule(pair):
     for ns, dev, addr in ((pair.ns_a, pair.dev_a, "fd77::1"), (pair.ns_b, pair.dev_b, "fd77::2")):
         subprocess.run(["ip", "-n", ns, "addr", "add", f"{addr}/64", "dev", dev, "nodad"],

@@ -399,7 +399,7 @@ def test_repr_after_close(basic):
 
 
 def test_map_from_id_range_and_object_map_close_is_a_no_op(basic):
-    with pytest.raises(MapError, match="map id must be"):
+    with pytest.raises(MapError, match="map id 1099511627776: no such map"):
         Map.from_id(2 ** 40)
     with pybpf.load(basic) as obj:
         m = obj.maps["counts"]
@@ -417,7 +417,7 @@ def test_map_from_id_range_and_object_map_close_is_a_no_op(basic):
 def test_create_map_bad_input_is_map_error():
     with pytest.raises(MapError, match="unknown type 'hashh'"):
         pybpf.create_map("hashh", 4, 4, 4)
-    with pytest.raises(MapError, match="max_entries must be an int from 0 to 2\\*\\*32-1"):
+    with pytest.raises(MapError, match="max_entries=1099511627776 is not a 32-bit"):
         pybpf.create_map("hash", 4, 4, 1 << 40)
     with pytest.raises(MapError, match="key_size"):
         pybpf.create_map("hash", -1, 4, 4)

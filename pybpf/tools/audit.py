@@ -235,6 +235,12 @@ class AuditSession:
             exe = found
         if self.scope_mode != "tree":
             self.cgroup = self._make_cgroup()
+        # The audited command must not outlive the auditor, even a SIGKILLed one: the
+        # command gets PR_SET_PDEATHSIG, and a reaper (forked before anything else, not
+        # in the cgroup) kills what is left in the cgroup and removes it once the
+        # auditor's end of its pipe closes, however the auditor ended.
+        reaper, reaper_w = _start_reaper(self.cgroup) if self.cgroup else (-1, -1)
+        parent = os.getpid()
         pid = -1
         auditor: Auditor | None = None
         gate_r, gate_w = os.pipe()
@@ -245,6 +251,7 @@ class AuditSession:
                 try:
                     os.close(gate_w)
                     os.close(err_r)
+                    _die_with_parent(parent)
                     os.read(gate_r, 1)
                     if self._cwd:
                         os.chdir(self._cwd)
@@ -304,6 +311,49 @@ class AuditSession:
             if self.cgroup:
                 _kill_cgroup(self.cgroup)
                 _rmdir_retry(self.cgroup)
+            if reaper_w >= 0:
+                os.close(reaper_w)  # the reaper finds nothing left and exits
+                os.waitpid(reaper, 0)
+
+
+_libc: Any = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the forked command: SIGKILL when the auditor dies (survives exec)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the auditor died before the prctl
+        os._exit(137)
+
+
+def _start_reaper(cgroup: str) -> tuple[int, int]:
+    """Fork a process that waits for the returned pipe end to close (the auditor
+    exiting, or killed), then kills whatever is left in ``cgroup`` and removes it."""
+    r, w = os.pipe()  # O_CLOEXEC: the audited command does not inherit it
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)  # outlive a terminal's Ctrl-C
+            while os.read(r, 64):
+                pass
+            _kill_cgroup(cgroup)
+            deadline = time.monotonic() + 5
+            while os.path.isdir(cgroup) and time.monotonic() < deadline:
+                try:
+                    os.rmdir(cgroup)
+                except OSError:
+                    time.sleep(0.02)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid, w
 
 
 def _cgroup_pids(path: str) -> list[int]:

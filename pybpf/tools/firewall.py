@@ -48,6 +48,7 @@ from .. import Object, probe_path
 from .._fs import BPFFS, ensure_bpffs
 from ..errors import AttachError, BPFError
 from ..link import Link
+from ..mapkinds import PerCPUArrayMap
 from ..maps import Map, possible_cpus
 from ._common import table
 
@@ -253,18 +254,24 @@ class Firewall:
     # --- rules --------------------------------------------------------------------
     def add_rule(self, source: str | Network, *, action: str = "drop",
                  port: int | None = None) -> Rule:
-        """Add (or replace) the rule for ``source`` and ``port``; returns it (one syscall
-        per existing rule to find a free id, then two updates)."""
+        """Add (or replace) the rule for exactly ``source`` and ``port``; returns it. A
+        prefix nested in another (a /24 inside a /16) is a rule of its own, with its own
+        id and counters. Costs a walk of the rules (two syscalls each), then two updates."""
         if action not in ACTIONS:
             raise ValueError(f"action must be 'drop' or 'pass', not {action!r}")
         net = _network(source)
         key = _key(net, port)
         rules = self._maps["rules"]
-        existing = rules.lookup(key)
+        # An LPM trie's lookup is a longest-prefix match: a /24 inside an existing /16
+        # would find the /16's rule and share its id and counters. Find this exact
+        # prefix and port among the rules instead (one walk; remove_rule's delete is
+        # exact already).
+        table = dict(rules.items_raw())
+        existing = table.get(key)
         if existing is not None:
             rid = _RULE.unpack(existing)[0]
         else:
-            used = {_RULE.unpack(v)[0] for _, v in rules.items_raw()}
+            used = {_RULE.unpack(v)[0] for v in table.values()}
             rid = next((i for i in range(1, MAX_RULES) if i not in used), 0)
             if not rid:
                 raise BPFError(_errno.ENOSPC, f"firewall: all {MAX_RULES - 1} rules are used")
@@ -281,19 +288,25 @@ class Firewall:
     def rules(self) -> list[Rule]:
         """Every rule with its counters, by id."""
         out = []
-        counters = self._maps["counters"]
         for k, v in self._maps["rules"].items_raw():
             net, port = _unkey(k)
             rid, action = _RULE.unpack(v)
-            raw = counters.lookup(rid.to_bytes(4, "little"))
-            c = _sum_counters(raw) if raw is not None else Counter()
+            c = self._counter(rid)
             out.append(Rule(rid, net, port, "drop" if action == XDP_DROP else "pass",
                             c.packets, c.bytes))
         return sorted(out, key=lambda r: r.id)
 
     def default_counter(self) -> Counter:
         """Packets that matched no rule (and passed)."""
-        raw = self._maps["counters"].lookup(bytes(4))
+        return self._counter(0)
+
+    def _counter(self, rid: int) -> Counter:
+        """Rule ``rid``'s counters summed over CPUs (the typed per-CPU array's sum())."""
+        counters = self._maps["counters"]
+        if isinstance(counters, PerCPUArrayMap):
+            total = counters.sum(rid)
+            return Counter(int(total.packets), int(total.bytes))
+        raw = counters.lookup(rid.to_bytes(4, "little"))  # a map without BTF
         return _sum_counters(raw) if raw is not None else Counter()
 
     def egress_counters(self) -> dict[str, Counter]:
