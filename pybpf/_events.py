@@ -741,6 +741,12 @@ class _Reader:
                 return 0
             return self._deliver(self._take(copy=False))
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds until records are waiting, without taking
+        them; False on timeout or close.  Cost: one native call (epoll_wait)."""
+        with self._consumer("wait"):
+            return self._wait(timeout)
+
     def consume(self) -> int:
         """Deliver every waiting record to the callbacks without waiting."""
         with self._consumer("consume"):
