@@ -6,11 +6,7 @@ import asyncio
 import errno
 import os
 import select
-import signal
 import struct
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
