@@ -30,6 +30,7 @@ closes the reader (a blocked ``poll``/``read`` returns).
 from __future__ import annotations
 
 import contextlib
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -105,6 +106,7 @@ class PerfBuffer(_Reader):
         self._max_bytes = min(max_batch_bytes, _SIZE_MAX)
         self._ncpu = ncpu
         self._nbuf = int(lib.pybpf_perf_reader_buffer_cnt(raw))
+        self._capacity = pages * mmap.PAGESIZE * max(1, self._nbuf)
         self._lost_cb = lost_callback
         self._lost_seen = [0] * ncpu
         dec = resolve_decoder(decode, map)
@@ -119,9 +121,13 @@ class PerfBuffer(_Reader):
         self._track(map)
 
     def _prepare(self) -> None:
-        # max_batch_bytes, or as much as the per-CPU buffers hold (the rest waits in
-        # the kernel's buffers)
-        self._lend(min(self._max_bytes, 1 << 30), grow=False)
+        # max_batch_bytes (the rest waits in the kernel's buffers), or, when that is
+        # more than the per-CPU buffers hold, their size (a step that finds more
+        # moves to a C buffer that grows)
+        if self._max_bytes <= self._capacity:
+            self._lend(self._max_bytes, grow=False)
+        else:
+            self._lend(self._capacity, grow=True)
 
     def _step(self) -> int:
         rc = int(lib.pybpf_perf_reader_drain(self._raw, self._batch, self._max_bytes))
