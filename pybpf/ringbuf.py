@@ -24,12 +24,13 @@ could not reserve (ring full) are counted by programs that call
 ``pybpf_ringbuf_drops``; :meth:`RingBuffer.stats` reports that count next to
 the records received.
 
-Threads: one thread consumes (poll/consume/read/events) at a time -- a second
-concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
-(which wakes a blocked consumer), :meth:`stats`, or use other maps and
-programs of the object meanwhile.  Closing the object closes its consumers
+Threads: one thread consumes (poll/consume/read/events/borrow) at a time -- a
+second concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
+during any of them (it unmaps under the native reader's lock, so a consumer never
+reads unmapped pages, and wakes a blocked one), :meth:`stats`, or use other maps
+and programs of the object meanwhile.  Closing the object closes its readers
 too: a thread blocked in ``poll(None)``/``read(None)`` then returns (0 or an
-empty batch).
+empty batch).  A KeyboardInterrupt landing anywhere leaves the reader usable.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ def test_a_signal_storm_leaves_the_reader_usable(bpf_obj, kind: str) -> None:
             print("ok", hits, total, len(seqs) - len(uniq))
     """, bpf_obj, timeout=120)
     words = out.split()
+    print(kind, "interrupts, records, re-read after an interrupted borrow:", words[1:])
     assert words[0] == "ok" and int(words[1]) > 100, out  # the signals did land
 
 
