@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import itertools
 import operator
 import struct
 import sys
@@ -479,6 +480,7 @@ class _Reader:
         self._ops = ops
         self._batch = batch
         self._pending: RecordBatch | None = None
+        self._done = 0  # records of _pending an iterator has yielded already
         self._lock = threading.Lock()
         self._closed = False
         self._sources: list[str] = []
@@ -535,7 +537,7 @@ class _Reader:
         """Block until records may be there; False on timeout or close.  A signal
         ends the native wait: its Python handler then runs at once (Ctrl-C raises
         KeyboardInterrupt here)."""
-        if self._pending is not None:
+        if self._has_pending():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         wait, raw = self._ops.wait, self._raw
@@ -581,20 +583,37 @@ class _Reader:
         self._lent_cap = ffi.sizeof(cur)
         lib.pybpf_batch_lend(b, cur, self._lent_cap, int(grow))
 
+    def _has_pending(self) -> bool:
+        """Records taken and not delivered yet are waiting in the reader."""
+        pending = self._pending
+        return pending is not None and pending._n > self._done
+
+    def _pending_rest(self) -> RecordBatch | None:
+        """The records taken and not delivered yet (None: none)."""
+        pending = self._pending
+        if pending is not None and self._done:  # an iterator had yielded these already
+            pending = pending[self._done:]
+            self._pending = pending
+            self._done = 0
+        return pending
+
     def _take(self, copy: bool = True) -> RecordBatch:
         """Move everything the kernel has into a RecordBatch (pending ones first);
         called with ``_lock`` held.
 
         Without ``copy``, a large batch is a view of the lent buffer (see
-        _prepare); the records are then copied once, from ring to buffer.  Records
-        stay in the C batch until the RecordBatch exists: an interrupt before that
-        leaves them there for the next call.
+        _prepare); the records are then copied once, from ring to buffer.
+
+        Records are never out of the reader's hands until delivered: they stay in
+        the C batch until the RecordBatch exists, which then stays in ``_pending``
+        (and is returned again by the next call) until an adapter hands it over --
+        so a KeyboardInterrupt landing anywhere in between loses nothing.
         """
-        pending = self._pending
+        pending = self._pending_rest()
         if pending is not None:
-            self._pending = None
-            if len(pending):
+            if pending._n:
                 return pending
+            self._pending = None
         b = self._batch
         if not b.n:
             self._prepare()
@@ -623,7 +642,8 @@ class _Reader:
             tags.frombytes(ffi.buffer(b.tags, 4 * n))
             batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
                                 decoders=self._decoders, btf=self._btf)
-        lib.pybpf_batch_reset(b)  # a C call: the batch is handed over, or not at all
+        self._pending = batch  # kept until handed over
+        lib.pybpf_batch_reset(b)  # (an interrupt after this C call finds it pending)
         return batch
 
     # --- callbacks ------------------------------------------------------------------
@@ -659,9 +679,9 @@ class _Reader:
                 except BaseException:
                     done = (o - b0) // st + 1
                     self.received += done
-                    if done < n:
-                        self._pending = batch[done:]
+                    self._pending = batch[done:] if done < n else None
                     raise
+                self._pending = None
                 self.received += n
                 return n
             it = zip(batch.offsets, batch.sizes)
@@ -675,6 +695,7 @@ class _Reader:
             except BaseException:
                 self._keep_rest(batch, it)
                 raise
+            self._pending = None
             self.received += n
             return n
         it3 = zip(batch.offsets, batch.sizes, batch.tags)
@@ -690,6 +711,7 @@ class _Reader:
         except BaseException:
             self._keep_rest(batch, it3)
             raise
+        self._pending = None
         self.received += n
         return n
 
@@ -710,17 +732,16 @@ class _Reader:
         except BaseException:
             done = n - operator.length_hint(recs)  # the failing record was delivered
             self.received += done
-            if done < n:
-                self._pending = batch[done:]
+            self._pending = batch[done:] if done < n else None
             raise
+        self._pending = None
         self.received += n
         return n
 
     def _keep_rest(self, batch: RecordBatch, it: Iterator[Any]) -> None:
         left = sum(1 for _ in it)
         self.received += len(batch) - left  # the failing record was delivered
-        if left:
-            self._pending = batch[len(batch) - left:]
+        self._pending = batch[len(batch) - left:] if left else None
 
     def _deliver(self, batch: RecordBatch) -> int:
         """Hand ``batch`` to the callbacks (PerfBuffer adds its CPU form and lost
@@ -763,16 +784,30 @@ class _Reader:
         makes ``batch.data`` ``bytes``.
         """
         with self._consumer("read"):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                if not self._wait(left):
-                    return self._empty()
-                batch = self._take(copy)
-                if len(batch) or self._closed or left == 0.0:
-                    self.received += len(batch)
-                    return batch
-                # woken with nothing to take (a record still being written): wait on
+            batch = self._read_locked(timeout, copy)
+            self._after_step()
+        # Handed over after the lock is released (its release is a call, where an
+        # interrupt could land): until here the batch is pending, read again next
+        # time.  From here to the return, nothing can be interrupted.
+        if self._pending is batch:
+            self._pending = None
+        self.received += batch._n
+        return batch
+
+    def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
+        """Wait, then take one batch (left pending: the caller hands it over)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._wait(left):
+                return self._empty()
+            batch = self._take(copy)
+            if batch._n or self._closed or left == 0.0:
+                return batch
+            # woken with nothing to take (a record still being written): wait on
+
+    def _after_step(self) -> None:
+        """After read() took a batch (PerfBuffer reports lost samples here)."""
 
     def read_numpy(self, dtype: Any, timeout: float | None = None) -> Any:
         """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`)."""
@@ -787,10 +822,11 @@ class _Reader:
         """
         while not self._closed:
             try:
-                batch = self.read(timeout)
+                with self._consumer("events"):
+                    batch = self._read_locked(timeout, True)  # pending until yielded
             except ClosedError:
                 return
-            if not len(batch):
+            if not batch._n:
                 return
             yield from self._yield_batch(batch)
 
@@ -798,29 +834,27 @@ class _Reader:
         return self.events()
 
     def _yield_batch(self, batch: RecordBatch) -> Generator[Any, None, None]:
+        """Yield the records of ``batch`` (the pending batch) one by one.  It stays
+        pending, with ``_done`` the records yielded so far, until the last one is
+        out: leaving the loop early, or a KeyboardInterrupt anywhere, keeps the rest
+        for the next read.  A record counts as delivered when it is yielded; between
+        that count and the yield there is no call, where Python could run a signal
+        handler."""
         decs = self._decoders
-        n = len(batch)
-        i = 0
-        try:
-            data = batch.data
-            if self._uniform:
-                dec = decs[0]
-                for rec in batch:
-                    i += 1
-                    yield dec(rec) if dec is not None else rec
-                return
-            for o, s, t in zip(batch.offsets, batch.sizes, batch.tags):
-                rec = data[o:o + s]
-                dec = decs[t]
-                i += 1
-                yield dec(rec) if dec is not None else rec
-        finally:
-            if i < n:  # left early: keep the rest for the next read
-                self.received -= n - i
-                rest = batch[i:]
-                if self._pending is not None:
-                    rest = _concat(rest, self._pending)
-                self._pending = rest
+        n = batch._n
+        uniform = self._uniform
+        k = self._done = 0
+        for rec, t in zip(batch, batch.tags if not uniform else _zeros(n)):
+            dec = decs[t]
+            value = dec(rec) if dec is not None else rec
+            # from here to the consumer's hands nothing can be interrupted (no call)
+            k += 1
+            self._done = k
+            self.received += 1
+            yield value
+        if self._pending is batch:
+            self._pending = None
+        self._done = 0
 
     # --- asyncio ------------------------------------------------------------------
     async def wait_async(self, timeout: float | None = None) -> bool:
@@ -828,7 +862,7 @@ class _Reader:
         reader's epoll fd); False on timeout or close."""
         if self._closed:
             return False
-        if self._pending is not None or self._ops.wait(self._raw, 0) > 0:
+        if self._has_pending() or self._ops.wait(self._raw, 0) > 0:
             return True
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -864,16 +898,21 @@ class _Reader:
             return self._empty()
         with self._consumer("read_async"):
             batch = self._take()
-            self.received += len(batch)
-            return batch
+        if self._pending is batch:  # handed over (see read())
+            self._pending = None
+        self.received += batch._n
+        return batch
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[Any]:
         while not self._closed:
+            if not await self.wait_async(None):
+                return
             try:
-                batch = await self.read_async(None)
+                with self._consumer("async for"):
+                    batch = self._take()  # pending until yielded
             except ClosedError:
                 return
             gen = self._yield_batch(batch)
@@ -916,10 +955,5 @@ class _NativeOps(NamedTuple):
     close: Callable[[Any], None]
 
 
-def _concat(a: RecordBatch, b: RecordBatch) -> RecordBatch:
-    shift = len(a.data)
-    offs = array(_U32, a.offsets)
-    offs.extend(o + shift for o in b.offsets)
-    return RecordBatch(bytes(a.data) + bytes(b.data), offs, array(_U32, a.sizes) +
-                       array(_U32, b.sizes), array(_U32, a.tags) + array(_U32, b.tags),
-                       sources=a._sources, decoders=a._decoders, btf=a._btf)
+def _zeros(n: int) -> Iterator[int]:
+    return itertools.repeat(0, n)

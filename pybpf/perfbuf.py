@@ -167,13 +167,12 @@ class PerfBuffer(_Reader):
         except BaseException:
             self._keep_rest(batch, it)
             raise
-        self.received += len(batch)
-        return len(batch)
+        self._pending = None
+        self.received += batch._n
+        return batch._n
 
-    def read(self, timeout: float | None = None, *, copy: bool = False) -> RecordBatch:
-        batch = super().read(timeout, copy=copy)
+    def _after_step(self) -> None:
         self._report_lost()
-        return batch
 
     @property
     def lost(self) -> int:

@@ -202,15 +202,12 @@ class RingBuffer(_Reader):
             if not self._wait(timeout):
                 yield self._empty()
                 return
-            pending = self._pending
-            if pending is not None and len(pending):
-                self._pending = None
-                try:
-                    yield pending
-                except BaseException:
-                    self._pending = pending
-                    raise
-                self.received += len(pending)
+            pending = self._pending_rest()
+            if pending is not None and pending._n:
+                yield pending  # (stays pending if the block raises)
+                if self._pending is pending:
+                    self._pending = None
+                self.received += pending._n
                 return
             self._pending = None
             found = self._peek()
