@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent
 CDEF_DIR = ROOT / "pybpf" / "_cdef"
 # Order matters: later files use the types declared by earlier ones.
 CDEF_FILES = ["libbpf_common.h", "libbpf.h", "bpf.h", "btf.h", "pybpf_batch.h", "pybpf.h"]
+NATIVE_DIR = ROOT / "pybpf" / "_native"
+NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c"]  # in dependency order
 C_SOURCE = ROOT / "build" / "cffi" / "_libbpf.c"
 PROBE_DIR = ROOT / "pybpf" / "probes"
 
@@ -38,7 +40,10 @@ def make_ffibuilder() -> Any:
     builder = FFI()
     for name in CDEF_FILES:
         builder.cdef((CDEF_DIR / name).read_text(), override=False)
-    helpers = (CDEF_DIR / "pybpf.c").read_text()
+    # the binding glue, then the event readers' native code (pybpf/_native/), as one
+    # translation unit
+    helpers = "\n".join((path).read_text() for path in
+                        [CDEF_DIR / "pybpf.c", *(NATIVE_DIR / n for n in NATIVE_FILES)])
     builder.set_source(
         "pybpf._libbpf",
         "#include <stdbool.h>\n"

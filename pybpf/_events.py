@@ -1,12 +1,18 @@
 """What ring buffer and perf buffer consumers share: record batches, waiting, dispatch.
 
-A consumer moves records from the kernel into one C-side batch (a contiguous
-buffer plus offset/size/tag arrays, see ``pybpf/_cdef/pybpf.c``), copies it out
+A reader moves records from the kernel into one C-side batch (a contiguous
+buffer plus offset/size/tag arrays, see ``pybpf/_native/batch.c``), copies it out
 in one go as a :class:`RecordBatch`, then hands records to callbacks, to an
 iterator, or to the caller as the batch itself (or a numpy structured array).
 Records taken out of the kernel and not yet delivered -- because a callback
 raised, or an iterator was left early -- stay queued in the consumer and are
 delivered first next time: no record is lost between the kernel and Python.
+
+The native reader (``pybpf/_native/ring.c``, ``perf.c``) owns the mapped pages,
+the positions, the wait and the lifetime behind its own lock; :class:`_Reader`
+is the one Python reader over it, and poll/consume (callbacks), events(),
+read(), read_numpy(), borrow() and asyncio are adapters over its ``_wait`` and
+``_take``.
 """
 
 from __future__ import annotations
@@ -14,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import itertools
 import operator
-import os
-import select
 import struct
 import sys
 import threading
@@ -24,7 +29,7 @@ import time
 import weakref
 from array import array
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union, overload
 
 from . import _fastpath
 from ._ffi import ffi, lib
@@ -432,21 +437,52 @@ def map_btf(m: Map, what: str = "") -> BTF:
     return btf
 
 
-# --- the consumer skeleton ---------------------------------------------------------
+# --- the reader ------------------------------------------------------------------
 
-class _Consumer:
-    """Waiting, batching and delivery shared by RingBuffer and PerfBuffer."""
+DEFAULT_MAX_BATCH_BYTES = 1 << 20
+"""What one step takes at most by default (per ring; for perf buffers, in all):
+batches of about 1 MiB are still in the CPU's cache when Python reads them."""
+
+_INT_MAX = (1 << 31) - 1
+
+
+def _timeout_ms(timeout: float | None, deadline: float | None) -> int:
+    if timeout is None:
+        return -1
+    left = timeout if deadline is None else deadline - time.monotonic()
+    if left <= 0:
+        return 0
+    return min(_INT_MAX, max(1, int(left * 1000 + 0.999)))
+
+
+class _Reader:
+    """The one reader of a ring or perf buffer; every way to read is an adapter over
+    :meth:`_take` (move what the kernel has into a RecordBatch) and :meth:`_wait`.
+
+    State, and who owns it:
+
+    * the native reader (``_raw``: pybpf/_native/ring.c or perf.c) owns the mapped
+      pages, the positions, the epoll and the lifetime, behind its own lock: every
+      native call checks that it is not closed, and :meth:`close` (any thread)
+      wakes a waiter and unmaps under that lock -- a consumer never reads unmapped
+      pages.  Native calls are atomic for Python signal handlers.
+    * ``_lock`` makes one consumer at a time; it is only ever taken with ``with``,
+      so a KeyboardInterrupt anywhere leaves it released (never "busy forever").
+    * the C batch (``_batch``) and the records taken but not delivered yet
+      (``_pending``) belong to the consumer holding ``_lock``; both live as long
+      as this object (close() never frees them under a consumer's feet).
+    """
 
     _what = "event stream"
 
-    def _init_consumer(self) -> None:
-        self._batch: Any = None
+    def _init_reader(self, raw: Any, ops: _NativeOps, batch: Any) -> None:
+        self._raw = raw
+        self._ops = ops
+        self._batch = batch
         self._pending: RecordBatch | None = None
-        self._consumer_lock = threading.Lock()
-        self._res_lock = threading.Lock()
+        self._done = 0  # records of _pending an iterator has yielded already
+        self._lock = threading.Lock()
         self._closed = False
-        self._ep: select.epoll | None = None
-        self._wake_r = self._wake_w = -1
         self._sources: list[str] = []
         self._decoders: list[Decoder | None] = []
         self._callbacks: list[Callback | None] = []
@@ -458,11 +494,6 @@ class _Consumer:
         self.received = 0
         """Records delivered so far (to callbacks, iterators and batches)."""
 
-    def _open_waiter(self) -> None:
-        self._ep = select.epoll()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._ep.register(self._wake_r, select.EPOLLIN)
-
     def _track(self, map: Map) -> None:
         """Be closed when ``map``'s object is closed (Object.close_with): a thread
         blocked in poll()/read() wakes up."""
@@ -471,53 +502,52 @@ class _Consumer:
             obj.close_with(self)
 
     # subclass hooks -------------------------------------------------------------
-    def _fill(self) -> None:
-        """Move what the kernel has into ``self._batch`` (called with _res_lock held)."""
+    def _step(self) -> int:
+        """Move what the kernel has into ``self._batch`` (one native call, under the
+        native lock); the count moved, or lib.PYBPF_CLOSED."""
         raise NotImplementedError
 
-    def _available(self) -> bool:
-        """Is there something to read right now (cheap, no syscall if possible)?"""
-        raise NotImplementedError
-
-    def _after_take(self) -> None:
-        """Hook after a batch was taken (perf buffers report lost samples here)."""
-
-    def _free(self) -> None:
-        raise NotImplementedError
+    def _prepare(self) -> None:
+        """Before a step into an empty batch: lend it a buffer."""
 
     # -----------------------------------------------------------------------------
     def fileno(self) -> int:
-        """An epoll fd, readable when records are waiting (for select/asyncio/selectors)."""
-        if self._ep is None or self._closed:
+        """An epoll fd, readable when records are waiting (for select/selectors); it
+        is closed by :meth:`close`."""
+        fd = int(self._ops.fileno(self._raw))
+        if fd < 0:
             raise ClosedError(self._what)
-        return self._ep.fileno()
+        return fd
 
     @property
     def closed(self) -> bool:
+        """close() was called (directly, or by closing the maps' object)."""
         return self._closed
 
-    def _wait(self, timeout: float | None) -> bool:
-        """Block until records may be there; False on timeout or close."""
-        ep = self._ep
-        if ep is None or self._closed:
-            return False
-        if self._pending is not None or self._available():
-            return True
-        if timeout is not None and timeout <= 0:
-            return False  # _available() looked already: no epoll_wait() needed
-        t = -1.0 if timeout is None else timeout
-        # select.epoll retries EINTR itself and runs signal handlers: Ctrl-C
-        # raises KeyboardInterrupt here at once.
-        try:
-            ready = ep.poll(t)
-        except ValueError:  # closed by another thread meanwhile
-            return False
+    def _consumer(self, what: str) -> threading.Lock:
+        """The lock a consumer holds (``with self._consumer("poll"):``)."""
         if self._closed:
-            return False
-        return bool(ready)
+            raise ClosedError(self._what)
+        if self._lock.locked():
+            raise RuntimeError(f"{self._what}.{what}(): another thread (or a callback) is "
+                               "already consuming; use one consumer thread at a time")
+        return self._lock
 
-    def _prepare(self) -> None:
-        """Before a fill into an empty batch (with _res_lock held): lend it a buffer."""
+    def _wait(self, timeout: float | None) -> bool:
+        """Block until records may be there; False on timeout or close.  A signal
+        ends the native wait: its Python handler then runs at once (Ctrl-C raises
+        KeyboardInterrupt here)."""
+        if self._has_pending():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait, raw = self._ops.wait, self._raw
+        while True:
+            rc = wait(raw, _timeout_ms(timeout, deadline))
+            if rc != -errno.EINTR:
+                return rc > 0
+
+    def _empty(self) -> RecordBatch:
+        return RecordBatch.empty(sources=self._sources, decoders=self._decoders, btf=self._btf)
 
     def _lend(self, need: int, grow: bool) -> None:
         """Lend the C batch a Python-owned buffer of at least ``need`` bytes that no
@@ -553,58 +583,68 @@ class _Consumer:
         self._lent_cap = ffi.sizeof(cur)
         lib.pybpf_batch_lend(b, cur, self._lent_cap, int(grow))
 
+    def _has_pending(self) -> bool:
+        """Records taken and not delivered yet are waiting in the reader."""
+        pending = self._pending
+        return pending is not None and pending._n > self._done
+
+    def _pending_rest(self) -> RecordBatch | None:
+        """The records taken and not delivered yet (None: none)."""
+        pending = self._pending
+        if pending is not None and self._done:  # an iterator had yielded these already
+            pending = pending[self._done:]
+            self._pending = pending
+            self._done = 0
+        return pending
+
     def _take(self, copy: bool = True) -> RecordBatch:
-        """Move everything the kernel has into a RecordBatch (pending ones first).
+        """Move everything the kernel has into a RecordBatch (pending ones first);
+        called with ``_lock`` held.
 
         Without ``copy``, a large batch is a view of the lent buffer (see
         _prepare); the records are then copied once, from ring to buffer.
-        """
-        pending, self._pending = self._pending, None
-        if pending is not None and len(pending):
-            return pending
-        with self._res_lock:
-            if self._closed:
-                return RecordBatch.empty()
-            b = self._batch
-            if not b.n:
-                self._prepare()
-            self._fill()  # appends to what _available() may have fetched already
-            n = int(b.n)
-            if n == 0:
-                batch = RecordBatch.empty(sources=self._sources, decoders=self._decoders,
-                                          btf=self._btf)
-            else:
-                size = int(b.len)
-                lent = self._lent
-                if (not copy and b.external and lent is not None
-                        and size >= max(_VIEW_MIN, b.cap // 8)):
-                    data: Any = ffi.buffer(lent, size)
-                else:
-                    data = ffi.buffer(b.data, size)[:]
-                fixed = int(b.fixed)
-                if fixed != lib.PYBPF_MIXED and fixed and not b.tags_mixed:
-                    batch = RecordBatch(data, None, None, None, n=n, fixed=fixed,
-                                        tag0=int(b.tag0), sources=self._sources,
-                                        decoders=self._decoders, btf=self._btf)
-                else:
-                    offs = array(_U32)
-                    offs.frombytes(ffi.buffer(b.offs, 4 * n))
-                    sizes = array(_U32)
-                    sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
-                    tags = array(_U32)
-                    tags.frombytes(ffi.buffer(b.tags, 4 * n))
-                    batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
-                                        decoders=self._decoders, btf=self._btf)
-            lib.pybpf_batch_reset(b)
-            self._after_take()
-        return batch
 
-    def _enter(self, what: str) -> None:
-        if self._closed:
-            raise ClosedError(self._what)
-        if not self._consumer_lock.acquire(blocking=False):
-            raise RuntimeError(f"{self._what}.{what}(): another thread (or a callback) is "
-                               "already consuming; use one consumer thread at a time")
+        Records are never out of the reader's hands until delivered: they stay in
+        the C batch until the RecordBatch exists, which then stays in ``_pending``
+        (and is returned again by the next call) until an adapter hands it over --
+        so a KeyboardInterrupt landing anywhere in between loses nothing.
+        """
+        pending = self._pending_rest()
+        if pending is not None:
+            if pending._n:
+                return pending
+            self._pending = None
+        b = self._batch
+        if not b.n:
+            self._prepare()
+        self._step()  # appends to what an interrupted call may have left in b
+        n = int(b.n)
+        if n == 0:
+            return self._empty()
+        size = int(b.len)
+        lent = self._lent
+        if (not copy and b.external and lent is not None
+                and size >= max(_VIEW_MIN, b.cap // 8)):
+            data: Any = ffi.buffer(lent, size)
+        else:
+            data = ffi.buffer(b.data, size)[:]
+        fixed = int(b.fixed)
+        if fixed != lib.PYBPF_MIXED and fixed and not b.tags_mixed:
+            batch = RecordBatch(data, None, None, None, n=n, fixed=fixed,
+                                tag0=int(b.tag0), sources=self._sources,
+                                decoders=self._decoders, btf=self._btf)
+        else:
+            offs = array(_U32)
+            offs.frombytes(ffi.buffer(b.offs, 4 * n))
+            sizes = array(_U32)
+            sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
+            tags = array(_U32)
+            tags.frombytes(ffi.buffer(b.tags, 4 * n))
+            batch = RecordBatch(data, offs, sizes, tags, sources=self._sources,
+                                decoders=self._decoders, btf=self._btf)
+        self._pending = batch  # kept until handed over
+        lib.pybpf_batch_reset(b)  # (an interrupt after this C call finds it pending)
+        return batch
 
     # --- callbacks ------------------------------------------------------------------
     def _dispatch(self, batch: RecordBatch) -> int:
@@ -639,9 +679,9 @@ class _Consumer:
                 except BaseException:
                     done = (o - b0) // st + 1
                     self.received += done
-                    if done < n:
-                        self._pending = batch[done:]
+                    self._pending = batch[done:] if done < n else None
                     raise
+                self._pending = None
                 self.received += n
                 return n
             it = zip(batch.offsets, batch.sizes)
@@ -655,6 +695,7 @@ class _Consumer:
             except BaseException:
                 self._keep_rest(batch, it)
                 raise
+            self._pending = None
             self.received += n
             return n
         it3 = zip(batch.offsets, batch.sizes, batch.tags)
@@ -670,6 +711,7 @@ class _Consumer:
         except BaseException:
             self._keep_rest(batch, it3)
             raise
+        self._pending = None
         self.received += n
         return n
 
@@ -690,67 +732,82 @@ class _Consumer:
         except BaseException:
             done = n - operator.length_hint(recs)  # the failing record was delivered
             self.received += done
-            if done < n:
-                self._pending = batch[done:]
+            self._pending = batch[done:] if done < n else None
             raise
+        self._pending = None
         self.received += n
         return n
 
     def _keep_rest(self, batch: RecordBatch, it: Iterator[Any]) -> None:
         left = sum(1 for _ in it)
         self.received += len(batch) - left  # the failing record was delivered
-        if left:
-            self._pending = batch[len(batch) - left:]
+        self._pending = batch[len(batch) - left:] if left else None
+
+    def _deliver(self, batch: RecordBatch) -> int:
+        """Hand ``batch`` to the callbacks (PerfBuffer adds its CPU form and lost
+        reports)."""
+        return self._dispatch(batch)
 
     def poll(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` seconds (None: until records come), then deliver
-        every waiting record to the callbacks; returns how many were delivered.
+        every waiting record to the callbacks; returns how many were delivered
+        (0 on timeout, or when :meth:`close` ends the wait).
 
         A callback that raises stops the delivery; the exception propagates and
-        the records after it stay queued for the next call.
+        the records after it stay queued for the next call.  Cost: one native
+        call to wait, one to copy the records, one callback per record.
         """
-        self._enter("poll")
-        try:
+        with self._consumer("poll"):
             if not self._wait(timeout):
                 return 0
-            return self._dispatch(self._take(copy=False))
-        finally:
-            self._leave()
+            return self._deliver(self._take(copy=False))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds until records are waiting, without taking
+        them; False on timeout or close.  Cost: one native call (epoll_wait)."""
+        with self._consumer("wait"):
+            return self._wait(timeout)
 
     def consume(self) -> int:
         """Deliver every waiting record to the callbacks without waiting."""
-        self._enter("consume")
-        try:
-            return self._dispatch(self._take(copy=False))
-        finally:
-            self._leave()
+        with self._consumer("consume"):
+            return self._deliver(self._take(copy=False))
 
     def read(self, timeout: float | None = None, *, copy: bool = False) -> RecordBatch:
-        """Wait up to ``timeout`` seconds, then return every waiting record as one batch
-        (empty on timeout or close); callbacks are not called.
+        """Wait up to ``timeout`` seconds, then return every waiting record (up to
+        ``max_batch_bytes``) as one batch (empty on timeout or close); callbacks are
+        not called.  Cost: one native call to wait, one to copy the records.
 
-        Large batches are views of a buffer the consumer does not reuse while
+        Large batches are views of a buffer the reader does not reuse while
         the batch (or an array made from it) is alive -- no second copy; two
         such buffers take turns in a ``batch = rb.read()`` loop.  ``copy=True``
         makes ``batch.data`` ``bytes``.
         """
-        self._enter("read")
-        try:
-            left = timeout
-            deadline = time.monotonic() + timeout if timeout else None
-            while True:
-                if not self._wait(left):
-                    return RecordBatch.empty(sources=self._sources, decoders=self._decoders,
-                                             btf=self._btf)
-                batch = self._take(copy)
-                if len(batch) or self._closed or (left is not None and left <= 0):
-                    self.received += len(batch)
-                    return batch
-                # woken with nothing to take (a record still being written): wait on
-                if deadline is not None:
-                    left = max(deadline - time.monotonic(), 0.0)
-        finally:
-            self._leave()
+        with self._consumer("read"):
+            batch = self._read_locked(timeout, copy)
+            self._after_step()
+        # Handed over after the lock is released (its release is a call, where an
+        # interrupt could land): until here the batch is pending, read again next
+        # time.  From here to the return, nothing can be interrupted.
+        if self._pending is batch:
+            self._pending = None
+        self.received += batch._n
+        return batch
+
+    def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
+        """Wait, then take one batch (left pending: the caller hands it over)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._wait(left):
+                return self._empty()
+            batch = self._take(copy)
+            if batch._n or self._closed or left == 0.0:
+                return batch
+            # woken with nothing to take (a record still being written): wait on
+
+    def _after_step(self) -> None:
+        """After read() took a batch (PerfBuffer reports lost samples here)."""
 
     def read_numpy(self, dtype: Any, timeout: float | None = None) -> Any:
         """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`)."""
@@ -764,8 +821,12 @@ class _Consumer:
         stay queued for the next read.
         """
         while not self._closed:
-            batch = self.read(timeout)
-            if not len(batch):
+            try:
+                with self._consumer("events"):
+                    batch = self._read_locked(timeout, True)  # pending until yielded
+            except ClosedError:
+                return
+            if not batch._n:
                 return
             yield from self._yield_batch(batch)
 
@@ -773,81 +834,87 @@ class _Consumer:
         return self.events()
 
     def _yield_batch(self, batch: RecordBatch) -> Generator[Any, None, None]:
+        """Yield the records of ``batch`` (the pending batch) one by one.  It stays
+        pending, with ``_done`` the records yielded so far, until the last one is
+        out: leaving the loop early, or a KeyboardInterrupt anywhere, keeps the rest
+        for the next read.  A record counts as delivered when it is yielded; between
+        that count and the yield there is no call, where Python could run a signal
+        handler."""
         decs = self._decoders
-        n = len(batch)
-        i = 0
-        try:
-            data = batch.data
-            if self._uniform:
-                dec = decs[0]
-                for rec in batch:
-                    i += 1
-                    yield dec(rec) if dec is not None else rec
-                return
-            for o, s, t in zip(batch.offsets, batch.sizes, batch.tags):
-                rec = data[o:o + s]
-                dec = decs[t]
-                i += 1
-                yield dec(rec) if dec is not None else rec
-        finally:
-            if i < n:  # left early: keep the rest for the next read
-                self.received -= n - i
-                rest = batch[i:]
-                if self._pending is not None:
-                    rest = _concat(rest, self._pending)
-                self._pending = rest
+        n = batch._n
+        uniform = self._uniform
+        k = self._done = 0
+        for rec, t in zip(batch, batch.tags if not uniform else _zeros(n)):
+            dec = decs[t]
+            value = dec(rec) if dec is not None else rec
+            # from here to the consumer's hands nothing can be interrupted (no call)
+            k += 1
+            self._done = k
+            self.received += 1
+            yield value
+        if self._pending is batch:
+            self._pending = None
+        self._done = 0
 
     # --- asyncio ------------------------------------------------------------------
     async def wait_async(self, timeout: float | None = None) -> bool:
-        """Await readability of :meth:`fileno` in the running loop (no thread);
-        False on timeout or close."""
+        """Await records in the running loop (no thread: the loop watches the
+        reader's epoll fd); False on timeout or close."""
         if self._closed:
             return False
-        if self._pending is not None or self._available():
+        if self._has_pending() or self._ops.wait(self._raw, 0) > 0:
             return True
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        fd = self.fileno()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        loop.add_reader(fd, ready)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        fd = int(self._ops.hold(self._raw))  # the fd stays open until unhold
+        if fd < 0:
             return False
+        try:
+            def ready() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                return False
+            finally:
+                loop.remove_reader(fd)
         finally:
-            loop.remove_reader(fd)
+            self._ops.unhold(self._raw)
         return not self._closed
 
     async def poll_async(self, timeout: float | None = None) -> int:
         """:meth:`poll` for asyncio: awaits records through the loop, then delivers them."""
         if not await self.wait_async(timeout):
             return 0
-        return self.consume()
+        with self._consumer("poll_async"):
+            return self._deliver(self._take(copy=False))
 
     async def read_async(self, timeout: float | None = None) -> RecordBatch:
         """:meth:`read` for asyncio."""
         if not await self.wait_async(timeout):
-            return RecordBatch.empty()
-        # Readiness was seen: take without asking the fd again (perf fds report
-        # readiness once per wakeup).
-        self._enter("read")
-        try:
+            return self._empty()
+        with self._consumer("read_async"):
             batch = self._take()
-            self.received += len(batch)
-            return batch
-        finally:
-            self._leave()
+        if self._pending is batch:  # handed over (see read())
+            self._pending = None
+        self.received += batch._n
+        return batch
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[Any]:
         while not self._closed:
-            batch = await self.read_async(None)
+            if not await self.wait_async(None):
+                return
+            try:
+                with self._consumer("async for"):
+                    batch = self._take()  # pending until yielded
+            except ClosedError:
+                return
             gen = self._yield_batch(batch)
             try:
                 for rec in gen:
@@ -857,61 +924,36 @@ class _Consumer:
 
     # --- lifetime -------------------------------------------------------------------
     def close(self) -> None:
-        """Stop consuming and free the buffers; wakes a thread blocked in poll/read.
+        """Stop reading: unmap the buffers and wake a thread blocked in poll/read.
 
-        Safe from any thread and from inside a callback: a consumer that is
-        running finishes its current step and then sees the stream closed.
+        Safe from any thread and from inside a callback, during any way of
+        reading: the native reader unmaps under its lock, so a consumer that is
+        running finishes its current step and then sees the stream closed (poll
+        returns 0, read an empty batch, events() ends).  Views lent by borrow()
+        stay valid.  Memory is freed when the reader is garbage-collected.
         """
-        if self._closed:
-            return
         self._closed = True
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        with self._res_lock:
-            self._free()
-            if self._batch is not None:
-                lib.pybpf_batch_free(self._batch)
-                self._batch = None
-        # The waiter's fds go when no thread can still be inside _wait(); if a
-        # consumer is active, it closes them when it leaves (_leave()).
-        if self._consumer_lock.acquire(blocking=False):
-            try:
-                self._close_waiter()
-            finally:
-                self._consumer_lock.release()
+        self._ops.close(self._raw)
 
-    def _close_waiter(self) -> None:
-        with self._res_lock:
-            if self._ep is not None:
-                self._ep.close()
-                self._ep = None
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    os.close(fd)
-            self._wake_r = self._wake_w = -1
+    def __enter__(self: _R) -> _R:
+        return self
 
-    def _leave(self) -> None:
-        self._consumer_lock.release()
-        if self._closed and self._ep is not None and self._consumer_lock.acquire(blocking=False):
-            try:
-                self._close_waiter()
-            finally:
-                self._consumer_lock.release()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _concat(a: RecordBatch, b: RecordBatch) -> RecordBatch:
-    shift = len(a.data)
-    offs = array(_U32, a.offsets)
-    offs.extend(o + shift for o in b.offsets)
-    return RecordBatch(bytes(a.data) + bytes(b.data), offs, array(_U32, a.sizes) +
-                       array(_U32, b.sizes), array(_U32, a.tags) + array(_U32, b.tags),
-                       sources=a._sources, decoders=a._decoders, btf=a._btf)
+_R = TypeVar("_R", bound=_Reader)
+
+
+class _NativeOps(NamedTuple):
+    """The native reader's calls (pybpf/_native/ring.c or perf.c)."""
+
+    wait: Callable[[Any, int], int]
+    hold: Callable[[Any], int]
+    unhold: Callable[[Any], None]
+    fileno: Callable[[Any], int]
+    close: Callable[[Any], None]
+
+
+def _zeros(n: int) -> Iterator[int]:
+    return itertools.repeat(0, n)

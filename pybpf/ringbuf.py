@@ -24,18 +24,20 @@ could not reserve (ring full) are counted by programs that call
 ``pybpf_ringbuf_drops``; :meth:`RingBuffer.stats` reports that count next to
 the records received.
 
-Threads: one thread consumes (poll/consume/read/events) at a time -- a second
-concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
-(which wakes a blocked consumer), :meth:`stats`, or use other maps and
-programs of the object meanwhile.  Closing the object closes its consumers
+Threads: one thread consumes (poll/consume/read/events/borrow) at a time -- a
+second concurrent consumer gets RuntimeError.  Any thread may call :meth:`close`
+during any of them (it unmaps under the native reader's lock, so a consumer never
+reads unmapped pages, and wakes a blocked one), :meth:`stats`, or use other maps
+and programs of the object meanwhile.  Closing the object closes its readers
 too: a thread blocked in ``poll(None)``/``read(None)`` then returns (0 or an
-empty batch).
+empty batch).  A KeyboardInterrupt landing anywhere leaves the reader usable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import mmap
 import struct
 import threading
 from array import array
@@ -44,10 +46,12 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ._events import (
+    DEFAULT_MAX_BATCH_BYTES,
     Callback,
     DecodeSpec,
     RecordBatch,
-    _Consumer,
+    _NativeOps,
+    _Reader,
     btf_encoder,
     map_btf,
     require_map,
@@ -80,41 +84,48 @@ class RingBufferStats:
     pending_bytes: int
 
 
-class RingBuffer(_Consumer):
+class RingBuffer(_Reader):
     """Consume records from one or many ``BPF_MAP_TYPE_RINGBUF`` maps.
 
     ``callback`` (for :meth:`poll`/:meth:`consume`) receives each record, as
     ``bytes`` or as ``decode(bytes)``; ``decode`` is a callable or the name of a
     BTF struct in the map's object (records then arrive as that struct's
     :mod:`pybpf.types` class, with attribute access).  Without a
-    callback, read with :meth:`events`, :meth:`read` or ``async for``.
-    ``max_batch_bytes`` bounds how much one step takes out of each ring
-    (default: the ring's size); batches of about 1 MiB are still in the CPU's
-    cache when Python reads them, which makes draining a large ring faster
-    than one batch of everything (``benchmarks/bench_events.py``).
+    callback, read with :meth:`events`, :meth:`read`, :meth:`borrow` or
+    ``async for``.  ``max_batch_bytes`` bounds how much one step takes out of
+    each ring (default 1 MiB, :data:`DEFAULT_MAX_BATCH_BYTES`; the first record
+    is always taken, whatever its size): such batches are still in the CPU's
+    cache when Python reads them, which makes draining a large ring faster than
+    one batch of everything (``benchmarks/bench_events.py``).
     """
 
     _what = "ring buffer"
 
     def __init__(self, *maps: Map, callback: Callback | None = None,
-                 decode: DecodeSpec = None, max_batch_bytes: int | None = None,
+                 decode: DecodeSpec = None, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
                  drops_map: Map | None = None) -> None:
-        self._init_consumer()
-        if max_batch_bytes is not None and max_batch_bytes <= 0:
+        if max_batch_bytes is None:  # (the old spelling of "the whole ring")
+            max_batch_bytes = 1 << 62
+        if max_batch_bytes <= 0:
             raise ValueError(f"ring buffer: max_batch_bytes must be > 0, got {max_batch_bytes}")
-        self._rings: list[Any] = []
+        err = ffi.new("int *")
+        raw = lib.pybpf_ring_reader_new(err)
+        if raw == ffi.NULL:
+            raise error_for(-err[0], "cannot create a ring buffer reader")
+        raw = ffi.gc(raw, lib.pybpf_ring_reader_free)
+        batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
+        if batch == ffi.NULL:
+            raise MemoryError("ring buffer: cannot allocate the batch buffer")
+        self._init_reader(raw, _RING_OPS, ffi.gc(batch, lib.pybpf_batch_free))
         self._caps: list[int] = []  # bytes one step takes from each ring
         self._maps: list[Map] = []
         self._max_bytes = max_batch_bytes
         self._drops_maps: list[Map] = [drops_map] if drops_map is not None else []
         self._explicit_drops = drops_map is not None
-        self._views: list[Any] = []  # Python mmaps of the rings, for borrow()
-        self._turn = 0  # the ring borrow() looks at first
-        self._fill_turn = 0  # the ring a step takes from first
-        self._batch = lib.pybpf_batch_new(1 << 16, 1024, 0)
-        if self._batch == ffi.NULL:
-            raise MemoryError("ring buffer: cannot allocate the batch buffer")
-        self._open_waiter()
+        self._views: list[Any] = []  # read-only mappings of the rings, for borrow()
+        self._failed = ffi.new("int *")
+        self._peek_out = (ffi.new("__u64 *"), ffi.new("__u64 *"), ffi.new("__u64 *"),
+                          ffi.new("__u32 *"), ffi.new("int *"))
         try:
             for m in maps:
                 self.add(m, callback, decode=decode)
@@ -124,35 +135,29 @@ class RingBuffer(_Consumer):
 
     def add(self, map: Map, callback: Callback | None = None, *,
             decode: DecodeSpec = None) -> None:
-        """Also consume ``map`` (records go to ``callback``, decoded by ``decode``)."""
-        if self._closed:
-            raise ClosedError(self._what)
+        """Also consume ``map`` (records go to ``callback``, decoded by ``decode``).
+        Not while another thread consumes."""
         require_map(map, "ringbuf", "RingBuffer takes Map objects")
         dec = resolve_decoder(decode, map)
-        fd = map.fd
-        err = ffi.new("int *")
-        with self._res_lock:
-            ring = lib.pybpf_ring_open(fd, err)
-            if ring == ffi.NULL:
-                raise error_for(-err[0], f"cannot map ring buffer {map.name!r}", kind=MapError,
+        with self._consumer("add"):
+            with map._fd_owner() as fd:
+                tag = int(lib.pybpf_ring_reader_add(self._raw, fd))
+            if tag == _errno.EEXIST * -1:
+                raise MapError(_errno.EEXIST, f"map {map.name!r} is already consumed by "
+                               "this ring buffer", map=map.name)
+            if tag < 0:
+                if tag == lib.PYBPF_CLOSED:
+                    raise ClosedError(self._what)
+                raise error_for(-tag, f"cannot map ring buffer {map.name!r}", kind=MapError,
                                 map=map.name)
-            try:
-                assert self._ep is not None
-                self._ep.register(fd, 0x001)  # EPOLLIN, level-triggered
-            except OSError as exc:
-                lib.pybpf_ring_close(ring)
-                if exc.errno == _errno.EEXIST:
-                    raise MapError(_errno.EEXIST, f"map {map.name!r} is already consumed by "
-                                   "this ring buffer", map=map.name) from None
-                raise
-            self._rings.append(ring)
-            self._caps.append(self._max_bytes or int(lib.pybpf_ring_size(ring)))
+            size = int(lib.pybpf_ring_reader_size(self._raw, tag))
+            self._caps.append(min(self._max_bytes, size))
             self._views.append(None)
             self._maps.append(map)
             self._sources.append(map.name)
             self._callbacks.append(callback)
             self._decoders.append(dec)
-            self._uniform = len(self._rings) == 1
+            self._uniform = len(self._maps) == 1
         self._track(map)
         obj = getattr(map, "_obj", None)
         if self._btf is None and obj is not None:
@@ -161,7 +166,7 @@ class RingBuffer(_Consumer):
         if not self._explicit_drops and obj is not None:
             drops = obj.maps.get(DROPS_MAP)
             if drops is not None and all(d is not drops for d in self._drops_maps):
-                self._drops_maps.append(drops)
+                self._drops_maps.append(drops)  # one counter per object, not per ring
 
     @property
     def maps(self) -> list[Map]:
@@ -169,136 +174,93 @@ class RingBuffer(_Consumer):
         return list(self._maps)
 
     def _prepare(self) -> None:
-        # room for a whole drain of every ring; records that do not fit stay there
+        # room for one step of every ring; records that do not fit stay there
         self._lend(sum(self._caps), grow=False)
 
-    def _fill(self) -> None:
-        b = self._batch
-        drain = lib.pybpf_ring_drain
-        rings = self._rings
-        nr = len(rings)
-        for k in range(nr):
-            tag = (self._fill_turn + k) % nr if nr > 1 else 0
-            rc = drain(rings[tag], b, tag, b.len + self._caps[tag], _SIZE_MAX)
-            if rc == -_errno.ENOBUFS:
-                self._fill_turn = tag  # this ring goes first next time
-                break  # the buffer is full: the rest stays in the rings for next time
-            if rc < 0:
-                raise error_for(-rc, f"cannot read ring buffer {self._sources[tag]!r}",
-                                kind=MapError, map=self._sources[tag])
-
-    def _available(self) -> bool:
-        rings = self._rings
-        if len(rings) == 1:
-            return bool(lib.pybpf_ring_avail(rings[0]))
-        return any(lib.pybpf_ring_avail(r) for r in rings)
-
-    def _free(self) -> None:
-        for ring in self._rings:
-            lib.pybpf_ring_close(ring)
-        self._rings = []
-        self._caps = []
-        self._views = []  # unmapped when the last borrowed view is gone
+    def _step(self) -> int:
+        cap = max(self._caps) if len(self._caps) > 1 else (self._caps or [0])[0]
+        rc = int(lib.pybpf_ring_reader_drain(self._raw, self._batch, cap, self._failed))
+        if rc < 0 and rc != lib.PYBPF_CLOSED:
+            name = self._sources[self._failed[0]]
+            raise error_for(-rc, f"cannot read ring buffer {name!r}", kind=MapError, map=name)
+        return rc
 
     @contextlib.contextmanager
     def borrow(self, timeout: float | None = None) -> Iterator[RecordBatch]:
-        """Zero-copy read: the records waiting in one ring, viewed where the kernel
-        wrote them (no copy at all; numpy arrays from :meth:`RecordBatch.numpy`
-        read the ring itself).
+        """Zero-copy read: the records waiting in one ring (up to ``max_batch_bytes``,
+        at least one record), viewed where the kernel wrote them (no copy at all;
+        numpy arrays from :meth:`RecordBatch.numpy` read the ring itself).
 
-        Waits up to ``timeout`` seconds (the batch is empty on timeout).  When the
-        block ends, the ring space goes back to the producers, which then
+        Waits up to ``timeout`` seconds (the batch is empty on timeout or close).
+        When the block ends, the ring space goes back to the producers, which then
         overwrite it: copy whatever must outlive the block.  If the block raises,
         nothing is given back -- the records are read again next time.  One ring
         per call, taking turns.  Views stay safe to touch (never unmapped while
-        alive), even after :meth:`close`.
+        alive), even after :meth:`close` from any thread.
         """
-        self._enter("borrow")
-        try:
+        with self._consumer("borrow"):
             if not self._wait(timeout):
-                yield RecordBatch.empty(sources=self._sources, decoders=self._decoders,
-                                        btf=self._btf)
+                yield self._empty()
                 return
-            pending, self._pending = self._pending, None
-            if pending is not None and len(pending):
-                try:
-                    yield pending
-                except BaseException:
-                    self._pending = pending
-                    raise
-                self.received += len(pending)
+            pending = self._pending_rest()
+            if pending is not None and pending._n:
+                yield pending  # (stays pending if the block raises)
+                if self._pending is pending:
+                    self._pending = None
+                self.received += pending._n
                 return
+            self._pending = None
             found = self._peek()
             if found is None:
-                yield RecordBatch.empty(sources=self._sources, decoders=self._decoders,
-                                        btf=self._btf)
+                yield self._empty()
                 return
-            ring, end, batch = found
+            tag, end, batch = found
             yield batch
-            with self._res_lock:
-                if not self._closed:
-                    lib.pybpf_ring_release(ring, end)
-            self.received += len(batch)
-        finally:
-            self._leave()
+            # a C call: the space goes back (and the records count) or not at all
+            if lib.pybpf_ring_reader_release(self._raw, tag, end) == 0:
+                self.received += len(batch)
 
-    def _peek(self) -> tuple[Any, int, RecordBatch] | None:
+    def _peek(self) -> tuple[int, int, RecordBatch] | None:
         """The first ring (taking turns) with committed records, viewed in place."""
-        import mmap
-
-        start = ffi.new("__u64 *")
-        end = ffi.new("__u64 *")
-        fixed = ffi.new("__u32 *")
-        with self._res_lock:
-            if self._closed:
-                return None
-            nr = len(self._rings)
-            b = self._batch
-            for k in range(nr):
-                tag = (self._turn + k) % nr
-                ring = self._rings[tag]
-                lib.pybpf_batch_reset(b)
-                max_bytes = self._max_bytes or _SIZE_MAX
-                n = int(lib.pybpf_ring_peek(ring, max_bytes, start, end, fixed, b, tag, 0))
-                if n == 0:
-                    if end[0] != start[0]:  # only discarded records: skip them
-                        lib.pybpf_ring_release(ring, end[0])
-                    continue
-                self._turn = tag + 1
-                if self._views[tag] is None:
-                    page = mmap.PAGESIZE
-                    size = int(lib.pybpf_ring_size(ring))
-                    self._views[tag] = mmap.mmap(self._maps[tag].fd, page + 2 * size,
-                                                 mmap.MAP_SHARED, mmap.PROT_READ,
-                                                 offset=page)
-                page = mmap.PAGESIZE
-                off = page + int(start[0] & lib.pybpf_ring_mask(ring))
-                data = memoryview(self._views[tag])[off:off + int(end[0] - start[0])]
-                common = int(fixed[0])
-                kw: dict[str, Any] = dict(sources=self._sources, decoders=self._decoders,
-                                          btf=self._btf)
-                if common != lib.PYBPF_MIXED:
-                    batch = RecordBatch(data, None, None, None, n=n, fixed=common,
-                                        stride=(8 + common + 7) & ~7, base=8, tag0=tag, **kw)
-                else:
-                    offs, sizes, tags = (array("I"), array("I"), array("I"))
-                    offs.frombytes(ffi.buffer(b.offs, 4 * n))
-                    sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
-                    tags.frombytes(ffi.buffer(b.tags, 4 * n))
-                    batch = RecordBatch(data, offs, sizes, tags, **kw)
-                lib.pybpf_batch_reset(b)
-                return ring, int(end[0]), batch
+        end, offset, span, fixed, tagp = self._peek_out
+        b = self._batch
+        n = int(lib.pybpf_ring_reader_peek(self._raw, min(self._max_bytes, _SIZE_MAX), end,
+                                           offset, span, fixed, b, tagp))
+        if n <= 0:
             lib.pybpf_batch_reset(b)
-        return None
+            return None
+        tag = int(tagp[0])
+        view = self._views[tag]
+        if view is None:
+            view = self._views[tag] = _map_data(self._raw, tag)
+            if view is None:  # closed meanwhile
+                lib.pybpf_batch_reset(b)
+                return None
+        off = _PAGE + int(offset[0])
+        data = memoryview(view)[off:off + int(span[0])]
+        common = int(fixed[0])
+        kw: dict[str, Any] = dict(sources=self._sources, decoders=self._decoders,
+                                  btf=self._btf)
+        if common != lib.PYBPF_MIXED:
+            batch = RecordBatch(data, None, None, None, n=n, fixed=common,
+                                stride=(8 + common + 7) & ~7, base=8, tag0=tag, **kw)
+        else:
+            offs, sizes, tags = (array("I"), array("I"), array("I"))
+            offs.frombytes(ffi.buffer(b.offs, 4 * n))
+            sizes.frombytes(ffi.buffer(b.sizes, 4 * n))
+            tags.frombytes(ffi.buffer(b.tags, 4 * n))
+            batch = RecordBatch(data, offs, sizes, tags, **kw)
+        lib.pybpf_batch_reset(b)
+        return tag, int(end[0]), batch
 
     def pending_bytes(self) -> int:
         """Bytes produced into the rings and not consumed yet (no syscall)."""
-        with self._res_lock:
-            return sum(int(lib.pybpf_ring_avail(r)) for r in self._rings)
+        return int(lib.pybpf_ring_reader_pending(self._raw))
 
     def drops(self) -> int | None:
-        """Failed reservations counted by the programs (see :data:`DROPS_MAP`); None if
-        no consumed map's object counts them.  One syscall per drop map."""
+        """Failed reservations counted by the programs (see :data:`DROPS_MAP`), over
+        every CPU, once per object (two rings of one object share its counter);
+        None if no consumed map's object counts them.  One syscall per drop map."""
         if not self._drops_maps:
             return None
         total = 0
@@ -312,15 +274,28 @@ class RingBuffer(_Consumer):
         """Records received, drops counted by the programs, bytes still in the rings."""
         return RingBufferStats(self.received, self.drops(), self.pending_bytes())
 
-    def __enter__(self) -> RingBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._rings)} rings"
+        state = "closed" if self._closed else f"{len(self._maps)} rings"
         return f"<RingBuffer {state} {self._sources} received={self.received}>"
+
+
+_RING_OPS = _NativeOps(lib.pybpf_ring_reader_wait, lib.pybpf_ring_reader_hold,
+                       lib.pybpf_ring_reader_unhold, lib.pybpf_ring_reader_fileno,
+                       lib.pybpf_ring_reader_close)
+_PAGE = mmap.PAGESIZE
+
+
+def _map_data(raw: Any, tag: int) -> Any:
+    """A read-only mapping of ring ``tag`` that lives as long as the views of it."""
+    length = ffi.new("long *")
+    p = lib.pybpf_ring_reader_map_data(raw, tag, length)
+    if p == ffi.NULL:
+        if length[0] == lib.PYBPF_CLOSED:
+            return None
+        raise error_for(-int(length[0]), "cannot map a ring buffer for borrow()", kind=MapError)
+    n = int(length[0])
+    p = ffi.gc(ffi.cast("char *", p), lambda q: lib.pybpf_unmap(q, n), size=n)
+    return ffi.buffer(p, n)
 
 
 # --- user ring buffer ---------------------------------------------------------------
@@ -340,7 +315,10 @@ class UserRingBuffer:
         with urb.reserve(16) as buf:          # fill in place; published on exit
             buf[:8] = ...
 
-    Thread-safe: reservations are serialized by a lock.
+    Thread-safe: reservations and submits are serialized by a lock.  ``close()``
+    from any thread is safe: a later (or racing) ``submit()`` raises ClosedError;
+    a reservation still open keeps the ring mapped until its block ends, which
+    then raises ClosedError (the record is discarded, never published).
     """
 
     def __init__(self, map: Map, *, encode: Any = None) -> None:
@@ -348,11 +326,13 @@ class UserRingBuffer:
         require_map(map, "user_ringbuf", "UserRingBuffer takes a Map")
         self.map = map
         self._lock = threading.Lock()
+        self._open = 0  # reservations not submitted or discarded yet
+        self._closing = False
         if isinstance(encode, str):
             encode = btf_encoder(map_btf(map, encode), encode)
         self._encode = encode
-        with capture() as log:
-            ptr = lib.user_ring_buffer__new(map.fd, ffi.NULL)
+        with capture() as log, map._fd_owner() as fd:
+            ptr = lib.user_ring_buffer__new(fd, ffi.NULL)
         if ptr == ffi.NULL:
             raise error_for(ffi.errno, f"cannot open user ring buffer {map.name!r}",
                             kind=MapError, map=map.name, log=log)
@@ -360,10 +340,8 @@ class UserRingBuffer:
         self.submitted = 0
         """Records submitted so far."""
 
-    def _raw(self) -> Any:
-        if self._ptr is None:
-            raise ClosedError(f"user ring buffer {self.map.name!r}")
-        return self._ptr
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(f"user ring buffer {self.map.name!r}")
 
     def _bytes(self, value: Any) -> bytes | bytearray | memoryview:
         if self._encode is not None:
@@ -373,15 +351,14 @@ class UserRingBuffer:
                             f"(or pass encode=), got {type(value).__name__}")
         return value
 
-    def _reserve(self, size: int, timeout: float | None) -> Any:
-        if size <= 0:
-            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
-        with self._lock:
-            ptr = self._raw()
-            if timeout is None:
-                sample = lib.user_ring_buffer__reserve(ptr, size)
-            else:
-                sample = lib.user_ring_buffer__reserve_blocking(ptr, size, int(timeout * 1000))
+    def _reserve_locked(self, size: int, timeout: float | None) -> Any:
+        if self._closing or self._ptr is None:
+            raise self._closed_error()
+        ptr = self._ptr
+        if timeout is None:
+            sample = lib.user_ring_buffer__reserve(ptr, size)
+        else:
+            sample = lib.user_ring_buffer__reserve_blocking(ptr, size, int(timeout * 1000))
         if sample == ffi.NULL:
             err = ffi.errno
             what = {_errno.ENOSPC: "the ring is full" if timeout is None else
@@ -395,35 +372,61 @@ class UserRingBuffer:
 
     def submit(self, value: Any, *, timeout: float | None = None) -> None:
         """Copy ``value`` in and publish it.  A full ring raises MapError(ENOSPC), or,
-        with ``timeout``, waits up to that long for the program to drain."""
+        with ``timeout``, waits up to that long for the program to drain (holding
+        the lock: a racing close() waits too).  Cost: no syscall (libbpf writes the
+        mmap()ed ring), unless the program must be woken."""
         data = self._bytes(value)
         n = len(data)
-        sample = self._reserve(n, timeout)
-        ffi.memmove(sample, data, n)
-        lib.user_ring_buffer__submit(self._ptr, sample)
-        self.submitted += 1
+        if n <= 0:
+            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
+        with self._lock:
+            sample = self._reserve_locked(n, timeout)
+            ffi.memmove(sample, data, n)
+            lib.user_ring_buffer__submit(self._ptr, sample)
+            self.submitted += 1
 
     @contextlib.contextmanager
     def reserve(self, size: int, *, timeout: float | None = None) -> Iterator[memoryview]:
         """Reserve ``size`` bytes and yield them writable; submitted when the block
-        ends, discarded if it raises."""
-        sample = self._reserve(size, timeout)
+        ends, discarded if it raises (or if the ring was closed meanwhile: then
+        ClosedError)."""
+        if size <= 0:
+            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
+        with self._lock:
+            sample = self._reserve_locked(size, timeout)
+            self._open += 1
         view = memoryview(ffi.buffer(sample, size))
+        ok = False
         try:
             yield view
-        except BaseException:
-            view.release()
-            lib.user_ring_buffer__discard(self._ptr, sample)
-            raise
-        view.release()
-        lib.user_ring_buffer__submit(self._ptr, sample)
-        self.submitted += 1
+            ok = True
+        finally:
+            with contextlib.suppress(BufferError):  # (a slice of it is still alive)
+                view.release()
+            with self._lock:
+                self._open -= 1
+                ptr = self._ptr
+                if ok and not self._closing:
+                    lib.user_ring_buffer__submit(ptr, sample)
+                    self.submitted += 1
+                else:
+                    lib.user_ring_buffer__discard(ptr, sample)
+                    if self._closing and self._open == 0:
+                        self._free_locked()
+            if ok and self._closing:
+                raise self._closed_error()
+
+    def _free_locked(self) -> None:
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            lib.user_ring_buffer__free(ptr)
 
     def close(self) -> None:
+        """Unmap the ring (at once, or when the last open reservation ends)."""
         with self._lock:
-            ptr, self._ptr = self._ptr, None
-            if ptr is not None:
-                lib.user_ring_buffer__free(ptr)
+            self._closing = True
+            if self._open == 0:
+                self._free_locked()
 
     def __del__(self) -> None:
         try:

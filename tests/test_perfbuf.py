@@ -138,26 +138,35 @@ def _check_records(records: list[tuple[int, bytes]], cookie: int) -> dict[int, l
     return per_cpu
 
 
-def test_samples_beyond_the_lent_buffer_arrive_once_in_order(ev: Events) -> None:
-    # pages=1: 4 KiB per CPU, so the lent buffer is 4 KiB * CPUs; fetch three times
-    # 80 samples (2880 bytes each) into one batch before reading it: the batch
-    # outgrows the lent buffer (moves to its own), and 48-byte records wrap
-    # around the end of the 4 KiB buffers
+def test_samples_wrapping_around_the_buffers_arrive_once_in_order(ev: Events) -> None:
+    # pages=1: 4 KiB per CPU; 80 samples of 48 bytes (3840) per round, read after
+    # each round, so records wrap around the end of the 4 KiB buffers
     with PerfBuffer(ev.maps["pb"], pages=1) as pb:
-        lent = pb._capacity
-        rounds = lent // (80 * 36) + 1
+        rounds = 7
+        records: list[tuple[int, bytes]] = []
         for _ in range(rounds):
             ev.emit(80, MODE_PERF, cookie=5)
-            assert asyncio.run(pb.wait_async(0))  # fetches into the C batch
-        batch = pb.read(0)
+            batch = pb.read(1.0)
+            records += list(zip(batch.tags, batch))
+            while len(batch):
+                batch = pb.read(0)
+                records += list(zip(batch.tags, batch))
         total = 80 * rounds
-        assert len(batch) == total and len(batch.data) == 36 * total > lent
-        per_cpu = _check_records(list(zip(batch.tags, batch)), 5)
+        assert len(records) == total and {len(r) for _, r in records} == {36}
+        per_cpu = _check_records(records, 5)
         assert sorted(s for seqs in per_cpu.values() for s in seqs) == list(range(total))
         assert all(seqs == sorted(seqs) for seqs in per_cpu.values())
         assert pb.lost == 0 and ev.drops() == 0
-        ev.emit(3, MODE_PERF, cookie=5)  # back to a lent buffer afterwards
-        assert [EVENT.unpack_from(r)[0] for r in pb.read(1.0)] == [total, total + 1, total + 2]
+    # a lent buffer smaller than one step: the rest waits in the kernel, in order
+    with PerfBuffer(ev.maps["pb"], pages=1, max_batch_bytes=36 * 7) as pb:
+        ev.emit(80, MODE_PERF, cookie=5)
+        got = [EVENT.unpack_from(r)[0] for r in pb.read(1.0)]
+        assert len(got) == 7
+        while len(got) < 80:
+            batch = pb.read(0)
+            assert 0 < len(batch) <= 7
+            got += [EVENT.unpack_from(r)[0] for r in batch]
+        assert got == list(range(total, total + 80))
 
 
 def test_lost_samples_are_exact_and_kept_ones_arrive_once(ev: Events) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -201,8 +200,10 @@ class ProbeSession:
     ``rodata`` sets ``const volatile`` globals before load; ``autoload`` turns
     programs on or off by name; ``ring_bytes`` sizes the ring buffer (a power
     of two, at least a page; records it cannot hold are counted in
-    :attr:`dropped`); records of the ``events`` ring buffer are
-    decoded as ``struct event`` and handed to :meth:`_convert`.
+    :attr:`dropped`).  The ``events`` ring buffer is read by one
+    :class:`~pybpf.RingBuffer` whose ``decode`` is :meth:`_record` (``struct
+    event`` through :meth:`_convert`): :meth:`events`, :meth:`drain` and
+    :meth:`poll` are that reader's, and :attr:`dropped` its ``stats()``.
     """
 
     probe = ""
@@ -214,9 +215,8 @@ class ProbeSession:
                  ring_bytes: int | None = None) -> None:
         self.obj = Object.open(path or probe_path(self.probe))
         self._rb: RingBuffer | None = None
-        self._pending: deque[Any] = deque()
         self.callback: Callable[[Any], None] | None = None
-        """If set, called with each event instead of queueing it for :meth:`events`."""
+        """If set, :meth:`poll` hands each event to it."""
         try:
             values: dict[str, int | bytes] = dict(scope.rodata() if scope else {})
             values.update(rodata or {})
@@ -236,7 +236,7 @@ class ProbeSession:
                                     or struct_layout(btf, self.event_struct))
                 self._btf = btf
                 self._codec = codec_for(btf, self._event_type.id)
-                self._rb = RingBuffer(self.obj.maps["events"], callback=self._on_record)
+                self._rb = RingBuffer(self.obj.maps["events"], decode=self._record)
         except BaseException:
             self.obj.close()
             raise
@@ -254,44 +254,50 @@ class ProbeSession:
         result: dict[str, Any] = decode(self._btf, self._event_type.id, data)
         return result
 
-    def _on_record(self, data: bytes) -> None:
-        raw = self._decode_event(data)
-        ev = self._convert(raw)
-        if ev is None:
-            return
-        if self.callback is not None:
-            self.callback(ev)
-        else:
-            self._pending.append(ev)
+    def _record(self, data: bytes) -> Any:
+        """One record's event (the reader's ``decode``); None drops it."""
+        return self._convert(self._decode_event(data))
 
     def _convert(self, raw: dict[str, Any]) -> Any:
         return raw
 
-    def poll(self, timeout: float | None = None) -> int:
-        """Wait up to ``timeout`` seconds for records and process them; returns how many."""
-        if self._rb is None:
-            return 0
-        return self._rb.poll(timeout)
-
     def events(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield events as they come; stop after ``timeout`` seconds without one."""
-        while True:
-            while self._pending:
-                yield self._pending.popleft()
-            if self.poll(timeout) == 0 and not self._pending:
-                return
+        if self._rb is None:
+            return
+        for ev in self._rb.events(timeout):
+            if ev is not None:
+                yield ev
 
     def drain(self) -> list[Any]:
         """Every event already in the ring buffer, without waiting."""
-        if self._rb is not None:
-            self._rb.consume()
-        out = list(self._pending)
-        self._pending.clear()
-        return out
+        out: list[Any] = []
+        if self._rb is None:
+            return out
+        while True:
+            batch = self._rb.read(0)
+            if not len(batch):
+                return out
+            out += [ev for ev in batch.decoded() if ev is not None]
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds for events.  With :attr:`callback`, hand it
+        every waiting event and return how many; without, leave them for
+        :meth:`drain`/:meth:`events` and return 1 if some are waiting, else 0."""
+        if self._rb is None:
+            return 0
+        if self.callback is None:
+            return int(self._rb.wait(timeout))
+        events = [ev for ev in self._rb.read(timeout).decoded() if ev is not None]
+        for ev in events:
+            self.callback(ev)
+        return len(events)
 
     @property
     def dropped(self) -> int:
         """Records the probe could not reserve (ring buffer full), summed over CPUs."""
+        if self._rb is not None:
+            return self._rb.stats().dropped or 0
         m = self.obj.maps.get("pybpf_ringbuf_drops")
         return read_percpu_u64(m) if m is not None else 0
 
@@ -328,7 +334,7 @@ def pump(session: ProbeSession, duration: float | None,
             wait = min(wait, deadline - time.monotonic())
             if wait <= 0:
                 break
-        session.poll(wait)
+        session.poll(wait)  # (without a callback: waits only)
         for ev in session.drain():
             handle(ev)
 

@@ -61,7 +61,7 @@ class ExecSnoop(ProbeSession):
                          retval=raw["retval"], cgroup_id=raw["cgroup_id"], comm=raw["comm"],
                          argv=[], path=raw["filename"], ts=raw["ts"])
 
-    def _on_record(self, data: bytes) -> None:
+    def _record(self, data: bytes) -> ExecEvent:
         # argv is NUL-separated inside args[]: decode it from the raw record.
         raw = self._decode_event(data)
         off, size = self._args_at
@@ -69,10 +69,7 @@ class ExecSnoop(ProbeSession):
         parts = data[off:off + min(used, size)].split(b"\0")
         ev = self._convert(raw)
         ev.argv = [a.decode(errors="replace") for a in parts[:n]]
-        if self.callback is not None:
-            self.callback(ev)
-        else:
-            self._pending.append(ev)
+        return ev
 
     def configure(self) -> None:
         btf = self.obj.btf
