@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from . import _fs
 from ._fd import FD
 from ._ffi import capture, error_for, ffi, lib, walk_ids
+from .attach import struct_ops as _struct_ops
 from .errors import ClosedError, MapError
+from .link import Link
 
 if TYPE_CHECKING:
     from .object import Object
@@ -249,6 +251,16 @@ class Map:
         o = self._owner
         if o is not None:
             o.close()
+
+    def attach_struct_ops(self) -> Link:
+        """Register this loaded struct_ops map (a TCP congestion control...): a BPF link for
+        ``SEC(".struct_ops.link")`` maps (unregistered when the link closes; swap with
+        ``link.update_map(other)``), else by writing its value. See pybpf.attach.struct_ops."""
+        if self._obj is None or self.type != "struct_ops":
+            raise MapError(_errno.EINVAL, f"map {self.name!r} is a {self.type} map of no "
+                           "object, not a struct_ops map of one", map=self.name)
+        link = _struct_ops.attach_struct_ops(self._live_ptr(), self.fd, self.name)
+        return self._obj._adopt_link(link)
 
     def info(self) -> MapInfo:
         """Kernel view of the map (id, btf ids...): one syscall."""

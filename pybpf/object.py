@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
+from . import _sections
 from ._ffi import capture, error_for, ffi, lib
 from .btf import BTF, BTFKind
 from .errors import (
@@ -185,6 +186,7 @@ class Object:
             from ._fs import check_pin_path
 
             opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+        data, link_maps = _sections.for_libbpf(data)  # section names newer than libbpf
         buf = ffi.from_buffer(data)
         with capture() as log:
             ptr = lib.bpf_object__open_mem(buf, len(data), opts)
@@ -192,6 +194,7 @@ class Object:
             err = ffi.errno or _errno.EINVAL
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
+        _sections.after_open(ptr, link_maps)
         return cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
 
     def __repr__(self) -> str:
@@ -479,20 +482,7 @@ class Object:
         self.close()
 
 
-_AUTO_PREFIXES = ("tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "tp_btf/", "fentry/",
-                  "fexit/", "fmod_ret/", "lsm/", "iter/", "kprobe/", "kretprobe/", "ksyscall/",
-                  "kretsyscall/", "uprobe/", "uretprobe/", "usdt/", "fentry.s/", "fexit.s/",
-                  "lsm.s/", "iter.s/", "uprobe.s/", "uretprobe.s/", "kprobe.multi/",
-                  "kretprobe.multi/")
-
-
-def _auto_attachable(section: str) -> bool:
-    if not section.startswith(_AUTO_PREFIXES):
-        return False
-    if section.startswith(("uprobe", "uretprobe", "usdt")):
-        # uprobe/PATH:FUNC and usdt/PATH:PROVIDER:NAME name a target; bare ones do not.
-        return ":" in section
-    return True
+_auto_attachable = _sections.auto_attachable  # the section table decides
 
 
 def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:
