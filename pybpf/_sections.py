@@ -141,7 +141,7 @@ SECTIONS: tuple[Section, ...] = (
          probe="uprobe_session", attach_type=AT["uprobe_session"], flags=BPF_F_SLEEPABLE,
          since="1.6", route="raw", min_kernel="6.13"),
     _row("usdt+", "kprobe", "attach_usdt", **_UP),
-    _row("perf_event", "perf_event", "attach_perf_event", auto="yes",
+    _row("perf_event", "perf_event", "attach_perf_event",
          route="perf_event_open"),
     # --- networking -------------------------------------------------------------
     _row("xdp", "xdp", "attach_xdp", probe="bpf_link_xdp"),

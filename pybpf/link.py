@@ -160,10 +160,15 @@ class Link:
             raise error_for(-err, f"cannot unpin link {self.program!r}")
 
     def update_program(self, program: Any) -> None:
-        """Atomically replace the attached program (``BPF_LINK_UPDATE``)."""
-        if self._ptr is None:
+        """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
+        event between the old program's last run and the new one's first is missed."""
+        if self._ptr is not None:
+            err = lib.bpf_link__update_program(self._ptr, program._raw())
+        elif self._fd is not None and self._on_detach is None:  # a raw link (tcx, netfilter...)
+            rc = lib.bpf_link_update(self.fd, program.fd, ffi.NULL)
+            err = -ffi.errno if rc < 0 else 0
+        else:
             raise BPFError(95, f"{self.target}: only BPF links can be updated")
-        err = lib.bpf_link__update_program(self._ptr, program._raw())
         if err:
             raise error_for(-err, f"cannot update link to program {program.name!r}",
                             kind=AttachError, program=program.name, target=self.target)

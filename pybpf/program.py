@@ -616,7 +616,7 @@ class Program:
         if direction not in _tc.TCX:
             raise ValueError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}")
         return self._adopt(_tc.mprog_attach(
-            self.fd, self.name, ifname, _tc.TCX[direction], f"tcx {direction}", before=before,
+            self.fd, self.name, ifname, _tc.TCX[direction], "tcx", direction, before=before,
             after=after, expected_revision=expected_revision, feature=self._need("tcx")))
 
     @staticmethod
@@ -633,7 +633,7 @@ class Program:
         if role not in _tc.NETKIT:
             raise ValueError(f"netkit role must be 'primary' or 'peer', not {role!r}")
         return self._adopt(_tc.mprog_attach(
-            self.fd, self.name, ifname, _tc.NETKIT[role], f"netkit {role}", before=before,
+            self.fd, self.name, ifname, _tc.NETKIT[role], "netkit", role, before=before,
             after=after, expected_revision=expected_revision, feature=self._need("netkit")))
 
     def attach_netfilter(self, family: str | int = "ipv4", hook: str | int = "local_in",

@@ -62,14 +62,14 @@ def _relative(before: Any, after: Any, what: str) -> tuple[int, int, str]:
 
 
 def mprog_attach(prog_fd: int, program: str, iface: str | int, attach_type: int, kind: str,
-                 *, before: Any = None, after: Any = None, expected_revision: int = 0,
+                 role: str, *, before: Any = None, after: Any = None, expected_revision: int = 0,
                  feature: Any = None) -> Link:
     """A tcx/netkit link of ``prog_fd`` on ``iface``, placed before/after a program or link
     of the same hook; ``expected_revision`` (non-zero) fails with ESTALE if the chain
     changed since it was read with :func:`query`. One syscall."""
     idx, name = ifindex(iface)
     flags, rel_fd, where = _relative(before, after, f"{kind} attach of {program!r}")
-    target = f"{kind} {name}{where}"
+    target = f"{kind} {name} {role}{where}"
     fd = _common.link_create(prog_fd, idx, attach_type, flags,
                              struct.pack("=IIQ", rel_fd, 0, expected_revision))
     if fd == -_errno.ESTALE:

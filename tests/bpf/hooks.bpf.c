@@ -26,7 +26,13 @@ enum {
 	PERF_COOKIE = 50, NETKIT = 60,
 };
 
-const volatile __u32 target_tgid = 0;
+/* target[0]: the process whose events count (0: every process); set after load */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} target SEC(".maps");
 
 extern bool bpf_session_is_return(void) __ksym __weak;
 
@@ -102,7 +108,9 @@ int nk_peer(struct __sk_buff *skb)
 
 static __always_inline int ours(void)
 {
-	return current_pid() == target_tgid;
+	__u32 zero = 0, *t = bpf_map_lookup_elem(&target, &zero);
+
+	return t && (*t == 0 || *t == current_pid());
 }
 
 SEC("uprobe.multi")
