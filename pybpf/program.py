@@ -47,14 +47,21 @@ XDP_FLAGS = {"auto": 0, "skb": 1 << 1, "generic": 1 << 1, "native": 1 << 2, "drv
 _sections.register_handlers()
 
 
+# Names newer than libbpf 1.1's tables (kernel uapi enums).
+_NEW_PROG_TYPES = {_sections.PROG_NETFILTER: "netfilter"}
+_NEW_ATTACH_TYPES = {v: k for k, v in _sections.AT.items()}
+
+
 def prog_type_name(t: int) -> str:
     s = lib.libbpf_bpf_prog_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"prog_type_{t}"
+    return ffi.string(s).decode() if s != ffi.NULL else _NEW_PROG_TYPES.get(t, f"prog_type_{t}")
 
 
 def attach_type_name(t: int) -> str:
     s = lib.libbpf_bpf_attach_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"attach_type_{t}"
+    if s != ffi.NULL:
+        return str(ffi.string(s).decode())
+    return _NEW_ATTACH_TYPES.get(t, f"attach_type_{t}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""netfilter links: a SEC("netfilter") program (unknown to libbpf 1.1) counts real UDP
+datagrams sent over loopback at the hook, family and priority it was given; with
+defrag; detached links stop counting.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from attach_util import hits, wait_for
+from conftest import require
+from hooks_util import NF_SEEN, NF_SEEN_DEFRAG
+
+import pybpf
+from pybpf import features
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def obj(bpf_obj):
+    require(features.netfilter())
+    o = pybpf.Object.open(bpf_obj("hooks"))
+    for p in o.programs.values():
+        p.autoload = p.name.startswith("nf_")
+    o.load()
+    yield o
+    o.close()
+
+
+def udp_loopback(n: int, size: int = 16) -> int:
+    """Send n datagrams to a fresh loopback port and receive them; returns the port."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(2)
+        port = rx.getsockname()[1]
+        for _ in range(n):
+            tx.sendto(b"x" * size, ("127.0.0.1", port))
+        for _ in range(n):
+            rx.recv(65536)
+        return port
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_program_type_is_netfilter(obj):
+    assert obj.programs["nf_count"].type == "netfilter"
+    assert obj.programs["nf_count"].expected_attach_type == "netfilter"
+
+
+@pytest.mark.parametrize("hook", ["local_in", "local_out"])
+def test_counts_loopback_datagrams(obj, hook):
+    link = obj.programs["nf_count"].attach_netfilter("ipv4", hook, priority=-128)
+    assert link.info().type == "netfilter"
+    assert link.target == f"netfilter ipv4 {hook} priority -128"
+    port = udp_loopback(7)
+    assert wait_for(lambda: hits(obj, NF_SEEN, port) == 7)
+    link.detach()
+    port2 = udp_loopback(3)
+    assert hits(obj, NF_SEEN, port2) == 0
+
+
+def test_ipv6_hook_does_not_see_ipv4(obj):
+    obj.programs["nf_count"].attach_netfilter("ipv6", "local_in", 10)
+    port = udp_loopback(4)
+    assert hits(obj, NF_SEEN, port) == 0
+
+
+def test_defrag_and_keyword_attach(obj):
+    link = obj.programs["nf_count_defrag"].attach(family="ipv4", hook="prerouting",
+                                                  priority=-300, defrag=True)
+    assert link.target.endswith(" defrag")
+    port = udp_loopback(2, size=1000)
+    assert wait_for(lambda: hits(obj, NF_SEEN_DEFRAG, port) == 2)
+
+
+def test_errors(obj):
+    prog = obj.programs["nf_count"]
+    with pytest.raises(ValueError, match="family"):
+        prog.attach_netfilter("ipx")
+    with pytest.raises(ValueError, match="hook"):
+        prog.attach_netfilter("ipv4", "sideways")
+    with pytest.raises(pybpf.AttachError):
+        prog.attach_netfilter("ipv4", "local_in", priority=-(2 ** 31))  # NF_IP_PRI_FIRST
