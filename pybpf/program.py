@@ -374,8 +374,9 @@ class Program:
         """
         method = _sections.method_for(self.section, self.type)
         if not kw:
-            if method == "attach_perf_event":
-                return self.attach_perf_event()
+            if method in ("attach_perf_event", "attach_struct_ops"):
+                result_: Link = getattr(self, method)()
+                return result_
             return self.attach_auto()
         if method is None:
             raise AttachError(_errno.EINVAL, f"program {self.name!r} ({self.type}, section "
