@@ -170,8 +170,14 @@ class Link:
         else:
             raise BPFError(95, f"{self.target}: only BPF links can be updated")
         if err:
-            raise error_for(-err, f"cannot update link to program {program.name!r}",
-                            kind=AttachError, program=program.name, target=self.target)
+            what = f"cannot update link {self.target} to program {program.name!r}"
+            if -err in (22, 95):  # EINVAL/EOPNOTSUPP: perf_event, netfilter... links
+                try:
+                    what += f" (the kernel cannot update a {self.info().type} link)"
+                except BPFError:
+                    pass
+            raise error_for(-err, what, kind=AttachError, program=program.name,
+                            target=self.target)
         self.program = program.name
 
     def detach(self) -> None:

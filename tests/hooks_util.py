@@ -6,8 +6,9 @@ import os
 import struct
 import subprocess
 
-import pybpf
 from attach_util import BUILD, TESTS, run
+
+import pybpf
 
 # hook ids of tests/bpf/hooks.bpf.c
 TCX_A, TCX_B, B_AFTER_A, A_AFTER_B, TC_ALIAS = 1, 2, 3, 4, 5

@@ -9,8 +9,16 @@ from __future__ import annotations
 import pytest
 from attach_util import hits
 from conftest import require
-from hooks_util import (URET, USESS_ENTRY, USESS_RETURN, UMULTI, go, hooks_target,
-                        set_target, start_target)
+from hooks_util import (
+    UMULTI,
+    URET,
+    USESS_ENTRY,
+    USESS_RETURN,
+    go,
+    hooks_target,
+    set_target,
+    start_target,
+)
 
 import pybpf
 from pybpf import features
