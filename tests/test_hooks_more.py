@@ -146,3 +146,50 @@ def test_bpf_token_or_why_not():
             "kernel has no BPF tokens" in feat.reason
         pytest.skip(f"token: {feat.reason}")
     pytest.skip("token: supported here; the user-namespace load test is not written yet")
+
+
+def test_netkit_pair_counts_both_directions(hooks):
+    """netkit primary in netns A, peer in netns B (made with ip, where the kernel and
+    iproute2 have netkit): both programs attach to the primary and count datagrams."""
+    require(features.netkit())
+    import socket
+    import subprocess
+
+    from attach_util import in_netns, run, unique, wait_for
+
+    obj = hooks("nk_primary", "nk_peer")
+    ns_a, ns_b, dev_a, dev_b = unique("pynka"), unique("pynkb"), unique("nka")[:15], \
+        unique("nkb")[:15]
+    try:
+        for ns in (ns_a, ns_b):
+            run("ip", "netns", "add", ns)
+        made = subprocess.run(["ip", "-n", ns_a, "link", "add", dev_a, "type", "netkit",
+                               "peer", "name", dev_b], capture_output=True, text=True)
+        if made.returncode:
+            pytest.skip(f"ip cannot create a netkit device: {made.stderr.strip()}")
+        run("ip", "-n", ns_a, "link", "set", dev_b, "netns", ns_b)
+        for ns, dev, addr in ((ns_a, dev_a, "10.78.0.1"), (ns_b, dev_b, "10.78.0.2")):
+            run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            run("ip", "-n", ns, "link", "set", dev, "up")
+        with in_netns(ns_a):
+            primary = obj.programs["nk_primary"].attach(ifname=dev_a)
+            peer = obj.programs["nk_peer"].attach_netkit(dev_a, "peer")
+        assert primary.info().type == "netkit" and peer.target.startswith("netkit ")
+        with in_netns(ns_a):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.bind(("10.78.0.1", 0))
+            port = rx.getsockname()[1]
+        with in_netns(ns_b):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(5):
+            tx.sendto(b"nk", ("10.78.0.1", port))
+        rx.settimeout(2)
+        for _ in range(5):
+            rx.recv(16)
+        set_target(obj, 0)
+        assert wait_for(lambda: hits(obj, 60, 0) + hits(obj, 60, 1) >= 5)
+        tx.close()
+        rx.close()
+    finally:
+        for ns in (ns_a, ns_b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
