@@ -101,17 +101,35 @@ def test_uprobe_session_entry_and_return(obj):
     assert (hits(obj, USESS_ENTRY, 5), hits(obj, USESS_RETURN, 5)) == (3, 3)
 
 
-def test_auto_attach_from_section_name(bpf_obj, tmp_path):
-    require(features.uprobe_multi())
-    src = open(bpf_obj("hooks"), "rb").read()
-    o = pybpf.Object.open(src, name="hooks")
+def test_auto_attach_from_section_name(obj, tmp_path):
+    """SEC("uprobe.multi/PATH:PATTERN") names its targets: Object.attach() attaches it."""
+    from pybpf import toolchain
+
+    path = hooks_target()
+    src = tmp_path / "um_auto.bpf.c"
+    src.write_text(
+        '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+        "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1);"
+        " __type(key, __u32); __type(value, __u64); } n SEC(\".maps\");\n"
+        "const volatile __u32 tgid = 0;\n"
+        f'SEC("uretprobe.multi/{path}:pybpf_hook_t*")\n'
+        "int um(void *ctx) { __u32 z = 0; __u64 *v = bpf_map_lookup_elem(&n, &z);\n"
+        "  if (v && (bpf_get_current_pid_tgid() >> 32) == tgid) __sync_fetch_and_add(v, 1);"
+        " return 0; }\n"
+        'char LICENSE[] SEC("license") = "GPL";\n')
+    out = tmp_path / "um_auto.bpf.o"
+    toolchain.compile(src, out)
+    p = start_target(1, 4, 6)
+    o = pybpf.Object.open(str(out))
     try:
-        for p in o.programs.values():
-            p.autoload = p.name == "umulti"
-        o.load()
-        # the section is bare "uprobe.multi": nothing to auto-attach, a clear error
-        with pytest.raises(pybpf.AttachError, match="does not name a target"):
-            o.programs["umulti"].attach()
+        o.set_rodata("tgid", p.pid)
+        links = o.attach()
+        assert len(links) == 1 and links[0].target.startswith("uretprobe_multi ")
+        assert sorted(links[0].targets) == ["pybpf_hook_three", "pybpf_hook_two"]
+        go(p)
+        import struct
+
+        assert struct.unpack("<Q", o.maps["n"].lookup(struct.pack("<I", 0)))[0] == 4 + 6
     finally:
         o.close()
 
