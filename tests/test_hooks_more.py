@@ -129,6 +129,42 @@ def test_task_iterator_with_pid_parameter(hooks):
         [(os.getpid(), os.getpid())]
 
 
+def test_cgroup_iterator_with_cgroup_and_order(hooks):
+    """iter/cgroup walks the cgroup it is given, in the order it is given (the ids are
+    the cgroup directories' inode numbers)."""
+    from attach_util import new_cgroup
+
+    obj = hooks("cgroup_ids")
+    prog = obj.programs["cgroup_ids"]
+    with new_cgroup() as parent:
+        kids = [os.path.join(parent, n) for n in ("k1", "k2")]
+        for k in kids:
+            os.mkdir(k)
+        try:
+            ino = {p: os.stat(p).st_ino for p in [parent, *kids]}
+
+            def walk(cg, order):  # type: ignore[no-untyped-def]
+                return [int(x) for x in prog.attach_iter(cgroup=cg, order=order).read().split()]
+
+            assert walk(parent, "self") == [ino[parent]]
+            pre = walk(parent, "descendants_pre")
+            assert pre[0] == ino[parent] and sorted(pre) == sorted(ino.values())
+            post = walk(parent, "descendants_post")
+            assert post[-1] == ino[parent] and sorted(post) == sorted(ino.values())
+            up = walk(kids[0], "ancestors_up")
+            assert up[:2] == [ino[kids[0]], ino[parent]]
+            fd = os.open(kids[1], os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert walk(fd, "self") == [ino[kids[1]]]
+            finally:
+                os.close(fd)
+            with pytest.raises(ValueError, match="order"):
+                prog.attach_iter(cgroup=parent, order="sideways")
+        finally:
+            for k in kids:
+                os.rmdir(k)
+
+
 def test_probes_agree_with_the_kernel():
     assert features.program_types()["tracing"] == bool(features.tp_btf())
     for f in features.hooks():

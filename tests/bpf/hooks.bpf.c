@@ -239,4 +239,14 @@ int task_tids(struct bpf_iter__task *ctx)
 	return 0;
 }
 
+SEC("iter/cgroup")
+int cgroup_ids(struct bpf_iter__cgroup *ctx)
+{
+	struct cgroup *cgrp = ctx->cgroup;
+
+	if (cgrp)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "%llu\n", cgrp->kn->id);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";
