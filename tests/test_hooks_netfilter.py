@@ -86,3 +86,22 @@ def test_errors(obj):
         prog.attach_netfilter("ipv4", "sideways")
     with pytest.raises(pybpf.AttachError):
         prog.attach_netfilter("ipv4", "local_in", priority=-(2 ** 31))  # NF_IP_PRI_FIRST
+
+
+def test_attach_detach_cycles_leak_no_fd_or_link(obj):
+    """Raw kernel links (BPF_LINK_CREATE fds) close on detach, and those left attached
+    close with their object."""
+    from attach_util import open_fds
+
+    prog = obj.programs["nf_count"]
+    prog_id = prog.info().id
+    before = open_fds()
+    for i in range(50):
+        prog.attach_netfilter("ipv4", "local_in", priority=i + 1).detach()
+    assert open_fds() - before == set()
+    kept = [prog.attach_netfilter("ipv4", "local_out", priority=i + 1) for i in range(5)]
+    assert sum(li.prog_id == prog_id for li in pybpf.list_links()) == 5
+    obj.close()
+    assert all(k.detached for k in kept)
+    assert open_fds() - before == set()
+    assert not any(li.prog_id == prog_id for li in pybpf.list_links())
