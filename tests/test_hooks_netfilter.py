@@ -78,6 +78,33 @@ def test_defrag_and_keyword_attach(obj):
     assert wait_for(lambda: hits(obj, NF_SEEN_DEFRAG, port) == 2)
 
 
+def test_defrag_sees_reassembled_datagrams(obj):
+    """A 3000-byte datagram over a veth with MTU 1280 arrives in fragments: with defrag
+    the program sees it whole (skb len > MTU), without defrag only the fragments."""
+    from attach_util import in_netns, run, val, veth_pair
+
+    with veth_pair() as pair:
+        for ns, dev in ((pair.ns_a, pair.dev_a), (pair.ns_b, pair.dev_b)):
+            run("ip", "-n", ns, "link", "set", dev, "mtu", "1280")
+        lens = {}
+        for defrag in (False, True):
+            with in_netns(pair.ns_b):  # netfilter hooks are per network namespace
+                link = obj.programs["nf_count_defrag"].attach_netfilter(
+                    "ipv4", "prerouting", priority=-300, defrag=defrag)
+            rx = pair.udp_socket("b")
+            tx = pair.udp_socket("a")
+            port = rx.getsockname()[1]
+            tx.sendto(b"y" * 3000, (pair.addr_b, port))
+            rx.settimeout(2)
+            assert len(rx.recv(4096)) == 3000
+            rx.close()
+            tx.close()
+            link.detach()
+            assert hits(obj, NF_SEEN_DEFRAG, port) == 1  # only the first fragment has UDP
+            lens[defrag] = val(obj, NF_SEEN_DEFRAG, port)
+        assert lens[False] <= 1280 < 3000 < lens[True]
+
+
 def test_errors(obj):
     prog = obj.programs["nf_count"]
     with pytest.raises(ValueError, match="family"):
