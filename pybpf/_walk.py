@@ -37,14 +37,29 @@ from __future__ import annotations
 import errno as _errno
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._ffi import error_for, ffi, lib
 from .errors import MapError
 
 if TYPE_CHECKING:
     from ._fd import FD
-    from .maps import Map
+
+
+class Map(Protocol):
+    """What a walk reads of a :class:`pybpf.Map` (this module is below maps.py, which
+    delegates its walks here: it never imports it)."""
+
+    name: str
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def key_size(self) -> int: ...
+    @property
+    def max_entries(self) -> int: ...
+    def _value_size_total(self) -> int: ...
+    def _fd_owner(self) -> FD: ...
 
 __all__ = ["BATCH_KINDS", "keys", "items", "batches", "chunks", "first_key", "clear"]
 

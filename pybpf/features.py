@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import _sections
 from ._ffi import ffi, has_symbol, lib
 from .btf import BTF, BTFKind
 from .errors import describe_errno
@@ -35,9 +36,9 @@ class _Program(Protocol):
     def type(self) -> str: ...
 
 __all__ = ["Feature", "program_types", "map_types", "helpers", "kprobes", "trampolines",
-           "fmod_ret", "lsm",
-           "tcx", "uprobe_multi", "bpf_link_xdp", "ringbuf", "summary", "for_program",
-           "libbpf_has"]
+           "fmod_ret", "lsm", "tp_btf", "tcx", "netkit", "netfilter", "uprobe_multi",
+           "uprobe_session", "kprobe_multi", "kprobe_session", "struct_ops_link", "token",
+           "bpf_link_xdp", "ringbuf", "hooks", "summary", "for_program", "libbpf_has"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,19 @@ def _prog_type_id(name: str) -> int:
 
 @functools.cache
 def program_types() -> dict[str, bool]:
-    """Program type name -> supported (``libbpf_probe_bpf_prog_type``)."""
-    return {name: lib.libbpf_probe_bpf_prog_type(i, ffi.NULL) == 1
-            for i, name in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    """Program type name -> supported (``libbpf_probe_bpf_prog_type``).
+
+    Types whose load needs an attach target, which libbpf 1.1's probe does not give
+    (tracing, lsm), are answered by the hook probes :func:`tp_btf` and :func:`lsm`;
+    types newer than libbpf's name table (netfilter) by :func:`netfilter`.
+    """
+    out = {name: lib.libbpf_probe_bpf_prog_type(i, ffi.NULL) == 1
+           for i, name in _enum_names(lib.libbpf_bpf_prog_type_str).items()}
+    out["tracing"] = out.get("tracing", False) or bool(tp_btf())
+    out["lsm"] = out.get("lsm", False) or bool(lsm())
+    out.setdefault("netfilter", _load_raw(_PROG_NETFILTER, attach_type=_BPF_NETFILTER,
+                                          retval=1)[1] == 0 or bool(netfilter()))
+    return out
 
 
 @functools.cache
@@ -155,15 +166,23 @@ def _load_raw(prog_type: int, *, attach_type: int = 0, attach_btf_id: int = 0,
     return int(fd), 0
 
 
-def _vmlinux_func_id(name: str) -> int:
+def _vmlinux_func_id(name: str, kind: int = 12) -> int:
+    """Type id of ``name`` of BTF ``kind`` (12: FUNC, 8: TYPEDEF, 4: STRUCT) in vmlinux."""
+    return _vmlinux_type(name, kind)[0]
+
+
+def _vmlinux_type(name: str, kind: int) -> tuple[int, int]:
+    """(type id, size) of ``name`` of BTF ``kind`` in vmlinux ((0, 0): absent)."""
     # libbpf's C parser: ~50x faster than parsing all of vmlinux BTF in Python.
     b = lib.btf__load_vmlinux_btf()
     if b == ffi.NULL:
-        t = BTF.vmlinux().find(name, BTFKind.FUNC)
-        return t.id if t is not None else 0
+        t = BTF.vmlinux().find(name, BTFKind(kind))
+        return (t.id, 0) if t is not None else (0, 0)
     try:
-        tid = lib.btf__find_by_name_kind(b, name.encode(), 12)  # BTF_KIND_FUNC
-        return int(tid) if tid > 0 else 0
+        tid = lib.btf__find_by_name_kind(b, name.encode(), kind)
+        if tid <= 0:
+            return 0, 0
+        return int(tid), max(int(lib.btf__resolve_size(b, tid)), 0)
     finally:
         lib.btf__free(b)
 
@@ -291,33 +310,218 @@ def tcx() -> Feature:
 @functools.cache
 def uprobe_multi() -> Feature:
     """uprobe_multi links (kernel 6.6+)."""
-    fd, err = _load_raw(_prog_type_id("kprobe"), attach_type=_BPF_TRACE_UPROBE_MULTI)
+    return _uprobe_link("uprobe_multi", _BPF_TRACE_UPROBE_MULTI)
+
+
+def _uprobe_link(name: str, attach_type: int) -> Feature:
+    fd, err = _load_raw(_prog_type_id("kprobe"), attach_type=attach_type)
     if fd < 0:
-        return Feature("uprobe_multi", False, "the kernel refused a uprobe_multi program: "
-                                              f"{describe_errno(err)}")
+        return Feature(name, False, f"the kernel refused a {name} program: "
+                                    f"{describe_errno(err)}")
     # Older kernels load the program (they ignore its expected attach type) and
-    # only the link tells: ask for a uprobe_multi link on "/", which a kernel
-    # with uprobe_multi refuses with EBADF (not a regular file) and one without
-    # refuses earlier with EINVAL. libbpf 1.1 does not pass these link fields,
-    # so the attr is built here (union bpf_attr, link_create.uprobe_multi).
+    # only the link tells: ask for a link on "/", which a kernel with the link
+    # type refuses with EBADF (not a regular file) and one without refuses
+    # earlier with EINVAL. libbpf 1.1 does not pass these link fields, so the
+    # attr is built here (union bpf_attr, link_create.uprobe_multi).
     path = ffi.new("char[]", b"/")
     offsets = ffi.new("__u64[1]", [0])
-    attr = ffi.new("char[64]")
-    struct.pack_into("=IIII QQQQ I", ffi.buffer(attr), 0, fd, 0, _BPF_TRACE_UPROBE_MULTI, 0,
-                     int(ffi.cast("uintptr_t", path)), int(ffi.cast("uintptr_t", offsets)),
-                     0, 0, 1)
     try:
-        lfd = lib.pybpf_sys_bpf(_BPF_LINK_CREATE, attr, 64)
+        lfd = _raw_link(fd, 0, attach_type, struct.pack(
+            "=QQQQI", int(ffi.cast("uintptr_t", path)), int(ffi.cast("uintptr_t", offsets)),
+            0, 0, 1))
     finally:
         os.close(fd)
     if lfd >= 0:
         os.close(lfd)
-        return Feature("uprobe_multi", True, "uprobe_multi link created")
+        return Feature(name, True, f"{name} link created")
     if -lfd == errno.EBADF:
-        return Feature("uprobe_multi", True, "uprobe_multi links exist (the probe link on / "
-                                             "was refused with EBADF: not a regular file)")
-    return Feature("uprobe_multi", False, "the kernel has no uprobe_multi links: the probe "
-                                          f"link was refused with {describe_errno(-lfd)}")
+        return Feature(name, True, f"{name} links exist (the probe link on / was refused "
+                                   "with EBADF: not a regular file)")
+    return Feature(name, False, f"the kernel has no {name} links: the probe link was "
+                                f"refused with {describe_errno(-lfd)}")
+
+
+_PROG_NETFILTER = 32
+_BPF_NETFILTER = 45
+_BPF_TRACE_RAW_TP = 23
+_BPF_NETKIT_PRIMARY = 54
+_BPF_TRACE_KPROBE_SESSION = 56
+_BPF_TRACE_UPROBE_SESSION = 57
+_BPF_TOKEN_CREATE = 36  # bpf(2) command
+
+
+@functools.cache
+def tp_btf() -> Feature:
+    """tp_btf (BTF-typed raw tracepoints, "tracing" programs): load one on
+    sched_process_exec's ``btf_trace_`` type and attach it."""
+    btf_id = _vmlinux_func_id("btf_trace_sched_process_exec", 8)  # BTF_KIND_TYPEDEF
+    if not btf_id:
+        return Feature("tp_btf", False, "btf_trace_sched_process_exec is not in the kernel's "
+                                        "BTF (no BTF-typed tracepoints)")
+    fd, err = _load_raw(_prog_type_id("tracing"), attach_type=_BPF_TRACE_RAW_TP,
+                        attach_btf_id=btf_id)
+    if fd < 0:
+        return Feature("tp_btf", False, "the kernel refused a tp_btf program on "
+                                        f"sched_process_exec: {describe_errno(err)}")
+    try:
+        lfd = lib.bpf_raw_tracepoint_open(ffi.NULL, fd)
+        if lfd < 0:
+            return Feature("tp_btf", False, "tp_btf program loaded but attaching failed: "
+                                            f"{describe_errno(ffi.errno)}")
+        os.close(lfd)
+    finally:
+        os.close(fd)
+    return Feature("tp_btf", True, "tp_btf loads and attaches (probed on sched_process_exec)")
+
+
+def _raw_link(prog_fd: int, target: int, attach_type: int, tail: bytes = b"") -> int:
+    attr = ffi.new("char[64]")
+    buf = ffi.buffer(attr)
+    struct.pack_into("=IIII", buf, 0, prog_fd, target, attach_type, 0)
+    buf[16:16 + len(tail)] = tail
+    return int(lib.pybpf_sys_bpf(_BPF_LINK_CREATE, attr, 64))
+
+
+@functools.cache
+def netkit() -> Feature:
+    """netkit links (kernel 6.7+ with CONFIG_NETKIT)."""
+    # As for tcx: an ifindex no device has. A kernel with netkit looks the device
+    # up (ENODEV); one without refuses the attach type first (EINVAL).
+    fd, err = _load_raw(_prog_type_id("sched_cls"))
+    if fd < 0:
+        return Feature("netkit", False, f"cannot load a sched_cls program: {describe_errno(err)}")
+    try:
+        lfd = _raw_link(fd, 0x7FFFFFFF, _BPF_NETKIT_PRIMARY)
+    finally:
+        os.close(fd)
+    if lfd >= 0:
+        os.close(lfd)
+    if -lfd == errno.ENODEV:
+        return Feature("netkit", True, "netkit link create reached the device lookup (ENODEV)")
+    return Feature("netkit", False, "the kernel has no netkit links (built without "
+                   f"CONFIG_NETKIT, or older than 6.7): the probe link was refused with "
+                   f"{describe_errno(-lfd)}")
+
+
+@functools.cache
+def netfilter() -> Feature:
+    """netfilter links (kernel 6.4+, CONFIG_NETFILTER_BPF_LINK): a program that accepts
+    every packet is hooked at ipv4 local_in for a moment."""
+    fd, err = _load_raw(_PROG_NETFILTER, attach_type=_BPF_NETFILTER, retval=1)  # NF_ACCEPT
+    if fd < 0:
+        return Feature("netfilter", False, "the kernel refused a netfilter program: "
+                                           f"{describe_errno(err)}")
+    try:
+        lfd = _raw_link(fd, 0, _BPF_NETFILTER, struct.pack("=IIiI", 2, 1, 0x7FFF0000, 0))
+    finally:
+        os.close(fd)
+    if lfd < 0:
+        return Feature("netfilter", False, "the kernel has no netfilter links (needs "
+                       "CONFIG_NETFILTER_BPF_LINK): the probe link was refused with "
+                       f"{describe_errno(-lfd)}")
+    os.close(lfd)
+    return Feature("netfilter", True, "netfilter link attached (ipv4 local_in)")
+
+
+def _kprobe_multi(name: str, attach_type: int) -> Feature:
+    fd, err = _load_raw(_prog_type_id("kprobe"), attach_type=attach_type)
+    if fd < 0:
+        return Feature(name, False, f"the kernel refused a {name} program: "
+                                    f"{describe_errno(err)}")
+    sym = ffi.new("char[]", b"do_sys_openat2")
+    syms = ffi.new("char *[1]", [sym])
+    try:
+        lfd = _raw_link(fd, 0, attach_type,
+                        struct.pack("=IIQQQ", 0, 1, int(ffi.cast("uintptr_t", syms)), 0, 0))
+    finally:
+        os.close(fd)
+    if lfd >= 0:
+        os.close(lfd)
+        return Feature(name, True, f"{name} link attached (do_sys_openat2)")
+    err = -lfd
+    why = {errno.EOPNOTSUPP: "the kernel has no fprobe (built without CONFIG_FPROBE)",
+           errno.EINVAL: "the kernel does not know this link type"}.get(err, "")
+    return Feature(name, False, f"{name} link refused with {describe_errno(err)}"
+                   + (f": {why}" if why else ""))
+
+
+@functools.cache
+def kprobe_multi() -> Feature:
+    """kprobe_multi links (kernel 5.18+ with CONFIG_FPROBE)."""
+    return _kprobe_multi("kprobe_multi", _BPF_TRACE_KPROBE_MULTI)
+
+
+@functools.cache
+def kprobe_session() -> Feature:
+    """kprobe sessions (kernel 6.10+ with CONFIG_FPROBE)."""
+    return _kprobe_multi("kprobe_session", _BPF_TRACE_KPROBE_SESSION)
+
+
+@functools.cache
+def uprobe_session() -> Feature:
+    """uprobe sessions (kernel 6.13+)."""
+    return _uprobe_link("uprobe_session", _BPF_TRACE_UPROBE_SESSION)
+
+
+@functools.cache
+def struct_ops_link() -> Feature:
+    """struct_ops maps registered by BPF links (kernel 6.4+): a BPF_F_LINK struct_ops map of
+    tcp_congestion_ops is created (not registered)."""
+    tid, size = _vmlinux_type("bpf_struct_ops_tcp_congestion_ops", 4)  # BTF_KIND_STRUCT
+    if not tid:
+        return Feature("struct_ops_link", False, "bpf_struct_ops_tcp_congestion_ops is not in "
+                                                 "the kernel's BTF (no TCP struct_ops)")
+    btf_fd = _tiny_btf()
+    if btf_fd < 0:
+        return Feature("struct_ops_link", False, "the kernel refused a minimal BTF: "
+                                                 f"{describe_errno(-btf_fd)}")
+    opts = ffi.new("struct bpf_map_create_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_create_opts")
+    opts.btf_fd = btf_fd  # the kernel wants the object's BTF even for a vmlinux value
+    opts.btf_vmlinux_value_type_id = tid
+    opts.map_flags = 1 << 13  # BPF_F_LINK
+    fd = lib.bpf_map_create(26, b"pybpf_probe", 4, size, 1, opts)  # BPF_MAP_TYPE_STRUCT_OPS
+    err = ffi.errno
+    os.close(btf_fd)
+    if fd < 0:
+        return Feature("struct_ops_link", False, "the kernel refused a struct_ops map with "
+                       f"BPF_F_LINK (needs 6.4+): {describe_errno(err)}")
+    os.close(fd)
+    return Feature("struct_ops_link", True, "struct_ops map with BPF_F_LINK created")
+
+
+def _tiny_btf() -> int:
+    """Load a BTF blob holding one ``int`` (BPF_BTF_LOAD); its fd or -errno."""
+    types = struct.pack("<IIII", 1, 1 << 24, 4, 32)  # INT "int", size 4, 32 bits
+    strings = b"\0int\0"
+    raw = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types),
+                      len(strings)) + types + strings
+    blob = ffi.new("char[]", raw)
+    attr = ffi.new("char[32]")
+    struct.pack_into("=QQII", ffi.buffer(attr), 0, int(ffi.cast("uintptr_t", blob)), 0,
+                     len(raw), 0)
+    return int(lib.pybpf_sys_bpf(18, attr, 32))  # BPF_BTF_LOAD
+
+
+@functools.cache
+def token() -> Feature:
+    """BPF token (kernel 6.9+ with a delegated bpffs; libbpf 1.4+ to use it from an object)."""
+    attr = ffi.new("char[16]")
+    struct.pack_into("=II", ffi.buffer(attr), 0, 0, 0xFFFFFFFF)  # flags, bpffs_fd = -1
+    rc = lib.pybpf_sys_bpf(_BPF_TOKEN_CREATE, attr, 16)
+    if rc >= 0:
+        os.close(rc)
+    kernel = -rc == errno.EBADF
+    kernel_why = ("the kernel has BPF tokens (BPF_TOKEN_CREATE on a bad fd: EBADF)" if kernel
+                  else "the kernel has no BPF tokens (BPF_TOKEN_CREATE refused with "
+                       f"{describe_errno(-rc)}; needs 6.9+)")
+    version = ffi.string(lib.libbpf_version_string()).decode()
+    lib_ok = has_symbol("bpf_token_create")
+    lib_why = (f"libbpf {version} has bpf_token_create" if lib_ok else
+               f"the linked libbpf {version} is too old for BPF tokens (needs 1.4+: no "
+               "bpf_token_create)")
+    return Feature("token", kernel and lib_ok, f"{lib_why}; {kernel_why}")
+
 
 
 @functools.cache
@@ -340,28 +544,29 @@ def ringbuf() -> Feature:
 
 
 def for_program(prog: _Program) -> Feature | None:
-    """The hook feature a program needs, when it is one pybpf probes specially."""
-    sec = prog.section
-    t = prog.type
-    if t == "kprobe" and sec.startswith(("kprobe", "kretprobe", "ksyscall", "kretsyscall")):
-        return kprobes()
-    if t == "lsm":
-        return lsm()
-    if t == "tracing" and sec.startswith("fmod_ret"):
-        return fmod_ret()
-    if t == "tracing" and sec.startswith(("fentry", "fexit")):
-        return trampolines()
-    return None
+    """The hook feature a program needs (the probe its section's row names in
+    :mod:`pybpf._sections`), when it is one the kernel may lack."""
+    row = _sections.lookup(prog.section)
+    if row is None or row.probe is None or row.prog_type != prog.type:
+        return None
+    probe: Feature = globals()[row.probe]()
+    return probe
+
+
+def hooks() -> list[Feature]:
+    """Every hook probe (each cached): what ``pybpf features`` lists under hooks."""
+    return [kprobes(), kprobe_multi(), kprobe_session(), trampolines(), fmod_ret(), lsm(),
+            tp_btf(), tcx(), netkit(), netfilter(), uprobe_multi(), uprobe_session(),
+            struct_ops_link(), bpf_link_xdp(), ringbuf(), token()]
 
 
 def summary() -> dict[str, Any]:
     """Everything probed, as plain data (what ``pybpf features`` prints)."""
-    hooks = {f.name: {"supported": f.supported, "reason": f.reason}
-             for f in (kprobes(), trampolines(), lsm(), tcx(), uprobe_multi(), ringbuf())}
+    hooks_ = {f.name: {"supported": f.supported, "reason": f.reason} for f in hooks()}
     return {
         "kernel": os.uname().release,
         "libbpf": ffi.string(lib.libbpf_version_string()).decode(),
         "program_types": program_types(),
         "map_types": map_types(),
-        "hooks": hooks,
+        "hooks": hooks_,
     }

@@ -202,17 +202,22 @@ class Link:
             raise error_for(-err, f"cannot unpin link {self.program!r}")
 
     def update_program(self, program: Any) -> None:
-        """Atomically replace the attached program (``BPF_LINK_UPDATE``)."""
-        if self._ptr is None:
-            raise BPFError(95, f"{self.target}: only BPF links can be updated")
+        """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
+        event between the old program's last run and the new one's first is missed."""
         with self._owner as lfd:
             lfd = self._link_fd(lfd)
             with program.object.owner:  # the program fd stays open for the call
                 rc = lib.bpf_link_update(lfd, program.fd, ffi.NULL)
                 err = ffi.errno
         if rc < 0:
-            raise error_for(err, f"cannot update link to program {program.name!r}",
-                            kind=AttachError, program=program.name, target=self.target)
+            what = f"cannot update link {self.target} to program {program.name!r}"
+            if err in (_errno.EINVAL, _errno.EOPNOTSUPP):  # perf_event, netfilter... links
+                try:
+                    what += f" (the kernel cannot update a {self.info().type} link)"
+                except BPFError:
+                    pass
+            raise error_for(err, what, kind=AttachError, program=program.name,
+                            target=self.target)
         self.program = program.name
 
     def held_by(self, holder: Any) -> None:

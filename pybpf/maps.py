@@ -145,6 +145,12 @@ class OpenMap:
                              int(lib.bpf_map__btf_value_type_id(ptr)))
             self._kind = _kind_for(map_type_name(lib.bpf_map__type(ptr)))
 
+    @property
+    def libbpf_ptr(self) -> Any:
+        """libbpf's ``struct bpf_map *`` (a cffi pointer), the escape hatch to libbpf's own
+        API; valid while the object is open (borrow ``obj.owner`` around its use)."""
+        return self._ptr
+
     def __repr__(self) -> str:
         if self._stage.closed:
             return f"<OpenMap {self.name!r} (object {self._stage.name!r} closed)>"
@@ -522,6 +528,16 @@ class Map:
         """The map's fd number (ClosedError after close). Only valid while this map is
         open: for a call of your own that may race a close, borrow :attr:`owner`."""
         return self._owner.get()
+
+    def attach_struct_ops(self) -> Any:
+        """Register this loaded struct_ops map (a TCP congestion control...): a BPF link for
+        ``SEC(".struct_ops.link")`` maps (unregistered when the link closes; swap with
+        ``link.update_map(other)``), else by writing its value. See
+        :meth:`pybpf.Object.attach_struct_ops`."""
+        if self._obj is None or self.type != "struct_ops":
+            raise MapError(_errno.EINVAL, f"map {self.name!r} is a {self.type} map of no "
+                           "object, not a struct_ops map of one", map=self.name)
+        return self._obj.attach_struct_ops(self.name)
 
     def info(self) -> MapInfo:
         """Kernel view of the map (id, btf ids...): one syscall."""

@@ -28,12 +28,13 @@ from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
-from . import _validate, features
+from . import _sections, _validate, features
 from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.maps uses
 from ._fd import FD, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
 from ._source import check_regular, read_regular
+from .attach import struct_ops as _struct_ops
 from .btf import BTF, BTFKind
 from .errors import (
     BPFError,
@@ -193,6 +194,7 @@ class Object:
             opts.kconfig = c(kconfig)
         if pin_root_path is not None:
             opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+        data, link_maps = _sections.for_libbpf(data)  # section names newer than libbpf
         buf = ffi.from_buffer(data)
         with capture() as log:
             ptr = lib.bpf_object__open_mem(buf, len(data), opts)
@@ -200,6 +202,7 @@ class Object:
             err = ffi.errno or _errno.EINVAL
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
+        _sections.after_open(ptr, link_maps)
         return cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
 
     def __repr__(self) -> str:
@@ -461,6 +464,25 @@ class Object:
             raise
         return links
 
+    def libbpf_map(self, map_name: str) -> Any:
+        """libbpf's ``struct bpf_map *`` for ``map_name`` (a cffi pointer): the escape
+        hatch to libbpf's own API. Valid while the object is open: borrow
+        :attr:`owner` (``with obj.owner:``) around its use."""
+        self.owner.get()  # ClosedError once closed
+        try:
+            return self._open_maps[map_name].libbpf_ptr
+        except KeyError:
+            raise KeyError(f"{self.name}: no map named {map_name!r}") from None
+
+    def attach_struct_ops(self, map_name: str) -> Link:
+        """Register the loaded struct_ops map ``map_name``: a link for BPF_F_LINK
+        (``SEC(".struct_ops.link")``) maps, else libbpf's value write (a few syscalls)."""
+        with self.owner:
+            live = self.maps[map_name]
+            with live.owner as fd:
+                link = _struct_ops.attach_struct_ops(self.libbpf_map(map_name), fd, map_name)
+        return self._adopt_link(link)
+
     def _adopt_link(self, link: Link) -> Link:
         link.held_by(self)
         self._links.append(link)
@@ -511,20 +533,7 @@ class Object:
         self.close()
 
 
-_AUTO_PREFIXES = ("tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "tp_btf/", "fentry/",
-                  "fexit/", "fmod_ret/", "lsm/", "iter/", "kprobe/", "kretprobe/", "ksyscall/",
-                  "kretsyscall/", "uprobe/", "uretprobe/", "usdt/", "fentry.s/", "fexit.s/",
-                  "lsm.s/", "iter.s/", "uprobe.s/", "uretprobe.s/", "kprobe.multi/",
-                  "kretprobe.multi/")
-
-
-def _auto_attachable(section: str) -> bool:
-    if not section.startswith(_AUTO_PREFIXES):
-        return False
-    if section.startswith(("uprobe", "uretprobe", "usdt")):
-        # uprobe/PATH:FUNC and usdt/PATH:PROVIDER:NAME name a target; bare ones do not.
-        return ":" in section
-    return True
+_auto_attachable = _sections.auto_attachable  # the section table decides
 
 
 def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:

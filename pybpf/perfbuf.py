@@ -46,9 +46,9 @@ from ._events import (
     resolve_decoder,
 )
 from ._ffi import capture, error_for, ffi, lib
+from .attach.perf import online_cpus as _online_cpus
 from .errors import BPFError, MapError
 from .maps import Map, possible_cpus
-from .program import _online_cpus
 
 __all__ = ["PerfBuffer", "PerfBufferStats", "RecordBatch"]
 

@@ -14,16 +14,25 @@ import errno as _errno
 import functools
 import os
 import socket
+import struct
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _fs, features
+from . import _fs, _sections, features
 from ._fd import FD
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
-from ._netns import NetnsRef
+from .attach import cgroup as _cgroup
+from .attach import kprobe_multi as _kprobe_multi
+from .attach import netfilter as _netfilter
+from .attach import perf as _perf
+from .attach import sockets as _sockets
+from .attach import tc as _tc
+from .attach import uprobe_multi as _uprobe_multi
+from .attach._common import attach_error, libbpf_link
 from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
-from .link import IterLink, Link, LinkGroup, socket_filter_link
+from .link import IterLink, Link, socket_filter_link
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -47,26 +56,30 @@ class _Object(Protocol):
 __all__ = ["Program", "ProgramInfo", "TestRun", "prog_type_name", "attach_type_name",
            "list_programs"]
 
-# Attach types newer than the uapi header libbpf-dev ships (linux 6.1).
-BPF_TCX_INGRESS = 46
-BPF_TCX_EGRESS = 47
-BPF_SK_MSG_VERDICT = 7
-BPF_SK_SKB_STREAM_PARSER = 4
-BPF_SK_SKB_STREAM_VERDICT = 5
-BPF_SK_SKB_VERDICT = 38
 BPF_XDP = 37
 XDP_FLAGS = {"auto": 0, "skb": 1 << 1, "generic": 1 << 1, "native": 1 << 2, "drv": 1 << 2,
              "hw": 1 << 3}
 
 
+# Section names newer than the linked libbpf: registered before any object opens.
+_sections.register_handlers()
+
+
+# Names newer than libbpf 1.1's tables (kernel uapi enums).
+_NEW_PROG_TYPES = {_sections.PROG_NETFILTER: "netfilter"}
+_NEW_ATTACH_TYPES = {v: k for k, v in _sections.AT.items()}
+
+
 def prog_type_name(t: int) -> str:
     s = lib.libbpf_bpf_prog_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"prog_type_{t}"
+    return ffi.string(s).decode() if s != ffi.NULL else _NEW_PROG_TYPES.get(t, f"prog_type_{t}")
 
 
 def attach_type_name(t: int) -> str:
     s = lib.libbpf_bpf_attach_type_str(t)
-    return ffi.string(s).decode() if s != ffi.NULL else f"attach_type_{t}"
+    if s != ffi.NULL:
+        return str(ffi.string(s).decode())
+    return _NEW_ATTACH_TYPES.get(t, f"attach_type_{t}")
 
 
 @dataclass(frozen=True)
@@ -125,47 +138,6 @@ class TestRun:
     retval: int
     data: bytes
     duration_ns: int
-
-
-def _ifindex(iface: str | int) -> tuple[int, str]:
-    if isinstance(iface, int):
-        try:
-            return iface, socket.if_indextoname(iface)
-        except OSError:
-            raise AttachError(_errno.ENODEV, f"network interface index {iface} does not exist",
-                              target=str(iface)) from None
-    try:
-        return socket.if_nametoindex(iface), iface
-    except OSError:
-        raise AttachError(_errno.ENODEV, f"network interface {iface!r} does not exist",
-                          target=iface) from None
-
-
-def _cgroup2_mount() -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on
-    hybrid systems), from /proc/mounts."""
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 2 and fields[2] == "cgroup2":
-                    return fields[1]
-    except OSError:
-        pass
-    return None
-
-
-def _online_cpus() -> list[int]:
-    with open("/sys/devices/system/cpu/online") as f:
-        text = f.read().strip()
-    cpus: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            cpus.extend(range(int(a), int(b) + 1))
-        elif part:
-            cpus.append(int(part))
-    return cpus
 
 
 class Program:
@@ -378,83 +350,82 @@ class Program:
     # --- attaching --------------------------------------------------------------
     def _link(self, ptr: Any, target: str, log: list[str], *, cls: builtins.type[Link] = Link,
               needed: tuple[int, ...] = (CAP_PERFMON,), no_fd: str | None = None) -> Link:
-        if ptr == ffi.NULL:
-            err = ffi.errno or _errno.EINVAL
-            raise self._attach_error(err, target, log, needed)
-        link = cls(ptr, program=self.name, target=target, no_fd=no_fd)
+        link = libbpf_link(ptr, self.name, target, log, cls=cls, needed=needed, no_fd=no_fd,
+                           feature=self._feature() if ptr == ffi.NULL else None)
         return self._obj._adopt_link(link)
+
+    def _adopt(self, link: Link) -> Link:
+        return self._obj._adopt_link(link)
+
+    def _feature(self) -> Any:
+        return features.for_program(self)
 
     def _attach_error(self, err: int, target: str, log: list[str],
                       needed: tuple[int, ...] = (CAP_PERFMON,)) -> BPFError:
-        if err not in (_errno.EPERM, _errno.EACCES):
-            # kprobe/ksyscall, trampolines, lsm: when the probe says the kernel
-            # lacks the hook, that is the reason, whatever errno libbpf saw.
-            feat = features.for_program(self)
-            if feat is not None and not feat:
-                return NotSupportedError(
-                    f"cannot attach program {self.name!r} to {target}: {feat.reason}",
-                    reason=feat.reason, err=err, libbpf_log=log)
-        return error_for(err, f"cannot attach program {self.name!r} to {target}",
-                         kind=AttachError, program=self.name, target=target, log=log,
-                         needed=needed)
+        # kprobe/ksyscall, trampolines, lsm...: when the probe says the kernel lacks
+        # the hook, that is the reason, whatever errno libbpf saw.
+        return attach_error(self.name, err, target, log, needed,
+                            self._feature() if err not in (_errno.EPERM, _errno.EACCES)
+                            else None)
+
+    def _need(self, probe: str) -> Any:
+        """The probe's Feature; NotSupportedError with its reason when the kernel lacks it."""
+        feat = getattr(features, probe)()
+        if not feat:
+            raise NotSupportedError(f"cannot attach program {self.name!r}: {feat.reason}",
+                                    reason=feat.reason)
+        return feat
 
     def _retprobe(self, retprobe: bool | None) -> bool:
         if retprobe is not None:
             return retprobe
-        return self.section.startswith(("kretprobe", "uretprobe", "kretsyscall"))
+        row = _sections.lookup(self.section)
+        return bool(row is not None and row.retprobe)
+
+    def _section_target(self) -> str:
+        """What the section names after its prefix (``uprobe.multi/PATH:PATTERN`` ->
+        ``PATH:PATTERN``), "" when nothing."""
+        return self.section.split("/", 1)[1] if "/" in self.section else ""
 
     def attach(self, **kw: Any) -> Link:
-        """Attach to the hook the program's type and section call for.
+        """Attach to the hook the program's section and type call for (a lookup in the
+        section table, :mod:`pybpf._sections`).
 
-        With no arguments, libbpf's auto-attach (sections that name their
-        target: ``tracepoint/cat/name``, ``uprobe/path:func``, ``fentry/func``...).
-        Otherwise the keywords go to the hook's method, chosen by program type:
-        e.g. ``attach(ifname="eth0")`` for XDP, ``attach(cgroup="/sys/fs/cgroup")``.
+        With no arguments: auto-attach (sections that name their target:
+        ``tracepoint/cat/name``, ``uprobe.multi/path:pattern``, ``kprobe.multi/pat``...;
+        ``perf_event``: cpu-clock sampling). Otherwise the keywords go to the hook's
+        method, e.g. ``attach(ifname="eth0")`` for XDP or tcx.
         """
-        t = self.type
-        sec = self.section
+        method = _sections.method_for(self.section, self.type)
         if not kw:
-            if t == "perf_event":
-                return self.attach_perf_event()
+            if method in ("attach_perf_event", "attach_struct_ops"):
+                result_: Link = getattr(self, method)()
+                return result_
             return self.attach_auto()
-        if t == "tracepoint":
-            return self.attach_tracepoint(**kw)
-        if t == "raw_tracepoint" or t == "raw_tracepoint_writable":
-            return self.attach_raw_tracepoint(**kw)
-        if t == "kprobe":
-            if sec.startswith(("usdt",)):
-                return self.attach_usdt(**kw)
-            if sec.startswith(("uprobe", "uretprobe")):
-                return self.attach_uprobe(**kw)
-            if sec.startswith(("ksyscall", "kretsyscall")):
-                return self.attach_ksyscall(**kw)
-            return self.attach_kprobe(**kw)
-        if t == "xdp":
-            return self.attach_xdp(**kw)
-        if t == "sched_cls":
-            return self.attach_tc(**kw)
-        if t.startswith("cgroup") or t == "sock_ops":
-            return self.attach_cgroup(**kw)
-        if t == "socket_filter":
-            return self.attach_socket(**kw)
-        if t == "perf_event":
-            return self.attach_perf_event(**kw)
-        if t == "tracing" and sec.startswith("iter"):
-            return self.attach_iter(**kw)
-        if t in ("tracing", "lsm"):
-            return self.attach_trace(**kw)
-        if t in ("sk_msg", "sk_skb"):
-            return self.attach_sockmap(**kw)
-        if t in ("flow_dissector", "sk_lookup"):
-            return self.attach_netns(**kw)
-        raise AttachError(_errno.EINVAL, f"program {self.name!r} ({t}, section {sec!r}): no "
-                          f"attach method takes {sorted(kw)}", program=self.name)
+        if method is None:
+            raise AttachError(_errno.EINVAL, f"program {self.name!r} ({self.type}, section "
+                              f"{self.section!r}): no attach method takes {sorted(kw)}",
+                              program=self.name)
+        result: Link = getattr(self, method)(**kw)
+        return result
 
     def attach_auto(self) -> Link:
-        """libbpf's auto-attach from the section name (``bpf_program__attach``)."""
+        """Auto-attach from the section name: libbpf's ``bpf_program__attach`` for names
+        it knows, pybpf's own attach for the names it registered (one syscall or a few)."""
         sec = self.section
-        if sec.startswith(("tp/", "tracepoint/", "kprobe", "kretprobe", "ksyscall",
-                           "kretsyscall")):
+        row = _sections.lookup(sec)
+        if row is not None and row.prefix in _sections.registered():
+            target = self._section_target()
+            if not _sections.auto_attachable(sec):
+                raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
+                                  "does not name a target to auto-attach; use "
+                                  f"{row.method}()", program=self.name, target=sec)
+            if row.method == "attach_uprobe_multi":
+                binary, _, pattern = target.rpartition(":")
+                return self.attach_uprobe_multi(binary, pattern)
+            if row.method == "attach_kprobe_multi":
+                return self.attach_kprobe_multi(target)
+        if row is not None and row.tracefs:
             _fs.ensure_tracefs()
         with capture() as log:
             ptr = lib.bpf_program__attach(self._raw())
@@ -615,7 +586,7 @@ class Program:
         """XDP on an interface; ``mode`` is "auto", "skb" (generic), "native" or "hw"."""
         if mode not in XDP_FLAGS:
             raise ValueError(f"XDP mode must be one of {sorted(XDP_FLAGS)}, not {mode!r}")
-        idx, name = _ifindex(ifindex if ifindex is not None else _required(ifname, "ifname"))
+        idx, name = _tc.ifindex(ifindex if ifindex is not None else _required(ifname, "ifname"))
         target = f"xdp {name}" + (f" ({mode})" if mode != "auto" else "")
         if mode == "auto":
             with capture() as log:
@@ -640,7 +611,8 @@ class Program:
 
     def attach_tc(self, ifname: str | int | None = None, direction: str = "ingress", *,
                   ifindex: int | None = None, priority: int = 0, handle: int = 0,
-                  tcx: bool | None = None) -> Link:
+                  tcx: bool | None = None, before: Any = None, after: Any = None,
+                  expected_revision: int = 0) -> Link:
         """tc classifier on ``ifname`` ingress or egress.
 
         With ``tcx`` unset, a tcx link (kernel 6.6+, dies with the process) is used
@@ -649,117 +621,125 @@ class Program:
         on detach if pybpf created it). A netlink filter is not a BPF link: it is
         removed on detach, close, garbage collection and interpreter exit, but a
         process killed by SIGKILL leaves it (and the qdisc) in place.
+        ``before``/``after``/``expected_revision``: see :meth:`attach_tcx`.
         """
         if direction not in ("ingress", "egress"):
             raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
-        idx, name = _ifindex(ifindex if ifindex is not None else _required(ifname, "ifname"))
+        iface = ifindex if ifindex is not None else _required(ifname, "ifname")
         if tcx is None:
             tcx = not priority and not handle and bool(features.tcx())
         if tcx:
-            target = f"tcx {name} {direction}"
-            fd = lib.bpf_link_create(self.fd, idx, BPF_TCX_INGRESS if direction == "ingress"
-                                     else BPF_TCX_EGRESS, ffi.NULL)
-            if fd < 0:
-                raise self._attach_error(-fd, target, [], (CAP_NET_ADMIN,))
-            return self._obj._adopt_link(Link(program=self.name, target=target, fd=fd))
-        return self._obj._adopt_link(_tc_netlink_attach(self, idx, name, direction, priority,
-                                                        handle))
+            return self.attach_tcx(iface, direction, before=before, after=after,
+                                   expected_revision=expected_revision)
+        idx, name = _tc.ifindex(iface)
+        return self._adopt(_tc.netlink_attach(self.fd, self.name, idx, name, direction,
+                                              priority, handle))
+
+    def attach_tcx(self, ifname: str | int, direction: str | None = None, *,
+                   before: Any = None, after: Any = None, expected_revision: int = 0) -> Link:
+        """tcx link (kernel 6.6+) on ``ifname`` ``direction`` ("ingress"/"egress"; default:
+        the section's, ``tcx/ingress``), placed ``before`` or ``after`` a Program or Link
+        already on that hook (default: last). ``expected_revision`` (from
+        :meth:`tcx_chain`) makes the attach fail with ESTALE if the chain changed. One
+        syscall (raw BPF_LINK_CREATE: libbpf 1.1 has no tcx API)."""
+        direction = direction or ("egress" if self.section.endswith("egress") else "ingress")
+        if direction not in _tc.TCX:
+            raise ValueError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}")
+        return self._adopt(_tc.mprog_attach(
+            self.fd, self.name, ifname, _tc.TCX[direction], "tcx", direction, before=before,
+            after=after, expected_revision=expected_revision, feature=self._need("tcx")))
+
+    @staticmethod
+    def tcx_chain(ifname: str | int, direction: str = "ingress") -> _tc.Chain:
+        """The programs on a tcx hook in run order, with the chain's revision (two syscalls)."""
+        return _tc.query(ifname, _tc.TCX[direction])
+
+    def attach_netkit(self, ifname: str | int, role: str | None = None, *,
+                      before: Any = None, after: Any = None,
+                      expected_revision: int = 0) -> Link:
+        """netkit link (kernel 6.7+) on a netkit device, ``role`` "primary" or "peer"
+        (default: the section's), ordered like :meth:`attach_tcx`. One syscall."""
+        role = role or ("peer" if self.section.endswith("peer") else "primary")
+        if role not in _tc.NETKIT:
+            raise ValueError(f"netkit role must be 'primary' or 'peer', not {role!r}")
+        return self._adopt(_tc.mprog_attach(
+            self.fd, self.name, ifname, _tc.NETKIT[role], "netkit", role, before=before,
+            after=after, expected_revision=expected_revision, feature=self._need("netkit")))
+
+    def attach_netfilter(self, family: str | int = "ipv4", hook: str | int = "local_in",
+                         priority: int = 0, *, defrag: bool = False) -> Link:
+        """netfilter hook (kernel 6.4+): ``family`` "ipv4"/"ipv6", ``hook`` "prerouting",
+        "local_in", "forward", "local_out" or "postrouting", ``priority`` among the
+        hook's functions, ``defrag`` to see reassembled IP packets. One syscall."""
+        return self._adopt(_netfilter.attach_netfilter(
+            self.fd, self.name, family, hook, priority, defrag=defrag,
+            feature=self._need("netfilter")))
+
+    def attach_uprobe_multi(self, binary: str | os.PathLike[str],
+                            functions: str | Sequence[str] | None = None, *,
+                            offsets: Sequence[int] | None = None,
+                            cookies: Sequence[int] | Mapping[str, int] | None = None,
+                            pid: int = -1, retprobe: bool | None = None) -> Link:
+        """uprobe_multi (kernel 6.6+; ``uprobe.session``: 6.13+): one link on every function
+        of ``binary`` that a glob pattern (``"lib_*"``) or a list of names gives, or on
+        file ``offsets``; ``cookies`` per target (``bpf_get_attach_cookie``); ``pid`` > 0:
+        one process only. Reads the binary's symbols once, then one syscall."""
+        row = _sections.lookup(self.section)
+        session = row is not None and row.attach_type == _sections.AT["uprobe_session"]
+        feat = self._need("uprobe_session" if session else "uprobe_multi")
+        at = _sections.AT["uprobe_session"] if session else _sections.AT["uprobe_multi"]
+        ret = self._retprobe(retprobe)
+        kind = "uprobe_session" if session else ("uretprobe_multi" if ret else "uprobe_multi")
+        return self._adopt(_uprobe_multi.attach_uprobe_multi(
+            self.fd, self.name, binary, functions, offsets=offsets, cookies=cookies, pid=pid,
+            retprobe=ret, attach_type=at, kind=kind, feature=feat))
+
+    def attach_kprobe_multi(self, functions: str | Sequence[str], *,
+                            cookies: Sequence[int] | Mapping[str, int] | None = None,
+                            retprobe: bool | None = None) -> Link:
+        """kprobe_multi (kernel 5.18+, needs fprobe; ``kprobe.session``: 6.10+): one link on
+        the kernel functions a glob pattern or a list of names gives, ``cookies`` per
+        function. Reads available_filter_functions for a pattern, then one syscall."""
+        row = _sections.lookup(self.section)
+        session = row is not None and row.attach_type == _sections.AT["kprobe_session"]
+        feat = self._need("kprobe_session" if session else "kprobe_multi")
+        at = _sections.AT["kprobe_session"] if session else _sections.AT["kprobe_multi"]
+        ret = self._retprobe(retprobe)
+        kind = "kprobe_session" if session else ("kretprobe_multi" if ret else "kprobe_multi")
+        return self._adopt(_kprobe_multi.attach_kprobe_multi(
+            self.fd, self.name, functions, cookies=cookies, retprobe=ret, attach_type=at,
+            kind=kind, feature=feat))
+
+    def attach_struct_ops(self, **kw: Any) -> Link:
+        """struct_ops programs are registered through their map: use
+        ``obj.maps[NAME].attach_struct_ops()``."""
+        raise AttachError(_errno.EINVAL, f"program {self.name!r} is a struct_ops program: "
+                          "register its map with obj.maps[NAME].attach_struct_ops()",
+                          program=self.name)
 
     def attach_cgroup(self, cgroup: str | os.PathLike[str] | int | None = None) -> Link:
         """cgroup hooks (cgroup_skb, cgroup/sock, sockops...) on a cgroup v2 directory or fd.
 
         Without ``cgroup``: the root of the cgroup v2 hierarchy (from /proc/mounts).
         """
-        if cgroup is None:
-            cgroup = _cgroup2_mount()
-            if cgroup is None:
-                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: no "
-                                  "cgroup v2 hierarchy is mounted", program=self.name,
-                                  target="cgroup")
-        if isinstance(cgroup, int):
-            fd, path, own = cgroup, f"fd {cgroup}", False
-        else:
-            path = os.fspath(cgroup)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError as exc:
-                raise AttachError(exc.errno or _errno.ENOENT, f"cannot attach program "
-                                  f"{self.name!r}: cgroup {path}: {exc.strerror}",
-                                  program=self.name, target=path) from None
-            own = True
-        try:
-            with capture() as log:
-                ptr = lib.bpf_program__attach_cgroup(self._raw(), fd)
-            if ptr == ffi.NULL and ffi.errno == _errno.EBADF:
-                mnt = _cgroup2_mount()
-                where = f"cgroup2 is mounted at {mnt}" if mnt else "no cgroup2 is mounted"
-                raise AttachError(_errno.EBADF, f"cannot attach program {self.name!r}: "
-                                  f"{path} is not a cgroup v2 directory ({where})",
-                                  program=self.name, target=f"cgroup {path}", libbpf_log=log)
-            return self._link(ptr, f"cgroup {path}", log, needed=(CAP_NET_ADMIN,))
-        finally:
-            if own:
-                os.close(fd)
+        return self._adopt(_cgroup.attach_cgroup(self._raw(), self.name, cgroup))
 
     def attach_netns(self, netns: str | os.PathLike[str] | int = "/proc/self/ns/net") -> Link:
         """flow_dissector / sk_lookup on a network namespace (path or fd)."""
-        if isinstance(netns, int):
-            fd, path, own = netns, f"fd {netns}", False
-        else:
-            path = os.fspath(netns)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise AttachError(exc.errno or _errno.ENOENT, f"cannot attach program "
-                                  f"{self.name!r}: netns {path}: {exc.strerror}",
-                                  program=self.name, target=path) from None
-            own = True
-            # every namespace file lives on nsfs: same device as our own netns file
-            if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
-                os.close(fd)
-                raise AttachError(_errno.EINVAL, f"cannot attach program {self.name!r}: "
-                                  f"{path} is not a network namespace (e.g. /proc/PID/ns/net "
-                                  "or /run/netns/NAME)", program=self.name,
-                                  target=f"netns {path}")
-        try:
-            with capture() as log:
-                ptr = lib.bpf_program__attach_netns(self._raw(), fd)
-            return self._link(ptr, f"netns {path}", log, needed=(CAP_NET_ADMIN,))
-        finally:
-            if own:
-                os.close(fd)
+        return self._adopt(_sockets.attach_netns(self._raw(), self.name, netns))
 
     def attach_socket(self, sock: socket.socket | int) -> Link:
         """Socket filter on ``sock`` (SO_ATTACH_BPF); detached on link close."""
-        return self._obj._adopt_link(socket_filter_link(sock, self.fd, self.name))
+        return self._adopt(socket_filter_link(sock, self.fd, self.name))
 
     def attach_sockmap(self, map: Map, *, attach_type: str | None = None) -> Link:
         """sk_msg / sk_skb verdict (or parser) program on a sockmap/sockhash."""
-        types = {"sk_msg_verdict": BPF_SK_MSG_VERDICT, "sk_skb_verdict": BPF_SK_SKB_VERDICT,
-                 "sk_skb_stream_verdict": BPF_SK_SKB_STREAM_VERDICT,
-                 "sk_skb_stream_parser": BPF_SK_SKB_STREAM_PARSER}
         name = attach_type or self.expected_attach_type
-        if name not in types:
+        if name not in _sockets.SOCKMAP_TYPES:
             raise ValueError(f"program {self.name!r}: sockmap attach type must be one of "
-                             f"{sorted(types)}, not {name!r}")
-        at = types[name]
-        target = f"{name} map {map.name}"
-        if map.type not in ("sockmap", "sockhash"):
-            raise AttachError(_errno.EINVAL, f"cannot attach program {self.name!r} to {target}: "
-                              f"map {map.name!r} is a {map.type} map, not a sockmap or "
-                              "sockhash", program=self.name, target=target)
-        prog_fd, map_fd = self.fd, map.fd
-        fd = lib.bpf_link_create(prog_fd, map_fd, at, ffi.NULL)
-        if fd >= 0:
-            return self._obj._adopt_link(Link(program=self.name, target=target, fd=fd))
-        # Kernels before 6.10 have no sockmap links: fall back to BPF_PROG_ATTACH.
-        if lib.bpf_prog_attach(prog_fd, map_fd, at, 0) < 0:
-            raise self._attach_error(ffi.errno, target, [])
-
-        def detach() -> None:
-            lib.bpf_prog_detach2(prog_fd, map_fd, at)
-
-        return self._obj._adopt_link(Link(program=self.name, target=target, on_detach=detach))
+                             f"{sorted(_sockets.SOCKMAP_TYPES)}, not {name!r}")
+        return self._adopt(_sockets.attach_sockmap(self.fd, self.name, map.fd, map.name,
+                                                   map.type, name))
 
     def attach_perf_event(self, perf_fd: int | None = None, *, frequency: int | None = None,
                           period: int | None = None, cpus: list[int] | None = None,
@@ -767,57 +747,50 @@ class Program:
         """perf_event program on ``perf_fd``, or by default cpu-clock sampling on every CPU.
 
         ``frequency`` (Hz, default 99) or ``period`` (ns of cpu-clock) set the
-        sampling; ``pid`` restricts sampling to one process.
+        sampling; ``pid`` restricts sampling to one process; ``cookie`` is what
+        ``bpf_get_attach_cookie()`` returns in the program.
         """
-        opts = ffi.new("struct bpf_perf_event_opts *")
-        opts.sz = ffi.sizeof("struct bpf_perf_event_opts")
-        opts.bpf_cookie = cookie
-        if perf_fd is not None:
-            own = os.dup(perf_fd)  # the link owns (and closes) its own copy
-            with capture() as log:
-                ptr = lib.bpf_program__attach_perf_event_opts(self._raw(), own, opts)
-            if ptr == ffi.NULL:
-                err = ffi.errno
-                os.close(own)  # libbpf does not close it on failure
-                raise self._attach_error(err or _errno.EINVAL, f"perf_event fd {perf_fd}", log)
-            return self._link(ptr, f"perf_event fd {perf_fd}", log)
-        freq = 1 if period is None else 0
-        sample = frequency or 99 if period is None else period
-        links: list[Link] = []
-        cpu_list = cpus if cpus is not None else ([-1] if pid >= 0 else _online_cpus())
-        try:
-            for cpu in cpu_list:
-                pfd = lib.pybpf_perf_event_open(1, 0, sample, freq, pid, cpu, -1, 0, 0)
-                where = f"cpu-clock cpu {cpu}" + (f" pid {pid}" if pid >= 0 else "")
-                if pfd < 0:
-                    raise self._attach_error(-pfd, f"perf_event {where}", [])
-                with capture() as log:
-                    ptr = lib.bpf_program__attach_perf_event_opts(self._raw(), pfd, opts)
-                if ptr == ffi.NULL:
-                    err = ffi.errno
-                    os.close(pfd)
-                    raise self._attach_error(err, f"perf_event {where}", log)
-                links.append(Link(ptr, program=self.name, target=f"perf_event {where}"))
-        except BaseException:
-            for lk in links:
-                lk.detach()
-            raise
-        group = LinkGroup(links, program=self.name,
-                          target=f"perf_event cpu-clock on {len(links)} cpu(s)")
-        return self._obj._adopt_link(group)
+        return self._adopt(_perf.attach_perf_event(
+            self._raw(), self.name, perf_fd, frequency=frequency, period=period, cpus=cpus,
+            pid=pid, cookie=cookie))
 
-    def attach_iter(self, *, map: Map | None = None) -> IterLink:
-        """BPF iterator (``iter/task``, ``iter/bpf_map_elem`` with ``map``...)."""
+    def attach_iter(self, *, map: Map | None = None, cgroup: str | int | None = None,
+                    order: str = "self", tid: int = 0, pid: int = 0,
+                    pid_fd: int = 0) -> IterLink:
+        """BPF iterator (``iter/task``, ``iter/bpf_map_elem`` with ``map``...), with its
+        parameters: ``map``; ``cgroup`` (path or fd) and ``order`` ("self",
+        "descendants_pre", "descendants_post", "ancestors_up") for ``iter/cgroup``;
+        ``tid``/``pid``/``pid_fd`` to walk one task or process for the task iterators."""
         opts = ffi.new("struct bpf_iter_attach_opts *")
         opts.sz = ffi.sizeof("struct bpf_iter_attach_opts")
-        keep = None
+        info = ffi.new("char[16]")  # union bpf_iter_link_info (kernel uapi layout)
+        own_fd = -1
+        used = True
         if map is not None:
-            keep = ffi.new("union bpf_iter_link_info *")
-            keep.map.map_fd = map.fd
-            opts.link_info = keep
-            opts.link_info_len = ffi.sizeof("union bpf_iter_link_info")
-        with capture() as log:
-            ptr = lib.bpf_program__attach_iter(self._raw(), opts)
+            struct.pack_into("=I", ffi.buffer(info), 0, map.fd)
+        elif cgroup is not None:
+            orders = {"self": 1, "descendants_pre": 2, "descendants_post": 3,
+                      "ancestors_up": 4}
+            if order not in orders:
+                raise ValueError(f"cgroup iterator order must be one of {sorted(orders)}")
+            if isinstance(cgroup, int):
+                cfd = cgroup
+            else:
+                own_fd = cfd = os.open(os.fspath(cgroup), os.O_RDONLY | os.O_DIRECTORY)
+            struct.pack_into("=II", ffi.buffer(info), 0, orders[order], cfd)
+        elif tid or pid or pid_fd:
+            struct.pack_into("=III", ffi.buffer(info), 0, tid, pid, pid_fd)
+        else:
+            used = False
+        if used:
+            opts.link_info = ffi.cast("union bpf_iter_link_info *", info)
+            opts.link_info_len = 16
+        try:
+            with capture() as log:
+                ptr = lib.bpf_program__attach_iter(self._raw(), opts)
+        finally:
+            if own_fd >= 0:
+                os.close(own_fd)
         link = self._link(ptr, f"iter {self.section.split('/', 1)[-1]}", log, cls=IterLink)
         assert isinstance(link, IterLink)
         return link
@@ -835,91 +808,6 @@ def _required(value: Any, what: str) -> Any:
         raise TypeError(f"missing required argument {what!r}")
     return value
 
-
-# clsact qdiscs pybpf created, by (netns inode, ifindex) -> [filters attached
-# through pybpf, created by pybpf]: the qdisc is removed with the last of them,
-# not with the first (removing it would take the other filters along).
-_clsact_users: dict[tuple[int, int], list[int]] = {}
-_clsact_lock = threading.RLock()  # reentrant: a GC finalizer may detach mid-attach
-
-
-def _tc_netlink_attach(prog: Program, idx: int, name: str, direction: str, priority: int,
-                       handle: int) -> Link:
-    hook = ffi.new("struct bpf_tc_hook *")
-    hook.sz = ffi.sizeof("struct bpf_tc_hook")
-    hook.ifindex = idx
-    hook.attach_point = lib.BPF_TC_INGRESS if direction == "ingress" else lib.BPF_TC_EGRESS
-    target = f"tc {name} {direction}"
-    prog_fd = prog.fd
-    # The filter is named by an ifindex of this thread's netns: detach it there,
-    # whichever netns the detaching thread is in by then.
-    netns = NetnsRef()
-    key = (netns.ino, idx)
-    with _clsact_lock:
-        with capture() as log:
-            rc = lib.bpf_tc_hook_create(hook)
-        if rc not in (0, -_errno.EEXIST):
-            netns.close()
-            raise prog._attach_error(-rc, f"{target} (clsact qdisc)", log, (CAP_NET_ADMIN,))
-        users = _clsact_users.setdefault(key, [0, 0])
-        if rc == 0:
-            users[1] = 1  # ours: remove it when the last pybpf filter on it goes
-        opts = ffi.new("struct bpf_tc_opts *")
-        opts.sz = ffi.sizeof("struct bpf_tc_opts")
-        opts.prog_fd = prog_fd
-        opts.priority = priority
-        opts.handle = handle
-        with capture() as log:
-            rc = lib.bpf_tc_attach(hook, opts)
-        if rc:
-            _release_clsact(key, idx, attached=False)
-            netns.close()
-            raise prog._attach_error(-rc, target, log, (CAP_NET_ADMIN,))
-        users[0] += 1
-    prio, hnd = opts.priority, opts.handle
-
-    def detach() -> None:
-        h = ffi.new("struct bpf_tc_hook *")
-        h.sz = ffi.sizeof("struct bpf_tc_hook")
-        h.ifindex = idx
-        h.attach_point = hook.attach_point
-        o = ffi.new("struct bpf_tc_opts *")
-        o.sz = ffi.sizeof("struct bpf_tc_opts")
-        o.priority = prio
-        o.handle = hnd
-        try:
-            with netns.entered(), _clsact_lock:
-                lib.bpf_tc_detach(h, o)
-                _release_clsact(key, idx, attached=True)
-        finally:
-            netns.close()
-
-    return Link(program=prog.name, target=f"{target} prio {prio} handle {hnd:#x}",
-                on_detach=detach)
-
-
-def _release_clsact(key: tuple[int, int], idx: int, *, attached: bool) -> None:
-    """One pybpf filter is gone from ``key``'s clsact: remove the qdisc if it was
-    pybpf's and no pybpf filter is left on it (call with _clsact_lock held, in
-    the device's netns)."""
-    users = _clsact_users.get(key)
-    if users is None:
-        return
-    if attached:
-        users[0] -= 1
-    if users[0] <= 0:
-        del _clsact_users[key]
-        if users[1]:
-            _destroy_clsact(idx)
-
-
-def _destroy_clsact(idx: int) -> None:
-    """Remove the clsact qdisc that pybpf created (and any filter left on it)."""
-    h = ffi.new("struct bpf_tc_hook *")
-    h.sz = ffi.sizeof("struct bpf_tc_hook")
-    h.ifindex = idx
-    h.attach_point = lib.BPF_TC_INGRESS | lib.BPF_TC_EGRESS
-    lib.bpf_tc_hook_destroy(h)
 
 
 def list_programs() -> list[ProgramInfo]:

@@ -15,18 +15,19 @@ PKG = Path(__file__).resolve().parent.parent / "pybpf"
 
 # The floors, bottom up (see the review's "house to aim for"). A module's floor is
 # that of its name, else of its longest dotted prefix ("attach.tc" -> "attach").
-FLOORS: dict[str, int] = {
+FLOORS: dict[str, float] = {
     # 0: errors and the compiled modules
     "errors": 0, "_libbpf": 0, "_fastpath": 0,
     # 1: the binding, fd ownership, files, small system helpers
-    "_ffi": 1, "_fd": 1, "_fs": 1, "_validate": 1, "_netns": 1, "toolchain": 1,
+    "_ffi": 1, "_fd": 1, "_fs": 1, "_validate": 1, "_netns": 1, "_source": 1,
     "_sysinfo": 1, "_maptypes": 1,
     # 2-3: BTF, then values built from BTF
-    "btf": 2, "symbolize": 2, "types": 3, "values": 3,
+    "btf": 2, "symbolize": 2, "toolchain": 2, "_walk": 2, "_sections": 2,
+    "types": 3, "values": 3,
     # 4: kernel objects that need nothing above them; feature probes
-    "maps": 4, "link": 4, "features": 4, "_sections": 4,
+    "maps": 4, "link": 4, "features": 4,
     # 5-7: walks, typed maps, globals, readers, attach mechanics, programs
-    "_walk": 5, "globals": 5, "_events": 5, "attach": 5, "events": 5,
+    "globals": 5, "_events": 5, "attach._common": 5, "attach": 5.5, "events": 5,
     "mapkinds": 6, "program": 6, "ringbuf": 6,
     "perfbuf": 7,
     # 8-9: the object lifecycle over all of the above; the public package

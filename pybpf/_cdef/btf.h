@@ -12,3 +12,4 @@ __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32
 __u32 btf__type_cnt(const struct btf *btf);
 int btf__fd(const struct btf *btf);
 const char *btf__name_by_offset(const struct btf *btf, __u32 offset);
+__s64 btf__resolve_size(const struct btf *btf, __u32 type_id);

@@ -45,6 +45,7 @@ struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *ob
 struct bpf_program *bpf_object__next_program(const struct bpf_object *obj, struct bpf_program *prog);
 struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
 struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
+int libbpf_unregister_prog_handler(int handler_id);
 int libbpf_prog_type_by_name(const char *name, enum bpf_prog_type *prog_type, enum bpf_attach_type *expected_attach_type);
 
 /* program */

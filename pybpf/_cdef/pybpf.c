@@ -113,3 +113,25 @@ int pybpf_sys_bpf(int cmd, void *attr, unsigned int size)
 
 	return ret < 0 ? -errno : (int)ret;
 }
+
+/* --- Section handlers for names newer than the linked libbpf (pybpf._sections) --
+ *
+ * libbpf_register_prog_handler (0.8+) makes libbpf accept SEC("tcx/ingress") and
+ * friends with a program type and expected attach type; the setup callback adds
+ * the program flags (BPF_F_SLEEPABLE...) carried in the cookie.  Attaching is
+ * pybpf's business (pybpf.attach), so no attach callback is registered. */
+static int pybpf_sec_setup(struct bpf_program *prog, long cookie)
+{
+	if (cookie)
+		return bpf_program__set_flags(prog, bpf_program__flags(prog) | (__u32)cookie);
+	return 0;
+}
+
+int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u32 prog_flags)
+{
+	LIBBPF_OPTS(libbpf_prog_handler_opts, opts,
+		    .cookie = (long)prog_flags,
+		    .prog_setup_fn = pybpf_sec_setup);
+
+	return libbpf_register_prog_handler(sec, prog_type, attach_type, &opts);
+}

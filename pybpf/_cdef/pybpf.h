@@ -5,6 +5,7 @@ int pybpf_symbol_present(const char *name);
 int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu, int group_fd, __u64 config1, __u64 config2);
 int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
+int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u32 prog_flags);
 /* event readers (pybpf/_native/batch.c, reader.c, ring.c, perf.c) */
 #define PYBPF_CLOSED -9
 struct pybpf_ring_reader;

@@ -57,6 +57,7 @@ GUEST_FILES = [
     "test_attach_trace.py", "test_attach_user.py", "test_tools_probes.py",
     "test_ringbuf.py", "test_perfbuf.py", "test_user_ringbuf.py", "test_typed_maps.py",
     "test_fastpath.py", "test_program_more.py", "test_mapkinds_more.py",
+    "test_hooks_sections.py", "test_hooks_more.py", "test_hooks_uprobe_multi.py",
 ]
 GUEST_SELECTION = "guest and not slow"
 ALL_SELECTION = "(kernel or guest) and not slow"

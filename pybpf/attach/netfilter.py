@@ -1,0 +1,36 @@
+"""netfilter links (kernel 6.4+): a BPF program as a netfilter hook function."""
+
+from __future__ import annotations
+
+import struct
+
+from .._ffi import CAP_NET_ADMIN
+from ..link import Link
+from . import _common
+
+__all__ = ["FAMILIES", "HOOKS", "attach_netfilter", "BPF_F_NETFILTER_IP_DEFRAG"]
+
+FAMILIES = {"ipv4": 2, "inet4": 2, "ipv6": 10, "inet6": 10}  # NFPROTO_*
+HOOKS = {"prerouting": 0, "local_in": 1, "input": 1, "forward": 2, "local_out": 3,
+         "output": 3, "postrouting": 4}  # NF_INET_*
+BPF_F_NETFILTER_IP_DEFRAG = 1
+_NETFILTER = 45
+
+
+def attach_netfilter(prog_fd: int, program: str, family: str | int = "ipv4",
+                     hook: str | int = "local_in", priority: int = 0, *, defrag: bool = False,
+                     feature: object = None) -> Link:
+    """A netfilter link: ``family`` ("ipv4"/"ipv6" or NFPROTO_*), ``hook`` ("prerouting",
+    "local_in", "forward", "local_out", "postrouting" or NF_INET_*), ``priority``
+    (the kernel refuses INT_MIN and INT_MAX), ``defrag`` (see reassembled packets)."""
+    if isinstance(family, str) and family not in FAMILIES:
+        raise ValueError(f"netfilter family must be one of {sorted(FAMILIES)}, not {family!r}")
+    pf = FAMILIES[family] if isinstance(family, str) else int(family)
+    if isinstance(hook, str) and hook not in HOOKS:
+        raise ValueError(f"netfilter hook must be one of {sorted(HOOKS)}, not {hook!r}")
+    hooknum = HOOKS[hook] if isinstance(hook, str) else int(hook)
+    target = f"netfilter {family} {hook} priority {priority}" + (" defrag" if defrag else "")
+    tail = struct.pack("=IIiI", pf, hooknum, priority,
+                       BPF_F_NETFILTER_IP_DEFRAG if defrag else 0)
+    fd = _common.link_create(prog_fd, 0, _NETFILTER, 0, tail)
+    return _common.fd_link(fd, program, target, needed=(CAP_NET_ADMIN,), feature=feature)

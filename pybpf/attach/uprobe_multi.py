@@ -1,0 +1,105 @@
+"""uprobe_multi links (kernel 6.6+): one link for many uprobes in one binary.
+
+Targets are function symbols matched by glob patterns (``"pybpf_*"``), exact
+names, or file offsets; each can carry its own BPF cookie. Symbols are read
+from the binary's ``.symtab`` and ``.dynsym`` (pyelftools, cached per file),
+and the kernel gets file offsets, as libbpf 1.3's ``attach_uprobe_multi`` does.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fnmatch
+import os
+import struct
+from collections.abc import Mapping, Sequence
+
+from .._ffi import ffi
+from ..errors import AttachError
+from ..link import Link
+from ..symbolize import load_elf
+from . import _common
+
+__all__ = ["resolve", "attach_uprobe_multi", "BPF_F_UPROBE_MULTI_RETURN"]
+
+BPF_F_UPROBE_MULTI_RETURN = 1
+
+
+def resolve(path: str, functions: str | Sequence[str]) -> dict[str, int]:
+    """Function name -> file offset in ``path`` for a glob pattern or a list of names
+    (every name must exist). Reads the symbol tables once per file version."""
+    syms = load_elf(path)
+    if syms is None:
+        raise AttachError(_errno.ENOEXEC, f"{path} is not a readable ELF binary", target=path)
+    by_name: dict[str, int] = {}
+    for addr, name in zip(syms.addrs, syms.names):
+        for off, va, size in syms.loads:
+            if va <= addr < va + max(size, 1):
+                by_name.setdefault(name, addr - va + off)
+                break
+    if isinstance(functions, str):
+        found = {n: o for n, o in sorted(by_name.items()) if fnmatch.fnmatchcase(n, functions)}
+        if not found:
+            raise AttachError(_errno.ENOENT, f"no function matches {functions!r} in {path}",
+                              target=f"{path}:{functions}")
+        return found
+    missing = [f for f in functions if f not in by_name]
+    if missing:
+        raise AttachError(_errno.ENOENT, f"function(s) {', '.join(map(repr, missing))} not "
+                          f"found in {path}", target=f"{path}:{missing[0]}")
+    return {f: by_name[f] for f in functions}
+
+
+def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[str],
+                        functions: str | Sequence[str] | None = None, *,
+                        offsets: Sequence[int] | None = None,
+                        cookies: Sequence[int] | Mapping[str, int] | None = None,
+                        pid: int = -1, retprobe: bool = False, attach_type: int = 48,
+                        kind: str = "uprobe_multi", feature: object = None) -> Link:
+    """One uprobe_multi (or uprobe session) link on many functions of ``binary``.
+
+    ``functions``: a glob pattern or names; or ``offsets``: file offsets. ``cookies``:
+    one per target (a sequence in target order, or a name -> cookie mapping).
+    ``pid`` (> 0) limits the probes to one process. One syscall after the symbol read.
+    """
+    path = os.path.abspath(os.fspath(binary))
+    if not os.path.exists(path):
+        raise AttachError(_errno.ENOENT, f"cannot attach program {program!r}: binary {path} "
+                          "does not exist", program=program, target=path)
+    if (functions is None) == (offsets is None):
+        raise TypeError(f"program {program!r}: give functions= (a pattern or names) or "
+                        "offsets=, exactly one")
+    if functions is not None:
+        targets = resolve(path, functions)
+        names = list(targets)
+        offs = list(targets.values())
+        what = functions if isinstance(functions, str) else ",".join(functions)
+    else:
+        offs = [int(o) for o in offsets or ()]
+        names = [hex(o) for o in offs]
+        what = ",".join(names)
+    if not offs:
+        raise ValueError(f"program {program!r}: no uprobe_multi targets")
+    cks: list[int] | None = None
+    if isinstance(cookies, Mapping):
+        cks = [int(cookies.get(n, 0)) for n in names]
+    elif cookies is not None:
+        cks = [int(c) for c in cookies]
+        if len(cks) != len(offs):
+            raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(offs)} "
+                             "uprobe targets")
+    target = f"{kind} {path}:{what}" + (f" pid {pid}" if pid > 0 else "")
+    cpath = ffi.new("char[]", path.encode())
+    coffs = ffi.new("__u64[]", offs)
+    ccks = ffi.new("__u64[]", cks) if cks is not None else ffi.NULL
+    tail = struct.pack("=QQQQIII", int(ffi.cast("uintptr_t", cpath)),
+                       int(ffi.cast("uintptr_t", coffs)), 0, int(ffi.cast("uintptr_t", ccks)),
+                       len(offs), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0,
+                       pid if pid > 0 else 0)
+    fd = _common.link_create(prog_fd, 0, attach_type, 0, tail)
+    if fd == -_errno.ESRCH:
+        raise AttachError(_errno.ESRCH, f"cannot attach program {program!r} to {target}: "
+                          f"no process {pid}", program=program, target=target)
+    link = _common.fd_link(fd, program, target, feature=feature)
+    link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
+    return link
