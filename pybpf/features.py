@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._ffi import ffi, has_symbol, lib
+from ._ffi import ffi, has_symbol, lib, libbpf_capabilities
 from .errors import describe_errno
 
 if TYPE_CHECKING:
@@ -354,6 +354,7 @@ def summary() -> dict[str, Any]:
     return {
         "kernel": os.uname().release,
         "libbpf": ffi.string(lib.libbpf_version_string()).decode(),
+        "libbpf_api": libbpf_capabilities(),
         "program_types": program_types(),
         "map_types": map_types(),
         "hooks": hooks,
