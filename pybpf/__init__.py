@@ -11,6 +11,7 @@ The objects: :class:`Object` (a .bpf.o, opened then loaded), :class:`Program`,
 
 from __future__ import annotations
 
+from ._ffi import MIN_LIBBPF, LibbpfVersionError, libbpf_capabilities
 from ._ffi import ffi as _ffi_mod
 from ._ffi import lib as _lib
 from .btf import BTF, BTFKind, BTFType
@@ -45,6 +46,7 @@ __all__ = [
     "ProgramInfo", "StateError",
     "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
+    "MIN_LIBBPF", "LibbpfVersionError", "libbpf_capabilities",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",
 ]
 

@@ -381,6 +381,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     print(table([["HOOK", "SUPPORTED", "WHY"]]
                 + [[k, "yes" if v["supported"] else "no", v["reason"]]
                    for k, v in s["hooks"].items()]))
+    api = s["libbpf_api"]
+    print(f"\nLIBBPF {api['libbpf']} (pybpf needs {api['minimum']}+): APIs newer than "
+          f"{api['minimum']}, used when the runtime has them")
+    print(table([["CAPABILITY", "SYMBOL", "SINCE", "HERE", "PATH"]]
+                + [[k, v["symbol"], v["since"], "yes" if v["present"] else "no", v["path"]]
+                   for k, v in api["capabilities"].items()]))
     for title, key in (("PROGRAM TYPES", "program_types"), ("MAP TYPES", "map_types")):
         print(f"\n{title}")
         items = sorted(s[key].items())

@@ -1,6 +1,9 @@
 """The one place pybpf touches the cffi extension (``pybpf._libbpf``).
 
-* ``ffi`` / ``lib``: the compiled binding to the system ``libbpf.so.1``.
+* ``ffi`` / ``lib``: the compiled binding to the system ``libbpf.so.1``, which must
+  be at least :data:`MIN_LIBBPF` (checked at import, before the extension loads).
+* :func:`optional`: libbpf APIs newer than the minimum, resolved with dlsym at run
+  time from one table (:data:`OPTIONAL`); :func:`libbpf_capabilities` reports them.
 * libbpf's log goes to the ``pybpf.libbpf`` logger, and every call made inside
   :func:`capture` also records the lines so errors can quote libbpf's reason.
 * :func:`error_for` turns an errno from a failed call into the right pybpf
@@ -10,10 +13,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno as _errno
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from .errors import (
@@ -26,16 +32,64 @@ from .errors import (
     describe_errno,
 )
 
+# --- the libbpf this runs on ------------------------------------------------------------
+
+#: The oldest libbpf pybpf runs on: the extension links symbols of libbpf 1.1's
+#: version node (user_ring_buffer__*, bpf_*_get_fd_by_id_opts). Newer APIs are in
+#: OPTIONAL. tests/test_packaging.py checks this against the built extension.
+MIN_LIBBPF = (1, 1)
+LIBBPF_SONAME = "libbpf.so.1"
+_INSTALL_HINT = ("install the distribution's libbpf (Debian/Ubuntu: libbpf1, Fedora: "
+                 "libbpf), version {need} or newer")
+
+
+class LibbpfVersionError(ImportError):
+    """The system libbpf.so.1 is missing or older than :data:`MIN_LIBBPF`."""
+
+
+def _fmt(version: tuple[int, ...]) -> str:
+    return ".".join(str(v) for v in version)
+
+
+def check_libbpf_version(found: tuple[int, int], needed: tuple[int, int] = MIN_LIBBPF,
+                         path: str = LIBBPF_SONAME) -> None:
+    """Raise :class:`LibbpfVersionError` when libbpf ``found`` is older than ``needed``."""
+    if tuple(found) < tuple(needed):
+        raise LibbpfVersionError(
+            f"pybpf needs libbpf {_fmt(needed)} or newer, but the system {path} is libbpf "
+            f"{_fmt(found)}: " + _INSTALL_HINT.format(need=_fmt(needed)))
+
+
+def _system_libbpf_version() -> tuple[int, int]:
+    """The version of the libbpf.so.1 the dynamic linker finds (ctypes, no extension)."""
+    try:
+        so = ctypes.CDLL(LIBBPF_SONAME)
+    except OSError as exc:
+        raise LibbpfVersionError(
+            f"pybpf needs the system {LIBBPF_SONAME} and the dynamic linker found none "
+            f"({exc}): " + _INSTALL_HINT.format(need=_fmt(MIN_LIBBPF))) from None
+    try:
+        major, minor = so.libbpf_major_version, so.libbpf_minor_version
+    except AttributeError:  # added in libbpf 0.6: older still
+        return (0, 0)
+    major.restype = minor.restype = ctypes.c_uint32
+    return int(major()), int(minor())
+
+
+check_libbpf_version(_system_libbpf_version())
+
 try:
     from ._libbpf import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
-        "pybpf's C extension is not built: run `pip install .` (or `python build.py` "
-        f"in a checkout); it needs libbpf-dev and a C compiler ({exc})"
-    ) from exc
+        "pybpf's C extension pybpf._libbpf cannot be loaded: run `pip install .` (or "
+        f"`python build.py` in a checkout); building it needs libbpf-dev and a C compiler "
+        f"({exc})") from exc
 
 __all__ = ["ffi", "lib", "capture", "error_for", "raise_errno", "has_symbol", "cstr",
-           "capabilities", "missing_capabilities", "walk_ids"]
+           "capabilities", "missing_capabilities", "walk_ids", "MIN_LIBBPF",
+           "LibbpfVersionError", "check_libbpf_version", "optional", "OPTIONAL",
+           "libbpf_capabilities"]
 
 logger = logging.getLogger("pybpf.libbpf")
 logging.getLogger("pybpf").addHandler(logging.NullHandler())
@@ -85,14 +139,109 @@ def cstr(value: str | bytes | None) -> Any:
     return ffi.new("char[]", value)
 
 
-_symbols: dict[str, bool] = {}
-
-
 def has_symbol(name: str) -> bool:
     """Does the loaded libbpf export ``name``? (for APIs newer than libbpf 1.1)."""
-    if name not in _symbols:
-        _symbols[name] = bool(lib.pybpf_symbol_present(name.encode()))
-    return _symbols[name]
+    return _has_symbol(name)
+
+
+@functools.cache
+def _has_symbol(name: str) -> bool:
+    return bool(lib.pybpf_symbol_present(name.encode()))
+
+
+# --- libbpf APIs newer than MIN_LIBBPF, resolved at run time ------------------------------
+
+@dataclass(frozen=True)
+class Optional:
+    """One libbpf function newer than :data:`MIN_LIBBPF`: when the runtime has it and
+    ``used_by`` names pybpf code that calls it, ``capability`` is done through it; else
+    through ``fallback`` (the libbpf 1.1 path)."""
+
+    symbol: str
+    since: tuple[int, int]
+    ctype: str
+    capability: str
+    fallback: str
+    used_by: str = ""
+
+
+#: The one table of optional libbpf symbols (pybpf.libbpf_capabilities() reports it).
+#: Option structs are pybpf's copies of libbpf's (pybpf/_cdef/pybpf_optional.h).
+OPTIONAL: dict[str, Optional] = {o.symbol: o for o in [
+    Optional("bpf_program__attach_tcx", (1, 3),
+             "struct bpf_link *(*)(const struct bpf_program *, int, "
+             "const struct pybpf_tcx_opts *)",
+             "tcx attach", "bpf_link_create(BPF_TCX_INGRESS/EGRESS)", "Program.attach_tc"),
+    Optional("bpf_program__attach_netkit", (1, 3),
+             "struct bpf_link *(*)(const struct bpf_program *, int, "
+             "const struct pybpf_netkit_opts *)",
+             "netkit attach", "bpf_link_create(BPF_NETKIT_PRIMARY/PEER)",
+             "Program.attach_netkit"),
+    Optional("bpf_program__attach_uprobe_multi", (1, 3),
+             "struct bpf_link *(*)(const struct bpf_program *, int, const char *, "
+             "const char *, const struct pybpf_uprobe_multi_opts *)",
+             "uprobe_multi attach", "bpf_link_create(BPF_TRACE_UPROBE_MULTI)",
+             "Program.attach_uprobe_multi"),
+    Optional("bpf_program__attach_netfilter", (1, 3),
+             "struct bpf_link *(*)(const struct bpf_program *, "
+             "const struct pybpf_netfilter_opts *)",
+             "netfilter attach", "bpf_link_create(BPF_NETFILTER)"),
+    Optional("bpf_token_create", (1, 4),
+             "int (*)(int, struct pybpf_token_create_opts *)",
+             "BPF token", "none: privileges of the process (root or CAP_BPF)"),
+    Optional("ring__consume_n", (1, 5), "int (*)(void *, size_t)",
+             "ring buffer reads", "pybpf's own reader of the mmap()ed ring"),
+    Optional("bpf_program__attach_sockmap", (1, 5),
+             "struct bpf_link *(*)(const struct bpf_program *, int)",
+             "sockmap attach", "bpf_prog_attach to the map"),
+    Optional("bpf_map__set_autoattach", (1, 5), "int (*)(struct bpf_map *, bool)",
+             "struct_ops map auto-attach", "attach each struct_ops map explicitly"),
+    Optional("bpf_object__prepare", (1, 6), "int (*)(struct bpf_object *)",
+             "object prepare before load", "bpf_object__load does both"),
+    Optional("bpf_program__attach_cgroup_opts", (1, 6),
+             "struct bpf_link *(*)(const struct bpf_program *, int, "
+             "const struct pybpf_cgroup_opts *)",
+             "cgroup attach with ordering", "bpf_program__attach_cgroup"),
+]}
+
+
+@functools.cache
+def optional(symbol: str) -> Callable[..., Any] | None:
+    """libbpf's ``symbol`` (a row of :data:`OPTIONAL`) as a cffi function, or None when
+    the runtime libbpf lacks it. One dlsym on first use, cached."""
+    entry = OPTIONAL[symbol]  # KeyError: add the symbol to the table first
+    ptr = lib.pybpf_dlsym(symbol.encode())
+    if ptr == ffi.NULL:
+        return None
+    fn: Callable[..., Any] = ffi.cast(entry.ctype, ptr)
+    return fn
+
+
+def libbpf_version_string() -> str:
+    """The runtime libbpf's own version string, e.g. ``v1.5``."""
+    return str(ffi.string(lib.libbpf_version_string()).decode())
+
+
+def libbpf_capabilities() -> dict[str, Any]:
+    """The runtime libbpf's version, the minimum pybpf needs, and for each API newer
+    than that minimum whether it is there and so which path the capability takes.
+
+    Plain data (``pybpf features`` prints it); one dlsym per symbol, first call only.
+    """
+    caps = {}
+    for o in OPTIONAL.values():
+        present = optional(o.symbol) is not None
+        if present and o.used_by:
+            path = f"libbpf {o.symbol}"
+        elif present:
+            path = f"{o.fallback} (pybpf does not call {o.symbol})"
+        else:
+            path = f"{o.fallback} (libbpf 1.1 path)"
+        caps[o.capability] = {"symbol": o.symbol, "since": _fmt(o.since), "present": present,
+                              "used_by": o.used_by, "path": path}
+    return {"libbpf": libbpf_version_string(),
+            "version": [int(lib.libbpf_major_version()), int(lib.libbpf_minor_version())],
+            "minimum": _fmt(MIN_LIBBPF), "capabilities": caps}
 
 
 # --- capabilities -------------------------------------------------------------

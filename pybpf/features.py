@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _sections
-from ._ffi import ffi, has_symbol, lib
+from ._ffi import ffi, has_symbol, lib, libbpf_capabilities
 from .btf import BTF, BTFKind
 from .errors import describe_errno
 
@@ -566,6 +566,7 @@ def summary() -> dict[str, Any]:
     return {
         "kernel": os.uname().release,
         "libbpf": ffi.string(lib.libbpf_version_string()).decode(),
+        "libbpf_api": libbpf_capabilities(),
         "program_types": program_types(),
         "map_types": map_types(),
         "hooks": hooks_,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import _fs, _sections, features
 from ._fd import FD
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
+from ._usdt import check_attached as check_usdt
 from .attach import cgroup as _cgroup
 from .attach import kprobe_multi as _kprobe_multi
 from .attach import netfilter as _netfilter
@@ -578,8 +579,8 @@ class Program:
                 raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: USDT "
                                   f"probe {provider}:{name} not found in {path}",
                                   program=self.name, target=target, libbpf_log=log)
-        return self._link(ptr, target, log, no_fd="a USDT attachment is one uprobe link per "
-                                                  "probe site and has no single fd")
+        return check_usdt(self._obj, self._link(ptr, target, log, no_fd="a USDT attachment is "
+                          "one uprobe link per probe site and has no single fd"), target, self.name)
 
     def attach_xdp(self, ifname: str | int | None = None, *, ifindex: int | None = None,
                    mode: str = "auto") -> Link:

@@ -25,7 +25,7 @@ FLOORS: dict[str, float] = {
     "btf": 2, "symbolize": 2, "toolchain": 2, "_walk": 2, "_sections": 2,
     "types": 3, "values": 3,
     # 4: kernel objects that need nothing above them; feature probes
-    "maps": 4, "link": 4, "features": 4,
+    "maps": 4, "link": 4, "features": 4, "_usdt": 4.5,
     # 5-7: walks, typed maps, globals, readers, attach mechanics, programs
     "globals": 5, "_events": 5, "attach._common": 5, "attach": 5.5, "events": 5,
     "mapkinds": 6, "program": 6, "ringbuf": 6,

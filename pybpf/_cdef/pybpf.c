@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <linux/perf_event.h>
 
+#include "pybpf_optional.h"
+
 static void _pybpf_on_log(int level, const char *msg);
 
 /* libbpf hands its print callback a format and a va_list; cffi cannot pass a
@@ -58,18 +60,24 @@ void pybpf_log_install(void)
 	libbpf_set_print(pybpf_print);
 }
 
-/* Is NAME exported by the libbpf that is loaded (possibly newer than the
- * headers this extension was compiled against)? */
+/* NAME as exported by the libbpf that is loaded (possibly newer than the headers
+ * this extension was compiled against), or NULL. The default version of the
+ * symbol, as a program linked against that libbpf would get it. pybpf/_ffi.py
+ * casts it to the signature its OPTIONAL table gives. */
+void *pybpf_dlsym(const char *name)
+{
+	static void *handle;
+
+	if (!handle)
+		handle = dlopen("libbpf.so.1", RTLD_NOW | RTLD_NOLOAD);
+	if (!handle)
+		return NULL;
+	return dlsym(handle, name);
+}
+
 int pybpf_symbol_present(const char *name)
 {
-	void *h = dlopen("libbpf.so.1", RTLD_NOW | RTLD_NOLOAD);
-	int present;
-
-	if (!h)
-		return 0;
-	present = dlsym(h, name) != NULL;
-	dlclose(h);
-	return present;
+	return pybpf_dlsym(name) != NULL;
 }
 
 /* perf_event_open(2) for software/hardware/tracepoint/kprobe-PMU events.

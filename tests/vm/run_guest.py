@@ -72,12 +72,13 @@ class SetupError(RuntimeError):
 
 # --- what is installed ---------------------------------------------------------------
 
-def find_kernel(prefix: str) -> tuple[str, str]:
-    """(vmlinuz path, release) of the newest installed kernel whose release starts with prefix."""
+def find_kernel(prefix: str, root: str = "/") -> tuple[str, str]:
+    """(vmlinuz path, release) of the newest kernel installed in ROOT whose release starts
+    with prefix."""
     found = []
-    for path in glob.glob(f"/boot/vmlinuz-{prefix}*"):
+    for path in glob.glob(os.path.join(root, f"boot/vmlinuz-{prefix}*")):
         release = os.path.basename(path)[len("vmlinuz-"):]
-        if os.path.isdir(f"/lib/modules/{release}"):
+        if os.path.isdir(os.path.join(root, f"lib/modules/{release}")):
             found.append((tuple(int(x) for x in re.findall(r"\d+", release)), path, release))
     if not found:
         raise SetupError(f"no kernel /boot/vmlinuz-{prefix}* with modules in /lib/modules "
@@ -86,8 +87,8 @@ def find_kernel(prefix: str) -> tuple[str, str]:
     return path, release
 
 
-def find_busybox() -> str:
-    for path in ("/bin/busybox", "/usr/bin/busybox"):
+def find_busybox(root: str = "/") -> str:
+    for path in (os.path.join(root, p) for p in ("bin/busybox", "usr/bin/busybox")):
         if os.path.exists(path):
             with open(path, "rb") as f:
                 head = f.read(4096)
@@ -104,19 +105,22 @@ def find_qemu() -> str:
     return path
 
 
-def boot_modules(release: str) -> list[str]:
-    """Module files for BOOT_MODULES and their dependencies, in load order."""
+def boot_modules(release: str, root: str = "/") -> list[str]:
+    """Module files for BOOT_MODULES and their dependencies, in load order (asked of
+    ROOT's own modprobe when ROOT is not /)."""
     order: list[str] = []
+    chroot = [] if root == "/" else ["chroot", root]
     for mod in BOOT_MODULES:
-        res = subprocess.run(["modprobe", "-S", release, "--show-depends", mod],
+        res = subprocess.run([*chroot, "modprobe", "-S", release, "--show-depends", mod],
                              capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise SetupError(f"modprobe -S {release} --show-depends {mod} failed: "
                              f"{res.stderr.strip()}")
         for line in res.stdout.splitlines():
             words = line.split()
-            if words[:1] == ["insmod"] and words[1] not in order:
-                order.append(words[1])
+            path = os.path.join(root, words[1].lstrip("/")) if words[:1] == ["insmod"] else ""
+            if path and path not in order:
+                order.append(path)
     return order
 
 
@@ -202,6 +206,7 @@ STAGE2 = r"""#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp/home TMPDIR=/tmp XDG_CACHE_HOME=/tmp/cache PYTHONDONTWRITEBYTECODE=1
 export PYBPF_GUEST=1 TERM=dumb PYBPF_GUEST_FILES=@GUEST_FILES@
+@ENV@
 mkdir -p "$HOME" "$XDG_CACHE_HOME"
 # The checkout is read-only here. Its build/ (test objects and binaries the host
 # compiled) gets a tmpfs overlay so fixtures that cache into build/ can still write;
@@ -219,7 +224,8 @@ ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up
 # No udev here to make /dev/loop-control appear on first use: load loop up front.
 modprobe -q loop 2>/dev/null
 cd @REPO@
-echo "pybpf-guest: kernel $(uname -r), $(nproc) cpus, lsm=$(cat /sys/kernel/security/lsm)"
+echo "pybpf-guest: kernel $(uname -r), $(nproc) cpus, lsm=$(cat /sys/kernel/security/lsm)," \
+     "$(. /etc/os-release; echo "$PRETTY_NAME")"
 start=$(date +%s)
 { @COMMAND@; echo $? > @OUT@/rc.tmp; } 2>&1 | tee @OUT@/output.log
 rc=$(cat @OUT@/rc.tmp 2>/dev/null || echo 125)
@@ -232,7 +238,7 @@ echo "@SENTINEL@$rc"
 """
 
 
-def build_initramfs(release: str, out_dir: str, busybox: str) -> bytes:
+def build_initramfs(release: str, out_dir: str, busybox: str, root: str = "/") -> bytes:
     cpio = Cpio()
     for d in ("bin", "dev", "proc", "sys", "newroot", "modules"):
         cpio.dir(d)
@@ -241,7 +247,7 @@ def build_initramfs(release: str, out_dir: str, busybox: str) -> bytes:
     with open(busybox, "rb") as f:
         cpio.file("bin/busybox", f.read(), 0o755)
     names = []
-    for path in boot_modules(release):
+    for path in boot_modules(release, root):
         with open(path, "rb") as f:
             body = f.read()
         name = os.path.basename(path)
@@ -285,10 +291,17 @@ def pytest_command(python: str, args: list[str]) -> str:
 # --- boot --------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    kernel, release = find_kernel(args.kernel)
-    busybox = find_busybox()
+    root = os.path.realpath(args.root)
+    kernel, release = find_kernel(args.kernel, root)
+    busybox = find_busybox(root)
     qemu = find_qemu()
-    python = os.path.realpath(sys.executable)
+    python = args.python or os.path.realpath(sys.executable)
+    env = ""
+    if root != "/":
+        # The guest's python has pybpf installed (a venv in ROOT): tests and their child
+        # interpreters must import that one, not this checkout (cwd stays the checkout).
+        env = "export PYTHONSAFEPATH=1"
+        Path(root, str(REPO).lstrip("/")).mkdir(parents=True, exist_ok=True)  # mount point
     if not args.no_precompile:
         precompile_test_objects()
 
@@ -309,16 +322,17 @@ def run(args: argparse.Namespace) -> int:
         stage2 = (STAGE2.replace("@REPO@", shlex.quote(str(REPO))).replace("@OUT@", out_dir)
                   .replace("@COMMAND@", command)
                   .replace("@GUEST_FILES@", shlex.quote(" ".join(GUEST_FILES)))
+                  .replace("@ENV@", env)
                   .replace("@SENTINEL@", SENTINEL))
         Path(out_dir, "stage2.sh").write_text(stage2)
         initrd = Path(out_dir, "initramfs.cpio")
-        initrd.write_bytes(build_initramfs(release, out_dir, busybox))
+        initrd.write_bytes(build_initramfs(release, out_dir, busybox, root))
         cmd = [qemu, "-nodefaults", "-no-user-config", "-accel", args.accel, "-cpu", args.cpu,
                "-smp", str(args.cpus), "-m", args.memory, "-display", "none",
                "-monitor", "none", "-serial", "stdio", "-no-reboot",
                "-kernel", kernel, "-initrd", str(initrd),
                "-append", GUEST_CMDLINE,
-               "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
+               "-virtfs", f"local,path={root},mount_tag=hostroot,security_model=none,"
                           "readonly=on,multidevs=remap",
                "-virtfs", f"local,path={out_dir},mount_tag=pybpfout,security_model=none",
                "-virtfs", f"local,path={REPO},mount_tag=pybpfrepo,security_model=none,"
@@ -398,6 +412,11 @@ def _boot(cmd: list[str], timeout: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", default="6.1", help="kernel release prefix in /boot (6.1)")
+    ap.add_argument("--root", default="/",
+                    help="the guest's userspace: this machine's / (default), or a root "
+                         "directory with its own kernel in boot/ (tests/vm/debian13.py)")
+    ap.add_argument("--python", help="the guest's interpreter, a path inside --root (default: "
+                                     "this one)")
     ap.add_argument("--accel", default="tcg",
                     help="qemu accelerator (tcg: KVM hangs booting this kernel here)")
     ap.add_argument("--cpu", default="max", help="qemu -cpu model (max)")

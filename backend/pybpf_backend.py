@@ -1,0 +1,304 @@
+"""pybpf's PEP 517 build backend (``build-backend = "pybpf_backend"``, ``backend-path``).
+
+Before setuptools compiles and packs anything it:
+
+1. writes the cffi C source of ``pybpf._libbpf`` to ``build/cffi/_libbpf.c`` (the
+   declarations live in ``pybpf/_cdef/``, one file per libbpf header);
+2. provides the CO-RE probes ``pybpf/probes/*.bpf.o``: compiled from ``bpf_src/``
+   with CMake and clang when the toolchain is there, else the prebuilt objects
+   that the sdist carries are used as they are. ``PYBPF_BUILD_PROBES=1`` insists
+   on compiling, ``PYBPF_BUILD_PROBES=0`` never compiles.
+
+After setuptools built a wheel, :func:`retag_wheel` gives it the manylinux tag
+its extensions qualify for: they may need glibc and the system ``libbpf.so.1``
+(deliberately not bundled: one libbpf per machine, updated by the distribution),
+and the glibc symbol versions they reference decide ``manylinux_2_X``.
+``auditwheel show`` agrees with that tag once libbpf is excluded
+(``auditwheel repair --exclude libbpf.so.1`` leaves the wheel as it is).
+
+The module is named so it cannot shadow PyPA's ``build`` frontend; ``build.py``
+in the checkout's root is the developer's in-place build.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CDEF_DIR = ROOT / "pybpf" / "_cdef"
+# Order matters: later files use the types declared by earlier ones.
+CDEF_FILES = ["libbpf_common.h", "libbpf.h", "bpf.h", "btf.h", "pybpf_batch.h", "pybpf_optional.h",
+              "pybpf.h"]
+NATIVE_DIR = ROOT / "pybpf" / "_native"
+NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c"]  # the event readers, in order
+C_SOURCE = ROOT / "build" / "cffi" / "_libbpf.c"
+PROBE_DIR = ROOT / "pybpf" / "probes"
+BPF_CLANGS = ["clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14", "clang"]
+
+
+def _log(msg: str) -> None:
+    print(f"pybpf build: {msg}", file=sys.stderr, flush=True)
+
+
+# --- the cffi binding -------------------------------------------------------------------
+
+def make_ffibuilder() -> Any:
+    from cffi import FFI
+
+    builder = FFI()
+    for name in CDEF_FILES:
+        builder.cdef((CDEF_DIR / name).read_text(), override=False)
+    # the binding glue, then the event readers' native code (pybpf/_native/), as one
+    # translation unit
+    helpers = "\n".join(path.read_text() for path in
+                        [CDEF_DIR / "pybpf.c", *(NATIVE_DIR / n for n in NATIVE_FILES)])
+    builder.set_source(
+        "pybpf._libbpf",
+        "#include <stdbool.h>\n"
+        "#include <bpf/libbpf.h>\n"
+        "#include <bpf/bpf.h>\n"
+        "#include <bpf/btf.h>\n" + helpers,
+        libraries=["bpf"],
+        include_dirs=[str(CDEF_DIR)],  # pybpf.c includes pybpf_batch.h
+    )
+    return builder
+
+
+def emit_c_source() -> Path:
+    C_SOURCE.parent.mkdir(parents=True, exist_ok=True)
+    make_ffibuilder().emit_c_code(str(C_SOURCE))
+    return C_SOURCE
+
+
+# --- the probes -------------------------------------------------------------------------
+
+def expected_probes() -> list[Path]:
+    return [PROBE_DIR / (src.name[:-len(".bpf.c")] + ".bpf.o")
+            for src in sorted((ROOT / "bpf_src").glob("*.bpf.c"))]
+
+
+def probe_toolchain() -> list[str]:
+    """What compiling the probes needs and this machine lacks (empty: all there)."""
+    missing = []
+    if shutil.which("cmake") is None:
+        missing.append("cmake")
+    if not any(shutil.which(c) for c in BPF_CLANGS):
+        missing.append("clang")
+    if not os.environ.get("VMLINUX_H"):
+        if not (shutil.which("bpftool") or os.path.exists("/usr/sbin/bpftool")):
+            missing.append("bpftool")
+        if not os.path.exists("/sys/kernel/btf/vmlinux"):
+            missing.append("kernel BTF (/sys/kernel/btf/vmlinux)")
+    return missing
+
+
+def compile_probes() -> None:
+    """Compile bpf_src/*.bpf.c into pybpf/probes/ with CMake (see CMakeLists.txt)."""
+    cmake = shutil.which("cmake")
+    assert cmake is not None
+    build_dir = ROOT / "build" / "bpf"
+    args = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DPYBPF_PROBE_DIR={PROBE_DIR}"]
+    if os.environ.get("VMLINUX_H"):
+        args.append(f"-DVMLINUX_H={os.environ['VMLINUX_H']}")
+    subprocess.run(args, check=True, stdout=sys.stderr)
+    subprocess.run([cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)],
+                   check=True, stdout=sys.stderr)
+
+
+def provide_probes() -> None:
+    """Compile the probes, or keep the prebuilt ones (PYBPF_BUILD_PROBES decides)."""
+    want = os.environ.get("PYBPF_BUILD_PROBES", "")
+    if os.environ.get("PYBPF_SKIP_PROBES"):  # the older spelling of PYBPF_BUILD_PROBES=0
+        want = "0"
+    missing_objects = [p.name for p in expected_probes() if not p.exists()]
+    missing_tools = probe_toolchain()
+    if want == "0" or (want == "" and missing_tools and not missing_objects):
+        if missing_objects:
+            raise SystemExit(f"pybpf build: PYBPF_BUILD_PROBES=0 but no prebuilt "
+                             f"{', '.join(missing_objects)} in {PROBE_DIR}")
+        why = "PYBPF_BUILD_PROBES=0" if want == "0" else f"no {', '.join(missing_tools)}"
+        _log(f"using the prebuilt probes in pybpf/probes ({why})")
+        return
+    if missing_tools:
+        raise SystemExit(
+            f"pybpf build: compiling the probes (bpf_src/) needs {', '.join(missing_tools)}"
+            + (f"; no prebuilt {', '.join(missing_objects)} to fall back on (an sdist "
+               "carries them)" if missing_objects else " (PYBPF_BUILD_PROBES=1)")
+            + ": apt-get install clang llvm bpftool cmake")
+    compile_probes()
+
+
+def prepare() -> None:
+    emit_c_source()
+    provide_probes()
+
+
+# --- the manylinux tag ------------------------------------------------------------------
+
+# Libraries a manylinux extension may link without bundling them (PEP 600: glibc's own),
+# plus libbpf.so.1, which pybpf takes from the system on purpose.
+SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+               "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+EXTERNAL_LIBS = {"libbpf.so.1"}
+
+
+def elf_needs(data: bytes) -> tuple[list[str], dict[str, set[str]]]:
+    """(DT_NEEDED names, {library: symbol version names}) of a 64-bit little-endian ELF."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, _ = struct.unpack_from("<HHH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+                for i in range(shnum)]
+
+    def cstring(sec: int, off: int) -> str:
+        start = sections[sec][4] + off
+        return data[start:data.index(b"\0", start)].decode()
+
+    needed: list[str] = []
+    versions: dict[str, set[str]] = {}
+    for _name, typ, _f, _a, off, size, link, _i, _al, _es in sections:
+        if typ == 6:  # SHT_DYNAMIC
+            for pos in range(off, off + size, 16):
+                tag, val = struct.unpack_from("<qQ", data, pos)
+                if tag == 0:
+                    break
+                if tag == 1:  # DT_NEEDED
+                    needed.append(cstring(link, val))
+        elif typ == 0x6FFFFFFE:  # SHT_GNU_verneed
+            pos = off
+            while True:
+                _ver, cnt, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+                names = versions.setdefault(cstring(link, file_off), set())
+                apos = pos + aux
+                for _ in range(cnt):
+                    _h, _fl, _o, name_off, anext = struct.unpack_from("<IHHII", data, apos)
+                    names.add(cstring(link, name_off))
+                    apos += anext
+                if not nxt:
+                    break
+                pos += nxt
+    return needed, versions
+
+
+def manylinux_tag(libraries: list[bytes], arch: str) -> str | None:
+    """The manylinux tag that extensions LIBRARIES (ELF images) qualify for, or None."""
+    glibc = (2, 17)
+    for data in libraries:
+        needed, versions = elf_needs(data)
+        if set(needed) - SYSTEM_LIBS - EXTERNAL_LIBS:
+            return None
+        for lib, names in versions.items():
+            if lib in EXTERNAL_LIBS:
+                continue
+            for v in names:
+                m = re.fullmatch(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?", v)
+                if m:
+                    glibc = max(glibc, (int(m[1]), int(m[2])))
+    return f"manylinux_{glibc[0]}_{glibc[1]}_{arch}"
+
+
+def _record_line(name: str, body: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(body)}"
+
+
+def retag_wheel(wheel_directory: str, filename: str) -> str:
+    """Rename the ``linux_<arch>`` wheel FILENAME to the manylinux tag it qualifies for."""
+    m = re.fullmatch(r"(.+)-(linux_(x86_64|aarch64))\.whl", filename)
+    if not m:
+        return filename
+    path = Path(wheel_directory, filename)
+    with zipfile.ZipFile(path) as zf:
+        libs = [zf.read(n) for n in zf.namelist() if n.endswith(".so")]
+        tag = manylinux_tag(libs, m[3])
+        if tag is None:
+            _log(f"{filename}: an extension links more than glibc and libbpf; "
+                 "keeping the linux tag")
+            return filename
+        new_name = f"{m[1]}-{tag}.whl"
+        fd, tmp = tempfile.mkstemp(dir=wheel_directory, suffix=".whl")
+        os.close(fd)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+            record_name = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD"))
+            record = []
+            for info in zf.infolist():
+                if info.filename == record_name:
+                    continue
+                body = zf.read(info)
+                if info.filename.endswith(".dist-info/WHEEL"):
+                    body = re.sub(rb"(Tag: \S+-\S+-)linux_\w+", rb"\g<1>" + tag.encode(), body)
+                    record.append(_record_line(info.filename, body))
+                else:
+                    line = next((r for r in zf.read(record_name).decode().splitlines()
+                                 if r.startswith(info.filename + ",")), None)
+                    record.append(line or _record_line(info.filename, body))
+                out.writestr(info, body)
+            record.append(f"{record_name},,")
+            out.writestr(zf.getinfo(record_name), "\n".join(record) + "\n")
+    os.replace(tmp, Path(wheel_directory, new_name))
+    path.unlink()
+    _log(f"tagged {new_name}: the extensions need glibc and the system libbpf.so.1 only")
+    return new_name
+
+
+# --- PEP 517 hooks: prepare, then delegate to setuptools ----------------------------------
+
+def _setuptools() -> Any:
+    from setuptools import build_meta
+
+    return build_meta
+
+
+def get_requires_for_build_wheel(config_settings: Any = None) -> list[str]:
+    return list(_setuptools().get_requires_for_build_wheel(config_settings))
+
+
+def get_requires_for_build_editable(config_settings: Any = None) -> list[str]:
+    return list(_setuptools().get_requires_for_build_editable(config_settings))
+
+
+def get_requires_for_build_sdist(config_settings: Any = None) -> list[str]:
+    return list(_setuptools().get_requires_for_build_sdist(config_settings))
+
+
+def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: Any = None) -> str:
+    return str(_setuptools().prepare_metadata_for_build_wheel(metadata_directory, config_settings))
+
+
+def prepare_metadata_for_build_editable(metadata_directory: str,
+                                        config_settings: Any = None) -> str:
+    return str(_setuptools().prepare_metadata_for_build_editable(metadata_directory,
+                                                                 config_settings))
+
+
+def build_wheel(wheel_directory: str, config_settings: Any = None,
+                metadata_directory: str | None = None) -> str:
+    prepare()
+    name = str(_setuptools().build_wheel(wheel_directory, config_settings, metadata_directory))
+    return retag_wheel(wheel_directory, name)
+
+
+def build_editable(wheel_directory: str, config_settings: Any = None,
+                   metadata_directory: str | None = None) -> str:
+    prepare()
+    return str(_setuptools().build_editable(wheel_directory, config_settings,
+                                            metadata_directory))
+
+
+def build_sdist(sdist_directory: str, config_settings: Any = None) -> str:
+    # The sdist carries the probes, so that installing it needs no clang.
+    provide_probes()
+    return str(_setuptools().build_sdist(sdist_directory, config_settings))
+

@@ -1,0 +1,219 @@
+"""pip install pybpf, for real: the sdist built from this checkout by PyPA's frontend
+installs into a clean venv that cannot see the checkout, its wheel carries a manylinux
+tag auditwheel agrees with, and the installed package runs the bundled probes. Also the
+runtime libbpf check (MIN_LIBBPF, checked against what the built extension links) and
+the table of optional newer libbpf symbols."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pybpf import _ffi
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "backend"))
+import pybpf_backend  # noqa: E402
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without anything that points Python at this checkout."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "VIRTUAL_ENV")}
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 300, **extra: str) -> str:
+    res = subprocess.run(cmd, cwd=cwd, env=clean_env(**extra), capture_output=True, text=True,
+                         timeout=timeout, check=False)
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The sdist (``python -m build --sdist`` in the checkout's root), and the wheel pip
+    builds from a copy of it in a directory with no checkout files."""
+    out = tmp_path_factory.mktemp("dist")
+    run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out)], cwd=REPO)
+    (sdist,) = out.glob("pybpf-*.tar.gz")
+    away = tmp_path_factory.mktemp("away")
+    shutil.copy2(sdist, away / sdist.name)
+    # PYBPF_BUILD_PROBES=0: the sdist's prebuilt probes, as on a machine without clang.
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(away / "wheels"),
+         sdist.name], cwd=away, PYBPF_BUILD_PROBES="0")
+    (wheel,) = (away / "wheels").glob("pybpf-*.whl")
+    return away / sdist.name, wheel
+
+
+@pytest.mark.slow
+def test_sdist_carries_what_building_needs(built):
+    import tarfile
+
+    sdist, _ = built
+    with tarfile.open(sdist) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    srcs = sorted(p.name for p in (REPO / "bpf_src").glob("*.bpf.c"))
+    assert srcs
+    needed = {"pyproject.toml", "CMakeLists.txt", "backend/pybpf_backend.py", "LICENSE",
+              "LICENSES/GPL-2.0-only.txt", "pybpf/_cdef/pybpf.c", "pybpf/_native/fd.c",
+              "pybpf/_fastpath.c", "pybpf/py.typed",
+              *(f"bpf_src/{s}" for s in srcs),
+              *(f"pybpf/probes/{s[:-2]}.o" for s in srcs)}
+    assert needed <= names, sorted(needed - names)
+    assert not [n for n in names if n.endswith(".so")]
+
+
+@pytest.mark.slow
+def test_wheel_is_manylinux_and_auditwheel_agrees(built, tmp_path):
+    _, wheel = built
+    m = re.fullmatch(r"pybpf-[^-]+-cp(\d+)-cp\d+-manylinux_(\d+)_(\d+)_x86_64\.whl", wheel.name)
+    assert m, wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        tags = zf.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+        libs = [zf.read(n) for n in names if n.endswith(".so")]
+    assert f"Tag: cp{m[1]}-cp{m[1]}-manylinux_{m[2]}_{m[3]}_x86_64" in tags
+    assert len(libs) == 2  # _libbpf, _fastpath; libbpf itself is not grafted
+    assert not [n for n in names if "libbpf.so" in n or ".libs/" in n]
+    assert "pybpf/py.typed" in names
+    assert {f"pybpf/probes/{p.name[:-2]}.o" for p in (REPO / "bpf_src").glob("*.bpf.c")} \
+        <= set(names)
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert any(n.endswith("licenses/LICENSES/GPL-2.0-only.txt") for n in names)
+    assert "License-Expression: Apache-2.0 AND GPL-2.0-only" in meta
+    assert "Project-URL: Source," in meta
+    assert "Classifier: Programming Language :: Python :: 3.13" in meta
+    for data in libs:
+        needed, _ = pybpf_backend.elf_needs(data)
+        assert set(needed) <= {"libc.so.6", "libbpf.so.1"}, needed
+
+    # auditwheel: with libbpf excluded (the system's, on purpose) the wheel needs no
+    # change, and the glibc symbol versions constrain it to the same tag.
+    repaired = tmp_path / "repaired"
+    out = run([sys.executable, "-m", "auditwheel", "repair", "--exclude", "libbpf.so.1",
+               "-w", str(repaired), str(wheel)], cwd=tmp_path)
+    assert [p.name for p in repaired.glob("*.whl")] == [wheel.name], out
+    show = run([sys.executable, "-m", "auditwheel", "show", str(wheel)], cwd=tmp_path)
+    assert f'constrains the platform tag to "manylinux_{m[2]}_{m[3]}_x86_64"' in \
+        " ".join(show.split()), show
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_wheel_installs_into_a_clean_venv_and_runs_the_probes(built, tmp_path):
+    sdist, wheel = built
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    py = str(venv / "bin" / "python")
+    run([py, "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path, timeout=300)
+    code = ("import json, pybpf; from pybpf import _ffi; "
+            "print(json.dumps([pybpf.__file__, _ffi.MIN_LIBBPF, pybpf.libbpf_version()]))")
+    where, minimum, version = json.loads(run([py, "-c", code], cwd=tmp_path).splitlines()[-1])
+    assert where.startswith(str(venv)), where
+    assert tuple(version) >= tuple(minimum)
+    # the prebuilt probes, from the installed package: real exec events
+    out = run([str(venv / "bin" / "pybpf"), "execsnoop", "--demo"], cwd=tmp_path, timeout=120)
+    assert re.search(r"^echo\s+\d+.*hello from pybpf", out, re.M), out
+    assert re.search(r"(\d+) exec events captured", out), out
+
+
+# --- the runtime libbpf ----------------------------------------------------------------
+
+def test_min_libbpf_is_what_the_extension_links():
+    from pybpf import _libbpf
+
+    _, versions = pybpf_backend.elf_needs(Path(_libbpf.__file__).read_bytes())
+    nodes = [tuple(int(x) for x in v[len("LIBBPF_"):].split(".")[:2])
+             for v in versions["libbpf.so.1"]]
+    assert max(nodes) == _ffi.MIN_LIBBPF  # neither understated nor overstated
+
+
+def test_version_check_names_found_and_needed():
+    with pytest.raises(ImportError, match=r"needs libbpf 1\.1 or newer, but the system "
+                                          r"libbpf\.so\.1 is libbpf 1\.0: .*libbpf1"):
+        _ffi.check_libbpf_version((1, 0))
+    with pytest.raises(_ffi.LibbpfVersionError, match=r"libbpf 0\.8"):
+        _ffi.check_libbpf_version((0, 8))
+    for ok in [(1, 1), (1, 5), (1, 10), (2, 0)]:
+        _ffi.check_libbpf_version(ok)
+    with pytest.raises(_ffi.LibbpfVersionError, match=r"needs libbpf 1\.6 .* is libbpf 1\.5"):
+        _ffi.check_libbpf_version((1, 5), (1, 6))
+
+
+def test_import_refuses_an_old_libbpf(tmp_path):
+    """``import pybpf`` with a libbpf.so.1 that says 1.0 (a stand-in built here, found
+    first through LD_LIBRARY_PATH): the check at import names both versions."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler (the tests build helpers with it)"
+    src = tmp_path / "old.c"
+    src.write_text(textwrap.dedent("""\
+        unsigned int libbpf_major_version(void) { return 1; }
+        unsigned int libbpf_minor_version(void) { return 0; }
+        const char *libbpf_version_string(void) { return "v1.0"; }
+        """))
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libbpf.so.1", "-o",
+                    str(tmp_path / "libbpf.so.1"), str(src)], check=True)
+    res = subprocess.run([sys.executable, "-c", "import pybpf"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
+                         check=False)
+    assert res.returncode == 1
+    assert "LibbpfVersionError: pybpf needs libbpf 1.1 or newer, but the system libbpf.so.1 " \
+           "is libbpf 1.0" in res.stderr, res.stderr
+
+
+def test_optional_symbols_follow_the_runtime_version():
+    version = pybpf_version()
+    caps = _ffi.libbpf_capabilities()
+    assert tuple(caps["version"]) == version
+    assert caps["minimum"] == "1.1"
+    for entry in _ffi.OPTIONAL.values():
+        fn = _ffi.optional(entry.symbol)
+        # every row's "since" is right: present exactly from that version on
+        assert (fn is not None) == (version >= entry.since), entry.symbol
+        row = caps["capabilities"][entry.capability]
+        assert row["present"] == (fn is not None)
+        assert row["path"].startswith(f"libbpf {entry.symbol}" if fn and entry.used_by
+                                      else entry.fallback)
+    with pytest.raises(KeyError):
+        _ffi.optional("bpf_object__load")  # not in the table: 1.1 has it, link it directly
+    assert _ffi.has_symbol("bpf_object__load")  # the same dlsym finds real symbols
+    assert not _ffi.has_symbol("bpf_no_such_function")
+
+
+def test_optional_call_through_its_signature():
+    token_create = _ffi.optional("bpf_token_create")
+    if token_create is None:
+        assert pybpf_version() < (1, 4)
+        return
+    opts = _ffi.ffi.new("struct pybpf_token_create_opts *")
+    opts.sz = _ffi.ffi.sizeof("struct pybpf_token_create_opts")
+    assert token_create(-1, opts) < 0  # an fd that is no bpffs: refused, not a crash
+
+
+def test_features_command_reports_libbpf_paths():
+    res = subprocess.run([sys.executable, "-m", "pybpf", "features", "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    data = json.loads(res.stdout)
+    assert data["libbpf_api"]["minimum"] == "1.1"
+    assert set(data["libbpf_api"]["capabilities"]) == {o.capability for o in _ffi.OPTIONAL.values()}
+    res = subprocess.run([sys.executable, "-m", "pybpf", "features"], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert "LIBBPF" in res.stdout and "tcx attach" in res.stdout
+
+
+def pybpf_version() -> tuple[int, int]:
+    import pybpf
+
+    return pybpf.libbpf_version()
