@@ -4,6 +4,8 @@ Python sees the program's."""
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 
 import pybpf
@@ -90,3 +92,100 @@ def test_bad_globals(gobj):
     gobj.close()
     with pytest.raises(ClosedError):
         bss.bss_in  # noqa: B018
+
+
+# --- .bss/.data through an mmap: the README's promise, checked where a syscall can't help
+_NO_BPF_SYSCALL = r'''
+import ctypes, json, os, platform, sys
+import pybpf
+
+NR_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+
+
+def deny_bpf_syscall():
+    """seccomp: from now on bpf(2) fails with EPERM in this thread; nothing else changes."""
+    class Insn(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
+                    ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+
+    insns = (Insn * 4)(Insn(0x20, 0, 0, 0),              # ld [0]: syscall number
+                       Insn(0x15, 0, 1, NR_BPF),         # jeq NR_BPF
+                       Insn(0x06, 0, 0, 0x00050000 | 1),  # ret ERRNO(EPERM)
+                       Insn(0x06, 0, 0, 0x7FFF0000))     # ret ALLOW
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    prog = Prog(4, insns)
+    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()
+
+
+obj = pybpf.Object.open(sys.argv[1])
+obj.load()
+obj.attach()
+obj.bss.target_tgid = os.getpid()
+out = {"data_before": obj.data.data_in}
+deny_bpf_syscall()
+bss_map = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss"))
+try:
+    bss_map.lookup(bytes(4))
+    out["lookup"] = "worked"
+except OSError as e:
+    out["lookup"] = e.errno  # the filter works: a map syscall fails
+obj.bss.in_val = 1000
+obj.data.data_in = 40
+os.getppid()
+out.update(out_val=obj.bss.out_val, data_in=obj.data.data_in, calls=obj.bss.calls)
+print(json.dumps(out), flush=True)
+os._exit(0)
+'''
+
+
+def test_bss_and_data_work_with_the_bpf_syscall_denied():
+    """After load, writes to .bss/.data reach the running program and its writes come
+    back with bpf(2) forbidden (seccomp in a child): through the mmap, no map syscall."""
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    from conftest import compile_test_bpf
+
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"no bpf(2) syscall number for {platform.machine()} in this test")
+    r = subprocess.run([sys.executable, "-c", _NO_BPF_SYSCALL,
+                        compile_test_bpf("globals_mmap")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["data_before"] == 5
+    assert out["lookup"] == 1, out  # EPERM: no bpf(2) from here on
+    # the program read in_val=1000 and data_in=40 from the mmap; Python read its writes
+    assert (out["out_val"], out["data_in"], out["calls"]) == (3040, 41, 1), out
+
+
+def test_bss_is_a_shared_mapping_of_the_map():
+    """/proc/self/maps shows the .bss map mmapped (anon_inode:bpf-map) once it is used,
+    and unmapped when the object closes."""
+    from conftest import compile_test_bpf
+
+    def bpf_map_mappings():
+        with open("/proc/self/maps") as f:
+            return {line.split()[0] for line in f if "anon_inode:bpf-map" in line}
+
+    obj = pybpf.load(compile_test_bpf("globals_mmap"))
+    try:
+        before = bpf_map_mappings()
+        obj.bss.in_val = 7
+        new = bpf_map_mappings() - before
+        assert len(new) == 1, new
+        start, end = (int(x, 16) for x in new.pop().split("-"))
+        bss_size = obj.btf.datasec(".bss").size
+        page = mmap.PAGESIZE
+        assert end - start == (bss_size + page - 1) // page * page
+        _ = obj.data.data_in
+        assert len(bpf_map_mappings() - before) == 2
+    finally:
+        obj.close()
+    assert not bpf_map_mappings() - before
