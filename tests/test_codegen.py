@@ -108,7 +108,8 @@ def mypy_out(gen_dir):
         (gen_dir / name).write_text(textwrap.dedent(src))
     env = dict(os.environ, MYPYPATH=str(ROOT), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir",
-                        str(gen_dir / ".mypy"), "good.py", "bad.py", "bad_types.py", "kernel_user.py"],
+                        str(gen_dir / ".mypy"), "good.py", "bad.py", "bad_types.py",
+                        "kernel_user.py"],
                        cwd=gen_dir, env=env, capture_output=True, text=True, timeout=300)
     return r.stdout + r.stderr
 
