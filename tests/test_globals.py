@@ -154,6 +154,9 @@ def test_bss_and_data_work_with_the_bpf_syscall_denied():
 
     if platform.machine() not in ("x86_64", "aarch64"):
         pytest.skip(f"no bpf(2) syscall number for {platform.machine()} in this test")
+    with pybpf.load(compile_test_bpf("globals_mmap")) as obj:  # the same steps in-process
+        obj.bss.in_val, obj.data.data_in = 2, 3  # (for mutmut's map of tests to code)
+        assert (obj.bss.in_val, obj.data.data_in) == (2, 3)
     r = subprocess.run([sys.executable, "-c", _NO_BPF_SYSCALL,
                         compile_test_bpf("globals_mmap")],
                        capture_output=True, text=True, timeout=60)
