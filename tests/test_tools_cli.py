@@ -68,9 +68,12 @@ DEMO = [["/bin/echo", "hello from pybpf"], ["/bin/true"], ["/bin/ls", "-d", "/"]
 def _demo_lines(out: str) -> list[tuple[str, int, int, int, str]]:
     """The table rows of ``execsnoop`` text output: (comm, pid, ppid, ret, args)."""
     rows = []
+    row = re.compile(r"^(.{16}) +(\d+) +(\d+) +(-?\d+)  (.*)$")  # comm: 16 columns
     for line in out.splitlines()[1:]:
-        comm, pid, ppid, ret, *args = line.split(None, 4)
-        rows.append((comm, int(pid), int(ppid), int(ret), "".join(args)))
+        m = row.match(line)
+        if m is None:  # another process's argv holding a newline: its next line
+            continue
+        rows.append((m[1].rstrip(), int(m[2]), int(m[3]), int(m[4]), m[5]))
     return rows
 
 
