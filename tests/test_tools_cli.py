@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,14 +81,28 @@ def _demo_lines(out: str) -> list[tuple[str, int, int, int, str]]:
 def test_readme_first_command_execsnoop_demo():
     """``python3 -m pybpf execsnoop --demo`` prints the execs of the commands it starts,
     as the kernel reported them to an independent session, and the count line."""
-    with ExecSnoop() as watcher:
-        r, _ = run_tool(["execsnoop", "--demo"])
-        tool_pid = r.pid  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10
-        seen: list = []
-        while time.monotonic() < deadline and len(
-                [e for e in seen if e.ppid == tool_pid]) < len(DEMO):
-            seen += watcher.events(timeout=0.2)
+    seen: list = []
+    stop = threading.Event()
+    # A big ring, drained by a thread while the demo runs: other processes' execs on a
+    # busy machine must not push the demo's out of the watcher.
+    with ExecSnoop(ring_bytes=32 << 20) as watcher:
+        def consume() -> None:
+            while not stop.is_set():
+                seen.extend(watcher.events(timeout=0.1))
+
+        t = threading.Thread(target=consume)
+        t.start()
+        try:
+            r, _ = run_tool(["execsnoop", "--demo"])
+            tool_pid = r.pid  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(
+                    [e for e in list(seen) if e.ppid == tool_pid]) < len(DEMO):
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            t.join()
+        dropped = watcher.dropped
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["COMM", "PID", "PPID", "RET", "ARGS"], r.stdout
@@ -100,7 +115,7 @@ def test_readme_first_command_execsnoop_demo():
     # The independent session saw the same execs: same pids, argv, comm, result.
     kernel = {(e.comm, e.pid, e.ppid, e.retval, " ".join(e.argv)) for e in seen
               if e.ppid == tool_pid}
-    assert set(rows) == kernel, (rows, kernel)
+    assert set(rows) == kernel, (rows, kernel, f"watcher dropped {dropped}")
     assert {row[0] for row in rows} == {"echo", "true", "ls", "sh"}
     assert all(row[3] == 0 for row in rows)
 
