@@ -192,3 +192,36 @@ def test_bss_is_a_shared_mapping_of_the_map():
     finally:
         obj.close()
     assert not bpf_map_mappings() - before
+
+
+def test_sections_without_mmap_fall_back_to_map_syscalls():
+    """A data section whose map is not mmapable (BPF_F_MMAPABLE cleared before load)
+    still reads and writes the live map, one syscall per access, neighbours intact."""
+    import os
+
+    from conftest import compile_test_bpf
+
+    def bpf_map_mappings():
+        with open("/proc/self/maps") as f:
+            return {line.split()[0] for line in f if "anon_inode:bpf-map" in line}
+
+    with pybpf.Object.open(compile_test_bpf("globals_mmap")) as obj:
+        for m in obj.maps.values():
+            if m.internal and m.name.endswith((".bss", ".data")):
+                m.flags = m.flags & ~(1 << 10)  # BPF_F_MMAPABLE
+        obj.bss.in_val = 9  # before load: kept and applied after load
+        obj.load()
+        before = bpf_map_mappings()
+        obj.attach()
+        obj.bss.target_tgid = os.getpid()
+        assert obj.bss.in_val == 9
+        obj.bss.in_val = 1000
+        obj.data.data_in = 40
+        os.getppid()
+        assert (obj.bss.out_val, obj.data.data_in, obj.bss.calls) == (3040, 41, 1)
+        assert obj.bss.target_tgid == os.getpid() and obj.bss.in_val == 1000
+        assert bpf_map_mappings() == before  # no mmap was made
+        bss = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss"))
+        raw = bss.lookup(bytes(4))
+        var = {v.name: v for v in obj.btf.datasec(".bss").members}
+        assert int.from_bytes(raw[var["out_val"].offset:][:8], "little") == 3040
