@@ -249,3 +249,21 @@ def test_tcpconnect_cli_prints_the_connects_it_saw():
     assert [tuple(x) for x in rows] == [
         (str(os.getpid()), my_comm(), "4", "127.0.0.1", str(sp), "127.0.0.1", str(port), "0")
         for sp in sports], r.stdout  # type: ignore[attr-defined]
+
+
+def test_execsnoop_demo_while_other_processes_exec():
+    """The demo on a busy machine: another process execs in a loop meanwhile (its events
+    would fill a ring shared with them); the demo still reports its four commands."""
+    floods = [subprocess.Popen(["/bin/sh", "-c", "while :; do /bin/true; done"])
+              for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        r, _ = run_tool(["execsnoop", "--demo", "--json"])
+    finally:
+        for flood in floods:
+            flood.kill()
+            flood.wait()
+    assert r.returncode == 0, r.stderr
+    evs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sorted(e["argv"] for e in evs) == sorted(DEMO)
+    assert {e["ppid"] for e in evs} == {r.pid}  # type: ignore[attr-defined]
