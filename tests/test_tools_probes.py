@@ -27,6 +27,7 @@ from pybpf.tools.tcpconnect import TcpConnect
 
 pytestmark = pytest.mark.kernel
 DATA = Path(__file__).resolve().parent / "tools_data"
+BIG_RING = 16 << 20  # unfiltered sessions: room for a busy machine's other execs
 
 
 def _collect(session, until, timeout=5.0):
@@ -45,7 +46,7 @@ def test_execsnoop_path_argv_ppid_retval(tmp_path):
     script = tmp_path / "run me.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
-    with ExecSnoop() as snoop:
+    with ExecSnoop(ring_bytes=BIG_RING) as snoop:  # others' execs must not fill it
         p = subprocess.run([str(script), "first arg", "x" * 40], check=True)
         bad = subprocess.run(["/bin/sh", "-c", "exec /nonexistent/pybpf-nothing 2>/dev/null"],
                              check=False)
@@ -63,7 +64,7 @@ def test_execsnoop_path_argv_ppid_retval(tmp_path):
 
 
 def test_execsnoop_ignore_failed():
-    with ExecSnoop(ignore_failed=True) as snoop:
+    with ExecSnoop(ignore_failed=True, ring_bytes=BIG_RING) as snoop:
         subprocess.run(["/bin/sh", "-c", "exec /nonexistent/pybpf-x 2>/dev/null; true"],
                        check=False)
         subprocess.run(["/bin/true", "pybpf-ignore-failed-marker"], check=True)
@@ -435,7 +436,7 @@ def test_tools_cli_runs(capsys, tmp_path):
 
 
 def test_execsnoop_execveat_fexecve():
-    with ExecSnoop() as snoop:
+    with ExecSnoop(ring_bytes=BIG_RING) as snoop:  # others' execs must not fill it
         pid = os.fork()
         if pid == 0:  # child: fexecve(2) = execveat(fd, "", argv, envp, AT_EMPTY_PATH)
             try:
