@@ -158,3 +158,14 @@ def test_struct_class_behaviour(layouts):
     with pytest.raises(TypeError):
         hash(a)
     assert layouts.btf["pkey"].encode((6, 1, 2)) == bytes([6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0])
+
+
+def test_enum_value_without_an_enumerator(layouts):
+    """A value the enum does not name (the kernel may hold any int) decodes as that int."""
+    raw = bytearray(layouts.maps["out"].lookup(bytes(4)))
+    off = _u64(layouts, "layout", 7)  # offsetof(struct big, color), from the program
+    raw[off:off + 4] = (12345).to_bytes(4, "little")  # C enums are int-sized
+    layouts.maps["in"].update(bytes(4), bytes(raw))
+    b = layouts.maps["in"][0]
+    assert b.color == 12345 and int(b.color) == 12345
+    assert b.sneg == -5 and b.sneg.name == "NEG"  # its neighbour still named
