@@ -225,3 +225,34 @@ def test_sections_without_mmap_fall_back_to_map_syscalls():
         raw = bss.lookup(bytes(4))
         var = {v.name: v for v in obj.btf.datasec(".bss").members}
         assert int.from_bytes(raw[var["out_val"].offset:][:8], "little") == 3040
+
+
+def test_16_byte_integers_both_ways():
+    """__int128 globals (the generic int codec: no struct format for 16 bytes): the
+    program computes from what Python wrote; Python decodes what it wrote back."""
+    import os
+
+    from conftest import compile_test_bpf
+
+    big = (1 << 100) + 12345
+    with pybpf.load(compile_test_bpf("globals_mmap")) as obj:
+        obj.attach()
+        obj.bss.target_tgid = os.getpid()
+        obj.bss.wide_in = big
+        obj.bss.swide_in = -(1 << 90) - 7
+        os.getppid()
+        assert obj.bss.wide_out == 2 * big + 1
+        assert obj.bss.swide_out == (1 << 90) + 7
+        var = {v.name: v for v in obj.btf.datasec(".bss").members}
+        raw = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss")
+                   ).lookup(bytes(4))
+        off = var["wide_out"].offset
+        assert int.from_bytes(raw[off:off + 16], "little") == 2 * big + 1
+        off = var["swide_in"].offset
+        assert int.from_bytes(raw[off:off + 16], "little", signed=True) == -(1 << 90) - 7
+        with pytest.raises(ValueError, match="out of range"):
+            obj.bss.wide_in = 1 << 128
+        with pytest.raises(ValueError, match="out of range"):
+            obj.bss.swide_in = 1 << 127
+        with pytest.raises(TypeError, match="expected int"):
+            obj.bss.wide_in = "1"
