@@ -243,6 +243,7 @@ def test_16_byte_integers_both_ways():
         os.getppid()
         assert obj.bss.wide_out == 2 * big + 1
         assert obj.bss.swide_out == (1 << 90) + 7
+        assert obj.bss.swide_in == -(1 << 90) - 7  # decoded signed
         var = {v.name: v for v in obj.btf.datasec(".bss").members}
         raw = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss")
                    ).lookup(bytes(4))
