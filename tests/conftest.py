@@ -17,6 +17,20 @@ TESTS = Path(__file__).resolve().parent
 BUILD = Path(os.environ.get("PYBPF_TEST_BPF_DIR") or TESTS.parent / "build" / "test-bpf")
 
 
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    # mutmut 3 (pyproject.toml [tool.mutmut]) first records which tests reach which
+    # functions, in this process only: child interpreters that import the mutated pybpf
+    # run it unrecorded ("none" matches no mutant). When it tests a mutant, children
+    # inherit its name and run the mutant too.
+    _popen_init = subprocess.Popen.__init__
+
+    def _unrecorded_popen(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["env"] = dict(kwargs.get("env") or os.environ, MUTANT_UNDER_TEST="none")
+        _popen_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = _unrecorded_popen  # type: ignore[method-assign]
+
+
 def compile_test_bpf(name: str) -> str:
     """Compile tests/bpf/NAME.bpf.c (cached on mtime) and return the object path."""
     src = TESTS / "bpf" / f"{name}.bpf.c"

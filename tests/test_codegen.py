@@ -46,6 +46,33 @@ BAD = """
 """
 
 
+# Wrong value types, one per line (the test matches mypy's errors by line number).
+BAD_TYPES = """
+    from skel import TypedMaps, val
+
+    def main() -> None:
+        with TypedMaps() as skel:
+            val(count="five")
+            skel.bss.target_tgid = "seven"
+            skel.maps.vals[1] = "not a val"
+            name: str = skel.maps.vals[2].pid
+            skel.maps.vals["one"] = val()
+            skel.data.kstack_id = 1.5
+            skel.maps.churn[3] = b"x"
+
+    main()
+"""
+BAD_TYPE_LINES = {
+    6: 'Argument "count" to "val" has incompatible type "str"; expected "int"',
+    7: 'expression has type "str", variable has type "int"',
+    8: 'expression has type "str", target has type "val | Mapping[str, Any]',
+    9: 'expression has type "int", variable has type "str"',
+    10: 'Invalid index type "str" for "HashMap[int, val]"; expected type "int"',
+    11: 'expression has type "float", variable has type "int"',
+    12: 'expression has type "bytes", target has type "int | Mapping[str, Any]',
+}
+
+
 KERNEL_USER = """
     from kskel import Execsnoop
 
@@ -75,12 +102,14 @@ def gen_dir(tmp_path_factory, bpf_obj):
 
 @pytest.fixture(scope="module")
 def mypy_out(gen_dir):
-    """One mypy --strict run over the three user scripts (mypy start-up is the cost)."""
-    for name, src in (("good.py", GOOD), ("bad.py", BAD), ("kernel_user.py", KERNEL_USER)):
+    """One mypy --strict run over the four user scripts (mypy start-up is the cost)."""
+    for name, src in (("good.py", GOOD), ("bad.py", BAD), ("bad_types.py", BAD_TYPES),
+                      ("kernel_user.py", KERNEL_USER)):
         (gen_dir / name).write_text(textwrap.dedent(src))
     env = dict(os.environ, MYPYPATH=str(ROOT), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir",
-                        str(gen_dir / ".mypy"), "good.py", "bad.py", "kernel_user.py"],
+                        str(gen_dir / ".mypy"), "good.py", "bad.py", "bad_types.py",
+                        "kernel_user.py"],
                        cwd=gen_dir, env=env, capture_output=True, text=True, timeout=300)
     return r.stdout + r.stderr
 
@@ -96,6 +125,17 @@ def test_generated_module_runs_and_typechecks(gen_dir, mypy_out):
 def test_mypy_rejects_a_wrong_field(mypy_out):
     assert 'bad.py:6: error: "val" has no attribute "countt"' in mypy_out, mypy_out
     assert 'has no attribute "target_tgidd"' in mypy_out, mypy_out
+
+
+def test_mypy_rejects_wrong_value_types(mypy_out):
+    """The README: the stub makes mypy check value types, not only field names."""
+    errors = {}
+    for line in mypy_out.splitlines():
+        if line.startswith("bad_types.py:") and ": error: " in line:
+            errors.setdefault(int(line.split(":")[1]), []).append(line)
+    assert sorted(errors) == sorted(BAD_TYPE_LINES), mypy_out
+    for lineno, what in BAD_TYPE_LINES.items():
+        assert what in " ".join(errors[lineno]), errors[lineno]
 
 
 def test_stub_for_an_object_with_kernel_types_typechecks(mypy_out):

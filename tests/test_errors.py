@@ -106,3 +106,37 @@ def test_fd_not_leaked_on_failed_loads(bpf_obj):
         with pytest.raises(VerifierError):
             pybpf.load(path)
     assert _fd_count() == before
+
+
+def test_bpf_errors_are_oserrors_with_the_kernels_errno(bpf_obj):
+    """The README: errors are rooted at BPFError, an OSError: ``except OSError`` catches
+    a real refusal, with errno/strerror as the kernel or libbpf gave them."""
+    import errno as errno_
+
+    for name in ("BPFError", "ObjectError", "LoadError", "VerifierError", "AttachError",
+                 "MapError", "NotSupportedError", "BPFPermissionError", "ClosedError"):
+        cls = getattr(pybpf, name)
+        assert issubclass(cls, pybpf.BPFError) and issubclass(cls, OSError), name
+    assert issubclass(pybpf.BPFPermissionError, PermissionError)
+    # libbpf refuses the object: EOPNOTSUPP, caught as OSError
+    try:
+        pybpf.Object.open(bpf_obj("legacy_maps"))
+    except OSError as e:
+        assert type(e) is ObjectError and e.errno == errno_.EOPNOTSUPP
+        assert e.strerror and os.strerror(errno_.EOPNOTSUPP) in str(e)
+    else:
+        raise AssertionError("legacy maps were accepted")
+    # the verifier refuses a program: its errno, caught as OSError
+    with pybpf.Object.open(bpf_obj("bad_verifier")) as obj:
+        try:
+            obj.load()
+        except OSError as e:
+            assert isinstance(e, VerifierError) and e.errno in (errno_.EACCES, errno_.EINVAL)
+        else:
+            raise AssertionError("the verifier accepted bad_verifier.bpf.o")
+    # the kernel refuses an attach: XDP on an ifindex no device has
+    with pybpf.load(bpf_obj("basic")) as obj:
+        with pytest.raises(OSError) as ei:
+            obj.programs["xdp_pass"].attach_xdp(0x7FFFFFF0)
+        assert isinstance(ei.value, pybpf.BPFError) and ei.value.errno in (
+            errno_.ENODEV, errno_.EINVAL), ei.value

@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import struct
+import subprocess
 
 import pytest
 
@@ -48,12 +49,21 @@ def btf_names(*names: str) -> dict[str, bool]:
 
 
 def active_lsms() -> list[str] | None:
-    """The active LSMs, None when securityfs is not mounted."""
+    """The active LSMs from securityfs; where it is not mounted, read in a private mount
+    namespace that mounts it (nothing changes outside). None if neither works."""
     try:
         with open("/sys/kernel/security/lsm") as f:
             return f.read().strip().split(",")
     except FileNotFoundError:
+        pass
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            "mount -t securityfs none /sys/kernel/security && "
+                            "cat /sys/kernel/security/lsm"],
+                           capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
+    return r.stdout.strip().split(",") if r.returncode == 0 and r.stdout.strip() else None
 
 
 def test_kprobes_match_kernel_symbols_and_pmu():
@@ -80,20 +90,49 @@ def test_uprobe_multi_matches_the_kernels_attach_types():
     assert feat.reason  # says which errno decided
 
 
-def test_lsm_needs_the_bpf_lsm_active():
+def test_lsm_probe_agrees_with_the_active_lsms_and_a_real_load():
+    """The lsm probe's verdict and reason match the active LSM list and what the kernel
+    does with a real BPF LSM program (tests/bpf/guest_hooks.bpf.c's on_file_open)."""
+    from conftest import compile_test_bpf
+
+    import pybpf
+
     feat = features.lsm()
     lsms = active_lsms()
     if lsms is not None and "bpf" not in lsms:
-        assert not feat and "not active" in feat.reason
-    # With the BPF LSM active, a real attach decides: test_guest_hooks checks agreement.
-    assert kallsyms_has("bpf_lsm_file_open") or not feat
+        assert not feat and "not active" in feat.reason, feat
+    if feat:
+        assert kallsyms_has("bpf_lsm_file_open"), feat
+    with pybpf.Object.open(compile_test_bpf("guest_hooks")) as obj:
+        for prog in obj.programs.values():
+            prog.autoload = prog.name == "on_file_open"
+        try:
+            obj.load()
+            obj.programs["on_file_open"].attach_lsm().detach()
+        except pybpf.NotSupportedError as exc:
+            error: pybpf.BPFError | None = exc
+        else:
+            error = None
+    if feat:
+        assert error is None, f"probe says {feat}, a real LSM program gave {error!r}"
+    else:
+        # the real load fails as the probe said, for the reason it gave
+        assert error is not None, f"probe says {feat}, yet a real LSM program attached"
+        assert feat.reason in str(error), (feat.reason, str(error))
+        if "refused to load" in feat.reason:
+            assert os.strerror(error.errno) in feat.reason, (error.errno, feat.reason)
 
 
-def test_summary_lists_every_hook_with_a_reason():
+def test_summary_lists_every_hook_as_its_probe_says():
     hooks = features.summary()["hooks"]
-    assert {"kprobes", "fentry", "lsm", "tcx", "uprobe_multi"} <= set(hooks)
+    probes = {"kprobes": features.kprobes(), "fentry": features.trampolines(),
+              "lsm": features.lsm(), "tcx": features.tcx(),
+              "uprobe_multi": features.uprobe_multi()}
+    assert set(probes) <= set(hooks)
+    for name, feat in probes.items():
+        assert hooks[name] == {"supported": bool(feat), "reason": feat.reason}, (name, feat)
     for name, h in hooks.items():
-        assert isinstance(h["supported"], bool) and h["reason"], name
+        assert h["supported"] in (True, False) and h["reason"], name
 
 
 @pytest.mark.skipif(not os.environ.get("PYBPF_GUEST"),

@@ -4,6 +4,8 @@ Python sees the program's."""
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 
 import pybpf
@@ -90,3 +92,168 @@ def test_bad_globals(gobj):
     gobj.close()
     with pytest.raises(ClosedError):
         bss.bss_in  # noqa: B018
+
+
+# --- .bss/.data through an mmap: the README's promise, checked where a syscall can't help
+_NO_BPF_SYSCALL = r'''
+import ctypes, json, os, platform, sys
+import pybpf
+
+NR_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+
+
+def deny_bpf_syscall():
+    """seccomp: from now on bpf(2) fails with EPERM in this thread; nothing else changes."""
+    class Insn(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
+                    ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+
+    insns = (Insn * 4)(Insn(0x20, 0, 0, 0),              # ld [0]: syscall number
+                       Insn(0x15, 0, 1, NR_BPF),         # jeq NR_BPF
+                       Insn(0x06, 0, 0, 0x00050000 | 1),  # ret ERRNO(EPERM)
+                       Insn(0x06, 0, 0, 0x7FFF0000))     # ret ALLOW
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    prog = Prog(4, insns)
+    assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()
+
+
+obj = pybpf.Object.open(sys.argv[1])
+obj.load()
+obj.attach()
+obj.bss.target_tgid = os.getpid()
+out = {"data_before": obj.data.data_in}
+deny_bpf_syscall()
+bss_map = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss"))
+try:
+    bss_map.lookup(bytes(4))
+    out["lookup"] = "worked"
+except OSError as e:
+    out["lookup"] = e.errno  # the filter works: a map syscall fails
+obj.bss.in_val = 1000
+obj.data.data_in = 40
+os.getppid()
+out.update(out_val=obj.bss.out_val, data_in=obj.data.data_in, calls=obj.bss.calls)
+print(json.dumps(out), flush=True)
+os._exit(0)
+'''
+
+
+def test_bss_and_data_work_with_the_bpf_syscall_denied():
+    """After load, writes to .bss/.data reach the running program and its writes come
+    back with bpf(2) forbidden (seccomp in a child): through the mmap, no map syscall."""
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    from conftest import compile_test_bpf
+
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"no bpf(2) syscall number for {platform.machine()} in this test")
+    with pybpf.load(compile_test_bpf("globals_mmap")) as obj:  # the same steps in-process
+        obj.bss.in_val, obj.data.data_in = 2, 3  # (for mutmut's map of tests to code)
+        assert (obj.bss.in_val, obj.data.data_in) == (2, 3)
+    r = subprocess.run([sys.executable, "-c", _NO_BPF_SYSCALL,
+                        compile_test_bpf("globals_mmap")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["data_before"] == 5
+    assert out["lookup"] == 1, out  # EPERM: no bpf(2) from here on
+    # the program read in_val=1000 and data_in=40 from the mmap; Python read its writes
+    assert (out["out_val"], out["data_in"], out["calls"]) == (3040, 41, 1), out
+
+
+def test_bss_is_a_shared_mapping_of_the_map():
+    """/proc/self/maps shows the .bss map mmapped (anon_inode:bpf-map) once it is used,
+    and unmapped when the object closes."""
+    from conftest import compile_test_bpf
+
+    def bpf_map_mappings():
+        with open("/proc/self/maps") as f:
+            return {line.split()[0] for line in f if "anon_inode:bpf-map" in line}
+
+    obj = pybpf.load(compile_test_bpf("globals_mmap"))
+    try:
+        before = bpf_map_mappings()
+        obj.bss.in_val = 7
+        new = bpf_map_mappings() - before
+        assert len(new) == 1, new
+        start, end = (int(x, 16) for x in new.pop().split("-"))
+        bss_size = obj.btf.datasec(".bss").size
+        page = mmap.PAGESIZE
+        assert end - start == (bss_size + page - 1) // page * page
+        _ = obj.data.data_in
+        assert len(bpf_map_mappings() - before) == 2
+    finally:
+        obj.close()
+    assert not bpf_map_mappings() - before
+
+
+def test_sections_without_mmap_fall_back_to_map_syscalls():
+    """A data section whose map is not mmapable (BPF_F_MMAPABLE cleared before load)
+    still reads and writes the live map, one syscall per access, neighbours intact."""
+    import os
+
+    from conftest import compile_test_bpf
+
+    def bpf_map_mappings():
+        with open("/proc/self/maps") as f:
+            return {line.split()[0] for line in f if "anon_inode:bpf-map" in line}
+
+    with pybpf.Object.open(compile_test_bpf("globals_mmap")) as obj:
+        for m in obj.maps.values():
+            if m.internal and m.name.endswith((".bss", ".data")):
+                m.flags = m.flags & ~(1 << 10)  # BPF_F_MMAPABLE
+        obj.bss.in_val = 9  # before load: kept and applied after load
+        obj.load()
+        before = bpf_map_mappings()
+        obj.attach()
+        obj.bss.target_tgid = os.getpid()
+        assert obj.bss.in_val == 9
+        obj.bss.in_val = 1000
+        obj.data.data_in = 40
+        os.getppid()
+        assert (obj.bss.out_val, obj.data.data_in, obj.bss.calls) == (3040, 41, 1)
+        assert obj.bss.target_tgid == os.getpid() and obj.bss.in_val == 1000
+        assert bpf_map_mappings() == before  # no mmap was made
+        bss = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss"))
+        raw = bss.lookup(bytes(4))
+        var = {v.name: v for v in obj.btf.datasec(".bss").members}
+        assert int.from_bytes(raw[var["out_val"].offset:][:8], "little") == 3040
+
+
+def test_16_byte_integers_both_ways():
+    """__int128 globals (the generic int codec: no struct format for 16 bytes): the
+    program computes from what Python wrote; Python decodes what it wrote back."""
+    import os
+
+    from conftest import compile_test_bpf
+
+    big = (1 << 100) + 12345
+    with pybpf.load(compile_test_bpf("globals_mmap")) as obj:
+        obj.attach()
+        obj.bss.target_tgid = os.getpid()
+        obj.bss.wide_in = big
+        obj.bss.swide_in = -(1 << 90) - 7
+        os.getppid()
+        assert obj.bss.wide_out == 2 * big + 1
+        assert obj.bss.swide_out == (1 << 90) + 7
+        assert obj.bss.swide_in == -(1 << 90) - 7  # decoded signed
+        var = {v.name: v for v in obj.btf.datasec(".bss").members}
+        raw = next(m for m in obj.maps.values() if m.internal and m.name.endswith(".bss")
+                   ).lookup(bytes(4))
+        off = var["wide_out"].offset
+        assert int.from_bytes(raw[off:off + 16], "little") == 2 * big + 1
+        off = var["swide_in"].offset
+        assert int.from_bytes(raw[off:off + 16], "little", signed=True) == -(1 << 90) - 7
+        with pytest.raises(ValueError, match="out of range"):
+            obj.bss.wide_in = 1 << 128
+        with pytest.raises(ValueError, match="out of range"):
+            obj.bss.swide_in = 1 << 127
+        with pytest.raises(TypeError, match="expected int"):
+            obj.bss.wide_in = "1"

@@ -74,6 +74,35 @@ def test_configure_before_load_then_frozen(bpf_obj):
         assert struct.unpack_from("<I", raw, 0)[0] == os.getpid()
 
 
+def _section_var(obj, section, name, fmt):
+    """A global as the kernel holds it: the internal map's bytes (one lookup syscall) at
+    the variable's BTF offset, unpacked with ``fmt`` (not through pybpf's codecs)."""
+    m = next(m for m in obj.maps.values() if m.internal and m.name.endswith(section))
+    raw = m.lookup(b"\0\0\0\0")
+    var = next(v for v in obj.btf.datasec(section).members if v.name == name)
+    assert struct.calcsize(fmt) == var.size
+    return struct.unpack_from(fmt, raw, var.offset)[0]
+
+
+@pytest.mark.parametrize("value", [-7, -1, -32768, 32767, 0])
+def test_set_rodata_signed_values_reach_the_program(bpf_obj, value):
+    """set_rodata() of a signed global: the program reads back exactly that value."""
+    with pybpf.Object.open(bpf_obj("basic")) as obj:
+        obj.set_rodata("neg_default", value)
+        obj.load()
+        assert _section_var(obj, ".rodata", "neg_default", "<h") == value
+        assert obj.programs["xdp_pass"].test_run(bytes(64)).retval == 2  # XDP_PASS
+        assert _section_var(obj, ".bss", "neg_seen", "<q") == value  # as the program saw it
+        assert obj.rodata.neg_default == value
+
+
+def test_rodata_default_seen_by_the_program(bpf_obj):
+    with pybpf.load(bpf_obj("basic")) as obj:
+        obj.programs["xdp_pass"].test_run(bytes(64))
+        assert _section_var(obj, ".bss", "neg_seen", "<q") == -5  # the C initializer
+        assert _section_var(obj, ".bss", "data_seen", "<I") == 42
+
+
 def test_load_attach_counts_exec(bpf_obj, trigger_exec):
     with pybpf.load(bpf_obj("basic")) as obj:
         assert obj.loaded

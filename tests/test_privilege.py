@@ -1,17 +1,15 @@
 """Privilege: an unprivileged user gets BPFPermissionError naming the capability, never a crash.
 
 A real user is created for the test (useradd) and the interpreter runs as it
-through setpriv, which drops every capability on the switch from root. The
-interpreter lives under /root (mode 0700 here), so the child runs in a private
-mount namespace where the interpreter's prefix is bind-mounted at a
-world-readable path; nothing is visible outside that namespace.
+through setpriv, which drops every capability on the switch from root
+(tests/priv_util.py: the child sees the modules this process sees, through bind
+mounts in a private mount namespace, from a virtualenv too).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from priv_util import run_as
 
 import pybpf
 
@@ -67,34 +66,6 @@ def unprivileged_user():
         subprocess.run(["userdel", name], capture_output=True)
 
 
-def run_as(user: str, script: str, *args: str, module: str | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (or ``-m module``) with ``args`` as ``user``, without capabilities."""
-    prefix = sys.base_prefix
-    exe = Path(os.path.realpath(sys.executable)).relative_to(os.path.realpath(prefix))
-    with tempfile.TemporaryDirectory(prefix="pybpf-priv-") as tmp:
-        os.chmod(tmp, 0o755)
-        mnt = Path(tmp) / "py"
-        mnt.mkdir()
-        os.chmod(mnt, 0o755)
-        script_path = Path(tmp) / "child.py"
-        script_path.write_text(script)
-        os.chmod(script_path, 0o644)
-        target = f"-m {module}" if module else str(script_path)
-        inner = (f"mount --bind {prefix} {mnt} && exec setpriv --reuid={user} --regid={user} "
-                 f"--init-groups --inh-caps=-all {mnt / exe} {target} "
-                 + " ".join(shlex.quote(a) for a in args))
-        import site
-
-        sites = [str(mnt / Path(p).relative_to(os.path.realpath(prefix)))
-                 for p in site.getsitepackages() if p.startswith(os.path.realpath(prefix))]
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), *sites]),
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               inner], env=env, capture_output=True, text=True, timeout=120)
-
-
 def test_unprivileged_load_names_the_missing_capability(unprivileged_user):
     user, uid = unprivileged_user
     with tempfile.TemporaryDirectory(prefix="pybpf-priv-obj-") as tmp:
@@ -135,3 +106,59 @@ def test_unprivileged_inspect_and_gen_work(unprivileged_user):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert out.stat().st_uid == _uid and out.with_suffix(".pyi").exists()
         assert "class" in out.read_text()
+
+
+VENV_CHILD = textwrap.dedent("""
+    import json, sys
+    import elftools, pybpf
+    obj = pybpf.Object.open(sys.argv[1])
+    print(json.dumps({"elftools": elftools.__file__, "pybpf": pybpf.__file__,
+                      "programs": sorted(obj.programs)}))
+""")
+
+
+def test_run_as_from_a_virtualenv(unprivileged_user, tmp_path):
+    """A contributor's usual setup: a virtualenv (in a directory others cannot enter)
+    that holds the dependencies itself. The unprivileged child imports them from it."""
+    user, _uid = unprivileged_user
+    import cffi
+    import elftools
+    import pycparser
+
+    home = Path(tempfile.mkdtemp(prefix="pybpf-venv-home-"))  # mode 0700, like /root
+    try:
+        venv = home / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                       timeout=120)
+        (site,) = venv.glob("lib/python*/site-packages")
+        for mod in (elftools, cffi, pycparser):  # installed in the venv (copied: no network)
+            shutil.copytree(Path(mod.__file__).parent, site / mod.__name__)
+        for backend in Path(cffi.__file__).parent.parent.glob("_cffi_backend*.so"):
+            shutil.copy(backend, site)
+        obj = Path(tempfile.mkdtemp(prefix="pybpf-priv-obj-")) / "execsnoop.bpf.o"
+        os.chmod(obj.parent, 0o755)
+        shutil.copy(pybpf.probe_path("execsnoop"), obj)
+        os.chmod(obj, 0o644)
+        driver = textwrap.dedent(f"""
+            import json, sys
+            assert sys.prefix != sys.base_prefix  # really inside the venv
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from priv_util import run_as
+            p = run_as({user!r}, {VENV_CHILD!r}, {str(obj)!r})
+            print(json.dumps([p.returncode, p.stdout, p.stderr]))
+        """)
+        r = subprocess.run([str(venv / "bin" / "python"), "-c", driver],
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=180)
+        shutil.rmtree(obj.parent)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rc, out, err = json.loads(r.stdout.strip().splitlines()[-1])
+        assert rc == 0, err[-3000:]
+        child = json.loads(out.strip().splitlines()[-1])
+        # elftools came from the venv's copy (a bind mount of its site-packages at
+        # .../mnt/pN), not from the base interpreter's prefix (.../mnt/py)
+        assert "/mnt/p" in child["elftools"] and "/mnt/py/" not in child["elftools"], child
+        assert child["pybpf"].endswith("pybpf/__init__.py")
+        assert child["programs"] and all("exec" in p for p in child["programs"])
+    finally:
+        shutil.rmtree(home)

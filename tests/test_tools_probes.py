@@ -27,6 +27,7 @@ from pybpf.tools.tcpconnect import TcpConnect
 
 pytestmark = pytest.mark.kernel
 DATA = Path(__file__).resolve().parent / "tools_data"
+BIG_RING = 16 << 20  # unfiltered sessions: room for a busy machine's other execs
 
 
 def _collect(session, until, timeout=5.0):
@@ -45,7 +46,7 @@ def test_execsnoop_path_argv_ppid_retval(tmp_path):
     script = tmp_path / "run me.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
-    with ExecSnoop() as snoop:
+    with ExecSnoop(ring_bytes=BIG_RING) as snoop:  # others' execs must not fill it
         p = subprocess.run([str(script), "first arg", "x" * 40], check=True)
         bad = subprocess.run(["/bin/sh", "-c", "exec /nonexistent/pybpf-nothing 2>/dev/null"],
                              check=False)
@@ -62,8 +63,8 @@ def test_execsnoop_path_argv_ppid_retval(tmp_path):
     assert p.returncode == 0 and bad.returncode != 0
 
 
-def test_execsnoop_ignore_failed_and_pid_filter():
-    with ExecSnoop(ignore_failed=True) as snoop:
+def test_execsnoop_ignore_failed():
+    with ExecSnoop(ignore_failed=True, ring_bytes=BIG_RING) as snoop:
         subprocess.run(["/bin/sh", "-c", "exec /nonexistent/pybpf-x 2>/dev/null; true"],
                        check=False)
         subprocess.run(["/bin/true", "pybpf-ignore-failed-marker"], check=True)
@@ -71,6 +72,79 @@ def test_execsnoop_ignore_failed_and_pid_filter():
     assert any(e.argv == ["/bin/true", "pybpf-ignore-failed-marker"] for e in evs)
     assert all(e.retval == 0 for e in evs)
     assert not any(e.path == "/nonexistent/pybpf-x" for e in evs)
+
+
+NOBODY = 65534
+
+
+def _exec_when_told(argv: list[str], uid: int | None = None) -> tuple[int, int]:
+    """Fork a child that waits on a pipe, then (as ``uid``) execs ``argv``: the pid is
+    known before the exec. Returns (pid, write end of the pipe)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    os.close(r)
+    return pid, w
+
+
+def _run_children(children: list[tuple[int, int]]) -> None:
+    for _pid, w in children:
+        os.write(w, b"x")
+        os.close(w)
+    for pid, _w in children:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _settle(snoop, want_pids: set[int]) -> list:
+    evs = _collect(snoop, lambda g: want_pids <= {e.pid for e in g})
+    return evs + _collect(snoop, lambda g: False, timeout=0.3)  # anything that slipped by
+
+
+def test_execsnoop_pid_filter():
+    mark = f"pybpf-pidfilter-{os.getpid()}"
+    a = _exec_when_told(["/bin/true", mark, "a"])
+    b = _exec_when_told(["/bin/true", mark, "b"])
+    with ExecSnoop(pid=a[0]) as snoop:
+        _run_children([a, b])
+        subprocess.run(["/bin/true", mark, "c"], check=True)
+        evs = _settle(snoop, {a[0]})
+    assert [(e.pid, e.argv, e.ppid, e.retval) for e in evs] == [
+        (a[0], ["/bin/true", mark, "a"], os.getpid(), 0)]
+
+
+def test_execsnoop_uid_filter_and_both_filters():
+    mark = f"pybpf-uidfilter-{os.getpid()}"
+    a = _exec_when_told(["/bin/true", mark, "a"], uid=NOBODY)
+    b = _exec_when_told(["/bin/true", mark, "b"])  # root
+    c = _exec_when_told(["/bin/true", mark, "c"], uid=NOBODY)
+    with ExecSnoop(uid=NOBODY) as snoop:
+        _run_children([a, b, c])
+        evs = _settle(snoop, {a[0], c[0]})
+    assert {e.uid for e in evs} == {NOBODY}, evs  # nobody else's execs
+    mine = sorted((e.pid, e.argv, e.uid) for e in evs if mark in e.argv)
+    assert mine == sorted([(a[0], ["/bin/true", mark, "a"], NOBODY),
+                           (c[0], ["/bin/true", mark, "c"], NOBODY)])
+    # pid and uid together: only a task matching both
+    d = _exec_when_told(["/bin/true", mark, "d"], uid=NOBODY)
+    e = _exec_when_told(["/bin/true", mark, "e"], uid=NOBODY)
+    f = _exec_when_told(["/bin/true", mark, "f"])
+    with ExecSnoop(pid=d[0], uid=NOBODY) as snoop, ExecSnoop(pid=f[0], uid=NOBODY) as none:
+        _run_children([d, e, f])
+        evs = _settle(snoop, {d[0]})
+        nothing = _collect(none, lambda g: False, timeout=0.3)
+    assert [(x.pid, x.argv, x.uid) for x in evs] == [(d[0], ["/bin/true", mark, "d"], NOBODY)]
+    assert nothing == []  # f ran as root: the uid filter keeps it out
 
 
 # --- opensnoop -------------------------------------------------------------------
@@ -328,21 +402,41 @@ def test_tools_cli_help(capsys):
 
 
 def test_tools_cli_runs(capsys, tmp_path):
-    """Each tracing tool's CLI prints its own activity, here opensnoop and tcpconnect."""
+    """opensnoop's CLI (in-process) prints this process's opens: the marker file a
+    thread keeps opening while the tool runs, and nothing from other processes."""
     from pybpf.cli import main
 
     comm = open("/proc/self/comm").read().strip()
-    assert main(["opensnoop", "--pid", str(os.getpid()), "--duration", "0.3", "--json"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    # The tool's own opens (tracefs ids) happen before it starts reading: all from us.
-    assert all(json.loads(x)["pid"] == os.getpid() for x in lines)
-    assert all(json.loads(x)["comm"] == comm for x in lines)
+    marker = tmp_path / "pybpf-cli-marker"
+    marker.write_text("x")
+    stop = threading.Event()
+    fds: list[int] = []
+
+    def open_until_stopped():  # the tool attaches at an unknown moment: keep opening
+        while not stop.wait(0.05):
+            fd = os.open(marker, os.O_RDONLY)
+            fds.append(fd)
+            os.close(fd)
+
+    t = threading.Thread(target=open_until_stopped)
+    t.start()
+    try:
+        assert main(["opensnoop", "--pid", str(os.getpid()), "--duration", "1.0",
+                     "--json"]) == 0
+    finally:
+        stop.set()
+        t.join()
+    evs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    mine = [e for e in evs if e["path"] == str(marker)]
+    assert len(mine) >= 3, evs  # ~20 opens during the second it ran
+    assert all(e["ret"] in fds for e in mine), (mine, fds)  # the fds the opens returned
+    assert {(e["pid"], e["comm"]) for e in evs} == {(os.getpid(), comm)}
     assert main(["opensnoop", "--comm", "x" * 20]) == 2
     assert "1-15 bytes" in capsys.readouterr().err
 
 
 def test_execsnoop_execveat_fexecve():
-    with ExecSnoop() as snoop:
+    with ExecSnoop(ring_bytes=BIG_RING) as snoop:  # others' execs must not fill it
         pid = os.fork()
         if pid == 0:  # child: fexecve(2) = execveat(fd, "", argv, envp, AT_EMPTY_PATH)
             try:

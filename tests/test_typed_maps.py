@@ -221,13 +221,17 @@ def test_stack_traces_symbolized(tm):
         os.getppid()
     finally:
         link.detach()
+    assert tm.bss.stacker_calls == 1  # one getppid(2) of this process, one pair of ids
     kid, uid = tm.data.kstack_id, tm.data.ustack_id
-    stacks = tm.maps["stacks"]
-    assert kid < 64 and len(stacks[kid]) >= 2
+    # bpf_get_stackid() returns -errno on failure: an id is below max_entries (64)
+    assert kid < 64, f"kernel stack: bpf_get_stackid gave -{(1 << 32) - kid}"
+    assert uid < 64, f"user stack: bpf_get_stackid gave -{(1 << 32) - uid}"
+    stacks, ustacks = tm.maps["stacks"], tm.maps["ustacks"]
+    assert list(stacks.keys()) == [kid] and list(ustacks.keys()) == [uid]
+    assert len(stacks[kid]) >= 2 and len(ustacks[uid]) >= 2
     kframes = stacks.symbolize(kid)
     assert any("syscall" in f.lower() or "sys_getppid" in f for f in kframes), kframes
-    assert uid < 64
-    uframes = stacks.symbolize(uid, pid=os.getpid())
+    uframes = ustacks.symbolize(uid, pid=os.getpid())
     assert any(f.startswith("getppid+") for f in uframes), uframes
 
 

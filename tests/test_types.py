@@ -69,11 +69,15 @@ def test_decode_what_the_kernel_wrote(layouts):
     assert b._asdict()["in_"] == {"tag": 7, "val": 0xdeadbeef}
     assert b._astuple()[0] == 250
     assert "comm=b'kernel-side'" in repr(b)
-    # struct key with padding, written by the kernel
-    assert list(layouts.maps["byport"].items()) == [
-        ((6, 0x0100007F, 443), (9, 12345))] or all(
-        (k.proto, k.addr, k.port, v.tag, v.val) == (6, 0x0100007F, 443, 9, 12345)
-        for k, v in layouts.maps["byport"].items())
+    # struct key with padding, written by the kernel: exactly one entry, as fill() wrote it
+    items = list(layouts.maps["byport"].items())
+    assert len(items) == 1, items
+    (k, v), = items
+    assert type(k).__name__ == "pkey" and type(v).__name__ == "inner"
+    assert (k.proto, k.addr, k.port, v.tag, v.val) == (6, 0x0100007F, 443, 9, 12345)
+    # the key's bytes are the kernel's (padding zeroed by the program's "= {}")
+    assert list(layouts.maps["byport"].keys_raw()) == [bytes(k)]
+    assert layouts.maps["byport"][k] == v and layouts.maps["byport"][(6, 0x0100007F, 443)] == v
 
 
 def test_encode_what_the_kernel_reads(layouts):
@@ -104,7 +108,9 @@ def test_encode_what_the_kernel_reads(layouts):
     assert (got[24], got[25], got[26]) == (7, 200, 0x1234)
     assert struct.unpack("<f", struct.pack("<I", got[27]))[0] == 0.5
     assert struct.unpack("<d", struct.pack("<Q", got[28]))[0] == 3.75
-    assert layouts.maps["in"][0] == v or layouts.maps["in"][0].bits.c == -8
+    back = layouts.maps["in"][0]  # what the kernel holds, decoded again
+    assert (back.un.i, back.bits.c, back.in_.val, back.comm.str) == (0xCAFE, -8, 31337, "abcdefgh")
+    assert bytes(back) == layouts.maps["in"].lookup(bytes(4))
 
 
 @pytest.mark.parametrize("field,value,exc,msg", [
@@ -152,3 +158,14 @@ def test_struct_class_behaviour(layouts):
     with pytest.raises(TypeError):
         hash(a)
     assert layouts.btf["pkey"].encode((6, 1, 2)) == bytes([6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0])
+
+
+def test_enum_value_without_an_enumerator(layouts):
+    """A value the enum does not name (the kernel may hold any int) decodes as that int."""
+    raw = bytearray(layouts.maps["out"].lookup(bytes(4)))
+    off = _u64(layouts, "layout", 7)  # offsetof(struct big, color), from the program
+    raw[off:off + 4] = (12345).to_bytes(4, "little")  # C enums are int-sized
+    layouts.maps["in"].update(bytes(4), bytes(raw))
+    b = layouts.maps["in"][0]
+    assert b.color == 12345 and int(b.color) == 12345
+    assert b.sneg == -5 and b.sneg.name == "NEG"  # its neighbour still named

@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo", action="store_true",
                     help="run a few commands and print their exec events, then exit")
     args = ap.parse_args(argv)
-    with ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed) as snoop:
+    # --demo watches only its own children, in the kernel: on a busy machine other
+    # processes' execs would fill the ring and push the demo's own events out.
+    scope = Scope(root_pid=os.getpid()) if args.demo else None
+    with ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed,
+                   scope=scope) as snoop:
         announce("Tracing execs", None if args.json else
                  f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS")
         if args.demo:
@@ -125,7 +129,8 @@ def _demo(snoop: ExecSnoop, as_json: bool) -> int:
                 seen.add(tuple(ev.argv))
     missing = expected - seen
     if missing:
-        print(f"execsnoop demo: no event for {sorted(missing)}", file=sys.stderr)
+        lost = f" ({snoop.dropped} events lost: ring buffer full)" if snoop.dropped else ""
+        print(f"execsnoop demo: no event for {sorted(missing)}{lost}", file=sys.stderr)
         return 1
     print(f"execsnoop demo: {len(seen)} exec events captured", file=sys.stderr)
     return 0

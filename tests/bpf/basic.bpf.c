@@ -7,6 +7,8 @@
 const volatile __u32 target_pid = 0;
 const volatile __s16 neg_default = -5;
 __u64 bss_counter;
+__s64 neg_seen; /* xdp_pass copies neg_default here: .rodata as the program saw it */
+__u32 data_seen; /* ... and data_value */
 __u32 data_value = 42;
 
 struct {
@@ -50,6 +52,8 @@ int count_exec(void *ctx)
 SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
 {
+	neg_seen = neg_default;
+	data_seen = data_value;
 	return XDP_PASS;
 }
 

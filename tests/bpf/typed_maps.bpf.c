@@ -111,6 +111,15 @@ struct {
 	__uint(value_size, 32 * sizeof(__u64));
 } stacks SEC(".maps");
 
+/* User stacks in a map of their own: in one map a kernel and a user stack can hash to
+ * the same bucket, and bpf_get_stackid() then fails with -EEXIST. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 64);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 32 * sizeof(__u64));
+} ustacks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -150,6 +159,7 @@ __u32 target_tgid;
 __u64 churn_calls;
 __u32 kstack_id = -1;
 __u32 ustack_id = -1;
+__u32 stacker_calls;
 
 static __always_inline void result(__u32 i, __u64 v)
 {
@@ -266,7 +276,8 @@ int stacker(struct bpf_raw_tracepoint_args *ctx)
 	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid || ctx->args[1] != NR_GETPPID)
 		return 0;
 	kstack_id = bpf_get_stackid(ctx, &stacks, 0);
-	ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	ustack_id = bpf_get_stackid(ctx, &ustacks, BPF_F_USER_STACK);
+	stacker_calls++;
 	return 0;
 }
 
