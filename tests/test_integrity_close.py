@@ -1,0 +1,271 @@
+"""Integrity (issue 11): close() from another thread while a consumer, a user ring
+buffer producer or the first map operation runs.  Every scenario repeats for a few
+seconds with real threads, in a child interpreter: a crash or a hang fails one test.
+Each call must either succeed or raise ClosedError; nothing else."""
+
+from __future__ import annotations
+
+import pytest
+from _child import run_child
+
+pytestmark = pytest.mark.kernel
+
+SECONDS = 2.5
+
+CONSUMER = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+form, kind = P["form"], P["kind"]
+random.seed(P["seed"])
+bad, iters, obj_closes = [], 0, 0
+obj = None
+deadline = time.monotonic() + P["seconds"]
+
+def make(obj):
+    sink = []
+    if kind == "ring":
+        return pybpf.RingBuffer(obj.maps["rb"], callback=sink.append)
+    return pybpf.PerfBuffer(obj.maps["pb"], callback=sink.append, pages=4)
+
+def once(c):
+    if form == "poll":
+        c.poll(0)
+    elif form == "read":
+        c.read(0)
+    elif form == "read_copy":
+        bytes(c.read(0, copy=True).data)
+    elif form == "events":
+        for rec in c.events(0):
+            bytes(rec)
+    elif form == "borrow":
+        with c.borrow(0) as b:
+            for rec in b:
+                bytes(rec)
+    elif form == "consume":
+        c.consume()
+    elif form == "iter_break":
+        for rec in c.events(0):
+            bytes(rec)
+            break
+
+while time.monotonic() < deadline:
+    iters += 1
+    if obj is None or obj.closed:
+        obj = io.load(P["path"])
+    c = make(obj)
+    close_obj = iters % 3 == 0
+    for _ in range(random.randint(0, 30)):
+        io.mark()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def consumer():
+        try:
+            while not stop.is_set():
+                started.set()
+                once(c)
+                if not obj.closed:
+                    io.mark()
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{form} while closing: {type(e).__name__}: {e}")
+        finally:
+            started.set()
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    started.wait(5)
+    time.sleep(random.uniform(0, 0.002))
+    try:
+        if close_obj:
+            obj.close()
+            obj_closes += 1
+        else:
+            c.close()
+    except BaseException as e:
+        bad.append(f"close(): {type(e).__name__}: {e}")
+    stop.set()
+    t.join(10)
+    if t.is_alive():
+        bad.append(f"{form}: the consumer is still running 10 s after close()")
+        break
+    if form not in ("events", "iter_break"):  # events() on a closed stream just ends
+        try:
+            once(c)
+            bad.append(f"{form} after close: no ClosedError")
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{form} after close: {type(e).__name__}: {e}")
+    if len(bad) > 5:
+        break
+emit({"iters": iters, "obj_closes": obj_closes, "bad": bad})
+"""
+
+
+@pytest.mark.parametrize("kind,form", [
+    ("ring", "poll"), ("ring", "read"), ("ring", "read_copy"), ("ring", "events"),
+    ("ring", "borrow"), ("ring", "consume"), ("ring", "iter_break"),
+    ("perf", "poll"), ("perf", "read"), ("perf", "events"), ("perf", "consume"),
+])
+def test_close_from_another_thread_during_consumer(bpf_obj, kind, form):
+    v = run_child(CONSUMER, timeout=60, what=f"{kind} {form} vs close()",
+                  params={"path": bpf_obj("integrity"), "kind": kind, "form": form,
+                          "seconds": SECONDS, "seed": 11})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 3 and v["obj_closes"] >= 1, v
+
+
+FIRST_MAP_OP = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+bad, iters, wrote, stale_written = [], 0, 0, []
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline:
+    iters += 1
+    a = io.load(P["path"], tag=1, attach=False)
+    m = a.maps[P["map"]]
+    go = threading.Barrier(2)
+    res = []
+
+    def first_op():
+        go.wait()
+        try:
+            m[3] = 1000 + iters  # the first operation: resolves types lazily
+            res.append("ok")
+        except ClosedError:
+            res.append("closed")
+        except BaseException as e:
+            res.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=first_op)
+    t.start()
+    go.wait()
+    time.sleep(random.uniform(0, 0.0005))
+    a.close()
+    t.join(10)
+    if t.is_alive():
+        bad.append("first map operation still running 10 s after close()")
+        break
+    if res and res[0] not in ("ok", "closed"):
+        bad.append(f"m[k] = v racing close(): {res[0]}")
+    wrote += res == ["ok"]
+    # A second object now likely has the same fd numbers: the stale handle must not reach it.
+    b = io.load(P["path"], tag=2, attach=False)
+    try:
+        for op, fn in (("set", lambda: m.__setitem__(5, 5)), ("get", lambda: m[3]),
+                       ("del", lambda: m.__delitem__(3)), ("len", lambda: len(m))):
+            try:
+                fn()
+                bad.append(f"stale {op} after close(): no ClosedError")
+            except ClosedError:
+                pass
+            except BaseException as e:
+                bad.append(f"stale {op} after close(): {type(e).__name__}: {e}")
+        mb = b.maps[P["map"]]
+        seen = {int(k): int(mb[k]) for k in mb.keys()}
+        if P["map"] == "h" and seen:
+            stale_written.append(seen)
+        if P["map"] == "arr" and any(seen.values()):
+            stale_written.append({k: v for k, v in seen.items() if v})
+    finally:
+        b.close()
+    if len(bad) > 5 or stale_written:
+        break
+emit({"iters": iters, "wrote": wrote, "bad": bad, "stale_written": stale_written})
+"""
+
+
+@pytest.mark.parametrize("mapname", ["h", "arr"])
+def test_first_map_operation_racing_object_close(bpf_obj, mapname):
+    v = run_child(FIRST_MAP_OP, timeout=60, what="m[k] = v vs Object.close()",
+                  params={"path": bpf_obj("integrity"), "map": mapname,
+                          "seconds": SECONDS, "seed": 4})
+    assert v["stale_written"] == [], f"writes landed in another object's map: {v}"
+    assert v["bad"] == [], v
+    assert v["iters"] >= 10, v
+
+
+USER_RING = r"""
+import random, struct
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+REC = struct.Struct("<IIQ")
+bad, iters = [], 0
+deadline = time.monotonic() + P["seconds"]
+obj = io.load(P["path"])
+while time.monotonic() < deadline:
+    iters += 1
+    if obj.closed:
+        obj = io.load(P["path"])
+    urb = pybpf.UserRingBuffer(obj.maps["urb"])
+    scenario = iters % 3
+    if scenario == 0:
+        # close() inside `with reserve()`, then touch the reservation and leave the block
+        try:
+            with urb.reserve(REC.size) as buf:
+                (urb.close() if iters % 2 else obj.close())
+                try:
+                    REC.pack_into(buf, 0, 1, 0, 7)
+                    buf[0]
+                except ValueError:  # ClosedError, or a released view: both are clean
+                    pass
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"reserve/close/touch: {type(e).__name__}: {e}")
+    else:
+        stop = threading.Event()
+
+        def producer():
+            n = 0
+            try:
+                while not stop.is_set():
+                    if scenario == 1:
+                        urb.submit(REC.pack(1 + n % 60, 0, n), timeout=0)
+                    else:
+                        with urb.reserve(REC.size, timeout=0) as buf:
+                            REC.pack_into(buf, 0, 1 + n % 60, 0, n)
+                    n += 1
+                    if n % 50 == 0:
+                        os.getpgid(0)  # let the program drain
+            except ClosedError:
+                pass
+            except pybpf.MapError as e:  # full ring with timeout=0 is a documented error
+                if "ENOSPC" not in str(e) and "EAGAIN" not in str(e) and "full" not in str(e):
+                    bad.append(f"submit: MapError: {e}")
+            except BaseException as e:
+                bad.append(f"submit racing close: {type(e).__name__}: {e}")
+
+        t = threading.Thread(target=producer)
+        t.start()
+        time.sleep(random.uniform(0, 0.003))
+        (urb.close() if iters % 2 else obj.close())
+        stop.set()
+        t.join(10)
+        if t.is_alive():
+            bad.append("producer still running 10 s after close()")
+            break
+    try:
+        urb.submit(REC.pack(1, 0, 1))
+        bad.append("submit after close: no ClosedError")
+    except ClosedError:
+        pass
+    except BaseException as e:
+        bad.append(f"submit after close: {type(e).__name__}: {e}")
+    if len(bad) > 5:
+        break
+emit({"iters": iters, "bad": bad})
+"""
+
+
+def test_user_ring_buffer_close_during_reserve_and_submit(bpf_obj):
+    v = run_child(USER_RING, timeout=60, what="UserRingBuffer vs close()",
+                  params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 2})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 6, v
