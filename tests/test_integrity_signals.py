@@ -1,0 +1,106 @@
+"""Integrity (issue 11): SIGINT at random points of poll/read/consume/events/borrow.
+A storm of KeyboardInterrupts (signal.setitimer at short intervals) hits a consumer
+loop; afterwards the reader must still work: no "already consuming" error, and every
+record produced after the storm is received, in order."""
+
+from __future__ import annotations
+
+import pytest
+from _child import run_child
+
+pytestmark = pytest.mark.kernel
+
+STORM = r"""
+import random
+import pybpf, _integrity_obj as io
+random.seed(P["seed"])
+form, kind = P["form"], P["kind"]
+obj = io.load(P["path"], tag=3)
+got = []
+def cb(rec):
+    got.append(int.from_bytes(bytes(rec)[:8], "little"))
+if kind == "ring":
+    c = pybpf.RingBuffer(obj.maps["rb"], callback=cb)
+else:
+    c = pybpf.PerfBuffer(obj.maps["pb"], callback=cb, pages=4)
+
+def once(timeout):
+    if form == "poll":
+        c.poll(timeout)
+    elif form == "consume":
+        c.consume()
+    elif form == "read":
+        for rec in c.read(timeout):
+            cb(rec)
+    elif form == "events":
+        for rec in c.events(timeout):
+            cb(rec)
+    elif form == "borrow":
+        with c.borrow(timeout) as b:
+            for rec in b:
+                cb(rec)
+
+bad, interrupts, calls = [], 0, 0
+signal.signal(signal.SIGALRM, signal.default_int_handler)  # SIGALRM raises KeyboardInterrupt
+deadline = time.monotonic() + P["seconds"]
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0003)
+while True:  # a KeyboardInterrupt may land anywhere, also between the test's own lines
+    try:
+        while time.monotonic() < deadline and len(bad) <= 5:
+            try:
+                for _ in range(random.randint(0, 5)):
+                    io.mark()
+                once(random.choice([0, 0.001]))
+                calls += 1
+            except KeyboardInterrupt:
+                interrupts += 1
+            except BaseException as e:
+                bad.append(f"during the storm: {type(e).__name__}: {e}")
+        break
+    except KeyboardInterrupt:
+        interrupts += 1
+while True:  # stop the timer; a last SIGALRM may still be on its way
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        time.sleep(0.01)
+        break
+    except KeyboardInterrupt:
+        interrupts += 1
+
+# Drain what the storm left, then produce a known tail and receive all of it.
+try:
+    for _ in range(50):
+        once(0.01)
+except BaseException as e:
+    bad.append(f"after the storm: {type(e).__name__}: {e}")
+start = int(obj.bss.hits)
+got.clear()
+for _ in range(P["after"]):
+    io.mark()
+end = time.monotonic() + 10
+while len(got) < P["after"] and time.monotonic() < end:
+    try:
+        once(0.05)
+    except BaseException as e:
+        bad.append(f"after the storm: {type(e).__name__}: {e}")
+        break
+seqs = [g & 0xffffffff for g in got]
+emit({"bad": bad, "interrupts": interrupts, "calls": calls,
+      "seqs_ok": seqs == list(range(start, start + P["after"])),
+      "received_after": len(got), "first": seqs[:3], "start": start})
+"""
+
+
+@pytest.mark.parametrize("kind,form", [
+    ("ring", "poll"), ("ring", "read"), ("ring", "consume"), ("ring", "events"),
+    ("ring", "borrow"),
+    ("perf", "poll"), ("perf", "read"), ("perf", "consume"), ("perf", "events"),
+])
+def test_sigint_storm_leaves_the_reader_usable(bpf_obj, kind, form):
+    v = run_child(STORM, timeout=60, what=f"SIGINT storm in {kind} {form}",
+                  params={"path": bpf_obj("integrity"), "kind": kind, "form": form,
+                          "seconds": 2.0, "seed": 5, "after": 40})
+    assert v["bad"] == [], v
+    assert v["interrupts"] >= 20, f"the storm did not interrupt enough: {v}"
+    assert v["received_after"] == 40 and v["seqs_ok"], v
