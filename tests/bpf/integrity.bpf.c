@@ -65,6 +65,27 @@ struct {
 	__uint(max_entries, 16 * 1024);
 } urb SEC(".maps");
 
+struct odd_names {	/* members named like Python keywords and dunders */
+	__u32 in;
+	__u32 __init__;
+	__u32 __slots__;
+	__u32 items;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct odd_names);
+} odd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} tstore SEC(".maps");
+
 SEC("tracepoint/syscalls/sys_enter_getppid")
 int mark(void *ctx)
 {
