@@ -269,3 +269,92 @@ def test_user_ring_buffer_close_during_reserve_and_submit(bpf_obj):
                   params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 2})
     assert v["bad"] == [], v
     assert v["iters"] >= 6, v
+
+
+ASYNC_CLOSE = r"""
+import asyncio
+import pybpf, _integrity_obj as io
+
+async def main():
+    a = io.load(P["path"])
+    rb = pybpf.RingBuffer(a.maps["rb"])
+    for _ in range(5):
+        io.mark()
+    got = []
+
+    async def consume():
+        async for rec in rb:
+            got.append(rec)
+        return "ended"
+
+    t = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    (a.close() if P["obj"] else rb.close())
+    try:
+        r = await asyncio.wait_for(t, 5)
+    except asyncio.TimeoutError:
+        r = "still iterating 5 s after close()"
+    except pybpf.ClosedError:
+        r = "ended"
+    emit({"result": r, "got": len(got)})
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("obj", [False, True], ids=["rb.close", "Object.close"])
+def test_close_ends_async_iteration(bpf_obj, obj):
+    v = run_child(ASYNC_CLOSE, timeout=30, what="async for vs close()",
+                  params={"path": bpf_obj("integrity"), "obj": obj})
+    assert v == {"result": "ended", "got": 5}, v
+
+
+COPY_CLOSE = r"""
+import copy
+import pybpf, _integrity_obj as io
+a = io.load(P["path"], attach=False)
+h = a.maps["h"]
+h[1] = 5
+res = {}
+try:
+    c = copy.copy(h)
+    c.close()
+except BaseException as e:
+    res["copy"] = type(e).__name__
+try:
+    res["original after closing a copy"] = int(h[1])
+except BaseException as e:
+    res["original after closing a copy"] = f"{type(e).__name__}: {e}"
+emit(res)
+"""
+
+
+def test_closing_a_copy_does_not_close_the_original(bpf_obj):
+    """One owner per fd: a copy of a Map either shares nothing it can close or is refused."""
+    v = run_child(COPY_CLOSE, timeout=30, what="copy.copy(map).close()",
+                  params={"path": bpf_obj("integrity")})
+    assert v.get("original after closing a copy") == 5 or v.get("copy") == "TypeError", v
+
+
+BORROW_SMALL = r"""
+import pybpf, _integrity_obj as io
+a = io.load(P["path"])
+rb = pybpf.RingBuffer(a.maps["rb"], max_batch_bytes=8)  # smaller than one record + header
+io.mark()
+got, err = 0, None
+try:
+    for _ in range(20):
+        with rb.borrow(0.05) as b:
+            got += len(b)
+        if got:
+            break
+except BaseException as e:
+    err = f"{type(e).__name__}: {e}"
+emit({"got": got, "err": err})
+"""
+
+
+def test_borrow_with_a_tiny_batch_limit_makes_progress(bpf_obj):
+    v = run_child(BORROW_SMALL, timeout=30, what="borrow(max_batch_bytes=8)",
+                  params={"path": bpf_obj("integrity")})
+    assert v["got"] == 1 or (v["err"] or "").startswith(("ValueError", "MapError")), v

@@ -143,6 +143,7 @@ def test_unprivileged_listing_raises():
 ERRORS = r"""
 import pybpf, _integrity_obj as io
 from pybpf import BPFError
+from pybpf.types import plain
 a = io.load(P["path"], tag=1, attach=False)
 h, arr, ts, odd = a.maps["h"], a.maps["arr"], a.maps["tstore"], a.maps["odd"]
 res = {}
@@ -159,11 +160,12 @@ probe("create_map key_size=2**40", lambda: pybpf.create_map("hash", 2**40, 8, 4)
 probe("Map.from_id(2**40)", lambda: pybpf.Map.from_id(2**40))
 probe("task storage key 2**40", lambda: ts.__setitem__(2**40, 1))
 probe("arr[64] = 1", lambda: arr.__setitem__(64, 1))
+h[1] = 1
 probe("items_raw() on a typed map", lambda: list(h.items_raw()))
 probe("odd member write", lambda: odd.__setitem__(1, {"in": 1, "__init__": 2, "__slots__": 3,
                                                        "items": 4}))
 probe("odd member read", lambda: [getattr(odd[1], n) for n in ("in", "__init__", "__slots__", "items")])
-probe("plain() written back", lambda: odd.__setitem__(2, pybpf.plain(odd[1])) or pybpf.plain(odd[2]))
+probe("plain() written back", lambda: odd.__setitem__(2, plain(odd[1])) or plain(odd[2]))
 a.close()
 probe("globals after close", lambda: a.bss.hits)
 probe("repr(map) after close", lambda: repr(h) + str(h))
