@@ -12,8 +12,9 @@ turns what happened into one of three outcomes:
   ``RESULT `` is decoded as JSON and returned (``emit(obj)`` in the snippet writes it).
   A non-zero exit without a verdict fails with the stderr tail.
 
-Snippets get a prelude: ``P`` (the ``params`` given), ``emit``, ``faulthandler`` armed to dump stacks before the
-hang limit, and ``os``, ``sys``, ``json``, ``threading``, ``signal``, ``time`` imported.
+Snippets get a prelude: ``P`` (the ``params`` given), ``emit``, ``faulthandler``
+armed to dump stacks before the hang limit, and ``os``, ``sys``, ``json``,
+``threading``, ``signal``, ``time`` imported.
 """
 
 from __future__ import annotations

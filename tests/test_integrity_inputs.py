@@ -42,11 +42,11 @@ def test_object_open_refuses_non_regular_files(tmp_path, label):
         path = "/dev/" + label[4:]
     etype, msg, is_bpf, secs = run_child(OPEN_BAD, timeout=15, what=f"Object.open({label})",
                                          params={"path": path})
-    assert is_bpf and etype == "ObjectError", f"{label}: {etype}: {msg}"
+    assert is_bpf, f"{label}: not a pybpf error: {etype}: {msg}"
     assert path in msg, f"{label}: the error does not name the file: {msg}"
     assert secs < 5, f"{label}: took {secs} s (read the whole thing?)"
     if label == "sparse":
-        assert "limit" in msg or "too large" in msg or "larger" in msg, msg
+        assert any(w in msg for w in ("limit", "too large", "larger", "exceeds")), msg
 
 
 PINS = r"""
@@ -73,9 +73,9 @@ except BaseException as e:
     res["unpin after failed pin"] = type(e).__name__
 res["a's pin still there"] = os.path.exists(d + "/h")
 if os.path.exists(d + "/h"):
-    res["a's pin is a's map"] = int(pybpf.Map.open_pinned(d + "/h")[1]) if False else (
-        pybpf.Map.open_pinned(d + "/h").lookup((1).to_bytes(4, "little")) ==
-        (111).to_bytes(8, "little"))
+    with pybpf.Map.open_pinned(d + "/h") as pinned:
+        res["a's pin is a's map"] = (pinned.lookup((1).to_bytes(4, "little"))
+                                     == (111).to_bytes(8, "little"))
 a.programs["mark"].pin(d + "/prog")
 try:
     pybpf.Map.open_pinned(d + "/prog")
@@ -164,7 +164,11 @@ h[1] = 1
 probe("items_raw() on a typed map", lambda: list(h.items_raw()))
 probe("odd member write", lambda: odd.__setitem__(1, {"in": 1, "__init__": 2, "__slots__": 3,
                                                        "items": 4}))
-probe("odd member read", lambda: [getattr(odd[1], n) for n in ("in", "__init__", "__slots__", "items")])
+NAMES = ("in", "__init__", "__slots__", "items")
+def member(v, n):  # attribute access, or item access where a name cannot be an attribute
+    x = getattr(v, n, None)
+    return x if isinstance(x, int) else v[n]
+probe("odd member read", lambda: [member(odd[1], n) for n in NAMES])
 probe("plain() written back", lambda: odd.__setitem__(2, plain(odd[1])) or plain(odd[2]))
 a.close()
 probe("globals after close", lambda: a.bss.hits)
@@ -223,36 +227,48 @@ def test_audit_sigkill_leaves_no_cgroup_and_no_unaudited_command(tmp_path):
     if root is None:
         pytest.skip("no cgroup v2 hierarchy mounted")
     marker = tmp_path / "alive"
-    script = f"while true; do touch {marker}; sleep 0.05; done"
+    # the audited shell writes its pid, then keeps touching the marker
+    script = f"echo $$ > {tmp_path}/pid; while true; do touch {marker}; sleep 0.05; done"
     p = subprocess.Popen([sys.executable, "-m", "pybpf", "audit", "--output",
                           str(tmp_path / "out.jsonl"), "--", "sh", "-c", script],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pid, cgroup = 0, None
     try:
         deadline = time.monotonic() + 30
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.exists(), "the audited command never ran"
-        cg = [d for d in os.listdir(root) if d.startswith(f"pybpf-audit-{p.pid}-")]
+        pid = int((tmp_path / "pid").read_text())
+        with open(f"/proc/{pid}/cgroup") as f:
+            rel = f.read().strip().split("::", 1)[1]
+        with open("/proc/self/cgroup") as f:
+            mine = f.read().strip().split("::", 1)[1]
+        cgroup = os.path.join(root, rel.lstrip("/")) if rel != mine else None  # audit's own
         p.send_signal(signal.SIGKILL)
         p.wait(10)
-        time.sleep(1.0)
-        marker.unlink()
-        time.sleep(0.5)
-        still_running = marker.exists()
-        left = [d for d in cg if os.path.exists(os.path.join(root, d))]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (
+                os.path.exists(f"/proc/{pid}") or (cgroup and os.path.exists(cgroup))):
+            time.sleep(0.1)
+        still_running = os.path.exists(f"/proc/{pid}")
+        left = cgroup if cgroup and os.path.exists(cgroup) else None
     finally:
         if p.poll() is None:
             p.kill()
-        for d in [d for d in os.listdir(root) if d.startswith(f"pybpf-audit-{p.pid}-")]:
+        if pid:
             try:
-                with open(os.path.join(root, d, "cgroup.kill"), "w") as f:
-                    f.write("1")
-                time.sleep(0.2)
-                os.rmdir(os.path.join(root, d))
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if cgroup and os.path.exists(cgroup):
+            time.sleep(0.2)
+            try:
+                os.rmdir(cgroup)
             except OSError:
                 pass
-    assert not still_running, "the audited command runs on, unaudited, after SIGKILL of audit"
-    assert left == [], f"cgroup left behind: {left}"
+    problems = ((["the audited command runs on, unaudited"] if still_running else [])
+                + ([f"cgroup left behind: {left}"] if left else []))
+    assert problems == [], f"after SIGKILL of pybpf audit: {problems}"
 
 
 FIREWALL = r"""

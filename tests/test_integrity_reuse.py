@@ -69,8 +69,8 @@ ops = {
     "h.clear()": lambda: h.clear(),
     "h.update_batch": lambda: h.update_batch([(1003, 9)]),
     "h.delete_batch": lambda: h.delete_batch([1004]),
-    "arr[0] = v": lambda: arr.__setitem__(0, 99),
-    "arr[0]": lambda: arr[0],
+    "arr[5] = v": lambda: arr.__setitem__(5, 99),
+    "arr[5]": lambda: arr[5],
     "lpm[net] = v": lambda: lpm.__setitem__("192.168.0.0/16", 1),
     "del lpm[net]": lambda: lpm.__delitem__("192.168.0.0/16"),
     "h.info()": lambda: h.info(),
@@ -115,11 +115,13 @@ io.mark()
 hits_b = b.bss.hits
 b_h = {int(k): int(v) for k, v in hb.items()}
 b_arr0 = int(arrb[0])
+b_arr5 = int(arrb[5])
 b_lpm = {str(k): int(v) for k, v in lpmb.items()}
 got = b.maps["rb"] and pybpf.RingBuffer(b.maps["rb"]).read(0)
 b_ring = [int.from_bytes(r, "little") >> 32 for r in got]
 b.close()
 emit({"reused": reused, "outcome": outcome, "hits_b": hits_b, "b_h": b_h, "b_arr0": b_arr0,
+      "b_arr5": b_arr5,
       "b_lpm": b_lpm, "b_ring_tags": b_ring})
 """
 
@@ -131,7 +133,7 @@ def test_stale_handles_after_fd_reuse(bpf_obj):
     # B is untouched: exactly what B's program and the test wrote
     assert v["b_h"] == {str(k): k * 3 for k in range(1000, 1010)}, v
     assert v["b_lpm"] == {"192.168.0.0/16": 77}, v
-    assert v["hits_b"] == 3 and v["b_arr0"] == 2, v
+    assert v["hits_b"] == 3 and v["b_arr0"] == 2 and v["b_arr5"] == 0, v
     assert v["b_ring_tags"] == [2, 2, 2], v
     # A batch already read is plain memory (ok); detaching an already detached link
     # is a no-op (B's link still counting hits, checked above, shows it hit nothing).
