@@ -222,6 +222,11 @@ def _cgroup_root() -> str | None:
     return None
 
 
+def _cgroup_of(pid: str) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(ln[3:].strip() for ln in f if ln.startswith("0::"))
+
+
 def test_audit_sigkill_leaves_no_cgroup_and_no_unaudited_command(tmp_path):
     root = _cgroup_root()
     if root is None:
@@ -239,10 +244,7 @@ def test_audit_sigkill_leaves_no_cgroup_and_no_unaudited_command(tmp_path):
             time.sleep(0.05)
         assert marker.exists(), "the audited command never ran"
         pid = int((tmp_path / "pid").read_text())
-        with open(f"/proc/{pid}/cgroup") as f:
-            rel = f.read().strip().split("::", 1)[1]
-        with open("/proc/self/cgroup") as f:
-            mine = f.read().strip().split("::", 1)[1]
+        rel, mine = _cgroup_of(str(pid)), _cgroup_of("self")
         cgroup = os.path.join(root, rel.lstrip("/")) if rel != mine else None  # audit's own
         p.send_signal(signal.SIGKILL)
         p.wait(10)
