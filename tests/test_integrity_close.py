@@ -358,3 +358,57 @@ def test_borrow_with_a_tiny_batch_limit_makes_progress(bpf_obj):
     v = run_child(BORROW_SMALL, timeout=30, what="borrow(max_batch_bytes=8)",
                   params={"path": bpf_obj("integrity")})
     assert v["got"] == 1 or (v["err"] or "").startswith(("ValueError", "MapError")), v
+
+
+MAP_OPS_CLOSE = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+forms = {
+    "typed keys()": lambda m: list(m.keys()),
+    "Map.keys()": lambda m: list(pybpf.Map.keys(m)),
+    "lookup_batch": lambda m: [bytes(b.keys) for b in m.lookup_batch(chunk=8)],
+    "items()": lambda m: list(m.items()),
+    "len()": lambda m: len(m),
+    "clear()": lambda m: m.clear(),
+    "update_batch": lambda m: m.update_batch([(k, k) for k in range(0, 3000, 3)]),
+    "delete_batch": lambda m: m.delete_batch(range(3000)),
+    "m[k] = v": lambda m: [m.__setitem__(k, k) for k in range(200)],
+}
+bad, iters = [], 0
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline and len(bad) < 6:
+    iters += 1
+    a = io.load(P["path"], attach=False)
+    m = a.maps["h"]
+    for k in range(0, 3000, 3):
+        m[k] = k
+    name = list(forms)[iters % len(forms)]
+
+    def run():
+        try:
+            for _ in range(50):
+                forms[name](m)
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{name} racing close(): {type(e).__name__}: {e}")
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(random.uniform(0, 0.003))
+    a.close()
+    t.join(10)
+    if t.is_alive():
+        bad.append(f"{name}: still running 10 s after close()")
+        break
+emit({"iters": iters, "bad": bad})
+"""
+
+
+def test_close_from_another_thread_during_map_operations(bpf_obj):
+    v = run_child(MAP_OPS_CLOSE, timeout=60, what="map operations vs Object.close()",
+                  params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 8})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 9, v

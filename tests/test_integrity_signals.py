@@ -104,3 +104,77 @@ def test_sigint_storm_leaves_the_reader_usable(bpf_obj, kind, form):
     assert v["bad"] == [], v
     assert v["interrupts"] >= 20, f"the storm did not interrupt enough: {v}"
     assert v["received_after"] == 40 and v["seqs_ok"], v
+
+
+URB_STORM = r"""
+import random, struct
+import pybpf, _integrity_obj as io
+random.seed(P["seed"])
+REC = struct.Struct("<IIQ")
+obj = io.load(P["path"], tag=3)
+urb = pybpf.UserRingBuffer(obj.maps["urb"])
+form = P["form"]
+n = 0
+
+def step():
+    global n
+    n += 1
+    try:
+        if form == "submit":
+            urb.submit(REC.pack(1 + n % 60, 0, n), timeout=0.001)
+        else:
+            with urb.reserve(REC.size, timeout=0.001) as buf:
+                REC.pack_into(buf, 0, 1 + n % 60, 0, n)
+    except pybpf.MapError as e:  # full: let the program drain
+        if "full" not in str(e):
+            raise
+    if n % 20 == 0:
+        os.getpgid(0)
+
+bad, interrupts = [], 0
+signal.signal(signal.SIGALRM, signal.default_int_handler)
+deadline = time.monotonic() + P["seconds"]
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0003)
+while True:
+    try:
+        while time.monotonic() < deadline and len(bad) <= 5:
+            try:
+                step()
+            except KeyboardInterrupt:
+                interrupts += 1
+            except BaseException as e:
+                bad.append(f"during the storm: {type(e).__name__}: {e}")
+        break
+    except KeyboardInterrupt:
+        interrupts += 1
+while True:
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        time.sleep(0.01)
+        break
+    except KeyboardInterrupt:
+        interrupts += 1
+# Afterwards the program drains what is submitted: nothing interrupted stays stuck.
+for _ in range(3):
+    os.getpgid(0)
+after = {}
+try:
+    for i in range(1, 11):
+        with urb.reserve(REC.size) as buf:
+            REC.pack_into(buf, 0, i, 0, 10_000 + i)
+    os.getpgid(0)
+    after = {i: int(obj.maps["arr"][i]) for i in range(1, 11)}
+except BaseException as e:
+    bad.append(f"after the storm: {type(e).__name__}: {e}")
+emit({"bad": bad, "interrupts": interrupts,
+      "after_ok": after == {i: 10_000 + i for i in range(1, 11)}})
+"""
+
+
+@pytest.mark.parametrize("form", ["submit", "reserve"])
+def test_sigint_storm_leaves_the_user_ring_buffer_usable(bpf_obj, form):
+    v = run_child(URB_STORM, timeout=60, what=f"SIGINT storm in UserRingBuffer {form}",
+                  params={"path": bpf_obj("integrity"), "form": form, "seconds": 2.0, "seed": 6})
+    assert v["bad"] == [] and v["after_ok"], v
+    assert v["interrupts"] >= 20, v
