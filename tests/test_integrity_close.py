@@ -157,8 +157,10 @@ while time.monotonic() < deadline:
     # A second object now likely has the same fd numbers: the stale handle must not reach it.
     b = io.load(P["path"], tag=2, attach=False)
     try:
-        for op, fn in (("set", lambda: m.__setitem__(5, 5)), ("get", lambda: m[3]),
-                       ("del", lambda: m.__delitem__(3)), ("len", lambda: len(m))):
+        ops = [("set", lambda: m.__setitem__(5, 5)), ("get", lambda: m[3])]
+        if P["map"] == "h":  # an array's len() is its size, and its elements are not deleted
+            ops += [("del", lambda: m.__delitem__(3)), ("len", lambda: len(m))]
+        for op, fn in ops:
             try:
                 fn()
                 bad.append(f"stale {op} after close(): no ClosedError")
