@@ -40,33 +40,16 @@ def once(timeout):
             for rec in b:
                 cb(rec)
 
-bad, interrupts, calls = [], 0, 0
-signal.signal(signal.SIGALRM, signal.default_int_handler)  # SIGALRM raises KeyboardInterrupt
-deadline = time.monotonic() + P["seconds"]
-signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0003)
-while True:  # a KeyboardInterrupt may land anywhere, also between the test's own lines
-    try:
-        while time.monotonic() < deadline and len(bad) <= 5:
-            try:
-                for _ in range(random.randint(0, 5)):
-                    io.mark()
-                once(random.choice([0, 0.001]))
-                calls += 1
-            except KeyboardInterrupt:
-                interrupts += 1
-            except BaseException as e:
-                bad.append(f"during the storm: {type(e).__name__}: {e}")
-        break
-    except KeyboardInterrupt:
-        interrupts += 1
-while True:  # stop the timer; a last SIGALRM may still be on its way
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        time.sleep(0.01)
-        break
-    except KeyboardInterrupt:
-        interrupts += 1
+calls = [0]
+
+def step():
+    for _ in range(random.randint(0, 5)):
+        io.mark()
+    once(random.choice([0, 0.001]))
+    calls[0] += 1
+
+interrupts, bad = io.sigint_storm(step, P["seconds"])
+calls = calls[0]
 
 # Drain what the storm left, then produce a known tail and receive all of it.
 try:
@@ -133,30 +116,7 @@ def step():
     if n % 20 == 0:
         os.getpgid(0)
 
-bad, interrupts = [], 0
-signal.signal(signal.SIGALRM, signal.default_int_handler)
-deadline = time.monotonic() + P["seconds"]
-signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0003)
-while True:
-    try:
-        while time.monotonic() < deadline and len(bad) <= 5:
-            try:
-                step()
-            except KeyboardInterrupt:
-                interrupts += 1
-            except BaseException as e:
-                bad.append(f"during the storm: {type(e).__name__}: {e}")
-        break
-    except KeyboardInterrupt:
-        interrupts += 1
-while True:
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        time.sleep(0.01)
-        break
-    except KeyboardInterrupt:
-        interrupts += 1
+interrupts, bad = io.sigint_storm(step, P["seconds"])
 # Afterwards the program drains what is submitted: nothing interrupted stays stuck.
 for _ in range(3):
     os.getpgid(0)
