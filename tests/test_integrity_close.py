@@ -44,6 +44,8 @@ def once(c):
                 bytes(rec)
     elif form == "consume":
         c.consume()
+    elif form == "read_numpy":
+        c.read_numpy("<u8", 0).sum()
     elif form == "iter_break":
         for rec in c.events(0):
             bytes(rec)
@@ -107,10 +109,12 @@ emit({"iters": iters, "obj_closes": obj_closes, "bad": bad})
 
 @pytest.mark.parametrize("kind,form", [
     ("ring", "poll"), ("ring", "read"), ("ring", "read_copy"), ("ring", "events"),
-    ("ring", "borrow"), ("ring", "consume"), ("ring", "iter_break"),
+    ("ring", "borrow"), ("ring", "consume"), ("ring", "iter_break"), ("ring", "read_numpy"),
     ("perf", "poll"), ("perf", "read"), ("perf", "events"), ("perf", "consume"),
 ])
 def test_close_from_another_thread_during_consumer(bpf_obj, kind, form):
+    if form == "read_numpy":
+        pytest.importorskip("numpy")  # optional dependency
     v = run_child(CONSUMER, timeout=60, what=f"{kind} {form} vs close()",
                   params={"path": bpf_obj("integrity"), "kind": kind, "form": form,
                           "seconds": SECONDS, "seed": 11})
@@ -414,3 +418,50 @@ def test_close_from_another_thread_during_map_operations(bpf_obj):
                   params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 8})
     assert v["bad"] == [], v
     assert v["iters"] >= 9, v
+
+
+ADD_WHILE_POLLING = r"""
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+objs = [io.load(P["path"], tag=i) for i in (1, 2, 3)]
+bad, added, refused = [], 0, 0
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline and len(bad) < 5:
+    rb = pybpf.RingBuffer(objs[0].maps["rb"], callback=lambda r: None)
+    stop = threading.Event()
+
+    def poller():
+        try:
+            while not stop.is_set():
+                io.mark()
+                rb.poll(0)
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"poll while add(): {type(e).__name__}: {e}")
+
+    t = threading.Thread(target=poller)
+    t.start()
+    for o in objs[1:]:
+        try:
+            rb.add(o.maps["rb"], callback=lambda r: None)
+            added += 1
+        except RuntimeError:  # refused while another thread consumes: documented
+            refused += 1
+        except BaseException as e:
+            bad.append(f"add() while polling: {type(e).__name__}: {e}")
+    time.sleep(0.005)
+    rb.close()
+    stop.set()
+    t.join(10)
+    if t.is_alive():
+        bad.append("poller still running 10 s after close()")
+        break
+emit({"bad": bad, "added": added, "refused": refused})
+"""
+
+
+def test_ring_add_while_another_thread_polls(bpf_obj):
+    v = run_child(ADD_WHILE_POLLING, timeout=60, what="RingBuffer.add() vs poll()",
+                  params={"path": bpf_obj("integrity"), "seconds": 2.0})
+    assert v["bad"] == [], v
