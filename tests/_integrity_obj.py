@@ -1,0 +1,68 @@
+"""tests/bpf/integrity.bpf.c loaded in a child interpreter of the integrity suite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pybpf
+
+
+def load(path: str, tag: int = 1, attach: bool = True) -> pybpf.Object:
+    """Open, configure for this process, load and (by default) attach the object."""
+    obj = pybpf.Object.open(path)
+    obj.set_rodata("target_pid", os.getpid())
+    obj.set_rodata("tag", tag)
+    obj.load()
+    if attach:
+        obj.attach()
+    return obj
+
+
+def mark() -> None:
+    """Make every attached copy record one hit (one getppid())."""
+    os.getppid()
+
+
+def open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def sigint_storm(step: Callable[[], object], seconds: float, *, first: float = 0.0005,
+                 interval: float = 0.0003, max_errors: int = 5) -> tuple[int, list[str]]:
+    """Call ``step()`` again and again for ``seconds`` while SIGALRM (setitimer) raises
+    KeyboardInterrupt at random points inside it; returns (interrupts, other errors).
+
+    The handler raises only while armed, and only the loop's try block arms it: an
+    interrupt never lands in the test's own bookkeeping, so the storm ends cleanly."""
+    armed = [False]
+    count = [0]
+
+    def handler(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            count[0] += 1
+            raise KeyboardInterrupt
+
+    errors: list[str] = []
+    old = signal.signal(signal.SIGALRM, handler)
+    deadline = time.monotonic() + seconds
+    signal.setitimer(signal.ITIMER_REAL, first, interval)
+    try:
+        while time.monotonic() < deadline and len(errors) <= max_errors:
+            try:
+                armed[0] = True
+                step()
+                armed[0] = False
+            except KeyboardInterrupt:
+                armed[0] = False
+            except BaseException as e:  # noqa: BLE001 - reported to the test
+                armed[0] = False
+                errors.append(f"during the storm: {type(e).__name__}: {e}")
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)
+    return count[0], errors

@@ -1,0 +1,467 @@
+"""Integrity (issue 11): close() from another thread while a consumer, a user ring
+buffer producer or the first map operation runs.  Every scenario repeats for a few
+seconds with real threads, in a child interpreter: a crash or a hang fails one test.
+Each call must either succeed or raise ClosedError; nothing else."""
+
+from __future__ import annotations
+
+import pytest
+from _child import run_child
+
+pytestmark = pytest.mark.kernel
+
+SECONDS = 2.5
+
+CONSUMER = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+form, kind = P["form"], P["kind"]
+random.seed(P["seed"])
+bad, iters, obj_closes = [], 0, 0
+obj = None
+deadline = time.monotonic() + P["seconds"]
+
+def make(obj):
+    sink = []
+    if kind == "ring":
+        return pybpf.RingBuffer(obj.maps["rb"], callback=sink.append)
+    return pybpf.PerfBuffer(obj.maps["pb"], callback=sink.append, pages=4)
+
+def once(c):
+    if form == "poll":
+        c.poll(0)
+    elif form == "read":
+        c.read(0)
+    elif form == "read_copy":
+        bytes(c.read(0, copy=True).data)
+    elif form == "events":
+        for rec in c.events(0):
+            bytes(rec)
+    elif form == "borrow":
+        with c.borrow(0) as b:
+            for rec in b:
+                bytes(rec)
+    elif form == "consume":
+        c.consume()
+    elif form == "read_numpy":
+        c.read_numpy("<u8", 0).sum()
+    elif form == "iter_break":
+        for rec in c.events(0):
+            bytes(rec)
+            break
+
+while time.monotonic() < deadline:
+    iters += 1
+    if obj is None or obj.closed:
+        obj = io.load(P["path"])
+    c = make(obj)
+    close_obj = iters % 3 == 0
+    for _ in range(random.randint(0, 30)):
+        io.mark()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def consumer():
+        try:
+            while not stop.is_set():
+                started.set()
+                once(c)
+                if not obj.closed:
+                    io.mark()
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{form} while closing: {type(e).__name__}: {e}")
+        finally:
+            started.set()
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    started.wait(5)
+    time.sleep(random.uniform(0, 0.002))
+    try:
+        if close_obj:
+            obj.close()
+            obj_closes += 1
+        else:
+            c.close()
+    except BaseException as e:
+        bad.append(f"close(): {type(e).__name__}: {e}")
+    stop.set()
+    t.join(10)
+    if t.is_alive():
+        bad.append(f"{form}: the consumer is still running 10 s after close()")
+        break
+    if form not in ("events", "iter_break"):  # events() on a closed stream just ends
+        try:
+            once(c)
+            bad.append(f"{form} after close: no ClosedError")
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{form} after close: {type(e).__name__}: {e}")
+    if len(bad) > 5:
+        break
+emit({"iters": iters, "obj_closes": obj_closes, "bad": bad})
+"""
+
+
+@pytest.mark.parametrize("kind,form", [
+    ("ring", "poll"), ("ring", "read"), ("ring", "read_copy"), ("ring", "events"),
+    ("ring", "borrow"), ("ring", "consume"), ("ring", "iter_break"), ("ring", "read_numpy"),
+    ("perf", "poll"), ("perf", "read"), ("perf", "events"), ("perf", "consume"),
+])
+def test_close_from_another_thread_during_consumer(bpf_obj, kind, form):
+    if form == "read_numpy":
+        pytest.importorskip("numpy")  # optional dependency
+    v = run_child(CONSUMER, timeout=60, what=f"{kind} {form} vs close()",
+                  params={"path": bpf_obj("integrity"), "kind": kind, "form": form,
+                          "seconds": SECONDS, "seed": 11})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 3 and v["obj_closes"] >= 1, v
+
+
+FIRST_MAP_OP = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+bad, iters, wrote, stale_written = [], 0, 0, []
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline:
+    iters += 1
+    a = io.load(P["path"], tag=1, attach=False)
+    m = a.maps[P["map"]]
+    go = threading.Barrier(2)
+    res = []
+
+    def first_op():
+        go.wait()
+        try:
+            m[3] = 1000 + iters  # the first operation: resolves types lazily
+            res.append("ok")
+        except ClosedError:
+            res.append("closed")
+        except BaseException as e:
+            res.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=first_op)
+    t.start()
+    go.wait()
+    time.sleep(random.uniform(0, 0.0005))
+    a.close()
+    t.join(10)
+    if t.is_alive():
+        bad.append("first map operation still running 10 s after close()")
+        break
+    if res and res[0] not in ("ok", "closed"):
+        bad.append(f"m[k] = v racing close(): {res[0]}")
+    wrote += res == ["ok"]
+    # A second object now likely has the same fd numbers: the stale handle must not reach it.
+    b = io.load(P["path"], tag=2, attach=False)
+    try:
+        ops = [("set", lambda: m.__setitem__(5, 5)), ("get", lambda: m[3])]
+        if P["map"] == "h":  # an array's len() is its size, and its elements are not deleted
+            ops += [("del", lambda: m.__delitem__(3)), ("len", lambda: len(m))]
+        for op, fn in ops:
+            try:
+                fn()
+                bad.append(f"stale {op} after close(): no ClosedError")
+            except ClosedError:
+                pass
+            except BaseException as e:
+                bad.append(f"stale {op} after close(): {type(e).__name__}: {e}")
+        mb = b.maps[P["map"]]
+        seen = {int(k): int(mb[k]) for k in mb.keys()}
+        if P["map"] == "h" and seen:
+            stale_written.append(seen)
+        if P["map"] == "arr" and any(seen.values()):
+            stale_written.append({k: v for k, v in seen.items() if v})
+    finally:
+        b.close()
+    if len(bad) > 5 or stale_written:
+        break
+emit({"iters": iters, "wrote": wrote, "bad": bad, "stale_written": stale_written})
+"""
+
+
+@pytest.mark.parametrize("mapname", ["h", "arr"])
+def test_first_map_operation_racing_object_close(bpf_obj, mapname):
+    v = run_child(FIRST_MAP_OP, timeout=60, what="m[k] = v vs Object.close()",
+                  params={"path": bpf_obj("integrity"), "map": mapname,
+                          "seconds": SECONDS, "seed": 4})
+    assert v["stale_written"] == [], f"writes landed in another object's map: {v}"
+    assert v["bad"] == [], v
+    assert v["iters"] >= 10, v
+
+
+USER_RING = r"""
+import random, struct
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+REC = struct.Struct("<IIQ")
+bad, iters = [], 0
+deadline = time.monotonic() + P["seconds"]
+obj = io.load(P["path"])
+while time.monotonic() < deadline:
+    iters += 1
+    if obj.closed:
+        obj = io.load(P["path"])
+    urb = pybpf.UserRingBuffer(obj.maps["urb"])
+    scenario = iters % 3
+    if scenario == 0:
+        # close() inside `with reserve()`, then touch the reservation and leave the block
+        try:
+            with urb.reserve(REC.size) as buf:
+                (urb.close() if iters % 2 else obj.close())
+                try:
+                    REC.pack_into(buf, 0, 1, 0, 7)
+                    buf[0]
+                except ValueError:  # ClosedError, or a released view: both are clean
+                    pass
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"reserve/close/touch: {type(e).__name__}: {e}")
+    else:
+        stop = threading.Event()
+
+        def producer():
+            n = 0
+            try:
+                while not stop.is_set():
+                    if scenario == 1:
+                        urb.submit(REC.pack(1 + n % 60, 0, n), timeout=0)
+                    else:
+                        with urb.reserve(REC.size, timeout=0) as buf:
+                            REC.pack_into(buf, 0, 1 + n % 60, 0, n)
+                    n += 1
+                    if n % 50 == 0:
+                        os.getpgid(0)  # let the program drain
+            except ClosedError:
+                pass
+            except pybpf.MapError as e:  # full ring with timeout=0 is a documented error
+                if "ENOSPC" not in str(e) and "EAGAIN" not in str(e) and "full" not in str(e):
+                    bad.append(f"submit: MapError: {e}")
+            except BaseException as e:
+                bad.append(f"submit racing close: {type(e).__name__}: {e}")
+
+        t = threading.Thread(target=producer)
+        t.start()
+        time.sleep(random.uniform(0, 0.003))
+        (urb.close() if iters % 2 else obj.close())
+        stop.set()
+        t.join(10)
+        if t.is_alive():
+            bad.append("producer still running 10 s after close()")
+            break
+    try:
+        urb.submit(REC.pack(1, 0, 1))
+        bad.append("submit after close: no ClosedError")
+    except ClosedError:
+        pass
+    except BaseException as e:
+        bad.append(f"submit after close: {type(e).__name__}: {e}")
+    if len(bad) > 5:
+        break
+emit({"iters": iters, "bad": bad})
+"""
+
+
+def test_user_ring_buffer_close_during_reserve_and_submit(bpf_obj):
+    v = run_child(USER_RING, timeout=60, what="UserRingBuffer vs close()",
+                  params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 2})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 6, v
+
+
+ASYNC_CLOSE = r"""
+import asyncio
+import pybpf, _integrity_obj as io
+
+async def main():
+    a = io.load(P["path"])
+    rb = pybpf.RingBuffer(a.maps["rb"])
+    for _ in range(5):
+        io.mark()
+    got = []
+
+    async def consume():
+        async for rec in rb:
+            got.append(rec)
+        return "ended"
+
+    t = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    (a.close() if P["obj"] else rb.close())
+    try:
+        r = await asyncio.wait_for(t, 5)
+    except asyncio.TimeoutError:
+        r = "still iterating 5 s after close()"
+    except pybpf.ClosedError:
+        r = "ended"
+    emit({"result": r, "got": len(got)})
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("obj", [False, True], ids=["rb.close", "Object.close"])
+def test_close_ends_async_iteration(bpf_obj, obj):
+    v = run_child(ASYNC_CLOSE, timeout=30, what="async for vs close()",
+                  params={"path": bpf_obj("integrity"), "obj": obj})
+    assert v == {"result": "ended", "got": 5}, v
+
+
+COPY_CLOSE = r"""
+import copy
+import pybpf, _integrity_obj as io
+a = io.load(P["path"], attach=False)
+h = a.maps["h"]
+h[1] = 5
+res = {}
+try:
+    c = copy.copy(h)
+    c.close()
+except BaseException as e:
+    res["copy"] = type(e).__name__
+try:
+    res["original after closing a copy"] = int(h[1])
+except BaseException as e:
+    res["original after closing a copy"] = f"{type(e).__name__}: {e}"
+emit(res)
+"""
+
+
+def test_closing_a_copy_does_not_close_the_original(bpf_obj):
+    """One owner per fd: a copy of a Map either shares nothing it can close or is refused."""
+    v = run_child(COPY_CLOSE, timeout=30, what="copy.copy(map).close()",
+                  params={"path": bpf_obj("integrity")})
+    assert v.get("original after closing a copy") == 5 or v.get("copy") == "TypeError", v
+
+
+BORROW_SMALL = r"""
+import pybpf, _integrity_obj as io
+a = io.load(P["path"])
+rb = pybpf.RingBuffer(a.maps["rb"], max_batch_bytes=8)  # smaller than one record + header
+io.mark()
+got, err = 0, None
+try:
+    for _ in range(20):
+        with rb.borrow(0.05) as b:
+            got += len(b)
+        if got:
+            break
+except BaseException as e:
+    err = f"{type(e).__name__}: {e}"
+emit({"got": got, "err": err})
+"""
+
+
+def test_borrow_with_a_tiny_batch_limit_makes_progress(bpf_obj):
+    v = run_child(BORROW_SMALL, timeout=30, what="borrow(max_batch_bytes=8)",
+                  params={"path": bpf_obj("integrity")})
+    assert v["got"] == 1 or (v["err"] or "").startswith(("ValueError", "MapError")), v
+
+
+MAP_OPS_CLOSE = r"""
+import random
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+random.seed(P["seed"])
+forms = {
+    "typed keys()": lambda m: list(m.keys()),
+    "Map.keys()": lambda m: list(pybpf.Map.keys(m)),
+    "lookup_batch": lambda m: [bytes(b.keys) for b in m.lookup_batch(chunk=8)],
+    "items()": lambda m: list(m.items()),
+    "len()": lambda m: len(m),
+    "clear()": lambda m: m.clear(),
+    "update_batch": lambda m: m.update_batch([(k, k) for k in range(0, 3000, 3)]),
+    "delete_batch": lambda m: m.delete_batch(range(3000)),
+    "m[k] = v": lambda m: [m.__setitem__(k, k) for k in range(200)],
+}
+bad, iters = [], 0
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline and len(bad) < 6:
+    iters += 1
+    a = io.load(P["path"], attach=False)
+    m = a.maps["h"]
+    for k in range(0, 3000, 3):
+        m[k] = k
+    name = list(forms)[iters % len(forms)]
+
+    def run():
+        try:
+            for _ in range(50):
+                forms[name](m)
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"{name} racing close(): {type(e).__name__}: {e}")
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(random.uniform(0, 0.003))
+    a.close()
+    t.join(10)
+    if t.is_alive():
+        bad.append(f"{name}: still running 10 s after close()")
+        break
+emit({"iters": iters, "bad": bad})
+"""
+
+
+def test_close_from_another_thread_during_map_operations(bpf_obj):
+    v = run_child(MAP_OPS_CLOSE, timeout=60, what="map operations vs Object.close()",
+                  params={"path": bpf_obj("integrity"), "seconds": SECONDS, "seed": 8})
+    assert v["bad"] == [], v
+    assert v["iters"] >= 9, v
+
+
+ADD_WHILE_POLLING = r"""
+import pybpf, _integrity_obj as io
+from pybpf import ClosedError
+objs = [io.load(P["path"], tag=i) for i in (1, 2, 3)]
+bad, added, refused = [], 0, 0
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline and len(bad) < 5:
+    rb = pybpf.RingBuffer(objs[0].maps["rb"], callback=lambda r: None)
+    stop = threading.Event()
+
+    def poller():
+        try:
+            while not stop.is_set():
+                io.mark()
+                rb.poll(0)
+        except ClosedError:
+            pass
+        except BaseException as e:
+            bad.append(f"poll while add(): {type(e).__name__}: {e}")
+
+    t = threading.Thread(target=poller)
+    t.start()
+    for o in objs[1:]:
+        try:
+            rb.add(o.maps["rb"], callback=lambda r: None)
+            added += 1
+        except RuntimeError:  # refused while another thread consumes: documented
+            refused += 1
+        except BaseException as e:
+            bad.append(f"add() while polling: {type(e).__name__}: {e}")
+    time.sleep(0.005)
+    rb.close()
+    stop.set()
+    t.join(10)
+    if t.is_alive():
+        bad.append("poller still running 10 s after close()")
+        break
+emit({"bad": bad, "added": added, "refused": refused})
+"""
+
+
+def test_ring_add_while_another_thread_polls(bpf_obj):
+    v = run_child(ADD_WHILE_POLLING, timeout=60, what="RingBuffer.add() vs poll()",
+                  params={"path": bpf_obj("integrity"), "seconds": 2.0})
+    assert v["bad"] == [], v

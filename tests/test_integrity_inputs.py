@@ -1,0 +1,317 @@
+"""Integrity (issue 11): every bad input gets a pybpf exception naming what was wrong,
+never a hang, a crash, a bare Python error or an operation on another object.
+Each case runs in a child interpreter with a timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from _child import run_child
+
+pytestmark = pytest.mark.kernel
+
+OPEN_BAD = r"""
+import resource
+# A loader that reads everything must fail here, not take the machine's memory.
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import pybpf
+t = time.monotonic()
+try:
+    pybpf.Object.open(P["path"])
+    res = ["no error", "", False]
+except BaseException as e:
+    res = [type(e).__name__, str(e), isinstance(e, pybpf.BPFError)]
+emit(res + [round(time.monotonic() - t, 2)])
+"""
+
+
+@pytest.mark.parametrize("label", ["fifo", "dev_zero", "dev_urandom", "sparse", "directory",
+                                   "symlink_to_dev_zero", "unix_socket"])
+def test_object_open_refuses_non_regular_files(tmp_path, label):
+    keep = None
+    if label == "symlink_to_dev_zero":
+        path = str(tmp_path / "zero.bpf.o")
+        os.symlink("/dev/zero", path)
+    elif label == "unix_socket":
+        path = str(tmp_path / "sock.bpf.o")
+        keep = socket.socket(socket.AF_UNIX)
+        keep.bind(path)
+    elif label == "fifo":
+        path = str(tmp_path / "fifo.bpf.o")
+        os.mkfifo(path)
+    elif label == "sparse":
+        path = str(tmp_path / "huge.bpf.o")
+        with open(path, "wb") as f:
+            f.truncate(64 << 30)  # 64 GiB of holes
+    elif label == "directory":
+        path = str(tmp_path)
+    else:
+        path = "/dev/" + label[4:]
+    try:
+        etype, msg, is_bpf, secs = run_child(OPEN_BAD, timeout=10, what=f"Object.open({label})",
+                                             params={"path": path})
+    finally:
+        if keep is not None:
+            keep.close()
+    assert is_bpf, f"{label}: not a pybpf error: {etype}: {msg}"
+    assert path in msg or os.path.realpath(path) in msg, \
+        f"{label}: the error does not name the file: {msg}"
+    assert secs < 5, f"{label}: took {secs} s (read the whole thing?)"
+    if label == "sparse":
+        assert any(w in msg for w in ("limit", "too large", "larger", "exceeds")), msg
+
+
+PINS = r"""
+import pybpf, _integrity_obj as io
+from pybpf import BPFError
+d = P["dir"]
+a = io.load(P["path"], tag=1, attach=False)
+b = io.load(P["path"], tag=2, attach=False)
+res = {}
+pa, pb = a.maps["h"], b.maps["h"]
+pa[1] = 111
+pb[1] = 222
+pa.pin(d + "/h")
+try:
+    pb.pin(d + "/h")
+    res["pin over another map's pin"] = "no error"
+except BaseException as e:
+    res["pin over another map's pin"] = type(e).__name__
+res["pin_path after failed pin"] = pb.pin_path
+try:
+    pb.unpin()
+    res["unpin after failed pin"] = "no error"
+except BaseException as e:
+    res["unpin after failed pin"] = type(e).__name__
+res["a's pin still there"] = os.path.exists(d + "/h")
+if os.path.exists(d + "/h"):
+    with pybpf.Map.open_pinned(d + "/h") as pinned:
+        res["a's pin is a's map"] = (pinned.lookup((1).to_bytes(4, "little"))
+                                     == (111).to_bytes(8, "little"))
+a.programs["mark"].pin(d + "/prog")
+try:
+    pybpf.Map.open_pinned(d + "/prog")
+    res["Map.open_pinned(program pin)"] = "no error"
+except BaseException as e:
+    res["Map.open_pinned(program pin)"] = [type(e).__name__, isinstance(e, BPFError), str(e)]
+try:
+    l = pybpf.Link.open_pinned(d + "/h")
+    res["Link.open_pinned(map pin)"] = "no error"
+    try:
+        l.unpin()
+    except BaseException:
+        pass
+except BaseException as e:
+    res["Link.open_pinned(map pin)"] = [type(e).__name__, isinstance(e, BPFError), str(e)]
+res["map pin survives"] = os.path.exists(d + "/h")
+for p in ("/h", "/prog"):
+    try:
+        os.unlink(d + p)
+    except OSError:
+        pass
+emit(res)
+"""
+
+
+def test_pins_never_touch_another_object(bpf_obj):
+    d = f"/sys/fs/bpf/pybpf-h5-{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    try:
+        v = run_child(PINS, timeout=30, what="pins", params={"path": bpf_obj("integrity"),
+                                                              "dir": d})
+    finally:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+    assert v["pin over another map's pin"] in ("MapError", "BPFError", "FileExistsError"), v
+    assert v["pin_path after failed pin"] is None, v
+    assert v["a's pin still there"] and v["a's pin is a's map"], v
+    assert v["map pin survives"], v
+    for k in ("Map.open_pinned(program pin)", "Link.open_pinned(map pin)"):
+        assert v[k] != "no error" and v[k][1], f"{k}: {v[k]}"
+
+
+UNPRIV = r"""
+import pybpf  # imported as root (the interpreter's files may not be readable by nobody)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)  # drops every capability
+res = {}
+for name in ("list_programs", "list_maps", "list_links"):
+    try:
+        r = getattr(pybpf, name)()
+        res[name] = f"returned {r!r}"[:80]
+    except BaseException as e:
+        res[name] = type(e).__name__
+emit(res)
+"""
+
+
+def test_unprivileged_listing_raises():
+    v = run_child(UNPRIV, timeout=30, what="unprivileged list_*")
+    assert v == {n: "BPFPermissionError" for n in ("list_programs", "list_maps", "list_links")}, v
+
+
+ERRORS = r"""
+import pybpf, _integrity_obj as io
+from pybpf import BPFError
+from pybpf.types import plain
+a = io.load(P["path"], tag=1, attach=False)
+h, arr, ts, odd = a.maps["h"], a.maps["arr"], a.maps["tstore"], a.maps["odd"]
+res = {}
+def probe(label, fn):
+    try:
+        r = fn()
+        res[label] = ["no error", repr(r)[:100], False]
+    except BaseException as e:
+        res[label] = [type(e).__name__, str(e)[:300], isinstance(e, BPFError)]
+probe("update flags=2**70", lambda: h.update({1: 1}, flags=2**70))
+probe("raw update flags=2**70", lambda: pybpf.Map.update(h, bytes(4), bytes(8), 2**70))
+probe("create_map max_entries=2**40", lambda: pybpf.create_map("hash", 4, 8, 2**40))
+probe("create_map key_size=2**40", lambda: pybpf.create_map("hash", 2**40, 8, 4))
+probe("Map.from_id(2**40)", lambda: pybpf.Map.from_id(2**40))
+probe("task storage key 2**40", lambda: ts.__setitem__(2**40, 1))
+probe("arr[64] = 1", lambda: arr.__setitem__(64, 1))
+h[1] = 1
+probe("items_raw() on a typed map", lambda: list(h.items_raw()))
+probe("odd member write", lambda: odd.__setitem__(1, {"in": 1, "__init__": 2, "__slots__": 3,
+                                                       "items": 4}))
+NAMES = ("in", "__init__", "__slots__", "items")
+def member(v, n):  # attribute access, or item access where a name cannot be an attribute
+    x = getattr(v, n, None)
+    return x if isinstance(x, int) else v[n]
+probe("odd member read", lambda: [member(odd[1], n) for n in NAMES])
+probe("plain() written back", lambda: odd.__setitem__(2, plain(odd[1])) or plain(odd[2]))
+a.close()
+probe("globals after close", lambda: a.bss.hits)
+probe("repr(map) after close", lambda: repr(h) + str(h))
+probe("repr(object) after close", lambda: repr(a))
+emit(res)
+"""
+
+
+def _names_map(msg: str) -> bool:
+    return any(f"'{n}'" in msg for n in ("h", "arr", "tstore", "odd")) or "map" in msg
+
+
+def test_every_error_is_pybpf_naming_the_object(bpf_obj):
+    v = run_child(ERRORS, timeout=30, what="error types",
+                  params={"path": bpf_obj("integrity")})
+    bad = {}
+    for label in ("update flags=2**70", "raw update flags=2**70", "create_map max_entries=2**40",
+                  "create_map key_size=2**40", "Map.from_id(2**40)", "task storage key 2**40",
+                  "arr[64] = 1"):
+        etype, msg, is_bpf = v[label]
+        pythonic = etype in ("KeyError", "IndexError", "ValueError")  # documented dict/array errors
+        if not (is_bpf or (pythonic and _names_map(msg))) or "full" in msg:
+            bad[label] = f"{etype}: {msg}"
+    for label in ("items_raw() on a typed map", "repr(map) after close", "odd member write",
+                  "repr(object) after close", "odd member read", "plain() written back"):
+        if v[label][0] != "no error":
+            bad[label] = f"{v[label][0]}: {v[label][1]}"
+    if v["odd member read"][0] == "no error" and v["odd member read"][1] != "[1, 2, 3, 4]":
+        bad["odd member read"] = v["odd member read"][1]
+    if v["globals after close"][0] != "ClosedError":
+        bad["globals after close"] = f"{v['globals after close'][0]}: {v['globals after close'][1]}"
+    assert bad == {}, bad
+
+
+@pytest.mark.parametrize("argv", [["map", "dump", "99999999999"], ["build", "/etc/passwd"]])
+def test_cli_bad_input_has_no_traceback(argv, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pybpf", *argv], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode not in (0,) and r.returncode > 0, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip(), "no error message"
+
+
+def _cgroup_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+def _cgroup_of(pid: str) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(ln[3:].strip() for ln in f if ln.startswith("0::"))
+
+
+def test_audit_sigkill_leaves_no_cgroup_and_no_unaudited_command(tmp_path):
+    root = _cgroup_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    marker = tmp_path / "alive"
+    # the audited shell writes its pid, then keeps touching the marker
+    script = f"echo $$ > {tmp_path}/pid; while true; do touch {marker}; sleep 0.05; done"
+    p = subprocess.Popen([sys.executable, "-m", "pybpf", "audit", "--output",
+                          str(tmp_path / "out.jsonl"), "--", "sh", "-c", script],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pid, cgroup = 0, None
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the audited command never ran"
+        pid = int((tmp_path / "pid").read_text())
+        rel, mine = _cgroup_of(str(pid)), _cgroup_of("self")
+        cgroup = os.path.join(root, rel.lstrip("/")) if rel != mine else None  # audit's own
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (
+                os.path.exists(f"/proc/{pid}") or (cgroup and os.path.exists(cgroup))):
+            time.sleep(0.1)
+        still_running = os.path.exists(f"/proc/{pid}")
+        left = cgroup if cgroup and os.path.exists(cgroup) else None
+    finally:
+        if p.poll() is None:
+            p.kill()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if cgroup and os.path.exists(cgroup):
+            time.sleep(0.2)
+            try:
+                os.rmdir(cgroup)
+            except OSError:
+                pass
+    problems = ((["the audited command runs on, unaudited"] if still_running else [])
+                + ([f"cgroup left behind: {left}"] if left else []))
+    assert problems == [], f"after SIGKILL of pybpf audit: {problems}"
+
+
+FIREWALL = r"""
+from attach_util import in_netns, veth_pair
+from pybpf.tools.firewall import Firewall
+with veth_pair() as pair:
+    rx = pair.udp_socket("b")
+    port = rx.getsockname()[1]
+    with Firewall(pair.dev_b, netns=pair.ns_b) as fw:
+        outer = fw.add_rule("10.77.0.0/16", port=port, action="pass")
+        inner = fw.add_rule("10.77.0.0/24", port=port, action="drop")
+        got = pair.send_udp(4, receiver=rx, wait=0.3)
+        rules = {r.id: (str(r.network), r.action, r.packets) for r in fw.rules()}
+    rx.close()
+emit({"outer": outer.id, "inner": inner.id, "received": got, "rules": rules})
+"""
+
+
+def test_firewall_nested_prefixes_are_separate_rules():
+    v = run_child(FIREWALL, timeout=60, what="firewall nested prefixes")
+    assert v["outer"] != v["inner"], v
+    rules = {int(k): r for k, r in v["rules"].items()}
+    assert rules[v["outer"]][:2] == ["10.77.0.0/16", "pass"], v
+    assert rules[v["inner"]][:2] == ["10.77.0.0/24", "drop"], v
+    assert v["received"] == 0, v  # the longest prefix (the /24 drop) decides
+    assert rules[v["inner"]][2] == 4 and rules[v["outer"]][2] == 0, v

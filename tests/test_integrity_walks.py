@@ -1,0 +1,138 @@
+"""Integrity (issue 11): walks under a concurrent writer.  Keys the test inserted and
+never touches must each come out exactly once from every walk form while a writer
+thread inserts and deletes other keys (and, separately, while the walker deletes
+the keys it is shown)."""
+
+from __future__ import annotations
+
+import pytest
+from _child import run_child
+
+pytestmark = pytest.mark.kernel
+
+WALK = r"""
+import ipaddress, random
+import pybpf, _integrity_obj as io
+random.seed(P["seed"])
+form = P["form"]
+obj = io.load(P["path"], attach=False)
+lpm = form.startswith("lpm")
+m = obj.maps["lpm" if lpm else "h"]
+if lpm:
+    stable = {ipaddress.ip_network(f"10.{i // 16}.{i % 16}.0/24") for i in range(300)}
+    churn = [ipaddress.ip_network(f"172.{16 + i // 256}.{i % 256}.0/24") for i in range(1500)]
+else:
+    stable = set(range(0, 2000, 2))  # even keys: never touched again
+    churn = list(range(1, 6001, 2))   # odd keys: inserted and deleted by the writer
+for k in stable:
+    m[k] = 1
+for k in churn[: len(churn) // 2]:
+    m[k] = 2
+stop = threading.Event()
+writes = [0]
+
+def writer():
+    live = set(churn[: len(churn) // 2])
+    while not stop.is_set():
+        k = random.choice(churn)
+        try:
+            if k in live:
+                del m[k]
+                live.discard(k)
+            else:
+                m[k] = 3
+                live.add(k)
+            writes[0] += 1
+        except KeyError:
+            live.discard(k)
+
+def to_key(raw):
+    return int.from_bytes(raw[:4], "little")
+
+def walk():
+    if form in ("Map.keys", "keys_raw"):
+        it = pybpf.Map.keys(m) if form == "Map.keys" else m.keys_raw()
+        return [to_key(bytes(k)) for k in it]
+    if form in ("keys", "lpm_keys"):
+        return list(m.keys())
+    if form in ("items", "lpm_items"):
+        return [k for k, _ in m.items()]
+    if form.startswith("batch"):
+        out = []
+        for b in m.lookup_batch(chunk=int(form[5:])):
+            kb = bytes(b.keys)
+            out += [to_key(kb[i:i + 4]) for i in range(0, 4 * b.count, 4)]
+        return out
+    raise ValueError(form)
+
+bad, walks = [], 0
+t = threading.Thread(target=writer)
+t.start()
+try:
+    deadline = time.monotonic() + P["seconds"]
+    while time.monotonic() < deadline and len(bad) < 3:
+        got = walk()
+        walks += 1
+        seen = [k for k in got if k in stable]
+        missing = stable - set(seen)
+        dups = len(seen) - len(set(seen))
+        if missing or dups:
+            bad.append(f"walk {walks}: {len(missing)} of {len(stable)} stable keys missing, "
+                       f"{dups} returned twice (walk returned {len(got)} keys)")
+finally:
+    stop.set()
+    t.join()
+emit({"walks": walks, "writes": writes[0], "bad": bad})
+"""
+
+
+@pytest.mark.parametrize("form", ["Map.keys", "keys_raw", "keys", "items", "batch1", "batch64",
+                                  "lpm_keys", "lpm_items"])
+def test_walk_returns_every_stable_key_once_under_a_writer(bpf_obj, form):
+    v = run_child(WALK, timeout=60, what=f"{form} walk under a writer",
+                  params={"path": bpf_obj("integrity"), "form": form, "seconds": 2.0, "seed": 9})
+    assert v["bad"] == [], v
+    assert v["walks"] >= 2 and v["writes"] >= 100, v
+
+
+DELETE_WHILE_WALKING = r"""
+import ipaddress
+import pybpf, _integrity_obj as io
+obj = io.load(P["path"], attach=False)
+res = {}
+for form in ("Map.keys", "keys_raw", "keys", "lpm_keys"):
+    m = obj.maps["lpm" if form == "lpm_keys" else "h"]
+    if form == "lpm_keys":
+        keys = [ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24") for i in range(1200)]
+    else:
+        keys = list(range(1200))
+    index = {k: i for i, k in enumerate(keys)}
+    for k in keys:
+        m[k] = 1
+    # The walker deletes each odd-numbered key it is shown, and the next key of each
+    # even-numbered one: every even-numbered key stays for the whole walk.
+    shown = []
+    it = (pybpf.Map.keys(m) if form == "Map.keys" else m.keys_raw() if form == "keys_raw"
+          else m.keys())
+    for k in it:
+        if isinstance(k, (bytes, bytearray)):
+            k = int.from_bytes(bytes(k)[:4], "little")
+        i = index[k]
+        shown.append(i)
+        victim = keys[i] if i % 2 else keys[i + 1] if i + 1 < len(keys) else None
+        if victim is not None:
+            try:
+                del m[victim]
+            except KeyError:
+                pass
+    res[form] = len(set(range(0, len(keys), 2)) - set(shown))
+    m.clear()
+emit(res)
+"""
+
+
+def test_walk_survives_deleting_the_keys_it_shows(bpf_obj):
+    v = run_child(DELETE_WHILE_WALKING, timeout=60, what="delete while walking",
+                  params={"path": bpf_obj("integrity")})
+    assert v == {"Map.keys": 0, "keys_raw": 0, "keys": 0, "lpm_keys": 0}, \
+        f"stable keys never shown (per walk form): {v}"
