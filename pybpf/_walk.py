@@ -37,13 +37,16 @@ from __future__ import annotations
 import errno as _errno
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._ffi import error_for, ffi, lib
 from .errors import MapError
 
 if TYPE_CHECKING:
     from ._fd import FD
+
+
+_T = TypeVar("_T")
 
 
 class Map(Protocol):
@@ -193,7 +196,19 @@ def batches(m: Map, *, chunk: int = 4096, delete: bool = False
     than ``count`` entries): keep them as long as needed. The fd owner is taken now."""
     if m.type not in BATCH_KINDS or (delete and m.type not in _BUCKET_BATCH):
         return None
-    return _batch_walk(m, _owner(m), max(1, min(chunk, m.max_entries)), delete)
+    owner = _owner(m)
+    return _closed_check(owner, _batch_walk(m, owner, max(1, min(chunk, m.max_entries)),
+                                            delete))
+
+
+def _closed_check(owner: FD, chunks: Iterator[_T]) -> Iterator[_T]:
+    """``chunks``, with the map's owner checked at every resumption and at the end: a
+    batch walk resumed after its map closed raises ClosedError (after the chunk it had
+    already read), and never ends as if the map had been walked."""
+    for c in chunks:
+        owner.get()
+        yield c
+    owner.get()
 
 
 def _batch_walk(m: Map, owner: FD, n: int, delete: bool
