@@ -104,6 +104,15 @@ class Struct:
         """Field values by name (nested structs as dicts)."""
         return {n: _plain(getattr(self, n), False) for n in self._fields}
 
+    def __getitem__(self, name: str) -> Any:
+        """A member by its C name, for names that cannot be attributes as they are
+        (``v["in"]``, ``v["__init__"]``: their attributes are ``in_``, ``__init___``), or
+        by its attribute name. KeyError names the struct and the member."""
+        for m in self._codec.members:
+            if m.cname == name or m.name == name:
+                return getattr(self, m.name)
+        raise KeyError(f"{type(self).__name__} has no member {name!r}")
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self) and not _compatible(type(self), other):
             return NotImplemented
