@@ -19,10 +19,11 @@ An owner of a resource that is not an fd (a libbpf ``bpf_object``, an mmap) is
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ._fastpath import FD
 
-__all__ = ["FD", "Stage", "bpf_fd_kind"]
+__all__ = ["FD", "Handle", "Stage", "bpf_fd_kind"]
 
 # What /proc/self/fd/N links to for each kind of BPF fd (the kernel's anon inode names).
 _ANON_KINDS = {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "program",
@@ -56,3 +57,27 @@ class Stage:
     @property
     def closed(self) -> bool:
         return bool(self.owner.closed)
+
+
+class Handle:
+    """Base of the Python objects that own kernel state through an :class:`FD` (Object,
+    Map, Link...): they cannot be copied or pickled, since a copy would be a second
+    owner of one fd. Share the handle instead, or open another (``Map.from_id(m.id)``,
+    ``open_pinned``)."""
+
+    __slots__ = ()
+
+    def _refuse(self, how: str) -> TypeError:
+        name = getattr(self, "name", None)
+        what = f"{type(self).__name__} {name!r}" if name is not None else type(self).__name__
+        return TypeError(f"{what} cannot be {how}: it owns a kernel object's fd; share it, "
+                         "or open the kernel object again (from_id(), open_pinned())")
+
+    def __copy__(self) -> Any:
+        raise self._refuse("copied")
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise self._refuse("copied")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise self._refuse("pickled")

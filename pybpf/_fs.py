@@ -77,6 +77,19 @@ def is_bpffs(path: str) -> bool:
     return best_type == "bpf"
 
 
+def check_pinned(path: str, want: str) -> None:
+    """Refuse, before any BPF syscall, a path that cannot hold a pinned ``want`` ("map",
+    "link"): FileNotFoundError if absent, BPFError if it is a directory or outside bpffs
+    (the kernel would only say EACCES)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, f"no pinned {want} at {path}", path)
+    if os.path.isdir(path):
+        raise BPFError(errno.EISDIR, f"{path} is a directory, not a pinned {want}")
+    if not is_bpffs(path):
+        raise BPFError(errno.EINVAL, f"{path} is not on a BPF file system (bpffs): not a "
+                                     f"pinned {want}")
+
+
 def check_pin_path(path: str) -> str:
     """Validate a pin path: absolute, inside a bpffs mount (mounting /sys/fs/bpf if needed)."""
     path = os.fspath(path)

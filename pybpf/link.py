@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from . import _fs
-from ._fd import FD, bpf_fd_kind
+from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import capture, error_for, ffi, lib, walk_ids
 from .errors import AttachError, BPFError, ClosedError
 
@@ -83,7 +83,7 @@ def _hook_then_close(on_detach: Callable[[], None], fd: int) -> None:
         os.close(fd)
 
 
-class Link:
+class Link(Handle):
     """A program attached to a hook. Context manager; ``detach()`` is idempotent.
 
     The link's fd (or libbpf link, or non-fd hook) has one owner: ``detach()`` from
@@ -253,8 +253,7 @@ class Link:
         """Open a link pinned in bpffs; ``unpin()`` then ``detach()`` removes it. A pinned
         map or program is refused with BPFError."""
         p = os.fspath(path)
-        if not os.path.exists(p):
-            raise FileNotFoundError(2, f"no pinned link at {p}", p)
+        _fs.check_pinned(p, "link")
         with capture() as log:
             ptr = lib.bpf_link__open(p.encode())
         if ptr == ffi.NULL:

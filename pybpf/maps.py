@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _fs, _walk
-from ._fd import FD, Stage, bpf_fd_kind
+from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from .errors import BPFError, ClosedError, MapError, StateError
 
@@ -387,8 +387,7 @@ class OpenMap:
 
 def _open_pinned_fd(path: str, want: str) -> int:
     """A new fd of the BPF object pinned at ``path``, checked to be a ``want``."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(_errno.ENOENT, f"no pinned {want} at {path}", path)
+    _fs.check_pinned(path, want)
     fd = int(lib.bpf_obj_get(path.encode()))
     if fd < 0:
         raise error_for(ffi.errno, f"cannot open pinned {want} {path}", kind=MapError, map=path)
@@ -407,7 +406,7 @@ def _refuse_live_setter(m: Map, what: str) -> None:
                      f"(on obj.maps[{m.name!r}] of an opened object, before obj.load())")
 
 
-class Map:
+class Map(Handle):
     """A BPF map in the kernel: of a loaded :class:`~pybpf.Object`, or opened by id or
     pin path, or made by :func:`~pybpf.create_map`.
 

@@ -30,7 +30,7 @@ from typing import Any, Union
 
 from . import _sections, _validate, features
 from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.maps uses
-from ._fd import FD, Stage
+from ._fd import FD, Handle, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
 from ._source import check_regular, read_regular
@@ -99,7 +99,7 @@ def _free_object(ptr: Any, links: weakref.WeakSet[Link]) -> None:
     lib.bpf_object__close(ptr)
 
 
-class Object:
+class Object(Handle):
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
 
     def __init__(self, ptr: Any, *, name: str, path: str | None, keepalive: Any) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
-from ._fd import FD
+from ._fd import FD, Handle
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
 from .attach import cgroup as _cgroup
@@ -141,7 +141,7 @@ class TestRun:
     duration_ns: int
 
 
-class Program:
+class Program(Handle):
     """One program of an object. ``autoload`` is settable before load."""
 
     def __init__(self, obj: _Object, ptr: Any) -> None:
@@ -155,7 +155,11 @@ class Program:
         self._target_set = False
 
     def __repr__(self) -> str:
-        return f"<Program {self.name!r} type={self.type} section={self.section!r}>"
+        try:
+            kind = f"type={self.type}"
+        except ClosedError:
+            kind = "(closed)"
+        return f"<Program {self.name!r} {kind} section={self.section!r}>"
 
     @property
     def object(self) -> _Object:

@@ -12,6 +12,7 @@ crash or a hang fails one test instead of killing the run:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -500,3 +501,38 @@ def test_an_owner_collected_in_a_cycle_runs_its_closer_on_whole_objects():
         print(seen)
     """)
     assert out.strip() == str([1] * 20)
+
+
+def test_handles_refuse_copy_and_pickle_and_repr_after_close(basic):
+    # a copy would be a second owner of one fd: refused, naming the handle
+    import copy
+    import pickle
+
+    obj = pybpf.load(basic)
+    m = obj.maps["counts"]
+    m[1] = 2
+    prog = obj.programs["count_exec"]
+    for h, name in ((obj, "Object 'basic'"), (m, "'counts'"), (prog, "'count_exec'")):
+        for how, f in (("copied", copy.copy), ("copied", copy.deepcopy),
+                       ("pickled", pickle.dumps)):
+            with pytest.raises(TypeError, match=f"{name}.* cannot be {how}"):
+                f(h)
+    assert m[1] == 2  # still the one owner
+    obj.close()
+    assert "(closed)" in repr(prog) and "count_exec" in repr(prog)
+    assert "(closed)" in repr(m)
+
+
+def test_open_pinned_refuses_what_is_not_a_pin(tmp_path):
+    d = f"/sys/fs/bpf/pybpf-notapin-{os.getpid()}"
+    os.mkdir(d)
+    try:
+        for path, why in (("/dev/zero", "not on a BPF file system"),
+                          (str(tmp_path), "directory"), (d, "directory"),
+                          ("/etc/hostname", "not on a BPF file system")):
+            for opener, what in ((Map.open_pinned, "map"), (pybpf.Link.open_pinned, "link")):
+                with pytest.raises(pybpf.BPFError, match=f"{why}.*pinned {what}") as ei:
+                    opener(path)
+                assert path in str(ei.value)
+    finally:
+        os.rmdir(d)
