@@ -68,7 +68,12 @@ _sections.register_handlers()
 
 # Names newer than libbpf 1.1's tables (kernel uapi enums).
 _NEW_PROG_TYPES = {_sections.PROG_NETFILTER: "netfilter"}
-_NEW_ATTACH_TYPES = {v: k for k, v in _sections.AT.items()}
+# libbpf's own names (attach_type_name[] of newer releases), so that a program reports
+# the same attach type whichever libbpf is linked
+_LIBBPF_NAMES = {"kprobe_multi": "trace_kprobe_multi", "uprobe_multi": "trace_uprobe_multi",
+                 "kprobe_session": "trace_kprobe_session",
+                 "uprobe_session": "trace_uprobe_session"}
+_NEW_ATTACH_TYPES = {v: _LIBBPF_NAMES.get(k, k) for k, v in _sections.AT.items()}
 
 
 def prog_type_name(t: int) -> str:

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.kernel
 EXPECTED = {  # program -> (type, expected attach type) from the section name alone
     "tcx_a": ("sched_cls", "tcx_ingress"), "tc_alias": ("sched_cls", "tcx_egress"),
     "nk_primary": ("sched_cls", "netkit_primary"), "nk_peer": ("sched_cls", "netkit_peer"),
-    "umulti": ("kprobe", "uprobe_multi"), "uret": ("kprobe", "uprobe_multi"),
-    "usess": ("kprobe", "uprobe_session"), "kmulti": ("kprobe", "trace_kprobe_multi"),
-    "kret": ("kprobe", "trace_kprobe_multi"), "ksess": ("kprobe", "kprobe_session"),
+    "umulti": ("kprobe", "trace_uprobe_multi"), "uret": ("kprobe", "trace_uprobe_multi"),
+    "usess": ("kprobe", "trace_uprobe_session"), "kmulti": ("kprobe", "trace_kprobe_multi"),
+    "kret": ("kprobe", "trace_kprobe_multi"), "ksess": ("kprobe", "trace_kprobe_session"),
     "nf_count": ("netfilter", "netfilter"),
 }
 

@@ -33,8 +33,11 @@ FUNCS = ["pybpf_hook_one", "pybpf_hook_three", "pybpf_hook_two"]  # sorted: patt
 def obj(bpf_obj):
     require(features.uprobe_multi())
     o = pybpf.Object.open(bpf_obj("hooks"))
+    # the session program only where the kernel has uprobe sessions (6.13+): a kernel
+    # without them refuses the whole object otherwise
+    wanted = ("umulti", "uret", "usess") if features.uprobe_session() else ("umulti", "uret")
     for p in o.programs.values():
-        p.autoload = p.name in ("umulti", "uret", "usess")
+        p.autoload = p.name in wanted
     o.load()
     yield o
     o.close()

@@ -51,7 +51,11 @@ VENV = "/opt/pybpf/venv"
 # Tests that fail in this guest for reasons outside packaging, left to their owners:
 # the user stack id of bpf_get_stackid() is -EEXIST there (a bucket collision in the
 # 64-entry stack map of tests/bpf/typed_maps.bpf.c, which passes no BPF_F_REUSE_STACKID).
-DESELECT = ["tests/test_typed_maps.py::test_stack_traces_symbolized"]
+# The USDT test: one run in two of Debian 13's 6.12 kernel under TCG oopsed ("int3" in
+# __schedule, a text-poke race of the emulated CPUs) while it attached, taking the whole
+# guest down; USDT runs on the host and in the 6.1 guest.
+DESELECT = ["tests/test_typed_maps.py::test_stack_traces_symbolized",
+            "tests/test_attach_user.py::test_usdt_probe_reads_arguments"]
 
 
 def log(msg: str) -> None:
