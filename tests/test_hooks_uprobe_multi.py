@@ -108,6 +108,10 @@ def test_auto_attach_from_section_name(obj, tmp_path):
     """SEC("uprobe.multi/PATH:PATTERN") names its targets: Object.attach() attaches it."""
     from pybpf import toolchain
 
+    try:
+        toolchain.find_clang()
+    except Exception as e:  # noqa: BLE001 - a userspace without clang (the Debian 13 guest)
+        pytest.skip(f"this test compiles its object at run time: {e}")
     path = hooks_target()
     src = tmp_path / "um_auto.bpf.c"
     src.write_text(
