@@ -325,7 +325,7 @@ class UserRingBuffer:
         self._ptr: Any = None
         require_map(map, "user_ringbuf", "UserRingBuffer takes a Map")
         self.map = map
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (RLock: a _Reservation.__del__ may run anywhere)
         self._open = 0  # reservations not submitted or discarded yet
         self._closing = False
         if isinstance(encode, str):
@@ -339,6 +339,9 @@ class UserRingBuffer:
         self._ptr = ptr
         self.submitted = 0
         """Records submitted so far."""
+        obj = getattr(map, "_obj", None)
+        if obj is not None:
+            obj.close_with(self)  # closed with its object
 
     def _closed_error(self) -> ClosedError:
         return ClosedError(f"user ring buffer {self.map.name!r}")
@@ -351,70 +354,44 @@ class UserRingBuffer:
                             f"(or pass encode=), got {type(value).__name__}")
         return value
 
-    def _reserve_locked(self, size: int, timeout: float | None) -> Any:
-        if self._closing or self._ptr is None:
-            raise self._closed_error()
-        ptr = self._ptr
-        if timeout is None:
-            sample = lib.user_ring_buffer__reserve(ptr, size)
-        else:
-            sample = lib.user_ring_buffer__reserve_blocking(ptr, size, int(timeout * 1000))
-        if sample == ffi.NULL:
-            err = ffi.errno
-            what = {_errno.ENOSPC: "the ring is full" if timeout is None else
-                    f"the ring is still full after {timeout}s",
-                    _errno.E2BIG: "the record is larger than the ring"}.get(err)
-            msg = f"user ring buffer {self.map.name!r}: cannot reserve {size} bytes"
-            if what:
-                msg += f" ({what})"
-            raise error_for(err, msg, kind=MapError, map=self.map.name)
-        return sample
+    def _fail(self, err: int, size: int, timeout: float | None) -> BPFError:
+        what = {_errno.ENOSPC: "the ring is full" if timeout is None else
+                f"the ring is still full after {timeout}s",
+                _errno.E2BIG: "the record is larger than the ring"}.get(err)
+        msg = f"user ring buffer {self.map.name!r}: cannot reserve {size} bytes"
+        if what:
+            msg += f" ({what})"
+        return error_for(err, msg, kind=MapError, map=self.map.name)
 
     def submit(self, value: Any, *, timeout: float | None = None) -> None:
         """Copy ``value`` in and publish it.  A full ring raises MapError(ENOSPC), or,
         with ``timeout``, waits up to that long for the program to drain (holding
-        the lock: a racing close() waits too).  Cost: no syscall (libbpf writes the
-        mmap()ed ring), unless the program must be woken."""
+        the lock: a racing close() waits too).  Cost: one C call (reserve, copy and
+        submit at once, so an exception can never strand a reservation), no
+        syscall unless the program must be woken."""
         data = self._bytes(value)
         n = len(data)
         if n <= 0:
             raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
+        ms = -1 if timeout is None else int(timeout * 1000)
+        src = ffi.from_buffer(data)
         with self._lock:
-            sample = self._reserve_locked(n, timeout)
-            ffi.memmove(sample, data, n)
-            lib.user_ring_buffer__submit(self._ptr, sample)
-            self.submitted += 1
+            if self._closing or self._ptr is None:
+                raise self._closed_error()
+            rc = int(lib.pybpf_urb_write(self._ptr, src, n, ms))
+            if rc == 0:
+                self.submitted += 1
+        if rc < 0:
+            raise self._fail(-rc, n, timeout)
 
-    @contextlib.contextmanager
-    def reserve(self, size: int, *, timeout: float | None = None) -> Iterator[memoryview]:
-        """Reserve ``size`` bytes and yield them writable; submitted when the block
-        ends, discarded if it raises (or if the ring was closed meanwhile: then
-        ClosedError)."""
+    def reserve(self, size: int, *, timeout: float | None = None) -> _Reservation:
+        """Reserve ``size`` bytes (when the ``with`` block starts) and yield them
+        writable; submitted when the block ends, discarded if it raises (or if the
+        ring was closed meanwhile: then ClosedError).  A reservation is settled on
+        every path, even if an exception (KeyboardInterrupt) lands in between."""
         if size <= 0:
             raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
-        with self._lock:
-            sample = self._reserve_locked(size, timeout)
-            self._open += 1
-        view = memoryview(ffi.buffer(sample, size))
-        ok = False
-        try:
-            yield view
-            ok = True
-        finally:
-            with contextlib.suppress(BufferError):  # (a slice of it is still alive)
-                view.release()
-            with self._lock:
-                self._open -= 1
-                ptr = self._ptr
-                if ok and not self._closing:
-                    lib.user_ring_buffer__submit(ptr, sample)
-                    self.submitted += 1
-                else:
-                    lib.user_ring_buffer__discard(ptr, sample)
-                    if self._closing and self._open == 0:
-                        self._free_locked()
-            if ok and self._closing:
-                raise self._closed_error()
+        return _Reservation(self, size, timeout)
 
     def _free_locked(self) -> None:
         ptr, self._ptr = self._ptr, None
@@ -439,3 +416,67 @@ class UserRingBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Reservation:
+    """One ``UserRingBuffer.reserve()`` block.  The sample pointer lives in a C slot
+    that the native reserve fills and the native settle clears, so whichever of
+    ``__exit__`` and ``__del__`` (the backstop when an exception skipped
+    ``__exit__``) runs first settles it, exactly once."""
+
+    def __init__(self, urb: UserRingBuffer, size: int, timeout: float | None) -> None:
+        self._urb = urb
+        self._size = size
+        self._timeout = timeout
+        self._slot = ffi.new("void **")
+        self._counted = False
+        self._view: memoryview | None = None
+
+    def __enter__(self) -> memoryview:
+        urb = self._urb
+        ms = -1 if self._timeout is None else int(self._timeout * 1000)
+        with urb._lock:
+            if self._counted or self._slot[0] != ffi.NULL:
+                raise RuntimeError("a reservation block cannot be entered twice")
+            if urb._closing or urb._ptr is None:
+                raise urb._closed_error()
+            urb._open += 1
+            self._counted = True
+            rc = int(lib.pybpf_urb_reserve(urb._ptr, self._size, ms, self._slot))
+            if rc < 0:
+                self._settle(False)
+                raise urb._fail(-rc, self._size, self._timeout)
+        view = self._view = memoryview(ffi.buffer(self._slot[0], self._size))
+        return view
+
+    def _settle(self, submit: bool) -> bool:
+        """Submit (or discard) the sample if still held; True if it was published."""
+        urb = self._urb
+        with urb._lock:
+            if not self._counted:
+                return False
+            closing = urb._closing
+            published = bool(lib.pybpf_urb_settle(urb._ptr, self._slot,
+                                                  1 if submit and not closing else 0))
+            self._counted = False
+            urb._open -= 1
+            if published:
+                urb.submitted += 1
+            if closing and urb._open == 0:
+                urb._free_locked()
+        return published
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            with contextlib.suppress(BufferError):  # (a slice of it is still alive)
+                view.release()
+        ok = exc_type is None
+        if not self._settle(ok) and ok:
+            raise self._urb._closed_error()
+
+    def __del__(self) -> None:
+        try:
+            self._settle(False)
+        except Exception:  # noqa: BLE001
+            pass

@@ -546,3 +546,47 @@ out:
 	pthread_mutex_unlock(&rr->core.lock);
 	return p;
 }
+
+/* The user ring buffer (pybpf.ringbuf.UserRingBuffer): each call is one cffi call,
+ * so no Python signal handler can run between a reservation and what settles it. */
+
+/* Reserve n bytes (waiting up to timeout_ms if >= 0), copy data in and submit.
+ * 0, or -errno (ENOSPC: full, E2BIG: too large). */
+int pybpf_urb_write(struct user_ring_buffer *rb, const void *data, __u32 n, int timeout_ms)
+{
+	void *sample = timeout_ms < 0 ? user_ring_buffer__reserve(rb, n)
+				      : user_ring_buffer__reserve_blocking(rb, n, timeout_ms);
+	if (!sample)
+		return -errno;
+	memcpy(sample, data, n);
+	user_ring_buffer__submit(rb, sample);
+	return 0;
+}
+
+/* Reserve n bytes into *slot (which must be NULL); 0 or -errno.  The caller settles
+ * *slot with pybpf_urb_settle() on every path. */
+int pybpf_urb_reserve(struct user_ring_buffer *rb, __u32 n, int timeout_ms, void **slot)
+{
+	void *sample = timeout_ms < 0 ? user_ring_buffer__reserve(rb, n)
+				      : user_ring_buffer__reserve_blocking(rb, n, timeout_ms);
+	if (!sample)
+		return -errno;
+	*slot = sample;
+	return 0;
+}
+
+/* Submit (or discard) the reservation in *slot, if any, and clear it; 1 if one was
+ * submitted, else 0. */
+int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit)
+{
+	void *sample = *slot;
+
+	if (!sample)
+		return 0;
+	*slot = NULL;
+	if (submit)
+		user_ring_buffer__submit(rb, sample);
+	else
+		user_ring_buffer__discard(rb, sample);
+	return submit ? 1 : 0;
+}
