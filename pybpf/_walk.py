@@ -111,10 +111,29 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
     recent: deque[bytes] = deque(maxlen=_RESUME_TRIES)  # returned keys, newest last
     prev: Any = ffi.NULL  # then cur, the walk's position
     restarts = 0
-    cap = 4 * max(m.max_entries, 1) + 1024  # restarts, and keys returned
+    cap = 4 * max(m.max_entries, 1) + 1024  # keys returned
+    exact_by_gnk = m.type == "lpm_trie"
+    succ = ffi.new("char[]", ks)
+    first = ffi.new("char[]", ks)
+    steps = [0]  # syscalls made: the walk's work, bounded by what it returned (below)
 
     def present(key: Any) -> bool | None:
         """Is ``key`` in the map now? None if the kind does not let user space look."""
+        steps[0] += 1
+        if exact_by_gnk:
+            # a trie's lookup is a longest-prefix match (a deleted /25 "is there" while
+            # its /24 is): ask GET_NEXT_KEY, which starts over from the first key only
+            # for a key not in the trie
+            with owner as fd:
+                rc = gnk(fd, key, succ)
+                rc0 = gnk(fd, ffi.NULL, first)
+            if rc0 < 0:
+                return False  # empty now
+            if rc == -_errno.ENOENT:
+                return True  # the last key
+            if rc < 0:
+                return None
+            return bytes(ffi.buffer(succ)) != bytes(ffi.buffer(first))
         with owner as fd:
             rc = lookup(fd, key, probe)
         if rc == 0:
@@ -122,6 +141,12 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
         return False if rc == -_errno.ENOENT else None
 
     while True:
+        # Restarts re-scan returned keys: under churn faster than the walk (a writer
+        # deleting its position at every step) that livelocks. Bound the total work by
+        # the progress made, so the walk always ends (or raises) in O(keys) syscalls.
+        steps[0] += 1
+        if steps[0] > 64 * len(seen) + 16384:
+            raise _abandon(m, restarts, len(seen))
         with owner as fd:
             rc = gnk(fd, prev, nxt)
         if rc < 0:
@@ -145,8 +170,6 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
             ffi.memmove(cur, nxt, ks)  # a real successor: go on from it
             continue
         restarts += 1
-        if restarts > cap:
-            raise _abandon(m, restarts, len(seen))
         # resume from the newest returned key still in the map: every key present for
         # the whole walk that precedes it was returned before it
         resume = None
