@@ -34,9 +34,18 @@ struct fw_rule {
 	__u32 action;		/* XDP_DROP or XDP_PASS */
 };
 
+/* A build may add counter fields (tests/bpf/firewall_v2.bpf.c does, to test a
+ * live upgrade that migrates the counters): FIREWALL_COUNTER_EXTRA declares
+ * them, FIREWALL_COUNT_EXTRA(c) updates them for each packet. */
+#ifndef FIREWALL_COUNTER_EXTRA
+#define FIREWALL_COUNTER_EXTRA
+#define FIREWALL_COUNT_EXTRA(c)
+#endif
+
 struct counter {
 	__u64 packets;
 	__u64 bytes;
+	FIREWALL_COUNTER_EXTRA
 };
 
 struct egress_key {
@@ -74,6 +83,7 @@ static __always_inline void count(__u32 id, __u64 bytes)
 	if (c) {
 		c->packets++;
 		c->bytes += bytes;
+		FIREWALL_COUNT_EXTRA(c);
 	}
 }
 
@@ -168,6 +178,7 @@ int firewall_egress(struct __sk_buff *skb)
 	}
 	c->packets++;
 	c->bytes += skb->len;
+	FIREWALL_COUNT_EXTRA(c);
 	return TC_ACT_OK;
 }
 

@@ -25,6 +25,7 @@ from .errors import (
     NotSupportedError,
     ObjectError,
     StateError,
+    UpgradeError,
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
@@ -43,7 +44,7 @@ __all__ = [
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",
-    "ProgramInfo", "StateError",
+    "ProgramInfo", "StateError", "UpgradeError",
     "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "MIN_LIBBPF", "LibbpfVersionError", "libbpf_capabilities",

@@ -15,6 +15,8 @@ last lines libbpf logged about it (``libbpf_log``).
      +-- ClosedError            also a ValueError: the object/link/map was closed
      +-- StateError             not in this lifecycle state: a setter after load, a live
                                 operation before load (the message says what to do)
+     +-- UpgradeError           a live upgrade was refused or failed; the old version
+                                stays live (``.refusals``: map, field, reason each)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "BPFPermissionError",
     "ClosedError",
     "StateError",
+    "UpgradeError",
     "errno_name",
     "describe_errno",
 ]
@@ -250,3 +253,17 @@ class StateError(BPFError):
 
     def __init__(self, message: str, *, err: int = _errno.EBUSY) -> None:
         super().__init__(err, message)
+
+
+class UpgradeError(BPFError):
+    """A live upgrade (:meth:`pybpf.Object.upgrade`) was refused or failed, and the old
+    version is still live and attached. ``.refusals`` lists ``(map, field, reason)``
+    for each map that cannot be carried over (``field`` is None when the whole map is
+    refused); ``.map`` and ``.field`` are the first of them."""
+
+    def __init__(self, message: str, *, refusals: Sequence[tuple[str, str | None, str]] = (),
+                 err: int = _errno.EINVAL) -> None:
+        super().__init__(err, message)
+        self.refusals = list(refusals)
+        self.map = self.refusals[0][0] if self.refusals else None
+        self.field = self.refusals[0][1] if self.refusals else None

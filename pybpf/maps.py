@@ -443,6 +443,11 @@ class Map(Handle):
         pin or created alone)."""
         return self._obj
 
+    def held_by(self, obj: Any) -> None:
+        """Record the :class:`~pybpf.Object` this map now belongs to (a live upgrade
+        hands a reused map to the new object, which closes it). Not for users."""
+        self._obj = obj
+
     @property
     def type(self) -> str:
         """libbpf's name of the map type, e.g. ``"hash"`` (BPF_MAP_TYPE_HASH)."""

@@ -24,12 +24,13 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
 from . import _sections, _validate, features
 from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.maps uses
+from . import upgrade as _upgrade
 from ._fd import FD, Handle, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
@@ -43,6 +44,7 @@ from .errors import (
     NotSupportedError,
     ObjectError,
     StateError,
+    UpgradeError,
     VerifierError,
 )
 from .globals import Globals, Section
@@ -141,13 +143,19 @@ class Object(Handle):
         # close(), held weakly (see close_with()).
         self._dependents: weakref.WeakSet[Any] = weakref.WeakSet()
         self._finalizer = weakref.finalize(self, owner.close)
+        self._upgrade_from: Object | None = None
+        self._upgrade_args: dict[str, Any] = {}
+        self.upgrade_report: _upgrade.UpgradeReport | None = None
+        """What :meth:`upgrade` did (per map, per link, timings); None otherwise."""
 
     # --- opening ------------------------------------------------------------------
     @classmethod
     def open(cls, source: Source, *, btf_custom_path: str | os.PathLike[str] | None = None,
              kconfig: str | Mapping[str, str | int | bool] | None = None,
              pin_root_path: str | os.PathLike[str] | None = None,
-             name: str | None = None) -> Object:
+             name: str | None = None, upgrade_from: Object | None = None,
+             migrate: Mapping[str, _upgrade.Migration] | None = None,
+             reattach: Mapping[str, Callable[[Program], Link]] | None = None) -> Object:
         """Parse a BPF object from a path or from bytes; does not touch the kernel.
 
         ``kconfig`` supplies ``CONFIG_*`` values for ``extern ... __kconfig``
@@ -156,7 +164,13 @@ class Object(Handle):
         A path must name a regular file of at most 256 MiB
         (``pybpf._source.MAX_OBJECT_SIZE``): a FIFO, device, socket, directory or
         larger file is an :class:`ObjectError` before anything is read.
+
+        ``upgrade_from=old`` (a loaded Object) makes :meth:`load` a live upgrade of
+        ``old`` to this build (see :meth:`upgrade`; ``migrate`` and ``reattach`` as
+        there); the name defaults to ``old``'s, so that internal maps match.
         """
+        if upgrade_from is not None and name is None:
+            name = upgrade_from.name
         path: str | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
@@ -203,7 +217,16 @@ class Object(Handle):
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
         _sections.after_open(ptr, link_maps)
-        return cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
+        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
+        if upgrade_from is not None:
+            if not isinstance(upgrade_from, Object):
+                obj.close()
+                raise TypeError(f"upgrade_from must be a loaded pybpf.Object, got "
+                                f"{type(upgrade_from).__name__}")
+            obj._upgrade_from = upgrade_from
+            obj._upgrade_args = {"migrate": dict(migrate or {}),
+                                 "reattach": dict(reattach or {})}
+        return obj
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("loaded" if self.loaded else "opened")
@@ -349,8 +372,19 @@ class Object(Handle):
 
         A rejected program raises :class:`VerifierError` with the verifier log and
         the failing source line; other failures raise :class:`LoadError`,
-        :class:`NotSupportedError` or :class:`BPFPermissionError`.
+        :class:`NotSupportedError` or :class:`BPFPermissionError`. An object opened
+        with ``upgrade_from=old`` takes over from ``old`` here (see :meth:`upgrade`).
         """
+        old = self._upgrade_from
+        if old is not None:
+            self._upgrade_from = None
+            self.upgrade_report = _upgrade.upgrade_object(self, old, **self._upgrade_args)
+            return self
+        return self._load_reusing({})
+
+    def _load_reusing(self, reused: Mapping[str, Map]) -> Object:
+        """load(), with ``reused[name]`` (a live map of another object, handed to
+        ``bpf_map__reuse_fd`` before) standing as this object's map of that name."""
         with self._lock:
             stage = self._stage
             with stage.owner:  # ClosedError once closed; close() waits for the lock
@@ -369,12 +403,13 @@ class Object(Handle):
                 live: dict[str, Map] = {}
                 try:
                     for name, om in self._open_maps.items():
-                        m = om.loaded_map(self)
+                        m = reused[name] if name in reused else om.loaded_map(self)
                         if m is not None:
                             live[name] = m
                 except BaseException:
-                    for m in live.values():
-                        m.owner.close()
+                    for name, m in live.items():
+                        if name not in reused:
+                            m.owner.close()
                     raise
             self._maps = live
             stage.loaded = True
@@ -495,6 +530,67 @@ class Object(Handle):
             self._links.remove(link)
         except ValueError:
             pass
+
+    # --- live upgrade (pybpf.upgrade) -------------------------------------------------
+    def upgrade(self, source: Source, *, rodata: Mapping[str, Any] | None = None,
+                migrate: Mapping[str, _upgrade.Migration] | None = None,
+                reattach: Mapping[str, Callable[[Program], Link]] | None = None,
+                **open_options: Any) -> Object:
+        """Replace this running object by a new build of it (``source``), losing no
+        event, packet or counter; returns the new live object (its
+        :attr:`upgrade_report` says what happened to each map and link). This object
+        is closed when it succeeds, and stays live and attached when it fails.
+
+        Maps with the same name and BTF layout are reused (contents, ring buffers and
+        their consumers included); changed value layouts are migrated by member name;
+        a changed key layout or map type is refused (:class:`UpgradeError` naming
+        map, field and reason) before anything changes, unless ``migrate[name]``
+        converts the raw entries. Links are switched atomically where the kernel can
+        (XDP, tcx, cgroup, netns...), else attached anew (``reattach[program]``
+        attaches one whose section does not name its target) with the generation
+        guard of ``pybpf_common.h`` deciding which version works. ``rodata`` sets the
+        new build's read-only globals. Costs: a load, a walk of each migrated map
+        (twice), one syscall per link, two RCU grace periods.
+        """
+        self._stage.owner.get()  # ClosedError once closed
+        if not self.loaded:
+            raise UpgradeError(f"cannot upgrade BPF object {self.name!r}: it is not loaded "
+                               "(an upgrade replaces a running object; load() this one)")
+        new = Object.open(source, upgrade_from=self, migrate=migrate, reattach=reattach,
+                          **open_options)
+        try:
+            for k, v in (rodata or {}).items():
+                new.rodata[k] = v
+            new.load()
+        except BaseException:
+            new._release_maps(self)
+            new.close()
+            raise
+        return new
+
+    def _release_maps(self, other: Object) -> None:
+        """Forget the maps this object took from ``other`` (an upgrade that failed):
+        closing this object must not close them."""
+        theirs = {id(m) for m in (other._maps or {}).values()}
+        if self._maps is not None:
+            for name in [n for n, m in self._maps.items() if id(m) in theirs]:
+                del self._maps[name]
+
+    def _take_over(self, old: Object, links: list[Link]) -> None:
+        """End of a successful upgrade: the maps this object reused from ``old``, the
+        links updated in place and the readers on ``old``'s maps become this object's,
+        so that closing ``old`` leaves them alone."""
+        mine = {id(m) for m in (self._maps or {}).values()}
+        with old._lock:
+            if old._maps is not None:
+                for name in [n for n, m in old._maps.items() if id(m) in mine]:
+                    old._maps.pop(name).held_by(self)
+            for link in links:
+                old._forget_link(link)
+                self._adopt_link(link)
+            for dep in list(old._dependents):
+                old._dependents.discard(dep)
+                self._dependents.add(dep)
 
     def close_with(self, resource: Any) -> None:
         """Close ``resource`` (anything with a ``close()``) when this object closes,

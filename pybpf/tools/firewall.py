@@ -50,6 +50,7 @@ from ..errors import AttachError, BPFError
 from ..link import Link
 from ..mapkinds import PerCPUArrayMap
 from ..maps import Map, possible_cpus
+from ..upgrade import UpgradeReport
 from ._common import table
 
 __all__ = ["Firewall", "Rule", "Counter", "main"]
@@ -112,9 +113,10 @@ def _unkey(raw: bytes) -> tuple[Network, int | None]:
 
 def _sum_counters(raw: bytes) -> Counter:
     n = possible_cpus()
+    stride = len(raw) // n  # a build may add counter fields after packets and bytes
     pk = by = 0
     for i in range(n):
-        p, b = struct.unpack_from("<QQ", raw, i * 16)
+        p, b = struct.unpack_from("<QQ", raw, i * stride)
         pk += p
         by += b
     return Counter(pk, by)
@@ -321,6 +323,23 @@ class Firewall:
         return out
 
     # --- lifetime -------------------------------------------------------------------
+    def upgrade(self, source: str | os.PathLike[str], **options: Any) -> UpgradeReport:
+        """Replace the running firewall by a new build of its object (``source``) while
+        traffic flows: rules and counters carry over, the XDP and tcx links switch
+        atomically (see :meth:`pybpf.Object.upgrade`; ``options`` go there). The old
+        build stays live if the upgrade is refused. A pinned firewall is upgraded with
+        ``pybpf upgrade`` instead."""
+        if self.obj is None:
+            raise BPFError(_errno.EINVAL, "firewall: this handle has no loaded object (a "
+                                          "pinned firewall opened by open(): use pybpf "
+                                          "upgrade on its pin directory)")
+        new = self.obj.upgrade(source, **options)
+        self.obj = new
+        self._links = new.links
+        self._maps = {n: new.maps[n] for n in ("rules", "counters", "egress")}
+        assert new.upgrade_report is not None
+        return new.upgrade_report
+
     def _unpin_all(self) -> None:
         if not self.pin_dir:
             return

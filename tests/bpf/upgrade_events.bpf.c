@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Event probe for live-upgrade tests (tests/test_upgrade.py). One record per
+ * lseek() of the target process on its target fd; the record's sequence
+ * number is the offset the process passed, so a lost or duplicated event shows
+ * as a missing or repeated number. Builds (clang -D):
+ *   EVENT_V2          the event gains a field, stats gains handled_v2
+ *   KEY_V2            the stats map's key becomes signed (refused: an array
+ *                     takes only a 32-bit integer key)
+ *   NARROW            stats.handled narrows to 32 bits (refused if it overflows)
+ *   TYPE_V2           the stats map becomes a hash (refused)
+ *   UPGRADE_NO_GUARD  built without the generation guard */
+#ifndef UPGRADE_NO_GUARD
+#define PYBPF_GENERATIONS
+#endif
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "pybpf_common.h"
+
+#ifndef PYBPF_GUARD
+#define PYBPF_GUARD(ret)
+#endif
+
+const volatile __u32 target_tgid = 0;
+const volatile __u32 target_fd = 0;
+const volatile __u32 build = 0;
+
+struct event {
+	__u64 seq;
+	__u32 build;
+	__u32 cpu;
+#ifdef EVENT_V2
+	__u64 extra;
+#endif
+};
+
+struct stats {
+#ifdef NARROW
+	__u32 handled;
+#else
+	__u64 handled;
+#endif
+#ifdef EVENT_V2
+	__u64 handled_v2;
+#endif
+};
+
+#ifdef KEY_V2
+#define STATS_KEY __s32
+#else
+#define STATS_KEY __u32
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20);
+} events SEC(".maps");
+
+struct {
+#ifdef TYPE_V2
+	__uint(type, BPF_MAP_TYPE_HASH);
+#else
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+#endif
+	__uint(max_entries, 1);
+	__type(key, STATS_KEY);
+	__type(value, struct stats);
+} stats SEC(".maps");
+
+PYBPF_EVENT_TYPE(events, struct event);
+
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{
+	STATS_KEY key = {};
+	struct stats *st;
+	struct event *e;
+
+	PYBPF_GUARD(0);
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != target_tgid)
+		return 0;
+	if ((__u32)ctx->args[0] != target_fd)
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		pybpf_count_drop();
+		return 0;
+	}
+	e->seq = ctx->args[1];
+	e->build = build;
+	e->cpu = bpf_get_smp_processor_id();
+#ifdef EVENT_V2
+	e->extra = ~e->seq;
+#endif
+	bpf_ringbuf_submit(e, 0);
+	st = bpf_map_lookup_elem(&stats, &key);
+	if (st) {
+		__sync_fetch_and_add(&st->handled, 1);
+#ifdef EVENT_V2
+		__sync_fetch_and_add(&st->handled_v2, 1);
+#endif
+	}
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

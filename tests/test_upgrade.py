@@ -1,0 +1,428 @@
+"""Live upgrade (pybpf.upgrade, Object.upgrade): a running probe replaced by a new build
+under real traffic and real events, losing no packet, event or counter.
+
+Expected values come from the kernel side and from what the test caused: packets the
+sender's sendto() accepted, sequence numbers a child process passed to lseek(), the
+counters the BPF programs kept.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter as Tally
+
+import pytest
+from attach_util import in_netns, veth_pair
+from conftest import BUILD
+
+import pybpf
+from pybpf import Object, RingBuffer, UpgradeError, toolchain
+from pybpf.tools.firewall import Firewall
+
+pytestmark = pytest.mark.kernel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FRAME = 14 + 20 + 8  # ethernet + IPv4 + UDP headers
+PAYLOAD = b"x" * 18
+
+
+def variant(src: str, tag: str, **defines: int) -> str:
+    """tests/bpf/SRC.bpf.c compiled with -D flags, cached per process."""
+    out = BUILD / f"{src}.{tag}.{os.getpid()}.bpf.o"
+    if not out.exists():
+        BUILD.mkdir(parents=True, exist_ok=True)
+        toolchain.compile(os.path.join(HERE, "bpf", f"{src}.bpf.c"), out,
+                          defines={k: str(v) for k, v in defines.items()})
+    return str(out)
+
+
+# --- (a) the shipped XDP firewall under a steady packet flow ----------------------------
+class _Flow:
+    """A sender thread in netns a: UDP to two ports of b, paced, counting what sendto
+    accepted; a receiver thread in b counting what arrived."""
+
+    def __init__(self, pair, drop_port: int, pass_port: int) -> None:
+        self.pair = pair
+        self.ports = (drop_port, pass_port)
+        self.sent = {drop_port: 0, pass_port: 0}
+        self.received = {drop_port: 0, pass_port: 0}
+        self.rx = {p: pair.udp_socket("b", p) for p in self.ports}
+        for s in self.rx.values():
+            s.settimeout(0.05)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._send),
+                        *(threading.Thread(target=self._recv, args=(p,)) for p in self.ports)]
+
+    def _send(self) -> None:
+        with in_netns(self.pair.ns_a):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            i = 0
+            while not self.stop.is_set():
+                port = self.ports[i % 2]
+                try:
+                    s.sendto(PAYLOAD, (self.pair.addr_b, port))
+                    self.sent[port] += 1
+                except OSError:
+                    pass  # not sent: not counted
+                i += 1
+                if i % 64 == 0:
+                    time.sleep(0.001)
+        finally:
+            s.close()
+
+    def _recv(self, port: int) -> None:
+        s = self.rx[port]
+        while not self.stop.is_set() or self._pending(s):
+            try:
+                s.recv(2048)
+                self.received[port] += 1
+            except (TimeoutError, socket.timeout):
+                continue
+
+    @staticmethod
+    def _pending(s: socket.socket) -> bool:
+        try:
+            s.recv(2048, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return True
+        except (BlockingIOError, OSError):
+            return False
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        for s in self.rx.values():
+            s.close()
+
+
+def _warm_up_arp(pair) -> None:
+    """One datagram a -> b before any firewall, so no packet waits on ARP later."""
+    rx = pair.udp_socket("b")
+    rx.settimeout(2)
+    with in_netns(pair.ns_a):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"arp", (pair.addr_b, rx.getsockname()[1]))
+    rx.recv(16)
+    s.close()
+    rx.close()
+
+
+def test_firewall_upgrade_under_flow_keeps_every_drop_and_counter():
+    v2 = variant("firewall_v2", "v2")
+    drop_port, pass_port = 40000 + os.getpid() % 10000, 30000 + os.getpid() % 10000
+    with veth_pair() as pair:
+        _warm_up_arp(pair)
+        with Firewall(pair.dev_b, netns=pair.ns_b) as fw:
+            r_drop = fw.add_rule(f"{pair.addr_a}/32", port=drop_port, action="drop")
+            r_pass = fw.add_rule(f"{pair.addr_a}/32", port=pass_port, action="pass")
+            xdp_before = next(lk for lk in fw.obj.links if "xdp" in lk.target).info()
+            flow = _Flow(pair, drop_port, pass_port)
+            flow.start()
+            try:
+                time.sleep(0.5)
+                counted_by_old = fw._counter(r_drop.id).packets  # before the upgrade starts
+                report = fw.upgrade(v2)
+                sent_at_return = flow.sent[drop_port]
+                time.sleep(0.5)
+            finally:
+                flow.finish()
+            time.sleep(0.2)  # the last packets through XDP
+            sent_drop, sent_pass = flow.sent[drop_port], flow.sent[pass_port]
+            counters = fw.obj.maps["counters"]
+            drop_total = counters.sum(r_drop.id)
+            pass_total = counters.sum(r_pass.id)
+            xdp_after = next(lk for lk in fw.obj.links if "xdp" in lk.target).info()
+
+    print(f"\nfirewall upgrade: {report.seconds * 1e3:.1f} ms, both attached "
+          f"{report.both_attached_seconds * 1e3:.2f} ms; {sent_drop + sent_pass} packets")
+    assert report.maps["rules"].action == "reused"
+    assert report.maps["counters"].action == "migrated"
+    assert report.maps["egress"].action == "migrated"
+    assert {ln.kind: ln.action for ln in report.links} == {"xdp": "updated", "tcx": "updated"}
+    # the XDP link was updated in place: same kernel link, new program
+    assert xdp_after.id == xdp_before.id and xdp_after.prog_id != xdp_before.prog_id
+    assert counted_by_old > 0 and sent_drop > counted_by_old
+    # not one packet passed that the rule drops; every one that should pass did
+    assert flow.received[drop_port] == 0
+    assert flow.received[pass_port] == sent_pass
+    # counters continue: old value + new packets, nothing lost or counted twice
+    assert drop_total.packets == sent_drop
+    assert drop_total.bytes == sent_drop * (FRAME + len(PAYLOAD))
+    assert pass_total.packets == sent_pass
+    # the new field started at 0: only packets the new build saw
+    assert sent_drop - sent_at_return <= drop_total.packets_v2 <= sent_drop - counted_by_old
+
+
+# --- (b) an event probe at >= 100k events/s -------------------------------------------
+_PRODUCER = """
+import os, sys, time
+fd = os.open('/dev/null', os.O_RDONLY)
+print(os.getpid(), fd, flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+ls = os.lseek
+for i in range({n}):
+    ls(fd, i, 0)
+print(time.perf_counter() - t, flush=True)
+"""
+
+
+class _Stream:
+    """A child process calling lseek(fd, i, 0) for i in 0..n-1 (the probe's sequence
+    numbers), and a consumer thread reading the ring buffer of the first build."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.child = subprocess.Popen([sys.executable, "-c", _PRODUCER.format(n=n)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pid, fd = map(int, self.child.stdout.readline().split())
+        self.rodata = {"target_tgid": pid, "target_fd": fd}
+        self.records: list[tuple[int, int, int]] = []  # (seq, build, record size)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def load(self, path: str, build: int) -> Object:
+        obj = Object.open(path)
+        for k, v in {**self.rodata, "build": build}.items():
+            obj.rodata[k] = v
+        obj.load()
+        obj.attach()
+        return obj
+
+    def consume(self, obj: Object) -> None:
+        self.rb = RingBuffer(obj.maps["events"])
+        self.thread = threading.Thread(target=self._consume)
+        self.thread.start()
+
+    def _consume(self) -> None:
+        try:
+            while True:
+                batch = self.rb.read(timeout=0.1)
+                for r in batch:
+                    seq, build, _ = struct.unpack_from("<QII", r)
+                    self.records.append((seq, build, len(r)))
+                if self.stop.is_set() and len(batch) == 0:
+                    return
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    def go(self) -> None:
+        self.child.stdin.write("go\n")
+        self.child.stdin.flush()
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while len(self.records) < count and time.monotonic() < end:
+            time.sleep(0.002)
+
+    def finish(self) -> float:
+        elapsed = float(self.child.stdout.readline())
+        self.child.wait(timeout=30)
+        self.wait_for(self.n, 30)
+        self.stop.set()
+        self.thread.join(timeout=30)
+        return elapsed
+
+    def kill(self) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+        self.stop.set()
+
+
+def test_event_probe_upgrade_loses_and_repeats_no_event():
+    v1 = variant("upgrade_events", "v1")
+    v2 = variant("upgrade_events", "v2", EVENT_V2=1)
+    n = 600_000
+    st = _Stream(n)
+    old = new = None
+    try:
+        old = st.load(v1, build=1)
+        st.consume(old)
+        st.go()
+        st.wait_for(n // 3)
+        new = old.upgrade(v2, rodata={**st.rodata, "build": 2})
+        elapsed = st.finish()
+        report = new.upgrade_report
+        assert old.closed and not new.closed and not st.rb.closed
+        stats = new.maps["stats"][0]
+        drops = st.rb.drops()
+    finally:
+        st.kill()
+        for o in (new, old):
+            if o is not None:
+                o.close()
+    assert st.error is None
+    print(f"\nevent upgrade: {n / elapsed:,.0f} events/s; upgrade {report.seconds * 1e3:.1f} ms, "
+          f"both attached {report.both_attached_seconds * 1e3:.2f} ms")
+    seqs = [s for s, _, _ in st.records]
+    tally = Tally(seqs)
+    assert drops == 0
+    assert [s for s, c in tally.items() if c > 1] == []  # none seen twice
+    assert sorted(tally) == list(range(n))  # none lost
+    by_build = {b: [s for s, bb, _ in st.records if bb == b] for b in (1, 2)}
+    assert by_build[1] and by_build[2], "both builds produced events"
+    assert max(by_build[1]) < min(by_build[2])  # one clean switch
+    assert {(b, size) for _, b, size in st.records} == {(1, 16), (2, 24)}
+    assert report.maps["events"].action == "reused"
+    assert report.maps["stats"].action == "migrated"
+    assert [ln.action for ln in report.links] == ["generation-switched"]
+    assert report.both_attached_seconds > 0
+    # the counter continued (old value + new events, the fold included); the new field
+    # counted only what the new build handled
+    assert stats.handled == n
+    assert stats.handled_v2 == len(by_build[2])
+
+
+def test_event_probe_without_guard_loses_nothing_but_may_repeat():
+    """What an object built without the guard gets: both builds run for the window,
+    an event in it is handled by both, none by neither."""
+    v1 = variant("upgrade_events", "ng1", UPGRADE_NO_GUARD=1)
+    v2 = variant("upgrade_events", "ng2", UPGRADE_NO_GUARD=1, EVENT_V2=1)
+    n = 300_000
+    st = _Stream(n)
+    old = new = None
+    try:
+        old = st.load(v1, build=1)
+        st.consume(old)
+        st.go()
+        st.wait_for(n // 3)
+        new = old.upgrade(v2, rodata={**st.rodata, "build": 2})
+        st.finish()
+        report = new.upgrade_report
+    finally:
+        st.kill()
+        for o in (new, old):
+            if o is not None:
+                o.close()
+    assert [ln.action for ln in report.links] == ["re-attached"]
+    assert sorted(set(s for s, _, _ in st.records)) == list(range(n))
+    twice = [s for s, c in Tally(s for s, _, _ in st.records).items() if c > 1]
+    # repeats only by both builds, and only within the window
+    both = {s for s, b, _ in st.records if b == 1} & {s for s, b, _ in st.records if b == 2}
+    assert set(twice) == both
+
+
+# --- (c) refusals leave the old build running -------------------------------------------
+def _assert_still_running(st: _Stream, old: Object, before: int) -> None:
+    assert not old.closed and old.links and all(not lk.detached for lk in old.links)
+    st.go()
+    st.finish()
+    assert st.error is None
+    assert sorted(s for s, _, _ in st.records) == list(range(st.n))
+    assert {b for _, b, _ in st.records} == {1}
+    assert old.maps["stats"][0].handled == before + st.n
+
+
+@pytest.mark.parametrize("defines,field,why", [
+    ({"KEY_V2": 1}, None, "key layout changed"),
+    ({"TYPE_V2": 1}, None, "map type changed from array to hash"),
+])
+def test_refused_layout_change_leaves_old_running(defines, field, why):
+    v1 = variant("upgrade_events", "v1")
+    bad = variant("upgrade_events", "bad" + "".join(defines), **defines)
+    st = _Stream(20_000)
+    old = None
+    try:
+        old = st.load(v1, build=1)
+        st.consume(old)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(UpgradeError) as ei:
+            old.upgrade(bad, rodata={**st.rodata, "build": 2})
+        assert ei.value.map == "stats" and why in str(ei.value)
+        assert "the old version is still live" in str(ei.value)
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+        _assert_still_running(st, old, 0)
+    finally:
+        st.kill()
+        if old is not None:
+            old.close()
+
+
+def test_refused_narrowing_overflow_leaves_old_running():
+    v1 = variant("upgrade_events", "v1")
+    narrow = variant("upgrade_events", "narrow", NARROW=1)
+    st = _Stream(20_000)
+    old = None
+    try:
+        old = st.load(v1, build=1)
+        st.consume(old)
+        big = 1 << 33
+        old.maps["stats"][0] = {"handled": big}
+        with pytest.raises(UpgradeError) as ei:
+            old.upgrade(narrow, rodata={**st.rodata, "build": 2})
+        e = ei.value
+        assert (e.map, e.field) == ("stats", "handled")
+        assert f"{big}" in str(e) and "does not fit" in str(e)
+        # nothing switched: the generation word still names the old build alone
+        word = old.maps["pybpf_generation"][0]
+        assert word == 0
+        _assert_still_running(st, old, big)
+    finally:
+        st.kill()
+        if old is not None:
+            old.close()
+
+
+def test_narrowing_that_fits_is_converted():
+    v1 = variant("upgrade_events", "v1")
+    narrow = variant("upgrade_events", "narrow", NARROW=1)
+    st = _Stream(1000)
+    old = new = None
+    try:
+        old = st.load(v1, build=1)
+        old.maps["stats"][0] = {"handled": 12345}
+        new = old.upgrade(narrow, rodata={**st.rodata, "build": 2})
+        assert new.maps["stats"][0].handled == 12345
+        assert new.maps["stats"].value_size == 4
+    finally:
+        st.kill()
+        for o in (new, old):
+            if o is not None:
+                o.close()
+
+
+def test_user_migration_function_allows_a_key_change():
+    v1 = variant("upgrade_events", "v1")
+    keyed = variant("upgrade_events", "badKEY_V2", KEY_V2=1)
+    st = _Stream(1000)
+    old = new = None
+    seen = []
+
+    def migrate(k: bytes, v: bytes) -> tuple[bytes, bytes]:
+        seen.append(k)
+        return k, (int.from_bytes(v, "little") + 1).to_bytes(8, "little")
+
+    try:
+        old = st.load(v1, build=1)
+        old.maps["stats"][0] = {"handled": 77}
+        new = old.upgrade(keyed, rodata={**st.rodata, "build": 2}, migrate={"stats": migrate})
+        assert seen == [bytes(4)]
+        assert new.maps["stats"].lookup(bytes(4)) == (78).to_bytes(8, "little")
+        assert new.upgrade_report.maps["stats"].action == "migrated"
+    finally:
+        st.kill()
+        for o in (new, old):
+            if o is not None:
+                o.close()
+
+
+def test_upgrade_refuses_a_closed_or_unloaded_object():
+    v1 = variant("upgrade_events", "v1")
+    obj = Object.open(v1)
+    with pytest.raises(UpgradeError, match="not loaded"):
+        obj.upgrade(v1)
+    obj.close()
+    with pytest.raises(pybpf.ClosedError):
+        obj.upgrade(v1)
