@@ -8,6 +8,7 @@ counters the BPF programs kept.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import struct
@@ -43,67 +44,71 @@ def variant(src: str, tag: str, **defines: int) -> str:
 
 
 # --- (a) the shipped XDP firewall under a steady packet flow ----------------------------
+def _sender(ns: str, addr: str, ports: tuple[int, int], sent, stop) -> None:
+    """In a child process (its own GIL: the flow never pauses for the upgrade): UDP to
+    two ports of ``addr``, paced, counting what sendto accepted."""
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    i = 0
+    while not stop.is_set():
+        try:
+            s.sendto(PAYLOAD, (addr, ports[i % 2]))
+            with sent[i % 2].get_lock():
+                sent[i % 2].value += 1
+        except OSError:
+            pass  # not sent: not counted
+        i += 1
+        if i % 32 == 0:
+            time.sleep(0.001)
+
+
 class _Flow:
-    """A sender thread in netns a: UDP to two ports of b, paced, counting what sendto
-    accepted; a receiver thread in b counting what arrived."""
+    """A sender process in netns a; receiver threads in b counting what arrived."""
 
     def __init__(self, pair, drop_port: int, pass_port: int) -> None:
-        self.pair = pair
+        ctx = multiprocessing.get_context("fork")
         self.ports = (drop_port, pass_port)
-        self.sent = {drop_port: 0, pass_port: 0}
+        self._sent = (ctx.Value("Q", 0), ctx.Value("Q", 0))
         self.received = {drop_port: 0, pass_port: 0}
         self.rx = {p: pair.udp_socket("b", p) for p in self.ports}
-        for s in self.rx.values():
-            s.settimeout(0.05)
+        for sock in self.rx.values():
+            sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+            sock.settimeout(0.05)
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._send),
-                        *(threading.Thread(target=self._recv, args=(p,)) for p in self.ports)]
+        self._stop_sender = ctx.Event()
+        self.proc = ctx.Process(target=_sender, args=(pair.ns_a, pair.addr_b, self.ports,
+                                                      self._sent, self._stop_sender))
+        self.threads = [threading.Thread(target=self._recv, args=(p,)) for p in self.ports]
 
-    def _send(self) -> None:
-        with in_netns(self.pair.ns_a):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            i = 0
-            while not self.stop.is_set():
-                port = self.ports[i % 2]
-                try:
-                    s.sendto(PAYLOAD, (self.pair.addr_b, port))
-                    self.sent[port] += 1
-                except OSError:
-                    pass  # not sent: not counted
-                i += 1
-                if i % 64 == 0:
-                    time.sleep(0.001)
-        finally:
-            s.close()
+    def sent(self, port: int) -> int:
+        return int(self._sent[self.ports.index(port)].value)
 
     def _recv(self, port: int) -> None:
         s = self.rx[port]
-        while not self.stop.is_set() or self._pending(s):
+        while True:
             try:
                 s.recv(2048)
                 self.received[port] += 1
             except (TimeoutError, socket.timeout):
-                continue
-
-    @staticmethod
-    def _pending(s: socket.socket) -> bool:
-        try:
-            s.recv(2048, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            return True
-        except (BlockingIOError, OSError):
-            return False
+                if self.stop.is_set():
+                    return
 
     def start(self) -> None:
+        self.proc.start()
         for t in self.threads:
             t.start()
 
     def finish(self) -> None:
+        self._stop_sender.set()
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+        time.sleep(0.3)  # the last datagrams through XDP and into the sockets
         self.stop.set()
         for t in self.threads:
             t.join(timeout=10)
-        for s in self.rx.values():
-            s.close()
+        for sock in self.rx.values():
+            sock.close()
 
 
 def _warm_up_arp(pair) -> None:
@@ -133,12 +138,11 @@ def test_firewall_upgrade_under_flow_keeps_every_drop_and_counter():
                 time.sleep(0.5)
                 counted_by_old = fw._counter(r_drop.id).packets  # before the upgrade starts
                 report = fw.upgrade(v2)
-                sent_at_return = flow.sent[drop_port]
+                sent_at_return = flow.sent(drop_port)
                 time.sleep(0.5)
             finally:
                 flow.finish()
-            time.sleep(0.2)  # the last packets through XDP
-            sent_drop, sent_pass = flow.sent[drop_port], flow.sent[pass_port]
+            sent_drop, sent_pass = flow.sent(drop_port), flow.sent(pass_port)
             counters = fw.obj.maps["counters"]
             drop_total = counters.sum(r_drop.id)
             pass_total = counters.sum(r_pass.id)
@@ -252,7 +256,13 @@ def test_event_probe_upgrade_loses_and_repeats_no_event():
         st.consume(old)
         st.go()
         st.wait_for(n // 3)
-        new = old.upgrade(v2, rodata={**st.rodata, "build": 2})
+
+        def slow_attach(prog):  # the old build keeps working after the copy meanwhile
+            time.sleep(0.03)
+            return prog.attach_auto()
+
+        new = old.upgrade(v2, rodata={**st.rodata, "build": 2},
+                          reattach={"on_lseek": slow_attach})
         elapsed = st.finish()
         report = new.upgrade_report
         assert old.closed and not new.closed and not st.rb.closed
@@ -277,6 +287,7 @@ def test_event_probe_upgrade_loses_and_repeats_no_event():
     assert {(b, size) for _, b, size in st.records} == {(1, 16), (2, 24)}
     assert report.maps["events"].action == "reused"
     assert report.maps["stats"].action == "migrated"
+    assert report.maps["stats"].folded == 1  # the old build counted after the copy
     assert [ln.action for ln in report.links] == ["generation-switched"]
     assert report.both_attached_seconds > 0
     # the counter continued (old value + new events, the fold included); the new field
