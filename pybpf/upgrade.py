@@ -79,6 +79,8 @@ class MapReport:
     reason: str = ""
     field: str | None = None
     entries: int = 0
+    folded: int = 0
+    """Entries the old version changed during the switch, added in afterwards."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class UpgradeReport:
                  f"{self.both_attached_seconds * 1e3:.2f} ms"
                  + (f", generation {self.generation}" if self.generation is not None else "")]
         for m in self.maps.values():
-            extra = f" ({m.entries} entries)" if m.action == "migrated" else ""
+            extra = (f" ({m.entries} entries, {m.folded} folded)" if m.action == "migrated"
+                     else "")
             why = f": {m.reason}" if m.reason else ""
             lines.append(f"  map {m.name}: {m.action}{extra}{why}")
         for ln in self.links:
@@ -355,6 +358,7 @@ class _MapPlan:
     snapshot: dict[bytes, bytes] = field(default_factory=dict)
     field_: str | None = None
     entries: int = 0
+    folded: int = 0
     new_max: int = 0
     array: bool = False
 
@@ -504,6 +508,7 @@ def fold_map(p: _MapPlan, new: Map) -> None:
     final = dict(p.old.items_raw())
     changed = [(k, p.snapshot.get(k), after) for k, after in final.items()
                if p.snapshot.get(k) != after]
+    p.folded = len(changed)
     adder: _Adder | None = None
     fields = _addable(p.value.leaves) if p.value is not None and p.user is None else None
     try:
@@ -910,7 +915,8 @@ def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
             report.warnings.append(f"map {p.name!r}: what the old version wrote during "
                                    f"the switch was not all added in: {e}")
     for name, p in plans.items():
-        report.maps[name] = MapReport(name, p.action, p.reason, p.field_, p.entries)
+        report.maps[name] = MapReport(name, p.action, p.reason, p.field_, p.entries,
+                                      p.folded)
     new._take_over(old, [lp.link for lp in links if lp.attach is None])
     old.close()
     report.seconds = time.perf_counter() - t0
