@@ -24,7 +24,7 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
@@ -563,15 +563,15 @@ class Object(Handle):
                 new.rodata[k] = v
             new.load()
         except BaseException:
-            new._release_maps(self)
+            new._release_maps((self._maps or {}).values())
             new.close()
             raise
         return new
 
-    def _release_maps(self, other: Object) -> None:
-        """Forget the maps this object took from ``other`` (an upgrade that failed):
-        closing this object must not close them."""
-        theirs = {id(m) for m in (other._maps or {}).values()}
+    def _release_maps(self, maps: Iterable[Map]) -> None:
+        """Forget the ``maps`` of another owner this object took (an upgrade that
+        failed): closing this object must not close them."""
+        theirs = {id(m) for m in maps}
         if self._maps is not None:
             for name in [n for n, m in self._maps.items() if id(m) in theirs]:
                 del self._maps[name]

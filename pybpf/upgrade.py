@@ -770,7 +770,7 @@ class _LinkPlan:
     new_program: Any
     attach: Callable[[Any], Link] | None  # None: BPF_LINK_UPDATE
     new_link: Link | None = None
-    old_program: Any = None
+    restore: Callable[[], None] | None = None
 
 
 class _ObjectSide:
@@ -795,8 +795,24 @@ class _ObjectSide:
     def program_of(self, link: Link) -> str:
         return link.program
 
-    def program(self, name: str) -> Any:
-        return self.obj.programs.get(name)
+    def check(self) -> None:
+        self.obj.owner.get()  # ClosedError once closed
+        if not self.obj.loaded:
+            raise UpgradeError(f"upgrade: the old object {self.name!r} is not loaded")
+
+    def restorer(self, link: Link) -> Callable[[], None]:
+        prog = self.obj.programs[link.program]
+        return lambda: _prog_fd_update(link, prog)
+
+    def detach(self, link: Link) -> None:
+        link.detach()
+
+    def abort(self, new: Any) -> None:
+        new._release_maps(self.live_maps().values())
+
+    def commit(self, new: Any, updated: list[Link]) -> None:
+        new._take_over(self.obj, updated)
+        self.obj.close()
 
 
 def _auto_attach(prog: Any) -> Link:
@@ -840,10 +856,13 @@ def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
     ``new.load()``): plan, load, copy, switch, fold, hand over; ``old`` is closed
     at the end. On any failure before the switch is committed, everything done is
     undone and ``old`` stays live and attached."""
-    if not old.loaded or old.closed:
-        raise UpgradeError(f"upgrade: the old object {old.name!r} is not loaded and live")
+    return _run(new, _ObjectSide(old), migrate, reattach)
+
+
+def _run(new: Any, side: Any, migrate: Mapping[str, Migration],
+         reattach: Mapping[str, Callable[[Any], Link]]) -> UpgradeReport:
+    side.check()
     t0 = time.perf_counter()
-    side = _ObjectSide(old)
     report = UpgradeReport()
     refusals: list[tuple[str, str | None, str]] = []
     old_maps = side.live_maps()
@@ -864,7 +883,7 @@ def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
             refusals.append((name, None, "migrate= names a map the new build does not have"))
     links = _plan_links(side, new, reattach, refusals)
     if refusals:
-        raise refusal_error(old.name, refusals)
+        raise refusal_error(side.name, refusals)
 
     # The generation guard: the new build's generation, set before load.
     gen_old_map = old_maps.get(GENERATION_MAP)
@@ -897,10 +916,10 @@ def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
         both = _switch(side, new, links, word, g0, g1, done_updates, report)
         report.both_attached_seconds = both
     except BaseException as e:
-        _undo(side, links, done_updates, word, g0)
-        new._release_maps(old)
+        _undo(links, done_updates, word, g0)
+        side.abort(new)
         if isinstance(e, _Refused):
-            raise refusal_error(old.name, [(e.map, e.field, e.reason)]) from None
+            raise refusal_error(side.name, [(e.map, e.field, e.reason)]) from None
         raise
     finally:
         if word is not None:
@@ -917,8 +936,7 @@ def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
     for name, p in plans.items():
         report.maps[name] = MapReport(name, p.action, p.reason, p.field_, p.entries,
                                       p.folded)
-    new._take_over(old, [lp.link for lp in links if lp.attach is None])
-    old.close()
+    side.commit(new, [lp.link for lp in links if lp.attach is None])
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -934,7 +952,7 @@ def _switch(side: Any, new: Any, links: list[_LinkPlan], word: _GenerationWord |
     """Switch every link; returns how long old and new were both attached."""
     for lp in links:
         if lp.attach is None:
-            lp.old_program = side.program(lp.program)
+            lp.restore = side.restorer(lp.link)
             _prog_fd_update(lp.link, lp.new_program)
             done.append(lp)
             report.links.append(LinkReport(lp.program, lp.link.target, lp.kind, "updated"))
@@ -961,19 +979,19 @@ def _switch(side: Any, new: Any, links: list[_LinkPlan], word: _GenerationWord |
             wait_for_running_programs()
             word.write(g1)
     for lp in again:
-        lp.link.detach()
+        side.detach(lp.link)
         report.links.append(LinkReport(lp.program, lp.link.target, lp.kind,
                                        "generation-switched" if guard_both else "re-attached"))
     return time.perf_counter() - t_both
 
 
-def _undo(side: Any, links: list[_LinkPlan], done: list[_LinkPlan],
-          word: _GenerationWord | None, g0: int) -> None:
+def _undo(links: list[_LinkPlan], done: list[_LinkPlan], word: _GenerationWord | None,
+          g0: int) -> None:
     """Put the old version back: links updated back, new links detached, generation."""
     for lp in reversed(done):
         try:
-            if lp.attach is None and lp.old_program is not None:
-                _prog_fd_update(lp.link, lp.old_program)
+            if lp.attach is None and lp.restore is not None:
+                lp.restore()
             elif lp.new_link is not None:
                 lp.new_link.detach()
         except BPFError:
