@@ -22,7 +22,7 @@ from .errors import BPFError
 from .tools._common import decode, ringbuf_event_type, table, type_name
 
 __all__ = ["cmd_inspect", "cmd_run", "cmd_features", "cmd_prog", "cmd_map", "cmd_link",
-           "cmd_build", "jsonable"]
+           "cmd_build", "cmd_upgrade", "jsonable"]
 
 
 def jsonable(v: Any) -> Any:
@@ -530,6 +530,32 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 # --- build --------------------------------------------------------------------------
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from .object import Object
+    from .upgrade import upgrade_pinned
+
+    obj = Object.open(args.object, name=args.name)
+    with obj:  # closing leaves what is pinned
+        for item in args.set or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+            obj.set_rodata(name, _parse_value(value))
+        report = upgrade_pinned(obj, args.old_dir, args.new_dir)
+    if args.json:
+        _emit_json({"seconds": report.seconds,
+                    "both_attached_seconds": report.both_attached_seconds,
+                    "generation": report.generation,
+                    "maps": [vars(m) for m in report.maps.values()],
+                    "links": [vars(ln) for ln in report.links],
+                    "warnings": report.warnings})
+    else:
+        print(report)
+        for w in report.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from . import toolchain
 

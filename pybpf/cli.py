@@ -107,6 +107,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output object (default: SRC.bpf.o)")
     p.add_argument("-I", "--include", action="append", metavar="DIR", help="include dir")
     p.add_argument("-D", "--define", action="append", metavar="NAME[=VALUE]", help="define")
+    p = add("upgrade", c.cmd_upgrade, "live-upgrade a pinned deployment to a new build of "
+            "its object: maps reused or migrated by BTF, links switched without losing an "
+            "event or packet (old pins in, new pins out)",
+            "  pybpf upgrade fw-v2.bpf.o --from /sys/fs/bpf/fw\n"
+            "  pybpf upgrade probe-v2.bpf.o --from /sys/fs/bpf/p1 --to /sys/fs/bpf/p2 "
+            "--set targ_pid=42 --json")
+    p.add_argument("object", help="the new build (.bpf.o)")
+    p.add_argument("--from", dest="old_dir", required=True, metavar="DIR",
+                   help="bpffs directory of the running deployment (maps pinned by name, "
+                        "links under any name)")
+    p.add_argument("--to", dest="new_dir", metavar="DIR",
+                   help="where the new maps and links are pinned (default: --from)")
+    p.add_argument("--name", help="object name (default: the file's stem); internal maps "
+                                  "(.bss, .data) match by it")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="set a const volatile global of the new build")
+    json_flag(p)
     for name in sorted(_TOOLS):  # dispatched to their own main() before parsing
         sub.add_parser(name, help=_TOOL_HELP.get(name, name), add_help=False)
     return ap

@@ -32,12 +32,15 @@ If any step fails, the old version stays live and attached.
 
 from __future__ import annotations
 
+import errno as _errno
 import mmap
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._fd import bpf_fd_kind
 from ._ffi import error_for, ffi, lib
 from .btf import BTF, BTFKind, BTFType
 from .errors import AttachError, BPFError, UpgradeError
@@ -546,8 +549,6 @@ def _fold_atomic(adder: _Adder, conv: _Converter, key: bytes, before: bytes, aft
                  new: Map) -> bool:
     """Add (after - before) of each integer field to ``key``'s entry, CPU by CPU;
     False if the new map has no such entry (the caller inserts it)."""
-    import os
-
     bs, as_ = conv._slots(before), conv._slots(after)
     per_cpu = []
     for c in range(conv.ncpu):
@@ -658,8 +659,6 @@ class _Adder:
         return int(opts.retval) == 0
 
     def close(self) -> None:
-        import os
-
         os.close(self.fd)
 
 
@@ -758,7 +757,7 @@ def refusal_error(old_name: str, refusals: list[tuple[str, str | None, str]]) ->
 
 
 __all__ += ["plan_map", "copy_map", "fold_map", "update_link", "link_kind", "refusal_error",
-            "guarded", "UPDATABLE_LINKS"]
+            "guarded", "UPDATABLE_LINKS", "PinnedSide", "upgrade_pinned"]
 
 
 # --- the driver ---------------------------------------------------------------------
@@ -815,6 +814,160 @@ class _ObjectSide:
         self.obj.close()
 
 
+def _pin_link(link: Link, path: str) -> None:
+    """Pin ``link`` at ``path`` (a second pin of a pinned link too; one syscall)."""
+    with link.owner:
+        if lib.bpf_obj_pin(link.fd, path.encode()) < 0:
+            raise error_for(ffi.errno, f"cannot pin link {link.program!r} at {path}",
+                            kind=AttachError, program=link.program)
+
+
+def _prog_name(fd: int) -> str:
+    """The kernel's name of the program ``fd`` (its first 15 characters; one syscall)."""
+    info = ffi.new("struct bpf_prog_info *")
+    size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+    if lib.bpf_obj_get_info_by_fd(fd, info, size) < 0:
+        raise error_for(ffi.errno, "cannot read program info")
+    return str(ffi.string(info.name).decode(errors="replace"))
+
+
+class PinnedSide:
+    """The old side of ``pybpf upgrade``: a pinned deployment, a bpffs directory with
+    maps pinned under their names and links pinned under any name (the firewall's
+    ``pybpf firewall attach --pin`` makes one). Holds an fd of each until closed."""
+
+    def __init__(self, old_dir: str, new_dir: str | None = None) -> None:
+        self.old_dir = os.path.abspath(old_dir)
+        self.new_dir = os.path.abspath(new_dir or old_dir)
+        self.name = self.old_dir
+        self.maps: dict[str, Map] = {}
+        self.links: dict[str, Link] = {}  # pin file name -> link
+        self._progs: dict[int, tuple[str, int]] = {}  # link id -> (program name, prog fd)
+        try:
+            entries = sorted(os.listdir(self.old_dir))
+        except OSError as e:
+            raise UpgradeError(f"upgrade: cannot read the pin directory {old_dir}: "
+                               f"{e.strerror}", err=e.errno or _errno.ENOENT) from None
+        try:
+            for entry in entries:
+                path = os.path.join(self.old_dir, entry)
+                fd = lib.bpf_obj_get(path.encode())
+                if fd < 0:
+                    continue  # not a BPF object
+                kind = bpf_fd_kind(fd)
+                os.close(fd)
+                if kind == "map":
+                    self.maps[entry] = Map.open_pinned(path)
+                elif kind == "link":
+                    link = Link.open_pinned(path)
+                    link.target = f"pinned {path}"
+                    self.links[entry] = link
+                    info = link.info()
+                    pfd = lib.bpf_prog_get_fd_by_id(info.prog_id)
+                    if pfd < 0:
+                        raise error_for(ffi.errno, f"cannot open program id {info.prog_id} "
+                                                   f"of link {path}")
+                    link.program = _prog_name(int(pfd))
+                    self._progs[id(link)] = (link.program, int(pfd))
+        except BaseException:
+            self.close()
+            raise
+        if not self.maps and not self.links:
+            raise UpgradeError(f"upgrade: {old_dir} has no pinned maps or links",
+                               err=_errno.ENOENT)
+
+    def check(self) -> None:
+        pass
+
+    def live_maps(self) -> Mapping[str, Map]:
+        return dict(self.maps)
+
+    def map_btf(self, m: Map) -> BTF | None:
+        from .mapkinds import kernel_btf_by_id
+
+        btf_id = m.info().btf_id
+        return kernel_btf_by_id(btf_id) if btf_id else None
+
+    def old_links(self) -> list[Link]:
+        return list(self.links.values())
+
+    def program_of(self, link: Link) -> str:
+        return link.program
+
+    def restorer(self, link: Link) -> Callable[[], None]:
+        name, pfd = self._progs[id(link)]
+        return lambda: update_link(link, pfd, name)
+
+    def _pin_of(self, link: Link) -> str:
+        return os.path.join(self.old_dir, next(n for n, lk in self.links.items() if lk is link))
+
+    def detach(self, link: Link) -> None:
+        os.unlink(self._pin_of(link))  # the pin held it attached
+        link.detach()
+
+    def abort(self, new: Any) -> None:
+        new._release_maps(self.maps.values())
+
+    def commit(self, new: Any, updated: list[Link]) -> None:
+        """Pin the new object's maps and links in ``new_dir`` (old pins in, new pins
+        out): maps under their names, links under the names the old ones had."""
+        os.makedirs(self.new_dir, exist_ok=True)
+        same = self.new_dir == self.old_dir
+        for name, m in new.maps.items():
+            if m.internal and (".rodata" in name or ".kconfig" in name):
+                continue
+            path = os.path.join(self.new_dir, name)
+            old = self.maps.get(name)
+            if old is not None and old is m and same:
+                continue  # reused, already pinned there
+            if old is None and name not in self.maps and os.path.exists(path):
+                continue
+            if same and os.path.exists(path):
+                os.unlink(path)
+            m.pin(path)
+        for entry, link in self.links.items():
+            if link in updated and not same:
+                _pin_link(link, os.path.join(self.new_dir, entry))
+                os.unlink(os.path.join(self.old_dir, entry))
+        for entry, link in self.links.items():
+            if link in updated:
+                continue
+            prog = new.programs.get(link.program)
+            fresh = [lk for lk in new.links if prog is not None and lk.program == prog.name]
+            if fresh:
+                _pin_link(fresh[0], os.path.join(self.new_dir, entry))
+        if not same:
+            for name in self.maps:
+                path = os.path.join(self.old_dir, name)
+                if os.path.exists(path):
+                    os.unlink(path)
+            try:
+                os.rmdir(self.old_dir)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for _, pfd in self._progs.values():
+            os.close(pfd)
+        self._progs = {}
+        for m in self.maps.values():
+            m.close()
+        for link in self.links.values():
+            link.detach()  # closes this fd; a pin still holds the link
+
+
+def upgrade_pinned(new: Any, old_dir: str, new_dir: str | None = None) -> UpgradeReport:
+    """Live upgrade of the deployment pinned in ``old_dir`` to the opened (not loaded)
+    Object ``new``, whose maps and links are pinned in ``new_dir`` (default: the same
+    directory) at the end. Links whose sections do not name their target must be
+    updatable (XDP, tcx...). ``new`` stays open: closing it leaves the pins."""
+    side = PinnedSide(old_dir, new_dir)
+    try:
+        return _run(new, side, {}, {})
+    finally:
+        side.close()
+
+
 def _auto_attach(prog: Any) -> Link:
     return prog.attach_auto()  # type: ignore[no-any-return]
 
@@ -827,7 +980,8 @@ def _plan_links(side: Any, new: Any, reattach: Mapping[str, Callable[[Any], Link
     for link in side.old_links():
         name = side.program_of(link)
         kind = link_kind(link)
-        newp = new.programs.get(name)
+        newp = new.programs.get(name) or next(  # kernel names keep 15 characters
+            (p for n, p in new.programs.items() if len(name) == 15 and n[:15] == name), None)
         if newp is None:
             refusals.append((f"link {link.target}", None, f"program {name!r} is attached "
                              "but the new build has no program of that name"))

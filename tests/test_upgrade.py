@@ -437,3 +437,85 @@ def test_upgrade_refuses_a_closed_or_unloaded_object():
     obj.close()
     with pytest.raises(pybpf.ClosedError):
         obj.upgrade(v1)
+
+
+# --- pinned deployments: pybpf upgrade (old pins in, new pins out) ----------------------
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pybpf ARGS`` in a process of its own (a service restarting into a
+    new version): what it leaves pinned must outlive it."""
+    return subprocess.run([sys.executable, "-m", "pybpf", *args], capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+@pytest.mark.parametrize("same_dir", [True, False])
+def test_cli_upgrades_a_pinned_firewall(same_dir):
+    import json
+
+    from pybpf.tools.firewall import pin_dir_for
+
+    v2 = variant("firewall_v2", "v2")
+    with veth_pair() as pair:
+        dev, ns = pair.dev_b, pair.ns_b
+        pin = pin_dir_for(dev, ns)
+        to = pin if same_dir else f"{pin}-v2"
+        rx = pair.udp_socket("b")
+        port = rx.getsockname()[1]
+        try:
+            r = _cli("firewall", "attach", dev, "--netns", ns)
+            assert r.returncode == 0, r.stderr
+            r = _cli("firewall", "add", dev, f"{pair.addr_a}/32", "--port", str(port),
+                     "--netns", ns)
+            assert r.returncode == 0, r.stderr
+            assert pair.send_udp(5, receiver=rx, wait=0.3) == 0
+            xdp_id = pybpf.Link.open_pinned(f"{pin}/xdp_link").info().id
+            pinned = sorted(os.listdir(pin))
+            assert {"counters", "egress", "rules", "xdp_link"} <= set(pinned)
+            r = _cli("upgrade", v2, "--from", pin, "--to", to, "--json")
+            assert r.returncode == 0, r.stderr
+            report = json.loads(r.stdout)
+            assert {m["name"]: m["action"] for m in report["maps"]} == {
+                "rules": "reused", "counters": "migrated", "egress": "migrated"}
+            assert {ln["action"] for ln in report["links"]} == {"updated"}
+            assert sorted(os.listdir(to)) == pinned
+            assert same_dir or not os.path.exists(pin)
+            # the same XDP link, still attached after the CLI exited, now the new build
+            link = pybpf.Link.open_pinned(f"{to}/xdp_link")
+            assert link.info().id == xdp_id
+            link.detach()
+            assert pair.send_udp(7, receiver=rx, wait=0.3) == 0  # the rule still drops
+            counters = pybpf.Map.open_pinned(f"{to}/counters")
+            total = counters.sum(1)
+            counters.close()
+            assert (total.packets, total.packets_v2) == (12, 7)
+        finally:
+            rx.close()
+            for d in {pin, to}:
+                if os.path.isdir(d):
+                    for name in os.listdir(d):
+                        os.unlink(os.path.join(d, name))
+                    os.rmdir(d)
+
+
+def test_cli_upgrade_refusal_leaves_the_pins(tmp_path):
+    """A pinned map whose key layout the new build changes: refused, pins untouched."""
+    v1 = variant("upgrade_events", "v1")
+    bad = variant("upgrade_events", "badKEY_V2", KEY_V2=1)
+    pin = f"/sys/fs/bpf/pybpf-upg-{os.getpid()}"
+    obj = Object.open(v1)
+    obj.load()
+    os.mkdir(pin)
+    try:
+        obj.maps["stats"].pin(f"{pin}/stats")
+        obj.maps["stats"][0] = {"handled": 5}
+        r = _cli("upgrade", bad, "--from", pin)
+        assert r.returncode == 1
+        assert "map 'stats'" in r.stderr and "key layout changed" in r.stderr
+        assert os.listdir(pin) == ["stats"]
+        m = pybpf.Map.open_pinned(f"{pin}/stats")
+        assert m.id == obj.maps["stats"].id and m[0].handled == 5
+        m.close()
+    finally:
+        obj.close()
+        for name in os.listdir(pin):
+            os.unlink(os.path.join(pin, name))
+        os.rmdir(pin)
