@@ -29,7 +29,7 @@ FLOORS: dict[str, float] = {
     # 5-7: walks, typed maps, globals, readers, attach mechanics, programs
     "globals": 5, "_events": 5, "attach._common": 5, "attach": 5.5, "events": 5,
     "mapkinds": 6, "program": 6, "ringbuf": 6,
-    "perfbuf": 7,
+    "perfbuf": 7, "_migrate": 6.5, "upgrade": 7.5,
     # 8-9: the object lifecycle over all of the above; the public package
     "object": 8, "codegen": 9, "": 9,  # "" is pybpf/__init__.py
     # 10+: consumers of the public API
