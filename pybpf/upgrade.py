@@ -195,7 +195,10 @@ def guarded(maps: Iterable[str]) -> bool:
 
 # Link kinds whose programs the kernel runs in attach order (a new one after the old);
 # for the rest (uprobes: a new consumer goes first) the old program runs last.
-_APPENDED = frozenset({"perf_event", "raw_tracepoint", "tracing", "kprobe_multi", "netfilter"})
+# Programs on one hook run in attach order (a new one after the old) for tracepoints
+# (one prog array per event), raw tracepoints and kprobes; a uprobe's consumers run
+# newest first (tested: tests/test_upgrade.py, both kinds).
+_NEWEST_FIRST_SECTIONS = ("uprobe", "uretprobe", "usdt")
 
 
 def link_kind(link: Link) -> str:
@@ -562,10 +565,17 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
     return report
 
 
-def _order(links: list[_LinkPlan], g0: int, g1: int) -> int:
-    """The generation whose programs the kernel runs last for one event."""
-    kinds = {lp.kind for lp in links if lp.attach is not None}
-    return g1 if kinds <= _APPENDED else g0
+def _order(links: list[_LinkPlan], g0: int, g1: int, report: UpgradeReport) -> int:
+    """The generation whose programs the kernel runs last for one event: the new one,
+    but for uprobes (whose newest consumer runs first)."""
+    newest_first = {lp.new_program.section.startswith(_NEWEST_FIRST_SECTIONS)
+                    or lp.kind == "uprobe_multi" for lp in links if lp.attach is not None}
+    if len(newest_first) > 1:
+        report.warnings.append("programs on uprobes and on other hooks in one object: the "
+                               "generation guard orders them as uprobes, so events on the "
+                               "other hooks from the switch to one RCU grace period later "
+                               "may be handled twice")
+    return g0 if True in newest_first else g1
 
 
 def _switch(side: _OldSide, new: Any, links: list[_LinkPlan], word: _GenerationWord | None,
@@ -579,7 +589,7 @@ def _switch(side: _OldSide, new: Any, links: list[_LinkPlan], word: _GenerationW
             report.links.append(LinkReport(lp.program, lp.link.target, lp.kind, "updated"))
     again = [lp for lp in links if lp.attach is not None]
     guard_both = word is not None and GENERATION_MAP in side.live_maps()
-    last = _order(links, g0, g1)
+    last = _order(links, g0, g1, report)
     if not again:
         if word is not None:
             word.write(g1)

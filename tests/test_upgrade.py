@@ -245,10 +245,18 @@ class _Stream:
         self.stop.set()
 
 
-def test_event_probe_upgrade_loses_and_repeats_no_event():
-    v1 = variant("upgrade_events", "v1")
-    v2 = variant("upgrade_events", "v2", EVENT_V2=1)
-    n = 600_000
+@pytest.mark.parametrize("hook", ["tracepoint", "uprobe"])
+def test_event_probe_upgrade_loses_and_repeats_no_event(hook):
+    """The guard's order: a tracepoint runs the old program first for an event, a uprobe
+    the new one (its newest consumer): both switch exactly once."""
+    if hook == "tracepoint":
+        v1 = variant("upgrade_events", "v1")
+        v2 = variant("upgrade_events", "v2", EVENT_V2=1)
+        n = 600_000
+    else:
+        v1 = variant("upgrade_events", "u1", USE_UPROBE=1)
+        v2 = variant("upgrade_events", "u2", USE_UPROBE=1, EVENT_V2=1)
+        n = 150_000
     st = _Stream(n)
     old = new = None
     try:
@@ -274,8 +282,9 @@ def test_event_probe_upgrade_loses_and_repeats_no_event():
             if o is not None:
                 o.close()
     assert st.error is None
-    print(f"\nevent upgrade: {n / elapsed:,.0f} events/s; upgrade {report.seconds * 1e3:.1f} ms, "
-          f"both attached {report.both_attached_seconds * 1e3:.2f} ms")
+    print(f"\nevent upgrade ({hook}): {n / elapsed:,.0f} events/s; upgrade "
+          f"{report.seconds * 1e3:.1f} ms, both attached "
+          f"{report.both_attached_seconds * 1e3:.2f} ms")
     seqs = [s for s, _, _ in st.records]
     tally = Tally(seqs)
     assert drops == 0

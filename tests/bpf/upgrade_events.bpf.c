@@ -8,12 +8,14 @@
  *                     takes only a 32-bit integer key)
  *   NARROW            stats.handled narrows to 32 bits (refused if it overflows)
  *   TYPE_V2           the stats map becomes a hash (refused)
- *   UPGRADE_NO_GUARD  built without the generation guard */
+ *   UPGRADE_NO_GUARD  built without the generation guard
+ *   USE_UPROBE        a uprobe on libc's lseek instead of the syscall tracepoint */
 #ifndef UPGRADE_NO_GUARD
 #define PYBPF_GENERATIONS
 #endif
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 #include "pybpf_common.h"
 
 #ifndef PYBPF_GUARD
@@ -68,24 +70,22 @@ struct {
 
 PYBPF_EVENT_TYPE(events, struct event);
 
-SEC("tracepoint/syscalls/sys_enter_lseek")
-int on_lseek(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int handle(__u32 fd, __u64 off)
 {
 	STATS_KEY key = {};
 	struct stats *st;
 	struct event *e;
 
-	PYBPF_GUARD(0);
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != target_tgid)
 		return 0;
-	if ((__u32)ctx->args[0] != target_fd)
+	if (fd != target_fd)
 		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		pybpf_count_drop();
 		return 0;
 	}
-	e->seq = ctx->args[1];
+	e->seq = off;
 	e->build = build;
 	e->cpu = bpf_get_smp_processor_id();
 #ifdef EVENT_V2
@@ -101,5 +101,21 @@ int on_lseek(struct trace_event_raw_sys_enter *ctx)
 	}
 	return 0;
 }
+
+#ifdef USE_UPROBE
+SEC("uprobe/libc.so.6:lseek64")
+int BPF_KPROBE(on_lseek, int fd, long off)
+{
+	PYBPF_GUARD(0);
+	return handle(fd, off);
+}
+#else
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{
+	PYBPF_GUARD(0);
+	return handle((__u32)ctx->args[0], ctx->args[1]);
+}
+#endif
 
 char LICENSE[] SEC("license") = "GPL";
