@@ -456,7 +456,10 @@ def _plan_links(side: _OldSide, new: Any, reattach: Mapping[str, Callable[[Any],
             refusals.append((f"link {link.target}", None, f"program {name!r} is attached "
                              "but the new build has no program of that name"))
             continue
-        if kind in UPDATABLE_LINKS:
+        if not newp.autoload:
+            refusals.append((f"link {link.target}", None, f"program {name!r} is attached "
+                             "but the new build does not load it (autoload is off)"))
+        elif kind in UPDATABLE_LINKS:
             plans.append(_LinkPlan(link, name, kind, newp, None))
         elif name in reattach:
             plans.append(_LinkPlan(link, name, kind, newp, reattach[name]))

@@ -395,6 +395,56 @@ def test_refused_narrowing_overflow_leaves_old_running():
             old.close()
 
 
+def test_failure_during_the_switch_puts_the_old_build_back():
+    """An XDP link already updated to the new build, then the tracepoint's re-attach
+    fails: the XDP link runs the old program again, the generation word names the old
+    build alone, and events go on exactly once through the old build."""
+    v1 = variant("upgrade_events", "x1", WITH_XDP=1)
+    v2 = variant("upgrade_events", "x2", WITH_XDP=1, EVENT_V2=1)
+    st = _Stream(20_000)
+    old = None
+    with veth_pair() as pair:
+        try:
+            old = st.load(v1, build=1)
+            with in_netns(pair.ns_b):
+                xdp = old.programs["pass_xdp"].attach_xdp(pair.dev_b)
+            before = xdp.info()
+            st.consume(old)
+
+            def boom(prog):
+                prog.attach_auto()  # attached, then the step fails
+                raise RuntimeError("attach failed")
+
+            with pytest.raises(RuntimeError, match="attach failed"):
+                old.upgrade(v2, rodata={**st.rodata, "build": 2}, reattach={"on_lseek": boom})
+            after = xdp.info()
+            assert (after.id, after.prog_id) == (before.id, before.prog_id)
+            assert old.maps["pybpf_generation"][0] == 0
+            _assert_still_running(st, old, 0)
+        finally:
+            st.kill()
+            if old is not None:
+                old.close()
+
+
+def test_a_program_the_new_build_does_not_load_is_refused():
+    v1 = variant("upgrade_events", "v1")
+    st = _Stream(1000)
+    old = None
+    try:
+        old = st.load(v1, build=1)
+        new = Object.open(v1, upgrade_from=old)
+        new.programs["on_lseek"].autoload = False
+        with pytest.raises(UpgradeError, match="autoload is off"):
+            new.load()
+        new.close()
+        assert not old.closed and not old.links[0].detached
+    finally:
+        st.kill()
+        if old is not None:
+            old.close()
+
+
 def test_narrowing_that_fits_is_converted():
     v1 = variant("upgrade_events", "v1")
     narrow = variant("upgrade_events", "narrow", NARROW=1)

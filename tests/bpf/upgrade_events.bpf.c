@@ -9,7 +9,8 @@
  *   NARROW            stats.handled narrows to 32 bits (refused if it overflows)
  *   TYPE_V2           the stats map becomes a hash (refused)
  *   UPGRADE_NO_GUARD  built without the generation guard
- *   USE_UPROBE        a uprobe on libc's lseek instead of the syscall tracepoint */
+ *   USE_UPROBE        a uprobe on libc's lseek instead of the syscall tracepoint
+ *   WITH_XDP          also an XDP program (a link the upgrade updates in place) */
 #ifndef UPGRADE_NO_GUARD
 #define PYBPF_GENERATIONS
 #endif
@@ -115,6 +116,14 @@ int on_lseek(struct trace_event_raw_sys_enter *ctx)
 {
 	PYBPF_GUARD(0);
 	return handle((__u32)ctx->args[0], ctx->args[1]);
+}
+#endif
+
+#ifdef WITH_XDP
+SEC("xdp")
+int pass_xdp(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 #endif
 
