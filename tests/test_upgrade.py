@@ -303,6 +303,7 @@ def test_event_probe_upgrade_loses_and_repeats_no_event(hook):
     # counted only what the new build handled
     assert stats.handled == n
     assert stats.handled_v2 == len(by_build[2])
+    assert st.rb.closed  # the reader now closes with the new object
 
 
 def test_event_probe_without_guard_loses_nothing_but_may_repeat():
@@ -461,6 +462,36 @@ def test_narrowing_that_fits_is_converted():
         for o in (new, old):
             if o is not None:
                 o.close()
+
+
+def test_widening_and_dropped_fields_through_open_upgrade_from():
+    """u32 -> u64 widened (Object.open(upgrade_from=) then load()), and back from the
+    two-field build to one: the removed field is dropped and said so."""
+    narrow = variant("upgrade_events", "narrow", NARROW=1)
+    v2 = variant("upgrade_events", "v2", EVENT_V2=1)
+    v1 = variant("upgrade_events", "v1")
+    st = _Stream(1000)
+    objs = []
+    try:
+        old = st.load(narrow, build=1)
+        objs.append(old)
+        old.maps["stats"][0] = {"handled": (1 << 32) - 1}
+        new = Object.open(v2, upgrade_from=old)
+        objs.append(new)
+        for k, v in {**st.rodata, "build": 2}.items():
+            new.rodata[k] = v
+        new.load()
+        got = new.maps["stats"][0]
+        assert old.closed and (got.handled, got.handled_v2) == ((1 << 32) - 1, 0)
+        new.maps["stats"][0] = {"handled": 1 << 40, "handled_v2": 9}
+        back = new.upgrade(v1, rodata={**st.rodata, "build": 3})
+        objs.append(back)
+        assert back.maps["stats"][0].handled == 1 << 40
+        assert "dropped handled_v2" in back.upgrade_report.maps["stats"].reason
+    finally:
+        st.kill()
+        for o in objs:
+            o.close()
 
 
 def test_user_migration_function_allows_a_key_change():
