@@ -64,11 +64,10 @@ def _members(btf: BTF, t: BTFType) -> list[tuple[str, int, int, int]]:
     """(name, bit offset, bitfield bits or 0, type id) of a struct or datasec."""
     out = []
     for i, m in enumerate(t.members):
-        name = m.name or f"<anon {i}>"
-        if t.kind == BTFKind.DATASEC:
-            out.append((name or btf.types[m.type].name, 8 * m.offset, 0, m.type))
+        if t.kind == BTFKind.DATASEC:  # a variable: its name is the VAR type's
+            out.append((btf.types[m.type].name or f"<anon {i}>", 8 * m.offset, 0, m.type))
         else:
-            out.append((name, m.offset, m.bitfield_size, m.type))
+            out.append((m.name or f"<anon {i}>", m.offset, m.bitfield_size, m.type))
     return out
 
 

@@ -275,6 +275,8 @@ def test_event_probe_upgrade_loses_and_repeats_no_event(hook):
         report = new.upgrade_report
         assert old.closed and not new.closed and not st.rb.closed
         stats = new.maps["stats"][0]
+        bss = (new.bss.bss_events, new.bss.bss_v2_events)
+        bss_map = new.bss.map.name
         drops = st.rb.drops()
     finally:
         st.kill()
@@ -303,6 +305,8 @@ def test_event_probe_upgrade_loses_and_repeats_no_event(hook):
     # counted only what the new build handled
     assert stats.handled == n
     assert stats.handled_v2 == len(by_build[2])
+    assert bss == (n, len(by_build[2]))  # .bss migrated by variable name, same promise
+    assert report.maps[bss_map].action == "migrated"
     assert st.rb.closed  # the reader now closes with the new object
 
 

@@ -27,6 +27,13 @@ const volatile __u32 target_tgid = 0;
 const volatile __u32 target_fd = 0;
 const volatile __u32 build = 0;
 
+/* .bss: the second build puts a variable before the counter (a changed layout,
+ * migrated by variable name) */
+#ifdef EVENT_V2
+__u64 bss_v2_events;
+#endif
+__u64 bss_events;
+
 struct event {
 	__u64 seq;
 	__u32 build;
@@ -93,6 +100,10 @@ static __always_inline int handle(__u32 fd, __u64 off)
 	e->extra = ~e->seq;
 #endif
 	bpf_ringbuf_submit(e, 0);
+	__sync_fetch_and_add(&bss_events, 1);
+#ifdef EVENT_V2
+	__sync_fetch_and_add(&bss_v2_events, 1);
+#endif
 	st = bpf_map_lookup_elem(&stats, &key);
 	if (st) {
 		__sync_fetch_and_add(&st->handled, 1);
