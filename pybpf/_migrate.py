@@ -413,11 +413,13 @@ def fold_map(p: MapPlan, new: Map) -> None:
                 continue
             if before is None:
                 before = bytes(len(after))
-            if fields is not None:
-                if adder is None:
+            if fields is not None and adder is None:
+                try:
                     adder = _Adder(new, new.key_size, fields, p.value.ncpu > 1 or new.percpu)
-                if _fold_atomic(adder, p.value, k, before, after, new):
-                    continue
+                except OSError:  # no syscall programs (< 5.14) or percpu lookups (< 5.19)
+                    fields = None
+            if adder is not None and _fold_atomic(adder, p.value, k, before, after, new):
+                continue
             cur = new.lookup(k)
             if cur is None:
                 cur = p.value.convert(bytes(len(after)))
@@ -453,7 +455,10 @@ def _fold_atomic(adder: _Adder, conv: _Converter, key: bytes, before: bytes, aft
     try:
         for c, d in enumerate(per_cpu):
             if any(d):
-                os.sched_setaffinity(0, {c})  # this thread only: the add runs on CPU c
+                try:
+                    os.sched_setaffinity(0, {c})  # this thread only: the add runs on CPU c
+                except OSError:
+                    pass  # not allowed there: the add still is atomic, from another CPU
                 if not adder.add(key, c, d):
                     return False
     finally:
