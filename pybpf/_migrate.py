@@ -272,6 +272,14 @@ def _first_difference(ob: BTF, oid: int, nb: BTF, nid: int) -> str | None:
     return None
 
 
+def _describe(btf: BTF, tid: int) -> str:
+    """A short C-like name of a type's layout for messages: "u32", "s64", "struct x"."""
+    t = _resolve(btf, tid)
+    if _scalar_kind(t) == "int":
+        return f"{'s' if t.signed else 'u'}{8 * t.size}"
+    return f"{_scalar_kind(t)} {t.name}".strip()
+
+
 def plan_map(old: Map | None, old_btf: BTF | None, om: OpenMap, new_btf: BTF | None,
              user: Migration | None) -> MapPlan:
     """Decide what happens to the new build's map ``om`` (no syscall)."""
@@ -298,11 +306,12 @@ def plan_map(old: Map | None, old_btf: BTF | None, om: OpenMap, new_btf: BTF | N
         assert old_btf is not None and new_btf is not None
         if not layouts_equal(old_btf, okey, new_btf, nkey):
             f = _first_difference(old_btf, okey, new_btf, nkey)
-            return MapPlan(name, "refused", "key layout changed" + (f" (field {f!r})" if f
-                                                                     else ""), field_=f)
+            what = (f"field {f!r}" if f else
+                    f"{_describe(old_btf, okey)} -> {_describe(new_btf, nkey)}")
+            return MapPlan(name, "refused", f"key layout changed ({what})", field_=f or "key")
     elif old.key_size != om.key_size:
         return MapPlan(name, "refused", f"key size changed from {old.key_size} to "
-                                         f"{om.key_size}")
+                                         f"{om.key_size}", field_="key")
     # values
     if typed and oval and nval:
         assert old_btf is not None and new_btf is not None

@@ -10,7 +10,8 @@
  *   TYPE_V2           the stats map becomes a hash (refused)
  *   UPGRADE_NO_GUARD  built without the generation guard
  *   USE_UPROBE        a uprobe on libc's lseek instead of the syscall tracepoint
- *   WITH_XDP          also an XDP program (a link the upgrade updates in place) */
+ *   WITH_XDP          also an XDP program (a link the upgrade updates in place)
+ *   SEEN_KEY_V2       the members of the `seen` hash map's key swap places (refused) */
 #ifndef UPGRADE_NO_GUARD
 #define PYBPF_GENERATIONS
 #endif
@@ -59,6 +60,23 @@ struct stats {
 #else
 #define STATS_KEY __u32
 #endif
+
+struct seen_key {
+#ifdef SEEN_KEY_V2
+	__u32 fd;
+	__u32 tgid;
+#else
+	__u32 tgid;
+	__u32 fd;
+#endif
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct seen_key);
+	__type(value, __u64);
+} seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
