@@ -615,3 +615,34 @@ def test_cli_upgrade_refusal_leaves_the_pins(tmp_path):
         for name in os.listdir(pin):
             os.unlink(os.path.join(pin, name))
         os.rmdir(pin)
+
+
+def test_cgroup_and_netns_links_are_updated_in_place(bpf_obj):
+    """The other kinds BPF_LINK_UPDATE switches: the same kernel links (ids), now
+    running the new build's programs (program ids from the kernel)."""
+    from attach_util import new_cgroup
+
+    path = bpf_obj("attach_net")
+    obj = Object.open(path)
+    obj.load()
+    by_section = {p.section: p for p in obj.programs.values()}
+    new = None
+    try:
+        with new_cgroup() as cg:
+            by_section["cgroup_skb/ingress"].attach_cgroup(cg)
+            by_section["sk_lookup"].attach_netns()
+            before = {lk.info().type: lk.info() for lk in obj.links}
+            new = obj.upgrade(path)
+            after = {lk.info().type: lk.info() for lk in new.links}
+            assert {ln.kind: ln.action for ln in new.upgrade_report.links} == {
+                "cgroup": "updated", "netns": "updated"}
+            progs = {p.section: p.info().id for p in new.programs.values() if p.autoload}
+            assert after["cgroup"].id == before["cgroup"].id
+            assert after["cgroup"].prog_id == progs["cgroup_skb/ingress"]
+            assert after["netns"].id == before["netns"].id
+            assert after["netns"].prog_id == progs["sk_lookup"]
+            new.close()
+    finally:
+        obj.close()
+        if new is not None:
+            new.close()
