@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
+from pathlib import Path
 
 import pytest
 from attach_util import in_netns, veth_pair
@@ -29,17 +30,21 @@ from pybpf.tools.firewall import Firewall
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BPF_SRC = Path(HERE).parent / "bpf_src"  # firewall_v2 includes the shipped source
 FRAME = 14 + 20 + 8  # ethernet + IPv4 + UDP headers
 PAYLOAD = b"x" * 18
 
 
 def variant(src: str, tag: str, **defines: int) -> str:
-    """tests/bpf/SRC.bpf.c compiled with -D flags, cached per process."""
-    out = BUILD / f"{src}.{tag}.{os.getpid()}.bpf.o"
-    if not out.exists():
+    """tests/bpf/SRC.bpf.c compiled with -D flags (cached on mtime, as conftest does)."""
+    source = Path(HERE) / "bpf" / f"{src}.bpf.c"
+    out = BUILD / f"{src}.{tag}.bpf.o"
+    deps = [source, *(Path(HERE) / "bpf").glob("*.h"), *BPF_SRC.glob("*")]
+    if not out.exists() or out.stat().st_mtime < max(d.stat().st_mtime for d in deps):
         BUILD.mkdir(parents=True, exist_ok=True)
-        toolchain.compile(os.path.join(HERE, "bpf", f"{src}.bpf.c"), out,
-                          defines={k: str(v) for k, v in defines.items()})
+        tmp = out.with_suffix(f".tmp{os.getpid()}.o")
+        toolchain.compile(source, tmp, defines={k: str(v) for k, v in defines.items()})
+        os.replace(tmp, out)
     return str(out)
 
 
