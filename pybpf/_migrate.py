@@ -318,12 +318,15 @@ def plan_map(old: Map | None, old_btf: BTF | None, om: OpenMap, new_btf: BTF | N
         same_value = layouts_equal(old_btf, oval, new_btf, nval)
     else:
         same_value = old.value_size == om.value_size and not (oval or nval)
-    same_shape = old.max_entries == om.max_entries and old.flags == om.flags
+    new_max = om.max_entries
+    if ntype == "perf_event_array" and new_max == 0:
+        new_max = possible_cpus()  # what libbpf will create (one slot per CPU)
+    same_shape = old.max_entries == new_max and old.flags == om.flags
     if same_value and same_shape:
         return MapPlan(name, "reused", "same layout", old=old)
     why = "value layout changed" if not same_value else (
-        f"max_entries {old.max_entries} -> {om.max_entries}"
-        if old.max_entries != om.max_entries else f"flags {old.flags:#x} -> {om.flags:#x}")
+        f"max_entries {old.max_entries} -> {new_max}"
+        if old.max_entries != new_max else f"flags {old.flags:#x} -> {om.flags:#x}")
     if ntype not in _COPYABLE:
         return MapPlan(name, "refused", f"{why}, and the entries of a {ntype} map cannot be "
                                          "copied (keep its layout, size and flags)")

@@ -651,3 +651,45 @@ def test_cgroup_and_netns_links_are_updated_in_place(bpf_obj):
         obj.close()
         if new is not None:
             new.close()
+
+
+def test_perf_buffer_reads_on_across_an_upgrade(bpf_obj):
+    """A PerfBuffer (and a RingBuffer) consuming the old build's maps read what the new
+    build emits, unrestarted; the sequence map carried over continues."""
+    from _events_obj import EVENT, MODE_PERF, MODE_RB, Events
+
+    from pybpf import PerfBuffer
+
+    path = bpf_obj("events")
+    old = Object.open(path)
+    old.set_rodata("target_pid", os.getpid())
+    old.load()
+    old.attach()
+    seqs: dict[str, list[int]] = {"perf": [], "ring": []}
+    pb = PerfBuffer(old.maps["pb"], callback=lambda r: seqs["perf"].append(
+        EVENT.unpack_from(r)[0]))
+    rb = RingBuffer(old.maps["rb"], callback=lambda r: seqs["ring"].append(
+        EVENT.unpack_from(r)[0]))
+    new = None
+    try:
+        Events(old).emit(50, MODE_PERF)
+        Events(old).emit(50, MODE_RB)
+        new = old.upgrade(path, rodata={"target_pid": os.getpid()})
+        assert {n: new.upgrade_report.maps[n].action for n in ("pb", "rb", "seq")} == {
+            "pb": "reused", "rb": "reused", "seq": "reused"}
+        Events(new).emit(50, MODE_PERF)
+        Events(new).emit(50, MODE_RB)
+        while len(seqs["perf"]) < 100 and pb.poll(timeout=1.0):
+            pass
+        rb.poll(timeout=1.0)
+        assert sorted(seqs["perf"]) == list(range(50)) + list(range(100, 150))
+        assert sorted(seqs["ring"]) == list(range(50, 100)) + list(range(150, 200))
+        assert not pb.closed and not rb.closed
+        new.close()
+        assert pb.closed and rb.closed  # they now close with the new object
+    finally:
+        for r in (pb, rb):
+            r.close()
+        for o in (new, old):
+            if o is not None:
+                o.close()
