@@ -67,7 +67,8 @@ UPDATABLE_LINKS = frozenset({"xdp", "tcx", "cgroup", "netns", "netkit", "sockmap
 @dataclass(frozen=True)
 class MapReport:
     """What the upgrade did with one map: ``action`` is "reused", "migrated",
-    "created" or "refused"; ``reason`` says why; ``field`` names the member a refusal
+    "created", "refused", or "dropped" (an old map the new build does not have, closed
+    with the old object); ``reason`` says why; ``field`` names the member a refusal
     is about; ``entries`` counts the entries copied."""
 
     name: str
@@ -563,6 +564,8 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
     for name, p in plans.items():
         report.maps[name] = MapReport(name, p.action, p.reason, p.field_, p.entries,
                                       p.folded)
+    for name in old_maps.keys() - plans.keys():
+        report.maps[name] = MapReport(name, "dropped", "not in the new build")
     side.commit(new, [lp.link for lp in links if lp.attach is None])
     report.seconds = time.perf_counter() - t0
     return report
