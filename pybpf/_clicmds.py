@@ -238,11 +238,13 @@ _NO_DUMP = {"ringbuf", "perf_event_array", "user_ringbuf", "stack_trace", "prog_
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .export.events import event_attributes
+    from .export.exporters import Exporters
     from .object import Object
     from .ringbuf import RingBuffer
 
     obj = Object.open(args.object)
-    with obj:
+    with obj, Exporters.from_args(args, obj.name) as exp:
         for item in args.set or []:
             name, sep, value = item.partition("=")
             if not sep:
@@ -255,8 +257,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         def printer(map_name: str, ev_type: Any) -> Callable[[bytes], None]:
             def show(data: bytes) -> None:
                 ev = decode(btf, ev_type.id, data) if ev_type is not None else data
+                attrs = None
+                if exp.logs is not None and ev_type is not None:  # OTLP: enums by name
+                    attrs = event_attributes(decode(btf, ev_type.id, data, enum_names=True))
+                wall = exp.event(map_name, ev if isinstance(ev, dict) else {"data": ev},
+                                 attributes=attrs)
                 if args.json:
-                    print(json.dumps({"map": map_name, "event": jsonable(ev)}), flush=True)
+                    print(json.dumps({"map": map_name, "event": jsonable(ev),
+                                      **exp.stamp(wall)}), flush=True)
                 else:
                     print(f"{map_name}: {_fmt(ev)}", flush=True)
             return show
@@ -278,6 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           "missing)", file=sys.stderr)
                     continue
                 consumers.append(PerfBuffer(m, callback=printer(m.name, ev_type)))
+        exp.watch(obj)  # maps become metrics, read at scrape/export time
         # Attach once the consumers exist: a perf event array slot without a reader
         # drops the kernel's samples uncounted.
         attached = []

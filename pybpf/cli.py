@@ -34,6 +34,8 @@ _TOOL_HELP = {
 _EXAMPLES = """examples:
   pybpf inspect probe.bpf.o                 programs, maps, globals, BTF (no root)
   pybpf run probe.bpf.o --set targ_pid=42 --duration 10
+  pybpf run probe.bpf.o --prometheus 0.0.0.0:9435 --otlp http://collector:4318
+  pybpf agent /etc/pybpf/agent.toml         several probes, exported, as a service
   pybpf features --json
   pybpf prog list;  pybpf map dump 17;  pybpf map dump /sys/fs/bpf/mymap
   pybpf build probe.bpf.c -o probe.bpf.o
@@ -69,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("run", c.cmd_run, "load an object, set read-only globals, attach every program, "
             "print ring/perf buffer events decoded from BTF, dump maps at the end",
             "  pybpf run probe.bpf.o --duration 5\n"
-            "  pybpf run probe.bpf.o --set targ_pid=1234 --set verbose=true --json")
+            "  pybpf run probe.bpf.o --set targ_pid=1234 --set verbose=true --json\n"
+            "  pybpf run probe.bpf.o --prometheus 127.0.0.1:9435 --otlp http://localhost:4318")
     p.add_argument("object", help="a .bpf.o file")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="set a const volatile global before load (int, true/false or text)")
@@ -77,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-type", help="BTF type of ring buffer records (default: the type "
                    "named by PYBPF_EVENT_TYPE, else raw bytes)")
     json_flag(p)
+    from .export.exporters import add_flags
+
+    add_flags(p)
     p = add("features", c.cmd_features, "what the running kernel supports (probed): hooks, "
             "program types, map types, helpers",
             "  pybpf features\n  pybpf features --json\n  pybpf features --helpers xdp")
