@@ -159,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError) as exc:
         _error(str(exc))
         return 1
+    except ImportError as exc:  # an exporter's optional extra (pybpf.export): named in exc
+        from .export import MissingExtraError
+
+        if not isinstance(exc, MissingExtraError):
+            raise
+        _error(str(exc))
+        return 1
 
 
 if __name__ == "__main__":

@@ -136,6 +136,9 @@ class OTLPLogs:
             def shutdown(self) -> None:
                 inner.shutdown()
 
+            def force_flush(self, timeout_millis: int = 30000) -> bool:
+                return True
+
         self._provider = sdk.LoggerProvider(resource=res.Resource.create(dict(resource)))
         # The SDK's own queue holds one of our batches at most: it is flushed after each.
         self._processor = export.BatchLogRecordProcessor(

@@ -105,17 +105,22 @@ class Exporters:
                 self._sources.remove(source)
 
     def event(self, name: str, event: Any, *, kernel_ts: int | None = None,
-              attributes: Mapping[str, Any] | None = None) -> int:
+              attributes: Mapping[str, Any] | None = None,
+              wall_ns: int | None = None) -> int:
         """One event: counted, and queued as an OTLP log with ``otlp`` (attributes: its
         flattened fields). Returns its wall-clock time in ns since the epoch:
         ``kernel_ts`` (default: the event's ``ts``-like field, see
         :data:`~pybpf.export.events.TIMESTAMP_FIELDS`) converted from the kernel's
-        clock, else now. Cost: a dict flattening and a deque append."""
+        clock, else now; ``wall_ns`` gives the wall-clock time itself. Cost: a dict
+        flattening and a deque append."""
         attrs = dict(attributes) if attributes is not None else event_attributes(event)
         if kernel_ts is None:
             kernel_ts = kernel_timestamp(attrs)
         now = time.time_ns()
-        wall = self.clock.wall_ns(kernel_ts) if kernel_ts is not None else now
+        if wall_ns is not None:
+            wall = wall_ns
+        else:
+            wall = self.clock.wall_ns(kernel_ts) if kernel_ts is not None else now
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
         if self.logs is not None:

@@ -30,7 +30,7 @@ def boot_id() -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _host() -> tuple[tuple[str, str], ...]:
     u = os.uname()
     return (("host.name", socket.gethostname()), ("host.boot_id", boot_id()),

@@ -447,7 +447,7 @@ class OTLPMetrics:
     def export(self) -> bool:
         """Read the maps and send once now; False (and :attr:`failed` + 1) on failure."""
         try:
-            ok = self._exporter.export(self.collect()) == self._e.MetricExportResult.SUCCESS
+            ok = bool(self._exporter.export(self.collect()) == self._e.MetricExportResult.SUCCESS)
         except Exception:
             ok = False
         if not ok:

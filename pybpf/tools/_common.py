@@ -350,11 +350,23 @@ def announce(banner: str, header: str | None) -> None:
 def stream(session: ProbeSession, tool: str, duration: float | None,
            handle: Callable[[Any], None]) -> None:
     """A streaming tool's main loop: every event to ``handle`` until ``duration``
-    seconds or Ctrl-C, then the events lost to a full ring buffer, if any, on stderr."""
+    seconds, Ctrl-C or SIGTERM, then the events lost to a full ring buffer, if any, on
+    stderr."""
+    import signal
+    import threading
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # ends like Ctrl-C: exporters flush on the way out
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, on_term) if main else None
     try:
         pump(session, duration, handle)
     except KeyboardInterrupt:
         pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)
     if session.dropped:
         print(f"pybpf {tool}: {session.dropped} events lost (ring buffer full)",
               file=sys.stderr)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BPFError
+from ..export.exporters import Exporters, add_flags
 from ._common import ProbeSession, decode, raw_items, raw_keys
 
 __all__ = ["Log2Histogram", "BioLatency", "disk_dev", "disk_name", "main"]
@@ -160,15 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between outputs")
     ap.add_argument("--count", type=int, default=0, help="number of outputs (0: until ^C)")
     ap.add_argument("--json", action="store_true", help="one JSON object per output")
+    add_flags(ap)
     args = ap.parse_args(argv)
+    exp = Exporters.from_args(args, "biolatency")
     try:
         bl = BioLatency(per_disk=args.disks, device=args.device, milliseconds=args.ms)
     except BPFError as exc:
+        exp.close()
         if exc.errno == _errno.ENODEV:
             print(f"pybpf biolatency: {exc.strerror}", file=sys.stderr)
             return 2
         raise
-    with bl:
+    except BaseException:
+        exp.close()
+        raise
+    with exp, bl:
+        # The histograms as Prometheus/OTel histograms (_sum from struct hist's sum),
+        # by disk name with --disks; exported histograms are cumulative: not cleared.
+        exp.watch(bl.obj, maps=["hists"], labels={"hists": (
+            (lambda lb: {"disk": disk_name(int(lb["dev"]))}) if args.disks
+            else (lambda lb: {}))})
         print("Tracing block device I/O... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         n = 0
         try:
@@ -176,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.interval)
                 n += 1
                 hists = bl.histograms()
-                bl.clear()
+                if not exp.active:
+                    bl.clear()
                 if args.json:
                     print(json.dumps({"time": time.time(),
                                       "histograms": [h.to_dict() for h in hists.values()]}),

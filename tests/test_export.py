@@ -1,0 +1,348 @@
+"""Exporters (issue 15): maps as Prometheus metrics scraped over real HTTP, events and
+metrics as OTLP to a receiver inside the test, JSON lines with wall-clock times and the
+host's identity, counted drops under a slow collector, and the extras' errors.
+
+Every command runs as a child process (a crash fails one test). Expected values come
+from what the test did: the children it started (exec counts by comm), the write(2)s
+it made to its own /dev/null fd, each on a chosen CPU (sizes, per-CPU sums, the log2
+slots computed here), and the wall clock read around each write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _child import run_child
+from conftest import compile_test_bpf
+
+prometheus_parser = pytest.importorskip("prometheus_client.parser")
+pytest.importorskip("opentelemetry.proto")
+from _otlp_receiver import Receiver, attrs  # noqa: E402
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = [1, 2, 3, 100, 1000, 5000, 70000]
+EXECS = [["/bin/true"]] * 3 + [["/bin/echo", "x"]] * 2
+
+
+def slot(v: int) -> int:
+    return max(v.bit_length() - 1, 0)
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def start(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """``python3 -m pybpf ARGS``; read stderr until a line containing ``ready``; return
+    the process, the Prometheus URL it announced (or "") and the lines read."""
+    p = subprocess.Popen([sys.executable, "-m", "pybpf", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env())
+    url, lines = "", []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = p.stderr.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        if "Prometheus metrics on " in line:
+            url = line.split(" on ", 1)[1].strip()
+        if ready in line or not line:
+            break
+    if not lines or ready not in lines[-1]:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"{args[0]} did not start: {''.join(lines)}{err}")
+    return p, url, lines
+
+
+def stop(p: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        return p.communicate(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+
+
+def do_writes(fd: int) -> list[tuple[int, int]]:
+    """One write of each size, CPUs taken in turn; the wall clock around each."""
+    cpus = sorted(os.sched_getaffinity(0))
+    spans = []
+    try:
+        for i, size in enumerate(SIZES):
+            os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+            t0 = time.time_ns()
+            os.write(fd, b"x" * size)
+            spans.append((t0, time.time_ns()))
+    finally:
+        os.sched_setaffinity(0, cpus)
+    return spans
+
+
+def do_execs() -> None:
+    for argv in EXECS:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+
+
+def scrape(url: str) -> dict[str, Any]:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {f.name: f for f in prometheus_parser.text_string_to_metric_families(text)}
+
+
+def expected_slots(n: int) -> list[int]:
+    slots = [0] * n
+    for s in SIZES:
+        slots[min(slot(s), n - 1)] += 1
+    return slots
+
+
+@pytest.fixture
+def run_args(tmp_path):
+    obj = compile_test_bpf("export_metrics")
+    fd = os.open("/dev/null", os.O_WRONLY)
+    me = os.getpid()
+    yield fd, [obj, "--set", f"targ_ppid={me}", "--set", f"targ_pid={me}",
+               "--set", f"targ_fd={fd}"]
+    os.close(fd)
+
+
+def test_run_prometheus_scrape_equals_kernel_counts(run_args):
+    fd, args = run_args
+    p, url, _ = start(["run", *args, "--prometheus", "127.0.0.1:0"], "attached")
+    try:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), url
+        do_execs()
+        do_writes(fd)
+        deadline = time.monotonic() + 10
+        while True:  # the ring's reader counts the events it read
+            fams = scrape(url)
+            ev = {s.labels["event"]: s.value for s in fams["pybpf_events"].samples
+                  if s.name == "pybpf_events_total"}
+            if ev.get("events") == len(SIZES) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        out, err = stop(p)
+    assert p.returncode == 0, err
+    assert ev == {"events": len(SIZES)}
+    cls = "ROOT_UID" if os.getuid() == 0 else "USER_UID"
+    execs = fams["pybpf_export_metrics_exec_counts"]
+    assert execs.type == "counter"
+    assert {(s.labels["comm"], s.labels["cls"]): s.value for s in execs.samples
+            if s.name.endswith("_total")} == {("true", cls): 3, ("echo", cls): 2}
+    # per-CPU: the writes were made on every CPU in turn; the metric is their sum
+    calls = fams["pybpf_export_metrics_write_calls"]
+    assert [(s.labels, s.value) for s in calls.samples if s.name.endswith("_total")] == \
+        [({"key": "0"}, len(SIZES))]
+    bss = fams["pybpf_export_metrics_bss_total_writes"]
+    assert [s.value for s in bss.samples if s.name.endswith("_total")] == [len(SIZES)]
+    # the hash map's struct hist {slots[24]; sum}: a histogram keyed by fd, exact _sum
+    hist = fams["pybpf_export_metrics_write_hist_slots"]
+    assert hist.type == "histogram"
+    by = {(s.name, s.labels.get("le")): s.value for s in hist.samples
+          if s.labels["key"] == str(fd)}
+    want = expected_slots(24)
+    cum = 0
+    for i, n in enumerate(want):
+        cum += n
+        assert by[("pybpf_export_metrics_write_hist_slots_bucket", str(float(2 ** (i + 1) - 1)))] \
+            == cum, i
+    assert by[("pybpf_export_metrics_write_hist_slots_bucket", "+Inf")] == len(SIZES)
+    assert by[("pybpf_export_metrics_write_hist_slots_count", None)] == len(SIZES)
+    assert by[("pybpf_export_metrics_write_hist_slots_sum", None)] == sum(SIZES)
+    # the array map (slot = key) with no sum: the documented lower bound
+    arr = fams["pybpf_export_metrics_size_hist"]
+    got = {(s.name.rsplit("_", 1)[1], s.labels.get("le")): s.value for s in arr.samples}
+    assert got[("count", None)] == len(SIZES)
+    assert got[("sum", None)] == sum(2 ** slot(s) for s in SIZES)
+    assert got[("bucket", "7.0")] == sum(1 for s in SIZES if s <= 7)
+
+
+def test_run_otlp_logs_and_metrics(run_args):
+    fd, args = run_args
+    with Receiver() as rx:
+        p, _, _ = start(["run", *args, "--otlp", rx.endpoint, "--json"], "attached")
+        try:
+            do_execs()
+            spans = do_writes(fd)
+            deadline = time.monotonic() + 10
+            while len(rx.log_records()) < len(SIZES) and time.monotonic() < deadline:
+                time.sleep(0.1)  # the batch goes out within a second
+        finally:
+            out, err = stop(p)
+        assert p.returncode == 0, err
+        logs = rx.log_records()
+        metrics = rx.metrics()
+    assert len(logs) == len(SIZES), err
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    comm = open(f"/proc/{os.getpid()}/comm").read().strip()
+    cls = "ROOT_UID" if os.getuid() == 0 else "USER_UID"
+    for (res, rec), size, (t0, t1) in zip(logs, SIZES, spans):
+        assert res["host.name"] == socket.gethostname()
+        assert res["host.boot_id"] == boot
+        assert res["os.version"] == os.uname().release
+        assert res["service.name"] == "export_metrics"
+        a = attrs(rec.attributes)
+        assert (a["pid"], a["fd"], a["size"], a["comm"], a["cls"]) == \
+            (os.getpid(), fd, size, comm, cls)
+        assert rec.body.string_value == "events"
+        # the kernel's CLOCK_MONOTONIC stamp, as wall-clock: inside the write's span
+        assert t0 - 2_000_000 <= rec.time_unix_nano <= t1 + 2_000_000, (t0, rec, t1)
+        assert rec.observed_time_unix_nano >= rec.time_unix_nano
+    # the JSON lines carry the same fields and times
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith('{"map"')]
+    assert [x["event"]["size"] for x in lines] == SIZES
+    for x, (_, rec) in zip(lines, logs):
+        assert x["time_unix_nano"] == rec.time_unix_nano
+        assert x["host.boot_id"] == boot and x["os.version"] == os.uname().release
+    # the maps as OTLP metrics, sent at least once (at exit)
+    last: dict[str, Any] = {}
+    for res, m in metrics:
+        assert res["host.boot_id"] == boot
+        last[m.name] = m
+    h = last["pybpf_export_metrics_write_hist_slots"].histogram
+    (dp,) = [d for d in h.data_points if attrs(d.attributes) == {"key": str(fd)}]
+    assert dp.count == len(SIZES) and dp.sum == sum(SIZES)
+    assert list(dp.bucket_counts) == expected_slots(24) + [0]
+    assert list(dp.explicit_bounds) == [float(2 ** (i + 1) - 1) for i in range(24)]
+    s = last["pybpf_export_metrics_exec_counts"].sum
+    assert s.is_monotonic
+    assert sorted((attrs(d.attributes)["comm"], d.as_int or d.as_double)
+                  for d in s.data_points) == [("echo", 2), ("true", 3)]
+
+
+def test_execsnoop_json_otlp_and_prometheus():
+    """A shipped tool with both flags: its own children's execs as JSON lines, OTLP logs
+    (argv as a list, wall-clock times) and a count on /metrics."""
+    with Receiver() as rx:
+        p, url, _ = start(["execsnoop", "--json", "--otlp", rx.endpoint, "--prometheus",
+                           "127.0.0.1:0"], "Hit Ctrl-C")
+        try:
+            t0 = time.time_ns()
+            kids = []
+            for argv in EXECS:
+                c = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+                c.wait()
+                kids.append(c.pid)
+            t1 = time.time_ns()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                mine = [(r, rec) for r, rec in rx.log_records()
+                        if attrs(rec.attributes).get("pid") in kids]
+                if len(mine) == len(kids):
+                    break
+                time.sleep(0.1)
+            fams = scrape(url)
+        finally:
+            out, err = stop(p)
+    assert p.returncode == 0, err
+    evs = {e["pid"]: e for e in map(json.loads, out.splitlines()) if e["pid"] in kids}
+    assert sorted(evs) == sorted(kids)
+    for pid, argv in zip(kids, EXECS):
+        e = evs[pid]
+        assert e["argv"] == argv and e["ppid"] == os.getpid()
+        assert t0 - 2_000_000 <= e["time_unix_nano"] <= t1 + 2_000_000
+        assert e["host.name"] == socket.gethostname()
+    assert len(mine) == len(kids)
+    for res, rec in mine:
+        a = attrs(rec.attributes)
+        assert a["argv"] == evs[a["pid"]]["argv"]
+        assert rec.time_unix_nano == evs[a["pid"]]["time_unix_nano"]
+        assert res["service.name"] == "execsnoop"
+    n = {s.labels["event"]: s.value for s in fams["pybpf_events"].samples}
+    assert n["exec"] >= len(kids)
+    assert "pybpf_execsnoop_pybpf_ringbuf_drops" in fams
+
+
+def test_slow_collector_costs_counted_drops_not_memory():
+    """A collector that takes 0.5 s per request: the queue stays bounded, every event is
+    sent, dropped or failed, and the receiver got exactly the sent ones."""
+    with Receiver(delay=0.5) as rx:
+        r = run_child("""
+            from pybpf.export.events import OTLPLogs
+            logs = OTLPLogs(P["endpoint"], {"host.name": "t"}, max_queue=50, batch=10,
+                            interval=0.05, timeout=5)
+            accepted, peak = 0, 0
+            for i in range(500):
+                accepted += logs.emit("e", {"i": i}, time.time_ns())
+                peak = max(peak, logs.queued)
+            dropped_before_close = logs.dropped
+            logs.close(timeout=30)
+            emit({"accepted": accepted, "peak": peak, "dropped": logs.dropped,
+                  "sent": logs.sent, "failed": logs.failed, "early": dropped_before_close})
+        """, params={"endpoint": rx.endpoint}, timeout=60)
+        got = sum(len(rec.log_records) for req in rx.of("/v1/logs")
+                  for rl in req.resource_logs for rec in rl.scope_logs)
+    assert r["peak"] <= 50
+    assert r["early"] == 500 - r["accepted"] and r["early"] > 0
+    assert r["sent"] + r["failed"] + r["dropped"] == 500
+    assert r["sent"] == got and r["sent"] > 0
+
+
+def test_absent_collector_counts_failures():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_child("""
+        from pybpf.export.events import OTLPLogs
+        logs = OTLPLogs(P["endpoint"], {}, max_queue=20, batch=10, interval=0.05,
+                        timeout=1)
+        for i in range(30):
+            logs.emit("e", {"i": i}, time.time_ns())
+        logs.close(timeout=20)
+        emit({"dropped": logs.dropped, "sent": logs.sent, "failed": logs.failed})
+    """, params={"endpoint": f"http://127.0.0.1:{port}"}, timeout=60)
+    assert r["sent"] == 0 and r["failed"] > 0
+    assert r["failed"] + r["dropped"] == 30
+
+
+def test_core_import_needs_no_extra_and_flags_name_the_extra(run_args):
+    _, args = run_args
+    r = run_child("""
+        import pybpf, pybpf.export, pybpf.cli, pybpf.tools.execsnoop, pybpf.tools.audit
+        emit(sorted(m for m in sys.modules
+                    if m.startswith(("prometheus_client", "opentelemetry"))))
+    """)
+    assert r == []
+    for flag, value, extra in (("--prometheus", "127.0.0.1:0", "prometheus"),
+                               ("--otlp", "http://127.0.0.1:1", "otel")):
+        for cmd in (["run", *args], ["execsnoop"]):
+            code = ("import sys\n"
+                    "for m in ('prometheus_client', 'opentelemetry'):\n"
+                    "    sys.modules[m] = None\n"
+                    "from pybpf.cli import main\n"
+                    f"sys.exit(main({[*cmd, flag, value]!r}))\n")
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=env(), timeout=60)
+            assert p.returncode == 1, p.stderr
+            assert f"pip install 'pybpf[{extra}]'" in p.stderr, p.stderr
+            assert "Traceback" not in p.stderr
+
+
+def test_bad_prometheus_address(run_args):
+    _, args = run_args
+    p = subprocess.run([sys.executable, "-m", "pybpf", "run", *args, "--prometheus", "9435"],
+                       capture_output=True, text=True, env=env(), timeout=60)
+    assert p.returncode == 1 and "ADDR:PORT" in p.stderr, p.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "pybpf", "run", *args, "--prometheus",
+                            f"127.0.0.1:{port}"], capture_output=True, text=True, env=env(),
+                           timeout=60)
+    assert p.returncode == 1 and "cannot listen" in p.stderr, p.stderr
