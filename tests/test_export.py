@@ -346,3 +346,96 @@ def test_bad_prometheus_address(run_args):
                             f"127.0.0.1:{port}"], capture_output=True, text=True, env=env(),
                            timeout=60)
     assert p.returncode == 1 and "cannot listen" in p.stderr, p.stderr
+
+
+# --- pprof ----------------------------------------------------------------------------
+def _fields(data: bytes) -> dict[int, list[Any]]:
+    """A protobuf message's fields (varints as int, length-delimited as bytes): an
+    independent reader of the wire format for checking pybpf's writer."""
+    out: dict[int, list[Any]] = {}
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        n = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            out.setdefault(field, []).append(varint())
+        elif wire == 2:
+            n = varint()
+            out.setdefault(field, []).append(data[i:i + n])
+            i += n
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+    return out
+
+
+def _packed_ints(b: bytes) -> list[int]:
+    vals, i = [], 0
+    while i < len(b):
+        n = shift = 0
+        while True:
+            c = b[i]
+            i += 1
+            n |= (c & 0x7F) << shift
+            shift += 7
+            if not c & 0x80:
+                break
+        vals.append(n)
+    return vals
+
+
+def test_profile_pprof_matches_folded(tmp_path):
+    import gzip
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    out_pb = tmp_path / "cpu.pb.gz"
+    try:
+        p = subprocess.run([sys.executable, "-m", "pybpf", "profile", "--pid", str(busy.pid),
+                            "-F", "499", "--duration", "2", "--folded", "--pprof", str(out_pb)],
+                           capture_output=True, text=True, env=env(), timeout=120)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert p.returncode == 0, p.stderr
+    folded: dict[str, int] = {}
+    for line in p.stdout.splitlines():
+        stack, _, n = line.rpartition(" ")
+        folded[stack] = folded.get(stack, 0) + int(n)
+    assert sum(folded.values()) > 100  # ~2 s at 499 Hz on a busy CPU
+    prof = _fields(gzip.decompress(out_pb.read_bytes()))
+    strings = [b.decode() for b in prof[6]]
+    assert strings[0] == ""
+    types = [_fields(vt) for vt in prof[1]]
+    assert [(strings[t[1][0]], strings[t[2][0]]) for t in types] == \
+        [("samples", "count"), ("cpu", "nanoseconds")]
+    period = prof[12][0]
+    assert period == 10**9 // 499
+    funcs = {f[1][0]: strings[f[2][0]] for f in map(_fields, prof[5])}
+    locs = {}
+    for loc in map(_fields, prof[4]):
+        (line,) = loc[4]
+        locs[loc[1][0]] = funcs[_fields(line)[1][0]]
+    rebuilt: dict[str, int] = {}
+    for smp in map(_fields, prof[2]):
+        ids = _packed_ints(smp[1][0])
+        count, cpu_ns = _packed_ints(smp[2][0])
+        assert cpu_ns == count * period
+        labels = {strings[lb[1][0]]: (lb.get(3, [None])[0] if 3 in lb else strings[lb[2][0]])
+                  for lb in map(_fields, smp[3])}
+        assert labels["pid"] == busy.pid
+        stack = ";".join(locs[i] for i in reversed(ids))  # root (comm) first, as folded
+        rebuilt[stack] = rebuilt.get(stack, 0) + count
+    assert rebuilt == folded
+    assert prof[10][0] >= 1_900_000_000  # duration_nanos
+    assert abs(prof[9][0] - time.time_ns()) < 120 * 10**9  # time_nanos: wall clock
