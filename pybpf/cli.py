@@ -17,6 +17,7 @@ _TOOLS = {
     "profile": "pybpf.tools.profile",
     "audit": "pybpf.tools.audit",
     "firewall": "pybpf.tools.firewall",
+    "agent": "pybpf.agent",
 }
 
 
@@ -29,6 +30,7 @@ _TOOL_HELP = {
     "audit": "run a command, log its execs/opens/connects as JSON lines",
     "firewall": "XDP firewall: rules by source prefix and port, counters",
     "gen": "generate a typed Python skeleton for an object",
+    "agent": "run probes from a TOML file as a service, exported (Prometheus, OTLP)",
 }
 
 _EXAMPLES = """examples:

@@ -439,3 +439,132 @@ def test_profile_pprof_matches_folded(tmp_path):
     assert rebuilt == folded
     assert prof[10][0] >= 1_900_000_000  # duration_nanos
     assert abs(prof[9][0] - time.time_ns()) < 120 * 10**9  # time_nanos: wall clock
+
+
+# --- agent ----------------------------------------------------------------------------
+class _Lines:
+    """A child's stderr, read by a thread; :meth:`wait` for a line containing text."""
+
+    def __init__(self, stream: Any) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+
+    def wait(self, text: str, start: int = 0, timeout: float = 60) -> str:
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: any(text in x for x in self.lines[start:]), timeout)
+            assert ok, f"no line with {text!r} in:\n{''.join(self.lines)}"
+            return next(x for x in self.lines[start:] if text in x)
+
+
+def _own_links(pid: int) -> dict[int, str]:
+    """Link id -> program name of every link fd the process ``pid`` holds."""
+    import pybpf
+
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("link_id:"):
+                ids.add(int(line.split()[1]))
+    progs = {p.id: p.name for p in pybpf.list_programs()}
+    return {li.id: progs.get(li.prog_id, "?") for li in pybpf.list_links() if li.id in ids}
+
+
+def _agent_config(path: Path, probes: str) -> None:
+    path.write_text('[agent]\nprometheus = "127.0.0.1:0"\njson = "-"\nservice = "t"\n\n'
+                    + probes)
+
+
+def test_agent_reload_and_sigterm(tmp_path):
+    import pybpf
+
+    obj = compile_test_bpf("export_metrics")
+    fd = os.open("/dev/null", os.O_WRONLY)
+    me = os.getpid()
+    writes = (f'[[probe]]\nname = "writes"\nobject = "{obj}"\n'
+              f'rodata = {{ targ_pid = {me}, targ_fd = {fd}, targ_ppid = {me} }}\n\n')
+    execs = '[[probe]]\nname = "execs"\ntool = "execsnoop"\noptions = { uid = 54321 }\n\n'
+    writes2 = writes.replace('name = "writes"', 'name = "writes2"')
+    cfg = tmp_path / "agent.toml"
+    _agent_config(cfg, writes + execs)
+    p = subprocess.Popen([sys.executable, "-m", "pybpf", "agent", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    err = _Lines(p.stderr)
+    try:
+        url = err.wait("Prometheus metrics on").split(" on ", 1)[1].strip()
+        err.wait("running 2 probes: writes, execs")
+        links1 = _own_links(p.pid)
+        names1 = set(links1.values())
+        assert {"count_exec", "count_write"} <= names1, links1
+        exec_links = {i for i, n in links1.items() if n not in ("count_exec", "count_write")}
+        assert exec_links  # execsnoop's tracepoints
+        do_writes(fd)
+
+        def calls(fams: dict[str, Any], probe: str) -> float:
+            return next(s.value for s in fams[f"pybpf_{probe}_write_calls"].samples
+                        if s.name.endswith("_total"))
+
+        deadline = time.monotonic() + 10
+        while calls(scrape(url), "writes") != len(SIZES) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert calls(scrape(url), "writes") == len(SIZES)
+
+        # reload: execs removed, writes unchanged (kept, still counting), writes2 new
+        _agent_config(cfg, writes + writes2)
+        n = len(err.lines)
+        p.send_signal(signal.SIGHUP)
+        err.wait("reload #1: running 2 probes: writes, writes2", n)
+        links2 = _own_links(p.pid)
+        live = {li.id for li in pybpf.list_links()}
+        assert not exec_links & live  # detached while the agent runs on
+        assert {i for i, n in links1.items() if n in ("count_exec", "count_write")} \
+            <= set(links2)  # the unchanged probe was not reloaded
+        assert sorted(links2.values()) == sorted(["count_exec", "count_write"] * 2)
+        fams = scrape(url)
+        assert calls(fams, "writes") == len(SIZES) and calls(fams, "writes2") == 0
+        assert not any(k.startswith("pybpf_execs") for k in fams)
+        do_writes(fd)
+        deadline = time.monotonic() + 10
+        while calls(scrape(url), "writes2") != len(SIZES) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fams = scrape(url)
+        assert (calls(fams, "writes"), calls(fams, "writes2")) == (2 * len(SIZES), len(SIZES))
+
+        # an invalid file is refused; what runs keeps running
+        cfg.write_text("[[probe]\nbroken")
+        n = len(err.lines)
+        p.send_signal(signal.SIGHUP)
+        err.wait("reload #2 refused", n)
+        assert set(_own_links(p.pid)) == set(links2)
+
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        os.close(fd)
+    assert p.returncode == 0, "".join(err.lines)
+    live = {li.id for li in pybpf.list_links()}
+    assert not (set(links1) | set(links2)) & live
+    # the events went out as JSON lines, named by probe, with wall-clock times
+    evs = [json.loads(x) for x in out.splitlines()]
+    sizes = [e["size"] for e in evs if e["probe"] == "writes.events"]
+    assert sizes == SIZES * 2
+    assert [e["size"] for e in evs if e["probe"] == "writes2.events"] == SIZES
+    assert all(e["cls"] in ("ROOT_UID", "USER_UID") and "time" in e and "host.boot_id" in e
+               for e in evs)
