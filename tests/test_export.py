@@ -568,3 +568,32 @@ def test_agent_reload_and_sigterm(tmp_path):
     assert [e["size"] for e in evs if e["probe"] == "writes2.events"] == SIZES
     assert all(e["cls"] in ("ROOT_UID", "USER_UID") and "time" in e and "host.boot_id" in e
                for e in evs)
+
+
+def test_agent_examples_are_valid(tmp_path):
+    """The documented configuration, the one inside the DaemonSet manifest, and the
+    systemd unit's signals; a bad file is refused naming the key."""
+    import textwrap
+
+    from pybpf.agent import load_config
+
+    docs = ROOT / "docs" / "agent"
+    _, probes = load_config(str(docs / "agent.toml"))
+    assert set(probes) == {"execs", "connects", "disk"}
+    ds = (docs / "daemonset.yaml").read_text()
+    inner = tmp_path / "ds.toml"
+    inner.write_text(textwrap.dedent(ds.split("agent.toml: |\n")[1].split("---")[0]))
+    _, probes = load_config(str(inner))
+    assert probes and all("tool" in p for p in probes.values())
+    assert "kind: DaemonSet" in ds and "terminationGracePeriodSeconds" in ds
+    unit = (docs / "pybpf-agent.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "KillSignal=SIGTERM" in unit
+    bad = tmp_path / "bad.toml"
+    for text, msg in (('[[probe]]\ntool = "nope"\n', "no tool 'nope'"),
+                      ('[[probe]]\ntool = "execsnoop"\nobject = "x"\n', "exactly one of"),
+                      ('[agent]\nprometheus = 1\nport = 2\n', "unknown key(s) ['port']"),
+                      ('[[probe]\n', "not valid TOML")):
+        bad.write_text(text)
+        p = subprocess.run([sys.executable, "-m", "pybpf", "agent", "--check", str(bad)],
+                           capture_output=True, text=True, env=env(), timeout=60)
+        assert p.returncode == 1 and msg in p.stderr, p.stderr
