@@ -35,6 +35,9 @@ FLOORS: dict[str, float] = {
     # 10+: consumers of the public API
     "tools._common": 10, "tools": 11, "tools.audit": 12, "_clicmds": 12, "cli": 13,
     "__main__": 14, "export": 11,
+    # exporters (pybpf.export.*) between tools._common and the tools; the agent
+    "export._extras": 10.1, "export.host": 10.1, "export.pprof": 10.1,
+    "export.events": 10.2, "export.metrics": 10.3, "export.exporters": 10.4, "agent": 12,
 }
 
 
