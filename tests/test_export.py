@@ -597,3 +597,142 @@ def test_agent_examples_are_valid(tmp_path):
         p = subprocess.run([sys.executable, "-m", "pybpf", "agent", "--check", str(bad)],
                            capture_output=True, text=True, env=env(), timeout=60)
         assert p.returncode == 1 and msg in p.stderr, p.stderr
+
+
+# --- the other tools' flags -------------------------------------------------------------
+def test_tcpconnect_flags_count_the_tests_connects():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    n = 4
+    with Receiver() as rx:
+        p, url, _ = start(["tcpconnect", "--pid", str(os.getpid()), "--port", str(port),
+                           "--otlp", rx.endpoint, "--prometheus", "127.0.0.1:0"],
+                          "Hit Ctrl-C")
+        try:
+            sports = []
+            for _ in range(n):
+                c = socket.create_connection(("127.0.0.1", port))
+                sports.append(c.getsockname()[1])
+                srv.accept()[0].close()
+                c.close()
+            deadline = time.monotonic() + 10
+            while len(rx.log_records()) < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            fams = scrape(url)
+        finally:
+            out, err = stop(p)
+            srv.close()
+        logs = rx.log_records()
+    assert p.returncode == 0, err
+    assert {s.labels["event"]: s.value for s in fams["pybpf_events"].samples} == \
+        {"connect": n}
+    got = sorted((attrs(r.attributes)["sport"], attrs(r.attributes)["daddr"],
+                  attrs(r.attributes)["dport"]) for _, r in logs)
+    assert got == sorted((s, "127.0.0.1", port) for s in sports)
+    assert {res["service.name"] for res, _ in logs} == {"tcpconnect"}
+
+
+def test_opensnoop_json_and_prometheus_agree(tmp_path):
+    paths = [str(tmp_path / f"f{i}") for i in range(3)]
+    for x in paths:
+        open(x, "w").close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+         f"fds = [os.open(p, os.O_RDONLY) for p in {paths!r}]\nprint(fds, flush=True)\n"
+         "sys.stdin.readline()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        p, url, _ = start(["opensnoop", "--pid", str(child.pid), "--json", "--prometheus",
+                           "127.0.0.1:0"], "Hit Ctrl-C")
+        try:
+            child.stdin.write("go\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+            fds = json.loads(child.stdout.readline())  # type: ignore[union-attr]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                fams = scrape(url)
+                n = sum(s.value for s in fams["pybpf_events"].samples)
+                if n >= len(paths):
+                    break
+                time.sleep(0.1)
+            time.sleep(0.3)
+            fams = scrape(url)
+        finally:
+            out, err = stop(p)
+    finally:
+        child.kill()
+        child.wait()
+    assert p.returncode == 0, err
+    evs = [json.loads(x) for x in out.splitlines()]
+    mine = {e["path"]: e["ret"] for e in evs if e["path"] in paths}
+    assert mine == dict(zip(paths, fds))
+    assert {s.labels["event"]: s.value for s in fams["pybpf_events"].samples} == \
+        {"open": len(evs)}
+    assert all(e["host.name"] == socket.gethostname() for e in evs)
+
+
+def test_audit_otlp_logs_match_its_json_lines():
+    with Receiver() as rx:
+        p = subprocess.run([sys.executable, "-m", "pybpf", "audit", "--otlp", rx.endpoint,
+                            "--", "/bin/sh", "-c", "cat /etc/hostname >/dev/null"],
+                           capture_output=True, text=True, env=env(), timeout=120)
+        logs = rx.log_records()
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    cmds = [x for x in lines if x["event"] == "session.command"]
+    assert [os.path.basename(c["path"]) for c in cmds] == ["sh", "cat"]
+    assert all(x["host.boot_id"] and x["os.version"] == os.uname().release for x in lines)
+    assert len(logs) == len(lines)
+    for x, (res, rec) in zip(lines, logs):
+        a = attrs(rec.attributes)
+        assert rec.body.string_value == x["event"] and a["ei"] == x["ei"]
+        assert a["sid"] == x["sid"] and res["service.name"] == "audit"
+        # the JSON line's RFC 3339 time is the record's, to the microsecond
+        assert rec.time_unix_nano // 1000 == _micros(x["time"])
+
+
+def _micros(rfc3339: str) -> int:
+    import datetime
+
+    dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp()) * 10**6 + dt.microsecond
+
+
+def test_firewall_show_exports_live_counters():
+    from attach_util import veth_pair
+
+    from pybpf.tools.firewall import Firewall
+
+    with veth_pair() as pair:
+        rx = pair.udp_socket("b")
+        port = rx.getsockname()[1]
+        fw = Firewall(pair.dev_b, netns=pair.ns_b, pin=True)
+        try:
+            fw.add_rule("10.77.0.0/16", port=port, action="drop")
+            assert pair.send_udp(5, receiver=rx, wait=0.3) == 0
+            p, url, _ = start(["firewall", "show", pair.dev_b, "--netns", pair.ns_b,
+                               "--prometheus", "127.0.0.1:0"], "Hit Ctrl-C")
+            try:
+                def rule1(what: str) -> float:
+                    fam = scrape(url)[f"pybpf_firewall_rule_{what}"]
+                    (v,) = [s.value for s in fam.samples if s.labels["rule"] == "1"
+                            and s.labels["network"] == "10.77.0.0/16"
+                            and s.labels["port"] == str(port)
+                            and s.labels["action"] == "drop"]
+                    return v
+                assert rule1("packets") == 5
+                assert rule1("bytes") == sum(42 + len(b"pybpf %d" % i) for i in range(5))
+                assert pair.send_udp(3, receiver=rx, wait=0.3) == 0
+                assert rule1("packets") == 8  # read at scrape time
+            finally:
+                out, err = stop(p)
+            assert p.returncode == 0, err
+            assert "10.77.0.0/16" in out
+        finally:
+            rx.close()
+            fw.detach()
+            fw.close()
