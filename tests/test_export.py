@@ -736,3 +736,52 @@ def test_firewall_show_exports_live_counters():
             rx.close()
             fw.detach()
             fw.close()
+
+
+def test_biolatency_histogram_counts_the_requests(tmp_path):
+    """Ten O_DIRECT reads of a fresh loop device: the histogram's _count is the number
+    of requests the kernel completed on it (its /sys/block stat), at least those ten."""
+    import mmap
+
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    dev = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    name = os.path.basename(dev)
+    subprocess.run(["udevadm", "settle", "-t", "5"], capture_output=True)
+
+    def done() -> int:
+        with open(f"/sys/block/{name}/stat") as f:
+            st = [int(x) for x in f.read().split()]
+        return st[0] + st[4]  # reads + writes completed
+
+    try:
+        p, url, _ = start(["biolatency", "--device", name, "--prometheus", "127.0.0.1:0",
+                           "--interval", "100"], "Tracing block device I/O")
+        try:
+            before = done()
+            fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+            buf = mmap.mmap(-1, 4096)
+            try:
+                for i in range(10):
+                    assert os.preadv(fd, [buf], i * 65536) == 4096
+            finally:
+                os.close(fd)
+            deadline = time.monotonic() + 5
+            while True:
+                fams = scrape(url)
+                got = {s.name: s.value for s in fams["pybpf_biolatency_hists_slots"].samples}
+                count = got.get("pybpf_biolatency_hists_slots_count", 0)
+                if count >= done() - before or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        finally:
+            out, err = stop(p)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    assert p.returncode == 0, err
+    assert fams["pybpf_biolatency_hists_slots"].type == "histogram"
+    assert count == done() - before >= 10
+    assert got["pybpf_biolatency_hists_slots_bucket"] <= count  # first bucket, cumulative
+    assert got["pybpf_biolatency_hists_slots_sum"] >= count  # microseconds, >= 1 each

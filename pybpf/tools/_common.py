@@ -9,6 +9,7 @@ attaches it, and streams its ring buffer as decoded records.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import sys
@@ -339,6 +340,26 @@ def pump(session: ProbeSession, duration: float | None,
             handle(ev)
 
 
+@contextlib.contextmanager
+def term_as_interrupt() -> Iterator[None]:
+    """Within the block (in the main thread), SIGTERM raises KeyboardInterrupt: a tool
+    stopped by a service manager ends as on Ctrl-C (exporters flush, links detach)."""
+    import signal
+    import threading
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def announce(banner: str, header: str | None) -> None:
     """A streaming tool's start: ``banner... Hit Ctrl-C to end.`` on stderr, then the
     table header (None: no header, e.g. for JSON lines)."""
@@ -352,21 +373,11 @@ def stream(session: ProbeSession, tool: str, duration: float | None,
     """A streaming tool's main loop: every event to ``handle`` until ``duration``
     seconds, Ctrl-C or SIGTERM, then the events lost to a full ring buffer, if any, on
     stderr."""
-    import signal
-    import threading
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # ends like Ctrl-C: exporters flush on the way out
-
-    main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, on_term) if main else None
-    try:
-        pump(session, duration, handle)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, old)
+    with term_as_interrupt():
+        try:
+            pump(session, duration, handle)
+        except KeyboardInterrupt:
+            pass
     if session.dropped:
         print(f"pybpf {tool}: {session.dropped} events lost (ring buffer full)",
               file=sys.stderr)

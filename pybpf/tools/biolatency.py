@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import BPFError
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, decode, raw_items, raw_keys
+from ._common import ProbeSession, decode, raw_items, raw_keys, term_as_interrupt
 
 __all__ = ["Log2Histogram", "BioLatency", "disk_dev", "disk_name", "main"]
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         exp.close()
         raise
-    with exp, bl:
+    with exp, bl, term_as_interrupt():
         # The histograms as Prometheus/OTel histograms (_sum from struct hist's sum),
         # by disk name with --disks; exported histograms are cumulative: not cleared.
         exp.watch(bl.obj, maps=["hists"], labels={"hists": (
