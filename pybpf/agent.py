@@ -294,9 +294,7 @@ class Agent:
         try:
             self._apply(settings, probes)
         except (BPFError, ValueError, LookupError, OSError) as exc:
-            self._say(f"reload #{self.reloads} failed ({exc}); restoring the previous "
-                      "probes")
-            for name in [n for n in self.probes if n not in before]:
+            for name in [n for n, p in self.probes.items() if before.get(n) != p.spec]:
                 self.probes.pop(name).close()
             assert self.exp is not None
             for name, spec in before.items():
@@ -305,13 +303,16 @@ class Agent:
                         self.probes[name] = _Probe(name, spec, self.exp, self._emit)
                     except (BPFError, ValueError, LookupError, OSError) as exc2:
                         self._say(f"probe {name} could not be restarted: {exc2}")
+            self._say(f"reload #{self.reloads} failed ({exc}); running the previous "
+                      f"probes: {', '.join(self.probes) or 'none'}")
             return False
         self._say(f"reload #{self.reloads}: running {len(self.probes)} probes: "
                   f"{', '.join(self.probes) or 'none'}")
         return True
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status."""
+        """:meth:`start` (unless started), then serve until SIGTERM/SIGINT; SIGHUP
+        reloads. The signals are handled from before the start. Returns 0."""
         def on_hup(signum: int, frame: Any) -> None:
             self._reload = True
 
@@ -322,6 +323,8 @@ class Agent:
                                                    (signal.SIGTERM, on_term),
                                                    (signal.SIGINT, on_term))}
         try:
+            if self.exp is None:
+                self.start()
             while not self._stop:
                 if self._reload:
                     self._reload = False
@@ -369,6 +372,4 @@ def main(argv: list[str] | None = None) -> int:
         _, probes = load_config(args.config)
         print(f"{args.config}: {len(probes)} probes: {', '.join(probes) or 'none'}")
         return 0
-    agent = Agent(args.config)
-    agent.start()
-    return agent.run()
+    return Agent(args.config).run()

@@ -550,6 +550,19 @@ def test_agent_reload_and_sigterm(tmp_path):
         p.send_signal(signal.SIGHUP)
         err.wait("reload #2 refused", n)
         assert set(_own_links(p.pid)) == set(links2)
+        # a probe that cannot load: the reload fails, the running probes are restored
+        junk = tmp_path / "junk.bpf.o"
+        junk.write_bytes(b"not an ELF file" * 8)
+        _agent_config(cfg, writes + writes2.replace(f'object = "{obj}"',
+                                                    f'object = "{junk}"'))
+        n = len(err.lines)
+        p.send_signal(signal.SIGHUP)
+        err.wait("reload #3 failed", n)
+        links3 = _own_links(p.pid)
+        assert sorted(links3.values()) == sorted(["count_exec", "count_write"] * 2)
+        assert {i for i, n in links2.items()} & set(links3)  # writes kept its links
+        fams = scrape(url)
+        assert (calls(fams, "writes"), calls(fams, "writes2")) == (2 * len(SIZES), 0)
 
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
@@ -560,7 +573,7 @@ def test_agent_reload_and_sigterm(tmp_path):
         os.close(fd)
     assert p.returncode == 0, "".join(err.lines)
     live = {li.id for li in pybpf.list_links()}
-    assert not (set(links1) | set(links2)) & live
+    assert not (set(links1) | set(links2) | set(links3)) & live
     # the events went out as JSON lines, named by probe, with wall-clock times
     evs = [json.loads(x) for x in out.splitlines()]
     sizes = [e["size"] for e in evs if e["probe"] == "writes.events"]

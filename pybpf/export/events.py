@@ -193,12 +193,15 @@ class OTLPLogs:
                 return
 
     def _send(self, items: list[tuple[str, dict[str, Any], int, int]]) -> None:
-        for name, attrs, wall, observed in items:
-            self._logger.emit(self._LogRecord(
-                timestamp=wall, observed_timestamp=observed, severity_text="INFO",
-                severity_number=self._severity, body=name, attributes=attrs,
-                event_name=name))
-        self._processor.force_flush()
+        try:
+            for name, attrs, wall, observed in items:
+                self._logger.emit(self._LogRecord(
+                    timestamp=wall, observed_timestamp=observed, severity_text="INFO",
+                    severity_number=self._severity, body=name, attributes=attrs,
+                    event_name=name))
+            self._processor.force_flush()
+        except Exception:  # the SDK refused the batch: count it, keep the thread alive
+            self.failed += len(items)
 
     @property
     def queued(self) -> int:
