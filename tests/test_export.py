@@ -798,3 +798,31 @@ def test_biolatency_histogram_counts_the_requests(tmp_path):
     assert count == done() - before >= 10
     assert got["pybpf_biolatency_hists_slots_bucket"] <= count  # first bucket, cumulative
     assert got["pybpf_biolatency_hists_slots_sum"] >= count  # microseconds, >= 1 each
+
+
+def test_run_perf_and_ring_buffers_become_logs():
+    """pybpf run on an object with a ring buffer and a perf buffer: each record of both
+    is one log record named by its map, with the BTF fields as attributes."""
+    obj = compile_test_bpf("cli_run")
+    me = os.getpid()
+    with Receiver() as rx:
+        p, _, _ = start(["run", obj, "--set", f"targ_pid={me}", "--set", "tag=42", "--otlp",
+                         rx.endpoint], "attached")
+        try:
+            for _ in range(3):
+                os.getcwd()
+            deadline = time.monotonic() + 10
+            while len(rx.log_records()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            out, err = stop(p)
+        logs = rx.log_records()
+    assert p.returncode == 0, err
+    comm = open(f"/proc/{me}/comm").read().strip()
+    got = sorted((r.body.string_value, attrs(r.attributes)["tag"]) for _, r in logs)
+    assert got == [("cli_events", 42)] * 3 + [("cli_perf", -42)] * 3
+    for _, r in logs:
+        a = attrs(r.attributes)
+        assert (a["pid"], a["ppid"], a["comm"]) == (me, os.getppid(), comm)
+        # no timestamp field in this record: the time is when pybpf read it
+        assert r.time_unix_nano == r.observed_time_unix_nano
