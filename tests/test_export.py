@@ -21,13 +21,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import prometheus_client.parser as prometheus_parser  # the test extra (scripts/setup.sh)
 import pytest
 from _child import run_child
+from _otlp_receiver import Receiver, attrs
 from conftest import compile_test_bpf
-
-prometheus_parser = pytest.importorskip("prometheus_client.parser")
-pytest.importorskip("opentelemetry.proto")
-from _otlp_receiver import Receiver, attrs  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
