@@ -824,3 +824,36 @@ def test_run_perf_and_ring_buffers_become_logs():
         assert (a["pid"], a["ppid"], a["comm"]) == (me, os.getppid(), comm)
         # no timestamp field in this record: the time is when pybpf read it
         assert r.time_unix_nano == r.observed_time_unix_nano
+
+
+def test_map_metrics_options_in_process(run_args):
+    """The Python API: which maps, gauges, relabelling; the families as the exporters
+    see them (in a child interpreter)."""
+    obj = run_args[1][0]
+    r = run_child("""
+        import pybpf
+        from pybpf.export import MapMetrics
+        obj = pybpf.Object.open(P["obj"])
+        for k in ("targ_pid", "targ_ppid"):
+            obj.set_rodata(k, os.getpid())
+        fd = os.open("/dev/null", os.O_WRONLY)
+        obj.set_rodata("targ_fd", fd)
+        obj.load(); obj.attach()
+        for s in P["sizes"]:
+            os.write(fd, b"x" * s)
+        mm = MapMetrics(obj, name="w", maps=["write_calls", "write_hist", "exec_counts"],
+                        gauges=["write_calls"],
+                        labels={"write_hist": lambda lb: {"fd": lb["key"]}})
+        fams = {f.name: f for f in mm()}
+        out = {n: [f.kind, [(s.labels, getattr(s, "value", None) if f.kind != "histogram"
+                              else [s.count, s.sum]) for s in f.series]]
+               for n, f in fams.items()}
+        obj.close()
+        emit({"fams": out, "after_close": len(mm()), "fd": fd})
+    """, params={"obj": obj, "sizes": SIZES}, timeout=60)
+    fams = r["fams"]
+    assert sorted(fams) == ["pybpf_w_write_calls", "pybpf_w_write_hist_slots"]  # no execs
+    assert fams["pybpf_w_write_calls"] == ["gauge", [[{"key": "0"}, len(SIZES)]]]
+    assert fams["pybpf_w_write_hist_slots"] == \
+        ["histogram", [[{"fd": str(r["fd"])}, [len(SIZES), sum(SIZES)]]]]
+    assert r["after_close"] == 0  # a closed object has no metrics, no error

@@ -274,12 +274,13 @@ class MapMetrics:
                 elif k != sum_key:
                     self._leaves(b, metric_name(name, k), map_label, labels, v, help_,
                                  [*path, k])
-        elif isinstance(val, list) and val and all(_is_num(x) for x in val):
+        elif isinstance(val, list) and val:
             if self._is_hist(map_label, path, val):
                 self._histogram(b, name, labels, val, None, help_)
                 return
-            for i, x in enumerate(val):
-                self._leaves(b, name, map_label, {**labels, "index": str(i)}, x, help_, path)
+            index = "index" if "index" not in labels else f"index_{len(path)}"
+            for i, x in enumerate(val):  # numbers, or structs: one series per element
+                self._leaves(b, name, map_label, {**labels, index: str(i)}, x, help_, path)
 
     def _is_hist(self, map_label: str, path: list[str], val: Any) -> bool:
         if not (isinstance(val, list) and len(val) > 1
