@@ -857,3 +857,40 @@ def test_map_metrics_options_in_process(run_args):
     assert fams["pybpf_w_write_hist_slots"] == \
         ["histogram", [[{"fd": str(r["fd"])}, [len(SIZES), sum(SIZES)]]]]
     assert r["after_close"] == 0  # a closed object has no metrics, no error
+
+
+def test_agent_detaches_before_it_flushes_and_exits(tmp_path):
+    """SIGTERM: the links are gone while the agent still runs (it is then flushing to a
+    collector that takes 3 s to answer), not merely because the process ended."""
+    import pybpf
+
+    obj = compile_test_bpf("export_metrics")
+    cfg = tmp_path / "agent.toml"
+    with Receiver(delay=3.0) as rx:
+        cfg.write_text(f'[agent]\notlp = "{rx.endpoint}"\n\n[[probe]]\nname = "w"\n'
+                       f'object = "{obj}"\nrodata = {{ targ_pid = 1 }}\n')
+        p = subprocess.Popen([sys.executable, "-m", "pybpf", "agent", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env())
+        err = _Lines(p.stderr)
+        try:
+            err.wait("running 1 probes: w")
+            links = set(_own_links(p.pid))
+            assert len(links) == 2
+            p.send_signal(signal.SIGTERM)
+            gone_while_alive = False
+            deadline = time.monotonic() + 30
+            while p.poll() is None and time.monotonic() < deadline:
+                live = {li.id for li in pybpf.list_links()}
+                if not links & live:
+                    gone_while_alive = p.poll() is None
+                    break
+                time.sleep(0.02)
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert gone_while_alive, "".join(err.lines)
+    assert p.returncode == 0, "".join(err.lines)
+    assert rx.of("/v1/metrics")  # the last export did go out
