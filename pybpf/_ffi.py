@@ -112,6 +112,7 @@ def _pybpf_on_log(level: int, msg: Any) -> None:
 
 
 lib.pybpf_log_install()
+_log_debug = lib.pybpf_log_debug
 
 
 @contextlib.contextmanager
@@ -122,12 +123,16 @@ def capture() -> Iterator[list[str]]:
         stack = _tls.captures = []
     lines: list[str] = []
     stack.append(lines)
+    # libbpf's debug lines reach Python only when someone logs them (C drops the rest)
+    _log_debug(logger.isEnabledFor(logging.DEBUG))
     try:
         yield lines
     finally:
         stack.pop()
         if stack:
             stack[-1].extend(lines)
+        else:
+            _log_debug(1)  # outside capture(): every line reaches the logger's own check
 
 
 def cstr(value: str | bytes | None) -> Any:

@@ -141,7 +141,7 @@ def check_object(data: bytes, name: str) -> None:
     shipped probes (benchmarks/bench_open.py); an object that already passed
     in this process costs one hash.
     """
-    digest = hashlib.blake2b(data, digest_size=16).digest()
+    digest = hashlib.sha256(data).digest()  # SHA-NI: half the time of blake2b
     if digest in _passed:
         return
     try:

@@ -158,7 +158,7 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
         progs = list(obj.programs)
         sections = {}
         for sname, sec in obj.sections.items():
-            sections[sname] = {v: c for v, (_, c) in sec._vars.items()}
+            sections[sname] = {v: sec._var(v)[1] for v in sec._vars}
         obj_name = obj.name
 
     src_ref = os.path.abspath(path)

@@ -33,7 +33,7 @@ from ._fd import FD, Stage
 from .btf import BTF, BTFKind
 from .errors import ClosedError, StateError
 from .maps import Map, OpenMap
-from .types import Codec, codec_for
+from .types import Codec, as_codec, codec_for
 
 __all__ = ["Section", "Globals"]
 
@@ -51,17 +51,19 @@ def _unmap(mm: mmap.mmap) -> None:
 class Section:
     """The variables of one data section, as attributes (and ``sec["name"]``)."""
 
-    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_mm", "_mm_owner", "_size",
-                 "_pending", "_readonly", "_closed", "_lock")
+    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_btf", "_codecs", "_mm",
+                 "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
 
-    def __init__(self, stage: Stage, m: OpenMap, name: str,
-                 variables: dict[str, tuple[int, Codec]], size: int) -> None:
+    def __init__(self, stage: Stage, m: OpenMap, name: str, btf: BTF,
+                 variables: dict[str, tuple[int, int, int]], size: int) -> None:
         sa = object.__setattr__
         sa(self, "_stage", stage)
         sa(self, "_open", m)
         sa(self, "_live", None)
         sa(self, "_name", name)
-        sa(self, "_vars", variables)
+        sa(self, "_vars", variables)  # name -> (offset, BTF type id, size)
+        sa(self, "_btf", btf)
+        sa(self, "_codecs", {})  # name -> Codec, built on the variable's first use
         sa(self, "_mm", None)
         sa(self, "_mm_owner", None)
         sa(self, "_size", size)
@@ -156,11 +158,28 @@ class Section:
     # --- attributes --------------------------------------------------------------
     def _var(self, name: str) -> tuple[int, Codec]:
         try:
-            return self._vars[name]  # type: ignore[no-any-return]
+            off, tid, _size = self._vars[name]
         except KeyError:
             raise AttributeError(f"{self._stage.name}: section {self._name} has no variable "
                                  f"{name!r} (variables: {', '.join(self._vars) or 'none'})"
                                  ) from None
+        c = self._codecs.get(name)
+        if c is None:
+            c = self._codecs[name] = codec_for(self._btf, tid)
+        return off, c
+
+    def set_type(self, name: str, spec: Any) -> None:
+        """Read and write variable ``name`` as another type of the same size: a C
+        declaration (``"struct event { ... }"``), a ``ctypes.Structure``, a numpy dtype,
+        a generated class, a BTF type, a scalar name (see :func:`pybpf.typespec.btf_type`).
+        Costs one conversion (a clang run for an uncached C declaration)."""
+        try:
+            _off, _tid, size = self._vars[name]
+        except KeyError:
+            self._var(name)  # the AttributeError naming the variables
+            raise
+        self._codecs[name] = as_codec(spec, size, f"{self._stage.name}: {self._name} "
+                                                  f"variable {name!r}")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -190,7 +209,7 @@ class Section:
 
     def _asdict(self) -> dict[str, Any]:
         """Every variable's current value."""
-        return {n: self._read(off, c) for n, (off, c) in self._vars.items()}
+        return {n: self._read(*self._var(n)) for n in self._vars}
 
     @property
     def map(self) -> Map | OpenMap:
@@ -219,13 +238,11 @@ class Globals:
             if sec.kind != BTFKind.DATASEC or not sec.name.startswith((".data", ".bss",
                                                                          ".rodata")):
                 continue
-            variables: dict[str, tuple[int, Codec]] = {}
+            variables: dict[str, tuple[int, int, int]] = {}
             for v in sec.members:
-                vt = btf.types[v.type]
-                if vt.kind != BTFKind.VAR:
-                    continue
-                variables[vt.name] = (v.offset, codec_for(btf, v.type))
-            self.sections[sec.name] = Section(stage, m, sec.name, variables, sec.size or
+                if btf.kind_of(v.type) == BTFKind.VAR:
+                    variables[v.name] = (v.offset, v.type, v.size)
+            self.sections[sec.name] = Section(stage, m, sec.name, btf, variables, sec.size or
                                               m.value_size)
 
     def section(self, name: str, obj_name: str) -> Section:
