@@ -25,6 +25,7 @@ from .errors import (
     NotSupportedError,
     ObjectError,
     StateError,
+    TypeSpecError,
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
@@ -35,6 +36,7 @@ from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
 from .ringbuf import RecordBatch, RingBuffer, UserRingBuffer
 from .types import CStr, Struct, Union
+from .typespec import btf_type
 
 __version__ = "0.1.0"
 
@@ -43,7 +45,7 @@ __all__ = [
     "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",
-    "ProgramInfo", "StateError",
+    "ProgramInfo", "StateError", "TypeSpecError", "btf_type",
     "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "MIN_LIBBPF", "LibbpfVersionError", "libbpf_capabilities",

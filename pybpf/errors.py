@@ -35,6 +35,7 @@ __all__ = [
     "MapError",
     "NotSupportedError",
     "BPFPermissionError",
+    "TypeSpecError",
     "ClosedError",
     "StateError",
     "errno_name",
@@ -249,4 +250,14 @@ class StateError(BPFError):
     instead ("load the object first", "only before load")."""
 
     def __init__(self, message: str, *, err: int = _errno.EBUSY) -> None:
+        super().__init__(err, message)
+
+
+class TypeSpecError(BPFError, TypeError):
+    """A value type given as a C declaration, a ctypes type or a numpy dtype cannot be
+    turned into BTF: an unsupported member (a pointer, ``c_wchar``, a big-endian type...),
+    a declaration that does not compile, or no clang and no cached BTF for it. The
+    message names the type and member. Also a ``TypeError``."""
+
+    def __init__(self, message: str, *, err: int = _errno.EINVAL) -> None:
         super().__init__(err, message)

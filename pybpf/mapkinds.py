@@ -240,13 +240,22 @@ class TypedMap(Map, Generic[K, V]):
         return cast(Codec, self._vc)
 
     def set_types(self, key: Any = None, value: Any = None) -> None:
-        """Use these types instead of BTF's: a generated class, a BTF type
-        (``obj.btf["event"]``), a :class:`~pybpf.types.Codec`, ``"u32"``-style names
-        or ``bytes``. Sizes must match the map's."""
+        """Use these types instead of BTF's: for types the object lacks, a C declaration
+        (``"struct event { __u32 pid; ... }"``), a ``ctypes.Structure`` or a numpy dtype
+        (:func:`pybpf.typespec.btf_type`); else a generated class, a BTF type
+        (``obj.btf["event"]``), the name of a type in the map's BTF, a
+        :class:`~pybpf.types.Codec`, ``"u32"``-style names or ``bytes``. Sizes must match
+        the map's. Costs one conversion (a clang run for an uncached C declaration)."""
+        btf = None
+        if isinstance(key, str) or isinstance(value, str):
+            btf = self._btf_and_ids()[0]
+        kc = vc = None
         if key is not None:
-            self._kc = as_codec(key, self.key_size, f"map {self.name!r} key")
+            kc = as_codec(key, self.key_size, f"map {self.name!r} key", btf=btf)
         if value is not None:
-            self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
+            vc = as_codec(value, self.value_size, f"map {self.name!r} value", btf=btf)
+        self._kc = kc or self._kc
+        self._vc = vc or self._vc
         self._ops = None
 
     def _make_ops(self) -> Any:

@@ -23,7 +23,7 @@ FLOORS: dict[str, float] = {
     "_sysinfo": 1, "_maptypes": 1,
     # 2-3: BTF, then values built from BTF
     "btf": 2, "symbolize": 2, "toolchain": 2, "_walk": 2, "_sections": 2,
-    "types": 3, "values": 3,
+    "types": 3, "values": 3, "typespec": 2.5,
     # 4: kernel objects that need nothing above them; feature probes
     "maps": 4, "link": 4, "features": 4, "_usdt": 4.5,
     # 5-7: walks, typed maps, globals, readers, attach mechanics, programs
