@@ -162,6 +162,7 @@ _SIZED = frozenset({BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.STRUCT, B
 _PREFERRED = (BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.TYPEDEF,
               BTFKind.INT)
 _KINDS = tuple(BTFKind)
+_new_type = object.__new__
 
 
 class _Types(Sequence[BTFType]):
@@ -355,8 +356,13 @@ class BTF:
         pos += 12
         kind = _KINDS[(info >> 24) & 0x1F]
         vlen = info & 0xFFFF
-        name = self.string_at(name_off) if name_off else ""
-        t = BTFType(tid, kind, name, kind_flag=bool(info >> 31), _btf=self)
+        # (the dataclass __init__ with its 14 fields costs more than the rest of this:
+        # set what differs from the class-level defaults)
+        t = _new_type(BTFType)
+        t.id, t.kind, t.name, t.members, t._btf = (
+            tid, kind, self.string_at(name_off) if name_off else "", [], self)
+        if info >> 31:
+            t.kind_flag = True
         if kind in _SIZED:
             t.size = size_type
         else:

@@ -222,41 +222,74 @@ class Section:
 
 
 class Globals:
-    """The data sections of one object, by ELF section name."""
+    """The data sections of one object, by ELF section name. A section's variables are
+    read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
     def __init__(self, stage: Stage, btf: BTF | None, maps: Mapping[str, OpenMap]) -> None:
-        self.sections: dict[str, Section] = {}
+        self._stage = stage
+        self._btf = btf
+        self._lock = threading.Lock()
+        self._decl: dict[str, tuple[OpenMap, int]] = {}  # section -> (map, DATASEC id)
+        self._built: dict[str, Section] = {}
+        self._live: Mapping[str, Map] | None = None
+        self._closed = False
         if btf is None:
             return
         for m in maps.values():
             if not m.internal:
                 continue
             vid = m.btf_value_type_id
-            if not vid:
+            if not vid or btf.kind_of(vid) != BTFKind.DATASEC:
                 continue
-            sec = btf.types[vid]
-            if sec.kind != BTFKind.DATASEC or not sec.name.startswith((".data", ".bss",
-                                                                         ".rodata")):
-                continue
-            variables: dict[str, tuple[int, int, int]] = {}
-            for v in sec.members:
-                if btf.kind_of(v.type) == BTFKind.VAR:
-                    variables[v.name] = (v.offset, v.type, v.size)
-            self.sections[sec.name] = Section(stage, m, sec.name, btf, variables, sec.size or
-                                              m.value_size)
+            name = btf.name_of(vid)
+            if name.startswith((".data", ".bss", ".rodata")):
+                self._decl[name] = (m, vid)
+
+    def _build(self, name: str) -> Section:
+        sec = self._built.get(name)
+        if sec is not None:
+            return sec
+        m, vid = self._decl[name]
+        btf = self._btf
+        assert btf is not None
+        ds = btf.types[vid]
+        variables: dict[str, tuple[int, int, int]] = {}
+        for v in ds.members:
+            if btf.kind_of(v.type) == BTFKind.VAR:
+                variables[v.name] = (v.offset, v.type, v.size)
+        with self._lock:
+            sec = self._built.get(name)
+            if sec is None:
+                sec = Section(self._stage, m, name, btf, variables, ds.size or m.value_size)
+                if self._live is not None:
+                    sec._after_load(self._live.get(m.name))
+                if self._closed:
+                    sec._close()
+                self._built[name] = sec
+        return sec
+
+    @property
+    def sections(self) -> dict[str, Section]:
+        """Every data section (builds those not used yet)."""
+        return {name: self._build(name) for name in self._decl}
 
     def section(self, name: str, obj_name: str) -> Section:
-        try:
-            return self.sections[name]
-        except KeyError:
+        if name not in self._decl:
             raise AttributeError(f"{obj_name}: no {name} section (sections: "
-                                 f"{', '.join(self.sections) or 'none'})") from None
+                                 f"{', '.join(self._decl) or 'none'})")
+        return self._build(name)
 
     def after_load(self, live: Mapping[str, Map]) -> None:
         """The object loaded: each section now reads and writes its live map."""
-        for s in self.sections.values():
+        with self._lock:
+            self._live = live
+            built = list(self._built.values())
+        for s in built:
             s._after_load(live.get(s._open.name))
 
     def close(self) -> None:
-        for s in self.sections.values():
+        with self._lock:
+            self._closed = True
+            built = list(self._built.values())
+        for s in built:
             s._close()
