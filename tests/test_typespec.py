@@ -404,3 +404,31 @@ def test_gen_map_type(bpf_obj: Any, tmp_path: Path) -> None:
         v = skel.maps.recorded[COOKIES[1]]
         assert isinstance(v, ts_skel.ts_event)
         assert as_dict(v, "c") == expected(COOKIES[1], tid, comm)
+
+
+class UserReq(ctypes.Structure):
+    _fields_ = [("idx", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("value", ctypes.c_uint64)]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_user_ringbuf_encode(bpf_obj: Any, form: str) -> None:
+    """encode= with each form: the program (tests/bpf/events.bpf.c) drains each request
+    into out[idx] = value."""
+    from _events_obj import events_object
+
+    spec: Any = {"c": "struct req_given { __u32 idx; __u32 flags; __u64 value; };",
+                 "ctypes": UserReq}.get(form)
+    if form == "c" and not _have_clang():
+        pytest.skip("no clang to compile the C declaration")
+    if form == "numpy":
+        np = pytest.importorskip("numpy")
+        spec = np.dtype([("idx", "<u4"), ("flags", "<u4"), ("value", "<u8")])
+    with events_object(bpf_obj("events")) as ev:
+        with pybpf.UserRingBuffer(ev.maps["urb"], encode=spec) as urb:
+            urb.submit({"idx": 4, "value": 4444})
+            urb.submit((5, 0, 5555))
+            os.getpgid(0)  # the program drains on this syscall
+        for idx, value in ((4, 4444), (5, 5555)):
+            raw = ev.maps["out"].lookup(idx.to_bytes(4, "little"))
+            assert raw is not None and int.from_bytes(raw, "little") == value
