@@ -17,7 +17,10 @@ and user ring buffers, ``RecordBatch.numpy()``, globals (``Section.set_type``),
 
 C declarations: the text is compiled with clang (``-target bpf -g``) after a
 prelude defining ``__u8``..``__u64``, ``__s8``..``__s64``, ``u8``..``u64``,
-``s8``..``s64``, ``bool`` and the ``__be``/``__le`` types; the type is the last
+``s8``..``s64``, ``bool``, the ``__be``/``__le`` types, ``pid_t``, ``uid_t``,
+``gid_t``, ``TASK_COMM_LEN``, ``NAME_MAX`` and ``PATH_MAX``; a declaration that
+needs kernel types (``struct in6_addr``...) is compiled again with the running
+kernel's ``vmlinux.h`` (bpftool) when that is at hand. The type is the last
 declaration (``struct X {...}``, ``union X {...}``, ``enum X {...}`` or a
 ``typedef``), earlier ones may define what it uses. The BTF clang made is cached
 by the text's SHA-256 in ``$PYBPF_TYPE_CACHE`` (``os.pathsep``-separated
@@ -328,6 +331,16 @@ typedef __u32 u32; typedef __s32 s32; typedef __u64 u64; typedef __s64 s64;
 typedef __u16 __be16; typedef __u32 __be32; typedef __u64 __be64;
 typedef __u16 __le16; typedef __u32 __le32; typedef __u64 __le64;
 typedef _Bool bool;
+typedef int pid_t; typedef unsigned int uid_t; typedef unsigned int gid_t;
+#ifndef TASK_COMM_LEN
+#define TASK_COMM_LEN 16
+#endif
+#ifndef NAME_MAX
+#define NAME_MAX 255
+#endif
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
 """
 _ANCHOR = "__pybpf_type"
 _CACHE_VERSION = b"pybpf-type-1\0"
@@ -470,16 +483,25 @@ def _compile(text: str) -> bytes:
             "`pybpf build --type '<the declaration>' --type-cache DIR` where clang is and "
             "set PYBPF_TYPE_CACHE=DIR here", err=errno.ENOENT) from None
     src = f"{_PRELUDE}#line 1 \"<declaration>\"\n{text}\n;\n{anchor}\n"
+    first_error = ""
     with tempfile.TemporaryDirectory(prefix="pybpf-type-") as tmp:
         out = os.path.join(tmp, "t.o")
-        r = subprocess.run([clang, "-target", "bpf", "-g", "-O2", "-c", "-x", "c", "-",
-                            "-o", out], input=src, capture_output=True, text=True,
-                           timeout=120)
-        if r.returncode:
+        for kernel_types in (False, True):
+            cmd = [clang, "-target", "bpf", "-g", "-O2", "-c", "-x", "c", "-", "-o", out]
+            body = src
+            if kernel_types:  # again, with every type of the running kernel
+                try:
+                    cmd[1:1] = ["-I", toolchain.vmlinux_h()]
+                except (OSError, ValueError):
+                    break
+                body = "#include <vmlinux.h>\n" + src
+            r = subprocess.run(cmd, input=body, capture_output=True, text=True, timeout=300)
+            if r.returncode == 0:
+                return _elf_btf(Path(out).read_bytes(), text)
             errs = [ln for ln in r.stderr.splitlines() if "error:" in ln]
-            first = (errs or r.stderr.strip().splitlines() or ["clang failed"])[0].strip()
-            raise TypeSpecError(f"C declaration {_short(text)!r} does not compile: {first}")
-        return _elf_btf(Path(out).read_bytes(), text)
+            first_error = first_error or (
+                errs or r.stderr.strip().splitlines() or ["clang failed"])[0].strip()
+    raise TypeSpecError(f"C declaration {_short(text)!r} does not compile: {first_error}")
 
 
 def _elf_btf(data: bytes, text: str) -> bytes:

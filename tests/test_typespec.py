@@ -432,3 +432,24 @@ def test_user_ringbuf_encode(bpf_obj: Any, form: str) -> None:
         for idx, value in ((4, 4444), (5, 5555)):
             raw = ev.maps["out"].lookup(idx.to_bytes(4, "little"))
             assert raw is not None and int.from_bytes(raw, "little") == value
+
+
+def test_declaration_using_kernel_types() -> None:
+    """A declaration naming kernel types compiles against the running kernel's vmlinux.h;
+    the layout is the kernel's (from its BTF, read independently here)."""
+    if not _have_clang():
+        pytest.skip("no clang")
+    try:
+        toolchain.vmlinux_h()
+    except (OSError, ValueError) as e:
+        pytest.skip(f"no vmlinux.h: {e}")
+    t = btf_type(f"struct kt_{os.getpid()} {{ struct in6_addr saddr; pid_t pid; "
+                 "char comm[TASK_COMM_LEN]; };")
+    kernel = pybpf.BTF.vmlinux()
+    in6 = kernel.find("in6_addr", pybpf.BTFKind.STRUCT)
+    assert in6 is not None
+    c = t.codec
+    assert [m.byte_off for m in c.members] == [0, in6.size, in6.size + 4]
+    assert c.size == in6.size + 4 + 16
+    v = c.decode(bytes(range(16)) + (1234).to_bytes(4, "little") + b"bash".ljust(16, b"\0"))
+    assert (v.saddr.in6_u.u6_addr8, v.pid, v.comm.str) == (bytes(range(16)), 1234, "bash")
