@@ -178,8 +178,11 @@ class Section:
         except KeyError:
             self._var(name)  # the AttributeError naming the variables
             raise
-        self._codecs[name] = as_codec(spec, size, f"{self._stage.name}: {self._name} "
-                                                  f"variable {name!r}")
+        what = f"{self._stage.name}: {self._name} variable {name!r}"
+        c = as_codec(spec, None, what)
+        if c.size != size:
+            raise ValueError(f"{what} is {size} bytes, {c.name} is {c.size}")
+        self._codecs[name] = c
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

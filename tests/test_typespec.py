@@ -453,3 +453,16 @@ def test_declaration_using_kernel_types() -> None:
     assert c.size == in6.size + 4 + 16
     v = c.decode(bytes(range(16)) + (1234).to_bytes(4, "little") + b"bash".ljust(16, b"\0"))
     assert (v.saddr.in6_u.u6_addr8, v.pid, v.comm.str) == (bytes(range(16)), 1234, "bash")
+
+
+def test_set_type_checks_the_size(bpf_obj: Any) -> None:
+    with pybpf.Object.open(bpf_obj("typespec")) as obj:
+        with pytest.raises(ValueError, match=r"\.bss variable 'last_event' is 40 bytes, "
+                                             r"UserReq is 16"):
+            obj.bss.set_type("last_event", UserReq)
+        with pytest.raises(AttributeError, match="no variable 'nope'"):
+            obj.bss.set_type("nope", UserReq)
+        with pytest.raises(ValueError, match=r"map 'recorded' value: UserReq is 16 bytes"):
+            obj.maps["recorded"].set_types(value=UserReq)
+        obj.bss.set_type("last_event", TsEvent)
+        assert obj.bss.last_event.cookie == 0  # zeroed before load
