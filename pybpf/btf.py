@@ -427,7 +427,7 @@ class BTF:
         out = ffi.new("__u32[20]")
         key = name.encode()
         base = self.base
-        base_strs = base._strs_c if base is not None else ffi.NULL
+        base_strs = base._all_strings_c() if base is not None else ffi.NULL
         lib.pybpf_btf_find(self._types_c, self._offs, self._n, self._first, base_strs,
                            self._str_base, self._strs_c, len(self._strings), key, len(key), out)
         ids = list(out)
@@ -436,6 +436,18 @@ class BTF:
         if len(self._found) < 4096:
             self._found[name] = ids
         return ids
+
+    def _all_strings_c(self) -> Any:
+        """Every string this blob can name (its base's first), as one C buffer."""
+        c = self.__dict__.get("_all_c")
+        if c is None:
+            if self.base is None:
+                c = self._strs_c
+            else:  # a split BTF used as a base (rare): its strings follow its base's
+                c = ffi.new("char[]", bytes(ffi.buffer(self.base._all_strings_c(),
+                                                       self._str_base)) + self._strings)
+            self._all_c = c
+        return c
 
     def find(self, name: str, kind: BTFKind | None = None) -> BTFType | None:
         """The first type called ``name`` (of ``kind``); struct/union/enum/typedef first.
