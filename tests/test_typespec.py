@@ -171,7 +171,10 @@ def test_ring_perf_map_and_globals_decode(loaded: Any, form: str) -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_live_map_set_types_and_write(loaded: Any, form: str) -> None:
     spec = spec_of(form)
+    before = loaded.maps["recorded"]
     obj = loaded.load()
+    with pytest.raises(pybpf.StateError, match="set_types can only be set before load"):
+        before.set_types(value=spec)  # the description: too late once loaded
     m = obj.maps["recorded"]
     m.set_types(key="u32", value=spec)
     obj.attach()
