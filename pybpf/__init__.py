@@ -17,6 +17,7 @@ from ._ffi import lib as _lib
 from .btf import BTF, BTFKind, BTFType
 from .errors import (
     AttachError,
+    AttachWarning,
     BPFError,
     BPFPermissionError,
     ClosedError,
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CStr", "RawBatch", "Struct", "TypedMap", "Union", "create_map",
-    "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
+    "AttachError", "AttachWarning", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",
     "ProgramInfo", "StateError",

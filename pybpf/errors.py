@@ -37,6 +37,7 @@ __all__ = [
     "BPFPermissionError",
     "ClosedError",
     "StateError",
+    "AttachWarning",
     "errno_name",
     "describe_errno",
 ]
@@ -81,7 +82,11 @@ def describe_errno(err: int) -> str:
 
 
 class BPFError(OSError):
-    """Base of every pybpf error; ``.errno`` is set, ``.libbpf_log`` has libbpf's lines."""
+    """Base of every pybpf error; ``.errno`` is set, ``.libbpf_log`` has libbpf's lines.
+    ``.program`` / ``.map`` name the program or map concerned (None when none is)."""
+
+    program: str | None = None
+    map: str | None = None
 
     def __init__(self, err: int, message: str, *, libbpf_log: Sequence[str] = ()) -> None:
         super().__init__(err, message)
@@ -222,9 +227,12 @@ class NotSupportedError(BPFError):
     """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why."""
 
     def __init__(self, message: str, *, reason: str = "", err: int = _errno.EOPNOTSUPP,
+                 program: str | None = None, map: str | None = None,
                  libbpf_log: Sequence[str] = ()) -> None:
         super().__init__(err, message, libbpf_log=libbpf_log)
         self.reason = reason or message
+        self.program = program
+        self.map = map
 
 
 class BPFPermissionError(BPFError, PermissionError):
@@ -250,3 +258,8 @@ class StateError(BPFError):
 
     def __init__(self, message: str, *, err: int = _errno.EBUSY) -> None:
         super().__init__(err, message)
+
+
+class AttachWarning(UserWarning):
+    """``Object.attach()`` left loaded programs unattached because their sections name
+    no target (the message says which, and which ``attach_*`` call to make)."""

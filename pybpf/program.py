@@ -32,7 +32,13 @@ from .attach import sockets as _sockets
 from .attach import tc as _tc
 from .attach import uprobe_multi as _uprobe_multi
 from .attach._common import attach_error, libbpf_link
-from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
+from .errors import (
+    AttachError,
+    BPFError,
+    ClosedError,
+    NotSupportedError,
+    StateError,
+)
 from .link import IterLink, Link, socket_filter_link
 
 if TYPE_CHECKING:
@@ -79,6 +85,23 @@ _NEW_ATTACH_TYPES = {v: _LIBBPF_NAMES.get(k, k) for k, v in _sections.AT.items()
 def prog_type_name(t: int) -> str:
     s = lib.libbpf_bpf_prog_type_str(t)
     return ffi.string(s).decode() if s != ffi.NULL else _NEW_PROG_TYPES.get(t, f"prog_type_{t}")
+
+
+def _by_name(value: str | int, namer: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    for t in range(64):
+        if namer(t) == value:
+            return t
+    raise ValueError(f"unknown {what} {value!r} (libbpf's names, e.g. 'tracepoint')")
+
+
+def _prog_type_value(value: str | int) -> int:
+    return _by_name(value, prog_type_name, "program type")
+
+
+def _attach_type_value(value: str | int) -> int:
+    return _by_name(value, attach_type_name, "attach type")
 
 
 def attach_type_name(t: int) -> str:
@@ -194,11 +217,43 @@ class Program(Handle):
 
     @autoload.setter
     def autoload(self, value: bool) -> None:
-        ptr = self._raw()
-        if self._obj.loaded:
-            raise LoadError(_errno.EBUSY, f"program {self.name!r}: autoload can only be set "
-                                          "before load", program=self.name)
+        ptr = self._before_load("autoload")
         lib.bpf_program__set_autoload(ptr, bool(value))
+
+    def set_autoload(self, value: bool) -> None:
+        """``bpf_program__set_autoload``: whether ``load()`` loads this program (before
+        load; no syscall). Same as ``prog.autoload = value``."""
+        self.autoload = value
+
+    @property
+    def autoattach(self) -> bool:
+        """Whether :meth:`Object.attach` auto-attaches this program (settable any time
+        before ``attach()``; libbpf's ``bpf_program__set_autoattach``)."""
+        return bool(lib.bpf_program__autoattach(self._raw()))
+
+    @autoattach.setter
+    def autoattach(self, value: bool) -> None:
+        lib.bpf_program__set_autoattach(self._raw(), bool(value))
+
+    def set_type(self, prog_type: str | int) -> None:
+        """Change the program type before load (``bpf_program__set_type``), by libbpf's
+        name (``"raw_tracepoint"``) or number; no syscall."""
+        ptr = self._before_load("the program type")
+        value = _prog_type_value(prog_type)
+        err = lib.bpf_program__set_type(ptr, value)
+        if err:
+            raise error_for(-err, f"program {self.name!r}: cannot set type {prog_type!r}",
+                            kind=BPFError)
+
+    def set_expected_attach_type(self, attach_type: str | int) -> None:
+        """Change the expected attach type before load
+        (``bpf_program__set_expected_attach_type``), by libbpf's name or number."""
+        ptr = self._before_load("the expected attach type")
+        value = _attach_type_value(attach_type)
+        err = lib.bpf_program__set_expected_attach_type(ptr, value)
+        if err:
+            raise error_for(-err, f"program {self.name!r}: cannot set expected attach type "
+                            f"{attach_type!r}", kind=BPFError)
 
     @property
     def instruction_count(self) -> int:
@@ -206,10 +261,12 @@ class Program(Handle):
         return int(lib.bpf_program__insn_cnt(self._raw()))
 
     def _before_load(self, what: str) -> Any:
+        """libbpf's pointer for a setter of the spec: the one place every program setter
+        checks the state (StateError once the object is loaded)."""
         ptr = self._raw()
         if self._obj.loaded:
-            raise LoadError(_errno.EBUSY, f"program {self.name!r}: {what} can only be set "
-                                          "before load", program=self.name)
+            raise StateError(f"program {self.name!r}: {what} can only be set before load "
+                             "(the object is loaded; open it again to change it)")
         return ptr
 
     @property
@@ -318,9 +375,11 @@ class Program(Handle):
         """The loaded program's fd."""
         fd = int(lib.bpf_program__fd(self._raw()))
         if fd < 0:
-            raise LoadError(_errno.EBADF, f"program {self.name!r} is not loaded"
-                            + (" (autoload is off)" if not self.autoload else ""),
-                            program=self.name)
+            if not self._obj.loaded:
+                raise StateError(f"program {self.name!r} is not loaded: load the object "
+                                 "first (obj.load())", err=_errno.EBADF)
+            raise StateError(f"program {self.name!r} is not loaded (autoload is off)",
+                             err=_errno.EBADF)
         return fd
 
     def info(self) -> ProgramInfo:
@@ -862,9 +921,11 @@ def _holding_object(fn: Any) -> Any:
 # Every public method that uses libbpf's program pointer or the program fd.
 for _name, _fn in list(vars(Program).items()):
     if callable(_fn) and (_name.startswith("attach") or _name in (
-            "set_attach_target", "info", "pin", "test_run")):
+            "set_attach_target", "set_type", "set_expected_attach_type", "info", "pin",
+            "test_run")):
         setattr(Program, _name, _holding_object(_fn))
-for _name in ("type", "expected_attach_type", "autoload", "instruction_count", "log_level",
+for _name in ("type", "expected_attach_type", "autoload", "autoattach", "instruction_count",
+              "log_level",
               "log_size", "verifier_log", "fd"):
     _p = vars(Program)[_name]
     setattr(Program, _name, property(_holding_object(_p.fget),

@@ -62,7 +62,7 @@ def test_configure_before_load_then_frozen(bpf_obj):
             obj.set_rodata("nope", 1)
         obj.load()
         assert obj.maps["counts"].info().max_entries == 1000
-        with pytest.raises(LoadError, match="not loaded.*autoload is off"):
+        with pytest.raises(StateError, match="not loaded.*autoload is off"):
             _ = obj.programs["xdp_pass"].fd
         with pytest.raises(StateError, match="only be set before load"):
             obj.maps["counts"].max_entries = 5
