@@ -35,6 +35,7 @@ from .object import Object, load
 from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
 from .ringbuf import RecordBatch, RingBuffer, UserRingBuffer
+from .symbolize import Frame, UprobeTarget, resolve_uprobe
 from .types import CStr, Struct, Union
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "MIN_LIBBPF", "LibbpfVersionError", "libbpf_capabilities",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",
+    "Frame", "UprobeTarget", "resolve_uprobe",
 ]
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
 from ._fd import FD, Handle
-from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
+from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
 from .attach import cgroup as _cgroup
 from .attach import kprobe_multi as _kprobe_multi
@@ -40,6 +40,7 @@ from .errors import (
     StateError,
 )
 from .link import IterLink, Link, socket_filter_link
+from .symbolize import resolve_uprobe
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -494,6 +495,11 @@ class Program(Handle):
                 return self.attach_uprobe_multi(binary, pattern)
             if row.method == "attach_kprobe_multi":
                 return self.attach_kprobe_multi(target)
+        if row is not None and row.method == "attach_uprobe" and _sections.auto_attachable(sec):
+            # uprobe/BINARY:FUNC[+OFF]: through pybpf's resolver, as attach_uprobe()
+            binary, _, spec = self._section_target().rpartition(":")
+            func, _, off = spec.partition("+")
+            return self.attach_uprobe(binary, func or None, offset=int(off, 0) if off else 0)
         if row is not None and row.tracefs:
             _fs.ensure_tracefs()
         with capture() as log:
@@ -581,8 +587,10 @@ class Program(Handle):
                       cookie: int = 0, ref_ctr_offset: int = 0) -> Link:
         """``uprobe``/``uretprobe`` on ``function`` (a symbol) or ``offset`` in ``binary``.
 
-        ``binary`` is a path, or a library name such as ``"libc.so.6"`` that
-        libbpf resolves. ``pid=-1`` probes every process.
+        ``binary`` is a path, or a library name such as ``"libc.so.6"``; ``function``
+        is resolved by :func:`pybpf.symbolize.resolve_uprobe` (versioned aliases and
+        duplicates at one address are one function, as perf and BCC treat them; that
+        call also gives the resolved path and offset). ``pid=-1`` probes every process.
         """
         path = os.fspath(binary)
         if "/" in path and not os.path.exists(path):
@@ -594,13 +602,21 @@ class Program(Handle):
         opts.bpf_cookie = cookie
         opts.retprobe = ret
         opts.ref_ctr_offset = ref_ctr_offset
-        fname = cstr(function)
-        opts.func_name = fname
         what = function if function else hex(offset)
         if function and offset:
             what += f"+{offset:#x}"
         target = f"{'uretprobe' if ret else 'uprobe'} {path}:{what}" + (
             f" pid {pid}" if pid >= 0 else "")
+        if function:
+            # pybpf resolves the symbol itself (libbpf 1.1 refuses versioned aliases
+            # such as libc's clock_nanosleep as "ambiguous"): path and file offset
+            try:
+                resolved = resolve_uprobe(path, function)
+            except AttachError as e:
+                raise AttachError(e.errno, f"cannot attach program {self.name!r}: "
+                                  f"{e.message}", program=self.name, target=target) from None
+            path = resolved.path
+            offset += resolved.offset
         with capture() as log:
             ptr = lib.bpf_program__attach_uprobe_opts(self._raw(), pid, path.encode(), offset,
                                                       opts)

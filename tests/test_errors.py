@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import pybpf
-from pybpf import LoadError, NotSupportedError, ObjectError, VerifierError, features
+from pybpf import NotSupportedError, ObjectError, VerifierError, features
 
 
 def _fd_count() -> int:

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import pybpf
-from pybpf import ClosedError, LoadError, StateError
+from pybpf import ClosedError, StateError
 
 
 def test_libbpf_version():
