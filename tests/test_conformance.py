@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import pytest
-
 from _libbpf_tools import carve
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -53,6 +53,47 @@ int BPF_KRETPROBE(readline_ret, void *ret)
 	return 0;
 }
 
+/* Stacks for symbolize(): a uprobe records the user stack where it fires, keyed by
+ * its attach cookie; a tracepoint the kernel stack of a getppid() of target_pid. */
+const volatile __u32 target_pid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 256);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 64 * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __s64);
+} user_stack_of SEC(".maps"), kernel_stack_of SEC(".maps");
+
+SEC("uprobe")
+int BPF_KPROBE(user_stack)
+{
+	__u32 key = bpf_get_attach_cookie(ctx);
+	__s64 id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+
+	bpf_map_update_elem(&user_stack_of, &key, &id, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int kernel_stack(void *ctx)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__s64 id;
+
+	if (pid != target_pid)
+		return 0;
+	id = bpf_get_stackid(ctx, &stacks, 0);
+	bpf_map_update_elem(&kernel_stack_of, &pid, &id, BPF_ANY);
+	return 0;
+}
+
 SEC("fentry/pybpf_no_such_function_xyz")
 int BPF_PROG(missing_fentry)
 {
