@@ -613,7 +613,7 @@ class Program(Handle):
             try:
                 resolved = resolve_uprobe(path, function)
             except AttachError as e:
-                raise AttachError(e.errno, f"cannot attach program {self.name!r}: "
+                raise AttachError(e.errno or _errno.EINVAL, f"cannot attach program {self.name!r}: "
                                   f"{e.message}", program=self.name, target=target) from None
             path = resolved.path
             offset += resolved.offset

@@ -346,7 +346,7 @@ def load_elf(path: str) -> ElfSymbols | None:
                     base, _, ver = sym.name.partition("@")
                     hidden = bool(ver) and not ver.startswith("@")
                     if versym is not None:
-                        ndx = versym.get_symbol(i).entry["ndx"]
+                        ndx = versym.get_symbol(i).entry["ndx"]  # type: ignore[attr-defined]
                         hidden = isinstance(ndx, int) and bool(ndx & 0x8000)
                     weak = sym["st_info"]["bind"] == "STB_WEAK"
                     s = _Sym(value, size, weak, hidden, base)
