@@ -224,13 +224,16 @@ class MapError(BPFError):
 
 
 class NotSupportedError(BPFError):
-    """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why."""
+    """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why
+    (the probe's words); the message also names ``.errno`` (what this call got)."""
 
     def __init__(self, message: str, *, reason: str = "", err: int = _errno.EOPNOTSUPP,
                  program: str | None = None, map: str | None = None,
                  libbpf_log: Sequence[str] = ()) -> None:
-        super().__init__(err, message, libbpf_log=libbpf_log)
         self.reason = reason or message
+        if errno_name(err) not in message:  # the message names the errno it carries
+            message += f" ({describe_errno(err)})"
+        super().__init__(err, message, libbpf_log=libbpf_log)
         self.program = program
         self.map = map
 

@@ -443,7 +443,7 @@ class Program(Handle):
         feat = getattr(features, probe)()
         if not feat:
             raise NotSupportedError(f"cannot attach program {self.name!r}: {feat.reason}",
-                                    reason=feat.reason)
+                                    reason=feat.reason, program=self.name)
         return feat
 
     def _retprobe(self, retprobe: bool | None) -> bool:
