@@ -186,7 +186,90 @@ def offcputime(path: str, pid: int) -> None:
     obj.close()
 
 
-TOOLS: dict[str, Any] = {"runqlat": runqlat, "funclatency": funclatency,
+def _perf_stream(obj: Any, header: str, show: Any) -> None:
+    """Read the object's ``events`` perf buffer until SIGINT (after attaching)."""
+    import pybpf
+
+    pb = pybpf.PerfBuffer(obj.maps["events"], callback=show)
+    obj.attach()
+    print(header, flush=True)
+    stop: list[int] = []
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    print("READY", file=sys.stderr, flush=True)
+    while not stop:
+        pb.poll(0.05)
+    pb.consume()
+    obj.close()
+
+
+def _str(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode(errors="replace")
+
+
+# opensnoop.h: the event struct is not in the object's BTF (only the header has it)
+OPEN_EVENT = struct.Struct("<QIIii16x16s255s")  # (callers[2] unused)
+
+
+def opensnoop(path: str, pid: int) -> None:
+    import pybpf
+
+    obj = pybpf.Object.open(path)
+    obj.rodata.targ_tgid = pid
+    obj.load()
+
+    def show(data: bytes) -> None:
+        _ts, epid, _uid, ret, _flags, comm, fname = OPEN_EVENT.unpack_from(
+            bytes(data).ljust(OPEN_EVENT.size, b"\0"))
+        fd, err = (ret, 0) if ret >= 0 else (-1, -ret)
+        print(f"{epid:<6} {_str(comm):<16} {fd:>3} {err:>3} {_str(fname)}", flush=True)
+
+    _perf_stream(obj, f"{'PID':<6} {'COMM':<16} {'FD':>3} {'ERR':>3} PATH", show)
+
+
+SIG_EVENT = struct.Struct("<IIii16s")
+
+
+def sigsnoop(path: str, pid: int, sig: int) -> None:
+    import pybpf
+    from pybpf.names import signal_name
+
+    obj = pybpf.Object.open(path)
+    obj.select_programs(["sig_trace"])     # C: without -k, only signal_generate
+    obj.rodata.filtered_pid = pid
+    obj.rodata.target_signal = sig
+    obj.load()
+
+    def show(data: bytes) -> None:
+        epid, tpid, esig, ret, comm = SIG_EVENT.unpack_from(bytes(data).ljust(SIG_EVENT.size,
+                                                                               b"\0"))
+        print(f"{'00:00:00':<8} {epid:<7} {_str(comm):<16} {signal_name(esig):<9} {tpid:<7} "
+              f"{ret}", flush=True)
+
+    _perf_stream(obj, f"{'TIME':<8} {'PID':<7} {'COMM':<16} {'SIG':<9} {'TPID':<7} RESULT",
+                 show)
+
+
+READLINE_EVENT = struct.Struct("<I80s")
+
+
+def bashreadline(path: str) -> None:
+    import pybpf
+
+    obj = pybpf.Object.open(path)
+    obj.load()
+    # SEC("uretprobe/readline") names no binary: C attaches it to bash's readline
+    obj.programs["printret"].attach_uprobe("/bin/bash", "readline", retprobe=True)
+
+    def show(data: bytes) -> None:
+        pid, line = READLINE_EVENT.unpack_from(bytes(data).ljust(READLINE_EVENT.size, b"\0"))
+        print(f"{'00:00:00':<9} {pid:<7} {_str(line)}", flush=True)
+
+    obj.programs["printret"].autoattach = False   # attached above
+    _perf_stream(obj, f"{'TIME':<9} {'PID':<7} {'COMMAND'}", show)
+
+
+TOOLS: dict[str, Any] = {"opensnoop": opensnoop, "sigsnoop": sigsnoop,
+                         "bashreadline": bashreadline,"runqlat": runqlat, "funclatency": funclatency,
                          "syscount": syscount, "execsnoop": execsnoop,
                          "mountsnoop": mountsnoop, "offcputime": offcputime}
 

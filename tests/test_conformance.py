@@ -5,9 +5,11 @@ events, pids, paths and counts.
 
 Shapes: a log2 histogram with paired tp_btf/raw_tp programs (runqlat), a histogram
 in .bss over a uprobe on an aliased libc symbol (funclatency on clock_nanosleep), a
-hash of counters with a .rodata pid filter (syscount), a perf buffer stream with an
-unsigned .rodata filter (execsnoop -u), a ring buffer stream (mountsnoop) and stack
-traces from a map the object leaves unsized (offcputime).
+hash of counters with a .rodata pid filter (syscount), perf buffer streams with
+.rodata filters (execsnoop -u, an unsigned one; opensnoop -p; sigsnoop -p -s, whose
+front end also chooses its programs as the C tool does and names signals), a
+uretprobe whose section names no binary (bashreadline), a ring buffer stream
+(mountsnoop) and stack traces from a map the object leaves unsized (offcputime).
 """
 
 from __future__ import annotations
@@ -246,3 +248,93 @@ def test_offcputime_stacks_from_an_unsized_map(objdir):
     sc, sp = blocking(stacks(c_out)), blocking(stacks(py_out))
     assert any("do_select" in st for st in sc) and any("do_nanosleep" in st for st in sc), c_out
     assert sp == sc, (c_out, py_out)
+
+
+def test_opensnoop_perf_buffer_pid_filter(objdir, tmp_path):
+    c, obj = tool("opensnoop", objdir)
+    paths = [tmp_path / f"f{i}" for i in range(4)]
+    code = ("for p in %r:\n    open(p, 'w').close()\n"
+            "try:\n    open(%r)\nexcept OSError:\n    pass\n" % (
+                [str(p) for p in paths], str(tmp_path / "missing")))
+    w = workload(code)
+    pair = Pair([c, "-p", str(w.pid)], ["opensnoop", obj, str(w.pid)], attachments=4)
+    release(w)
+    c_out, py_out = pair.stop()
+
+    def seen(text: str) -> tuple[list[tuple[int, int, int]], list[str]]:
+        rows, got_paths = [], []
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            ints = [int(x) for x in parts[1:] if x.lstrip("-").isdigit()][:2]
+            if parts and parts[0] == str(w.pid) and len(ints) == 2:
+                rows.append((int(parts[0]), ints[0] >= 0, ints[1]))
+                if parts[-1].startswith("/"):
+                    got_paths.append(parts[-1])
+        return sorted(rows), got_paths
+
+    (c_rows, c_paths), (py_rows, py_paths) = seen(c_out), seen(py_out)
+    # the workload's opens: 4 that succeed, then one ENOENT, with their paths
+    mine = [str(p) for p in paths] + [str(tmp_path / "missing")]
+    assert [p for p in c_paths if p.startswith(str(tmp_path))] == mine, c_out
+    assert [p for p in py_paths if p.startswith(str(tmp_path))] == mine, py_out
+    assert py_rows == c_rows, (c_out, py_out)   # and the interpreter's own opens
+
+
+def test_sigsnoop_signal_names_and_filters(objdir):
+    c, obj = tool("sigsnoop", objdir)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        code = (f"import signal\nfor s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1):\n"
+                f"    os.kill({sleeper.pid}, 0)\n"
+                f"    os.kill({sleeper.pid}, s) if s == signal.SIGUSR2 else None\n")
+        w = workload(code)
+        usr2 = int(__import__("signal").SIGUSR2)
+        pair = Pair([c, "-n", "-p", str(w.pid), "-s", str(usr2)],
+                    ["sigsnoop", obj, str(w.pid), str(usr2)], attachments=1)
+        release(w)
+        c_out, py_out = pair.stop()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    def seen(text: str) -> list[tuple[str, ...]]:
+        return [tuple(ln.split()[1:]) for ln in text.splitlines()[1:] if ln.strip()]
+
+    assert seen(c_out) == [(str(w.pid), "python3", "SIGUSR2", str(sleeper.pid), "0")], c_out
+    assert seen(py_out) == seen(c_out), py_out
+
+
+def test_bashreadline_uretprobe_section_without_binary(objdir):
+    import pty
+
+    c, obj = tool("bashreadline", objdir)
+    if not os.path.exists("/bin/bash"):
+        pytest.skip("no /bin/bash")
+    pair = Pair([c], ["bashreadline", obj], attachments=1)
+    marker = f"pybpf_rl_{os.getpid()}"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+    try:
+        for cmd in (f"echo {marker}_1", f"echo {marker}_2", "exit"):
+            os.write(fd, (cmd + "\n").encode())
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            assert time.monotonic() < deadline, "bash did not exit"
+            try:
+                os.read(fd, 4096)
+            except OSError:
+                pass
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
+    c_out, py_out = pair.stop()
+
+    def seen(text: str) -> list[tuple[int, str]]:
+        return [(int(ln.split()[1]), " ".join(ln.split()[2:])) for ln in text.splitlines()
+                if marker in ln or ln.split()[-1:] == ["exit"]]
+
+    expected = [(pid, f"echo {marker}_1"), (pid, f"echo {marker}_2"), (pid, "exit")]
+    assert seen(c_out) == expected, c_out
+    assert seen(py_out) == expected, py_out

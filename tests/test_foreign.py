@@ -215,6 +215,7 @@ def test_missing_section_is_a_pybpf_error(bpf_obj):
 def test_every_setter_after_load_is_a_state_error(bpf_obj):
     """Issue 11: a setter after load is a StateError by construction, whichever."""
     with _open(bpf_obj("foreign"), keep=("exec_btf",)) as obj:
+        spec = obj.maps["unsized"]  # the OpenMap, kept across load
         obj.load()
         prog = obj.programs["exec_btf"]
         m = obj.maps["unsized"]
@@ -227,13 +228,18 @@ def test_every_setter_after_load_is_a_state_error(bpf_obj):
             lambda: obj.select_programs(None), lambda: obj.choose_alternatives(),
             lambda: setattr(m, "max_entries", 4), lambda: setattr(m, "value_size", 8),
             lambda: setattr(m, "key_size", 8), lambda: setattr(m, "flags", 0),
+            lambda: setattr(m, "pin_path", "/sys/fs/bpf/x"),
+            lambda: setattr(spec, "max_entries", 4), lambda: setattr(spec, "type", "array"),
+            lambda: setattr(spec, "key_size", 4), lambda: setattr(spec, "value_size", 8),
+            lambda: setattr(spec, "flags", 0), lambda: setattr(spec, "autocreate", False),
+            lambda: setattr(spec, "pin_path", None), lambda: spec.reuse_fd(m),
             lambda: obj.load(),
         ]
-        for i, setter in enumerate(setters):
+        for setter in setters:
             with pytest.raises(pybpf.StateError):
                 setter()
-            assert i >= 0
-        # a live operation before load is one too
+        assert obj.programs["exec_btf"].autoload and m.max_entries == 16
+    # a live operation before load is one too
     with pybpf.Object.open(bpf_obj("foreign")) as obj:
         with pytest.raises(pybpf.StateError, match="load the object first"):
             _ = obj.programs["exec_btf"].fd
