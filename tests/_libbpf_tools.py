@@ -269,9 +269,10 @@ def bashreadline(path: str) -> None:
 
 
 TOOLS: dict[str, Any] = {"opensnoop": opensnoop, "sigsnoop": sigsnoop,
-                         "bashreadline": bashreadline,"runqlat": runqlat, "funclatency": funclatency,
-                         "syscount": syscount, "execsnoop": execsnoop,
-                         "mountsnoop": mountsnoop, "offcputime": offcputime}
+                         "bashreadline": bashreadline, "runqlat": runqlat,
+                         "funclatency": funclatency, "syscount": syscount,
+                         "execsnoop": execsnoop, "mountsnoop": mountsnoop,
+                         "offcputime": offcputime}
 
 
 def main(argv: list[str]) -> None:

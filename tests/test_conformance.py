@@ -253,9 +253,8 @@ def test_offcputime_stacks_from_an_unsized_map(objdir):
 def test_opensnoop_perf_buffer_pid_filter(objdir, tmp_path):
     c, obj = tool("opensnoop", objdir)
     paths = [tmp_path / f"f{i}" for i in range(4)]
-    code = ("for p in %r:\n    open(p, 'w').close()\n"
-            "try:\n    open(%r)\nexcept OSError:\n    pass\n" % (
-                [str(p) for p in paths], str(tmp_path / "missing")))
+    code = (f"for p in {[str(p) for p in paths]!r}:\n    open(p, 'w').close()\n"
+            f"try:\n    open({str(tmp_path / 'missing')!r})\nexcept OSError:\n    pass\n")
     w = workload(code)
     pair = Pair([c, "-p", str(w.pid)], ["opensnoop", obj, str(w.pid)], attachments=4)
     release(w)
