@@ -575,7 +575,7 @@ class Object(Handle):
         for prog in self._programs.values():
             if not prog.autoload or not prog.autoattach:
                 continue
-            if _auto_attachable(prog.section):
+            if prog.auto_attachable:
                 todo.append(prog)
             else:
                 method = _sections.method_for(prog.section, prog.type) or "attach"
@@ -675,9 +675,6 @@ class Object(Handle):
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-_auto_attachable = _sections.auto_attachable  # the section table decides
 
 
 @contextlib.contextmanager

@@ -484,6 +484,10 @@ class Program(Handle):
         it knows, pybpf's own attach for the names it registered (one syscall or a few)."""
         sec = self.section
         row = _sections.lookup(sec)
+        if row is not None and not self.auto_attachable:
+            raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
+                              f"names no target to auto-attach to; use {row.method}(...)",
+                              program=self.name, target=sec)
         if row is not None and row.prefix in _sections.registered():
             target = self._section_target()
             if not _sections.auto_attachable(sec):
@@ -510,6 +514,16 @@ class Program(Handle):
                               "for its hook", program=self.name, target=sec)
         cls = IterLink if sec.startswith(("iter/", "iter.s/")) else Link
         return self._link(ptr, f"{self.type} {sec}", log, cls=cls)
+
+    @property
+    def auto_attachable(self) -> bool:
+        """Whether :meth:`attach_auto` can attach this program with no argument: its
+        section names its target (``tracepoint/cat/name``, ``uprobe//bin:f``...), or
+        it is a tp_btf/fentry/fexit/lsm program, whose target is fixed at load
+        (``set_attach_target``). No syscall."""
+        sec = self.section
+        return _sections.auto_attachable(sec) or \
+            _sections.method_for(sec, self.type) == "attach_trace"
 
     def attach_tracepoint(self, category: str, name: str, *, cookie: int = 0) -> Link:
         """``tracepoint``: e.g. ``("syscalls", "sys_enter_execve")``."""
@@ -611,7 +625,7 @@ class Program(Handle):
             # pybpf resolves the symbol itself (libbpf 1.1 refuses versioned aliases
             # such as libc's clock_nanosleep as "ambiguous"): path and file offset
             try:
-                resolved = resolve_uprobe(path, function)
+                resolved = resolve_uprobe(path, function, pid if pid > 0 else None)
             except AttachError as e:
                 raise AttachError(e.errno or _errno.EINVAL, f"cannot attach program {self.name!r}: "
                                   f"{e.message}", program=self.name, target=target) from None
@@ -940,9 +954,8 @@ for _name, _fn in list(vars(Program).items()):
             "set_attach_target", "set_type", "set_expected_attach_type", "info", "pin",
             "test_run")):
         setattr(Program, _name, _holding_object(_fn))
-for _name in ("type", "expected_attach_type", "autoload", "autoattach", "instruction_count",
-              "log_level",
-              "log_size", "verifier_log", "fd"):
+for _name in ("type", "expected_attach_type", "autoload", "autoattach", "auto_attachable",
+              "instruction_count", "log_level", "log_size", "verifier_log", "fd"):
     _p = vars(Program)[_name]
     setattr(Program, _name, property(_holding_object(_p.fget),
                                      _holding_object(_p.fset) if _p.fset else None,

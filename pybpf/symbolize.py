@@ -411,42 +411,69 @@ def _ld_so_dirs() -> list[str]:
     return dirs
 
 
-def resolve_library(name: str) -> str:
+def _mapped(pid: int | str, match: object) -> str | None:
+    """The first file mapped in process ``pid`` whose base name ``match`` accepts."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                path = line.split(maxsplit=5)[-1].strip()
+                if path.startswith("/") and match(os.path.basename(path)):  # type: ignore
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def resolve_library(name: str, pid: int | None = None) -> str:
     """The path of ``name``: itself when it has a slash; a library (``libc.so.6``) as
-    the dynamic loader finds it (``LD_LIBRARY_PATH``, this process's own mappings,
-    ``/etc/ld.so.conf``, the standard directories); a program through ``PATH``.
-    FileNotFoundError when nowhere. Reads a few directories, no syscall to BPF."""
+    the dynamic loader finds it (``LD_LIBRARY_PATH``, the libraries process ``pid``
+    (default: this one) has mapped, ``/etc/ld.so.conf``, the standard directories);
+    a program through ``PATH``; a short name as BCC and libbpf-tools take it (``"c"``:
+    the ``libc.so.*`` mapped or installed). For a ``pid``, the path is the one that
+    process sees (through ``/proc/PID/root``). FileNotFoundError when nowhere. Reads a
+    few directories, no syscall to BPF."""
     if "/" in name:
         return name
     is_lib = name.endswith(".so") or ".so." in name
+    root = f"/proc/{pid}/root" if pid is not None and pid > 0 else ""
+    where: int | str = pid if pid is not None and pid > 0 else "self"
+    machine = os.uname().machine
+    multi = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(machine, machine)
+    lib_dirs = ([d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+                + _ld_so_dirs() + [f"/lib/{multi}", f"/usr/lib/{multi}", "/lib64", "/usr/lib64",
+                                   "/lib", "/usr/lib"])
     if is_lib:
-        dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-        try:
-            with open("/proc/self/maps") as f:
-                for line in f:
-                    path = line.split(maxsplit=5)[-1].strip()
-                    if path.startswith("/") and os.path.basename(path) == name:
-                        return path
-        except OSError:
-            pass
-        machine = os.uname().machine
-        multi = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(machine,
-                                                                                 machine)
-        dirs += _ld_so_dirs() + [f"/lib/{multi}", f"/usr/lib/{multi}", "/lib64", "/usr/lib64",
-                                 "/lib", "/usr/lib"]
+        found = _mapped(where, lambda base: base == name)
+        if found:
+            return root + found
+        dirs = lib_dirs
     else:
         dirs = [d for d in os.environ.get("PATH", os.defpath).split(":") if d]
     for d in dirs:
         cand = os.path.join(d, name)
-        if os.path.isfile(cand):
-            return cand
+        if os.path.isfile(root + cand):
+            return root + cand
+    if not is_lib:  # "c" -> libc.so.6, as BCC and libbpf-tools read a short name
+        prefix = f"lib{name}.so"
+        found = _mapped(where, lambda base: base == prefix or base.startswith(prefix + "."))
+        if found:
+            return root + found
+        for d in lib_dirs:
+            try:
+                hits = sorted(f for f in os.listdir(root + d)
+                              if f == prefix or f.startswith(prefix + "."))
+            except OSError:
+                continue
+            if hits:
+                return root + os.path.join(d, hits[0])
     raise FileNotFoundError(_errno.ENOENT, f"{'library' if is_lib else 'program'} {name!r} "
                             "not found", name)
 
 
-def resolve_uprobe(binary: str, function: str) -> UprobeTarget:
+def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> UprobeTarget:
     """Resolve ``function`` of ``binary`` (a path, a library name such as
-    ``"libc.so.6"``, or a program on PATH) to the path and file offset a uprobe takes,
+    ``"libc.so.6"`` or ``"c"``, or a program on PATH: :func:`resolve_library`, in
+    process ``pid``'s view when given) to the path and file offset a uprobe takes,
     as perf and BCC do: versioned aliases and duplicates at one address
     (``clock_nanosleep@GLIBC_2.2.5`` and ``@@GLIBC_2.17``) are one function; where
     definitions differ, the default version, then a global over a weak symbol, wins.
@@ -455,7 +482,7 @@ def resolve_uprobe(binary: str, function: str) -> UprobeTarget:
     ambiguous, listing them (pass ``offset=`` instead). Reads the file's symbol
     tables once per file version."""
     try:
-        path = resolve_library(binary)
+        path = resolve_library(binary, pid)
     except FileNotFoundError as e:
         raise AttachError(_errno.ENOENT, f"cannot resolve {binary}:{function}: {e.strerror} "
                           "(searched LD_LIBRARY_PATH, the loaded libraries, ld.so.conf and "
@@ -486,7 +513,7 @@ def resolve_uprobe(binary: str, function: str) -> UprobeTarget:
         raise AttachError(_errno.ENOEXEC, f"cannot resolve {binary}:{function}: its address "
                           f"{addr:#x} is in no loadable segment of {path}",
                           target=f"{path}:{function}")
-    names = tuple(sorted({n for n, lst in syms.by_name.items() for s in lst if s.addr == addr},
+    names = tuple(sorted({n for n, lst in syms.by_name.items() for d in lst if d.addr == addr},
                          key=lambda n: _preference(n)))
     return UprobeTarget(path=path, offset=off, function=function, address=addr, names=names)
 

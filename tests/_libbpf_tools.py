@@ -77,8 +77,9 @@ def funclatency(path: str, pid: int, spec: str) -> None:
     obj.rodata.units = 0               # nsec
     obj.load()
     progs = obj.programs
-    progs["dummy_kprobe"].attach_uprobe(lib, func, retprobe=False)
-    progs["dummy_kretprobe"].attach_uprobe(lib, func, retprobe=True)
+    # C: "c:func" with -p resolves libc in that process; so does pybpf's resolver
+    progs["dummy_kprobe"].attach_uprobe(lib, func, pid=pid, retprobe=False)
+    progs["dummy_kretprobe"].attach_uprobe(lib, func, pid=pid, retprobe=True)
     print(f"Tracing {spec}.  Hit Ctrl-C to exit")
     _wait_sigint()
     print()

@@ -68,6 +68,15 @@ def test_uprobe_on_versioned_alias_resolves_like_perf(bpf_obj):
         obj.programs["on_add"].attach_uprobe("libc.so.6", "clock_nanosleep", pid=proc.pid)
         proc.communicate(b"go\n", timeout=30)
         assert hits(obj, 1, proc.pid) == 7  # UPROBE: counted by the program per pid
+    # a short library name in a process's view, as BCC and libbpf-tools read "c:func"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        seen = symbolize.resolve_uprobe("c", "clock_nanosleep", sleeper.pid)
+        assert seen.path.startswith(f"/proc/{sleeper.pid}/root/")
+        assert os.path.samefile(seen.path, target.path) and seen.offset == target.offset
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     with pytest.raises(pybpf.AttachError, match="symbol 'pybpf_none' not found in") as ei:
         symbolize.resolve_uprobe("libc.so.6", "pybpf_none")
     assert ei.value.errno == errno.ENOENT
@@ -252,6 +261,12 @@ def test_attach_reports_programs_it_cannot_auto_attach(bpf_obj):
         with pytest.raises(pybpf.AttachError, match="readline_ret.*attach_uprobe") as ei:
             obj.attach(strict=True)
         assert ei.value.program == "readline_ret" and obj.links == []
+        prog = obj.programs["readline_ret"]
+        assert not prog.auto_attachable and obj.programs["exec_btf"].auto_attachable
+        with pytest.raises(pybpf.AttachError, match="'uretprobe/readline' names no target.*"
+                           "attach_uprobe") as ei:
+            prog.attach()
+        assert ei.value.program == "readline_ret"
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             links = obj.attach()
