@@ -35,7 +35,10 @@ import ctypes.util
 import errno as _errno
 import os
 import re
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import AttachError
 
@@ -214,6 +217,7 @@ class _Sym:
     weak: bool
     hidden: bool
     name: str
+    ifunc: bool = False
 
 
 @dataclass
@@ -309,6 +313,46 @@ def _read_lines(path: str) -> list[tuple[int, str, int]]:
 
 _elf_cache: dict[tuple[str, int, int, int], ElfSymbols | None] = {}
 
+_STT_FUNC, _STT_GNU_IFUNC, _STB_WEAK = 2, 10, 2
+
+
+def _function_symbols(elf: Any) -> Iterator[_Sym]:
+    """Every defined function symbol of ``.symtab`` and ``.dynsym``, with its binding and
+    whether its version is hidden (``name@V``, not the default ``name@@V``). The tables
+    are read as raw arrays (pyelftools finds the sections): one pass, no per-symbol
+    parsing, so libc's take milliseconds."""
+    endian = "<" if elf.little_endian else ">"
+    wide = elf.elfclass == 64
+    fmt = struct.Struct(endian + ("IBBHQQ" if wide else "IIIBBH"))
+    for secname in (".symtab", ".dynsym"):
+        sec = elf.get_section_by_name(secname)
+        if sec is None or sec["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM"):
+            continue
+        strtab = elf.get_section(sec["sh_link"]).data()
+        data = sec.data()
+        versions = b""
+        if secname == ".dynsym":
+            vs = elf.get_section_by_name(".gnu.version")
+            versions = vs.data() if vs is not None else b""
+        for i in range(len(data) // fmt.size):
+            if wide:
+                st_name, info, _other, shndx, value, size = fmt.unpack_from(data, i * fmt.size)
+            else:
+                st_name, value, size, info, _other, shndx = fmt.unpack_from(data, i * fmt.size)
+            if info & 0xF not in (_STT_FUNC, _STT_GNU_IFUNC) or not value or shndx == 0:
+                continue
+            end = strtab.find(b"\0", st_name)
+            raw = strtab[st_name:end if end >= 0 else None].decode(errors="replace")
+            if not raw:
+                continue
+            name, _, ver = raw.partition("@")
+            hidden = bool(ver) and not ver.startswith("@")
+            if len(versions) >= 2 * i + 2:
+                ndx = struct.unpack_from(endian + "H", versions, 2 * i)[0]
+                hidden = bool(ndx & 0x8000)
+            yield _Sym(value, size, info >> 4 == _STB_WEAK, hidden, name,
+                       info & 0xF == _STT_GNU_IFUNC)
+
 
 def load_elf(path: str) -> ElfSymbols | None:
     """The function symbols of the ELF file at ``path`` (cached per file version),
@@ -331,34 +375,16 @@ def load_elf(path: str) -> ElfSymbols | None:
                      for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
             by_name: dict[str, list[_Sym]] = {}
             best: dict[int, tuple[tuple[int, ...], int, str]] = {}
-            for secname in (".symtab", ".dynsym"):
-                sec = elf.get_section_by_name(secname)
-                if sec is None or not hasattr(sec, "iter_symbols"):
-                    continue
-                versym = elf.get_section_by_name(".gnu.version") if secname == ".dynsym" \
-                    else None
-                for i, sym in enumerate(sec.iter_symbols()):
-                    if sym["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC"):
-                        continue
-                    value, size = sym["st_value"], sym["st_size"]
-                    if not value or not sym.name or sym["st_shndx"] == "SHN_UNDEF":
-                        continue
-                    base, _, ver = sym.name.partition("@")
-                    hidden = bool(ver) and not ver.startswith("@")
-                    if versym is not None:
-                        ndx = versym.get_symbol(i).entry["ndx"]  # type: ignore[attr-defined]
-                        hidden = isinstance(ndx, int) and bool(ndx & 0x8000)
-                    weak = sym["st_info"]["bind"] == "STB_WEAK"
-                    s = _Sym(value, size, weak, hidden, base)
-                    lst = by_name.setdefault(base, [])
-                    if s not in lst:
-                        lst.append(s)
-                    pref = (int(not size),) + _preference(base, weak, hidden)
-                    old = best.get(value)
-                    if old is None or pref < old[0]:
-                        best[value] = (pref, max(size, old[1] if old else 0), base)
-                    elif size > old[1]:
-                        best[value] = (old[0], size, old[2])
+            for s in _function_symbols(elf):
+                lst = by_name.setdefault(s.name, [])
+                if s not in lst:
+                    lst.append(s)
+                pref = (int(not s.size),) + _preference(s.name, s.weak, s.hidden)
+                old = best.get(s.addr)
+                if old is None or pref < old[0]:
+                    best[s.addr] = (pref, max(s.size, old[1] if old else 0), s.name)
+                elif s.size > old[1]:
+                    best[s.addr] = (old[0], s.size, old[2])
             addrs = sorted(best)
             result = ElfSymbols(addrs=addrs, ends=[a + max(best[a][1], 1) for a in addrs],
                                 names=[demangle(best[a][2]) for a in addrs], loads=loads,
@@ -508,6 +534,12 @@ def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> Uprobe
                               target=f"{path}:{function}")
         addrs = {top[0].addr}
     addr = addrs.pop()
+    if all(s.ifunc for s in cands if s.addr == addr):
+        raise AttachError(_errno.EINVAL, f"cannot resolve {binary}:{function}: it is a GNU "
+                          f"indirect function in {path}: its address is the resolver's, the "
+                          "implementation is chosen at run time; probe the implementation's "
+                          "symbol (e.g. __memcpy_avx_unaligned) instead",
+                          target=f"{path}:{function}")
     off = syms.file_offset(addr)
     if off is None:
         raise AttachError(_errno.ENOEXEC, f"cannot resolve {binary}:{function}: its address "

@@ -80,6 +80,12 @@ def test_uprobe_on_versioned_alias_resolves_like_perf(bpf_obj):
     with pytest.raises(pybpf.AttachError, match="symbol 'pybpf_none' not found in") as ei:
         symbolize.resolve_uprobe("libc.so.6", "pybpf_none")
     assert ei.value.errno == errno.ENOENT
+    libc = symbolize.load_elf(target.path)
+    assert libc is not None
+    ifuncs = sorted(n for n, defs in libc.by_name.items() if all(d.ifunc for d in defs))
+    if ifuncs:  # memcpy & co: a probe on the resolver would never fire; say so
+        with pytest.raises(pybpf.AttachError, match="indirect function"):
+            symbolize.resolve_uprobe("libc.so.6", ifuncs[0])
 
 
 # --- point 2: choosing programs -----------------------------------------------------
