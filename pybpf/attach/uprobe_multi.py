@@ -33,6 +33,9 @@ def resolve(path: str, functions: str | Sequence[str]) -> dict[str, int]:
         raise AttachError(_errno.ENOEXEC, f"{path} is not a readable ELF binary", target=path)
     by_name: dict[str, int] = {}
     for name, defs in syms.by_name.items():  # every alias and version of each function
+        defs = [d for d in defs if not d.ifunc]  # an IFUNC's address is its resolver's
+        if not defs:
+            continue
         off = syms.file_offset(min(defs, key=lambda s: (s.hidden, s.weak)).addr)
         if off is not None:
             by_name[name] = off
