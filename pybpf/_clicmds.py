@@ -246,15 +246,16 @@ def _configure_run(obj: Any, args: argparse.Namespace) -> None:
         for off, kept in obj.choose_alternatives().items():
             print(f"pybpf run: {obj.name}: program {off!r} not loaded: it counts the same "
                   f"events as {kept!r} (--all-programs keeps both)", file=sys.stderr)
-    for flag, attr in (("max_entries", "max_entries"), ("value_size", "value_size")):
-        for item in getattr(args, flag) or []:
+    for attr in ("max_entries", "value_size"):
+        flag = "--" + attr.replace("_", "-")
+        for item in getattr(args, attr) or []:
             name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--{flag.replace('_', '-')} takes MAP=N, got {item!r}")
+            if not sep or not value.strip().isdigit():
+                raise ValueError(f"{flag} takes MAP=N (N a decimal count), got {item!r}")
             if name not in obj.maps:
                 raise KeyError(f"{obj.name}: no map named {name!r} (maps: "
                                f"{', '.join(obj.maps)})")
-            setattr(obj.maps[name], attr, int(value, 0))
+            setattr(obj.maps[name], attr, int(value))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -399,14 +399,20 @@ class Object(Handle):
         """Groups of programs that reach the same kernel event in different ways
         (``tp_btf/X``, ``raw_tp/X``, ``tracepoint/*/X``; ``fentry/f`` and ``kprobe/f``;
         ``fexit/f`` and ``kretprobe/f``), most capable way first. Loading and
-        attaching a whole group counts each event once per member."""
+        attaching a whole group counts each event once per way. Programs on one
+        event through the same way (two ``tp_btf/X``) are not alternatives."""
+        return [[p for _, p in g] for g in self._event_groups()]
+
+    def _event_groups(self) -> list[list[tuple[int, Program]]]:
+        """(rank, program) of each event reached in more than one way, best rank first
+        (programs that reach it the same way are not alternatives of each other)."""
         groups: dict[tuple[str, str], list[tuple[int, Program]]] = {}
         for prog in self._programs.values():
             ev = _sections.event_of(prog.section)
             if ev is not None:
                 groups.setdefault(ev[0], []).append((ev[1], prog))
-        return [[p for _, p in sorted(g, key=lambda x: x[0])]
-                for g in groups.values() if len(g) > 1]
+        return [sorted(g, key=lambda x: x[0]) for g in groups.values()
+                if len({rank for rank, _ in g}) > 1]
 
     def choose_alternatives(self) -> dict[str, str]:
         """Of each group of :meth:`alternatives` whose members would all load, keep
@@ -418,16 +424,16 @@ class Object(Handle):
             raise StateError(f"BPF object {self.name!r} is loaded: programs can only be "
                              "chosen before load")
         dropped: dict[str, str] = {}
-        for group in self.alternatives():
-            live = [p for p in group if p.autoload]
-            if len(live) < 2:
+        for group in self._event_groups():
+            live = [(rank, p) for rank, p in group if p.autoload]
+            if len({rank for rank, _ in live}) < 2:
                 continue
-            keep = next((p for p in live if features.for_program(p) is None
+            best = next(((rank, p) for rank, p in live if features.for_program(p) is None
                          or features.for_program(p)), live[0])
-            for p in live:
-                if p is not keep:
+            for rank, p in live:  # every program of the chosen way stays
+                if rank != best[0]:
                     p.autoload = False
-                    dropped[p.name] = keep.name
+                    dropped[p.name] = best[1].name
         return dropped
 
     # --- load / attach / close ------------------------------------------------------

@@ -24,7 +24,8 @@ from pybpf import features, names, symbolize
 from pybpf.errors import describe_errno
 from pybpf.histogram import LinearHistogram, Log2Histogram, format_linear, format_log2
 
-PROGS = ("exec_btf", "exec_raw", "readline_ret", "user_stack", "kernel_stack")
+PROGS = ("exec_btf", "exec_btf_twin", "exec_raw", "readline_ret", "user_stack",
+         "kernel_stack")
 
 
 def _open(path: str, keep=PROGS, entries: int | None = 16) -> pybpf.Object:
@@ -92,22 +93,30 @@ def test_uprobe_on_versioned_alias_resolves_like_perf(bpf_obj):
 def test_alternatives_and_program_choice(bpf_obj):
     path = bpf_obj("foreign")
     with _open(path) as obj:
-        assert [[p.name for p in g] for g in obj.alternatives()] == [["exec_btf", "exec_raw"]]
+        assert [[p.name for p in g] for g in obj.alternatives()] == \
+            [["exec_btf", "exec_btf_twin", "exec_raw"]]
         dropped = obj.choose_alternatives()
-        kept = "exec_btf" if features.tp_btf() else "exec_raw"
-        assert set(dropped) | {kept} == {"exec_btf", "exec_raw"}
-        assert obj.programs[kept].autoload
+        if features.tp_btf():  # both tp_btf programs stay: they are not each other's twin
+            assert dropped == {"exec_raw": "exec_btf"}
+        else:
+            assert dropped == {"exec_btf": "exec_raw", "exec_btf_twin": "exec_raw"}
         obj.load()
-        obj.programs[kept].attach()
+        for name, prog in obj.programs.items():
+            if prog.autoload and name.startswith("exec"):
+                prog.attach()
         _exec_n(3)
-        btf_hits, raw_hits = obj.bss.btf_hits, obj.bss.raw_hits
-        counted = btf_hits if kept == "exec_btf" else raw_hits
-        assert counted >= 3 and (raw_hits if kept == "exec_btf" else btf_hits) == 0
+        bss = obj.bss
+        if features.tp_btf():
+            assert bss.btf_hits >= 3 and bss.twin_hits >= 3 and bss.raw_hits == 0
+        else:
+            assert bss.raw_hits >= 3 and bss.btf_hits == bss.twin_hits == 0
         with pytest.raises(pybpf.StateError, match="only be chosen before load"):
             obj.select_programs(["exec_raw"])
     with pybpf.Object.open(path) as obj:
-        assert obj.select_programs("exec_*", exclude="exec_raw") == ["exec_btf"]
-        assert [n for n, p in obj.programs.items() if p.autoload] == ["exec_btf"]
+        assert obj.select_programs("exec_*", exclude="exec_raw") == ["exec_btf",
+                                                                     "exec_btf_twin"]
+        assert [n for n, p in obj.programs.items() if p.autoload] == ["exec_btf",
+                                                                      "exec_btf_twin"]
         with pytest.raises(KeyError, match="no program matches 'nope'.*exec_btf"):
             obj.select_programs(["nope"])
 

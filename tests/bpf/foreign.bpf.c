@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Shapes of foreign (libbpf-tools style) objects, for tests/test_foreign.py:
  * a tp_btf and a raw_tp version of one probe (paired alternatives, as runqlat
- * has), a map left unsized for the loader (max_entries 0, as offcputime's
+ * has) and a second tp_btf program on that event, a map left unsized for the loader (max_entries 0, as offcputime's
  * stackmap), an unsigned .rodata filter with C's all-ones default ((uid_t)-1),
  * no .data, a uretprobe whose section names no binary (bashreadline), a fentry
  * and a tp_btf whose targets do not exist. */
@@ -13,7 +13,7 @@ const volatile __u32 targ_uid = -1;
 const volatile __u64 max_ns = -1;
 const volatile __u8 small = 0;
 
-__u64 btf_hits, raw_hits;
+__u64 btf_hits, raw_hits, twin_hits;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -29,6 +29,14 @@ int BPF_PROG(exec_btf)
 	if (targ_uid != (__u32)-1 && uid != targ_uid)
 		return 0;
 	__sync_fetch_and_add(&btf_hits, 1);
+	return 0;
+}
+
+/* a second program on the same event the same way: not an alternative of exec_btf */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_btf_twin)
+{
+	__sync_fetch_and_add(&twin_hits, 1);
 	return 0;
 }
 
