@@ -603,8 +603,9 @@ class Program(Handle):
 
         ``binary`` is a path, or a library name such as ``"libc.so.6"``; ``function``
         is resolved by :func:`pybpf.symbolize.resolve_uprobe` (versioned aliases and
-        duplicates at one address are one function, as perf and BCC treat them; that
-        call also gives the resolved path and offset). ``pid=-1`` probes every process.
+        duplicates at one address are one function, as perf and BCC treat them); the
+        link's ``uprobe`` is that resolved path and offset. ``pid=-1`` probes every
+        process.
         """
         path = os.fspath(binary)
         if "/" in path and not os.path.exists(path):
@@ -641,7 +642,10 @@ class Program(Handle):
                 raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
                                   f"symbol {function!r} not found in {path}",
                                   program=self.name, target=target, libbpf_log=log)
-        return self._link(ptr, target, log)
+        link = self._link(ptr, target, log)
+        if function:
+            link.uprobe = resolved
+        return link
 
     def _user_binary_error(self, err: int, path: str, target: str, log: list[str]) -> None:
         """Raise a clear AttachError when ``path`` is not a usable binary or library."""

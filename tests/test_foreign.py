@@ -66,7 +66,10 @@ def test_uprobe_on_versioned_alias_resolves_like_perf(bpf_obj):
         code = "import time\nfor _ in range(7): time.sleep(0.001)"
         proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()\n"
                                  + code], stdin=subprocess.PIPE)
-        obj.programs["on_add"].attach_uprobe("libc.so.6", "clock_nanosleep", pid=proc.pid)
+        link = obj.programs["on_add"].attach_uprobe("libc.so.6", "clock_nanosleep",
+                                                    pid=proc.pid)
+        assert link.uprobe.offset == target.offset
+        assert os.path.samefile(link.uprobe.path, target.path)
         proc.communicate(b"go\n", timeout=30)
         assert hits(obj, 1, proc.pid) == 7  # UPROBE: counted by the program per pid
     # a short library name in a process's view, as BCC and libbpf-tools read "c:func"
