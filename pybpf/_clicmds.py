@@ -237,6 +237,27 @@ _NO_DUMP = {"ringbuf", "perf_event_array", "user_ringbuf", "stack_trace", "prog_
             "inode_storage", "task_storage", "sk_storage", "cgrp_storage"}
 
 
+def _configure_run(obj: Any, args: argparse.Namespace) -> None:
+    """``pybpf run``'s choices before load: programs (``--program``/``--no-program``,
+    one of each group of alternatives unless ``--all-programs``) and map sizes."""
+    if args.program or args.no_program:
+        obj.select_programs(args.program, exclude=args.no_program or ())
+    if not args.all_programs and not args.program:
+        for off, kept in obj.choose_alternatives().items():
+            print(f"pybpf run: {obj.name}: program {off!r} not loaded: it counts the same "
+                  f"events as {kept!r} (--all-programs keeps both)", file=sys.stderr)
+    for attr in ("max_entries", "value_size"):
+        flag = "--" + attr.replace("_", "-")
+        for item in getattr(args, attr) or []:
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise ValueError(f"{flag} takes MAP=N (N a decimal count), got {item!r}")
+            if name not in obj.maps:
+                raise KeyError(f"{obj.name}: no map named {name!r} (maps: "
+                               f"{', '.join(obj.maps)})")
+            setattr(obj.maps[name], attr, int(value))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .object import Object
     from .ringbuf import RingBuffer
@@ -248,6 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not sep:
                 raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
             obj.set_rodata(name, _parse_value(value))
+        _configure_run(obj, args)
         btf = obj.btf
         given = None
         if args.event_type:  # a type in the object's BTF, or a C declaration (clang/cache)

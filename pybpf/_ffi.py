@@ -315,7 +315,10 @@ def error_for(err: int, message: str, *, kind: type[BPFError] = BPFError,
     """The exception for ``err`` raised while doing ``message`` (an errno > 0)."""
     err = abs(err) or _errno.EINVAL
     if err in (_errno.EPERM, _errno.EACCES) and kind is not ObjectError:
-        return permission_error(err, message, needed=needed, log=log)
+        exc = permission_error(err, message, needed=needed, log=log)
+        exc.program = fields.get("program")
+        exc.map = fields.get("map")
+        return exc
     text = f"{message}: {describe_errno(err)}"
     if kind in (LoadError, AttachError, MapError, ObjectError):
         return kind(err, text, libbpf_log=log or (), **fields)

@@ -73,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("object", help="a .bpf.o file")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="set a const volatile global before load (int, true/false or text)")
+    p.add_argument("--program", action="append", metavar="NAME",
+                   help="load and attach only this program (a name or glob; repeatable)")
+    p.add_argument("--no-program", action="append", metavar="NAME",
+                   help="do not load this program (a name or glob; repeatable)")
+    p.add_argument("--all-programs", action="store_true",
+                   help="keep every alternative of one event (tp_btf and raw_tp twins...); "
+                   "by default only the best one the kernel supports is loaded")
+    p.add_argument("--max-entries", action="append", metavar="MAP=N",
+                   help="size a map before load (maps the object leaves at 0)")
+    p.add_argument("--value-size", action="append", metavar="MAP=N",
+                   help="set a map's value size before load (stack maps...)")
     p.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
     p.add_argument("--event-type", metavar="TYPE",
                    help="type of ring/perf buffer records: a type in the object's BTF, or a C "

@@ -362,12 +362,19 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
     return module, stub
 
 
+def output_paths(output: str) -> tuple[str, str]:
+    """The module and stub ``pybpf gen -o OUTPUT`` writes: ``skel`` and ``skel.py`` both
+    give ``skel.py`` + ``skel.pyi`` (a module is importable only with ``.py``)."""
+    base = output[:-3] if output.endswith(".py") else output
+    return base + ".py", base + ".pyi"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pybpf gen", description="Generate a typed Python "
                                  "module (+ .pyi stub) for a BPF object.")
     ap.add_argument("object", help="the .bpf.o file")
-    ap.add_argument("-o", "--output", help="write MODULE.py and MODULE.pyi (default: the "
-                    "module on stdout)")
+    ap.add_argument("-o", "--output", help="write MODULE.py and MODULE.pyi (``-o skel`` or "
+                    "``-o skel.py``; default: the module on stdout)")
     ap.add_argument("--embed", action="store_true", help="embed the object's bytes in the "
                     "module instead of recording its path")
     ap.add_argument("--map-type", action="append", metavar="MAP=DECL", default=[],
@@ -392,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pybpf gen: {e}", file=sys.stderr)
         return 1
     if args.output:
-        out = args.output
-        with open(out, "w") as f:
+        py, pyi = output_paths(args.output)
+        with open(py, "w") as f:
             f.write(module)
-        with open(os.path.splitext(out)[0] + ".pyi", "w") as f:
+        with open(pyi, "w") as f:
             f.write(stub)
+        print(f"pybpf gen: wrote {py} and {pyi}", file=sys.stderr)
     else:
         sys.stdout.write(module)
     return 0

@@ -23,6 +23,7 @@ the last access ends).
 
 from __future__ import annotations
 
+import errno as _errno
 import functools
 import mmap
 import threading
@@ -31,11 +32,11 @@ from typing import Any
 
 from ._fd import FD, Stage
 from .btf import BTF, BTFKind
-from .errors import ClosedError, StateError
+from .errors import ClosedError, ObjectError, StateError
 from .maps import Map, OpenMap
-from .types import Codec, as_codec, codec_for
+from .types import Codec, IntCodec, as_codec, codec_for
 
-__all__ = ["Section", "Globals"]
+__all__ = ["Section", "Globals", "c_cast"]
 
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
@@ -48,8 +49,21 @@ def _unmap(mm: mmap.mmap) -> None:
         pass
 
 
+def c_cast(codec: Codec, value: Any) -> Any:
+    """C's conversion of a negative int to an unsigned global: ``(uid_t)-1`` is all ones.
+    A value from -2**(bits-1) to -1 given for an unsigned integer variable wraps modulo
+    2**bits (``obj.rodata.targ_uid = -1`` sets 0xffffffff); anything else is unchanged
+    (and range-checked by the codec)."""
+    if (type(codec) is IntCodec and not codec.signed and isinstance(value, int)
+            and not isinstance(value, bool) and -(1 << (8 * codec.size - 1)) <= value < 0):
+        return value + (1 << (8 * codec.size))
+    return value
+
+
 class Section:
-    """The variables of one data section, as attributes (and ``sec["name"]``)."""
+    """The variables of one data section, as attributes (and ``sec["name"]``).
+    A negative int given to an unsigned integer variable is converted as C converts it
+    (``-1`` is all ones: libbpf-tools' ``(uid_t)-1`` "no filter" default)."""
 
     __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_btf", "_codecs", "_mm",
                  "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
@@ -192,6 +206,7 @@ class Section:
 
     def __setattr__(self, name: str, value: Any) -> None:
         off, codec = self._var(name)
+        value = c_cast(codec, value)
         try:
             data = codec.encode(value, name)
         except (TypeError, ValueError) as e:
@@ -277,9 +292,14 @@ class Globals:
         return {name: self._build(name) for name in self._decl}
 
     def section(self, name: str, obj_name: str) -> Section:
+        """The section ``name``; :class:`ObjectError` (ENOENT) when the object has none
+        (its source defines no such globals), naming the sections it has."""
         if name not in self._decl:
-            raise AttributeError(f"{obj_name}: no {name} section (sections: "
-                                 f"{', '.join(self._decl) or 'none'})")
+            what = {".data": "initialized globals", ".bss": "zero-initialized globals",
+                    ".rodata": "const volatile globals"}.get(name, "globals")
+            raise ObjectError(_errno.ENOENT, f"BPF object {obj_name!r} has no {name} section "
+                              f"(its source defines no {what}); its sections: "
+                              f"{', '.join(self._decl) or 'none'}")
         return self._build(name)
 
     def after_load(self, live: Mapping[str, Map]) -> None:

@@ -1246,13 +1246,30 @@ class StackTraceMap(TypedMap[int, list[int]]):
     def _dval_at(self, buf: Any, off: int) -> Any:
         return self._dval(bytes(buf[off:off + self.value_size]))
 
-    def symbolize(self, stack_id: int, *, pid: int | None = None) -> list[str]:
-        """Frames of ``stack_id`` as ``"func+0xoff"`` (kernel via /proc/kallsyms; user
-        frames, when ``pid`` is given, via the ELF symbols of the mapped binaries)."""
+    def frames(self, stack_id: int, *, pid: int | None = None,
+               lines: bool = False) -> list[sym.Frame]:
+        """Frames of ``stack_id`` as :class:`pybpf.symbolize.Frame` (name, offset, module,
+        and with ``lines=True`` file:line where the binary has DWARF line info): kernel
+        frames via /proc/kallsyms, or, when ``pid`` is given, user frames via the ELF
+        symbols of the files mapped in that process. One lookup syscall, then a binary
+        search per frame (symbol tables read once per file)."""
         addrs = self[stack_id]
         if pid is None:
-            return [sym.kernel_symbol(a) for a in addrs]
-        return [sym.user_symbol(pid, a) for a in addrs]
+            table = sym.kernel_symbols()
+            return [table.frame(a) for a in addrs]
+        proc = sym.ProcessSymbols(pid)
+        return [proc.frame(a, lines=lines) for a in addrs]
+
+    def symbolize(self, stack_id: int, *, pid: int | None = None,
+                  names_only: bool = False) -> list[str]:
+        """Frames of ``stack_id`` as text: ``"func+0xoff"``, ``"func+0xoff [module]"`` for
+        kernel module and user frames, ``"0xaddr"`` (``"0xoff [file]"``) when no symbol
+        covers it (the forms of :mod:`pybpf.symbolize`); ``names_only``: just the
+        function names (``"[unknown]"`` when none), as libbpf-tools print stacks."""
+        frames = self.frames(stack_id, pid=pid)
+        if names_only:
+            return [f.name or "[unknown]" for f in frames]
+        return [str(f) for f in frames]
 
 
 @register_kind("task_storage", "sk_storage", "inode_storage", "cgrp_storage")

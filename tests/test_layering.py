@@ -17,7 +17,9 @@ PKG = Path(__file__).resolve().parent.parent / "pybpf"
 # that of its name, else of its longest dotted prefix ("attach.tc" -> "attach").
 FLOORS: dict[str, float] = {
     # 0: errors and the compiled modules
-    "errors": 0, "_libbpf": 0, "_fastpath": 0,
+    "errors": 0, "_libbpf": 0, "_fastpath": 0, "_syscalls": 0,
+    # 0.5: plain helpers over the above (names of numbers, histogram text)
+    "names": 0.5, "histogram": 0.5,
     # 1: the binding, fd ownership, files, small system helpers
     "_ffi": 1, "_fd": 1, "_fs": 1, "_validate": 1, "_netns": 1, "_source": 1,
     "_sysinfo": 1, "_maptypes": 1,
