@@ -465,6 +465,29 @@ class _Lines:
             return next(x for x in self.lines[start:] if text in x)
 
 
+def _walk(fn: Any) -> Any:
+    """``fn()`` (pybpf.list_links, list_programs), again when the walk gave up (EAGAIN):
+    other processes on this machine create and drop links meanwhile."""
+    import errno
+
+    import pybpf
+
+    for _ in range(50):
+        try:
+            return fn()
+        except pybpf.BPFError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+            time.sleep(0.02)
+    return fn()
+
+
+def _live_links() -> list[Any]:
+    import pybpf
+
+    return _walk(pybpf.list_links)  # type: ignore[no-any-return]
+
+
 def _own_links(pid: int) -> dict[int, str]:
     """Link id -> program name of every link fd the process ``pid`` holds."""
     import pybpf
@@ -478,8 +501,8 @@ def _own_links(pid: int) -> dict[int, str]:
         for line in text.splitlines():
             if line.startswith("link_id:"):
                 ids.add(int(line.split()[1]))
-    progs = {p.id: p.name for p in pybpf.list_programs()}
-    return {li.id: progs.get(li.prog_id, "?") for li in pybpf.list_links() if li.id in ids}
+    progs = {p.id: p.name for p in _walk(pybpf.list_programs)}
+    return {li.id: progs.get(li.prog_id, "?") for li in _live_links() if li.id in ids}
 
 
 def _agent_config(path: Path, probes: str) -> None:
@@ -488,7 +511,6 @@ def _agent_config(path: Path, probes: str) -> None:
 
 
 def test_agent_reload_and_sigterm(tmp_path):
-    import pybpf
 
     obj = compile_test_bpf("export_metrics")
     fd = os.open("/dev/null", os.O_WRONLY)
@@ -527,7 +549,7 @@ def test_agent_reload_and_sigterm(tmp_path):
         p.send_signal(signal.SIGHUP)
         err.wait("reload #1: running 2 probes: writes, writes2", n)
         links2 = _own_links(p.pid)
-        live = {li.id for li in pybpf.list_links()}
+        live = {li.id for li in _live_links()}
         assert not exec_links & live  # detached while the agent runs on
         assert {i for i, n in links1.items() if n in ("count_exec", "count_write")} \
             <= set(links2)  # the unchanged probe was not reloaded
@@ -570,7 +592,7 @@ def test_agent_reload_and_sigterm(tmp_path):
             p.communicate()
         os.close(fd)
     assert p.returncode == 0, "".join(err.lines)
-    live = {li.id for li in pybpf.list_links()}
+    live = {li.id for li in _live_links()}
     assert not (set(links1) | set(links2) | set(links3)) & live
     # the events went out as JSON lines, named by probe, with wall-clock times
     evs = [json.loads(x) for x in out.splitlines()]
@@ -862,7 +884,6 @@ def test_map_metrics_options_in_process(run_args):
 def test_agent_detaches_before_it_flushes_and_exits(tmp_path):
     """SIGTERM: the links are gone while the agent still runs (it is then flushing to a
     collector that takes 3 s to answer), not merely because the process ended."""
-    import pybpf
 
     obj = compile_test_bpf("export_metrics")
     cfg = tmp_path / "agent.toml"
@@ -881,7 +902,7 @@ def test_agent_detaches_before_it_flushes_and_exits(tmp_path):
             gone_while_alive = False
             deadline = time.monotonic() + 30
             while p.poll() is None and time.monotonic() < deadline:
-                live = {li.id for li in pybpf.list_links()}
+                live = {li.id for li in _live_links()}
                 if not links & live:
                     gone_while_alive = p.poll() is None
                     break
