@@ -336,7 +336,8 @@ def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]
              what: str = "objects") -> list[T]:
     """Info of every kernel object of one kind (``what``: programs, maps, links), by id.
 
-    Objects that vanish between the id walk and the fd open are skipped; every fd
+    Objects that vanish between the id walk and the fd open, and links still being set
+    up or torn down (the kernel says EAGAIN for those), are skipped; every fd
     opened here is closed here. Listing needs CAP_SYS_ADMIN: without it the kernel
     says EPERM and this raises :class:`BPFPermissionError` (never an empty list).
     One syscall per id, plus an open, an info query and a close per object.
@@ -356,8 +357,10 @@ def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]
         fd = get_fd_by_id(cur)
         if fd < 0:
             err = ffi.errno
-            if err == _errno.ENOENT:
-                continue  # gone since the id walk saw it
+            if err in (_errno.ENOENT, _errno.EAGAIN):
+                # ENOENT: gone since the id walk saw it. EAGAIN: a link whose id is
+                # allocated but not yet settled (being created or torn down right now).
+                continue
             raise error_for(err, f"cannot open BPF {what[:-1]} id {cur}",
                             needed=(CAP_SYS_ADMIN,))
         try:
