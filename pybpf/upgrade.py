@@ -445,8 +445,6 @@ def _auto_attach(prog: Any) -> Link:
 
 def _plan_links(side: _OldSide, new: Any, reattach: Mapping[str, Callable[[Any], Link]],
                 refusals: list[tuple[str, str | None, str]]) -> list[_LinkPlan]:
-    from ._sections import auto_attachable
-
     plans = []
     for link in side.old_links():
         name = side.program_of(link)
@@ -464,7 +462,7 @@ def _plan_links(side: _OldSide, new: Any, reattach: Mapping[str, Callable[[Any],
             plans.append(_LinkPlan(link, name, kind, newp, None))
         elif name in reattach:
             plans.append(_LinkPlan(link, name, kind, newp, reattach[name]))
-        elif auto_attachable(newp.section):
+        elif newp.auto_attachable:
             plans.append(_LinkPlan(link, name, kind, newp, _auto_attach))
         else:
             refusals.append((f"link {link.target}", None, f"a {kind} link cannot be updated "
