@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "_native/fd.h"
+#include "_native/values.h"
 
 static PyObject *Fallback;
 
@@ -42,6 +43,8 @@ struct field {
 	Py_ssize_t slot;	/* offset of its __slots__ member in the instance; -1: the
 				 * value is this scalar itself */
 	PyObject *members;	/* enums: dict value -> member (borrowed from the tuple) */
+	PyObject *name;		/* its attribute name (borrowed from the slot descriptor),
+				 * for dict values; NULL for a scalar value */
 };
 
 /* A value C converts itself: a struct class whose __slots__ the fields fill, or one
@@ -57,7 +60,10 @@ typedef struct {
 	PyObject_HEAD
 	FDObject *owner;	/* the map's fd owner: checked (GIL held) before each syscall */
 	Py_ssize_t key_size;
-	Py_ssize_t value_size;
+	Py_ssize_t value_size;	/* one value (per-CPU maps: one CPU's) */
+	Py_ssize_t ncpu;	/* per-CPU maps: values per key (possible CPUs); 0: one */
+	Py_ssize_t stride;	/* per-CPU maps: bytes between two CPUs' values (8-aligned) */
+	Py_ssize_t value_total;	/* bytes of a whole map value: ncpu * stride, or value_size */
 	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
 	PyObject *kenc;		/* key -> bytes (raises on bad keys), or NULL */
 	struct layout lay;	/* the value, when C converts it (nfields > 0) */
@@ -74,9 +80,9 @@ static char *value_buf(MapOps *s, char *stack)
 {
 	char *p;
 
-	if (s->value_size <= STACK_VALUE)
+	if (s->value_total <= STACK_VALUE)
 		return stack;
-	p = PyMem_Malloc((size_t)s->value_size);
+	p = PyMem_Malloc((size_t)s->value_total);
 	if (!p)
 		PyErr_NoMemory();
 	return p;
@@ -251,21 +257,51 @@ static PyObject *layout_decode(const struct layout *l, const char *p)
 	return o;
 }
 
-/* The value in VBUF as a Python object. */
+/* One value (one CPU's for per-CPU maps) at OFF in VBUF; WHOLE holds the whole value
+ * as bytes for the Python decoder (made on first need). */
+static PyObject *decode_one(MapOps *s, const char *vbuf, Py_ssize_t off, PyObject **whole)
+{
+	PyObject *o;
+	PyObject *v;
+
+	if (s->lay.nfields)
+		return layout_decode(&s->lay, vbuf + off);
+	if (!*whole) {
+		*whole = PyBytes_FromStringAndSize(vbuf, s->value_total);
+		if (!*whole)
+			return NULL;
+	}
+	o = PyLong_FromSsize_t(off);
+	v = o ? PyObject_CallFunctionObjArgs(s->vdec, *whole, o, NULL) : NULL;
+	Py_XDECREF(o);
+	return v;
+}
+
+/* The value in VBUF as a Python object: per-CPU maps, a list with one per CPU. */
 static PyObject *decode_value(MapOps *s, const char *vbuf)
 {
-	if (s->lay.nfields == 0) {
-		PyObject *b = PyBytes_FromStringAndSize(vbuf, s->value_size), *zero, *v;
+	PyObject *whole = NULL, *out;
+	Py_ssize_t i;
 
-		if (!b)
-			return NULL;
-		zero = PyLong_FromLong(0);
-		v = zero ? PyObject_CallFunctionObjArgs(s->vdec, b, zero, NULL) : NULL;
-		Py_XDECREF(zero);
-		Py_DECREF(b);
-		return v;
+	if (!s->ncpu) {
+		out = decode_one(s, vbuf, 0, &whole);
+		Py_XDECREF(whole);
+		return out;
 	}
-	return layout_decode(&s->lay, vbuf);
+	out = PyList_New(s->ncpu);
+	if (!out)
+		return NULL;
+	for (i = 0; i < s->ncpu; i++) {
+		PyObject *v = decode_one(s, vbuf, i * s->stride, &whole);
+
+		if (!v) {
+			Py_CLEAR(out);
+			break;
+		}
+		PyList_SET_ITEM(out, i, v);
+	}
+	Py_XDECREF(whole);
+	return out;
 }
 
 /* Write one scalar; -1 (no exception set) when the fast path cannot take V. */
@@ -335,42 +371,116 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 	}
 }
 
-/* The value's bytes: in VBUF, or in *HOLD (a bytes object to release).  NULL with
- * Fallback set when the fast path cannot take VALUE. */
-static const char *value_bytes(MapOps *s, PyObject *value, char *vbuf, PyObject **hold)
+/* Write VALUE into P (SIZE bytes, zeroed first) by layout L: an instance of L's class,
+ * a tuple or list of the fields in order (missing ones zero), a dict by attribute
+ * name (missing ones zero), or for a scalar layout the scalar.  0: written; -1: not a
+ * value this layout takes as it is (no exception set: the caller falls back). */
+static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size)
+{
+	Py_ssize_t i, n;
+
+	memset(p, 0, (size_t)size);
+	if (!l->cls)
+		return scalar_to(&l->fields[0], value, p);
+	if (Py_TYPE(value) == l->cls) {
+		for (i = 0; i < l->nfields; i++) {
+			const struct field *f = &l->fields[i];
+			PyObject *v = *(PyObject **)((char *)value + f->slot);
+
+			if (!v || scalar_to(f, v, p + f->off) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (PyTuple_CheckExact(value) || PyList_CheckExact(value)) {
+		n = PySequence_Fast_GET_SIZE(value);
+		if (n > l->nfields)
+			return -1;
+		for (i = 0; i < n; i++) {
+			const struct field *f = &l->fields[i];
+
+			if (scalar_to(f, PySequence_Fast_GET_ITEM(value, i), p + f->off) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (PyDict_CheckExact(value)) {
+		Py_ssize_t found = 0;
+
+		for (i = 0; i < l->nfields; i++) {
+			const struct field *f = &l->fields[i];
+			PyObject *v = PyDict_GetItemWithError(value, f->name);
+
+			if (!v) {
+				if (PyErr_Occurred()) {
+					PyErr_Clear();
+					return -1;
+				}
+				continue;
+			}
+			found++;
+			if (scalar_to(f, v, p + f->off) < 0)
+				return -1;
+		}
+		/* a key that is no attribute name (a C name, a typo): Python explains */
+		return found == PyDict_GET_SIZE(value) ? 0 : -1;
+	}
+	return -1;
+}
+
+/* Write one value (one CPU's for per-CPU maps) into P: by the layout, else by the
+ * codec's unchecked encoder.  -1 with Fallback (or a real error) set. */
+static int encode_one(MapOps *s, PyObject *value, char *p)
+{
+	PyObject *b;
+
+	if (s->lay.nfields && layout_encode(&s->lay, value, p, s->value_size) == 0)
+		return 0;
+	if (!s->venc)
+		goto fail;
+	b = PyObject_CallOneArg(s->venc, value);
+	if (!b) {
+		if (swallow())
+			goto fail;
+		return -1;
+	}
+	if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->value_size) {
+		Py_DECREF(b);
+		goto fail;
+	}
+	memcpy(p, PyBytes_AS_STRING(b), (size_t)s->value_size);
+	Py_DECREF(b);
+	return 0;
+fail:
+	PyErr_SetNone(Fallback);
+	return -1;
+}
+
+/* The whole value's bytes in VBUF (value_total bytes).  Per-CPU maps take a list with
+ * one value per CPU, or one value (not a list) for every CPU.  -1 with Fallback set
+ * when the fast path cannot take VALUE (or a real error). */
+static int value_bytes(MapOps *s, PyObject *value, char *vbuf)
 {
 	Py_ssize_t i;
 
-	*hold = NULL;
-	if (s->lay.nfields && (s->lay.cls ? Py_TYPE(value) == s->lay.cls : 1)) {
-		memset(vbuf, 0, (size_t)s->value_size);
-		for (i = 0; i < s->lay.nfields; i++) {
-			const struct field *f = &s->lay.fields[i];
-			PyObject *v = s->lay.cls ? *(PyObject **)((char *)value + f->slot) : value;
-
-			if (!v || scalar_to(f, v, vbuf + f->off) < 0)
-				goto fail;
+	if (!s->ncpu)
+		return encode_one(s, value, vbuf);
+	memset(vbuf, 0, (size_t)s->value_total);
+	if (PyList_CheckExact(value)) {
+		if (PyList_GET_SIZE(value) != s->ncpu) {
+			PyErr_SetNone(Fallback);  /* Python says how many */
+			return -1;
 		}
-		return vbuf;
+		for (i = 0; i < s->ncpu; i++)
+			if (encode_one(s, PyList_GET_ITEM(value, i), vbuf + i * s->stride) < 0)
+				return -1;
+		return 0;
 	}
-	if (s->venc) {
-		PyObject *b = PyObject_CallOneArg(s->venc, value);
-
-		if (!b) {
-			if (swallow())
-				goto fail;
-			return NULL;
-		}
-		if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->value_size) {
-			Py_DECREF(b);
-			goto fail;
-		}
-		*hold = b;
-		return PyBytes_AS_STRING(b);
-	}
-fail:
-	PyErr_SetNone(Fallback);
-	return NULL;
+	if (encode_one(s, value, vbuf) < 0)
+		return -1;
+	for (i = 1; i < s->ncpu; i++)
+		memcpy(vbuf + i * s->stride, vbuf, (size_t)s->value_size);
+	return 0;
 }
 
 /* ---- methods ---------------------------------------------------------------- */
@@ -443,7 +553,7 @@ static PyObject *MapOps_lookup_bytes(MapOps *s, PyObject *key)
 	if (!vbuf)
 		return NULL;
 	err = elem_op(s, BPF_MAP_LOOKUP_ELEM, PyBytes_AS_STRING(key), vbuf, 0);
-	out = err ? NULL : PyBytes_FromStringAndSize(vbuf, s->value_size);
+	out = err ? NULL : PyBytes_FromStringAndSize(vbuf, s->value_total);
 	value_buf_free(vbuf, stack);
 	if (err == ENOENT)
 		Py_RETURN_NONE;
@@ -492,8 +602,7 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 {
 	uint64_t kbuf, flags = 0;
 	const void *kp;
-	const char *vp;
-	PyObject *khold, *vhold;
+	PyObject *khold;
 	char stack[STACK_VALUE], *vbuf;
 	int err;
 
@@ -515,16 +624,14 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 		Py_XDECREF(khold);
 		return NULL;
 	}
-	vp = value_bytes(s, args[1], vbuf, &vhold);
-	if (!vp) {
+	if (value_bytes(s, args[1], vbuf) < 0) {
 		value_buf_free(vbuf, stack);
 		Py_XDECREF(khold);
 		return NULL;
 	}
-	err = elem_op(s, BPF_MAP_UPDATE_ELEM, kp, (void *)vp, flags);
+	err = elem_op(s, BPF_MAP_UPDATE_ELEM, kp, vbuf, flags);
 	value_buf_free(vbuf, stack);
 	Py_XDECREF(khold);
-	Py_XDECREF(vhold);
 	if (err)
 		return raise_errno(err);
 	Py_RETURN_NONE;
@@ -627,6 +734,7 @@ static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize
 			f->slot = slot_offset(cls, descr);
 			if (f->slot < 0)
 				goto fail;
+			f->name = PyDescr_NAME(descr);  /* kept alive by spec */
 		}
 		if (members != Py_None) {
 			if (!PyDict_Check(members)) {
@@ -664,12 +772,14 @@ static void layout_free(struct layout *l)
 	l->nfields = 0;
 }
 
-/* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
- * fields: see layout_init; empty: values go through vdec/venc. */
+/* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc,
+ *        ncpu=0)
+ * fields: see layout_init; empty: values go through vdec/venc.  ncpu > 0: a per-CPU
+ * map, whose values are NCPU values of VALUE_SIZE bytes each, 8 bytes aligned. */
 static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 {
 	int key_int;
-	Py_ssize_t ks, vs;
+	Py_ssize_t ks, vs, ncpu = 0;
 	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc;
 
 	if (kw && PyDict_GET_SIZE(kw)) {
@@ -680,9 +790,13 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO", &FDType, &owner, &ks, &vs, &key_int, &kenc, &cls,
-			      &PyTuple_Type, &spec, &vdec, &venc))
+	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO|n", &FDType, &owner, &ks, &vs, &key_int, &kenc,
+			      &cls, &PyTuple_Type, &spec, &vdec, &venc, &ncpu))
 		return -1;
+	if (ncpu < 0 || ncpu > 65536 || vs > PY_SSIZE_T_MAX / 65536 - 8) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad CPU count or value size");
+		return -1;
+	}
 	key_int = key_int ? (int)ks : 0;
 	if ((key_int && key_int != 4 && key_int != 8) || ks <= 0 || vs <= 0) {
 		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad key or value size");
@@ -698,6 +812,9 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 	s->owner = (FDObject *)owner;
 	s->key_size = ks;
 	s->value_size = vs;
+	s->ncpu = ncpu;
+	s->stride = ncpu ? (vs + 7) / 8 * 8 : vs;
+	s->value_total = ncpu ? ncpu * s->stride : vs;
 	s->key_int = key_int;
 	if (kenc != Py_None) {
 		Py_INCREF(kenc);
@@ -1002,7 +1119,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	}
 	Py_INCREF(Fallback);
 	Py_INCREF(&MapOpsType);
-	if (pybpf_fd_module_init(m) < 0) {
+	if (pybpf_fd_module_init(m) < 0 || pybpf_values_module_init(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

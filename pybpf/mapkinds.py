@@ -280,7 +280,12 @@ class TypedMap(Map, Generic[K, V]):
             kenc = kc.fast_encode
         int_key = not own_key and type(kc) is IntCodec and not kc.signed and kc.size in (4, 8)
         vsize = self._vbuf_size()
-        if cls._dval is TypedMap._dval and vsize == vc.size:
+        ncpu = 0
+        if self.percpu and vc.size == self.value_size and cls._dval is _PerCPU._dval and \
+                cls._eval is _PerCPU._eval:
+            # per-CPU values: C splits and joins the CPUs' values, each by the layout
+            ncpu, vsize = possible_cpus(), vc.size
+        if ncpu or (cls._dval is TypedMap._dval and vsize == vc.size):
             vcls, fields = c_layout(vc)
             dec: Any = vc.decode
         else:
@@ -289,10 +294,10 @@ class TypedMap(Map, Generic[K, V]):
 
             def dec(b: bytes, off: int) -> Any:
                 return own_dval(proxy, b)
-        enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
+        enc = (vc.fast_encode or vc.encode) if ncpu or cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
         ops = _fastpath.MapOps(self._owner, self.key_size, vsize, int_key, kenc, vcls,
-                               fields, dec, enc)
+                               fields, dec, enc, ncpu)
         self._ops = ops
         return ops
 

@@ -58,33 +58,19 @@ def _tname(v: object) -> str:
     return type(v).__name__
 
 
-class Struct:
+class Struct(_fastpath.StructBase):
     """Base of the classes generated for BTF structs.
 
     ``Cls(a, b)`` / ``Cls(a=1)`` build a value (missing fields are zero);
-    ``Cls._from_bytes(raw)`` decodes; ``bytes(obj)`` encodes.
+    ``Cls._from_bytes(raw)`` decodes; ``bytes(obj)`` encodes. Construction, attribute
+    access and ``==`` between two values of one class run in C
+    (``pybpf._fastpath.StructBase``, one C call; no Python code per field).
     """
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
     _codec: ClassVar[StructCodec]
     _size: ClassVar[int] = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields = self._fields
-        if len(args) > len(fields):
-            raise TypeError(f"{type(self).__name__} has {len(fields)} fields, got {len(args)} "
-                            "positional values")
-        codec = self._codec
-        for name, c in zip(fields, codec.field_codecs):
-            object.__setattr__(self, name, c.default())
-        for name, v in zip(fields, args):
-            object.__setattr__(self, name, v)
-        for k, v in kwargs.items():
-            if k not in codec.field_index:
-                raise TypeError(f"{type(self).__name__} has no field {k!r} "
-                                f"(fields: {', '.join(fields)})")
-            object.__setattr__(self, k, v)
 
     @classmethod
     def _from_bytes(cls, raw: bytes | bytearray | memoryview, offset: int = 0) -> Any:
@@ -113,8 +99,10 @@ class Struct:
                 return getattr(self, m.name)
         raise KeyError(f"{type(self).__name__} has no member {name!r}")
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self) and not _compatible(type(self), other):
+    def _eq_other(self, other: object) -> Any:
+        """``==`` with a value of another class (C compares two of one class): equal
+        when it is the same C type from another BTF and every field is equal."""
+        if not _compatible(type(self), other):
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self._fields)
 
@@ -624,6 +612,15 @@ class _Member:
         self.codec = codec
 
 
+def _default_of(c: Codec) -> tuple[Any, Any]:
+    """(default, None) for a member whose default value is immutable (shared by every
+    instance), (None, factory) for one that must be made per instance (lists, structs)."""
+    d = c.default()
+    if d is None or isinstance(d, (int, float, bytes, str, enum.Enum)):
+        return d, None
+    return None, c.default
+
+
 class StructCodec(Codec):
     """A C struct or union as a generated :class:`Struct`/:class:`Union` subclass."""
 
@@ -656,6 +653,8 @@ class StructCodec(Codec):
         new = type(cls.__name__, (base,), {"__slots__": names, "_codec": self, "_fields": names,
                                            "_size": self.size, "__doc__": doc,
                                            "__module__": "pybpf.types.btf"})
+        new._shape = _fastpath.Shape(new, tuple(  # type: ignore[attr-defined]
+            (new.__dict__[m.name], *_default_of(m.codec)) for m in self.members))
         self.cls = new
         self._compile_flat()
 
