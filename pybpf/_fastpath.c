@@ -35,6 +35,7 @@
 #include "_native/values.h"
 
 static PyObject *Fallback;
+static PyTypeObject MapOpsType;
 
 /* one scalar of the value: where it is and what it is */
 struct field {
@@ -659,6 +660,194 @@ static PyObject *MapOps_delete(MapOps *s, PyObject *key)
 	Py_RETURN_NONE;
 }
 
+/* ---- MapBase: m[k], m[k] = v, del m[k], k in m of TypedMap, in C ------------------- */
+
+/* The base of pybpf.mapkinds.TypedMap.  Its `_ops` is the map's MapOps (built by the
+ * Python method _make_ops on first use); the mapping slots call it straight from the
+ * subscript, without a Python frame.  Whatever MapOps does not finish (Fallback, a
+ * kernel error, a closed map, no MapOps for this map) goes to the Python method
+ * `_c_failed(op, key, value, exc)`, which validates, explains and names the map. */
+typedef struct {
+	PyObject_HEAD
+	PyObject *ops;
+} MapBase;
+
+static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in;
+
+/* The MapOps to use, or NULL with *exc set to the exception to hand on (a Fallback
+ * for a map that C cannot serve), or NULL with no *exc and an error raised. */
+static MapOps *map_ops(MapBase *m, PyObject **exc)
+{
+	PyObject *ops = m->ops;
+
+	*exc = NULL;
+	if (!ops || ops == Py_None) {
+		ops = PyObject_CallMethodNoArgs((PyObject *)m, s_make_ops);
+		if (!ops)
+			return NULL;
+		Py_DECREF(ops);	/* _make_ops stored it in m->ops */
+		ops = m->ops;
+	}
+	if (ops && Py_IS_TYPE(ops, &MapOpsType) && ((MapOps *)ops)->ready)
+		return (MapOps *)ops;
+	*exc = PyObject_CallNoArgs(Fallback);
+	return NULL;
+}
+
+/* Hand the failed operation to Python: the raised exception (KeyError is final). */
+static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *value,
+			    PyObject *exc)
+{
+	PyObject *r;
+
+	if (!exc) {
+		PyObject *type, *tb;
+
+		if (PyErr_ExceptionMatches(PyExc_KeyError) &&
+		    !PyErr_ExceptionMatches(Fallback))
+			return NULL;
+		PyErr_Fetch(&type, &exc, &tb);
+		PyErr_NormalizeException(&type, &exc, &tb);
+		if (exc && tb)
+			PyException_SetTraceback(exc, tb);
+		Py_XDECREF(type);
+		Py_XDECREF(tb);
+		if (!exc)
+			return NULL;
+	}
+	r = PyObject_CallMethodObjArgs((PyObject *)m, s_c_failed, op, key,
+				       value ? value : Py_None, exc, NULL);
+	Py_DECREF(exc);
+	return r;
+}
+
+static PyObject *MapBase_subscript(MapBase *m, PyObject *key)
+{
+	PyObject *exc, *r;
+	MapOps *ops = map_ops(m, &exc);
+
+	if (ops) {
+		r = lookup_common(ops, key, NULL);
+		if (r)
+			return r;
+	} else if (!exc) {
+		return NULL;
+	}
+	return map_failed(m, s_get, key, NULL, exc);
+}
+
+static int MapBase_ass_subscript(MapBase *m, PyObject *key, PyObject *value)
+{
+	PyObject *exc, *r, *args[2] = {key, value};
+	MapOps *ops = map_ops(m, &exc);
+
+	if (ops) {
+		r = value ? MapOps_update(ops, args, 2) : MapOps_delete(ops, key);
+		if (r) {
+			Py_DECREF(r);
+			return 0;
+		}
+	} else if (!exc) {
+		return -1;
+	}
+	r = map_failed(m, value ? s_set : s_del, key, value, exc);
+	Py_XDECREF(r);
+	return r ? 0 : -1;
+}
+
+static int MapBase_contains(MapBase *m, PyObject *key)
+{
+	PyObject *exc, *r;
+	MapOps *ops = map_ops(m, &exc);
+	int t;
+
+	if (ops) {
+		r = MapOps_contains(ops, key);
+		if (r) {
+			t = r == Py_True;
+			Py_DECREF(r);
+			return t;
+		}
+	} else if (!exc) {
+		return -1;
+	}
+	r = map_failed(m, s_in, key, NULL, exc);
+	if (!r)
+		return -1;
+	t = PyObject_IsTrue(r);
+	Py_DECREF(r);
+	return t;
+}
+
+static int MapBase_traverse(MapBase *m, visitproc visit, void *arg)
+{
+	Py_VISIT(m->ops);
+	return 0;
+}
+
+static int MapBase_clear(MapBase *m)
+{
+	Py_CLEAR(m->ops);
+	return 0;
+}
+
+static void MapBase_dealloc(MapBase *m)
+{
+	PyObject_GC_UnTrack(m);
+	MapBase_clear(m);
+	Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyMemberDef MapBase_members[] = {
+	{"_ops", T_OBJECT, offsetof(MapBase, ops), 0,
+	 "the map's MapOps once used (None before)"},
+	{NULL, 0, 0, 0, NULL},
+};
+
+static PyMappingMethods MapBase_as_mapping = {
+	.mp_subscript = (binaryfunc)MapBase_subscript,
+	.mp_ass_subscript = (objobjargproc)MapBase_ass_subscript,
+};
+
+static PySequenceMethods MapBase_as_sequence = {
+	.sq_contains = (objobjproc)MapBase_contains,
+};
+
+static PyTypeObject MapBaseType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._fastpath.MapBase",
+	.tp_doc = "Base of TypedMap: m[k], m[k] = v, del m[k] and k in m in C (see _fastpath.c).",
+	.tp_basicsize = sizeof(MapBase),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+	.tp_dealloc = (destructor)MapBase_dealloc,
+	.tp_traverse = (traverseproc)MapBase_traverse,
+	.tp_clear = (inquiry)MapBase_clear,
+	.tp_members = MapBase_members,
+	.tp_as_mapping = &MapBase_as_mapping,
+	.tp_as_sequence = &MapBase_as_sequence,
+};
+
+static int mapbase_init_module(PyObject *m)
+{
+	if (!(s_make_ops = PyUnicode_InternFromString("_make_ops")) ||
+	    !(s_c_failed = PyUnicode_InternFromString("_c_failed")) ||
+	    !(s_get = PyUnicode_InternFromString("get")) ||
+	    !(s_set = PyUnicode_InternFromString("set")) ||
+	    !(s_del = PyUnicode_InternFromString("del")) ||
+	    !(s_in = PyUnicode_InternFromString("in")))
+		return -1;
+	MapBaseType.tp_base = &PyBaseObject_Type;
+	MapBaseType.tp_new = PyBaseObject_Type.tp_new;  /* object.__new__(cls) stays valid */
+	if (PyType_Ready(&MapBaseType) < 0)
+		return -1;
+	Py_INCREF(&MapBaseType);
+	if (PyModule_AddObject(m, "MapBase", (PyObject *)&MapBaseType) < 0) {
+		Py_DECREF(&MapBaseType);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- construction ----------------------------------------------------------- */
 
 static const char CODES[] = "BHIQbhiq?fd";
@@ -1119,7 +1308,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	}
 	Py_INCREF(Fallback);
 	Py_INCREF(&MapOpsType);
-	if (pybpf_fd_module_init(m) < 0 || pybpf_values_module_init(m) < 0) {
+	if (pybpf_fd_module_init(m) < 0 || pybpf_values_module_init(m) < 0 ||
+	    mapbase_init_module(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

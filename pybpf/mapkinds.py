@@ -44,7 +44,7 @@ from collections.abc import (
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _fastpath, _walk
 from . import symbolize as sym
@@ -164,7 +164,7 @@ class RawBatch:
                f"values={len(self.values)} B)"
 
 
-class TypedMap(Map, Generic[K, V]):
+class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
 
     ``m[k]`` raises ``KeyError`` for an absent key; ``m.get(k)`` returns None.
@@ -345,22 +345,47 @@ class TypedMap(Map, Generic[K, V]):
         return kc.decode(buf, off)
 
     # --- mapping -------------------------------------------------------------------
-    # The single-key operations below are the hot path: one C call (pybpf._fastpath)
-    # that raises KeyError itself; the validating path only for what C does not take.
-    def __getitem__(self, key: K) -> V:
-        ops = self._ops or self._make_ops()
-        try:
-            return ops.lookup(key)  # type: ignore[no-any-return]
-        except _Fallback:
-            pass  # not a plain key: the path below validates and explains
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        got = self._lookup_raw(self._ekey(key))
+    # m[k], m[k] = v, del m[k] and k in m are C slots (pybpf._fastpath.MapBase): one C
+    # call with no Python frame, which raises KeyError itself and hands whatever it does
+    # not finish to _c_failed below.
+    if TYPE_CHECKING:
+        def __getitem__(self, key: K) -> V: ...
+        def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]
+                        ) -> None: ...
+        def __delitem__(self, key: K) -> None: ...
+        def __contains__(self, key: object) -> bool: ...
+
+    def _c_failed(self, op: str, key: Any, value: Any, exc: BaseException) -> Any:
+        """The validating path of ``m[k]`` (op "get"), ``m[k] = v`` ("set"), ``del m[k]``
+        ("del") and ``k in m`` ("in"), for what the C slots did not finish: a value or key
+        C does not take (Fallback) is encoded again by the codecs, which explain what is
+        wrong; a kernel error becomes a MapError naming the map; anything else (a closed
+        map, an interrupt) is raised as it is."""
+        if not isinstance(exc, _Fallback):
+            if isinstance(exc, ClosedError) or not isinstance(exc, OSError):
+                raise exc
+            err = exc.errno or _errno.EIO
+            if op == "set":
+                self._update_failed(key, 0, err)
+            raise self._err(err, "delete failed" if op == "del" else "lookup failed") from None
+        if op == "set":
+            self._put(key, value, 0)
+            return None
+        kb = self._ekey(key)
+        if op == "del":
+            with self._owner as fd:
+                rc = _delete_elem(fd, kb)
+            if rc < 0:
+                if rc == -_ENOENT:
+                    raise KeyError(key)
+                raise self._err(-rc, "delete failed")
+            return None
+        got = self._lookup_raw(kb)
+        if op == "in":
+            return got is not None
         if got is None:
             raise KeyError(key)
-        return self._dval(got)  # type: ignore[no-any-return]
+        return self._dval(got)
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
         buf = bytearray(self._vbuf_size())
@@ -400,31 +425,6 @@ class TypedMap(Map, Generic[K, V]):
         got = self._lookup_raw(self._ekey(key))
         return default if got is None else self._dval(got)
 
-    def __contains__(self, key: object) -> bool:
-        ops = self._ops or self._make_ops()
-        try:
-            return ops.contains(key)  # type: ignore[no-any-return]
-        except _Fallback:
-            pass
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        return self._lookup_raw(self._ekey(key)) is not None
-
-    def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        ops = self._ops or self._make_ops()
-        try:
-            ops.update(key, value)
-            return
-        except _Fallback:
-            pass  # the validating encoders below explain
-        except ClosedError:
-            raise
-        except OSError as e:
-            self._update_failed(key, 0, e.errno or _errno.EIO)
-        self._put(key, value, 0)
-
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
@@ -445,25 +445,6 @@ class TypedMap(Map, Generic[K, V]):
             raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                            map=self.name)
         raise self._err(err, "update failed")
-
-    def __delitem__(self, key: K) -> None:
-        ops = self._ops or self._make_ops()
-        try:
-            ops.delete(key)
-            return
-        except _Fallback:
-            pass
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "delete failed") from None
-        kb = self._ekey(key)
-        with self._owner as fd:
-            rc = _delete_elem(fd, kb)
-        if rc < 0:
-            if rc == -_ENOENT:
-                raise KeyError(key)
-            raise self._err(-rc, "delete failed")
 
     def pop(self, key: K, default: Any = _MISSING) -> V | Any:
         """Remove ``key`` and return its value (``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` where

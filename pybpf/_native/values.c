@@ -25,6 +25,9 @@ typedef struct {
 } Shape;
 
 static PyObject *shape_attr;	/* "_shape" */
+static int StructBase_init(PyObject *self, PyObject *args, PyObject *kw);
+static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+				       PyObject *kwnames);
 static PyObject *eq_other_attr;	/* "_eq_other" */
 
 /* The byte offset of a __slots__ member of CLS from its descriptor. */
@@ -99,6 +102,11 @@ static int Shape_init(Shape *sh, PyObject *args, PyObject *kw)
 	Py_INCREF(cls);
 	sh->cls = (PyTypeObject *)cls;
 	sh->n = n;
+	/* Calling the class builds the instance in one C call, when nothing else takes
+	 * part in construction (a Python __new__ or __init__, as unions have). */
+	if (((PyTypeObject *)cls)->tp_init == StructBase_init &&
+	    ((PyTypeObject *)cls)->tp_new == PyBaseObject_Type.tp_new && n <= 64)
+		((PyTypeObject *)cls)->tp_vectorcall = StructBase_vectorcall;
 	sh->slot = slot;
 	sh->names = names;
 	sh->defaults = defaults;
@@ -274,6 +282,70 @@ out:
 	if (given != given_stack)
 		PyMem_Free(given);
 	return rc;
+}
+
+/* Cls(...) for a generated struct class (its tp_vectorcall): an instance filled like
+ * StructBase_init does, without building an args tuple and a keywords dict. */
+static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+				       PyObject *kwnames)
+{
+	PyTypeObject *tp = (PyTypeObject *)callable;
+	Shape *sh = shape_of(tp);
+	Py_ssize_t i, nargs = PyVectorcall_NARGS(nargsf);
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	char given_stack[64], *given = given_stack;
+	PyObject *o;
+
+	if (!sh || sh->cls != tp || sh->n > (Py_ssize_t)sizeof(given_stack)) {
+		/* installed only on the shape's own class, with at most 64 members */
+		PyErr_Format(PyExc_TypeError, "%s: its _shape was replaced", tp->tp_name);
+		return NULL;
+	}
+	if (nargs > sh->n) {
+		PyErr_Format(PyExc_TypeError, "%s has %zd fields, got %zd positional values",
+			     tp->tp_name, sh->n, nargs);
+		return NULL;
+	}
+	o = tp->tp_alloc(tp, 0);
+	if (!o)
+		return NULL;
+	memset(given, 0, (size_t)sh->n);
+	for (i = 0; i < nargs; i++) {
+		set_slot(o, sh, i, args[i]);
+		given[i] = 1;
+	}
+	for (i = 0; i < nkw; i++) {
+		PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+		Py_ssize_t j = member_index(sh, k);
+
+		if (j < 0) {
+			if (j == -1)
+				no_member(o, sh, k);
+			Py_DECREF(o);
+			return NULL;
+		}
+		set_slot(o, sh, j, args[nargs + i]);
+		given[j] = 1;
+	}
+	for (i = 0; i < sh->n; i++) {
+		PyObject *f;
+
+		if (given[i])
+			continue;
+		f = PyTuple_GET_ITEM(sh->factories, i);
+		if (f == Py_None) {
+			set_slot(o, sh, i, PyTuple_GET_ITEM(sh->defaults, i));
+		} else {
+			PyObject *d = PyObject_CallNoArgs(f);
+
+			if (!d) {
+				Py_DECREF(o);
+				return NULL;
+			}
+			*slot_at(o, sh, i) = d;
+		}
+	}
+	return o;
 }
 
 /* a == b: the same class, member by member in C; another class: its _eq_other. */
