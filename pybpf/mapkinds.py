@@ -50,7 +50,7 @@ from . import _fastpath, _walk
 from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
 from .btf import BTF
-from .errors import ClosedError, MapError
+from .errors import ClosedError, MapError, MapTypeError, MapValueError
 from .maps import (
     Map,
     UpdateFlags,
@@ -317,11 +317,23 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return rc, ffi.errno
 
     def _encode(self, codec: Codec, value: Any, path: str) -> bytes:
-        """``codec.encode`` with its TypeError/ValueError naming this map."""
+        """``codec.encode``; what it refuses raises MapTypeError/MapValueError naming
+        this map, the field and the key's or value's C type."""
         try:
             return codec.encode(value, path)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"map {self.name!r}: {e}") from None
+            raise self._bad(e, codec, path) from None
+
+    def _bad(self, e: Exception | str, codec: Codec, path: str,
+             kind: type[Exception] = ValueError) -> MapError:
+        """The pybpf error for a key or value this map cannot take: the codec's message
+        (which starts with the field path) and the C type."""
+        text = str(e)
+        field = text.split(": ", 1)[0] if text.startswith(path) else path
+        what = "key" if path.startswith("key") else "value"
+        cls = MapTypeError if isinstance(e, TypeError) or kind is TypeError else MapValueError
+        return cls(f"map {self.name!r}: {text} ({what} type: {codec.name})", map=self.name,
+                   field=field, type_name=codec.name)
 
     def _ekey(self, key: Any) -> bytes:
         return self._encode(self.key_type, key, "key")
@@ -833,11 +845,11 @@ class _PerCPU(TypedMap[K, V]):
         vc = self.value_type
         ncpu = possible_cpus()
         stride = _round8(vc.size)
-        if not isinstance(value, list):
-            value = [value] * ncpu  # the same value on every CPU
+        if not isinstance(value, list):  # the same value on every CPU
+            return self._encode(vc, value, "value").ljust(stride, b"\0") * ncpu
         if len(value) != ncpu:
-            raise ValueError(f"map {self.name!r}: per-CPU value needs {ncpu} values (one per "
-                             f"possible CPU) or a single value, got {len(value)}")
+            raise self._bad(f"per-CPU value needs {ncpu} values (one per possible CPU) "
+                            f"or a single value, got {len(value)}", vc, "value")
         out = bytearray(stride * ncpu)
         for i, v in enumerate(value):
             out[i * stride:i * stride + vc.size] = self._encode(vc, v, f"value[{i}]")

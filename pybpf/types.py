@@ -681,7 +681,7 @@ class StructCodec(Codec):
     def coerce(self, value: Any, path: str) -> Any:
         """An instance of the class from an instance, dict or tuple (validating names)."""
         cls = self.cls
-        if type(value) is cls:
+        if isinstance(value, cls):  # the class, or a user's subclass of it
             return value
         if isinstance(value, dict):
             value = self._by_attr(value, path)
