@@ -1,8 +1,8 @@
 """Maps as Python mappings, typed from BTF: one class per kind of BPF map.
 
-Every kind is registered with :func:`pybpf.maps.register_kind`, so
-``obj.maps["name"]``, :meth:`Map.open_pinned` and :meth:`Map.from_id` return the
-right class. Keys and values are decoded/encoded with the map's BTF
+Each map type's class is named in the one table of map-type facts
+(:mod:`pybpf._maptypes`), so ``obj.maps["name"]``, :meth:`Map.open_pinned` and
+:meth:`Map.from_id` return the right class. Keys and values are decoded/encoded with the map's BTF
 (:mod:`pybpf.types`): the object's BTF for maps of an :class:`~pybpf.Object`, the
 kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import _fastpath, _walk
 from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
+from ._maptypes import MapTypeFacts, facts
 from .btf import BTF
 from .errors import ClosedError, MapError, MapTypeError, MapValueError
 from .maps import (
@@ -56,7 +57,6 @@ from .maps import (
     UpdateFlags,
     map_type_value,
     possible_cpus,
-    register_kind,
 )
 from .types import (
     Codec,
@@ -80,7 +80,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _MISSING: Any = object()
-_BATCH_TYPES = {"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array"}
 _NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
 
 
@@ -532,7 +531,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
                             "arguments")
         src = args[0]
         pairs = list(src.items()) if isinstance(src, Mapping) else list(src)
-        if len(pairs) > 1 and self.type in _BATCH_TYPES and not f & UpdateFlags.NOEXIST:
+        if len(pairs) > 1 and self._facts.batch and not f & UpdateFlags.NOEXIST:
             if self.update_batch(pairs, flags=f & UpdateFlags.LOCK):
                 return
         for k, v in pairs:
@@ -568,7 +567,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if not ks:
             return 0
         kbs = [self._ekey(k) for k in ks]
-        if self.type in _BATCH_TYPES and not self.type.endswith("array"):
+        if self._facts.batch_delete:
             count = ffi.new("__u32 *", len(kbs))
             opts = ffi.new("struct bpf_map_batch_opts *")
             opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
@@ -688,17 +687,38 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return self._iter_keys()
 
+    @property
+    def _facts(self) -> MapTypeFacts:
+        """What pybpf knows about this map's type (:mod:`pybpf._maptypes`)."""
+        return facts(self.type)
+
     def __len__(self) -> int:
-        """Number of entries: walks the whole map (batched), not O(1)."""
+        """Number of entries: walks the whole map (batched), not O(1); arrays:
+        ``max_entries``; arrays of fds and pointers: the filled slots (a walk)."""
+        how = self._facts.length
+        if how == "slots":
+            return self.max_entries
+        if how == "filled":
+            return sum(1 for _ in self._iter_keys())
+        if how == "none":
+            raise TypeError(f"map {self.name!r} ({self.type}) has no length")
         b = self._batches()
         if b is not None:
             return sum(c for _, _, c in b)
         return sum(1 for _ in self._walk_raw())
 
     def __bool__(self) -> bool:
-        """``len(m) > 0``: True if the map has an entry (one GET_NEXT_KEY syscall, not a
-        full walk)."""
-        return _walk.first_key(self) is not None
+        """``len(m) > 0`` for every kind, without counting: one GET_NEXT_KEY syscall for
+        keyed maps, a walk up to the first filled slot for arrays of fds; kinds without
+        a length raise the TypeError ``len()`` raises."""
+        how = self._facts.length
+        if how == "slots":
+            return self.max_entries > 0
+        if how == "keys":
+            return _walk.first_key(self) is not None
+        if how == "filled":
+            return next(iter(self._iter_keys()), _MISSING) is not _MISSING
+        return len(self) > 0
 
     def clear(self) -> None:
         """Delete every entry the walk finds (one delete syscall per key)."""
@@ -794,24 +814,16 @@ def _index_codec(c: Codec | None, size: int) -> Codec:
     return IntCodec(4, False, "index") if size == 4 else raw_codec(size)
 
 
-@register_kind("hash", "lru_hash")
 class HashMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_HASH`` / ``BPF_MAP_TYPE_LRU_HASH``: a dict in the kernel."""
 
 
-@register_kind("array")
 class ArrayMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_ARRAY``: ``max_entries`` slots indexed 0..N-1, all present (zeroed
     at creation); elements cannot be deleted. ``len()`` is ``max_entries``."""
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
         return _index_codec(c, size)
-
-    def __len__(self) -> int:
-        return self.max_entries
-
-    def __bool__(self) -> bool:
-        return self.max_entries > 0
 
     def __delitem__(self, key: K) -> None:
         raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
@@ -879,12 +891,10 @@ def _sum(vals: list[Any], name: str) -> Any:
     raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
 
 
-@register_kind("percpu_hash", "lru_percpu_hash")
 class PerCPUHashMap(_PerCPU[K, V]):
     """``BPF_MAP_TYPE_PERCPU_HASH`` / ``LRU_PERCPU_HASH``: ``m[k]`` is a list per CPU."""
 
 
-@register_kind("percpu_array")
 class PerCPUArrayMap(_PerCPU[K, V], ArrayMap[K, V]):
     """``BPF_MAP_TYPE_PERCPU_ARRAY``: ``m[i]`` is a list with one value per possible CPU."""
 
@@ -904,11 +914,9 @@ class _KeylessMap(TypedMap[Any, V]):
     def _nokeys(self, *a: Any, **k: Any) -> Any:
         raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
 
-    __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = _nokeys
-    __len__ = __bool__ = _nokeys
+    __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = __len__ = _nokeys
 
 
-@register_kind("queue", "stack")
 class QueueMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_QUEUE`` (FIFO) / ``BPF_MAP_TYPE_STACK`` (LIFO): ``push``, ``pop``,
     ``peek``; one syscall each."""
@@ -969,7 +977,6 @@ _MISSING_SENTINEL: Any = object()
 StackMap = QueueMap
 
 
-@register_kind("bloom_filter")
 class BloomFilterMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_BLOOM_FILTER``: ``add(v)``; ``v in m`` is False only if never added
     (true positives always, false positives sometimes)."""
@@ -1036,7 +1043,6 @@ class LPMKeyCodec(Codec):
         buf[off:off + self.size] = self.encode(value, path)
 
 
-@register_kind("lpm_trie")
 class LPMTrieMap(TypedMap[Any, V]):
     """``BPF_MAP_TYPE_LPM_TRIE``: keys are networks for the usual ``{u32 prefixlen; u8
     data[4|16]}`` layout; ``m["10.1.2.3"]`` finds the longest matching prefix."""
@@ -1072,13 +1078,6 @@ class _Sparse(TypedMap[K, V]):
     def _iter_keys(self) -> Iterator[K]:
         return (k for k, _ in self._walk_present())
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self._walk_present())
-
-    def __bool__(self) -> bool:
-        """``len(m) > 0``: walks up to the first filled slot."""
-        return next(self._walk_present(), None) is not None
-
     def clear(self) -> None:
         for k in list(self._iter_keys()):  # list(view) would walk twice (len hint)
             try:
@@ -1112,13 +1111,11 @@ class _FdValueMap(_Sparse[K, V]):
     def __setitem__(self, key: K, value: Any) -> None:
         self._put(key, self._fd_of(value), 0)
 
-@register_kind("prog_array")
 class ProgArrayMap(_FdValueMap[int, int]):
     """``BPF_MAP_TYPE_PROG_ARRAY`` (tail calls): ``m[i] = program``; ``m[i]`` is the
     program's id; ``del m[i]`` empties the slot."""
 
 
-@register_kind("array_of_maps", "hash_of_maps")
 class ArrayOfMapsMap(_FdValueMap[K, "Map"]):
     """``BPF_MAP_TYPE_ARRAY_OF_MAPS`` / ``HASH_OF_MAPS``: ``m[k] = inner_map``; ``m[k]``
     opens the inner map by id (a new fd, typed from its BTF)."""
@@ -1138,7 +1135,6 @@ class ArrayOfMapsMap(_FdValueMap[K, "Map"]):
 HashOfMapsMap = ArrayOfMapsMap
 
 
-@register_kind("devmap", "devmap_hash")
 class DevMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_DEVMAP[_HASH]`` (XDP redirect): values are ifindexes (``u32``) or
     ``struct bpf_devmap_val``; an interface name is accepted for a ``u32`` value."""
@@ -1156,7 +1152,6 @@ class DevMap(_Sparse[K, V]):
             _default_codec(size)
 
 
-@register_kind("cpumap")
 class CPUMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_CPUMAP``: values are queue sizes (``u32``) or ``struct
     bpf_cpumap_val``."""
@@ -1169,7 +1164,6 @@ class CPUMap(_Sparse[K, V]):
             _default_codec(size)
 
 
-@register_kind("xskmap")
 class XSKMap(_FdValueMap[int, int]):
     """``BPF_MAP_TYPE_XSKMAP``: ``m[queue] = xsk_socket`` (an AF_XDP socket or its fd),
     ``del m[queue]``, ``clear()``. The kernel does not let user space read the slots
@@ -1192,7 +1186,7 @@ class XSKMap(_FdValueMap[int, int]):
                         "read XSKMAP slots; only set (m[queue] = socket) and delete")
 
     __getitem__ = get = __contains__ = pop = _unreadable
-    keys = items = values = __iter__ = __len__ = __bool__ = _unreadable
+    keys = items = values = __iter__ = __len__ = _unreadable
     items_batched = popitems = to_dict = _unreadable
 
     def clear(self) -> None:
@@ -1203,7 +1197,6 @@ class XSKMap(_FdValueMap[int, int]):
                 raise self._err(-rc, "delete failed")
 
 
-@register_kind("sockmap", "sockhash")
 class SockMap(_FdValueMap[K, int]):
     """``BPF_MAP_TYPE_SOCKMAP`` / ``SOCKHASH``: ``m[k] = socket`` (or fd); with an 8-byte
     value, ``m[k]`` is the socket's cookie (``SO_COOKIE``)."""
@@ -1214,7 +1207,6 @@ class SockMap(_FdValueMap[K, int]):
 SockHashMap = SockMap
 
 
-@register_kind("stack_trace")
 class StackTraceMap(TypedMap[int, list[int]]):
     """``BPF_MAP_TYPE_STACK_TRACE``: ``m[stack_id]`` is the list of return addresses (no
     trailing zeros); :meth:`symbolize` names them."""
@@ -1244,7 +1236,6 @@ class StackTraceMap(TypedMap[int, list[int]]):
         return [sym.user_symbol(pid, a) for a in addrs]
 
 
-@register_kind("task_storage", "sk_storage", "inode_storage", "cgrp_storage")
 class LocalStorageMap(TypedMap[Any, V]):
     """``BPF_MAP_TYPE_TASK_STORAGE`` / ``SK_STORAGE`` / ``INODE_STORAGE`` / ``CGRP_STORAGE``:
     values attached to a kernel object, keyed from user space by an fd of that object
@@ -1269,7 +1260,7 @@ class LocalStorageMap(TypedMap[Any, V]):
     def _nokeys(self, *a: Any, **k: Any) -> Any:
         raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
 
-    keys = items = values = __iter__ = __len__ = __bool__ = clear = _nokeys
+    keys = items = values = __iter__ = __len__ = clear = _nokeys
 
 
 def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,

@@ -26,11 +26,12 @@ import errno as _errno
 import fcntl
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
+from ._maptypes import facts
 from .errors import BPFError, ClosedError, MapError, StateError
 
 __all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
@@ -44,9 +45,6 @@ class UpdateFlags(enum.IntFlag):
     NOEXIST = 1
     EXIST = 2
     LOCK = 4
-
-
-_PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
 
 
 # Map types some libbpf 1.x releases have no name for (uapi numbers): named here so
@@ -297,7 +295,7 @@ class OpenMap:
 
     @property
     def percpu(self) -> bool:
-        return self.type in _PERCPU_TYPES
+        return facts(self.type).percpu
 
     @property
     def pin_path(self) -> str | None:
@@ -505,7 +503,7 @@ class Map(Handle):
 
     @property
     def percpu(self) -> bool:
-        return self.type in _PERCPU_TYPES
+        return facts(self.type).percpu
 
     # --- live map ---------------------------------------------------------------
     @property
@@ -750,12 +748,14 @@ class Map(Handle):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-# Map kinds: subclasses registered by map type name (filled by the typed layer).
+# The class of each map type is named in the one table (pybpf._maptypes); the classes
+# live in pybpf.mapkinds, above this module. register_kind overrides the table.
 _KINDS: dict[str, type[Map]] = {}
 
 
 def register_kind(*type_names: str) -> Any:
-    """Class decorator: use this Map subclass for maps of these libbpf types."""
+    """Class decorator: use this Map subclass for maps of these libbpf types instead of
+    the class :mod:`pybpf._maptypes` names."""
 
     def deco(cls: type[Map]) -> type[Map]:
         for name in type_names:
@@ -766,7 +766,15 @@ def register_kind(*type_names: str) -> Any:
 
 
 def _kind_for(type_name: str) -> type[Map]:
-    return _KINDS.get(type_name, Map)
+    cls = _KINDS.get(type_name)
+    if cls is not None:
+        return cls
+    name = facts(type_name).kind
+    if name == "Map":
+        return Map
+    from . import mapkinds  # noqa: PLC0415 - the kinds sit above the raw map
+
+    return cast(type[Map], getattr(mapkinds, name))
 
 
 def list_maps() -> list[MapInfo]:
