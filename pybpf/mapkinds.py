@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno as _errno
 import functools
-import ipaddress
 import logging
 import socket
 import struct
@@ -61,12 +60,13 @@ from .maps import (
 from .types import (
     Codec,
     IntCodec,
+    StackTraceCodec,
     Struct,
-    StructCodec,
     as_codec,
     c_layout,
     codec_for,
     decode_array,
+    lpm_key_codec,
     raw_codec,
 )
 
@@ -996,69 +996,12 @@ class BloomFilterMap(_KeylessMap[V]):
         return True
 
 
-class LPMKeyCodec(Codec):
-    """``{__u32 prefixlen; __u8 data[4|16]}`` keys as :mod:`ipaddress` networks.
-
-    Encoding accepts a network, an address (a /32 or /128 host), or a string such as
-    ``"10.0.0.0/8"``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.nbytes = size - 4
-        self.version = 4 if self.nbytes == 4 else 6
-        self.name = f"lpm_key_ipv{self.version}"
-        self.pytype = "ipaddress.IPv4Network" if self.version == 4 else "ipaddress.IPv6Network"
-
-    def default(self) -> Any:
-        return ipaddress.ip_network("0.0.0.0/0" if self.version == 4 else "::/0")
-
-    def decode(self, buf: Any, off: int = 0) -> Any:
-        (plen,) = struct.unpack_from("<I", buf, off)
-        addr = bytes(buf[off + 4:off + 4 + self.nbytes])
-        if self.version == 4:
-            return ipaddress.IPv4Network((addr, plen), strict=False)
-        return ipaddress.IPv6Network((addr, plen), strict=False)
-
-    def _net(self, value: Any, path: str) -> Any:
-        try:
-            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                value = ipaddress.ip_network(value)
-            elif isinstance(value, str):
-                value = ipaddress.ip_network(value, strict=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        if not isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            raise TypeError(f"{path}: expected an IP network, address or str, got "
-                            f"{type(value).__name__}")
-        if value.version != self.version:
-            raise ValueError(f"{path}: {value} is IPv{value.version}, the map's keys are "
-                             f"IPv{self.version}")
-        return value
-
-    def encode(self, value: Any, path: str = "key") -> bytes:
-        net = self._net(value, path)
-        return bytes(struct.pack("<I", net.prefixlen) + net.network_address.packed)
-
-    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
-        buf[off:off + self.size] = self.encode(value, path)
-
-
 class LPMTrieMap(TypedMap[Any, V]):
     """``BPF_MAP_TYPE_LPM_TRIE``: keys are networks for the usual ``{u32 prefixlen; u8
     data[4|16]}`` layout; ``m["10.1.2.3"]`` finds the longest matching prefix."""
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
-        if size in (8, 20) and (c is None or _is_lpm_layout(c)):
-            return LPMKeyCodec(size)
-        return c if c is not None else _default_codec(size)
-
-
-def _is_lpm_layout(c: Codec) -> bool:
-    if not isinstance(c, StructCodec) or len(c.members) != 2:
-        return False
-    a, b = c.members
-    return (isinstance(a.codec, IntCodec) and a.codec.size == 4 and a.byte_off == 0
-            and b.byte_off == 4)
+        return lpm_key_codec(c, size)
 
 
 class _Sparse(TypedMap[K, V]):
@@ -1212,20 +1155,10 @@ class StackTraceMap(TypedMap[int, list[int]]):
     trailing zeros); :meth:`symbolize` names them."""
 
     def _value_codec(self, c: Codec | None, size: int) -> Codec:
-        return raw_codec(size)
+        return StackTraceCodec(size)
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
         return IntCodec(4, False, "stack_id")
-
-    def _dval(self, buf: Any) -> Any:
-        n = len(buf) // 8
-        addrs = list(struct.unpack_from(f"<{n}Q", buf, 0))
-        while addrs and addrs[-1] == 0:
-            addrs.pop()
-        return addrs
-
-    def _dval_at(self, buf: Any, off: int) -> Any:
-        return self._dval(bytes(buf[off:off + self.value_size]))
 
     def symbolize(self, stack_id: int, *, pid: int | None = None) -> list[str]:
         """Frames of ``stack_id`` as ``"func+0xoff"`` (kernel via /proc/kallsyms; user

@@ -27,6 +27,7 @@ the others go member by member.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import keyword
 import re
 import struct
@@ -36,7 +37,8 @@ from typing import Any, ClassVar
 from . import _fastpath
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
 
-__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain"]
+__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
+           "numpy_dtype", "LPMKeyCodec", "StackTraceCodec"]
 
 
 class CStr(bytes):
@@ -877,6 +879,141 @@ def c_layout(c: Codec) -> tuple[type | None, tuple[CField, ...]]:
         return c.cls, tuple(f for f in fields if f is not None)
     one = c_field(c, 0, None)
     return None, (one,) if one is not None else ()
+
+
+# --- codecs of map kinds: LPM trie keys, stack traces ---------------------------------
+
+class LPMKeyCodec(Codec):
+    """``{__u32 prefixlen; __u8 data[4|16]}`` keys as :mod:`ipaddress` networks.
+
+    Encoding accepts a network, an address (a /32 or /128 host), or a string such as
+    ``"10.0.0.0/8"``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.nbytes = size - 4
+        self.version = 4 if self.nbytes == 4 else 6
+        self.name = f"lpm_key_ipv{self.version}"
+        self.pytype = "ipaddress.IPv4Network" if self.version == 4 else "ipaddress.IPv6Network"
+
+    def default(self) -> Any:
+        return ipaddress.ip_network("0.0.0.0/0" if self.version == 4 else "::/0")
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        (plen,) = struct.unpack_from("<I", buf, off)
+        addr = bytes(buf[off + 4:off + 4 + self.nbytes])
+        if self.version == 4:
+            return ipaddress.IPv4Network((addr, plen), strict=False)
+        return ipaddress.IPv6Network((addr, plen), strict=False)
+
+    def _net(self, value: Any, path: str) -> Any:
+        try:
+            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                value = ipaddress.ip_network(value)
+            elif isinstance(value, str):
+                value = ipaddress.ip_network(value, strict=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        if not isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            raise TypeError(f"{path}: expected an IP network, address or str, got "
+                            f"{type(value).__name__}")
+        if value.version != self.version:
+            raise ValueError(f"{path}: {value} is IPv{value.version}, the map's keys are "
+                             f"IPv{self.version}")
+        return value
+
+    def encode(self, value: Any, path: str = "key") -> bytes:
+        net = self._net(value, path)
+        return bytes(struct.pack("<I", net.prefixlen) + net.network_address.packed)
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        buf[off:off + self.size] = self.encode(value, path)
+
+
+
+
+def _is_lpm_layout(c: Codec) -> bool:
+    if not isinstance(c, StructCodec) or len(c.members) != 2:
+        return False
+    a, b = c.members
+    return (isinstance(a.codec, IntCodec) and a.codec.size == 4 and a.byte_off == 0
+            and b.byte_off == 4)
+
+
+def lpm_key_codec(c: Codec | None, size: int) -> Codec:
+    """An LPM trie's key codec: networks for the usual layout (or no BTF), else ``c``."""
+    if size in (8, 20) and (c is None or _is_lpm_layout(c)):
+        return LPMKeyCodec(size)
+    return c if c is not None else _RawCodec(size)
+
+
+class StackTraceCodec(Codec):
+    """A stack trace map's value: the list of return addresses, without the trailing
+    zeros (decoding only: the kernel writes stacks)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.name = f"stack[{size // 8}]"
+        self.pytype = "list[int]"
+        self._unpack = struct.Struct(f"<{size // 8}Q").unpack_from
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        addrs = list(self._unpack(buf, off))
+        while addrs and addrs[-1] == 0:
+            addrs.pop()
+        return addrs
+
+    def default(self) -> Any:
+        return []
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(a, int) for a in value):
+            raise TypeError(f"{path}: expected a list of addresses, got {_tname(value)}")
+        n = self.size // 8
+        if len(value) > n:
+            raise ValueError(f"{path}: {len(value)} addresses do not fit {self.name}")
+        buf[off:off + self.size] = struct.pack(f"<{n}Q", *value, *([0] * (n - len(value))))
+
+
+# --- numpy dtypes, from the same layouts --------------------------------------------------
+
+
+def numpy_dtype(c: Codec) -> Any:
+    """The numpy dtype of the values of codec ``c``: the same offsets and sizes (from
+    BTF); char and byte arrays as ``S<n>``, bools as ``?``, enums and pointers as
+    integers. Bitfields and types without a value raise TypeError."""
+    try:
+        import numpy as np
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("numpy is not installed: pip install 'pybpf[numpy]'") from exc
+    if isinstance(c, BoolCodec):
+        return np.dtype("?")
+    if isinstance(c, IntCodec):
+        if c.size == 1 and "char" in c.name:  # clang marks char signed, not BTF_INT_CHAR
+            return np.dtype("S1")
+        return np.dtype(f"<{'i' if c.signed else 'u'}{c.size}")
+    if isinstance(c, FloatCodec):
+        return np.dtype(f"<f{c.size}")
+    if isinstance(c, CharArrayCodec) or (type(c) is ByteArrayCodec and "char" in c.name):
+        return np.dtype(f"S{c.size}")
+    if type(c) is ByteArrayCodec:
+        return np.dtype(("<u1", (c.size,)))
+    if isinstance(c, ArrayCodec):
+        return np.dtype((numpy_dtype(c.elem), (c.n,)))
+    if isinstance(c, StructCodec):
+        names: list[str] = []
+        formats: list[Any] = []
+        offsets: list[int] = []
+        for i, m in enumerate(c.members):
+            if m.bits or m.bit_off % 8:
+                raise TypeError(f"struct {c.name!r}: bitfield member {m.cname or m.name!r} "
+                                "has no numpy equivalent")
+            names.append(m.cname or f"_anon{i}")
+            formats.append(numpy_dtype(m.codec))
+            offsets.append(m.byte_off)
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                         "itemsize": c.size})
+    raise TypeError(f"{c.name or type(c).__name__} has no numpy equivalent")
 
 
 def _bf_get(buf: Any, off: int, m: _Member, size: int) -> Any:
