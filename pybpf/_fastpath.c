@@ -68,10 +68,16 @@ typedef struct {
 	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
 	PyObject *kenc;		/* key -> bytes (raises on bad keys), or NULL */
 	struct layout lay;	/* the value, when C converts it (nfields > 0) */
+	struct layout klay;	/* the key, when C converts a struct key (nfields > 0) */
 	PyObject *vdec;		/* (bytes, 0) -> value when lay.nfields == 0 */
 	PyObject *venc;		/* value -> bytes when lay.nfields == 0 */
 	int ready;
 } MapOps;
+
+/* Struct keys C converts itself are at most this big (on the stack). */
+#define KEY_STACK 64
+
+static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size);
 
 /* Each call works in its own value buffer (decoding may run Python code, e.g. a
  * finalizer during a GC, that uses the same map): on the stack when small. */
@@ -169,6 +175,10 @@ static int key_bytes(MapOps *s, PyObject *key, uint64_t *kbuf, const void **kp, 
 			*kbuf = v;
 		}
 		*kp = kbuf;
+		return 0;
+	}
+	if (s->klay.nfields && layout_encode(&s->klay, key, (char *)kbuf, s->key_size) == 0) {
+		*kp = kbuf;	/* a struct key (instance, tuple or dict), written in C */
 		return 0;
 	}
 	if (!s->kenc) {
@@ -498,7 +508,7 @@ static int value_bytes(MapOps *s, PyObject *value, char *vbuf)
 
 static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold, *v;
 	char stack[STACK_VALUE], *vbuf;
@@ -506,7 +516,7 @@ static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
@@ -574,7 +584,7 @@ static PyObject *MapOps_get(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold;
 	char stack[STACK_VALUE], *vbuf;
@@ -582,7 +592,7 @@ static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
@@ -601,7 +611,7 @@ static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 
 static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
 {
-	uint64_t kbuf, flags = 0;
+	uint64_t kbuf[KEY_STACK / 8], flags = 0;
 	const void *kp;
 	PyObject *khold;
 	char stack[STACK_VALUE], *vbuf;
@@ -618,7 +628,7 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 		if (flags == (uint64_t)-1 && PyErr_Occurred())
 			return NULL;
 	}
-	if (key_bytes(s, args[0], &kbuf, &kp, &khold) < 0)
+	if (key_bytes(s, args[0], kbuf, &kp, &khold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
@@ -640,14 +650,14 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 
 static PyObject *MapOps_delete(MapOps *s, PyObject *key)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold;
 	int err;
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	err = elem_op(s, BPF_MAP_DELETE_ELEM, kp, NULL, 0);
 	Py_XDECREF(hold);
@@ -962,25 +972,28 @@ static void layout_free(struct layout *l)
 }
 
 /* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc,
- *        ncpu=0)
+ *        ncpu=0, kcls=None, kfields=())
  * fields: see layout_init; empty: values go through vdec/venc.  ncpu > 0: a per-CPU
- * map, whose values are NCPU values of VALUE_SIZE bytes each, 8 bytes aligned. */
+ * map, whose values are NCPU values of VALUE_SIZE bytes each, 8 bytes aligned.
+ * kcls, kfields: the key's layout (see layout_init), for struct keys C converts itself
+ * (at most KEY_STACK bytes); others go through kenc. */
 static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 {
 	int key_int;
 	Py_ssize_t ks, vs, ncpu = 0;
-	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc;
+	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc, *kcls = Py_None, *kspec = NULL;
 
 	if (kw && PyDict_GET_SIZE(kw)) {
 		PyErr_SetString(PyExc_TypeError, "MapOps takes positional arguments");
 		return -1;
 	}
-	if (s->ready || s->lay.fields) {
+	if (s->ready || s->lay.fields || s->klay.fields) {
 		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO|n", &FDType, &owner, &ks, &vs, &key_int, &kenc,
-			      &cls, &PyTuple_Type, &spec, &vdec, &venc, &ncpu))
+	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO|nOO!", &FDType, &owner, &ks, &vs, &key_int, &kenc,
+			      &cls, &PyTuple_Type, &spec, &vdec, &venc, &ncpu, &kcls,
+			      &PyTuple_Type, &kspec))
 		return -1;
 	if (ncpu < 0 || ncpu > 65536 || vs > PY_SSIZE_T_MAX / 65536 - 8) {
 		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad CPU count or value size");
@@ -997,6 +1010,11 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 	}
 	if (layout_init(&s->lay, cls, spec, vs) < 0)
 		return -1;
+	if (kspec && PyTuple_GET_SIZE(kspec) && ks <= KEY_STACK &&
+	    layout_init(&s->klay, kcls, kspec, ks) < 0) {
+		layout_free(&s->lay);
+		return -1;
+	}
 	Py_INCREF(owner);
 	s->owner = (FDObject *)owner;
 	s->key_size = ks;
@@ -1027,6 +1045,8 @@ static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 	Py_VISIT(s->kenc);
 	Py_VISIT(s->lay.cls);
 	Py_VISIT(s->lay.spec);
+	Py_VISIT(s->klay.cls);
+	Py_VISIT(s->klay.spec);
 	Py_VISIT(s->vdec);
 	Py_VISIT(s->venc);
 	return 0;
@@ -1040,6 +1060,7 @@ static int MapOps_clear(MapOps *s)
 	Py_CLEAR(s->vdec);
 	Py_CLEAR(s->venc);
 	layout_free(&s->lay);
+	layout_free(&s->klay);
 	return 0;
 }
 

@@ -295,8 +295,10 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
                 return own_dval(proxy, b)
         enc = (vc.fast_encode or vc.encode) if ncpu or cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
+        # other keys C takes: struct keys of scalars, other scalars (signed, 1-2 bytes)
+        kcls, kfields = (None, ()) if own_key or int_key else c_layout(kc)
         ops = _fastpath.MapOps(self._owner, self.key_size, vsize, int_key, kenc, vcls,
-                               fields, dec, enc, ncpu)
+                               fields, dec, enc, ncpu, kcls, kfields)
         self._ops = ops
         return ops
 

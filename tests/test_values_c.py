@@ -282,3 +282,39 @@ def test_struct_base_survives_misuse_in_a_child():
         emit({"errors": errors})
     """, timeout=120)
     assert verdict == {"errors": []}
+
+
+@pytest.mark.parametrize("form", ["struct", "tuple", "dict"])
+def test_struct_and_signed_keys_are_encoded_in_c(vo, form):
+    Key = vo.btf["kkey"].pytype
+    kh, sk = vo.maps["kh"], vo.maps["sk"]
+    fields = dict(ip=0x0a000001, port=8080, proto=6, zone=-3)
+    key = {"struct": Key(**fields), "tuple": tuple(fields.values()), "dict": fields}[form]
+    kh[Key()] = 1
+    sk[0] = 1
+    _c_only(kh)
+    _c_only(sk)
+    kh[key] = 77
+    sk[-5] = 88
+    _readback(vo)
+    assert (vo.data.kh_seen, vo.data.sk_seen) == (77, 88)
+    assert kh[key] == 77 and key in kh and sk[-5] == 88
+    assert sorted(k.port for k in kh.keys()) == [0, 8080]
+    del kh[key]
+    del sk[-5]
+    _readback(vo)
+    assert (vo.data.kh_seen, vo.data.sk_seen) == (2**64 - 1, 2**64 - 1)
+
+
+def test_bad_struct_keys_name_the_map_field_and_key_type(vo):
+    kh, sk = vo.maps["kh"], vo.maps["sk"]
+    with pytest.raises(pybpf.MapValueError) as ei:
+        kh[{"port": 70000}] = 1
+    e = ei.value
+    assert (e.map, e.field, e.type_name) == ("kh", "key.port", "kkey")
+    assert str(e).endswith("(key type: kkey)")
+    with pytest.raises(pybpf.MapTypeError, match=r"map 'kh': key: .*no field 'nope'"):
+        kh[{"nope": 1}]
+    with pytest.raises(pybpf.MapValueError, match=r"map 'sk': key: .*out of range"):
+        sk[-2**15 - 1] = 1
+    assert len(kh) == 0 and len(sk) == 0  # nothing was written

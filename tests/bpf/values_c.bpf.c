@@ -39,6 +39,30 @@ MAP(BPF_MAP_TYPE_ARRAY, arr, 4);
 MAP(BPF_MAP_TYPE_PERCPU_HASH, ph, 4);
 MAP(BPF_MAP_TYPE_PERCPU_ARRAY, pa, 2);
 
+struct kkey {
+	__u32 ip;
+	__u16 port;
+	__u8 proto;
+	__s8 zone;
+}; /* 8 bytes */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, struct kkey);
+	__type(value, __u64);
+} kh SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __s16);
+	__type(value, __u64);
+} sk SEC(".maps");
+
+__u64 kh_seen = -1;	/* kh[{0x0a000001, 8080, 6, -3}] as readback found it */
+__u64 sk_seen = -1;	/* sk[-5] */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, OUT_PA + 8 * MAXCPU);
@@ -84,6 +108,15 @@ int readback(struct xdp_md *ctx)
 		rec_out(OUT_ARR, r);
 	else
 		misses++;
+	{
+		struct kkey k = { .ip = 0x0a000001, .port = 8080, .proto = 6, .zone = -3 };
+		__s16 sk_key = -5;
+		__u64 *v = bpf_map_lookup_elem(&kh, &k);
+
+		kh_seen = v ? *v : -1;
+		v = bpf_map_lookup_elem(&sk, &sk_key);
+		sk_seen = v ? *v : -1;
+	}
 	ph_cpus = pa_cpus = 0;
 	for (cpu = 0; cpu < MAXCPU; cpu++) {
 		r = bpf_map_lookup_percpu_elem(&ph, &one, cpu);
