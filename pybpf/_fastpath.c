@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* pybpf._fastpath: the hot paths of typed values, in C -- MapOps, the single-key
- * operations of typed maps (m[k], m[k] = v, del m[k], get, in), and Decoder, BTF
- * layouts of scalars decoded from any buffer.
+ * operations of typed maps (m[k], m[k] = v, del m[k], get, in), MapBase, the base of
+ * TypedMap whose mapping slots call MapOps with no Python frame, and Decoder, BTF
+ * layouts of scalars decoded from any buffer.  Struct values themselves (their
+ * construction and ==) are in _native/values.c, in the same module.
  *
  * One MapOps per loaded TypedMap.  Each call is one bpf(2) syscall, made with the
  * GIL held: a map syscall never sleeps for long, and dropping and retaking the GIL
- * costs more than the whole call.  Values go straight between the kernel's bytes
- * and Python objects: ints, floats, bools, enum members, or the map's generated
- * struct class with its __slots__ filled in place.  Layouts the C side does not
- * know (char arrays, nested structs, unions...) use the codec's Python decoder and
- * encoder, called from here.
+ * costs more than the whole call.  Keys and values go straight between the kernel's
+ * bytes and Python objects by their layout (struct layout: scalars at offsets):
+ * ints, floats, bools, enum members, or the map's generated struct class with its
+ * __slots__ filled in place; a struct is taken as its class, a tuple/list of its
+ * fields in order or a dict by attribute name (missing fields zero).  Per-CPU maps
+ * hold one value per possible CPU, each 8-byte aligned: a list on lookup; a list or
+ * one value for every CPU on update.  Layouts the C side does not know (char arrays,
+ * nested structs, unions...) use the codec's Python decoder and encoder, called
+ * from here.
  *
  * Decoder does the same conversion for any buffer (struct codecs of scalars use it:
  * event records, batches, globals).
  *
  * Whatever the fast path cannot take (a key of another type, a value out of range,
- * a dict for a struct...) raises Fallback, before any syscall: the Python path then
+ * an enum by name...) raises Fallback, before any syscall: the Python path then
  * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
  * default); other errors raise OSError(errno) for Python to name the map. */
 #define PY_SSIZE_T_CLEAN

@@ -8,11 +8,14 @@ kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 
 Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, ``get`` are one syscall
-each, made from C (:mod:`pybpf._fastpath`) with the GIL held: integer keys by value,
-values of ints, floats, bools, enums and flat structs of those converted there,
-other layouts (per-CPU lists, fd keys...) through their codec or the kind's
-methods; whatever C does not take goes through the validating Python path, which
-names the map and field;
+each, made from C (:mod:`pybpf._fastpath`) with the GIL held and no Python frame
+(``TypedMap`` derives from the C ``MapBase``): keys and values of ints, floats,
+bools, enums and flat structs of those -- as the generated class, a tuple or a
+dict -- are converted there, per-CPU values CPU by CPU; other layouts (nested
+structs, arrays, fd keys...) through their codec or the kind's methods, called
+from C; whatever C does not take goes through the validating Python path, which
+raises :class:`~pybpf.MapTypeError`/:class:`~pybpf.MapValueError` naming the map,
+the field and the C type;
 ``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
 batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
 the kernel has them for the map type, else one syscall per key.
