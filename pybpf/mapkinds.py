@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import _fastpath, _walk
 from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
-from ._maptypes import MapTypeFacts, facts
+from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
 from .errors import ClosedError, MapError, MapTypeError, MapValueError
 from .maps import (
@@ -59,6 +59,7 @@ from .maps import (
     UpdateFlags,
     map_type_value,
     possible_cpus,
+    register_kind,
 )
 from .types import (
     Codec,
@@ -1242,3 +1243,13 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     if key is not None or value is not None:
         m.set_types(key, value)
     return m
+
+
+def _register_kinds() -> None:
+    """Each map type gets the class the one table names for it."""
+    for name, f in TABLE.items():
+        if f.kind != "Map":
+            register_kind(name)(globals()[f.kind])
+
+
+_register_kinds()

@@ -26,7 +26,7 @@ import errno as _errno
 import fcntl
 import os
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
@@ -749,13 +749,13 @@ class Map(Handle):
         self.close()
 
 # The class of each map type is named in the one table (pybpf._maptypes); the classes
-# live in pybpf.mapkinds, above this module. register_kind overrides the table.
+# live in pybpf.mapkinds, above this module, which registers them here by that table.
 _KINDS: dict[str, type[Map]] = {}
 
 
 def register_kind(*type_names: str) -> Any:
-    """Class decorator: use this Map subclass for maps of these libbpf types instead of
-    the class :mod:`pybpf._maptypes` names."""
+    """Class decorator: use this Map subclass for maps of these libbpf types
+    (:mod:`pybpf.mapkinds` registers the class :mod:`pybpf._maptypes` names for each)."""
 
     def deco(cls: type[Map]) -> type[Map]:
         for name in type_names:
@@ -766,15 +766,7 @@ def register_kind(*type_names: str) -> Any:
 
 
 def _kind_for(type_name: str) -> type[Map]:
-    cls = _KINDS.get(type_name)
-    if cls is not None:
-        return cls
-    name = facts(type_name).kind
-    if name == "Map":
-        return Map
-    from . import mapkinds  # noqa: PLC0415 - the kinds sit above the raw map
-
-    return cast(type[Map], getattr(mapkinds, name))
+    return _KINDS.get(type_name, Map)
 
 
 def list_maps() -> list[MapInfo]:
