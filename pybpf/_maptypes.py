@@ -43,6 +43,9 @@ class MapTypeFacts:
     prealloc: str = ""
     """How much memory creation preallocates: ``array``, ``hash``, ``pointers``,
     ``ring``, ``stack_trace``, ``queue``, ``bloom``, or ``""`` (on demand)."""
+    dump: bool = True
+    """``pybpf run`` and ``pybpf map dump`` print its entries (not for streams, fds,
+    stacks, keyless kinds and local storage, whose entries say nothing by themselves)."""
 
 
 def _t(name: str, kind: str, **kw: object) -> tuple[str, MapTypeFacts]:
@@ -59,30 +62,31 @@ TABLE: dict[str, MapTypeFacts] = dict([
     _t("lru_percpu_hash", "PerCPUHashMap", percpu=True, **_HASH),
     _t("array", "ArrayMap", **_ARRAY),
     _t("percpu_array", "PerCPUArrayMap", percpu=True, **_ARRAY),
-    _t("queue", "QueueMap", keyless=True, length="none", prealloc="queue"),
-    _t("stack", "QueueMap", keyless=True, length="none", prealloc="queue"),
-    _t("bloom_filter", "BloomFilterMap", keyless=True, length="none", prealloc="bloom"),
+    _t("queue", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False),
+    _t("stack", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False),
+    _t("bloom_filter", "BloomFilterMap", keyless=True, length="none", prealloc="bloom", dump=False),
     _t("lpm_trie", "LPMTrieMap"),
-    _t("prog_array", "ProgArrayMap", length="filled", prealloc="array"),
-    _t("array_of_maps", "ArrayOfMapsMap", length="filled", prealloc="array"),
-    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash"),
-    _t("stack_trace", "StackTraceMap", prealloc="stack_trace"),
-    _t("devmap", "DevMap", length="filled", prealloc="pointers"),
+    _t("prog_array", "ProgArrayMap", length="filled", prealloc="array", dump=False),
+    _t("array_of_maps", "ArrayOfMapsMap", length="filled", prealloc="array", dump=False),
+    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash", dump=False),
+    _t("stack_trace", "StackTraceMap", prealloc="stack_trace", dump=False),
+    _t("devmap", "DevMap", length="filled", prealloc="pointers", dump=False),
     _t("devmap_hash", "DevMap", prealloc="pointers"),
-    _t("cpumap", "CPUMap", length="filled", prealloc="pointers"),
-    _t("xskmap", "XSKMap", length="none", prealloc="pointers"),
-    _t("sockmap", "SockMap", length="filled", prealloc="pointers"),
-    _t("sockhash", "SockMap", prealloc="pointers"),
-    _t("task_storage", "LocalStorageMap", length="none"),
-    _t("sk_storage", "LocalStorageMap", length="none"),
-    _t("inode_storage", "LocalStorageMap", length="none"),
-    _t("cgrp_storage", "LocalStorageMap", length="none"),
+    _t("cpumap", "CPUMap", length="filled", prealloc="pointers", dump=False),
+    _t("xskmap", "XSKMap", length="none", prealloc="pointers", dump=False),
+    _t("sockmap", "SockMap", length="filled", prealloc="pointers", dump=False),
+    _t("sockhash", "SockMap", prealloc="pointers", dump=False),
+    _t("task_storage", "LocalStorageMap", length="none", dump=False),
+    _t("sk_storage", "LocalStorageMap", length="none", dump=False),
+    _t("inode_storage", "LocalStorageMap", length="none", dump=False),
+    _t("cgrp_storage", "LocalStorageMap", length="none", dump=False),
     _t("percpu_cgroup_storage", "Map", percpu=True),
     _t("cgroup_storage", "Map"),
-    _t("perf_event_array", "Map", prealloc="array"),
-    _t("cgroup_array", "Map", prealloc="array"),
-    _t("ringbuf", "Map", prealloc="ring"),
-    _t("user_ringbuf", "Map", prealloc="ring"),
+    _t("perf_event_array", "Map", prealloc="array", dump=False),
+    _t("cgroup_array", "Map", prealloc="array", dump=False),
+    _t("ringbuf", "Map", prealloc="ring", dump=False),
+    _t("user_ringbuf", "Map", prealloc="ring", dump=False),
+    _t("struct_ops", "Map", dump=False),
 ])
 
 

@@ -75,6 +75,7 @@ def test_the_table_names_a_class_for_every_kind_and_the_modules_agree():
     assert _maptypes.facts("no_such_type").kind == "Map"
     assert map_prealloc_bytes("percpu_array", 4, 8, 10, 0, 4) == 10 * 8 * 4
     assert map_prealloc_bytes("devmap", 4, 4, 10, 0, 4) == 80
+    assert not _maptypes.facts("ringbuf").dump and _maptypes.facts("hash").dump
 
 
 def _bool_len(m: pybpf.Map) -> tuple[object, object]:
