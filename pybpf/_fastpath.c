@@ -690,8 +690,10 @@ typedef struct {
 
 static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in;
 
-/* The MapOps to use, or NULL with *exc set to the exception to hand on (a Fallback
- * for a map that C cannot serve), or NULL with no *exc and an error raised. */
+/* The MapOps to use (a new reference: Python code that runs during the call, a
+ * codec or set_types(), may replace m->ops), or NULL with *exc set to the exception
+ * to hand on (a Fallback for a map that C cannot serve), or NULL with no *exc and an
+ * error raised. */
 static MapOps *map_ops(MapBase *m, PyObject **exc)
 {
 	PyObject *ops = m->ops;
@@ -704,8 +706,10 @@ static MapOps *map_ops(MapBase *m, PyObject **exc)
 		Py_DECREF(ops);	/* _make_ops stored it in m->ops */
 		ops = m->ops;
 	}
-	if (ops && Py_IS_TYPE(ops, &MapOpsType) && ((MapOps *)ops)->ready)
+	if (ops && Py_IS_TYPE(ops, &MapOpsType) && ((MapOps *)ops)->ready) {
+		Py_INCREF(ops);
 		return (MapOps *)ops;
+	}
 	*exc = PyObject_CallNoArgs(Fallback);
 	return NULL;
 }
@@ -744,6 +748,7 @@ static PyObject *MapBase_subscript(MapBase *m, PyObject *key)
 
 	if (ops) {
 		r = lookup_common(ops, key, NULL);
+		Py_DECREF(ops);
 		if (r)
 			return r;
 	} else if (!exc) {
@@ -759,6 +764,7 @@ static int MapBase_ass_subscript(MapBase *m, PyObject *key, PyObject *value)
 
 	if (ops) {
 		r = value ? MapOps_update(ops, args, 2) : MapOps_delete(ops, key);
+		Py_DECREF(ops);
 		if (r) {
 			Py_DECREF(r);
 			return 0;
@@ -779,6 +785,7 @@ static int MapBase_contains(MapBase *m, PyObject *key)
 
 	if (ops) {
 		r = MapOps_contains(ops, key);
+		Py_DECREF(ops);
 		if (r) {
 			t = r == Py_True;
 			Py_DECREF(r);

@@ -259,6 +259,26 @@ def test_struct_base_survives_misuse_in_a_child():
         h = obj.maps["h"]
         h[2] = Sub(a=4, b=1)                  # another class: encoded by the codec
         assert h[2].a == 4
+        # Python code run while C converts a value may drop the map's C state or the
+        # slots being compared: C keeps its own references
+        class Evil(str):
+            __hash__ = str.__hash__
+            def __eq__(self, other):
+                h.set_types(value=Rec)        # drops the MapOps in use
+                gc.collect()
+                return str.__eq__(self, other)
+        h[3] = {Evil("a"): 7}
+        assert h[3].a == 7
+        class Reassign(int):
+            __hash__ = int.__hash__
+            def __eq__(self, other):
+                r2.a = 0                      # frees the value being compared
+                gc.collect()
+                return int.__eq__(self, other)
+        big_int = int("1" + "0" * 30)           # made at run time: only r2 holds it
+        r1, r2 = Rec(a=Reassign(big_int)), Rec(a=big_int * 1)
+        del big_int
+        assert (r1 == r2) is True and r2.a == 0
         big = [Rec(i, -i, col=300) for i in range(20000)]
         del big
         errors = []

@@ -159,7 +159,9 @@ PyTypeObject ShapeType = {
 	.tp_clear = (inquiry)Shape_clear,
 };
 
-/* The shape of TP (borrowed), or NULL (no exception) when it has none. */
+/* The shape of TP (a new reference: Python code run meanwhile, a member's __eq__ or
+ * default factory, may replace the class's _shape), or NULL (no exception) when it has
+ * none. */
 static Shape *shape_of(PyTypeObject *tp)
 {
 	PyObject *sh = _PyType_Lookup(tp, shape_attr);
@@ -167,6 +169,7 @@ static Shape *shape_of(PyTypeObject *tp)
 	if (!sh || !Py_IS_TYPE(sh, &ShapeType) || !((Shape *)sh)->cls ||
 	    !PyType_IsSubtype(tp, ((Shape *)sh)->cls))
 		return NULL;
+	Py_INCREF(sh);
 	return (Shape *)sh;
 }
 
@@ -232,13 +235,13 @@ static int StructBase_init(PyObject *self, PyObject *args, PyObject *kw)
 	if (nargs > sh->n) {
 		PyErr_Format(PyExc_TypeError, "%s has %zd fields, got %zd positional values",
 			     Py_TYPE(self)->tp_name, sh->n, nargs);
-		return -1;
+		goto out;
 	}
 	if (sh->n > (Py_ssize_t)sizeof(given_stack)) {
 		given = PyMem_Calloc((size_t)sh->n, 1);
 		if (!given) {
 			PyErr_NoMemory();
-			return -1;
+			goto out;
 		}
 	} else {
 		memset(given, 0, (size_t)sh->n);
@@ -279,8 +282,9 @@ static int StructBase_init(PyObject *self, PyObject *args, PyObject *kw)
 	}
 	rc = 0;
 out:
-	if (given != given_stack)
+	if (given && given != given_stack)
 		PyMem_Free(given);
+	Py_DECREF(sh);
 	return rc;
 }
 
@@ -293,23 +297,22 @@ static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args
 	Shape *sh = shape_of(tp);
 	Py_ssize_t i, nargs = PyVectorcall_NARGS(nargsf);
 	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-	char given_stack[64], *given = given_stack;
-	PyObject *o;
+	char given[64] = {0};
+	PyObject *o = NULL;
 
-	if (!sh || sh->cls != tp || sh->n > (Py_ssize_t)sizeof(given_stack)) {
+	if (!sh || sh->cls != tp || sh->n > (Py_ssize_t)sizeof(given)) {
 		/* installed only on the shape's own class, with at most 64 members */
 		PyErr_Format(PyExc_TypeError, "%s: its _shape was replaced", tp->tp_name);
-		return NULL;
+		goto fail;
 	}
 	if (nargs > sh->n) {
 		PyErr_Format(PyExc_TypeError, "%s has %zd fields, got %zd positional values",
 			     tp->tp_name, sh->n, nargs);
-		return NULL;
+		goto fail;
 	}
 	o = tp->tp_alloc(tp, 0);
 	if (!o)
-		return NULL;
-	memset(given, 0, (size_t)sh->n);
+		goto fail;
 	for (i = 0; i < nargs; i++) {
 		set_slot(o, sh, i, args[i]);
 		given[i] = 1;
@@ -321,8 +324,7 @@ static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args
 		if (j < 0) {
 			if (j == -1)
 				no_member(o, sh, k);
-			Py_DECREF(o);
-			return NULL;
+			goto fail;
 		}
 		set_slot(o, sh, j, args[nargs + i]);
 		given[j] = 1;
@@ -338,48 +340,68 @@ static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args
 		} else {
 			PyObject *d = PyObject_CallNoArgs(f);
 
-			if (!d) {
-				Py_DECREF(o);
-				return NULL;
-			}
-			*slot_at(o, sh, i) = d;
+			if (!d)
+				goto fail;
+			Py_XSETREF(*slot_at(o, sh, i), d);
 		}
 	}
+	Py_DECREF(sh);
 	return o;
+fail:
+	Py_XDECREF(o);
+	Py_XDECREF(sh);
+	return NULL;
+}
+
+/* Whether two values of one class are equal, slot by slot (-1: an error). */
+static int slots_equal(PyObject *a, PyObject *b, Shape *sh)
+{
+	Py_ssize_t i;
+
+	for (i = 0; i < sh->n; i++) {
+		PyObject *x = *slot_at(a, sh, i), *y = *slot_at(b, sh, i);
+		int eq;
+
+		if (!x || !y) {
+			if (x != y)
+				return 0;
+			continue;
+		}
+		Py_INCREF(x);	/* an __eq__ may assign the slots meanwhile */
+		Py_INCREF(y);
+		eq = PyObject_RichCompareBool(x, y, Py_EQ);
+		Py_DECREF(x);
+		Py_DECREF(y);
+		if (eq <= 0)
+			return eq;
+	}
+	return 1;
 }
 
 /* a == b: the same class, member by member in C; another class: its _eq_other. */
 static PyObject *StructBase_richcompare(PyObject *a, PyObject *b, int op)
 {
 	Shape *sh;
-	Py_ssize_t i;
 	PyObject *fn, *r;
 
 	if (op != Py_EQ && op != Py_NE)
 		Py_RETURN_NOTIMPLEMENTED;
 	sh = shape_of(Py_TYPE(a));
 	if (sh && Py_TYPE(b) == Py_TYPE(a)) {
-		for (i = 0; i < sh->n; i++) {
-			PyObject *x = *slot_at(a, sh, i), *y = *slot_at(b, sh, i);
-			int eq;
+		int eq = slots_equal(a, b, sh);
 
-			if (!x || !y) {
-				if (x != y)
-					break;
-				continue;
-			}
-			eq = PyObject_RichCompareBool(x, y, Py_EQ);
-			if (eq < 0)
-				return NULL;
-			if (!eq)
-				break;
-		}
-		return PyBool_FromLong((i == sh->n) == (op == Py_EQ));
+		Py_DECREF(sh);
+		if (eq < 0)
+			return NULL;
+		return PyBool_FromLong(eq == (op == Py_EQ));
 	}
+	Py_XDECREF(sh);
 	fn = _PyType_Lookup(Py_TYPE(a), eq_other_attr);
 	if (!fn)
 		Py_RETURN_NOTIMPLEMENTED;
+	Py_INCREF(fn);
 	r = PyObject_CallFunctionObjArgs(fn, a, b, NULL);
+	Py_DECREF(fn);
 	if (!r || r == Py_NotImplemented || op == Py_EQ)
 		return r;
 	{
