@@ -403,8 +403,14 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 		for (i = 0; i < l->nfields; i++) {
 			const struct field *f = &l->fields[i];
 			PyObject *v = *(PyObject **)((char *)value + f->slot);
+			int r;
 
-			if (!v || scalar_to(f, v, p + f->off) < 0)
+			if (!v)
+				return -1;
+			Py_INCREF(v);	/* a field's __bool__/__float__ may assign the slot meanwhile */
+			r = scalar_to(f, v, p + f->off);
+			Py_DECREF(v);
+			if (r < 0)
 				return -1;
 		}
 		return 0;
@@ -415,8 +421,17 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 			return -1;
 		for (i = 0; i < n; i++) {
 			const struct field *f = &l->fields[i];
+			PyObject *v;
+			int r;
 
-			if (scalar_to(f, PySequence_Fast_GET_ITEM(value, i), p + f->off) < 0)
+			/* an item's __bool__/__float__ may change a list meanwhile */
+			if (i >= PySequence_Fast_GET_SIZE(value))
+				return -1;
+			v = PySequence_Fast_GET_ITEM(value, i);
+			Py_INCREF(v);
+			r = scalar_to(f, v, p + f->off);
+			Py_DECREF(v);
+			if (r < 0)
 				return -1;
 		}
 		return 0;
@@ -436,8 +451,12 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 				continue;
 			}
 			found++;
-			if (scalar_to(f, v, p + f->off) < 0)
+			Py_INCREF(v);
+			if (scalar_to(f, v, p + f->off) < 0) {
+				Py_DECREF(v);
 				return -1;
+			}
+			Py_DECREF(v);
 		}
 		/* a key that is no attribute name (a C name, a typo): Python explains */
 		return found == PyDict_GET_SIZE(value) ? 0 : -1;
@@ -488,9 +507,21 @@ static int value_bytes(MapOps *s, PyObject *value, char *vbuf)
 			PyErr_SetNone(Fallback);  /* Python says how many */
 			return -1;
 		}
-		for (i = 0; i < s->ncpu; i++)
-			if (encode_one(s, PyList_GET_ITEM(value, i), vbuf + i * s->stride) < 0)
+		for (i = 0; i < s->ncpu; i++) {
+			PyObject *v;
+			int r;
+
+			if (i >= PyList_GET_SIZE(value)) {	/* changed by an encoder */
+				PyErr_SetNone(Fallback);
 				return -1;
+			}
+			v = PyList_GET_ITEM(value, i);
+			Py_INCREF(v);
+			r = encode_one(s, v, vbuf + i * s->stride);
+			Py_DECREF(v);
+			if (r < 0)
+				return -1;
+		}
 		return 0;
 	}
 	if (encode_one(s, value, vbuf) < 0)

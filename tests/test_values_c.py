@@ -279,6 +279,17 @@ def test_struct_base_survives_misuse_in_a_child():
         r1, r2 = Rec(a=Reassign(big_int)), Rec(a=big_int * 1)
         del big_int
         assert (r1 == r2) is True and r2.a == 0
+        lst = [1, 2, 3, 4, None, 6, 7, 8.0]
+        class Clear(int):
+            def __bool__(self):
+                lst.clear()                   # shrinks the list C is reading
+                gc.collect()
+                return True
+        lst[4] = Clear(1)                     # field e is a bool
+        try:
+            h[4] = lst
+        except (TypeError, ValueError):
+            pass
         big = [Rec(i, -i, col=300) for i in range(20000)]
         del big
         errors = []
