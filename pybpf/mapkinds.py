@@ -643,9 +643,18 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             plain = type(self)._dval_at is TypedMap._dval_at and type(self)._dkey is \
                 TypedMap._dkey
             kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
+            cdec = getattr(vc, "cdecoder", None)
             if plain and kc.size == ks and vc.size == vs:
                 for kb, vb, c in b:
                     yield zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
+            elif isinstance(self, _PerCPU) and cdec is not None and type(self)._dkey is \
+                    TypedMap._dkey and kc.size == ks:
+                # per-CPU values of scalars: every CPU's value of the chunk in one C call
+                n, stride = possible_cpus(), _round8(vc.size)
+                for kb, vb, c in b:
+                    flat = cdec.decode_array(vb, c * n, stride)
+                    yield zip(decode_array(kc, kb, c),
+                              [flat[i:i + n] for i in range(0, c * n, n)])
             else:
                 for kb, vb, c in b:
                     yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]

@@ -119,6 +119,9 @@ def test_decodes_what_the_kernel_wrote(vo):
         assert all(x.col is color.VC_GREEN for x in vals)
         assert [x.c for x in vals] == [9 if m is ph else 0] * ncpu
         assert m.get(key) == vals
+        walked = dict(m.items())  # batches: every CPU's value of a chunk in one C call
+        assert walked[key] == vals and [x.a for x in walked[key]] == [
+            1000 * i + 7 for i in range(ncpu)]
 
 
 @pytest.mark.parametrize("form", ["list-of-structs", "list-of-tuples", "list-of-dicts"])
