@@ -41,7 +41,8 @@ CDEF_DIR = ROOT / "pybpf" / "_cdef"
 CDEF_FILES = ["libbpf_common.h", "libbpf.h", "bpf.h", "btf.h", "pybpf_batch.h", "pybpf_optional.h",
               "pybpf.h"]
 NATIVE_DIR = ROOT / "pybpf" / "_native"
-NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c"]  # the event readers, in order
+NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c",  # the event readers, in order
+                "btf.c"]  # BTF type sections
 C_SOURCE = ROOT / "build" / "cffi" / "_libbpf.c"
 PROBE_DIR = ROOT / "pybpf" / "probes"
 BPF_CLANGS = ["clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14", "clang"]

@@ -112,6 +112,7 @@ def _pybpf_on_log(level: int, msg: Any) -> None:
 
 
 lib.pybpf_log_install()
+_log_debug = lib.pybpf_log_debug
 
 
 @contextlib.contextmanager
@@ -122,12 +123,16 @@ def capture() -> Iterator[list[str]]:
         stack = _tls.captures = []
     lines: list[str] = []
     stack.append(lines)
+    # libbpf's debug lines reach Python only when someone logs them (C drops the rest)
+    _log_debug(logger.isEnabledFor(logging.DEBUG))
     try:
         yield lines
     finally:
         stack.pop()
         if stack:
             stack[-1].extend(lines)
+        else:
+            _log_debug(1)  # outside capture(): every line reaches the logger's own check
 
 
 def cstr(value: str | bytes | None) -> Any:
@@ -310,7 +315,10 @@ def error_for(err: int, message: str, *, kind: type[BPFError] = BPFError,
     """The exception for ``err`` raised while doing ``message`` (an errno > 0)."""
     err = abs(err) or _errno.EINVAL
     if err in (_errno.EPERM, _errno.EACCES) and kind is not ObjectError:
-        return permission_error(err, message, needed=needed, log=log)
+        exc = permission_error(err, message, needed=needed, log=log)
+        exc.program = fields.get("program")
+        exc.map = fields.get("map")
+        return exc
     text = f"{message}: {describe_errno(err)}"
     if kind in (LoadError, AttachError, MapError, ObjectError):
         return kind(err, text, libbpf_log=log or (), **fields)

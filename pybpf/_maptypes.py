@@ -43,6 +43,8 @@ class MapTypeFacts:
     prealloc: str = ""
     """How much memory creation preallocates: ``array``, ``hash``, ``pointers``,
     ``ring``, ``stack_trace``, ``queue``, ``bloom``, or ``""`` (on demand)."""
+    stream: bool = False
+    """An event stream (ring buffer, perf buffer): records, read by a reader."""
     dump: bool = True
     """``pybpf run`` and ``pybpf map dump`` print its entries (not for streams, fds,
     stacks, keyless kinds and local storage, whose entries say nothing by themselves)."""
@@ -82,10 +84,10 @@ TABLE: dict[str, MapTypeFacts] = dict([
     _t("cgrp_storage", "LocalStorageMap", length="none", dump=False),
     _t("percpu_cgroup_storage", "Map", percpu=True),
     _t("cgroup_storage", "Map"),
-    _t("perf_event_array", "Map", prealloc="array", dump=False),
+    _t("perf_event_array", "Map", stream=True, prealloc="array", dump=False),
     _t("cgroup_array", "Map", prealloc="array", dump=False),
-    _t("ringbuf", "Map", prealloc="ring", dump=False),
-    _t("user_ringbuf", "Map", prealloc="ring", dump=False),
+    _t("ringbuf", "Map", stream=True, prealloc="ring", dump=False),
+    _t("user_ringbuf", "Map", stream=True, prealloc="ring", dump=False),
     _t("struct_ops", "Map", dump=False),
 ])
 

@@ -100,6 +100,9 @@ class Link(Handle):
         """Name of the attached program."""
         self.target = target
         """The hook, e.g. ``tracepoint syscalls:sys_enter_execve``."""
+        self.uprobe: Any = None
+        """For a uprobe attached by function name: the resolved
+        :class:`pybpf.symbolize.UprobeTarget` (file path and offset the kernel probes)."""
         self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
         self._has_fd = ptr is not None or fd is not None

@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from . import _fastpath
+from . import _fastpath, typespec
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
@@ -477,6 +477,8 @@ class _RawCodec(Codec):
 
 class ByteArrayCodec(_RawCodec):
     """``__u8[N]`` and other 1-byte arrays: ``bytes`` of length N."""
+
+    signed = False  # of its elements (``__s8[N]``): numpy gives them as i1
 
 
 class CharArrayCodec(_RawCodec):
@@ -980,8 +982,9 @@ class StackTraceCodec(Codec):
 
 def numpy_dtype(c: Codec) -> Any:
     """The numpy dtype of the values of codec ``c``: the same offsets and sizes (from
-    BTF); char and byte arrays as ``S<n>``, bools as ``?``, enums and pointers as
-    integers. Bitfields and types without a value raise TypeError."""
+    BTF); ``char`` arrays as ``S<n>``, other byte arrays as arrays of u1/i1, bools as
+    ``?``, enums and pointers as integers. Bitfields and types without a value raise
+    TypeError."""
     try:
         import numpy as np
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -989,15 +992,17 @@ def numpy_dtype(c: Codec) -> Any:
     if isinstance(c, BoolCodec):
         return np.dtype("?")
     if isinstance(c, IntCodec):
-        if c.size == 1 and "char" in c.name:  # clang marks char signed, not BTF_INT_CHAR
+        # plain char (clang marks it signed, not BTF_INT_CHAR: its name decides); not
+        # unsigned char/__u8, which are numbers
+        if c.size == 1 and c.name == "char":
             return np.dtype("S1")
         return np.dtype(f"<{'i' if c.signed else 'u'}{c.size}")
     if isinstance(c, FloatCodec):
         return np.dtype(f"<f{c.size}")
-    if isinstance(c, CharArrayCodec) or (type(c) is ByteArrayCodec and "char" in c.name):
+    if isinstance(c, CharArrayCodec):
         return np.dtype(f"S{c.size}")
-    if type(c) is ByteArrayCodec:
-        return np.dtype(("<u1", (c.size,)))
+    if isinstance(c, ByteArrayCodec):
+        return np.dtype((f"<{'i' if c.signed else 'u'}1", (c.size,)))
     if isinstance(c, ArrayCodec):
         return np.dtype((numpy_dtype(c.elem), (c.n,)))
     if isinstance(c, StructCodec):
@@ -1101,6 +1106,7 @@ def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec
                 c = CharArrayCodec(t.nelems)
             else:
                 c = ByteArrayCodec(t.nelems, f"{_int_name(et)}[{t.nelems}]")
+                c.signed = bool(et.encoding & INT_SIGNED)
         else:
             c = ArrayCodec(_build(btf, t.type, cache, depth + 1), t.nelems)
     elif k in (BTFKind.STRUCT, BTFKind.UNION):
@@ -1145,22 +1151,29 @@ def scalar_codec(name: str) -> Codec:
         raise ValueError(f"unknown scalar type {name!r} (known: {', '.join(_SCALARS)})") from None
 
 
-def as_codec(spec: Any, size: int | None = None, what: str = "type") -> Codec:
+def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
+             btf: BTF | None = None) -> Codec:
     """A codec from a user's type: a Codec, a generated class, a BTFType, a scalar name,
-    ``bytes`` (raw, needs ``size``)."""
+    ``bytes`` (raw, needs ``size``), a type name in ``btf``, or a type the object lacks
+    (a C declaration, a ctypes type, a numpy dtype: :func:`pybpf.typespec.btf_type`)."""
     if isinstance(spec, Codec):
         c = spec
     elif isinstance(spec, type) and issubclass(spec, Struct):
         c = spec._codec
     elif isinstance(spec, BTFType) and spec._btf is not None:
         c = codec_for(spec._btf, spec.id)
-    elif isinstance(spec, str):
+    elif isinstance(spec, str) and (spec in _SCALARS or btf is None
+                                    and not typespec.is_type_spec(spec)):
         c = scalar_codec(spec)
     elif spec is bytes and size is not None:
         c = _RawCodec(size)
+    elif isinstance(spec, str) or typespec.is_type_spec(spec):
+        t = typespec.btf_type(spec, btf=btf, what=what)
+        c = codec_for(t._btf, t.id)  # type: ignore[arg-type]  # always attached
     else:
         raise TypeError(f"{what}: cannot use {spec!r} as a type (give a Codec, a generated "
-                        "class, a BTF type, a scalar name such as 'u32', or bytes)")
+                        "class, a BTF type, a scalar name such as 'u32', bytes, a C "
+                        "declaration, a ctypes type or a numpy dtype)")
     if size is not None and c.size != size:
         raise ValueError(f"{what}: {c.name} is {c.size} bytes, the map's size is {size}")
     return c
