@@ -352,3 +352,24 @@ def test_bad_struct_keys_name_the_map_field_and_key_type(vo):
     with pytest.raises(pybpf.MapValueError, match=r"map 'sk': key: .*out of range"):
         sk[-2**15 - 1] = 1
     assert len(kh) == 0 and len(sk) == 0  # nothing was written
+
+
+def test_maps_c_cannot_serve_take_the_validating_path(vo):
+    """As on a big-endian host (or a keyless map): no MapOps, every operation through the
+    codecs, with the same results in the kernel and the same errors."""
+    from pybpf import mapkinds
+
+    Rec = vo.btf["rec"].pytype
+    h = vo.maps["h"]
+    h._ops = mapkinds._NO_OPS
+    h[1] = dict(EDGES)
+    _readback(vo)
+    assert _out(vo, OUT_H) == _as_u64(EDGES)
+    h[2] = (5, -6)
+    assert h[2] == Rec(5, -6) and 2 in h and 9 not in h and h.get(9) is None
+    del h[2]
+    with pytest.raises(KeyError):
+        h[2]
+    with pytest.raises(pybpf.MapValueError, match=r"map 'h': value\.b: .*out of range"):
+        h[3] = {"b": 2**31}
+    assert h._ops is mapkinds._NO_OPS
