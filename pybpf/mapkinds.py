@@ -267,12 +267,14 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         they do not take (Fallback) goes through the validating Python path, which names
         the map and field.
 
-        C takes unsigned 4/8-byte integer keys by value and other keys through the
-        codec's unchecked encoder (or the kind's ``_ekey``); values of scalars and flat
-        structs of scalars it converts itself, others through the codec or the kind's
-        ``_dval``/``_eval`` (per-CPU lists...). Built on first use after load; dropped
-        never: they hold the map's owner and check it before each syscall, so once the
-        map or its object closes they raise ClosedError."""
+        C takes unsigned 4/8-byte integer keys by value; keys and values of other
+        scalars and of flat structs of scalars (as the class, a tuple or a dict) it
+        converts by their layout (:func:`pybpf.types.c_layout`), per-CPU values CPU by
+        CPU; others through the codec's unchecked encoder and decoder or the kind's
+        ``_ekey``/``_dval``/``_eval``, called from C. Built on first use after load
+        (``TypedMap``'s C slots call this); dropped never: they hold the map's owner and
+        check it before each syscall, so once the map or its object closes they raise
+        ClosedError."""
         self._owner.get()  # ClosedError once closed
         if self._kc is None or self._vc is None:
             self._resolve_types()
