@@ -19,9 +19,16 @@ order), and for scalars a plain value; a missing field is zero. A wrong field
 name, a wrong type or a value out of range is a ``TypeError``/``ValueError``
 whose message names the field path (``value.inner.count``).
 
-Cost: structs without bitfields or unions decode and encode with one
-precompiled :class:`struct.Struct` call plus generated attribute code;
-the others go member by member.
+This module is the one home of value layouts: BTF type -> codec (validating, in
+Python: it explains what is wrong) -> the layout C converts itself
+(:func:`c_layout`, used by :mod:`pybpf._fastpath` for maps, events and batches) and
+the numpy dtype (:func:`numpy_dtype`); the codecs of map kinds (LPM trie keys, stack
+traces) live here too.
+
+Cost: generated classes are built and compared in C (``pybpf._fastpath.StructBase``:
+``Cls(...)`` is one C call); structs of scalars decode and encode in C, other
+structs without bitfields or unions with one precompiled :class:`struct.Struct`
+call plus generated attribute code; the others go member by member.
 """
 
 from __future__ import annotations
