@@ -2,9 +2,13 @@
 
     sudo python3 benchmarks/bench_maps.py [--n 20000] [--rounds 30] [--entries 1000000]
 
-1. Single typed lookup / update on a u32 -> 32-byte struct hash (the ``vals`` map of
-   tests/bpf/typed_maps.bpf.c): ``m[k]`` and ``m[k] = v`` against bpf_map_lookup_elem /
-   bpf_map_update_elem in C (benchmarks/map_ops.c, compiled here with gcc -lbpf).
+1. Single typed lookups / updates on u32 -> 32-byte struct maps (benchmarks/maps_bench.bpf.c:
+   hash, array, per-CPU hash, per-CPU array): ``m[k]`` and ``m[k] = v`` against
+   bpf_map_lookup_elem / bpf_map_update_elem in C (benchmarks/map_ops.c, compiled here
+   with gcc -lbpf). The update rows build the value per operation, as a program does:
+   from the map's typed class (``Val(count=k, ...)``), as a tuple and as a dict (one row
+   reuses one value built once). Per-CPU lookups decode one struct per possible CPU;
+   per-CPU updates write the value to every CPU.
 2. Batch dump of a 1M-entry u32 -> u64 hash: pybpf's raw batch walk
    (``m.lookup_batch(chunk)``, every chunk kept as bytes) and the typed ``items()``
    against a bpf_map_lookup_batch loop in C, same chunk size. The C loop also sums
@@ -93,54 +97,91 @@ def _loop_ns(fn: object, n: int) -> float:
 
 def bench_single(exe: str, n: int, rounds: int) -> None:
     tmp = tempfile.mkdtemp()
-    obj_path = os.path.join(tmp, "typed_maps.bpf.o")
-    toolchain.compile(os.path.join(ROOT, "tests", "bpf", "typed_maps.bpf.c"), obj_path)
+    obj_path = os.path.join(tmp, "maps_bench.bpf.o")
+    toolchain.compile(os.path.join(HERE, "maps_bench.bpf.c"), obj_path)
     c = load_c(exe)
     with pybpf.load(obj_path) as obj:
-        m = obj.maps["vals"]
         Val = obj.btf["val"].pytype
         nkeys = 1000
-        m.update({i: Val(count=i, bytes=2 * i, pid=i, flags=1, stamp=i) for i in range(nkeys)})
-        fd = m.fd
         keys = [i % nkeys for i in range(n)]
         raw_keys = [struct.pack("<I", k) for k in keys]
         v = Val(count=1, bytes=2, pid=3, flags=4, stamp=5)
 
-        def lookups() -> None:
-            for k in keys:
-                m[k]
+        for name in ("vals", "arr", "pc_hash", "pc_arr"):
+            m = obj.maps[name]
+            m.update({i: Val(count=i, bytes=2 * i, pid=i, flags=1, stamp=i)
+                      for i in range(nkeys)})
 
-        def updates() -> None:
+        def lookups(m: Any) -> Any:
+            def run() -> None:
+                for k in keys:
+                    m[k]
+            return run
+
+        def built(m: Any) -> Any:  # the value built per operation from the typed class
+            def run() -> None:
+                for k in keys:
+                    m[k] = Val(count=k, bytes=k, pid=k, flags=1, stamp=k)
+            return run
+
+        hash_m, arr_m, pch_m, pca_m = (obj.maps[x] for x in ("vals", "arr", "pc_hash", "pc_arr"))
+
+        def prebuilt() -> None:
             for k in keys:
-                m[k] = v
+                hash_m[k] = v
+
+        def tuples() -> None:
+            for k in keys:
+                hash_m[k] = (k, k, k, 1, k)
+
+        def dicts() -> None:
+            for k in keys:
+                hash_m[k] = {"count": k, "bytes": k, "pid": k, "flags": 1, "stamp": k}
 
         def raw_lookups() -> None:
-            lookup = m.lookup
+            lookup = hash_m.lookup
             for k in raw_keys:
                 lookup(k)
 
         from pybpf._ffi import ffi, lib
+
+        fd = hash_m.fd
 
         def bare_lookups() -> None:  # one cffi call (GIL released), no decoding
             lk, buf = lib.bpf_map_lookup_elem, ffi.new("char[32]")
             for k in raw_keys:
                 lk(fd, k, buf)
 
-        lookups()  # warm up
-        sides = {name: Paired() for name in ("lookup", "update", "raw", "bare")}
+        ncpu = pybpf.possible_cpus()
+        # (label, C loop, map, python loop), in print order
+        rows: list[tuple[str, str, Any, Any]] = [
+            ("typed lookup  m[k] -> struct (32 B), hash", "lookup", hash_m, lookups(hash_m)),
+            ("typed update  m[k] = v (v built once)", "update", hash_m, prebuilt),
+            ("typed update  m[k] = Val(...) per op, hash", "update", hash_m, built(hash_m)),
+            ("typed update  m[k] = (a, b, ...) per op", "update", hash_m, tuples),
+            ("typed update  m[k] = {...} per op", "update", hash_m, dicts),
+            ("typed lookup  m[k] -> struct, array", "lookup", arr_m, lookups(arr_m)),
+            ("typed update  m[k] = Val(...) per op, array", "update", arr_m, built(arr_m)),
+            (f"per-CPU lookup m[k] -> {ncpu} structs, hash", "lookup", pch_m, lookups(pch_m)),
+            ("per-CPU update m[k] = Val(...) per op, hash", "update", pch_m, built(pch_m)),
+            (f"per-CPU lookup m[k] -> {ncpu} structs, array", "lookup", pca_m, lookups(pca_m)),
+            ("per-CPU update m[k] = Val(...) per op, array", "update", pca_m, built(pca_m)),
+            ("raw lookup    m.lookup(bytes) -> bytes", "lookup", hash_m, raw_lookups),
+            ("bare cffi bpf_map_lookup_elem (no decoding)", "lookup", hash_m, bare_lookups),
+        ]
+        for _, _, _, fn in rows:
+            fn()  # warm up
+        sides = [Paired() for _ in rows]
         # Each round runs the C loop and then the Python loop on the same map, in this
         # process: the host is shared and noisy, and neighbours in time see the same load.
         for _ in range(rounds):
-            sides["lookup"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(lookups, n))
-            sides["update"].add(c.map_ops_update(fd, n, nkeys), _loop_ns(updates, n))
-            sides["raw"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(raw_lookups, n))
-            sides["bare"].add(c.map_ops_lookup(fd, n, nkeys), _loop_ns(bare_lookups, n))
-    sides["lookup"].row("typed lookup  m[k] -> struct (32 B)")
-    sides["update"].row("typed update  m[k] = struct (32 B)")
-    sides["raw"].row("raw lookup    m.lookup(bytes) -> bytes")
-    sides["bare"].row("bare cffi bpf_map_lookup_elem (no decoding)")
+            for side, (_, op, m, fn) in zip(sides, rows):
+                c_loop = c.map_ops_lookup if op == "lookup" else c.map_ops_update
+                side.add(c_loop(m.fd, n, nkeys), _loop_ns(fn, n))
+    for side, (label, *_) in zip(sides, rows):
+        side.row(label)
     print(f"{'typed lookup / bare cffi call':<44} "
-          f"{min(sides['bare'].py) / min(sides['lookup'].py):5.2f}")
+          f"{min(sides[-1].py) / min(sides[0].py):5.2f}")
 
 
 def _deletes(m: object, first: int, n: int) -> None:

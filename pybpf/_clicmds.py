@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._maptypes import facts
 from ._source import read_regular
 from .btf import BTF, BTFKind
 from .errors import BPFError
@@ -231,10 +232,6 @@ def _dump_map(m: Any, btf: BTF | None) -> list[tuple[Any, Any]]:
     return out
 
 
-_NO_DUMP = {"ringbuf", "perf_event_array", "user_ringbuf", "stack_trace", "prog_array",
-            "array_of_maps", "hash_of_maps", "cgroup_array", "devmap", "cpumap", "xskmap",
-            "sockmap", "sockhash", "queue", "stack", "bloom_filter", "struct_ops",
-            "inode_storage", "task_storage", "sk_storage", "cgrp_storage"}
 
 
 def _configure_run(obj: Any, args: argparse.Namespace) -> None:
@@ -354,7 +351,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 c.close()
         dumps: dict[str, Any] = {}
         for m in obj.maps.values():
-            if m.type in _NO_DUMP or (m.internal and ".rodata" in m.name):
+            if not facts(m.type).dump or (m.internal and ".rodata" in m.name):
                 continue
             if m.name == "pybpf_ringbuf_drops":
                 continue
@@ -386,7 +383,7 @@ def _print_entries(name: str, map_type: str, entries: list[tuple[Any, Any]]) -> 
     _TEXT_LIMIT lines (``--json`` has everything)."""
     shown = entries
     note = ""
-    if map_type in ("array", "percpu_array"):
+    if facts(map_type).length == "slots":  # arrays: every slot is present
         shown = [(k, v) for k, v in entries if not _is_zero(v)]
         if len(shown) < len(entries):
             note = f", {len(entries) - len(shown)} all-zero not shown"
@@ -534,7 +531,7 @@ def cmd_map(args: argparse.Namespace) -> int:
             from .mapkinds import kernel_btf_by_id
 
             btf = kernel_btf_by_id(info.btf_id)
-        if info.type in _NO_DUMP:
+        if not facts(info.type).dump:
             print(f"pybpf map dump: map {info.id} ({info.type}) has no entries to dump",
                   file=sys.stderr)
             return 1

@@ -318,64 +318,12 @@ def _struct_type(btf: BTF, name: str) -> Any:
     return t
 
 
-def _resolved(btf: BTF, type_id: int) -> Any:
-    t = btf.types[type_id]
-    while t.kind in (BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKind.RESTRICT,
-                     BTFKind.TYPE_TAG):
-        t = btf.types[t.type]
-    return t
-
-
-def _is_char(t: Any) -> bool:
-    """``char`` (clang marks it signed, not BTF_INT_CHAR, so the name decides too; not
-    ``unsigned char``/``__u8``: those are numbers, as pybpf.types decodes them)."""
-    return bool(t.kind == BTFKind.INT and t.size == 1 and (t.encoding & 2 or t.name == "char"))
-
-
-def _field_dtype(btf: BTF, type_id: int) -> Any:
-    np = _numpy()
-    t = _resolved(btf, type_id)
-    if t.kind == BTFKind.INT:
-        if t.encoding & 4:  # BTF_INT_BOOL
-            return np.dtype("?")
-        if _is_char(t):
-            return np.dtype("S1")
-        return np.dtype(f"<{'i' if t.signed else 'u'}{t.size}")
-    if t.kind in (BTFKind.ENUM, BTFKind.ENUM64):
-        return np.dtype(f"<{'i' if t.signed else 'u'}{t.size}")
-    if t.kind == BTFKind.PTR:
-        return np.dtype("<u8")
-    if t.kind == BTFKind.ARRAY:
-        elem = _field_dtype(btf, t.type)
-        if elem == np.dtype("S1"):
-            return np.dtype(f"S{t.nelems}")
-        return np.dtype((elem, (t.nelems,)))
-    if t.kind in (BTFKind.STRUCT, BTFKind.UNION):
-        return _struct_dtype(btf, t)
-    if t.kind == BTFKind.FLOAT:
-        return np.dtype(f"<f{t.size}")
-    raise TypeError(f"BTF type {t.kind.name} {t.name!r} has no numpy equivalent")
-
-
-def _struct_dtype(btf: BTF, t: Any) -> Any:
-    np = _numpy()
-    names: list[str] = []
-    formats: list[Any] = []
-    offsets: list[int] = []
-    for i, m in enumerate(t.members):
-        if m.bitfield_size or m.offset % 8:
-            raise TypeError(f"struct {t.name!r}: bitfield member {m.name!r} has no numpy "
-                            "equivalent")
-        names.append(m.name or f"_anon{i}")
-        formats.append(_field_dtype(btf, m.type))
-        offsets.append(m.offset // 8)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": t.size})
-
-
 def btf_dtype(btf: BTF, name: str) -> Any:
-    """The numpy structured dtype of BTF struct ``name`` (offsets and size from BTF)."""
-    return _struct_dtype(btf, _struct_type(btf, name))
+    """The numpy structured dtype of BTF struct ``name`` (offsets and size from BTF):
+    :func:`pybpf.types.numpy_dtype` of its codec, the one layout of the type."""
+    from .types import codec_for, numpy_dtype
+
+    return numpy_dtype(codec_for(btf, _struct_type(btf, name).id))
 
 
 def type_dtype(t: BTFType) -> Any:
@@ -385,9 +333,9 @@ def type_dtype(t: BTFType) -> Any:
     known = _DTYPES.setdefault(btf, {})
     dt = known.get(f"#{t.id}")
     if dt is None:
-        r = btf.resolve(t.id)
-        dt = known[f"#{t.id}"] = (_struct_dtype(btf, r) if r.kind in (
-            BTFKind.STRUCT, BTFKind.UNION) else _field_dtype(btf, t.id))
+        from .types import codec_for, numpy_dtype
+
+        dt = known[f"#{t.id}"] = numpy_dtype(codec_for(btf, t.id))
     return dt
 
 

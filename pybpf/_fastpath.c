@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* pybpf._fastpath: the hot paths of typed values, in C -- MapOps, the single-key
- * operations of typed maps (m[k], m[k] = v, del m[k], get, in), and Decoder, BTF
- * layouts of scalars decoded from any buffer.
+ * operations of typed maps (m[k], m[k] = v, del m[k], get, in), MapBase, the base of
+ * TypedMap whose mapping slots call MapOps with no Python frame, and Decoder, BTF
+ * layouts of scalars decoded from any buffer.  Struct values themselves (their
+ * construction and ==) are in _native/values.c, in the same module.
  *
  * One MapOps per loaded TypedMap.  Each call is one bpf(2) syscall, made with the
  * GIL held: a map syscall never sleeps for long, and dropping and retaking the GIL
- * costs more than the whole call.  Values go straight between the kernel's bytes
- * and Python objects: ints, floats, bools, enum members, or the map's generated
- * struct class with its __slots__ filled in place.  Layouts the C side does not
- * know (char arrays, nested structs, unions...) use the codec's Python decoder and
- * encoder, called from here.
+ * costs more than the whole call.  Keys and values go straight between the kernel's
+ * bytes and Python objects by their layout (struct layout: scalars at offsets):
+ * ints, floats, bools, enum members, or the map's generated struct class with its
+ * __slots__ filled in place; a struct is taken as its class, a tuple/list of its
+ * fields in order or a dict by attribute name (missing fields zero).  Per-CPU maps
+ * hold one value per possible CPU, each 8-byte aligned: a list on lookup; a list or
+ * one value for every CPU on update.  Layouts the C side does not know (char arrays,
+ * nested structs, unions...) use the codec's Python decoder and encoder, called
+ * from here.
  *
  * Decoder does the same conversion for any buffer (struct codecs of scalars use it:
  * event records, batches, globals).
  *
  * Whatever the fast path cannot take (a key of another type, a value out of range,
- * a dict for a struct...) raises Fallback, before any syscall: the Python path then
+ * an enum by name...) raises Fallback, before any syscall: the Python path then
  * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
  * default); other errors raise OSError(errno) for Python to name the map. */
 #define PY_SSIZE_T_CLEAN
@@ -32,8 +38,10 @@
 #include <unistd.h>
 
 #include "_native/fd.h"
+#include "_native/values.h"
 
 static PyObject *Fallback;
+static PyTypeObject MapOpsType;
 
 /* one scalar of the value: where it is and what it is */
 struct field {
@@ -42,6 +50,8 @@ struct field {
 	Py_ssize_t slot;	/* offset of its __slots__ member in the instance; -1: the
 				 * value is this scalar itself */
 	PyObject *members;	/* enums: dict value -> member (borrowed from the tuple) */
+	PyObject *name;		/* its attribute name (borrowed from the slot descriptor),
+				 * for dict values; NULL for a scalar value */
 };
 
 /* A value C converts itself: a struct class whose __slots__ the fields fill, or one
@@ -57,14 +67,23 @@ typedef struct {
 	PyObject_HEAD
 	FDObject *owner;	/* the map's fd owner: checked (GIL held) before each syscall */
 	Py_ssize_t key_size;
-	Py_ssize_t value_size;
+	Py_ssize_t value_size;	/* one value (per-CPU maps: one CPU's) */
+	Py_ssize_t ncpu;	/* per-CPU maps: values per key (possible CPUs); 0: one */
+	Py_ssize_t stride;	/* per-CPU maps: bytes between two CPUs' values (8-aligned) */
+	Py_ssize_t value_total;	/* bytes of a whole map value: ncpu * stride, or value_size */
 	int key_int;		/* 4 or 8: unsigned int keys by value; 0: bytes/kenc */
 	PyObject *kenc;		/* key -> bytes (raises on bad keys), or NULL */
 	struct layout lay;	/* the value, when C converts it (nfields > 0) */
+	struct layout klay;	/* the key, when C converts a struct key (nfields > 0) */
 	PyObject *vdec;		/* (bytes, 0) -> value when lay.nfields == 0 */
 	PyObject *venc;		/* value -> bytes when lay.nfields == 0 */
 	int ready;
 } MapOps;
+
+/* Struct keys C converts itself are at most this big (on the stack). */
+#define KEY_STACK 64
+
+static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size);
 
 /* Each call works in its own value buffer (decoding may run Python code, e.g. a
  * finalizer during a GC, that uses the same map): on the stack when small. */
@@ -74,9 +93,9 @@ static char *value_buf(MapOps *s, char *stack)
 {
 	char *p;
 
-	if (s->value_size <= STACK_VALUE)
+	if (s->value_total <= STACK_VALUE)
 		return stack;
-	p = PyMem_Malloc((size_t)s->value_size);
+	p = PyMem_Malloc((size_t)s->value_total);
 	if (!p)
 		PyErr_NoMemory();
 	return p;
@@ -162,6 +181,10 @@ static int key_bytes(MapOps *s, PyObject *key, uint64_t *kbuf, const void **kp, 
 			*kbuf = v;
 		}
 		*kp = kbuf;
+		return 0;
+	}
+	if (s->klay.nfields && layout_encode(&s->klay, key, (char *)kbuf, s->key_size) == 0) {
+		*kp = kbuf;	/* a struct key (instance, tuple or dict), written in C */
 		return 0;
 	}
 	if (!s->kenc) {
@@ -251,21 +274,51 @@ static PyObject *layout_decode(const struct layout *l, const char *p)
 	return o;
 }
 
-/* The value in VBUF as a Python object. */
+/* One value (one CPU's for per-CPU maps) at OFF in VBUF; WHOLE holds the whole value
+ * as bytes for the Python decoder (made on first need). */
+static PyObject *decode_one(MapOps *s, const char *vbuf, Py_ssize_t off, PyObject **whole)
+{
+	PyObject *o;
+	PyObject *v;
+
+	if (s->lay.nfields)
+		return layout_decode(&s->lay, vbuf + off);
+	if (!*whole) {
+		*whole = PyBytes_FromStringAndSize(vbuf, s->value_total);
+		if (!*whole)
+			return NULL;
+	}
+	o = PyLong_FromSsize_t(off);
+	v = o ? PyObject_CallFunctionObjArgs(s->vdec, *whole, o, NULL) : NULL;
+	Py_XDECREF(o);
+	return v;
+}
+
+/* The value in VBUF as a Python object: per-CPU maps, a list with one per CPU. */
 static PyObject *decode_value(MapOps *s, const char *vbuf)
 {
-	if (s->lay.nfields == 0) {
-		PyObject *b = PyBytes_FromStringAndSize(vbuf, s->value_size), *zero, *v;
+	PyObject *whole = NULL, *out;
+	Py_ssize_t i;
 
-		if (!b)
-			return NULL;
-		zero = PyLong_FromLong(0);
-		v = zero ? PyObject_CallFunctionObjArgs(s->vdec, b, zero, NULL) : NULL;
-		Py_XDECREF(zero);
-		Py_DECREF(b);
-		return v;
+	if (!s->ncpu) {
+		out = decode_one(s, vbuf, 0, &whole);
+		Py_XDECREF(whole);
+		return out;
 	}
-	return layout_decode(&s->lay, vbuf);
+	out = PyList_New(s->ncpu);
+	if (!out)
+		return NULL;
+	for (i = 0; i < s->ncpu; i++) {
+		PyObject *v = decode_one(s, vbuf, i * s->stride, &whole);
+
+		if (!v) {
+			Py_CLEAR(out);
+			break;
+		}
+		PyList_SET_ITEM(out, i, v);
+	}
+	Py_XDECREF(whole);
+	return out;
 }
 
 /* Write one scalar; -1 (no exception set) when the fast path cannot take V. */
@@ -335,42 +388,147 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 	}
 }
 
-/* The value's bytes: in VBUF, or in *HOLD (a bytes object to release).  NULL with
- * Fallback set when the fast path cannot take VALUE. */
-static const char *value_bytes(MapOps *s, PyObject *value, char *vbuf, PyObject **hold)
+/* Write VALUE into P (SIZE bytes, zeroed first) by layout L: an instance of L's class,
+ * a tuple or list of the fields in order (missing ones zero), a dict by attribute
+ * name (missing ones zero), or for a scalar layout the scalar.  0: written; -1: not a
+ * value this layout takes as it is (no exception set: the caller falls back). */
+static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size)
+{
+	Py_ssize_t i, n;
+
+	memset(p, 0, (size_t)size);
+	if (!l->cls)
+		return scalar_to(&l->fields[0], value, p);
+	if (Py_TYPE(value) == l->cls) {
+		for (i = 0; i < l->nfields; i++) {
+			const struct field *f = &l->fields[i];
+			PyObject *v = *(PyObject **)((char *)value + f->slot);
+			int r;
+
+			if (!v)
+				return -1;
+			Py_INCREF(v);	/* a field's __bool__/__float__ may assign the slot meanwhile */
+			r = scalar_to(f, v, p + f->off);
+			Py_DECREF(v);
+			if (r < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (PyTuple_CheckExact(value) || PyList_CheckExact(value)) {
+		n = PySequence_Fast_GET_SIZE(value);
+		if (n > l->nfields)
+			return -1;
+		for (i = 0; i < n; i++) {
+			const struct field *f = &l->fields[i];
+			PyObject *v;
+			int r;
+
+			/* an item's __bool__/__float__ may change a list meanwhile */
+			if (i >= PySequence_Fast_GET_SIZE(value))
+				return -1;
+			v = PySequence_Fast_GET_ITEM(value, i);
+			Py_INCREF(v);
+			r = scalar_to(f, v, p + f->off);
+			Py_DECREF(v);
+			if (r < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (PyDict_CheckExact(value)) {
+		Py_ssize_t found = 0;
+
+		for (i = 0; i < l->nfields; i++) {
+			const struct field *f = &l->fields[i];
+			PyObject *v = PyDict_GetItemWithError(value, f->name);
+
+			if (!v) {
+				if (PyErr_Occurred()) {
+					PyErr_Clear();
+					return -1;
+				}
+				continue;
+			}
+			found++;
+			Py_INCREF(v);
+			if (scalar_to(f, v, p + f->off) < 0) {
+				Py_DECREF(v);
+				return -1;
+			}
+			Py_DECREF(v);
+		}
+		/* a key that is no attribute name (a C name, a typo): Python explains */
+		return found == PyDict_GET_SIZE(value) ? 0 : -1;
+	}
+	return -1;
+}
+
+/* Write one value (one CPU's for per-CPU maps) into P: by the layout, else by the
+ * codec's unchecked encoder.  -1 with Fallback (or a real error) set. */
+static int encode_one(MapOps *s, PyObject *value, char *p)
+{
+	PyObject *b;
+
+	if (s->lay.nfields && layout_encode(&s->lay, value, p, s->value_size) == 0)
+		return 0;
+	if (!s->venc)
+		goto fail;
+	b = PyObject_CallOneArg(s->venc, value);
+	if (!b) {
+		if (swallow())
+			goto fail;
+		return -1;
+	}
+	if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->value_size) {
+		Py_DECREF(b);
+		goto fail;
+	}
+	memcpy(p, PyBytes_AS_STRING(b), (size_t)s->value_size);
+	Py_DECREF(b);
+	return 0;
+fail:
+	PyErr_SetNone(Fallback);
+	return -1;
+}
+
+/* The whole value's bytes in VBUF (value_total bytes).  Per-CPU maps take a list with
+ * one value per CPU, or one value (not a list) for every CPU.  -1 with Fallback set
+ * when the fast path cannot take VALUE (or a real error). */
+static int value_bytes(MapOps *s, PyObject *value, char *vbuf)
 {
 	Py_ssize_t i;
 
-	*hold = NULL;
-	if (s->lay.nfields && (s->lay.cls ? Py_TYPE(value) == s->lay.cls : 1)) {
-		memset(vbuf, 0, (size_t)s->value_size);
-		for (i = 0; i < s->lay.nfields; i++) {
-			const struct field *f = &s->lay.fields[i];
-			PyObject *v = s->lay.cls ? *(PyObject **)((char *)value + f->slot) : value;
+	if (!s->ncpu)
+		return encode_one(s, value, vbuf);
+	memset(vbuf, 0, (size_t)s->value_total);
+	if (PyList_CheckExact(value)) {
+		if (PyList_GET_SIZE(value) != s->ncpu) {
+			PyErr_SetNone(Fallback);  /* Python says how many */
+			return -1;
+		}
+		for (i = 0; i < s->ncpu; i++) {
+			PyObject *v;
+			int r;
 
-			if (!v || scalar_to(f, v, vbuf + f->off) < 0)
-				goto fail;
+			if (i >= PyList_GET_SIZE(value)) {	/* changed by an encoder */
+				PyErr_SetNone(Fallback);
+				return -1;
+			}
+			v = PyList_GET_ITEM(value, i);
+			Py_INCREF(v);
+			r = encode_one(s, v, vbuf + i * s->stride);
+			Py_DECREF(v);
+			if (r < 0)
+				return -1;
 		}
-		return vbuf;
+		return 0;
 	}
-	if (s->venc) {
-		PyObject *b = PyObject_CallOneArg(s->venc, value);
-
-		if (!b) {
-			if (swallow())
-				goto fail;
-			return NULL;
-		}
-		if (!PyBytes_CheckExact(b) || PyBytes_GET_SIZE(b) != s->value_size) {
-			Py_DECREF(b);
-			goto fail;
-		}
-		*hold = b;
-		return PyBytes_AS_STRING(b);
-	}
-fail:
-	PyErr_SetNone(Fallback);
-	return NULL;
+	if (encode_one(s, value, vbuf) < 0)
+		return -1;
+	for (i = 1; i < s->ncpu; i++)
+		memcpy(vbuf + i * s->stride, vbuf, (size_t)s->value_size);
+	return 0;
 }
 
 /* ---- methods ---------------------------------------------------------------- */
@@ -387,7 +545,7 @@ fail:
 
 static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold, *v;
 	char stack[STACK_VALUE], *vbuf;
@@ -395,7 +553,7 @@ static PyObject *lookup_common(MapOps *s, PyObject *key, PyObject *dflt)
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
@@ -443,7 +601,7 @@ static PyObject *MapOps_lookup_bytes(MapOps *s, PyObject *key)
 	if (!vbuf)
 		return NULL;
 	err = elem_op(s, BPF_MAP_LOOKUP_ELEM, PyBytes_AS_STRING(key), vbuf, 0);
-	out = err ? NULL : PyBytes_FromStringAndSize(vbuf, s->value_size);
+	out = err ? NULL : PyBytes_FromStringAndSize(vbuf, s->value_total);
 	value_buf_free(vbuf, stack);
 	if (err == ENOENT)
 		Py_RETURN_NONE;
@@ -463,7 +621,7 @@ static PyObject *MapOps_get(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold;
 	char stack[STACK_VALUE], *vbuf;
@@ -471,7 +629,7 @@ static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
@@ -490,10 +648,9 @@ static PyObject *MapOps_contains(MapOps *s, PyObject *key)
 
 static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t nargs)
 {
-	uint64_t kbuf, flags = 0;
+	uint64_t kbuf[KEY_STACK / 8], flags = 0;
 	const void *kp;
-	const char *vp;
-	PyObject *khold, *vhold;
+	PyObject *khold;
 	char stack[STACK_VALUE], *vbuf;
 	int err;
 
@@ -508,23 +665,21 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 		if (flags == (uint64_t)-1 && PyErr_Occurred())
 			return NULL;
 	}
-	if (key_bytes(s, args[0], &kbuf, &kp, &khold) < 0)
+	if (key_bytes(s, args[0], kbuf, &kp, &khold) < 0)
 		return NULL;
 	vbuf = value_buf(s, stack);
 	if (!vbuf) {
 		Py_XDECREF(khold);
 		return NULL;
 	}
-	vp = value_bytes(s, args[1], vbuf, &vhold);
-	if (!vp) {
+	if (value_bytes(s, args[1], vbuf) < 0) {
 		value_buf_free(vbuf, stack);
 		Py_XDECREF(khold);
 		return NULL;
 	}
-	err = elem_op(s, BPF_MAP_UPDATE_ELEM, kp, (void *)vp, flags);
+	err = elem_op(s, BPF_MAP_UPDATE_ELEM, kp, vbuf, flags);
 	value_buf_free(vbuf, stack);
 	Py_XDECREF(khold);
-	Py_XDECREF(vhold);
 	if (err)
 		return raise_errno(err);
 	Py_RETURN_NONE;
@@ -532,14 +687,14 @@ static PyObject *MapOps_update(MapOps *s, PyObject *const *args, Py_ssize_t narg
 
 static PyObject *MapOps_delete(MapOps *s, PyObject *key)
 {
-	uint64_t kbuf;
+	uint64_t kbuf[KEY_STACK / 8];
 	const void *kp;
 	PyObject *hold;
 	int err;
 
 	READY(s);
 
-	if (key_bytes(s, key, &kbuf, &kp, &hold) < 0)
+	if (key_bytes(s, key, kbuf, &kp, &hold) < 0)
 		return NULL;
 	err = elem_op(s, BPF_MAP_DELETE_ELEM, kp, NULL, 0);
 	Py_XDECREF(hold);
@@ -550,6 +705,201 @@ static PyObject *MapOps_delete(MapOps *s, PyObject *key)
 	if (err)
 		return raise_errno(err);
 	Py_RETURN_NONE;
+}
+
+/* ---- MapBase: m[k], m[k] = v, del m[k], k in m of TypedMap, in C ------------------- */
+
+/* The base of pybpf.mapkinds.TypedMap.  Its `_ops` is the map's MapOps (built by the
+ * Python method _make_ops on first use); the mapping slots call it straight from the
+ * subscript, without a Python frame.  Whatever MapOps does not finish (Fallback, a
+ * kernel error, a closed map, no MapOps for this map) goes to the Python method
+ * `_c_failed(op, key, value, exc)`, which validates, explains and names the map. */
+typedef struct {
+	PyObject_HEAD
+	PyObject *ops;
+} MapBase;
+
+static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in;
+
+/* The MapOps to use (a new reference: Python code that runs during the call, a
+ * codec or set_types(), may replace m->ops), or NULL with *exc set to the exception
+ * to hand on (a Fallback for a map that C cannot serve), or NULL with no *exc and an
+ * error raised. */
+static MapOps *map_ops(MapBase *m, PyObject **exc)
+{
+	PyObject *ops = m->ops;
+
+	*exc = NULL;
+	if (!ops || ops == Py_None) {
+		ops = PyObject_CallMethodNoArgs((PyObject *)m, s_make_ops);
+		if (!ops)
+			return NULL;
+		Py_DECREF(ops);	/* _make_ops stored it in m->ops */
+		ops = m->ops;
+	}
+	if (ops && Py_IS_TYPE(ops, &MapOpsType) && ((MapOps *)ops)->ready) {
+		Py_INCREF(ops);
+		return (MapOps *)ops;
+	}
+	*exc = PyObject_CallNoArgs(Fallback);
+	return NULL;
+}
+
+/* Hand the failed operation to Python: the raised exception (KeyError is final). */
+static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *value,
+			    PyObject *exc)
+{
+	PyObject *r;
+
+	if (!exc) {
+		PyObject *type, *tb;
+
+		if (PyErr_ExceptionMatches(PyExc_KeyError) &&
+		    !PyErr_ExceptionMatches(Fallback))
+			return NULL;
+		PyErr_Fetch(&type, &exc, &tb);
+		PyErr_NormalizeException(&type, &exc, &tb);
+		if (exc && tb)
+			PyException_SetTraceback(exc, tb);
+		Py_XDECREF(type);
+		Py_XDECREF(tb);
+		if (!exc)
+			return NULL;
+	}
+	r = PyObject_CallMethodObjArgs((PyObject *)m, s_c_failed, op, key,
+				       value ? value : Py_None, exc, NULL);
+	Py_DECREF(exc);
+	return r;
+}
+
+static PyObject *MapBase_subscript(MapBase *m, PyObject *key)
+{
+	PyObject *exc, *r;
+	MapOps *ops = map_ops(m, &exc);
+
+	if (ops) {
+		r = lookup_common(ops, key, NULL);
+		Py_DECREF(ops);
+		if (r)
+			return r;
+	} else if (!exc) {
+		return NULL;
+	}
+	return map_failed(m, s_get, key, NULL, exc);
+}
+
+static int MapBase_ass_subscript(MapBase *m, PyObject *key, PyObject *value)
+{
+	PyObject *exc, *r, *args[2] = {key, value};
+	MapOps *ops = map_ops(m, &exc);
+
+	if (ops) {
+		r = value ? MapOps_update(ops, args, 2) : MapOps_delete(ops, key);
+		Py_DECREF(ops);
+		if (r) {
+			Py_DECREF(r);
+			return 0;
+		}
+	} else if (!exc) {
+		return -1;
+	}
+	r = map_failed(m, value ? s_set : s_del, key, value, exc);
+	Py_XDECREF(r);
+	return r ? 0 : -1;
+}
+
+static int MapBase_contains(MapBase *m, PyObject *key)
+{
+	PyObject *exc, *r;
+	MapOps *ops = map_ops(m, &exc);
+	int t;
+
+	if (ops) {
+		r = MapOps_contains(ops, key);
+		Py_DECREF(ops);
+		if (r) {
+			t = r == Py_True;
+			Py_DECREF(r);
+			return t;
+		}
+	} else if (!exc) {
+		return -1;
+	}
+	r = map_failed(m, s_in, key, NULL, exc);
+	if (!r)
+		return -1;
+	t = PyObject_IsTrue(r);
+	Py_DECREF(r);
+	return t;
+}
+
+static int MapBase_traverse(MapBase *m, visitproc visit, void *arg)
+{
+	Py_VISIT(m->ops);
+	return 0;
+}
+
+static int MapBase_clear(MapBase *m)
+{
+	Py_CLEAR(m->ops);
+	return 0;
+}
+
+static void MapBase_dealloc(MapBase *m)
+{
+	PyObject_GC_UnTrack(m);
+	MapBase_clear(m);
+	Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyMemberDef MapBase_members[] = {
+	{"_ops", T_OBJECT, offsetof(MapBase, ops), 0,
+	 "the map's MapOps once used (None before)"},
+	{NULL, 0, 0, 0, NULL},
+};
+
+static PyMappingMethods MapBase_as_mapping = {
+	.mp_subscript = (binaryfunc)MapBase_subscript,
+	.mp_ass_subscript = (objobjargproc)MapBase_ass_subscript,
+};
+
+static PySequenceMethods MapBase_as_sequence = {
+	.sq_contains = (objobjproc)MapBase_contains,
+};
+
+static PyTypeObject MapBaseType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._fastpath.MapBase",
+	.tp_doc = "Base of TypedMap: m[k], m[k] = v, del m[k] and k in m in C (see _fastpath.c).",
+	.tp_basicsize = sizeof(MapBase),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+	.tp_dealloc = (destructor)MapBase_dealloc,
+	.tp_traverse = (traverseproc)MapBase_traverse,
+	.tp_clear = (inquiry)MapBase_clear,
+	.tp_members = MapBase_members,
+	.tp_as_mapping = &MapBase_as_mapping,
+	.tp_as_sequence = &MapBase_as_sequence,
+};
+
+static int mapbase_init_module(PyObject *m)
+{
+	if (!(s_make_ops = PyUnicode_InternFromString("_make_ops")) ||
+	    !(s_c_failed = PyUnicode_InternFromString("_c_failed")) ||
+	    !(s_get = PyUnicode_InternFromString("get")) ||
+	    !(s_set = PyUnicode_InternFromString("set")) ||
+	    !(s_del = PyUnicode_InternFromString("del")) ||
+	    !(s_in = PyUnicode_InternFromString("in")))
+		return -1;
+	MapBaseType.tp_base = &PyBaseObject_Type;
+	MapBaseType.tp_new = PyBaseObject_Type.tp_new;  /* object.__new__(cls) stays valid */
+	if (PyType_Ready(&MapBaseType) < 0)
+		return -1;
+	Py_INCREF(&MapBaseType);
+	if (PyModule_AddObject(m, "MapBase", (PyObject *)&MapBaseType) < 0) {
+		Py_DECREF(&MapBaseType);
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- construction ----------------------------------------------------------- */
@@ -627,6 +977,7 @@ static int layout_init(struct layout *l, PyObject *cls, PyObject *spec, Py_ssize
 			f->slot = slot_offset(cls, descr);
 			if (f->slot < 0)
 				goto fail;
+			f->name = PyDescr_NAME(descr);  /* kept alive by spec */
 		}
 		if (members != Py_None) {
 			if (!PyDict_Check(members)) {
@@ -664,25 +1015,34 @@ static void layout_free(struct layout *l)
 	l->nfields = 0;
 }
 
-/* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc)
- * fields: see layout_init; empty: values go through vdec/venc. */
+/* MapOps(owner: FD, key_size, value_size, key_int, kenc, cls, fields, vdec, venc,
+ *        ncpu=0, kcls=None, kfields=())
+ * fields: see layout_init; empty: values go through vdec/venc.  ncpu > 0: a per-CPU
+ * map, whose values are NCPU values of VALUE_SIZE bytes each, 8 bytes aligned.
+ * kcls, kfields: the key's layout (see layout_init), for struct keys C converts itself
+ * (at most KEY_STACK bytes); others go through kenc. */
 static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 {
 	int key_int;
-	Py_ssize_t ks, vs;
-	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc;
+	Py_ssize_t ks, vs, ncpu = 0;
+	PyObject *owner, *kenc, *cls, *spec, *vdec, *venc, *kcls = Py_None, *kspec = NULL;
 
 	if (kw && PyDict_GET_SIZE(kw)) {
 		PyErr_SetString(PyExc_TypeError, "MapOps takes positional arguments");
 		return -1;
 	}
-	if (s->ready || s->lay.fields) {
+	if (s->ready || s->lay.fields || s->klay.fields) {
 		PyErr_SetString(PyExc_TypeError, "MapOps is initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO", &FDType, &owner, &ks, &vs, &key_int, &kenc, &cls,
-			      &PyTuple_Type, &spec, &vdec, &venc))
+	if (!PyArg_ParseTuple(args, "O!nnpOOO!OO|nOO!", &FDType, &owner, &ks, &vs, &key_int, &kenc,
+			      &cls, &PyTuple_Type, &spec, &vdec, &venc, &ncpu, &kcls,
+			      &PyTuple_Type, &kspec))
 		return -1;
+	if (ncpu < 0 || ncpu > 65536 || vs > PY_SSIZE_T_MAX / 65536 - 8) {
+		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad CPU count or value size");
+		return -1;
+	}
 	key_int = key_int ? (int)ks : 0;
 	if ((key_int && key_int != 4 && key_int != 8) || ks <= 0 || vs <= 0) {
 		PyErr_SetString(PyExc_ValueError, "pybpf._fastpath: bad key or value size");
@@ -694,10 +1054,18 @@ static int MapOps_init(MapOps *s, PyObject *args, PyObject *kw)
 	}
 	if (layout_init(&s->lay, cls, spec, vs) < 0)
 		return -1;
+	if (kspec && PyTuple_GET_SIZE(kspec) && ks <= KEY_STACK &&
+	    layout_init(&s->klay, kcls, kspec, ks) < 0) {
+		layout_free(&s->lay);
+		return -1;
+	}
 	Py_INCREF(owner);
 	s->owner = (FDObject *)owner;
 	s->key_size = ks;
 	s->value_size = vs;
+	s->ncpu = ncpu;
+	s->stride = ncpu ? (vs + 7) / 8 * 8 : vs;
+	s->value_total = ncpu ? ncpu * s->stride : vs;
 	s->key_int = key_int;
 	if (kenc != Py_None) {
 		Py_INCREF(kenc);
@@ -721,6 +1089,8 @@ static int MapOps_traverse(MapOps *s, visitproc visit, void *arg)
 	Py_VISIT(s->kenc);
 	Py_VISIT(s->lay.cls);
 	Py_VISIT(s->lay.spec);
+	Py_VISIT(s->klay.cls);
+	Py_VISIT(s->klay.spec);
 	Py_VISIT(s->vdec);
 	Py_VISIT(s->venc);
 	return 0;
@@ -734,6 +1104,7 @@ static int MapOps_clear(MapOps *s)
 	Py_CLEAR(s->vdec);
 	Py_CLEAR(s->venc);
 	layout_free(&s->lay);
+	layout_free(&s->klay);
 	return 0;
 }
 
@@ -1002,7 +1373,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	}
 	Py_INCREF(Fallback);
 	Py_INCREF(&MapOpsType);
-	if (pybpf_fd_module_init(m) < 0) {
+	if (pybpf_fd_module_init(m) < 0 || pybpf_values_module_init(m) < 0 ||
+	    mapbase_init_module(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -72,6 +72,7 @@ import errno
 import hashlib
 import struct
 
+from ._maptypes import facts
 from .errors import ObjectError
 
 __all__ = ["check_object"]
@@ -741,10 +742,6 @@ class _BTFChecker:
 # whose maps would need more than half the memory available now.
 
 BPF_F_NO_PREALLOC = 1
-_ARRAYS = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
-           "array_of_maps"}
-_HASHES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "hash_of_maps"}
-_POINTER_ARRAYS = {"devmap", "cpumap", "xskmap", "sockmap", "devmap_hash", "sockhash"}
 MAP_MEMORY_FRACTION = 0.5
 """Refuse to load maps preallocating more than this share of MemAvailable."""
 MAX_PERCPU_PREALLOC = 1 << 22
@@ -760,24 +757,25 @@ def map_prealloc_bytes(type_name: str, key_size: int, value_size: int, max_entri
                        flags: int, ncpus: int) -> int:
     """Bytes the kernel allocates when it creates such a map (an estimate, from above)."""
     n = max_entries
-    percpu = "percpu" in type_name
-    if type_name in _ARRAYS:
+    f = facts(type_name)
+    how, percpu = f.prealloc, f.percpu
+    if how == "array":
         return n * _r8(value_size) * (ncpus if percpu else 1)
-    if type_name in _HASHES:
+    if how == "hash":
         buckets = (1 << max(n - 1, 0).bit_length()) * 16
         if flags & BPF_F_NO_PREALLOC and not type_name.startswith("lru"):
             return buckets
         per = 48 + _r8(key_size) + (8 if percpu else _r8(value_size))
         return buckets + n * per + (n * _r8(value_size) * ncpus if percpu else 0)
-    if type_name in ("ringbuf", "user_ringbuf"):
+    if how == "ring":
         return n
-    if type_name == "stack_trace":
+    if how == "stack_trace":
         return n * (_r8(value_size) + 32)
-    if type_name in ("queue", "stack"):
+    if how == "queue":
         return n * _r8(value_size)
-    if type_name in _POINTER_ARRAYS:
+    if how == "pointers":
         return n * 8
-    if type_name == "bloom_filter":
+    if how == "bloom":
         return n * 2
     return 0  # allocated on demand (lpm_trie, local storages, struct_ops...)
 
@@ -803,8 +801,9 @@ def check_map_memory(maps: list[tuple[str, str, int, int, int, int]], obj_name: 
     from .errors import LoadError
 
     for name, t, _k, v, n, fl in maps:
-        prealloc = t in _ARRAYS or t.startswith("lru") or not fl & BPF_F_NO_PREALLOC
-        if "percpu" in t and prealloc and n > MAX_PERCPU_PREALLOC:
+        f = facts(t)
+        prealloc = f.prealloc == "array" or t.startswith("lru") or not fl & BPF_F_NO_PREALLOC
+        if f.percpu and prealloc and n > MAX_PERCPU_PREALLOC:
             raise LoadError(errno.E2BIG,
                             f"cannot load BPF object {obj_name}: map {name!r} ({t}) would "
                             f"preallocate {n} per-CPU elements of {v} bytes; the kernel "

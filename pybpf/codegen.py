@@ -25,21 +25,17 @@ import keyword
 import os
 import sys
 
+from ._maptypes import TABLE
 from .btf import BTF, BTFKind
 from .types import ArrayCodec, Codec, EnumCodec, StructCodec, codec_for
 
 __all__ = ["generate", "main"]
 
-_MAP_CLASSES = {
-    "hash": "HashMap", "lru_hash": "HashMap", "array": "ArrayMap",
-    "percpu_hash": "PerCPUHashMap", "lru_percpu_hash": "PerCPUHashMap",
-    "percpu_array": "PerCPUArrayMap", "queue": "QueueMap", "stack": "QueueMap",
-    "lpm_trie": "LPMTrieMap", "bloom_filter": "BloomFilterMap", "prog_array": "ProgArrayMap",
-    "array_of_maps": "ArrayOfMapsMap", "hash_of_maps": "ArrayOfMapsMap",
-    "stack_trace": "StackTraceMap", "devmap": "DevMap", "devmap_hash": "DevMap",
-    "cpumap": "CPUMap", "xskmap": "XSKMap", "sockmap": "SockMap", "sockhash": "SockMap",
-}
-_KEYLESS = {"queue", "stack", "bloom_filter"}
+# The class each map type's attribute is annotated with, from the one table of map-type
+# facts; kinds the stub does not import (local storage, raw maps) are TypedMap there.
+_MAP_CLASSES = {name: f.kind for name, f in TABLE.items()
+                if f.kind not in ("Map", "LocalStorageMap")}
+_KEYLESS = {name for name, f in TABLE.items() if f.keyless}
 
 
 def _ident(name: str) -> str:
@@ -131,7 +127,7 @@ def _collect(btf: BTF) -> tuple[list[StructCodec], list[EnumCodec]]:
     return list(structs.values()), list(enums.values())
 
 
-_EVENT_MAPS = {"ringbuf", "perf_event_array", "user_ringbuf"}
+_EVENT_MAPS = {name for name, f in TABLE.items() if f.stream}
 
 
 def _collect_from(btf: BTF, type_id: int, structs: list[StructCodec], enums: list[EnumCodec],
@@ -168,7 +164,6 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
     declaration (:func:`pybpf.typespec.btf_type`) or None; the skeleton sets them on
     the maps before load (ring and perf buffers: their record type, in ``EVENT_TYPES``
     for ``decode=``), and the module defines their classes."""
-    from .maps import _KINDS  # noqa: F401 - kinds registered
     from .object import Object
     from .typespec import btf_type
 

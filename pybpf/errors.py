@@ -10,6 +10,8 @@ last lines libbpf logged about it (``libbpf_log``).
      |    +-- VerifierError     ... the verifier rejected a program (has .log)
      +-- AttachError            a program could not be attached to its hook
      +-- MapError               a map operation failed (other than a missing key)
+     |    +-- MapTypeError      ... also a TypeError: a key or value of the wrong type
+     |    +-- MapValueError     ... also a ValueError: a key or value out of range
      +-- NotSupportedError      the running kernel lacks the feature (decided by probing)
      +-- BPFPermissionError     also a PermissionError: names the missing capability
      +-- ClosedError            also a ValueError: the object/link/map was closed
@@ -35,6 +37,8 @@ __all__ = [
     "VerifierError",
     "AttachError",
     "MapError",
+    "MapTypeError",
+    "MapValueError",
     "NotSupportedError",
     "BPFPermissionError",
     "TypeSpecError",
@@ -225,6 +229,26 @@ class MapError(BPFError):
                  libbpf_log: Sequence[str] = ()) -> None:
         super().__init__(err, message, libbpf_log=libbpf_log)
         self.map = map
+
+
+class _MapValueProblem(MapError):
+    def __init__(self, message: str, *, map: str | None = None, field: str = "",
+                 type_name: str = "") -> None:
+        super().__init__(_errno.EINVAL, message, map=map)
+        self.field = field
+        self.type_name = type_name
+
+
+class MapTypeError(_MapValueProblem, TypeError):
+    """A key or value of the wrong Python type for the map (before any syscall):
+    ``.map``, ``.field`` (``"key"``, ``"value.inner.count"``...) and ``.type_name``
+    (the map's key or value C type) say which."""
+
+
+class MapValueError(_MapValueProblem, ValueError):
+    """A key or value the map's C type cannot hold (out of range, too long, unknown
+    enumerator...), before any syscall; ``.map``, ``.field``, ``.type_name`` as for
+    :class:`MapTypeError`."""
 
 
 class NotSupportedError(BPFError):

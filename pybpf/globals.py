@@ -34,7 +34,7 @@ from ._fd import FD, Stage
 from .btf import BTF, BTFKind
 from .errors import ClosedError, ObjectError, StateError
 from .maps import Map, OpenMap
-from .types import Codec, IntCodec, as_codec, codec_for
+from .types import BoolCodec, Codec, IntCodec, as_codec, codec_for
 
 __all__ = ["Section", "Globals", "c_cast"]
 
@@ -51,10 +51,11 @@ def _unmap(mm: mmap.mmap) -> None:
 
 def c_cast(codec: Codec, value: Any) -> Any:
     """C's conversion of a negative int to an unsigned global: ``(uid_t)-1`` is all ones.
-    A value from -2**(bits-1) to -1 given for an unsigned integer variable wraps modulo
-    2**bits (``obj.rodata.targ_uid = -1`` sets 0xffffffff); anything else is unchanged
-    (and range-checked by the codec)."""
-    if (type(codec) is IntCodec and not codec.signed and isinstance(value, int)
+    A value from -2**(bits-1) to -1 given for an unsigned integer or enum variable wraps
+    modulo 2**bits (``obj.rodata.targ_uid = -1`` sets 0xffffffff); anything else is
+    unchanged (and range-checked by the codec)."""
+    if (isinstance(codec, IntCodec) and not isinstance(codec, BoolCodec) and not codec.signed
+            and isinstance(value, int)
             and not isinstance(value, bool) and -(1 << (8 * codec.size - 1)) <= value < 0):
         return value + (1 << (8 * codec.size))
     return value

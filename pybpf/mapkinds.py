@@ -1,18 +1,21 @@
 """Maps as Python mappings, typed from BTF: one class per kind of BPF map.
 
-Every kind is registered with :func:`pybpf.maps.register_kind`, so
-``obj.maps["name"]``, :meth:`Map.open_pinned` and :meth:`Map.from_id` return the
-right class. Keys and values are decoded/encoded with the map's BTF
+Each map type's class is named in the one table of map-type facts
+(:mod:`pybpf._maptypes`), so ``obj.maps["name"]``, :meth:`Map.open_pinned` and
+:meth:`Map.from_id` return the right class. Keys and values are decoded/encoded with the map's BTF
 (:mod:`pybpf.types`): the object's BTF for maps of an :class:`~pybpf.Object`, the
 kernel's copy of the creator's BTF for maps opened by id or pin. A map without
 BTF uses ``bytes`` unless a type is set with :meth:`TypedMap.set_types`.
 
 Costs: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, ``get`` are one syscall
-each, made from C (:mod:`pybpf._fastpath`) with the GIL held: integer keys by value,
-values of ints, floats, bools, enums and flat structs of those converted there,
-other layouts (per-CPU lists, fd keys...) through their codec or the kind's
-methods; whatever C does not take goes through the validating Python path, which
-names the map and field;
+each, made from C (:mod:`pybpf._fastpath`) with the GIL held and no Python frame
+(``TypedMap`` derives from the C ``MapBase``): keys and values of ints, floats,
+bools, enums and flat structs of those -- as the generated class, a tuple or a
+dict -- are converted there, per-CPU values CPU by CPU; other layouts (nested
+structs, arrays, fd keys...) through their codec or the kind's methods, called
+from C; whatever C does not take goes through the validating Python path, which
+raises :class:`~pybpf.MapTypeError`/:class:`~pybpf.MapValueError` naming the map,
+the field and the C type;
 ``items()``/``keys()``/``values()``, ``len()`` and ``clear()`` walk the map with
 batch syscalls (``BPF_MAP_LOOKUP_BATCH``, a few thousand entries per call) where
 the kernel has them for the map type, else one syscall per key.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import errno as _errno
 import functools
-import ipaddress
 import logging
 import socket
 import struct
@@ -44,13 +46,14 @@ from collections.abc import (
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _fastpath, _walk
 from . import symbolize as sym
 from ._ffi import error_for, ffi, lib
+from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
-from .errors import ClosedError, MapError
+from .errors import ClosedError, MapError, MapTypeError, MapValueError
 from .maps import (
     Map,
     UpdateFlags,
@@ -61,12 +64,13 @@ from .maps import (
 from .types import (
     Codec,
     IntCodec,
+    StackTraceCodec,
     Struct,
-    StructCodec,
     as_codec,
     c_layout,
     codec_for,
     decode_array,
+    lpm_key_codec,
     raw_codec,
 )
 
@@ -80,7 +84,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _MISSING: Any = object()
-_BATCH_TYPES = {"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array"}
 _NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
 
 
@@ -164,7 +167,7 @@ class RawBatch:
                f"values={len(self.values)} B)"
 
 
-class TypedMap(Map, Generic[K, V]):
+class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
 
     ``m[k]`` raises ``KeyError`` for an absent key; ``m.get(k)`` returns None.
@@ -264,12 +267,14 @@ class TypedMap(Map, Generic[K, V]):
         they do not take (Fallback) goes through the validating Python path, which names
         the map and field.
 
-        C takes unsigned 4/8-byte integer keys by value and other keys through the
-        codec's unchecked encoder (or the kind's ``_ekey``); values of scalars and flat
-        structs of scalars it converts itself, others through the codec or the kind's
-        ``_dval``/``_eval`` (per-CPU lists...). Built on first use after load; dropped
-        never: they hold the map's owner and check it before each syscall, so once the
-        map or its object closes they raise ClosedError."""
+        C takes unsigned 4/8-byte integer keys by value; keys and values of other
+        scalars and of flat structs of scalars (as the class, a tuple or a dict) it
+        converts by their layout (:func:`pybpf.types.c_layout`), per-CPU values CPU by
+        CPU; others through the codec's unchecked encoder and decoder or the kind's
+        ``_ekey``/``_dval``/``_eval``, called from C. Built on first use after load
+        (``TypedMap``'s C slots call this); dropped never: they hold the map's owner and
+        check it before each syscall, so once the map or its object closes they raise
+        ClosedError."""
         self._owner.get()  # ClosedError once closed
         if self._kc is None or self._vc is None:
             self._resolve_types()
@@ -289,7 +294,12 @@ class TypedMap(Map, Generic[K, V]):
             kenc = kc.fast_encode
         int_key = not own_key and type(kc) is IntCodec and not kc.signed and kc.size in (4, 8)
         vsize = self._vbuf_size()
-        if cls._dval is TypedMap._dval and vsize == vc.size:
+        ncpu = 0
+        if self.percpu and vc.size == self.value_size and cls._dval is _PerCPU._dval and \
+                cls._eval is _PerCPU._eval:
+            # per-CPU values: C splits and joins the CPUs' values, each by the layout
+            ncpu, vsize = possible_cpus(), vc.size
+        if ncpu or (cls._dval is TypedMap._dval and vsize == vc.size):
             vcls, fields = c_layout(vc)
             dec: Any = vc.decode
         else:
@@ -298,10 +308,12 @@ class TypedMap(Map, Generic[K, V]):
 
             def dec(b: bytes, off: int) -> Any:
                 return own_dval(proxy, b)
-        enc = (vc.fast_encode or vc.encode) if cls._eval is TypedMap._eval else \
+        enc = (vc.fast_encode or vc.encode) if ncpu or cls._eval is TypedMap._eval else \
             functools.partial(cls._eval, proxy)
+        # other keys C takes: struct keys of scalars, other scalars (signed, 1-2 bytes)
+        kcls, kfields = (None, ()) if own_key or int_key else c_layout(kc)
         ops = _fastpath.MapOps(self._owner, self.key_size, vsize, int_key, kenc, vcls,
-                               fields, dec, enc)
+                               fields, dec, enc, ncpu, kcls, kfields)
         self._ops = ops
         return ops
 
@@ -321,11 +333,23 @@ class TypedMap(Map, Generic[K, V]):
             return rc, ffi.errno
 
     def _encode(self, codec: Codec, value: Any, path: str) -> bytes:
-        """``codec.encode`` with its TypeError/ValueError naming this map."""
+        """``codec.encode``; what it refuses raises MapTypeError/MapValueError naming
+        this map, the field and the key's or value's C type."""
         try:
             return codec.encode(value, path)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"map {self.name!r}: {e}") from None
+            raise self._bad(e, codec, path) from None
+
+    def _bad(self, e: Exception | str, codec: Codec, path: str,
+             kind: type[Exception] = ValueError) -> MapError:
+        """The pybpf error for a key or value this map cannot take: the codec's message
+        (which starts with the field path) and the C type."""
+        text = str(e)
+        field = text.split(": ", 1)[0] if text.startswith(path) else path
+        what = "key" if path.startswith("key") else "value"
+        cls = MapTypeError if isinstance(e, TypeError) or kind is TypeError else MapValueError
+        return cls(f"map {self.name!r}: {text} ({what} type: {codec.name})", map=self.name,
+                   field=field, type_name=codec.name)
 
     def _ekey(self, key: Any) -> bytes:
         return self._encode(self.key_type, key, "key")
@@ -349,22 +373,47 @@ class TypedMap(Map, Generic[K, V]):
         return kc.decode(buf, off)
 
     # --- mapping -------------------------------------------------------------------
-    # The single-key operations below are the hot path: one C call (pybpf._fastpath)
-    # that raises KeyError itself; the validating path only for what C does not take.
-    def __getitem__(self, key: K) -> V:
-        ops = self._ops or self._make_ops()
-        try:
-            return ops.lookup(key)  # type: ignore[no-any-return]
-        except _Fallback:
-            pass  # not a plain key: the path below validates and explains
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        got = self._lookup_raw(self._ekey(key))
+    # m[k], m[k] = v, del m[k] and k in m are C slots (pybpf._fastpath.MapBase): one C
+    # call with no Python frame, which raises KeyError itself and hands whatever it does
+    # not finish to _c_failed below.
+    if TYPE_CHECKING:
+        def __getitem__(self, key: K) -> V: ...
+        def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]
+                        ) -> None: ...
+        def __delitem__(self, key: K) -> None: ...
+        def __contains__(self, key: object) -> bool: ...
+
+    def _c_failed(self, op: str, key: Any, value: Any, exc: BaseException) -> Any:
+        """The validating path of ``m[k]`` (op "get"), ``m[k] = v`` ("set"), ``del m[k]``
+        ("del") and ``k in m`` ("in"), for what the C slots did not finish: a value or key
+        C does not take (Fallback) is encoded again by the codecs, which explain what is
+        wrong; a kernel error becomes a MapError naming the map; anything else (a closed
+        map, an interrupt) is raised as it is."""
+        if not isinstance(exc, _Fallback):
+            if isinstance(exc, ClosedError) or not isinstance(exc, OSError):
+                raise exc
+            err = exc.errno or _errno.EIO
+            if op == "set":
+                self._update_failed(key, 0, err)
+            raise self._err(err, "delete failed" if op == "del" else "lookup failed") from None
+        if op == "set":
+            self._put(key, value, 0)
+            return None
+        kb = self._ekey(key)
+        if op == "del":
+            with self._owner as fd:
+                rc = _delete_elem(fd, kb)
+            if rc < 0:
+                if rc == -_ENOENT:
+                    raise KeyError(key)
+                raise self._err(-rc, "delete failed")
+            return None
+        got = self._lookup_raw(kb)
+        if op == "in":
+            return got is not None
         if got is None:
             raise KeyError(key)
-        return self._dval(got)  # type: ignore[no-any-return]
+        return self._dval(got)
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
         buf = bytearray(self._vbuf_size())
@@ -404,31 +453,6 @@ class TypedMap(Map, Generic[K, V]):
         got = self._lookup_raw(self._ekey(key))
         return default if got is None else self._dval(got)
 
-    def __contains__(self, key: object) -> bool:
-        ops = self._ops or self._make_ops()
-        try:
-            return ops.contains(key)  # type: ignore[no-any-return]
-        except _Fallback:
-            pass
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        return self._lookup_raw(self._ekey(key)) is not None
-
-    def __setitem__(self, key: K, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        ops = self._ops or self._make_ops()
-        try:
-            ops.update(key, value)
-            return
-        except _Fallback:
-            pass  # the validating encoders below explain
-        except ClosedError:
-            raise
-        except OSError as e:
-            self._update_failed(key, 0, e.errno or _errno.EIO)
-        self._put(key, value, 0)
-
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
@@ -449,25 +473,6 @@ class TypedMap(Map, Generic[K, V]):
             raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                            map=self.name)
         raise self._err(err, "update failed")
-
-    def __delitem__(self, key: K) -> None:
-        ops = self._ops or self._make_ops()
-        try:
-            ops.delete(key)
-            return
-        except _Fallback:
-            pass
-        except ClosedError:
-            raise
-        except OSError as e:
-            raise self._err(e.errno or _errno.EIO, "delete failed") from None
-        kb = self._ekey(key)
-        with self._owner as fd:
-            rc = _delete_elem(fd, kb)
-        if rc < 0:
-            if rc == -_ENOENT:
-                raise KeyError(key)
-            raise self._err(-rc, "delete failed")
 
     def pop(self, key: K, default: Any = _MISSING) -> V | Any:
         """Remove ``key`` and return its value (``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` where
@@ -543,7 +548,7 @@ class TypedMap(Map, Generic[K, V]):
                             "arguments")
         src = args[0]
         pairs = list(src.items()) if isinstance(src, Mapping) else list(src)
-        if len(pairs) > 1 and self.type in _BATCH_TYPES and not f & UpdateFlags.NOEXIST:
+        if len(pairs) > 1 and self._facts.batch and not f & UpdateFlags.NOEXIST:
             if self.update_batch(pairs, flags=f & UpdateFlags.LOCK):
                 return
         for k, v in pairs:
@@ -579,7 +584,7 @@ class TypedMap(Map, Generic[K, V]):
         if not ks:
             return 0
         kbs = [self._ekey(k) for k in ks]
-        if self.type in _BATCH_TYPES and not self.type.endswith("array"):
+        if self._facts.batch_delete:
             count = ffi.new("__u32 *", len(kbs))
             opts = ffi.new("struct bpf_map_batch_opts *")
             opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
@@ -649,9 +654,18 @@ class TypedMap(Map, Generic[K, V]):
             plain = type(self)._dval_at is TypedMap._dval_at and type(self)._dkey is \
                 TypedMap._dkey
             kc, vc = cast(Codec, self._kc), cast(Codec, self._vc)
+            cdec = getattr(vc, "cdecoder", None)
             if plain and kc.size == ks and vc.size == vs:
                 for kb, vb, c in b:
                     yield zip(decode_array(kc, kb, c), decode_array(vc, vb, c))
+            elif isinstance(self, _PerCPU) and cdec is not None and type(self)._dkey is \
+                    TypedMap._dkey and kc.size == ks:
+                # per-CPU values of scalars: every CPU's value of the chunk in one C call
+                n, stride = possible_cpus(), _round8(vc.size)
+                for kb, vb, c in b:
+                    flat = cdec.decode_array(vb, c * n, stride)
+                    yield zip(decode_array(kc, kb, c),
+                              [flat[i:i + n] for i in range(0, c * n, n)])
             else:
                 for kb, vb, c in b:
                     yield [(dk(kb, i * ks), dv(vb, i * vs)) for i in range(c)]
@@ -699,17 +713,38 @@ class TypedMap(Map, Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return self._iter_keys()
 
+    @property
+    def _facts(self) -> MapTypeFacts:
+        """What pybpf knows about this map's type (:mod:`pybpf._maptypes`)."""
+        return facts(self.type)
+
     def __len__(self) -> int:
-        """Number of entries: walks the whole map (batched), not O(1)."""
+        """Number of entries: walks the whole map (batched), not O(1); arrays:
+        ``max_entries``; arrays of fds and pointers: the filled slots (a walk)."""
+        how = self._facts.length
+        if how == "slots":
+            return self.max_entries
+        if how == "filled":
+            return sum(1 for _ in self._iter_keys())
+        if how == "none":
+            raise TypeError(f"map {self.name!r} ({self.type}) has no length")
         b = self._batches()
         if b is not None:
             return sum(c for _, _, c in b)
         return sum(1 for _ in self._walk_raw())
 
     def __bool__(self) -> bool:
-        """``len(m) > 0``: True if the map has an entry (one GET_NEXT_KEY syscall, not a
-        full walk)."""
-        return _walk.first_key(self) is not None
+        """``len(m) > 0`` for every kind, without counting: one GET_NEXT_KEY syscall for
+        keyed maps, a walk up to the first filled slot for arrays of fds; kinds without
+        a length raise the TypeError ``len()`` raises."""
+        how = self._facts.length
+        if how == "slots":
+            return self.max_entries > 0
+        if how == "keys":
+            return _walk.first_key(self) is not None
+        if how == "filled":
+            return next(iter(self._iter_keys()), _MISSING) is not _MISSING
+        return len(self) > 0
 
     def clear(self) -> None:
         """Delete every entry the walk finds (one delete syscall per key)."""
@@ -805,24 +840,16 @@ def _index_codec(c: Codec | None, size: int) -> Codec:
     return IntCodec(4, False, "index") if size == 4 else raw_codec(size)
 
 
-@register_kind("hash", "lru_hash")
 class HashMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_HASH`` / ``BPF_MAP_TYPE_LRU_HASH``: a dict in the kernel."""
 
 
-@register_kind("array")
 class ArrayMap(TypedMap[K, V]):
     """``BPF_MAP_TYPE_ARRAY``: ``max_entries`` slots indexed 0..N-1, all present (zeroed
     at creation); elements cannot be deleted. ``len()`` is ``max_entries``."""
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
         return _index_codec(c, size)
-
-    def __len__(self) -> int:
-        return self.max_entries
-
-    def __bool__(self) -> bool:
-        return self.max_entries > 0
 
     def __delitem__(self, key: K) -> None:
         raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
@@ -856,11 +883,11 @@ class _PerCPU(TypedMap[K, V]):
         vc = self.value_type
         ncpu = possible_cpus()
         stride = _round8(vc.size)
-        if not isinstance(value, list):
-            value = [value] * ncpu  # the same value on every CPU
+        if not isinstance(value, list):  # the same value on every CPU
+            return self._encode(vc, value, "value").ljust(stride, b"\0") * ncpu
         if len(value) != ncpu:
-            raise ValueError(f"map {self.name!r}: per-CPU value needs {ncpu} values (one per "
-                             f"possible CPU) or a single value, got {len(value)}")
+            raise self._bad(f"per-CPU value needs {ncpu} values (one per possible CPU) "
+                            f"or a single value, got {len(value)}", vc, "value")
         out = bytearray(stride * ncpu)
         for i, v in enumerate(value):
             out[i * stride:i * stride + vc.size] = self._encode(vc, v, f"value[{i}]")
@@ -890,12 +917,10 @@ def _sum(vals: list[Any], name: str) -> Any:
     raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
 
 
-@register_kind("percpu_hash", "lru_percpu_hash")
 class PerCPUHashMap(_PerCPU[K, V]):
     """``BPF_MAP_TYPE_PERCPU_HASH`` / ``LRU_PERCPU_HASH``: ``m[k]`` is a list per CPU."""
 
 
-@register_kind("percpu_array")
 class PerCPUArrayMap(_PerCPU[K, V], ArrayMap[K, V]):
     """``BPF_MAP_TYPE_PERCPU_ARRAY``: ``m[i]`` is a list with one value per possible CPU."""
 
@@ -915,11 +940,9 @@ class _KeylessMap(TypedMap[Any, V]):
     def _nokeys(self, *a: Any, **k: Any) -> Any:
         raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
 
-    __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = _nokeys
-    __len__ = __bool__ = _nokeys
+    __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = __len__ = _nokeys
 
 
-@register_kind("queue", "stack")
 class QueueMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_QUEUE`` (FIFO) / ``BPF_MAP_TYPE_STACK`` (LIFO): ``push``, ``pop``,
     ``peek``; one syscall each."""
@@ -980,7 +1003,6 @@ _MISSING_SENTINEL: Any = object()
 StackMap = QueueMap
 
 
-@register_kind("bloom_filter")
 class BloomFilterMap(_KeylessMap[V]):
     """``BPF_MAP_TYPE_BLOOM_FILTER``: ``add(v)``; ``v in m`` is False only if never added
     (true positives always, false positives sometimes)."""
@@ -1000,70 +1022,12 @@ class BloomFilterMap(_KeylessMap[V]):
         return True
 
 
-class LPMKeyCodec(Codec):
-    """``{__u32 prefixlen; __u8 data[4|16]}`` keys as :mod:`ipaddress` networks.
-
-    Encoding accepts a network, an address (a /32 or /128 host), or a string such as
-    ``"10.0.0.0/8"``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.nbytes = size - 4
-        self.version = 4 if self.nbytes == 4 else 6
-        self.name = f"lpm_key_ipv{self.version}"
-        self.pytype = "ipaddress.IPv4Network" if self.version == 4 else "ipaddress.IPv6Network"
-
-    def default(self) -> Any:
-        return ipaddress.ip_network("0.0.0.0/0" if self.version == 4 else "::/0")
-
-    def decode(self, buf: Any, off: int = 0) -> Any:
-        (plen,) = struct.unpack_from("<I", buf, off)
-        addr = bytes(buf[off + 4:off + 4 + self.nbytes])
-        if self.version == 4:
-            return ipaddress.IPv4Network((addr, plen), strict=False)
-        return ipaddress.IPv6Network((addr, plen), strict=False)
-
-    def _net(self, value: Any, path: str) -> Any:
-        try:
-            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                value = ipaddress.ip_network(value)
-            elif isinstance(value, str):
-                value = ipaddress.ip_network(value, strict=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        if not isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            raise TypeError(f"{path}: expected an IP network, address or str, got "
-                            f"{type(value).__name__}")
-        if value.version != self.version:
-            raise ValueError(f"{path}: {value} is IPv{value.version}, the map's keys are "
-                             f"IPv{self.version}")
-        return value
-
-    def encode(self, value: Any, path: str = "key") -> bytes:
-        net = self._net(value, path)
-        return bytes(struct.pack("<I", net.prefixlen) + net.network_address.packed)
-
-    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
-        buf[off:off + self.size] = self.encode(value, path)
-
-
-@register_kind("lpm_trie")
 class LPMTrieMap(TypedMap[Any, V]):
     """``BPF_MAP_TYPE_LPM_TRIE``: keys are networks for the usual ``{u32 prefixlen; u8
     data[4|16]}`` layout; ``m["10.1.2.3"]`` finds the longest matching prefix."""
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
-        if size in (8, 20) and (c is None or _is_lpm_layout(c)):
-            return LPMKeyCodec(size)
-        return c if c is not None else _default_codec(size)
-
-
-def _is_lpm_layout(c: Codec) -> bool:
-    if not isinstance(c, StructCodec) or len(c.members) != 2:
-        return False
-    a, b = c.members
-    return (isinstance(a.codec, IntCodec) and a.codec.size == 4 and a.byte_off == 0
-            and b.byte_off == 4)
+        return lpm_key_codec(c, size)
 
 
 class _Sparse(TypedMap[K, V]):
@@ -1082,13 +1046,6 @@ class _Sparse(TypedMap[K, V]):
 
     def _iter_keys(self) -> Iterator[K]:
         return (k for k, _ in self._walk_present())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self._walk_present())
-
-    def __bool__(self) -> bool:
-        """``len(m) > 0``: walks up to the first filled slot."""
-        return next(self._walk_present(), None) is not None
 
     def clear(self) -> None:
         for k in list(self._iter_keys()):  # list(view) would walk twice (len hint)
@@ -1123,13 +1080,11 @@ class _FdValueMap(_Sparse[K, V]):
     def __setitem__(self, key: K, value: Any) -> None:
         self._put(key, self._fd_of(value), 0)
 
-@register_kind("prog_array")
 class ProgArrayMap(_FdValueMap[int, int]):
     """``BPF_MAP_TYPE_PROG_ARRAY`` (tail calls): ``m[i] = program``; ``m[i]`` is the
     program's id; ``del m[i]`` empties the slot."""
 
 
-@register_kind("array_of_maps", "hash_of_maps")
 class ArrayOfMapsMap(_FdValueMap[K, "Map"]):
     """``BPF_MAP_TYPE_ARRAY_OF_MAPS`` / ``HASH_OF_MAPS``: ``m[k] = inner_map``; ``m[k]``
     opens the inner map by id (a new fd, typed from its BTF)."""
@@ -1149,7 +1104,6 @@ class ArrayOfMapsMap(_FdValueMap[K, "Map"]):
 HashOfMapsMap = ArrayOfMapsMap
 
 
-@register_kind("devmap", "devmap_hash")
 class DevMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_DEVMAP[_HASH]`` (XDP redirect): values are ifindexes (``u32``) or
     ``struct bpf_devmap_val``; an interface name is accepted for a ``u32`` value."""
@@ -1167,7 +1121,6 @@ class DevMap(_Sparse[K, V]):
             _default_codec(size)
 
 
-@register_kind("cpumap")
 class CPUMap(_Sparse[K, V]):
     """``BPF_MAP_TYPE_CPUMAP``: values are queue sizes (``u32``) or ``struct
     bpf_cpumap_val``."""
@@ -1180,7 +1133,6 @@ class CPUMap(_Sparse[K, V]):
             _default_codec(size)
 
 
-@register_kind("xskmap")
 class XSKMap(_FdValueMap[int, int]):
     """``BPF_MAP_TYPE_XSKMAP``: ``m[queue] = xsk_socket`` (an AF_XDP socket or its fd),
     ``del m[queue]``, ``clear()``. The kernel does not let user space read the slots
@@ -1203,7 +1155,7 @@ class XSKMap(_FdValueMap[int, int]):
                         "read XSKMAP slots; only set (m[queue] = socket) and delete")
 
     __getitem__ = get = __contains__ = pop = _unreadable
-    keys = items = values = __iter__ = __len__ = __bool__ = _unreadable
+    keys = items = values = __iter__ = __len__ = _unreadable
     items_batched = popitems = to_dict = _unreadable
 
     def clear(self) -> None:
@@ -1214,7 +1166,6 @@ class XSKMap(_FdValueMap[int, int]):
                 raise self._err(-rc, "delete failed")
 
 
-@register_kind("sockmap", "sockhash")
 class SockMap(_FdValueMap[K, int]):
     """``BPF_MAP_TYPE_SOCKMAP`` / ``SOCKHASH``: ``m[k] = socket`` (or fd); with an 8-byte
     value, ``m[k]`` is the socket's cookie (``SO_COOKIE``)."""
@@ -1225,26 +1176,15 @@ class SockMap(_FdValueMap[K, int]):
 SockHashMap = SockMap
 
 
-@register_kind("stack_trace")
 class StackTraceMap(TypedMap[int, list[int]]):
     """``BPF_MAP_TYPE_STACK_TRACE``: ``m[stack_id]`` is the list of return addresses (no
     trailing zeros); :meth:`symbolize` names them."""
 
     def _value_codec(self, c: Codec | None, size: int) -> Codec:
-        return raw_codec(size)
+        return StackTraceCodec(size)
 
     def _key_codec(self, c: Codec | None, size: int) -> Codec:
         return IntCodec(4, False, "stack_id")
-
-    def _dval(self, buf: Any) -> Any:
-        n = len(buf) // 8
-        addrs = list(struct.unpack_from(f"<{n}Q", buf, 0))
-        while addrs and addrs[-1] == 0:
-            addrs.pop()
-        return addrs
-
-    def _dval_at(self, buf: Any, off: int) -> Any:
-        return self._dval(bytes(buf[off:off + self.value_size]))
 
     def frames(self, stack_id: int, *, pid: int | None = None,
                lines: bool = False) -> list[sym.Frame]:
@@ -1272,7 +1212,6 @@ class StackTraceMap(TypedMap[int, list[int]]):
         return [str(f) for f in frames]
 
 
-@register_kind("task_storage", "sk_storage", "inode_storage", "cgrp_storage")
 class LocalStorageMap(TypedMap[Any, V]):
     """``BPF_MAP_TYPE_TASK_STORAGE`` / ``SK_STORAGE`` / ``INODE_STORAGE`` / ``CGRP_STORAGE``:
     values attached to a kernel object, keyed from user space by an fd of that object
@@ -1297,7 +1236,7 @@ class LocalStorageMap(TypedMap[Any, V]):
     def _nokeys(self, *a: Any, **k: Any) -> Any:
         raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
 
-    keys = items = values = __iter__ = __len__ = __bool__ = clear = _nokeys
+    keys = items = values = __iter__ = __len__ = clear = _nokeys
 
 
 def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
@@ -1341,3 +1280,13 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     if key is not None or value is not None:
         m.set_types(key, value)
     return m
+
+
+def _register_kinds() -> None:
+    """Each map type gets the class the one table names for it."""
+    for name, f in TABLE.items():
+        if f.kind != "Map":
+            register_kind(name)(globals()[f.kind])
+
+
+_register_kinds()

@@ -31,6 +31,7 @@ from typing import Any
 from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
+from ._maptypes import facts
 from .errors import BPFError, ClosedError, MapError, StateError
 from .types import as_codec
 
@@ -45,9 +46,6 @@ class UpdateFlags(enum.IntFlag):
     NOEXIST = 1
     EXIST = 2
     LOCK = 4
-
-
-_PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
 
 
 # Map types some libbpf 1.x releases have no name for (uapi numbers): named here so
@@ -315,7 +313,7 @@ class OpenMap:
 
     @property
     def percpu(self) -> bool:
-        return self.type in _PERCPU_TYPES
+        return facts(self.type).percpu
 
     @property
     def pin_path(self) -> str | None:
@@ -531,7 +529,7 @@ class Map(Handle):
 
     @property
     def percpu(self) -> bool:
-        return self.type in _PERCPU_TYPES
+        return facts(self.type).percpu
 
     # --- live map ---------------------------------------------------------------
     @property
@@ -776,12 +774,14 @@ class Map(Handle):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-# Map kinds: subclasses registered by map type name (filled by the typed layer).
+# The class of each map type is named in the one table (pybpf._maptypes); the classes
+# live in pybpf.mapkinds, above this module, which registers them here by that table.
 _KINDS: dict[str, type[Map]] = {}
 
 
 def register_kind(*type_names: str) -> Any:
-    """Class decorator: use this Map subclass for maps of these libbpf types."""
+    """Class decorator: use this Map subclass for maps of these libbpf types
+    (:mod:`pybpf.mapkinds` registers the class :mod:`pybpf._maptypes` names for each)."""
 
     def deco(cls: type[Map]) -> type[Map]:
         for name in type_names:

@@ -54,10 +54,11 @@ from .errors import (
     VerifierError,
     describe_errno,
 )
-from .globals import Globals, Section
+from .globals import Globals, Section, c_cast
 from .link import Link
 from .maps import Map, OpenMap, possible_cpus
 from .program import Program
+from .types import codec_for
 
 __all__ = ["Object", "load"]
 
@@ -378,7 +379,8 @@ class Object(Handle):
                 elif isinstance(value, int):
                     if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
                         raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an integer")
-                    enc = _encode_int(name, int(value), var.size, t.signed)
+                    codec = codec_for(btf, var.type)  # the one encoder of the variable
+                    enc = codec.encode(c_cast(codec, int(value)), repr(name))
                 else:
                     raise TypeError(f"set_rodata({name!r}): value must be int, bool or bytes")
                 m.write_initial_value(var.offset, enc)
@@ -804,18 +806,6 @@ def _sigint_deferred() -> Iterator[None]:
 
 def _patterns(value: str | Iterable[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
-
-
-def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:
-    bits = 8 * size
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if not signed and -(1 << (bits - 1)) <= value < 0:
-        value += 1 << bits  # C's conversion: (uid_t)-1 is all ones
-    if not lo <= value <= hi:
-        kind = "signed" if signed else "unsigned"
-        raise ValueError(f"{name!r}: {value} is out of range for a {kind} {size}-byte integer "
-                         f"[{lo}, {hi}]")
-    return value.to_bytes(size, "little", signed=signed)
 
 
 def load(source: Source, **options: Any) -> Object:

@@ -19,14 +19,22 @@ order), and for scalars a plain value; a missing field is zero. A wrong field
 name, a wrong type or a value out of range is a ``TypeError``/``ValueError``
 whose message names the field path (``value.inner.count``).
 
-Cost: structs without bitfields or unions decode and encode with one
-precompiled :class:`struct.Struct` call plus generated attribute code;
-the others go member by member.
+This module is the one home of value layouts: BTF type -> codec (validating, in
+Python: it explains what is wrong) -> the layout C converts itself
+(:func:`c_layout`, used by :mod:`pybpf._fastpath` for maps, events and batches) and
+the numpy dtype (:func:`numpy_dtype`); the codecs of map kinds (LPM trie keys, stack
+traces) live here too.
+
+Cost: generated classes are built and compared in C (``pybpf._fastpath.StructBase``:
+``Cls(...)`` is one C call); structs of scalars decode and encode in C, other
+structs without bitfields or unions with one precompiled :class:`struct.Struct`
+call plus generated attribute code; the others go member by member.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import keyword
 import re
 import struct
@@ -36,7 +44,8 @@ from typing import Any, ClassVar
 from . import _fastpath, typespec
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
 
-__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain"]
+__all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
+           "numpy_dtype", "LPMKeyCodec", "StackTraceCodec"]
 
 
 class CStr(bytes):
@@ -58,33 +67,19 @@ def _tname(v: object) -> str:
     return type(v).__name__
 
 
-class Struct:
+class Struct(_fastpath.StructBase):
     """Base of the classes generated for BTF structs.
 
     ``Cls(a, b)`` / ``Cls(a=1)`` build a value (missing fields are zero);
-    ``Cls._from_bytes(raw)`` decodes; ``bytes(obj)`` encodes.
+    ``Cls._from_bytes(raw)`` decodes; ``bytes(obj)`` encodes. Construction, attribute
+    access and ``==`` between two values of one class run in C
+    (``pybpf._fastpath.StructBase``, one C call; no Python code per field).
     """
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
     _codec: ClassVar[StructCodec]
     _size: ClassVar[int] = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields = self._fields
-        if len(args) > len(fields):
-            raise TypeError(f"{type(self).__name__} has {len(fields)} fields, got {len(args)} "
-                            "positional values")
-        codec = self._codec
-        for name, c in zip(fields, codec.field_codecs):
-            object.__setattr__(self, name, c.default())
-        for name, v in zip(fields, args):
-            object.__setattr__(self, name, v)
-        for k, v in kwargs.items():
-            if k not in codec.field_index:
-                raise TypeError(f"{type(self).__name__} has no field {k!r} "
-                                f"(fields: {', '.join(fields)})")
-            object.__setattr__(self, k, v)
 
     @classmethod
     def _from_bytes(cls, raw: bytes | bytearray | memoryview, offset: int = 0) -> Any:
@@ -113,8 +108,10 @@ class Struct:
                 return getattr(self, m.name)
         raise KeyError(f"{type(self).__name__} has no member {name!r}")
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self) and not _compatible(type(self), other):
+    def _eq_other(self, other: object) -> Any:
+        """``==`` with a value of another class (C compares two of one class): equal
+        when it is the same C type from another BTF and every field is equal."""
+        if not _compatible(type(self), other):
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self._fields)
 
@@ -488,6 +485,8 @@ class _RawCodec(Codec):
 class ByteArrayCodec(_RawCodec):
     """``__u8[N]`` and other 1-byte arrays: ``bytes`` of length N."""
 
+    signed = False  # of its elements (``__s8[N]``): numpy gives them as i1
+
 
 class CharArrayCodec(_RawCodec):
     """``char[N]``: :class:`CStr` without trailing NULs; accepts bytes or str."""
@@ -624,6 +623,15 @@ class _Member:
         self.codec = codec
 
 
+def _default_of(c: Codec) -> tuple[Any, Any]:
+    """(default, None) for a member whose default value is immutable (shared by every
+    instance), (None, factory) for one that must be made per instance (lists, structs)."""
+    d = c.default()
+    if d is None or isinstance(d, (int, float, bytes, str, enum.Enum)):
+        return d, None
+    return None, c.default
+
+
 class StructCodec(Codec):
     """A C struct or union as a generated :class:`Struct`/:class:`Union` subclass."""
 
@@ -656,6 +664,8 @@ class StructCodec(Codec):
         new = type(cls.__name__, (base,), {"__slots__": names, "_codec": self, "_fields": names,
                                            "_size": self.size, "__doc__": doc,
                                            "__module__": "pybpf.types.btf"})
+        new._shape = _fastpath.Shape(new, tuple(  # type: ignore[attr-defined]
+            (new.__dict__[m.name], *_default_of(m.codec)) for m in self.members))
         self.cls = new
         self._compile_flat()
 
@@ -682,7 +692,7 @@ class StructCodec(Codec):
     def coerce(self, value: Any, path: str) -> Any:
         """An instance of the class from an instance, dict or tuple (validating names)."""
         cls = self.cls
-        if type(value) is cls:
+        if isinstance(value, cls):  # the class, or a user's subclass of it
             return value
         if isinstance(value, dict):
             value = self._by_attr(value, path)
@@ -880,6 +890,144 @@ def c_layout(c: Codec) -> tuple[type | None, tuple[CField, ...]]:
     return None, (one,) if one is not None else ()
 
 
+# --- codecs of map kinds: LPM trie keys, stack traces ---------------------------------
+
+class LPMKeyCodec(Codec):
+    """``{__u32 prefixlen; __u8 data[4|16]}`` keys as :mod:`ipaddress` networks.
+
+    Encoding accepts a network, an address (a /32 or /128 host), or a string such as
+    ``"10.0.0.0/8"``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.nbytes = size - 4
+        self.version = 4 if self.nbytes == 4 else 6
+        self.name = f"lpm_key_ipv{self.version}"
+        self.pytype = "ipaddress.IPv4Network" if self.version == 4 else "ipaddress.IPv6Network"
+
+    def default(self) -> Any:
+        return ipaddress.ip_network("0.0.0.0/0" if self.version == 4 else "::/0")
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        (plen,) = struct.unpack_from("<I", buf, off)
+        addr = bytes(buf[off + 4:off + 4 + self.nbytes])
+        if self.version == 4:
+            return ipaddress.IPv4Network((addr, plen), strict=False)
+        return ipaddress.IPv6Network((addr, plen), strict=False)
+
+    def _net(self, value: Any, path: str) -> Any:
+        try:
+            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                value = ipaddress.ip_network(value)
+            elif isinstance(value, str):
+                value = ipaddress.ip_network(value, strict=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        if not isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            raise TypeError(f"{path}: expected an IP network, address or str, got "
+                            f"{type(value).__name__}")
+        if value.version != self.version:
+            raise ValueError(f"{path}: {value} is IPv{value.version}, the map's keys are "
+                             f"IPv{self.version}")
+        return value
+
+    def encode(self, value: Any, path: str = "key") -> bytes:
+        net = self._net(value, path)
+        return bytes(struct.pack("<I", net.prefixlen) + net.network_address.packed)
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        buf[off:off + self.size] = self.encode(value, path)
+
+
+
+
+def _is_lpm_layout(c: Codec) -> bool:
+    if not isinstance(c, StructCodec) or len(c.members) != 2:
+        return False
+    a, b = c.members
+    return (isinstance(a.codec, IntCodec) and a.codec.size == 4 and a.byte_off == 0
+            and b.byte_off == 4)
+
+
+def lpm_key_codec(c: Codec | None, size: int) -> Codec:
+    """An LPM trie's key codec: networks for the usual layout (or no BTF), else ``c``."""
+    if size in (8, 20) and (c is None or _is_lpm_layout(c)):
+        return LPMKeyCodec(size)
+    return c if c is not None else _RawCodec(size)
+
+
+class StackTraceCodec(Codec):
+    """A stack trace map's value: the list of return addresses, without the trailing
+    zeros (decoding only: the kernel writes stacks)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.name = f"stack[{size // 8}]"
+        self.pytype = "list[int]"
+        self._unpack = struct.Struct(f"<{size // 8}Q").unpack_from
+
+    def decode(self, buf: Any, off: int = 0) -> Any:
+        addrs = list(self._unpack(buf, off))
+        while addrs and addrs[-1] == 0:
+            addrs.pop()
+        return addrs
+
+    def default(self) -> Any:
+        return []
+
+    def pack_into(self, buf: bytearray, off: int, value: Any, path: str) -> None:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(a, int) for a in value):
+            raise TypeError(f"{path}: expected a list of addresses, got {_tname(value)}")
+        n = self.size // 8
+        if len(value) > n:
+            raise ValueError(f"{path}: {len(value)} addresses do not fit {self.name}")
+        buf[off:off + self.size] = struct.pack(f"<{n}Q", *value, *([0] * (n - len(value))))
+
+
+# --- numpy dtypes, from the same layouts --------------------------------------------------
+
+
+def numpy_dtype(c: Codec) -> Any:
+    """The numpy dtype of the values of codec ``c``: the same offsets and sizes (from
+    BTF); ``char`` arrays as ``S<n>``, other byte arrays as arrays of u1/i1, bools as
+    ``?``, enums and pointers as integers. Bitfields and types without a value raise
+    TypeError."""
+    try:
+        import numpy as np
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("numpy is not installed: pip install 'pybpf[numpy]'") from exc
+    if isinstance(c, BoolCodec):
+        return np.dtype("?")
+    if isinstance(c, IntCodec):
+        # plain char (clang marks it signed, not BTF_INT_CHAR: its name decides); not
+        # unsigned char/__u8, which are numbers
+        if c.size == 1 and c.name == "char":
+            return np.dtype("S1")
+        return np.dtype(f"<{'i' if c.signed else 'u'}{c.size}")
+    if isinstance(c, FloatCodec):
+        return np.dtype(f"<f{c.size}")
+    if isinstance(c, CharArrayCodec):
+        return np.dtype(f"S{c.size}")
+    if isinstance(c, ByteArrayCodec):
+        return np.dtype((f"<{'i' if c.signed else 'u'}1", (c.size,)))
+    if isinstance(c, ArrayCodec):
+        return np.dtype((numpy_dtype(c.elem), (c.n,)))
+    if isinstance(c, StructCodec):
+        names: list[str] = []
+        formats: list[Any] = []
+        offsets: list[int] = []
+        for i, m in enumerate(c.members):
+            if m.bits or m.bit_off % 8:
+                raise TypeError(f"struct {c.name!r}: bitfield member {m.cname or m.name!r} "
+                                "has no numpy equivalent")
+            names.append(m.cname or f"_anon{i}")
+            formats.append(numpy_dtype(m.codec))
+            offsets.append(m.byte_off)
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                         "itemsize": c.size})
+    raise TypeError(f"{c.name or type(c).__name__} has no numpy equivalent")
+
+
 def _bf_get(buf: Any, off: int, m: _Member, size: int) -> Any:
     start = off + m.bit_off // 8
     nbytes = (m.bit_off % 8 + m.bits + 7) // 8
@@ -965,6 +1113,7 @@ def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec
                 c = CharArrayCodec(t.nelems)
             else:
                 c = ByteArrayCodec(t.nelems, f"{_int_name(et)}[{t.nelems}]")
+                c.signed = bool(et.encoding & INT_SIGNED)
         else:
             c = ArrayCodec(_build(btf, t.type, cache, depth + 1), t.nelems)
     elif k in (BTFKind.STRUCT, BTFKind.UNION):

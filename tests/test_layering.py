@@ -22,7 +22,7 @@ FLOORS: dict[str, float] = {
     "names": 0.5, "histogram": 0.5,
     # 1: the binding, fd ownership, files, small system helpers
     "_ffi": 1, "_fd": 1, "_fs": 1, "_validate": 1, "_netns": 1, "_source": 1,
-    "_sysinfo": 1, "_maptypes": 1,
+    "_sysinfo": 1, "_maptypes": 0.5,
     # 2-3: BTF, then values built from BTF
     "btf": 2, "symbolize": 2, "toolchain": 2, "_walk": 2, "_sections": 2,
     "types": 3, "values": 3, "typespec": 2.5,

@@ -67,6 +67,7 @@ def test_sdist_carries_what_building_needs(built):
     assert srcs
     needed = {"pyproject.toml", "CMakeLists.txt", "backend/pybpf_backend.py", "LICENSE",
               "LICENSES/GPL-2.0-only.txt", "pybpf/_cdef/pybpf.c", "pybpf/_native/fd.c",
+              "pybpf/_native/values.c", "pybpf/_native/values.h",
               "pybpf/_fastpath.c", "pybpf/py.typed",
               *(f"bpf_src/{s}" for s in srcs),
               *(f"pybpf/probes/{s[:-2]}.o" for s in srcs)}
