@@ -89,9 +89,9 @@ def libbpf_table_source() -> str:
     """C for the libbpf function table: libbpf is not linked (no DT_NEEDED libbpf.so.1,
     so the wheel is manylinux), it is dlopen()ed at import and every function pybpf
     calls is a pointer filled by dlsym (pybpf_libbpf_load in pybpf.c). After libbpf's
-    headers, ``#define NAME(...) (*pybpf_p_NAME)(__VA_ARGS__)`` sends every call of the cffi wrappers and
-    of the native code through its pointer. Required functions take their type from
-    libbpf's headers; optional ones (newer than the headers may be) from their
+    headers, ``#define NAME(...) (*pybpf_p_NAME)(__VA_ARGS__)`` sends every call of the
+    cffi wrappers and of the native code through its pointer. Required functions take their
+    type from libbpf's headers; optional ones (newer than the headers may be) from their
     prototype in OPTIONAL_CDEF_FILE, with pybpf's copies of their option structs."""
     required = cdef_functions(LIBBPF_CDEF_FILES) + NATIVE_LIBBPF
     optional = optional_prototypes()

@@ -100,6 +100,11 @@ def _load_libbpf() -> None:
 
 _load_libbpf()
 
+__all__ = ["ffi", "lib", "capture", "error_for", "raise_errno", "has_symbol", "cstr",
+           "capabilities", "missing_capabilities", "walk_ids", "MIN_LIBBPF",
+           "LibbpfVersionError", "check_libbpf_version", "optional", "OPTIONAL",
+           "libbpf_capabilities"]
+
 logger = logging.getLogger("pybpf.libbpf")
 logging.getLogger("pybpf").addHandler(logging.NullHandler())
 
