@@ -35,6 +35,7 @@ from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
 from ._source import check_regular, read_regular
 from .attach import struct_ops as _struct_ops
+from .attach._common import BPF_F_LINK
 from .btf import BTF, BTFKind
 from .errors import (
     BPFError,
@@ -439,10 +440,14 @@ class Object(Handle):
         return error_for(err, f"cannot load BPF object {self.name}", kind=LoadError, log=log)
 
     def attach(self) -> list[Link]:
-        """Attach every loaded program whose section names its target (auto-attach).
+        """Attach every loaded program whose section names its target (auto-attach), and
+        register every ``SEC(".struct_ops.link")`` map (a BPF link each: unregistered
+        when the link or the object closes).
 
         Programs whose hook needs an argument (XDP, tc, cgroup, uprobes without a
-        target...) are skipped; attach those with their own method.
+        target...) are skipped; attach those with their own method, and plain
+        ``SEC(".struct_ops")`` maps with :meth:`attach_struct_ops`. All or nothing: a
+        failure undoes this call's attachments. One attach (a few syscalls) per link.
         """
         if not self.loaded:
             self.load()
@@ -458,6 +463,9 @@ class Object(Handle):
                 if not _auto_attachable(prog.section):
                     continue
                 links.append(prog.attach_auto())
+            for name, spec in self._open_maps.items():
+                if spec.type == "struct_ops" and spec.flags & BPF_F_LINK and spec.autocreate:
+                    links.append(self.attach_struct_ops(name))
         except BaseException:
             for link in links:  # all or nothing: undo this call's attachments
                 link.detach()

@@ -67,7 +67,8 @@ def test_sdist_carries_what_building_needs(built):
     assert srcs
     needed = {"pyproject.toml", "CMakeLists.txt", "backend/pybpf_backend.py", "LICENSE",
               "LICENSES/GPL-2.0-only.txt", "pybpf/_cdef/pybpf.c", "pybpf/_native/fd.c",
-              "pybpf/_fastpath.c", "pybpf/py.typed",
+              "pybpf/_fastpath.c", "pybpf/py.typed", "pybpf/_cdef/libbpf_optional.h",
+              "pybpf/include/pybpf_common.h", "pybpf/include/pybpf_scope.h",
               *(f"bpf_src/{s}" for s in srcs),
               *(f"pybpf/probes/{s[:-2]}.o" for s in srcs)}
     assert needed <= names, sorted(needed - names)
@@ -88,6 +89,8 @@ def test_wheel_is_manylinux_and_auditwheel_agrees(built, tmp_path):
     assert len(libs) == 2  # _libbpf, _fastpath; libbpf itself is not grafted
     assert not [n for n in names if "libbpf.so" in n or ".libs/" in n]
     assert "pybpf/py.typed" in names
+    # the BPF headers pybpf.toolchain.compile puts on the include path
+    assert {"pybpf/include/pybpf_common.h", "pybpf/include/pybpf_scope.h"} <= set(names)
     assert {f"pybpf/probes/{p.name[:-2]}.o" for p in (REPO / "bpf_src").glob("*.bpf.c")} \
         <= set(names)
     assert any(n.endswith("licenses/LICENSE") for n in names)
@@ -129,6 +132,41 @@ def test_wheel_installs_into_a_clean_venv_and_runs_the_probes(built, tmp_path):
     out = run([str(venv / "bin" / "pybpf"), "execsnoop", "--demo"], cwd=tmp_path, timeout=120)
     assert re.search(r"^echo\s+\d+.*hello from pybpf", out, re.M), out
     assert re.search(r"(\d+) exec events captured", out), out
+    if shutil.which("clang") or any(shutil.which(f"clang-{v}") for v in range(14, 20)):
+        # the installed toolchain compiles a source that includes pybpf's BPF headers
+        src = tmp_path / "uses_headers.bpf.c"
+        src.write_text(USES_HEADERS)
+        code = ("import sys, pybpf; from pybpf import toolchain; "
+                "out = toolchain.compile(sys.argv[1]); "
+                "o = pybpf.Object.open(out); "
+                "print(sorted(o.maps), toolchain.INCLUDE_DIR); o.close()")
+        out = run([py, "-c", code, str(src)], cwd=tmp_path)
+        assert "pybpf_ringbuf_drops" in out and f"{venv}/lib/" in out, out
+
+
+USES_HEADERS = """\
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "pybpf_common.h"
+#include "pybpf_scope.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 4096);
+} events SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pybpf_in_scope(tgid))
+        return 0;
+    pybpf_count_drop();
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
 
 
 # --- the runtime libbpf ----------------------------------------------------------------
