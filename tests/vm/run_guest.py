@@ -58,6 +58,7 @@ GUEST_FILES = [
     "test_ringbuf.py", "test_perfbuf.py", "test_user_ringbuf.py", "test_typed_maps.py",
     "test_fastpath.py", "test_program_more.py", "test_mapkinds_more.py",
     "test_hooks_sections.py", "test_hooks_more.py", "test_hooks_uprobe_multi.py",
+    "test_hooks_tcx.py", "test_hooks_struct_ops.py",
 ]
 GUEST_SELECTION = "guest and not slow"
 ALL_SELECTION = "(kernel or guest) and not slow"
