@@ -1,9 +1,12 @@
 """The one place pybpf touches the cffi extension (``pybpf._libbpf``).
 
-* ``ffi`` / ``lib``: the compiled binding to the system ``libbpf.so.1``, which must
-  be at least :data:`MIN_LIBBPF` (checked at import, before the extension loads).
-* :func:`optional`: libbpf APIs newer than the minimum, resolved with dlsym at run
-  time from one table (:data:`OPTIONAL`); :func:`libbpf_capabilities` reports them.
+* ``ffi`` / ``lib``: the compiled binding. It does not link libbpf: at import the
+  system ``libbpf.so.1`` is dlopen()ed and every libbpf function pybpf calls is bound
+  by dlsym into the extension's table of pointers; a missing or too old libbpf (older
+  than :data:`MIN_LIBBPF`, or lacking a function) is refused here.
+* :func:`optional`: libbpf APIs newer than the minimum, rows of the same table that
+  stay NULL when the runtime lacks them (:data:`OPTIONAL`); :func:`libbpf_capabilities`
+  reports them.
 * libbpf's log goes to the ``pybpf.libbpf`` logger, and every call made inside
   :func:`capture` also records the lines so errors can quote libbpf's reason.
 * :func:`error_for` turns an errno from a failed call into the right pybpf
