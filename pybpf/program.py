@@ -421,10 +421,13 @@ class Program(Handle):
 
     def attach_auto(self) -> Link:
         """Auto-attach from the section name: libbpf's ``bpf_program__attach`` for names
-        it knows, pybpf's own attach for the names it registered (one syscall or a few)."""
+        it knows, pybpf's own attach for the names it registered and for uprobe_multi and
+        kprobe_multi (the same link, route and pattern matching whatever libbpf runs)
+        (one syscall or a few)."""
         sec = self.section
         row = _sections.lookup(sec)
-        if row is not None and row.prefix in _sections.registered():
+        if row is not None and (row.prefix in _sections.registered()
+                                or row.method in ("attach_uprobe_multi", "attach_kprobe_multi")):
             target = self._section_target()
             if not _sections.auto_attachable(sec):
                 raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
