@@ -49,7 +49,8 @@ OPTIONAL_CDEF_FILE = "libbpf_optional.h"
 # libbpf functions only the C code calls (their types are not cffi's to declare).
 NATIVE_LIBBPF = ["libbpf_set_print", "libbpf_register_prog_handler", "perf_buffer__buffer"]
 NATIVE_DIR = ROOT / "pybpf" / "_native"
-NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c"]  # the event readers, in order
+NATIVE_FILES = ["batch.c", "reader.c", "ring.c", "perf.c",  # the event readers, in order
+                "btf.c"]  # BTF type sections
 C_SOURCE = ROOT / "build" / "cffi" / "_libbpf.c"
 PROBE_DIR = ROOT / "pybpf" / "probes"
 BPF_CLANGS = ["clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14", "clang"]

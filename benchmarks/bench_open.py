@@ -11,6 +11,18 @@ side reports its median) of:
 * ``validate``        pybpf._validate.check_object alone
 * ``reopen``          Object.open of bytes that already passed (digest cache hit)
 
+(each open is timed with its close, in C as in Python), then, each beside C in the
+same run:
+
+* open + one ``.rodata`` write, on a small object (profile.bpf.o, ~60 BTF types) and
+  one of ~450 types (execsnoop.bpf.o): ``Object.open(bytes)`` (validation digest
+  cached), ``obj.rodata.targ_pid = 1`` / ``obj.set_rodata(...)``, close; C:
+  ``bpf_object__open_mem``, the variable's offset from the object's BTF, the write,
+  close;
+* a kernel-sized BTF: ``BTF.from_file("/sys/kernel/btf/vmlinux")`` then
+  ``find("task_struct")`` and its size; C: ``btf__parse`` + ``btf__find_by_name_kind``
+  + ``btf__resolve_size``.
+
 Run: ``python3 benchmarks/bench_open.py [OBJECTS...] [--n 200]``.
 """
 
@@ -41,7 +53,7 @@ def best_us(fn: Callable[[], object], n: int) -> float:
     return min(times) * 1e6
 
 
-def c_baseline(path: str, n: int) -> float | None:
+def c_baseline(*args: str | int) -> float | None:
     exe = ROOT / "build" / "open_mem"
     src = ROOT / "benchmarks" / "open_mem.c"
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
@@ -51,7 +63,7 @@ def c_baseline(path: str, n: int) -> float | None:
         if r.returncode:
             print(f"(C baseline not built: {r.stderr.strip()})", file=sys.stderr)
             return None
-    out = subprocess.run([str(exe), path, str(n)], capture_output=True, text=True)
+    out = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
     return float(out.stdout) if out.returncode == 0 else None
 
 
@@ -94,6 +106,58 @@ def main() -> None:
         c_txt = f"{c:11.0f}" if c is not None else f"{'-':>11}"
         print(f"{name:22} {len(data):7} {c_txt} {with_v:11.0f} {without:14.0f} {alone:9.0f} "
               f"{with_v - without:7.0f} {reopen:8.0f}")
+    if not args.objects:
+        rodata_rows(args.n)
+        vmlinux_row(max(5, args.n // 20))
+
+
+def ratio(py: float, c: float | None) -> str:
+    return f"{py / c:6.1f}x" if c else f"{'-':>7}"
+
+
+def rodata_rows(n: int) -> None:
+    """Open + set one .rodata variable + close, beside C (validation digest cached)."""
+    print(f"\n{'open + .rodata write':34} {'C':>8} {'pybpf':>8} {'ratio':>7}   "
+          "(microseconds; ratio = pybpf / C)")
+    for probe in ("profile", "execsnoop"):
+        path = str(ROOT / "pybpf" / "probes" / f"{probe}.bpf.o")
+        data = Path(path).read_bytes()
+        with pybpf.Object.open(data) as o:
+            ntypes = len(o.btf)
+
+        def attr(data: bytes = data) -> None:
+            with pybpf.Object.open(data, name="bench") as o:
+                o.rodata.targ_pid = 1
+
+        def call(data: bytes = data) -> None:
+            with pybpf.Object.open(data, name="bench") as o:
+                o.set_rodata("targ_pid", 1)
+
+        c = c_baseline(path, n, "targ_pid")
+        for label, fn in (("rodata.x = 1", attr), ("set_rodata", call)):
+            fn()
+            py = best_us(fn, n)
+            print(f"{f'{probe} ({ntypes} types) {label}':34} "
+                  f"{c if c is not None else float('nan'):8.0f} {py:8.0f} {ratio(py, c)}")
+
+
+def vmlinux_row(n: int) -> None:
+    """A kernel-sized BTF: parse, find one struct, its size."""
+    path = "/sys/kernel/btf/vmlinux"
+    if not os.path.exists(path):
+        return
+
+    def parse() -> None:
+        b = pybpf.BTF.from_file(path)
+        t = b.find("task_struct", pybpf.BTFKind.STRUCT)
+        assert t is not None and b.size_of(t.id) > 0
+
+    parse()
+    py = best_us(parse, n)
+    c = c_baseline("--btf", path, n, "task_struct")
+    ntypes = len(pybpf.BTF.from_file(path))
+    print(f"{f'vmlinux BTF ({ntypes} types) + find':34} "
+          f"{c if c is not None else float('nan'):8.0f} {py:8.0f} {ratio(py, c)}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ struct hist_key {
 
 struct hist {
 	__u32 slots[MAX_SLOTS];
+	__u64 sum;	/* of the latencies counted, in the slots' unit: a histogram's _sum */
 };
 
 const volatile __u32 targ_dev = 0;
@@ -104,6 +105,7 @@ int BPF_PROG(biolatency_complete, struct request *rq, int error, unsigned int nr
 	if (slot >= MAX_SLOTS)
 		slot = MAX_SLOTS - 1;
 	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->sum, delta);
 	return 0;
 }
 

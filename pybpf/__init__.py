@@ -17,6 +17,7 @@ from ._ffi import lib as _lib
 from .btf import BTF, BTFKind, BTFType
 from .errors import (
     AttachError,
+    AttachWarning,
     BPFError,
     BPFPermissionError,
     ClosedError,
@@ -25,6 +26,7 @@ from .errors import (
     NotSupportedError,
     ObjectError,
     StateError,
+    TypeSpecError,
     VerifierError,
 )
 from .link import IterLink, Link, LinkInfo, list_links
@@ -34,20 +36,23 @@ from .object import Object, load
 from .perfbuf import PerfBuffer
 from .program import Program, ProgramInfo, TestRun, list_programs
 from .ringbuf import RecordBatch, RingBuffer, UserRingBuffer
+from .symbolize import Frame, UprobeTarget, resolve_uprobe
 from .types import CStr, Struct, Union
+from .typespec import btf_type
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CStr", "RawBatch", "Struct", "TypedMap", "Union", "create_map",
-    "AttachError", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
+    "AttachError", "AttachWarning", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",
-    "ProgramInfo", "StateError",
+    "ProgramInfo", "StateError", "TypeSpecError", "btf_type",
     "RecordBatch", "RingBuffer", "TestRun", "UserRingBuffer",
     "UpdateFlags", "VerifierError", "enable_stats", "libbpf_version", "list_links",
     "MIN_LIBBPF", "LibbpfVersionError", "libbpf_capabilities",
     "list_maps", "list_programs", "load", "possible_cpus", "probe_path",
+    "Frame", "UprobeTarget", "resolve_uprobe",
 ]
 
 

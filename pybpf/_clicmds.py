@@ -237,37 +237,70 @@ _NO_DUMP = {"ringbuf", "perf_event_array", "user_ringbuf", "stack_trace", "prog_
             "inode_storage", "task_storage", "sk_storage", "cgrp_storage"}
 
 
+def _configure_run(obj: Any, args: argparse.Namespace) -> None:
+    """``pybpf run``'s choices before load: programs (``--program``/``--no-program``,
+    one of each group of alternatives unless ``--all-programs``) and map sizes."""
+    if args.program or args.no_program:
+        obj.select_programs(args.program, exclude=args.no_program or ())
+    if not args.all_programs and not args.program:
+        for off, kept in obj.choose_alternatives().items():
+            print(f"pybpf run: {obj.name}: program {off!r} not loaded: it counts the same "
+                  f"events as {kept!r} (--all-programs keeps both)", file=sys.stderr)
+    for attr in ("max_entries", "value_size"):
+        flag = "--" + attr.replace("_", "-")
+        for item in getattr(args, attr) or []:
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise ValueError(f"{flag} takes MAP=N (N a decimal count), got {item!r}")
+            if name not in obj.maps:
+                raise KeyError(f"{obj.name}: no map named {name!r} (maps: "
+                               f"{', '.join(obj.maps)})")
+            setattr(obj.maps[name], attr, int(value))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .export.events import event_attributes
+    from .export.exporters import Exporters
     from .object import Object
     from .ringbuf import RingBuffer
 
     obj = Object.open(args.object)
-    with obj:
+    with obj, Exporters.from_args(args, obj.name) as exp:
         for item in args.set or []:
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
             obj.set_rodata(name, _parse_value(value))
-        obj.load()
+        _configure_run(obj, args)
         btf = obj.btf
+        given = None
+        if args.event_type:  # a type in the object's BTF, or a C declaration (clang/cache)
+            from .typespec import btf_type
+            try:
+                given = btf_type(args.event_type, btf=btf, what="--event-type")
+            except LookupError as e:
+                raise ValueError(f"{e} ({args.object})") from None
+        obj.load()
         consumers: list[Any] = []
 
         def printer(map_name: str, ev_type: Any) -> Callable[[bytes], None]:
             def show(data: bytes) -> None:
-                ev = decode(btf, ev_type.id, data) if ev_type is not None else data
+                ev = decode(ev_type._btf, ev_type.id, data) if ev_type is not None else data
+                attrs = None
+                if exp.logs is not None and ev_type is not None:  # OTLP: enums by name
+                    attrs = event_attributes(decode(ev_type._btf, ev_type.id, data,
+                                                    enum_names=True))
+                wall = exp.event(map_name, ev if isinstance(ev, dict) else {"data": ev},
+                                 attributes=attrs)
                 if args.json:
-                    print(json.dumps({"map": map_name, "event": jsonable(ev)}), flush=True)
+                    print(json.dumps({"map": map_name, "event": jsonable(ev),
+                                      **exp.stamp(wall)}), flush=True)
                 else:
                     print(f"{map_name}: {_fmt(ev)}", flush=True)
             return show
 
         for m in obj.maps.values():
-            ev_type = ringbuf_event_type(btf, m.name)
-            if ev_type is None and args.event_type:
-                ev_type = btf.find(args.event_type)
-                if ev_type is None:
-                    raise ValueError(f"--event-type: no type {args.event_type!r} in the BTF of "
-                                     f"{args.object}")
+            ev_type = ringbuf_event_type(btf, m.name) or given
             if m.type == "ringbuf":
                 consumers.append(RingBuffer(m, callback=printer(m.name, ev_type)))
             elif m.type == "perf_event_array":
@@ -278,6 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           "missing)", file=sys.stderr)
                     continue
                 consumers.append(PerfBuffer(m, callback=printer(m.name, ev_type)))
+        exp.watch(obj)  # maps become metrics, read at scrape/export time
         # Attach once the consumers exist: a perf event array slot without a reader
         # drops the kernel's samples uncounted.
         attached = []
@@ -533,6 +567,15 @@ def cmd_link(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from . import toolchain
 
+    if args.type:  # C declarations -> the type cache (pybpf.typespec)
+        from .typespec import compile_c
+        for path in compile_c(args.type, args.type_cache):
+            print(path)
+        if args.source is None:
+            return 0
+    if args.source is None:
+        print("pybpf build: give SRC.bpf.c, or --type DECL", file=sys.stderr)
+        return 2
     defines = {}
     for d in args.define or []:
         k, _, v = d.partition("=")

@@ -31,9 +31,9 @@ from array import array
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union, overload
 
-from . import _fastpath
+from . import _fastpath, typespec
 from ._ffi import ffi, lib
-from .btf import BTF, BTFKind
+from .btf import BTF, BTFKind, BTFType
 from .errors import ClosedError, MapError
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ __all__ = ["RecordBatch", "Decoder", "btf_dtype", "btf_decoder", "btf_encoder"]
 
 Decoder = Callable[[bytes], Any]
 """Turns one record's bytes into a value (a BTF-typed record, a tuple...)."""
-DecodeSpec = Union[Decoder, str, None]
+DecodeSpec = Union[Decoder, str, type, None]
 Callback = Callable[[Any], Any]
 
 _U32 = "I"
@@ -274,6 +274,9 @@ class RecordBatch(Sequence[bytes]):
 
     def _dtype(self, dtype: Any) -> Any:
         np = _numpy()
+        if not (isinstance(dtype, str) and _is_numpy_spec(dtype)) and \
+                typespec.is_type_spec(dtype) and not typespec._is_numpy(dtype):
+            return type_dtype(typespec.btf_type(dtype, what="numpy dtype"))
         if isinstance(dtype, str) and self._btf is not None:
             known = _DTYPES.setdefault(self._btf, {})  # BTF is parsed once, never changed
             dt = known.get(dtype)
@@ -285,9 +288,11 @@ class RecordBatch(Sequence[bytes]):
 
 
 def _is_numpy_spec(s: str) -> bool:
+    if "{" in s or ";" in s:  # a C declaration
+        return False
     try:
         _numpy().dtype(s)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):
         return False
     return True
 
@@ -322,8 +327,9 @@ def _resolved(btf: BTF, type_id: int) -> Any:
 
 
 def _is_char(t: Any) -> bool:
-    """``char`` (clang marks it signed, not BTF_INT_CHAR, so the name decides too)."""
-    return bool(t.kind == BTFKind.INT and t.size == 1 and (t.encoding & 2 or "char" in t.name))
+    """``char`` (clang marks it signed, not BTF_INT_CHAR, so the name decides too; not
+    ``unsigned char``/``__u8``: those are numbers, as pybpf.types decodes them)."""
+    return bool(t.kind == BTFKind.INT and t.size == 1 and (t.encoding & 2 or t.name == "char"))
 
 
 def _field_dtype(btf: BTF, type_id: int) -> Any:
@@ -372,13 +378,50 @@ def btf_dtype(btf: BTF, name: str) -> Any:
     return _struct_dtype(btf, _struct_type(btf, name))
 
 
+def type_dtype(t: BTFType) -> Any:
+    """The numpy dtype of a BTF type (a C declaration's, a ctypes type's...), cached."""
+    btf = t._btf
+    assert btf is not None
+    known = _DTYPES.setdefault(btf, {})
+    dt = known.get(f"#{t.id}")
+    if dt is None:
+        r = btf.resolve(t.id)
+        dt = known[f"#{t.id}"] = (_struct_dtype(btf, r) if r.kind in (
+            BTFKind.STRUCT, BTFKind.UNION) else _field_dtype(btf, t.id))
+    return dt
+
+
+def _is_record_type(spec: Any) -> bool:
+    """A type for decode=/encode= (not a callable): a name, a C declaration, a ctypes
+    type, a numpy dtype, a BTF type, a generated class."""
+    from .types import Struct
+
+    return isinstance(spec, str) or typespec.is_type_spec(spec) or (
+        isinstance(spec, type) and issubclass(spec, Struct))
+
+
+def _record_codec(spec: Any, m: Map, what: str) -> tuple[Any, str]:
+    """(codec, name) of a record type given to decode=/encode= for map ``m``."""
+    from .types import as_codec, codec_for
+
+    if isinstance(spec, str) and not typespec.is_type_spec(spec):  # a name: the object's
+        btf = map_btf(m, spec)
+        return codec_for(btf, _struct_type(btf, spec).id), spec
+    c = as_codec(spec, None, f"{what} of map {m.name!r}")
+    return c, c.name
+
+
 def btf_decoder(btf: BTF, name: str) -> Decoder:
     """A decoder turning one record into struct ``name``'s typed value
     (:mod:`pybpf.types`: attribute access, ``_asdict()``); a record shorter than
     the struct raises ValueError.  Extra bytes (perf padding) are ignored."""
     from .types import codec_for
 
-    codec = codec_for(btf, _struct_type(btf, name).id)
+    return codec_decoder(codec_for(btf, _struct_type(btf, name).id), name)
+
+
+def codec_decoder(codec: Any, name: str) -> Decoder:
+    """A record decoder of ``codec``'s type (see :func:`btf_decoder`)."""
     size = codec.size
     dec = codec.decode
     cdec = getattr(codec, "cdecoder", None)
@@ -398,23 +441,45 @@ def btf_encoder(btf: BTF, name: str) -> Callable[[Any], bytes]:
     """Encode a value of struct ``name`` (instance, dict or tuple) into its bytes."""
     from .types import codec_for
 
-    codec = codec_for(btf, _struct_type(btf, name).id)
+    return codec_encoder(codec_for(btf, _struct_type(btf, name).id), name)
+
+
+def codec_encoder(codec: Any, name: str) -> Callable[[Any], bytes]:
+    """An encoder of ``codec``'s type: bytes pass as they are (see :func:`btf_encoder`)."""
 
     def encode(value: Any) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        return codec.encode(value, name)
+        out: bytes = codec.encode(value, name)
+        return out
 
     return encode
 
 
 def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
-    """``decode=`` as given: a callable, None, or a BTF struct name in ``m``'s object."""
-    if spec is None or callable(spec):
+    """``decode=`` as given: None, a callable, a BTF struct name in ``m``'s object, or a
+    type the object lacks (a C declaration, a ctypes type, a numpy dtype:
+    :func:`pybpf.typespec.btf_type`), a BTF type or a generated class."""
+    if spec is None:
+        return None
+    if _is_record_type(spec):
+        return codec_decoder(*_record_codec(spec, m, "decode"))
+    if callable(spec):
         return spec
-    if isinstance(spec, str):
-        return btf_decoder(map_btf(m, spec), spec)
-    raise TypeError(f"decode must be a callable or a BTF struct name, got {type(spec).__name__}")
+    raise TypeError(f"decode must be a callable, a BTF struct name, a C declaration, a "
+                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
+
+
+def resolve_encoder(spec: Any, m: Map) -> Callable[[Any], bytes] | None:
+    """``encode=`` as given: like :func:`resolve_decoder`, for values to write."""
+    if spec is None:
+        return None
+    if _is_record_type(spec):
+        return codec_encoder(*_record_codec(spec, m, "encode"))
+    if callable(spec):
+        return spec  # type: ignore[no-any-return]
+    raise TypeError(f"encode must be a callable, a BTF struct name, a C declaration, a "
+                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
 
 
 def require_map(m: object, map_type: str, takes: str) -> None:

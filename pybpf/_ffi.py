@@ -129,6 +129,7 @@ def _pybpf_on_log(level: int, msg: Any) -> None:
 
 
 lib.pybpf_log_install()
+_log_debug = lib.pybpf_log_debug
 
 
 @contextlib.contextmanager
@@ -139,12 +140,16 @@ def capture() -> Iterator[list[str]]:
         stack = _tls.captures = []
     lines: list[str] = []
     stack.append(lines)
+    # libbpf's debug lines reach Python only when someone logs them (C drops the rest)
+    _log_debug(logger.isEnabledFor(logging.DEBUG))
     try:
         yield lines
     finally:
         stack.pop()
         if stack:
             stack[-1].extend(lines)
+        else:
+            _log_debug(1)  # outside capture(): every line reaches the logger's own check
 
 
 def cstr(value: str | bytes | None) -> Any:
@@ -316,7 +321,10 @@ def error_for(err: int, message: str, *, kind: type[BPFError] = BPFError,
     """The exception for ``err`` raised while doing ``message`` (an errno > 0)."""
     err = abs(err) or _errno.EINVAL
     if err in (_errno.EPERM, _errno.EACCES) and kind is not ObjectError:
-        return permission_error(err, message, needed=needed, log=log)
+        exc = permission_error(err, message, needed=needed, log=log)
+        exc.program = fields.get("program")
+        exc.map = fields.get("map")
+        return exc
     text = f"{message}: {describe_errno(err)}"
     if kind in (LoadError, AttachError, MapError, ObjectError):
         return kind(err, text, libbpf_log=log or (), **fields)
@@ -334,7 +342,8 @@ def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]
              what: str = "objects") -> list[T]:
     """Info of every kernel object of one kind (``what``: programs, maps, links), by id.
 
-    Objects that vanish between the id walk and the fd open are skipped; every fd
+    Objects that vanish between the id walk and the fd open, and links still being set
+    up or torn down (the kernel says EAGAIN for those), are skipped; every fd
     opened here is closed here. Listing needs CAP_SYS_ADMIN: without it the kernel
     says EPERM and this raises :class:`BPFPermissionError` (never an empty list).
     One syscall per id, plus an open, an info query and a close per object.
@@ -354,8 +363,10 @@ def walk_ids(get_next_id: Any, get_fd_by_id: Any, info_by_fd: Callable[[int], T]
         fd = get_fd_by_id(cur)
         if fd < 0:
             err = ffi.errno
-            if err == _errno.ENOENT:
-                continue  # gone since the id walk saw it
+            if err in (_errno.ENOENT, _errno.EAGAIN):
+                # ENOENT: gone since the id walk saw it. EAGAIN: a link whose id is
+                # allocated but not yet settled (being created or torn down right now).
+                continue
             raise error_for(err, f"cannot open BPF {what[:-1]} id {cur}",
                             needed=(CAP_SYS_ADMIN,))
         try:

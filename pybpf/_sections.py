@@ -221,6 +221,29 @@ def auto_attachable(section: str) -> bool:
     return bool(target) and (row.auto != ":" or ":" in target)
 
 
+# Ways to reach one kernel event, most capable first (libbpf-tools' order: a tp_btf
+# program is chosen over its raw_tp twin when the kernel has tp_btf, fentry over kprobe).
+_EVENT_KINDS = {"tp_btf": ("tp", 0), "raw_tp": ("tp", 1), "raw_tracepoint": ("tp", 1),
+                "tracepoint": ("tp", 2), "tp": ("tp", 2),
+                "fentry": ("entry", 0), "kprobe": ("entry", 1),
+                "fexit": ("exit", 0), "kretprobe": ("exit", 1)}
+
+
+def event_of(section: str) -> tuple[tuple[str, str], int] | None:
+    """The kernel event a tracing section reaches and the rank of its way of reaching
+    it: ``tp_btf/sched_switch``, ``raw_tp/sched_switch`` and
+    ``tracepoint/sched/sched_switch`` are one event ((``"tp"``, ``"sched_switch"``))
+    of ranks 0, 1, 2; ``fentry/f`` and ``kprobe/f`` one entry event. None for other
+    sections (or when the section names no target)."""
+    prefix, _, target = section.partition("/")
+    kind = _EVENT_KINDS.get(prefix)
+    if kind is None or not target:
+        return None
+    if prefix in ("tracepoint", "tp"):
+        target = target.rpartition("/")[2]
+    return (kind[0], target), kind[1]
+
+
 _lock = threading.Lock()
 _registered: dict[str, int] = {}
 _done = False

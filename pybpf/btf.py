@@ -1,19 +1,22 @@
-"""BTF, read in pure Python from its raw bytes (an object's ``.BTF`` or kernel BTF).
+"""BTF, read from its raw bytes (an object's ``.BTF``, kernel or module BTF, a file).
 
 :class:`BTF` is the type graph: ``btf.types[id]`` is a :class:`BTFType`,
 ``btf.find(name)`` looks types up, ``btf.resolve(id)`` skips typedef and
-modifiers, ``btf.size_of(id)`` follows the C layout. Parsing validates every
-offset and id, so malformed BTF is a :class:`BTFFormatError`, never a crash.
+modifiers, ``btf.size_of(id)`` follows the C layout. Opening checks every
+kind, length, offset and id in C (pybpf/_native/btf.c), so malformed BTF is a
+:class:`BTFFormatError`, never a crash; types are then built lazily, only
+those a caller reaches, so a kernel's BTF opens in milliseconds.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
+from ._ffi import ffi, lib
 from .errors import ObjectError
 
 __all__ = ["BTF", "BTFType", "BTFMember", "BTFKind", "BTFFormatError", "set_codec_builder"]
@@ -147,18 +150,72 @@ class BTFType:
 
 _HDR = struct.Struct("<HBBIIIII")
 _TYPE = struct.Struct("<III")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+_MEMBER = struct.Struct("<III")
+_PARAM = struct.Struct("<II")
+_ENUM_U = struct.Struct("<II")
+_ENUM_S = struct.Struct("<Ii")
+_SIZED = frozenset({BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.STRUCT, BTFKind.UNION,
+                    BTFKind.FLOAT, BTFKind.DATASEC})
+# find(name) without a kind: the first of these kinds, in this order, else the lowest id
+_PREFERRED = (BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.TYPEDEF,
+              BTFKind.INT)
+_KINDS = tuple(BTFKind)
+_new_type = object.__new__
+
+
+class _Types(Sequence[BTFType]):
+    """``btf.types``: every type by id, each built from the raw bytes when first read."""
+
+    __slots__ = ("_btf",)
+
+    def __init__(self, btf: BTF) -> None:
+        self._btf = btf
+
+    def __len__(self) -> int:
+        return self._btf._count
+
+    @overload
+    def __getitem__(self, i: int) -> BTFType: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[BTFType]: ...
+
+    def __getitem__(self, i: int | slice) -> BTFType | list[BTFType]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._btf.type_by_id(i)
+
+    def __iter__(self) -> Iterator[BTFType]:
+        get = self._btf.type_by_id
+        return (get(i) for i in range(len(self)))
 
 
 class BTF:
-    """A parsed BTF blob. ``types[0]`` is void; ids index ``types``."""
+    """A BTF blob. ``types[0]`` is void; ids index ``types``.
+
+    Opening one checks and indexes the whole type section in C (pybpf/_native/btf.c:
+    every kind, length, string offset and type id; ~2 ms for a kernel's BTF), and
+    builds no type: a :class:`BTFType` is made from the raw bytes when first asked for
+    (by id, by :meth:`find`, or by iterating) and kept. :meth:`find` scans the section
+    in C once per name.
+    """
+
+    _count: int  # ids 0 .. _count - 1 (the base's included)
+    _first: int  # id of this blob's first type (1, or the base's count)
+    _n: int  # types in this blob
+    _nstr: int  # string bytes, the base's included
+    _str_base: int
+    _t0: int  # offset of the type section in raw
+    _offs: Any  # __u32[]: offset of each of this blob's types in the type section
 
     def __init__(self, raw: bytes, *, base: BTF | None = None) -> None:
         self.raw = bytes(raw)
         self.base = base
-        self.types: list[BTFType] = list(base.types) if base else [
-            BTFType(0, BTFKind.VOID, "")]
-        self._by_name: dict[str, list[int]] | None = None
+        self._built: dict[int, BTFType] = {}
+        self._found: dict[str, list[int]] = {}
         self._parse()
+        self.types: Sequence[BTFType] = _Types(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, base: BTF | None = None) -> BTF:
@@ -174,7 +231,7 @@ class BTF:
 
     @classmethod
     def vmlinux(cls) -> BTF:
-        """The running kernel's BTF (cached)."""
+        """The running kernel's BTF (cached; a few ms the first time)."""
         if cls._vmlinux is None:
             cls._vmlinux = cls.from_file("/sys/kernel/btf/vmlinux")
         return cls._vmlinux
@@ -201,91 +258,42 @@ class BTF:
         self._strings = raw[s0:s0 + str_len]
         if str_len and self._strings[-1] != 0:
             raise BTFFormatError("string section is not NUL-terminated")
-        self._str_base = len(self.base._strings) if self.base else 0
-        pos = t0
-        end = t0 + type_len
-        next_id = len(self.types)
-        while pos < end:
-            if pos + _TYPE.size > end:
-                raise BTFFormatError(f"truncated type #{next_id}")
-            name_off, info, size_type = _TYPE.unpack_from(raw, pos)
-            pos += _TYPE.size
-            kind_val = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            try:
-                kind = BTFKind(kind_val)
-            except ValueError:
-                raise BTFFormatError(f"type #{next_id} has unknown kind {kind_val}") from None
-            t = BTFType(next_id, kind, self.string_at(name_off), kind_flag=bool(info >> 31),
-                        _btf=self)
-            if kind in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.STRUCT,
-                        BTFKind.UNION, BTFKind.FLOAT, BTFKind.DATASEC):
-                t.size = size_type
-            else:
-                t.type = size_type
-            need = {BTFKind.INT: 4, BTFKind.ARRAY: 12, BTFKind.STRUCT: 12 * vlen,
-                    BTFKind.UNION: 12 * vlen, BTFKind.ENUM: 8 * vlen,
-                    BTFKind.FUNC_PROTO: 8 * vlen, BTFKind.VAR: 4, BTFKind.DATASEC: 12 * vlen,
-                    BTFKind.DECL_TAG: 4, BTFKind.ENUM64: 12 * vlen}.get(kind, 0)
-            if pos + need > end:
-                raise BTFFormatError(f"truncated type #{next_id} ({kind.name})")
-            if kind == BTFKind.INT:
-                (v,) = struct.unpack_from("<I", raw, pos)
-                t.encoding, t.bit_offset, t.bits = (v >> 24) & 0xF, (v >> 16) & 0xFF, v & 0xFF
-            elif kind == BTFKind.ARRAY:
-                t.type, t.index_type, t.nelems = struct.unpack_from("<III", raw, pos)
-            elif kind in (BTFKind.STRUCT, BTFKind.UNION):
-                for i in range(vlen):
-                    mname, mtype, moff = struct.unpack_from("<III", raw, pos + 12 * i)
-                    if t.kind_flag:
-                        t.members.append(BTFMember(self.string_at(mname), mtype, moff & 0xFFFFFF,
-                                                   moff >> 24))
-                    else:
-                        t.members.append(BTFMember(self.string_at(mname), mtype, moff))
-            elif kind == BTFKind.ENUM:
-                for i in range(vlen):
-                    mname, val = struct.unpack_from("<Ii" if t.kind_flag else "<II", raw,
-                                                    pos + 8 * i)
-                    t.members.append(BTFMember(self.string_at(mname), value=val))
-            elif kind == BTFKind.ENUM64:
-                for i in range(vlen):
-                    mname, lo, hi = struct.unpack_from("<III", raw, pos + 12 * i)
-                    val = (hi << 32) | lo
-                    if t.kind_flag and val >= 1 << 63:
-                        val -= 1 << 64
-                    t.members.append(BTFMember(self.string_at(mname), value=val))
-            elif kind == BTFKind.FUNC_PROTO:
-                for i in range(vlen):
-                    mname, mtype = struct.unpack_from("<II", raw, pos + 8 * i)
-                    t.members.append(BTFMember(self.string_at(mname), mtype))
-            elif kind == BTFKind.VAR:
-                (t.linkage,) = struct.unpack_from("<I", raw, pos)
-            elif kind == BTFKind.DATASEC:
-                for i in range(vlen):
-                    vtype, voff, vsize = struct.unpack_from("<III", raw, pos + 12 * i)
-                    t.members.append(BTFMember("", vtype, voff, size=vsize))
-            elif kind == BTFKind.DECL_TAG:
-                (t.linkage,) = struct.unpack_from("<i", raw, pos)
-            pos += need
-            self.types.append(t)
-            next_id += 1
-        self._check_refs()
+        base = self.base
+        self._str_base = base._nstr if base else 0
+        self._nstr = self._str_base + str_len
+        self._first = len(base) if base else 1  # id of this blob's first type
+        self._t0 = t0
+        cap = type_len // 12 + 1
+        offs = ffi.new("__u32[]", cap)
+        self._types_c = ffi.from_buffer(raw)[t0:t0 + type_len]
+        bad = ffi.new("__u32[3]")
+        n = lib.pybpf_btf_index(self._types_c, type_len, self._first, self._nstr, offs, cap, bad)
+        if n < 0:
+            raise BTFFormatError(self._ref_error(offs, bad) if n == -4 else
+                                 self._index_error(n, bad))
+        self._offs = offs
+        self._n = n
+        self._count = self._first + n
+        self._strs_c = ffi.from_buffer(self._strings)
 
-    def _check_refs(self) -> None:
-        n = len(self.types)
-        for t in self.types:
-            refs = [t.type]
-            if t.kind == BTFKind.ARRAY:
-                refs.append(t.index_type)
-            refs.extend(m.type for m in t.members)
-            for r in refs:
-                if r >= n:
-                    raise BTFFormatError(f"type #{t.id} ({t.kind.name} {t.name!r}) refers to "
-                                         f"type #{r}, past the last type #{n - 1}")
-        for t in self.types:
-            if t.kind == BTFKind.DATASEC:
-                for m in t.members:
-                    m.name = self.types[m.type].name
+    def _index_error(self, code: int, bad: Any) -> str:
+        tid, extra = int(bad[0]), int(bad[1])
+        if code == -1:
+            return f"truncated type #{tid}"
+        if code == -2:
+            return f"type #{tid} has unknown kind {extra}"
+        if code == -3:
+            return f"truncated type #{tid} ({_KINDS[extra].name})"
+        if code == -5:
+            return f"type #{tid}: string offset {extra} out of bounds"
+        return "more types than the type section can hold"
+
+    def _ref_error(self, offs: Any, bad: Any) -> str:
+        tid, ref, last = int(bad[0]), int(bad[1]), int(bad[2])
+        name_off, info, _ = _TYPE.unpack_from(self.raw, self._t0 + offs[tid - self._first])
+        return (f"type #{tid} ({_KINDS[(info >> 24) & 0x1F].name} "
+                f"{self.string_at(name_off)!r}) refers to type #{ref}, past the last type "
+                f"#{last}")
 
     def string_at(self, off: int) -> str:
         """The string at ``off`` in the string section."""
@@ -299,44 +307,169 @@ class BTF:
         endp = self._strings.find(b"\0", off)
         return self._strings[off:endp].decode("utf-8", "replace")
 
+    # --- types, built when first read -------------------------------------------------
+    def type_by_id(self, type_id: int) -> BTFType:
+        """Type ``type_id`` (IndexError past the last); built from the raw bytes once."""
+        t = self._built.get(type_id)
+        if t is not None:
+            return t
+        if type_id < 0:
+            type_id += self._count
+        if not 0 <= type_id < self._count:
+            raise IndexError(f"BTF type id {type_id} out of range (0..{self._count - 1})")
+        if type_id < self._first:
+            if self.base is not None:
+                return self.base.type_by_id(type_id)
+            t = BTFType(0, BTFKind.VOID, "", _btf=self)
+        else:
+            t = self._make(type_id)
+        return self._built.setdefault(type_id, t)
+
+    def name_of(self, type_id: int) -> str:
+        """The name of type ``type_id`` ("" if anonymous), without building the type."""
+        t = self._built.get(type_id)
+        if t is not None:
+            return t.name
+        if type_id < self._first:
+            if self.base is not None:
+                return self.base.name_of(type_id)
+            return ""
+        if type_id >= self._count:
+            raise IndexError(f"BTF type id {type_id} out of range (0..{self._count - 1})")
+        (name_off,) = _U32.unpack_from(self.raw, self._t0 + self._offs[type_id - self._first])
+        return self.string_at(name_off) if name_off else ""
+
+    def kind_of(self, type_id: int) -> BTFKind:
+        """The kind of type ``type_id``, without building the type."""
+        if type_id < self._first:
+            return self.base.kind_of(type_id) if self.base is not None else BTFKind.VOID
+        if type_id >= self._count:
+            raise IndexError(f"BTF type id {type_id} out of range (0..{self._count - 1})")
+        (info,) = _U32.unpack_from(self.raw, self._t0 + self._offs[type_id - self._first] + 4)
+        kind: BTFKind = _KINDS[(info >> 24) & 0x1F]
+        return kind
+
+    def _make(self, tid: int) -> BTFType:
+        raw = self.raw
+        pos = self._t0 + self._offs[tid - self._first]
+        name_off, info, size_type = _TYPE.unpack_from(raw, pos)
+        pos += 12
+        kind = _KINDS[(info >> 24) & 0x1F]
+        vlen = info & 0xFFFF
+        # (the dataclass __init__ with its 14 fields costs more than the rest of this:
+        # set what differs from the class-level defaults)
+        t = _new_type(BTFType)
+        t.id, t.kind, t.name, t.members, t._btf = (
+            tid, kind, self.string_at(name_off) if name_off else "", [], self)
+        if info >> 31:
+            t.kind_flag = True
+        if kind in _SIZED:
+            t.size = size_type
+        else:
+            t.type = size_type
+        s = self.string_at
+        if kind == BTFKind.INT:
+            (v,) = _U32.unpack_from(raw, pos)
+            t.encoding, t.bit_offset, t.bits = (v >> 24) & 0xF, (v >> 16) & 0xFF, v & 0xFF
+        elif kind == BTFKind.ARRAY:
+            t.type, t.index_type, t.nelems = _MEMBER.unpack_from(raw, pos)
+        elif kind in (BTFKind.STRUCT, BTFKind.UNION):
+            ms = t.members
+            for mname, mtype, moff in _MEMBER.iter_unpack(raw[pos:pos + 12 * vlen]):
+                if t.kind_flag:
+                    ms.append(BTFMember(s(mname), mtype, moff & 0xFFFFFF, moff >> 24))
+                else:
+                    ms.append(BTFMember(s(mname), mtype, moff))
+        elif kind == BTFKind.ENUM:
+            fmt = _ENUM_S if t.kind_flag else _ENUM_U
+            for mname, val in fmt.iter_unpack(raw[pos:pos + 8 * vlen]):
+                t.members.append(BTFMember(s(mname), value=val))
+        elif kind == BTFKind.ENUM64:
+            for mname, lo, hi in _MEMBER.iter_unpack(raw[pos:pos + 12 * vlen]):
+                val = (hi << 32) | lo
+                if t.kind_flag and val >= 1 << 63:
+                    val -= 1 << 64
+                t.members.append(BTFMember(s(mname), value=val))
+        elif kind == BTFKind.FUNC_PROTO:
+            for mname, mtype in _PARAM.iter_unpack(raw[pos:pos + 8 * vlen]):
+                t.members.append(BTFMember(s(mname), mtype))
+        elif kind == BTFKind.VAR:
+            (t.linkage,) = _U32.unpack_from(raw, pos)
+        elif kind == BTFKind.DATASEC:
+            for vtype, voff, vsize in _MEMBER.iter_unpack(raw[pos:pos + 12 * vlen]):
+                t.members.append(BTFMember(self.name_of(vtype), vtype, voff, size=vsize))
+        elif kind == BTFKind.DECL_TAG:
+            (t.linkage,) = _I32.unpack_from(raw, pos)
+        return t
+
     # --- queries ------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.types)
+        return self._count
 
     def __iter__(self) -> Iterator[BTFType]:
-        return iter(self.types[1:])
+        """Every type but void, in id order (builds each one: a kernel's BTF is ~130 000)."""
+        get = self.type_by_id
+        return (get(i) for i in range(1, self._count))
 
     def __getitem__(self, key: int | str) -> BTFType:
         if isinstance(key, int):
-            return self.types[key]
+            return self.type_by_id(key)
         t = self.find(key)
         if t is None:
             raise KeyError(f"no BTF type named {key!r}")
         return t
 
+    def _ids_named(self, name: str) -> list[int]:
+        """For each kind, the lowest id of a type called ``name`` (0: none)."""
+        ids = self._found.get(name)
+        if ids is not None:
+            return ids
+        out = ffi.new("__u32[20]")
+        key = name.encode()
+        base = self.base
+        base_strs = base._all_strings_c() if base is not None else ffi.NULL
+        lib.pybpf_btf_find(self._types_c, self._offs, self._n, self._first, base_strs,
+                           self._str_base, self._strs_c, len(self._strings), key, len(key), out)
+        ids = list(out)
+        if base is not None:  # the base's ids are lower: they come first
+            ids = [b or o for b, o in zip(base._ids_named(name), ids)]
+        if len(self._found) < 4096:
+            self._found[name] = ids
+        return ids
+
+    def _all_strings_c(self) -> Any:
+        """Every string this blob can name (its base's first), as one C buffer."""
+        c = self.__dict__.get("_all_c")
+        if c is None:
+            if self.base is None:
+                c = self._strs_c
+            else:  # a split BTF used as a base (rare): its strings follow its base's
+                c = ffi.new("char[]", bytes(ffi.buffer(self.base._all_strings_c(),
+                                                       self._str_base)) + self._strings)
+            self._all_c = c
+        return c
+
     def find(self, name: str, kind: BTFKind | None = None) -> BTFType | None:
-        """The first type called ``name`` (of ``kind``); struct/union/enum/typedef first."""
-        if self._by_name is None:
-            idx: dict[str, list[int]] = {}
-            for t in self.types:
-                if t.name:
-                    idx.setdefault(t.name, []).append(t.id)
-            self._by_name = idx
-        ids = self._by_name.get(name, [])
-        cands = [self.types[i] for i in ids if kind is None or self.types[i].kind == kind]
-        if not cands:
+        """The first type called ``name`` (of ``kind``); struct/union/enum/typedef first.
+        One scan of the type section in C per name (then remembered)."""
+        if not name:
             return None
-        pref = (BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.TYPEDEF,
-                BTFKind.INT)
-        cands.sort(key=lambda t: pref.index(t.kind) if t.kind in pref else len(pref))
-        return cands[0]
+        ids = self._ids_named(name)
+        if kind is not None:
+            tid = ids[kind]
+            return self.type_by_id(tid) if tid else None
+        for k in _PREFERRED:
+            if ids[k]:
+                return self.type_by_id(ids[k])
+        rest = [i for i in ids if i]
+        return self.type_by_id(min(rest)) if rest else None
 
     def resolve(self, type_id: int) -> BTFType:
         """Follow typedef/const/volatile/restrict/type_tag to the underlying type."""
         seen = 0
-        t = self.types[type_id]
+        t = self.type_by_id(type_id)
         while t.kind in MODIFIERS:
-            t = self.types[t.type]
+            t = self.type_by_id(t.type)
             seen += 1
             if seen > 64:
                 raise BTFFormatError(f"type #{type_id}: modifier chain loops")

@@ -17,6 +17,7 @@ _TOOLS = {
     "profile": "pybpf.tools.profile",
     "audit": "pybpf.tools.audit",
     "firewall": "pybpf.tools.firewall",
+    "agent": "pybpf.agent",
 }
 
 
@@ -29,11 +30,14 @@ _TOOL_HELP = {
     "audit": "run a command, log its execs/opens/connects as JSON lines",
     "firewall": "XDP firewall: rules by source prefix and port, counters",
     "gen": "generate a typed Python skeleton for an object",
+    "agent": "run probes from a TOML file as a service, exported (Prometheus, OTLP)",
 }
 
 _EXAMPLES = """examples:
   pybpf inspect probe.bpf.o                 programs, maps, globals, BTF (no root)
   pybpf run probe.bpf.o --set targ_pid=42 --duration 10
+  pybpf run probe.bpf.o --prometheus 0.0.0.0:9435 --otlp http://collector:4318
+  pybpf agent /etc/pybpf/agent.toml         several probes, exported, as a service
   pybpf features --json
   pybpf prog list;  pybpf map dump 17;  pybpf map dump /sys/fs/bpf/mymap
   pybpf build probe.bpf.c -o probe.bpf.o
@@ -69,14 +73,32 @@ def _parser() -> argparse.ArgumentParser:
     p = add("run", c.cmd_run, "load an object, set read-only globals, attach every program, "
             "print ring/perf buffer events decoded from BTF, dump maps at the end",
             "  pybpf run probe.bpf.o --duration 5\n"
-            "  pybpf run probe.bpf.o --set targ_pid=1234 --set verbose=true --json")
+            "  pybpf run probe.bpf.o --set targ_pid=1234 --set verbose=true --json\n"
+            "  pybpf run probe.bpf.o --prometheus 127.0.0.1:9435 --otlp http://localhost:4318")
     p.add_argument("object", help="a .bpf.o file")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="set a const volatile global before load (int, true/false or text)")
+    p.add_argument("--program", action="append", metavar="NAME",
+                   help="load and attach only this program (a name or glob; repeatable)")
+    p.add_argument("--no-program", action="append", metavar="NAME",
+                   help="do not load this program (a name or glob; repeatable)")
+    p.add_argument("--all-programs", action="store_true",
+                   help="keep every alternative of one event (tp_btf and raw_tp twins...); "
+                   "by default only the best one the kernel supports is loaded")
+    p.add_argument("--max-entries", action="append", metavar="MAP=N",
+                   help="size a map before load (maps the object leaves at 0)")
+    p.add_argument("--value-size", action="append", metavar="MAP=N",
+                   help="set a map's value size before load (stack maps...)")
     p.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
-    p.add_argument("--event-type", help="BTF type of ring buffer records (default: the type "
-                   "named by PYBPF_EVENT_TYPE, else raw bytes)")
+    p.add_argument("--event-type", metavar="TYPE",
+                   help="type of ring/perf buffer records: a type in the object's BTF, or a C "
+                        "declaration ('struct event { __u32 pid; char comm[16]; }', compiled "
+                        "by clang or found in the type cache; see pybpf build --type) "
+                        "(default: the type named by PYBPF_EVENT_TYPE, else raw bytes)")
     json_flag(p)
+    from .export.exporters import add_flags
+
+    add_flags(p)
     p = add("features", c.cmd_features, "what the running kernel supports (probed): hooks, "
             "program types, map types, helpers",
             "  pybpf features\n  pybpf features --json\n  pybpf features --helpers xdp")
@@ -101,9 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     p = add("link", c.cmd_link, "BPF links in the kernel", "  pybpf link list")
     ls = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     json_flag(ls.add_parser("list", help="every link"))
-    p = add("build", c.cmd_build, "compile BPF C into a CO-RE object (clang, vmlinux.h)",
-            "  pybpf build probe.bpf.c\n  pybpf build probe.bpf.c -o out.o -I include -D DEBUG")
-    p.add_argument("source", help="SRC.bpf.c")
+    p = add("build", c.cmd_build, "compile BPF C into a CO-RE object (clang, vmlinux.h); "
+            "compile C type declarations into the type cache",
+            "  pybpf build probe.bpf.c\n  pybpf build probe.bpf.c -o out.o -I include -D DEBUG\n"
+            "  pybpf build --type 'struct event { __u32 pid; char comm[16]; }' "
+            "--type-cache ./types")
+    p.add_argument("source", nargs="?", help="SRC.bpf.c")
+    p.add_argument("--type", action="append", metavar="DECL",
+                   help="compile this C declaration's BTF into the type cache, so machines "
+                        "without clang can use it (PYBPF_TYPE_CACHE=DIR); prints the file")
+    p.add_argument("--type-cache", metavar="DIR",
+                   help="where --type writes (default: ~/.cache/pybpf/types)")
     p.add_argument("-o", "--output", help="output object (default: SRC.bpf.o)")
     p.add_argument("-I", "--include", action="append", metavar="DIR", help="include dir")
     p.add_argument("-D", "--define", action="append", metavar="NAME[=VALUE]", help="define")
@@ -151,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             _error(str(exc))
         return 1
     except (ValueError, LookupError) as exc:
+        _error(str(exc))
+        return 1
+    except ImportError as exc:  # an exporter's optional extra (pybpf.export): named in exc
+        from .export import MissingExtraError
+
+        if not isinstance(exc, MissingExtraError):
+            raise
         _error(str(exc))
         return 1
 

@@ -131,15 +131,70 @@ def _collect(btf: BTF) -> tuple[list[StructCodec], list[EnumCodec]]:
     return list(structs.values()), list(enums.values())
 
 
-def generate(path: str, *, embed: bool = False, module_path: str | None = None
+_EVENT_MAPS = {"ringbuf", "perf_event_array", "user_ringbuf"}
+
+
+def _collect_from(btf: BTF, type_id: int, structs: list[StructCodec], enums: list[EnumCodec],
+                  origin: dict[int, BTF]) -> None:
+    """Add the structs and enums reached from type ``type_id`` of ``btf`` (a declaration's
+    own BTF) to ``structs``/``enums``, noting in ``origin`` (by id of the codec) where
+    each came from."""
+    have = {c.name for c in structs} | {c.name for c in enums}
+
+    def visit(c: Codec) -> None:
+        if isinstance(c, StructCodec):
+            if c.name in have:
+                return
+            have.add(c.name)
+            structs.append(c)
+            origin[id(c)] = btf
+            for m in c.members:
+                visit(m.codec)
+        elif isinstance(c, EnumCodec) and c.enum is not None and c.name not in have:
+            have.add(c.name)
+            enums.append(c)
+            origin[id(c)] = btf
+        elif hasattr(c, "elem"):
+            visit(c.elem)
+
+    visit(codec_for(btf, type_id))
+
+
+def generate(path: str, *, embed: bool = False, module_path: str | None = None,
+             map_types: dict[str, tuple[str | None, str | None]] | None = None
              ) -> tuple[str, str]:
-    """(module source, stub source) for the BPF object at ``path``."""
+    """(module source, stub source) for the BPF object at ``path``. ``map_types`` gives
+    maps key and value types the object's BTF lacks: {map: (key, value)}, each a C
+    declaration (:func:`pybpf.typespec.btf_type`) or None; the skeleton sets them on
+    the maps before load (ring and perf buffers: their record type, in ``EVENT_TYPES``
+    for ``decode=``), and the module defines their classes."""
     from .maps import _KINDS  # noqa: F401 - kinds registered
     from .object import Object
+    from .typespec import btf_type
 
+    map_types = dict(map_types or {})
     with Object.open(path) as obj:
         btf = obj.btf
         structs, enums = _collect(btf)
+        foreign: dict[int, tuple[str, BTF]] = {}  # id(BTF) -> (declaration, its BTF)
+        origin: dict[int, BTF] = {}
+        given: dict[str, tuple[Codec | None, Codec | None]] = {}
+        for mname, specs in map_types.items():
+            if mname not in obj.maps:
+                raise ValueError(f"--map-type: no map {mname!r} in {path} (maps: "
+                                 f"{', '.join(obj.maps)})")
+            pair: list[Codec | None] = []
+            for spec in specs:
+                if spec is None:
+                    pair.append(None)
+                    continue
+                t = btf_type(spec, btf=btf, what=f"map {mname!r} type")
+                assert t._btf is not None
+                if t._btf is not btf:
+                    foreign[id(t._btf)] = (spec, t._btf)
+                _collect_from(t._btf, t.id, structs, enums, origin)
+                pair.append(codec_for(t._btf, t.id))
+            given[mname] = (pair[0], pair[1])
         cls = _class_name(obj.name)
         maps = []
         for name, m in obj.maps.items():
@@ -154,11 +209,14 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
                     vc = codec_for(btf, m.btf_value_type_id)
             except Exception:  # noqa: BLE001
                 kc = vc = None
+            gk, gv = given.get(name, (None, None))
+            if m.type not in _EVENT_MAPS:
+                kc, vc = gk or kc, gv or vc
             maps.append((name, m.type, kind, kc, vc))
         progs = list(obj.programs)
         sections = {}
         for sname, sec in obj.sections.items():
-            sections[sname] = {v: c for v, (_, c) in sec._vars.items()}
+            sections[sname] = {v: sec._var(v)[1] for v in sec._vars}
         obj_name = obj.name
 
     src_ref = os.path.abspath(path)
@@ -179,10 +237,28 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
         "    with pybpf.Object.open(OBJECT_BYTES if OBJECT_BYTES is not None else "
         "OBJECT_PATH, name=" + repr(obj_name) + ") as o:  # type: ignore[arg-type]",
         "        return o.btf", "", "", "_BTF = _btf()", ""]
+    # types given with --map-type: each declaration's own BTF (clang, or the type cache)
+    btf_var = {id(btf): "_BTF"}
+    for i, (decl, fbtf) in enumerate(foreign.values()):
+        btf_var[id(fbtf)] = f"_BTF{i + 1}"
+        lines.append(f"_BTF{i + 1} = pybpf.btf_type({decl!r})._btf")
+    owner = {c: btf_var[id(b)] for c, b in origin.items()}
     for e in enums:
-        lines.append(f"{_pyname(e)} = _BTF[{e.type_id}].pytype")
+        lines.append(f"{_pyname(e)} = {owner.get(id(e), '_BTF')}[{e.type_id}].pytype")
     for s in structs:
-        lines.append(f"{_pyname(s)} = _BTF[{s.type_id}].pytype")
+        lines.append(f"{_pyname(s)} = {owner.get(id(s), '_BTF')}[{s.type_id}].pytype")
+    set_lines = []
+    events = {}
+    for mname, specs in map_types.items():
+        mtype = next(mt for n, mt, *_ in maps if n == mname)
+        if mtype in _EVENT_MAPS:
+            events[mname] = specs[1]
+        else:
+            set_lines.append(f"        self.obj.maps[{mname!r}].set_types({specs[0]!r}, "
+                             f"{specs[1]!r})")
+    lines += ["", f"EVENT_TYPES: dict[str, Any] = {events!r}",
+              "\"\"\"Record types of ring/perf buffers given to `pybpf gen --map-type` "
+              "(for decode=).\"\"\""]
     lines += ["", "", "class _Attrs:", "    def __init__(self, get: Any) -> None:",
               "        self._get = get", "",
               "    def __getattr__(self, name: str) -> Any:",
@@ -196,6 +272,7 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
               "None else OBJECT_PATH)",
               f"        options.setdefault('name', {obj_name!r})",
               "        self.obj = pybpf.Object.open(src, **options)  # type: ignore[arg-type]",
+              *set_lines,
               "        self.maps = _Attrs(lambda n: self.obj.maps[n])",
               "        self.progs = _Attrs(lambda n: self.obj.programs[n])", "",
               "    def load(self) -> " + repr(cls) + ":",
@@ -218,7 +295,8 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
           "BloomFilterMap, CPUMap, DevMap, HashMap, LPMTrieMap, PerCPUArrayMap,",
           "    PerCPUHashMap, ProgArrayMap, QueueMap, SockMap, StackTraceMap, TypedMap, "
           "XSKMap,", ")", "from pybpf.types import CStr, Struct, Union", "",
-          "OBJECT_PATH: str | None", "OBJECT_BYTES: bytes | None", ""]
+          "OBJECT_PATH: str | None", "OBJECT_BYTES: bytes | None",
+          "EVENT_TYPES: dict[str, Any]", ""]
     for e in enums:
         st.append(f"class {_pyname(e)}(enum.IntEnum):")
         members = list(e.enum.__members__.items()) if e.enum is not None else []
@@ -284,26 +362,49 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None
     return module, stub
 
 
+def output_paths(output: str) -> tuple[str, str]:
+    """The module and stub ``pybpf gen -o OUTPUT`` writes: ``skel`` and ``skel.py`` both
+    give ``skel.py`` + ``skel.pyi`` (a module is importable only with ``.py``)."""
+    base = output[:-3] if output.endswith(".py") else output
+    return base + ".py", base + ".pyi"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pybpf gen", description="Generate a typed Python "
                                  "module (+ .pyi stub) for a BPF object.")
     ap.add_argument("object", help="the .bpf.o file")
-    ap.add_argument("-o", "--output", help="write MODULE.py and MODULE.pyi (default: the "
-                    "module on stdout)")
+    ap.add_argument("-o", "--output", help="write MODULE.py and MODULE.pyi (``-o skel`` or "
+                    "``-o skel.py``; default: the module on stdout)")
     ap.add_argument("--embed", action="store_true", help="embed the object's bytes in the "
                     "module instead of recording its path")
+    ap.add_argument("--map-type", action="append", metavar="MAP=DECL", default=[],
+                    help="a map's value type (a ring/perf buffer's record type) as a C "
+                    "declaration, for types the object's BTF lacks; repeatable")
+    ap.add_argument("--map-key-type", action="append", metavar="MAP=DECL", default=[],
+                    help="a map's key type as a C declaration")
     args = ap.parse_args(argv)
+    map_types: dict[str, tuple[str | None, str | None]] = {}
+    for opt, idx in ((args.map_key_type, 0), (args.map_type, 1)):
+        for item in opt:
+            mname, sep, decl = item.partition("=")
+            if not sep or not mname or not decl.strip():
+                print(f"pybpf gen: expected MAP=DECL, got {item!r}", file=sys.stderr)
+                return 2
+            pair = list(map_types.get(mname, (None, None)))
+            pair[idx] = decl
+            map_types[mname] = (pair[0], pair[1])
     try:
-        module, stub = generate(args.object, embed=args.embed)
+        module, stub = generate(args.object, embed=args.embed, map_types=map_types)
     except (OSError, ValueError) as e:
         print(f"pybpf gen: {e}", file=sys.stderr)
         return 1
     if args.output:
-        out = args.output
-        with open(out, "w") as f:
+        py, pyi = output_paths(args.output)
+        with open(py, "w") as f:
             f.write(module)
-        with open(os.path.splitext(out)[0] + ".pyi", "w") as f:
+        with open(pyi, "w") as f:
             f.write(stub)
+        print(f"pybpf gen: wrote {py} and {pyi}", file=sys.stderr)
     else:
         sys.stdout.write(module)
     return 0

@@ -35,8 +35,10 @@ __all__ = [
     "MapError",
     "NotSupportedError",
     "BPFPermissionError",
+    "TypeSpecError",
     "ClosedError",
     "StateError",
+    "AttachWarning",
     "errno_name",
     "describe_errno",
 ]
@@ -81,7 +83,11 @@ def describe_errno(err: int) -> str:
 
 
 class BPFError(OSError):
-    """Base of every pybpf error; ``.errno`` is set, ``.libbpf_log`` has libbpf's lines."""
+    """Base of every pybpf error; ``.errno`` is set, ``.libbpf_log`` has libbpf's lines.
+    ``.program`` / ``.map`` name the program or map concerned (None when none is)."""
+
+    program: str | None = None
+    map: str | None = None
 
     def __init__(self, err: int, message: str, *, libbpf_log: Sequence[str] = ()) -> None:
         super().__init__(err, message)
@@ -219,12 +225,18 @@ class MapError(BPFError):
 
 
 class NotSupportedError(BPFError):
-    """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why."""
+    """The running kernel (or the system libbpf) lacks this feature; ``.reason`` says why
+    (the probe's words); the message also names ``.errno`` (what this call got)."""
 
     def __init__(self, message: str, *, reason: str = "", err: int = _errno.EOPNOTSUPP,
+                 program: str | None = None, map: str | None = None,
                  libbpf_log: Sequence[str] = ()) -> None:
-        super().__init__(err, message, libbpf_log=libbpf_log)
         self.reason = reason or message
+        if errno_name(err) not in message:  # the message names the errno it carries
+            message += f" ({describe_errno(err)})"
+        super().__init__(err, message, libbpf_log=libbpf_log)
+        self.program = program
+        self.map = map
 
 
 class BPFPermissionError(BPFError, PermissionError):
@@ -250,3 +262,18 @@ class StateError(BPFError):
 
     def __init__(self, message: str, *, err: int = _errno.EBUSY) -> None:
         super().__init__(err, message)
+
+
+class TypeSpecError(BPFError, TypeError):
+    """A value type given as a C declaration, a ctypes type or a numpy dtype cannot be
+    turned into BTF: an unsupported member (a pointer, ``c_wchar``, a big-endian type...),
+    a declaration that does not compile, or no clang and no cached BTF for it. The
+    message names the type and member. Also a ``TypeError``."""
+
+    def __init__(self, message: str, *, err: int = _errno.EINVAL) -> None:
+        super().__init__(err, message)
+
+
+class AttachWarning(UserWarning):
+    """``Object.attach()`` left loaded programs unattached because their sections name
+    no target (the message says which, and which ``attach_*`` call to make)."""

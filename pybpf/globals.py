@@ -23,6 +23,7 @@ the last access ends).
 
 from __future__ import annotations
 
+import errno as _errno
 import functools
 import mmap
 import threading
@@ -31,11 +32,11 @@ from typing import Any
 
 from ._fd import FD, Stage
 from .btf import BTF, BTFKind
-from .errors import ClosedError, StateError
+from .errors import ClosedError, ObjectError, StateError
 from .maps import Map, OpenMap
-from .types import Codec, codec_for
+from .types import Codec, IntCodec, as_codec, codec_for
 
-__all__ = ["Section", "Globals"]
+__all__ = ["Section", "Globals", "c_cast"]
 
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
@@ -48,20 +49,35 @@ def _unmap(mm: mmap.mmap) -> None:
         pass
 
 
+def c_cast(codec: Codec, value: Any) -> Any:
+    """C's conversion of a negative int to an unsigned global: ``(uid_t)-1`` is all ones.
+    A value from -2**(bits-1) to -1 given for an unsigned integer variable wraps modulo
+    2**bits (``obj.rodata.targ_uid = -1`` sets 0xffffffff); anything else is unchanged
+    (and range-checked by the codec)."""
+    if (type(codec) is IntCodec and not codec.signed and isinstance(value, int)
+            and not isinstance(value, bool) and -(1 << (8 * codec.size - 1)) <= value < 0):
+        return value + (1 << (8 * codec.size))
+    return value
+
+
 class Section:
-    """The variables of one data section, as attributes (and ``sec["name"]``)."""
+    """The variables of one data section, as attributes (and ``sec["name"]``).
+    A negative int given to an unsigned integer variable is converted as C converts it
+    (``-1`` is all ones: libbpf-tools' ``(uid_t)-1`` "no filter" default)."""
 
-    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_mm", "_mm_owner", "_size",
-                 "_pending", "_readonly", "_closed", "_lock")
+    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_btf", "_codecs", "_mm",
+                 "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
 
-    def __init__(self, stage: Stage, m: OpenMap, name: str,
-                 variables: dict[str, tuple[int, Codec]], size: int) -> None:
+    def __init__(self, stage: Stage, m: OpenMap, name: str, btf: BTF,
+                 variables: dict[str, tuple[int, int, int]], size: int) -> None:
         sa = object.__setattr__
         sa(self, "_stage", stage)
         sa(self, "_open", m)
         sa(self, "_live", None)
         sa(self, "_name", name)
-        sa(self, "_vars", variables)
+        sa(self, "_vars", variables)  # name -> (offset, BTF type id, size)
+        sa(self, "_btf", btf)
+        sa(self, "_codecs", {})  # name -> Codec, built on the variable's first use
         sa(self, "_mm", None)
         sa(self, "_mm_owner", None)
         sa(self, "_size", size)
@@ -156,11 +172,31 @@ class Section:
     # --- attributes --------------------------------------------------------------
     def _var(self, name: str) -> tuple[int, Codec]:
         try:
-            return self._vars[name]  # type: ignore[no-any-return]
+            off, tid, _size = self._vars[name]
         except KeyError:
             raise AttributeError(f"{self._stage.name}: section {self._name} has no variable "
                                  f"{name!r} (variables: {', '.join(self._vars) or 'none'})"
                                  ) from None
+        c = self._codecs.get(name)
+        if c is None:
+            c = self._codecs[name] = codec_for(self._btf, tid)
+        return off, c
+
+    def set_type(self, name: str, spec: Any) -> None:
+        """Read and write variable ``name`` as another type of the same size: a C
+        declaration (``"struct event { ... }"``), a ``ctypes.Structure``, a numpy dtype,
+        a generated class, a BTF type, a scalar name (see :func:`pybpf.typespec.btf_type`).
+        Costs one conversion (a clang run for an uncached C declaration)."""
+        try:
+            _off, _tid, size = self._vars[name]
+        except KeyError:
+            self._var(name)  # the AttributeError naming the variables
+            raise
+        what = f"{self._stage.name}: {self._name} variable {name!r}"
+        c = as_codec(spec, None, what)
+        if c.size != size:
+            raise ValueError(f"{what} is {size} bytes, {c.name} is {c.size}")
+        self._codecs[name] = c
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -170,6 +206,7 @@ class Section:
 
     def __setattr__(self, name: str, value: Any) -> None:
         off, codec = self._var(name)
+        value = c_cast(codec, value)
         try:
             data = codec.encode(value, name)
         except (TypeError, ValueError) as e:
@@ -190,7 +227,7 @@ class Section:
 
     def _asdict(self) -> dict[str, Any]:
         """Every variable's current value."""
-        return {n: self._read(off, c) for n, (off, c) in self._vars.items()}
+        return {n: self._read(*self._var(n)) for n in self._vars}
 
     @property
     def map(self) -> Map | OpenMap:
@@ -203,43 +240,79 @@ class Section:
 
 
 class Globals:
-    """The data sections of one object, by ELF section name."""
+    """The data sections of one object, by ELF section name. A section's variables are
+    read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
     def __init__(self, stage: Stage, btf: BTF | None, maps: Mapping[str, OpenMap]) -> None:
-        self.sections: dict[str, Section] = {}
+        self._stage = stage
+        self._btf = btf
+        self._lock = threading.Lock()
+        self._decl: dict[str, tuple[OpenMap, int]] = {}  # section -> (map, DATASEC id)
+        self._built: dict[str, Section] = {}
+        self._live: Mapping[str, Map] | None = None
+        self._closed = False
         if btf is None:
             return
         for m in maps.values():
             if not m.internal:
                 continue
             vid = m.btf_value_type_id
-            if not vid:
+            if not vid or btf.kind_of(vid) != BTFKind.DATASEC:
                 continue
-            sec = btf.types[vid]
-            if sec.kind != BTFKind.DATASEC or not sec.name.startswith((".data", ".bss",
-                                                                         ".rodata")):
-                continue
-            variables: dict[str, tuple[int, Codec]] = {}
-            for v in sec.members:
-                vt = btf.types[v.type]
-                if vt.kind != BTFKind.VAR:
-                    continue
-                variables[vt.name] = (v.offset, codec_for(btf, v.type))
-            self.sections[sec.name] = Section(stage, m, sec.name, variables, sec.size or
-                                              m.value_size)
+            name = btf.name_of(vid)
+            if name.startswith((".data", ".bss", ".rodata")):
+                self._decl[name] = (m, vid)
+
+    def _build(self, name: str) -> Section:
+        sec = self._built.get(name)
+        if sec is not None:
+            return sec
+        m, vid = self._decl[name]
+        btf = self._btf
+        assert btf is not None
+        ds = btf.types[vid]
+        variables: dict[str, tuple[int, int, int]] = {}
+        for v in ds.members:
+            if btf.kind_of(v.type) == BTFKind.VAR:
+                variables[v.name] = (v.offset, v.type, v.size)
+        with self._lock:
+            sec = self._built.get(name)
+            if sec is None:
+                sec = Section(self._stage, m, name, btf, variables, ds.size or m.value_size)
+                if self._live is not None:
+                    sec._after_load(self._live.get(m.name))
+                if self._closed:
+                    sec._close()
+                self._built[name] = sec
+        return sec
+
+    @property
+    def sections(self) -> dict[str, Section]:
+        """Every data section (builds those not used yet)."""
+        return {name: self._build(name) for name in self._decl}
 
     def section(self, name: str, obj_name: str) -> Section:
-        try:
-            return self.sections[name]
-        except KeyError:
-            raise AttributeError(f"{obj_name}: no {name} section (sections: "
-                                 f"{', '.join(self.sections) or 'none'})") from None
+        """The section ``name``; :class:`ObjectError` (ENOENT) when the object has none
+        (its source defines no such globals), naming the sections it has."""
+        if name not in self._decl:
+            what = {".data": "initialized globals", ".bss": "zero-initialized globals",
+                    ".rodata": "const volatile globals"}.get(name, "globals")
+            raise ObjectError(_errno.ENOENT, f"BPF object {obj_name!r} has no {name} section "
+                              f"(its source defines no {what}); its sections: "
+                              f"{', '.join(self._decl) or 'none'}")
+        return self._build(name)
 
     def after_load(self, live: Mapping[str, Map]) -> None:
         """The object loaded: each section now reads and writes its live map."""
-        for s in self.sections.values():
+        with self._lock:
+            self._live = live
+            built = list(self._built.values())
+        for s in built:
             s._after_load(live.get(s._open.name))
 
     def close(self) -> None:
-        for s in self.sections.values():
+        with self._lock:
+            self._closed = True
+            built = list(self._built.values())
+        for s in built:
             s._close()

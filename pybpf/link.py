@@ -104,6 +104,9 @@ class Link(Handle):
         """Which API made the link when the hook has two routes: ``"libbpf SYMBOL"``
         (the runtime libbpf has that newer API) or pybpf's own fallback, as
         :func:`pybpf.libbpf_capabilities` names it; empty for other hooks."""
+        self.uprobe: Any = None
+        """For a uprobe attached by function name: the resolved
+        :class:`pybpf.symbolize.UprobeTarget` (file path and offset the kernel probes)."""
         self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
         self._has_fd = ptr is not None or fd is not None

@@ -240,13 +240,22 @@ class TypedMap(Map, Generic[K, V]):
         return cast(Codec, self._vc)
 
     def set_types(self, key: Any = None, value: Any = None) -> None:
-        """Use these types instead of BTF's: a generated class, a BTF type
-        (``obj.btf["event"]``), a :class:`~pybpf.types.Codec`, ``"u32"``-style names
-        or ``bytes``. Sizes must match the map's."""
+        """Use these types instead of BTF's: for types the object lacks, a C declaration
+        (``"struct event { __u32 pid; ... }"``), a ``ctypes.Structure`` or a numpy dtype
+        (:func:`pybpf.typespec.btf_type`); else a generated class, a BTF type
+        (``obj.btf["event"]``), the name of a type in the map's BTF, a
+        :class:`~pybpf.types.Codec`, ``"u32"``-style names or ``bytes``. Sizes must match
+        the map's. Costs one conversion (a clang run for an uncached C declaration)."""
+        btf = None
+        if isinstance(key, str) or isinstance(value, str):
+            btf = self._btf_and_ids()[0]
+        kc = vc = None
         if key is not None:
-            self._kc = as_codec(key, self.key_size, f"map {self.name!r} key")
+            kc = as_codec(key, self.key_size, f"map {self.name!r} key", btf=btf)
         if value is not None:
-            self._vc = as_codec(value, self.value_size, f"map {self.name!r} value")
+            vc = as_codec(value, self.value_size, f"map {self.name!r} value", btf=btf)
+        self._kc = kc or self._kc
+        self._vc = vc or self._vc
         self._ops = None
 
     def _make_ops(self) -> Any:
@@ -1237,13 +1246,30 @@ class StackTraceMap(TypedMap[int, list[int]]):
     def _dval_at(self, buf: Any, off: int) -> Any:
         return self._dval(bytes(buf[off:off + self.value_size]))
 
-    def symbolize(self, stack_id: int, *, pid: int | None = None) -> list[str]:
-        """Frames of ``stack_id`` as ``"func+0xoff"`` (kernel via /proc/kallsyms; user
-        frames, when ``pid`` is given, via the ELF symbols of the mapped binaries)."""
+    def frames(self, stack_id: int, *, pid: int | None = None,
+               lines: bool = False) -> list[sym.Frame]:
+        """Frames of ``stack_id`` as :class:`pybpf.symbolize.Frame` (name, offset, module,
+        and with ``lines=True`` file:line where the binary has DWARF line info): kernel
+        frames via /proc/kallsyms, or, when ``pid`` is given, user frames via the ELF
+        symbols of the files mapped in that process. One lookup syscall, then a binary
+        search per frame (symbol tables read once per file)."""
         addrs = self[stack_id]
         if pid is None:
-            return [sym.kernel_symbol(a) for a in addrs]
-        return [sym.user_symbol(pid, a) for a in addrs]
+            table = sym.kernel_symbols()
+            return [table.frame(a) for a in addrs]
+        proc = sym.ProcessSymbols(pid)
+        return [proc.frame(a, lines=lines) for a in addrs]
+
+    def symbolize(self, stack_id: int, *, pid: int | None = None,
+                  names_only: bool = False) -> list[str]:
+        """Frames of ``stack_id`` as text: ``"func+0xoff"``, ``"func+0xoff [module]"`` for
+        kernel module and user frames, ``"0xaddr"`` (``"0xoff [file]"``) when no symbol
+        covers it (the forms of :mod:`pybpf.symbolize`); ``names_only``: just the
+        function names (``"[unknown]"`` when none), as libbpf-tools print stacks."""
+        frames = self.frames(stack_id, pid=pid)
+        if names_only:
+            return [f.name or "[unknown]" for f in frames]
+        return [str(f) for f in frames]
 
 
 @register_kind("task_storage", "sk_storage", "inode_storage", "cgrp_storage")

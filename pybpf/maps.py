@@ -32,6 +32,7 @@ from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from .errors import BPFError, ClosedError, MapError, StateError
+from .types import as_codec
 
 __all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
            "map_type_name", "register_kind"]
@@ -144,6 +145,7 @@ class OpenMap:
             self._btf_ids = (int(lib.bpf_map__btf_key_type_id(ptr)),
                              int(lib.bpf_map__btf_value_type_id(ptr)))
             self._kind = _kind_for(map_type_name(lib.bpf_map__type(ptr)))
+        self._types: tuple[Any, Any] | None = None  # set_types(), for the live map
 
     @property
     def libbpf_ptr(self) -> Any:
@@ -219,6 +221,22 @@ class OpenMap:
 
     def __bool__(self) -> bool:
         return True
+
+    def set_types(self, key: Any = None, value: Any = None) -> None:
+        """Key and value types for the live map this becomes at load, instead of BTF's
+        (see :meth:`pybpf.TypedMap.set_types`): a C declaration, a ctypes type, a numpy
+        dtype, a generated class, a BTF type (``obj.btf["event"]``), a scalar name
+        (``"u32"``). Converted now (errors name the map); sizes must match the map's
+        key and value sizes (checked now and again at load)."""
+        self._check_open("set_types")
+        kc = as_codec(key, None, f"map {self.name!r} key") if key is not None else None
+        vc = as_codec(value, None, f"map {self.name!r} value") if value is not None else None
+        for c, size, what in ((kc, self.key_size, "key"), (vc, self.value_size, "value")):
+            if c is not None and c.size != size:
+                raise ValueError(f"map {self.name!r} {what}: {c.name} is {c.size} bytes, the "
+                                 f"map's {what} size is {size}")
+        old = self._types or (None, None)
+        self._types = (kc or old[0], vc or old[1])
 
     # --- description ---------------------------------------------------------------
     @property
@@ -383,8 +401,11 @@ class OpenMap:
         owner = FD(fd, f"map {self.name!r} of object {self._stage.name!r}")
         info = MapInfo(_map_info_by_fd(fd))
         kind = _kind_for(info.type)
-        return kind(owner, info, name=self.name, internal=self.internal, obj=obj,
-                    btf_ids=self._btf_ids, pin_path=pin)
+        m = kind(owner, info, name=self.name, internal=self.internal, obj=obj,
+                 btf_ids=self._btf_ids, pin_path=pin)
+        if self._types is not None and hasattr(m, "set_types"):
+            m.set_types(*self._types)
+        return m
 
 
 def _open_pinned_fd(path: str, want: str) -> int:

@@ -16,15 +16,19 @@ memory in use; it is freed when the last such use ends.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
+import fnmatch
 import functools
 import os
 import re
+import signal
 import struct
 import sys
 import threading
+import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
@@ -38,6 +42,8 @@ from .attach import struct_ops as _struct_ops
 from .attach._common import BPF_F_LINK
 from .btf import BTF, BTFKind
 from .errors import (
+    AttachError,
+    AttachWarning,
     BPFError,
     ClosedError,
     LoadError,
@@ -45,6 +51,7 @@ from .errors import (
     ObjectError,
     StateError,
     VerifierError,
+    describe_errno,
 )
 from .globals import Globals, Section
 from .link import Link
@@ -61,6 +68,23 @@ _EM_NAMES = {0: "none", 3: "x86 (i386)", 40: "ARM", 62: "x86-64", 183: "AArch64"
 _LOG_RE = re.compile(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.S)
 _PROG_FAIL_RE = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
 _MAP_FAIL_RE = re.compile(r"map '([^']+)': failed to create")
+_BTF_TARGET_RE = re.compile(r"prog '([^']+)': failed to find (?:kernel )?BTF type ID of '([^']+)'")
+
+# Program types that are run, not attached (BPF_PROG_TYPE_SYSCALL: test_run), or
+# attached through their map (struct_ops): attach() has nothing to report about them.
+_NEVER_ATTACHED = {"syscall", "struct_ops"}
+
+# Map kinds whose max_entries the loader must leave 0 (local storage) or that libbpf
+# sizes itself (a perf event array gets one slot per CPU); every other kind needs > 0.
+_ZERO_ENTRIES_OK = {"perf_event_array", "cgroup_storage", "percpu_cgroup_storage",
+                    "sk_storage", "inode_storage", "task_storage", "cgrp_storage",
+                    "struct_ops"}
+# Map kinds that hold a value of value_size bytes (ring buffers, perf arrays, queues of
+# fds... have none or have libbpf set it).
+_NEEDS_VALUE_SIZE = {"hash", "array", "percpu_hash", "percpu_array", "lru_hash",
+                     "lru_percpu_hash", "lpm_trie", "stack_trace", "queue", "stack",
+                     "bloom_filter", "sk_storage", "inode_storage", "task_storage",
+                     "cgrp_storage"}
 
 
 def _check_elf_header(data: bytes | memoryview, name: str) -> None:
@@ -118,6 +142,7 @@ class Object(Handle):
         self.path = path
         """The file it was opened from (None when opened from bytes)."""
         self._load_failed = False
+        self._not_attached: dict[str, str] = {}
         self._lock = threading.RLock()
         self._links: list[Link] = []
         progs: dict[str, Program] = {}
@@ -299,14 +324,17 @@ class Object(Handle):
 
     @property
     def data(self) -> Section:
-        """Initialized globals, read/written live after load (mmap of the map)."""
+        """Initialized globals, read/written live after load (mmap of the map).
+        An object without a ``.data`` section raises :class:`ObjectError` (ENOENT)
+        naming the sections it has (as do ``rodata`` and ``bss``)."""
         return self._globals().section(".data", self.name)
 
     def set_rodata(self, name: str, value: int | bool | bytes) -> None:
         """Set a ``const volatile`` global (in ``.rodata``) before load.
 
-        Ints are encoded by the variable's BTF size and signedness; bytes must
-        fit its size. Typed access to all globals is ``obj.rodata``.
+        Ints are encoded by the variable's BTF size and signedness (a negative int
+        for an unsigned variable is C's cast: ``-1`` sets all ones, as ``(uid_t)-1``);
+        bytes must fit its size. Typed access to all globals is ``obj.rodata``.
         """
         self._stage.owner.get()  # ClosedError once closed
         if self.loaded:
@@ -344,6 +372,75 @@ class Object(Handle):
                 out.append((sec, m))
         return out
 
+    # --- choosing programs (before load) --------------------------------------------
+    def select_programs(self, include: str | Iterable[str] | None = None, *,
+                        exclude: str | Iterable[str] = ()) -> list[str]:
+        """Choose which programs ``load()`` loads, as a C front end does with
+        ``bpf_program__set_autoload``: only those matching ``include`` (names or
+        ``fnmatch`` patterns; None: every program) and none matching ``exclude``.
+        Returns the names that will load. A pattern that matches no program is a
+        KeyError naming the object's programs; StateError after load. No syscall."""
+        self._stage.owner.get()  # ClosedError once closed
+        if self.loaded:
+            raise StateError(f"BPF object {self.name!r} is loaded: programs can only be "
+                             "chosen before load")
+        inc = None if include is None else _patterns(include)
+        exc = _patterns(exclude)
+        names = list(self._programs)
+        for pat in (inc or []) + exc:
+            if not fnmatch.filter(names, pat):
+                raise KeyError(f"{self.name}: no program matches {pat!r} (programs: "
+                               f"{', '.join(names)})")
+        chosen = []
+        for name, prog in self._programs.items():
+            on = (inc is None or any(fnmatch.fnmatchcase(name, p) for p in inc)) and \
+                not any(fnmatch.fnmatchcase(name, p) for p in exc)
+            prog.autoload = on
+            if on:
+                chosen.append(name)
+        return chosen
+
+    def alternatives(self) -> list[list[Program]]:
+        """Groups of programs that reach the same kernel event in different ways
+        (``tp_btf/X``, ``raw_tp/X``, ``tracepoint/*/X``; ``fentry/f`` and ``kprobe/f``;
+        ``fexit/f`` and ``kretprobe/f``), most capable way first. Loading and
+        attaching a whole group counts each event once per way. Programs on one
+        event through the same way (two ``tp_btf/X``) are not alternatives."""
+        return [[p for _, p in g] for g in self._event_groups()]
+
+    def _event_groups(self) -> list[list[tuple[int, Program]]]:
+        """(rank, program) of each event reached in more than one way, best rank first
+        (programs that reach it the same way are not alternatives of each other)."""
+        groups: dict[tuple[str, str], list[tuple[int, Program]]] = {}
+        for prog in self._programs.values():
+            ev = _sections.event_of(prog.section)
+            if ev is not None:
+                groups.setdefault(ev[0], []).append((ev[1], prog))
+        return [sorted(g, key=lambda x: x[0]) for g in groups.values()
+                if len({rank for rank, _ in g}) > 1]
+
+    def choose_alternatives(self) -> dict[str, str]:
+        """Of each group of :meth:`alternatives` whose members would all load, keep
+        the most capable way the running kernel supports (probed: ``pybpf.features``)
+        and turn ``autoload`` off for the others, as libbpf-tools' front ends do
+        (runqlat: tp_btf when the kernel has it, else raw_tp). Returns
+        ``{disabled program: kept program}``; StateError after load."""
+        if self.loaded:
+            raise StateError(f"BPF object {self.name!r} is loaded: programs can only be "
+                             "chosen before load")
+        dropped: dict[str, str] = {}
+        for group in self._event_groups():
+            live = [(rank, p) for rank, p in group if p.autoload]
+            if len({rank for rank, _ in live}) < 2:
+                continue
+            best = next(((rank, p) for rank, p in live if features.for_program(p) is None
+                         or features.for_program(p)), live[0])
+            for rank, p in live:  # every program of the chosen way stays
+                if rank != best[0]:
+                    p.autoload = False
+                    dropped[p.name] = best[1].name
+        return dropped
+
     # --- load / attach / close ------------------------------------------------------
     def load(self) -> Object:
         """Create the maps and load the programs into the kernel (returns self).
@@ -356,11 +453,12 @@ class Object(Handle):
             stage = self._stage
             with stage.owner:  # ClosedError once closed; close() waits for the lock
                 if self.loaded:
-                    raise LoadError(_errno.EALREADY,
-                                    f"BPF object {self.name!r} is already loaded")
+                    raise StateError(f"BPF object {self.name!r} is already loaded",
+                                     err=_errno.EALREADY)
                 if self._load_failed:
-                    raise LoadError(_errno.EINVAL, f"BPF object {self.name!r}: a failed load "
-                                    "cannot be retried; open the object again")
+                    raise StateError(f"BPF object {self.name!r}: a failed load cannot be "
+                                     "retried; open the object again", err=_errno.EINVAL)
+                self._check_map_sizes()
                 self._check_map_memory()
                 with capture() as log:
                     err = lib.bpf_object__load(self._ptr)
@@ -384,6 +482,27 @@ class Object(Handle):
                 g.after_load(live)
         return self
 
+    def _check_map_sizes(self) -> None:
+        """Refuse, before any syscall, a map whose size the object leaves to the loader
+        (``max_entries`` or ``value_size`` 0, as libbpf-tools' stack maps are): the
+        kernel would only say EINVAL. The error names the map, the attribute and how
+        to set it."""
+        for m in self._open_maps.values():
+            if not m.autocreate or m.reused or m.internal:
+                continue
+            mtype = m.type
+            for attr, zero_ok in (("max_entries", mtype in _ZERO_ENTRIES_OK),
+                                  ("value_size", mtype not in _NEEDS_VALUE_SIZE)):
+                if zero_ok or getattr(m, attr):
+                    continue
+                raise LoadError(
+                    _errno.EINVAL,
+                    f"cannot create map {m.name!r} ({mtype}) of {self.name}: its {attr} is 0 "
+                    "(the object leaves it for the loader to set): set "
+                    f"obj.maps[{m.name!r}].{attr} = N before load (C: bpf_map__set_{attr}; "
+                    f"pybpf run: --{attr.replace('_', '-')} {m.name}=N)",
+                    map=m.name)
+
     def _check_map_memory(self) -> None:
         """Refuse maps that would preallocate more than half the free memory (see _validate)."""
         maps = []
@@ -401,6 +520,15 @@ class Object(Handle):
             if m:
                 prog_name = m.group(1)
                 break
+        for line in log:
+            t = _BTF_TARGET_RE.search(line)
+            if t:  # the target is missing, whatever the hook's support: say that
+                prog_name, target = t.group(1), t.group(2)
+                p = self._programs.get(prog_name)
+                sec = f" (section {p.section!r})" if p is not None else ""
+                return LoadError(err, f"cannot load program {prog_name!r} of {self.name}: its "
+                                 f"attach target {target!r}{sec} is not in the kernel's BTF: "
+                                 f"{describe_errno(err)}", program=prog_name, libbpf_log=log)
         prog = self._programs.get(prog_name) if prog_name else None
         hint = prog._load_hint(err) if prog is not None else None
         vlog = _LOG_RE.search(text)
@@ -419,8 +547,9 @@ class Object(Handle):
             if feat is not None and not feat and err in (_errno.EPERM, _errno.EINVAL,
                                                          _errno.EOPNOTSUPP, 524, _errno.ESRCH):
                 return NotSupportedError(
-                    f"cannot load program {prog_name!r} ({prog.type if prog else '?'}): "
-                    f"{feat.reason}", reason=feat.reason, err=err, libbpf_log=log)
+                    f"cannot load program {prog_name!r} ({prog.type if prog else '?'}) of "
+                    f"{self.name}: {feat.reason} (this load: {describe_errno(err)})",
+                    reason=feat.reason, err=err, program=prog_name, libbpf_log=log)
             return error_for(err, f"cannot load program {prog_name!r} of {self.name}",
                              kind=LoadError, program=prog_name, log=log)
         for line in log:
@@ -434,34 +563,50 @@ class Object(Handle):
                         return NotSupportedError(
                             f"cannot create map {name!r} of {self.name}: the kernel has no "
                             f"{mtype} maps", reason=f"the kernel has no {mtype} maps "
-                            "(libbpf_probe_bpf_map_type)", err=err, libbpf_log=log)
+                            "(libbpf_probe_bpf_map_type)", err=err, map=name, libbpf_log=log)
                 return error_for(err, f"cannot create map {name!r} of {self.name}",
                                  kind=LoadError, map=name, log=log)
         return error_for(err, f"cannot load BPF object {self.name}", kind=LoadError, log=log)
 
-    def attach(self) -> list[Link]:
-        """Attach every loaded program whose section names its target (auto-attach), and
-        register every ``SEC(".struct_ops.link")`` map (a BPF link each: unregistered
-        when the link or the object closes).
+    def attach(self, *, strict: bool = False) -> list[Link]:
+        """Attach every loaded program whose section names its target (auto-attach).
 
-        Programs whose hook needs an argument (XDP, tc, cgroup, uprobes without a
-        target...) are skipped; attach those with their own method, and plain
-        ``SEC(".struct_ops")`` maps with :meth:`attach_struct_ops`. All or nothing: a
-        failure undoes this call's attachments. One attach (a few syscalls) per link.
+        A loaded program that cannot auto-attach (its hook needs an argument: XDP,
+        tc, cgroup, a uprobe whose section names no binary such as
+        ``SEC("uretprobe/readline")``...) is reported, never skipped in silence:
+        :attr:`not_attached` maps it to the reason and the call to make, and an
+        :class:`~pybpf.AttachWarning` says so; with ``strict=True`` it is an
+        :class:`AttachError` raised before anything is attached. Programs whose
+        ``autoattach`` was turned off are left alone without a word. Every
+        ``SEC(".struct_ops.link")`` map is registered too (a BPF link each: unregistered
+        when the link or the object closes; plain ``SEC(".struct_ops")`` maps with
+        :meth:`attach_struct_ops`). A failure undoes this call's attachments.
         """
         if not self.loaded:
             self.load()
+        todo: list[Program] = []
+        skipped: dict[str, str] = {}
+        for prog in self._programs.values():
+            if not prog.autoload or not prog.autoattach:
+                continue
+            if prog.auto_attachable:
+                todo.append(prog)
+            elif prog.type not in _NEVER_ATTACHED:
+                method = _sections.method_for(prog.section, prog.type) or "attach"
+                skipped[prog.name] = (f"section {prog.section!r} names no target to attach "
+                                      f"to: call programs[{prog.name!r}].{method}(...)")
+        self._not_attached = skipped
+        if skipped:
+            text = "; ".join(f"{n!r}: {why}" for n, why in skipped.items())
+            if strict:
+                raise AttachError(_errno.EINVAL, f"BPF object {self.name!r}: programs that "
+                                  f"cannot auto-attach: {text}", program=next(iter(skipped)))
+            warnings.warn(f"BPF object {self.name!r}: not attached (no auto-attach target): "
+                          f"{text} (set prog.autoattach = False to attach it yourself "
+                          "without this warning)", AttachWarning, stacklevel=2)
         links: list[Link] = []
         try:
-            for prog in self._programs.values():
-                if not prog.autoload:
-                    continue
-                with self._stage.owner:
-                    auto = lib.bpf_program__autoattach(prog._raw())
-                if not auto:
-                    continue
-                if not _auto_attachable(prog.section):
-                    continue
+            for prog in todo:
                 links.append(prog.attach_auto())
             for name, spec in self._open_maps.items():
                 if spec.type == "struct_ops" and spec.flags & BPF_F_LINK and spec.autocreate:
@@ -471,6 +616,12 @@ class Object(Handle):
                 link.detach()
             raise
         return links
+
+    @property
+    def not_attached(self) -> Mapping[str, str]:
+        """Programs the last :meth:`attach` left unattached because they cannot
+        auto-attach, with the reason and the method to call."""
+        return MappingProxyType(self._not_attached)
 
     def libbpf_map(self, map_name: str) -> Any:
         """libbpf's ``struct bpf_map *`` for ``map_name`` (a cffi pointer): the escape
@@ -515,8 +666,10 @@ class Object(Handle):
         mmaps and the maps' fds, detach this object's links, then free libbpf's object
         (idempotent, from any thread). New calls on any of them raise ClosedError from
         now on; calls in flight finish first, and each fd or pointer is released when
-        the last one ends."""
-        with self._lock:
+        the last one ends. A Ctrl-C (SIGINT) that arrives during close() does not cut
+        it short: close finishes, then the KeyboardInterrupt is raised, or dropped
+        when one is already propagating (the second Ctrl-C of an impatient user)."""
+        with _sigint_deferred(), self._lock:
             owner = self._stage.owner
             if owner.closed:
                 return
@@ -541,12 +694,34 @@ class Object(Handle):
         self.close()
 
 
-_auto_attachable = _sections.auto_attachable  # the section table decides
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT back for the block (main thread, default handler only): teardown is
+    never cut in the middle of a link's detach. After the block a held SIGINT raises
+    KeyboardInterrupt, unless one is already being handled."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if held and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        raise KeyboardInterrupt
+
+
+def _patterns(value: str | Iterable[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _encode_int(name: str, value: int, size: int, signed: bool) -> bytes:
     bits = 8 * size
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not signed and -(1 << (bits - 1)) <= value < 0:
+        value += 1 << bits  # C's conversion: (uid_t)-1 is all ones
     if not lo <= value <= hi:
         kind = "signed" if signed else "unsigned"
         raise ValueError(f"{name!r}: {value} is out of range for a {kind} {size}-byte integer "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
 from ._fd import FD, Handle
-from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, cstr, error_for, ffi, lib, walk_ids
+from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
 from .attach import cgroup as _cgroup
 from .attach import kprobe_multi as _kprobe_multi
@@ -32,8 +32,15 @@ from .attach import sockets as _sockets
 from .attach import tc as _tc
 from .attach import uprobe_multi as _uprobe_multi
 from .attach._common import attach_error, libbpf_link
-from .errors import AttachError, BPFError, ClosedError, LoadError, NotSupportedError
+from .errors import (
+    AttachError,
+    BPFError,
+    ClosedError,
+    NotSupportedError,
+    StateError,
+)
 from .link import IterLink, Link, socket_filter_link
+from .symbolize import resolve_uprobe
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -79,6 +86,23 @@ _NEW_ATTACH_TYPES = {v: _LIBBPF_NAMES.get(k, k) for k, v in _sections.AT.items()
 def prog_type_name(t: int) -> str:
     s = lib.libbpf_bpf_prog_type_str(t)
     return ffi.string(s).decode() if s != ffi.NULL else _NEW_PROG_TYPES.get(t, f"prog_type_{t}")
+
+
+def _by_name(value: str | int, namer: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    for t in range(64):
+        if namer(t) == value:
+            return t
+    raise ValueError(f"unknown {what} {value!r} (libbpf's names, e.g. 'tracepoint')")
+
+
+def _prog_type_value(value: str | int) -> int:
+    return _by_name(value, prog_type_name, "program type")
+
+
+def _attach_type_value(value: str | int) -> int:
+    return _by_name(value, attach_type_name, "attach type")
 
 
 def attach_type_name(t: int) -> str:
@@ -194,11 +218,43 @@ class Program(Handle):
 
     @autoload.setter
     def autoload(self, value: bool) -> None:
-        ptr = self._raw()
-        if self._obj.loaded:
-            raise LoadError(_errno.EBUSY, f"program {self.name!r}: autoload can only be set "
-                                          "before load", program=self.name)
+        ptr = self._before_load("autoload")
         lib.bpf_program__set_autoload(ptr, bool(value))
+
+    def set_autoload(self, value: bool) -> None:
+        """``bpf_program__set_autoload``: whether ``load()`` loads this program (before
+        load; no syscall). Same as ``prog.autoload = value``."""
+        self.autoload = value
+
+    @property
+    def autoattach(self) -> bool:
+        """Whether :meth:`Object.attach` auto-attaches this program (settable any time
+        before ``attach()``; libbpf's ``bpf_program__set_autoattach``)."""
+        return bool(lib.bpf_program__autoattach(self._raw()))
+
+    @autoattach.setter
+    def autoattach(self, value: bool) -> None:
+        lib.bpf_program__set_autoattach(self._raw(), bool(value))
+
+    def set_type(self, prog_type: str | int) -> None:
+        """Change the program type before load (``bpf_program__set_type``), by libbpf's
+        name (``"raw_tracepoint"``) or number; no syscall."""
+        ptr = self._before_load("the program type")
+        value = _prog_type_value(prog_type)
+        err = lib.bpf_program__set_type(ptr, value)
+        if err:
+            raise error_for(-err, f"program {self.name!r}: cannot set type {prog_type!r}",
+                            kind=BPFError)
+
+    def set_expected_attach_type(self, attach_type: str | int) -> None:
+        """Change the expected attach type before load
+        (``bpf_program__set_expected_attach_type``), by libbpf's name or number."""
+        ptr = self._before_load("the expected attach type")
+        value = _attach_type_value(attach_type)
+        err = lib.bpf_program__set_expected_attach_type(ptr, value)
+        if err:
+            raise error_for(-err, f"program {self.name!r}: cannot set expected attach type "
+                            f"{attach_type!r}", kind=BPFError)
 
     @property
     def instruction_count(self) -> int:
@@ -206,10 +262,12 @@ class Program(Handle):
         return int(lib.bpf_program__insn_cnt(self._raw()))
 
     def _before_load(self, what: str) -> Any:
+        """libbpf's pointer for a setter of the spec: the one place every program setter
+        checks the state (StateError once the object is loaded)."""
         ptr = self._raw()
         if self._obj.loaded:
-            raise LoadError(_errno.EBUSY, f"program {self.name!r}: {what} can only be set "
-                                          "before load", program=self.name)
+            raise StateError(f"program {self.name!r}: {what} can only be set before load "
+                             "(the object is loaded; open it again to change it)")
         return ptr
 
     @property
@@ -318,9 +376,11 @@ class Program(Handle):
         """The loaded program's fd."""
         fd = int(lib.bpf_program__fd(self._raw()))
         if fd < 0:
-            raise LoadError(_errno.EBADF, f"program {self.name!r} is not loaded"
-                            + (" (autoload is off)" if not self.autoload else ""),
-                            program=self.name)
+            if not self._obj.loaded:
+                raise StateError(f"program {self.name!r} is not loaded: load the object "
+                                 "first (obj.load())", err=_errno.EBADF)
+            raise StateError(f"program {self.name!r} is not loaded (autoload is off)",
+                             err=_errno.EBADF)
         return fd
 
     def info(self) -> ProgramInfo:
@@ -383,7 +443,7 @@ class Program(Handle):
         feat = getattr(features, probe)()
         if not feat:
             raise NotSupportedError(f"cannot attach program {self.name!r}: {feat.reason}",
-                                    reason=feat.reason)
+                                    reason=feat.reason, program=self.name)
         return feat
 
     def _retprobe(self, retprobe: bool | None) -> bool:
@@ -426,6 +486,10 @@ class Program(Handle):
         (one syscall or a few)."""
         sec = self.section
         row = _sections.lookup(sec)
+        if row is not None and not self.auto_attachable:
+            raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
+                              f"names no target to auto-attach to; use {row.method}(...)",
+                              program=self.name, target=sec)
         if row is not None and (row.prefix in _sections.registered()
                                 or row.method in ("attach_uprobe_multi", "attach_kprobe_multi")):
             target = self._section_target()
@@ -438,6 +502,11 @@ class Program(Handle):
                 return self.attach_uprobe_multi(binary, pattern)
             if row.method == "attach_kprobe_multi":
                 return self.attach_kprobe_multi(target)
+        if row is not None and row.method == "attach_uprobe" and _sections.auto_attachable(sec):
+            # uprobe/BINARY:FUNC[+OFF]: through pybpf's resolver, as attach_uprobe()
+            binary, _, spec = self._section_target().rpartition(":")
+            func, _, off = spec.partition("+")
+            return self.attach_uprobe(binary, func or None, offset=int(off, 0) if off else 0)
         if row is not None and row.tracefs:
             _fs.ensure_tracefs()
         with capture() as log:
@@ -448,6 +517,16 @@ class Program(Handle):
                               "for its hook", program=self.name, target=sec)
         cls = IterLink if sec.startswith(("iter/", "iter.s/")) else Link
         return self._link(ptr, f"{self.type} {sec}", log, cls=cls)
+
+    @property
+    def auto_attachable(self) -> bool:
+        """Whether :meth:`attach_auto` can attach this program with no argument: its
+        section names its target (``tracepoint/cat/name``, ``uprobe//bin:f``...), or
+        it is a tp_btf/fentry/fexit/lsm program, whose target is fixed at load
+        (``set_attach_target``). No syscall."""
+        sec = self.section
+        return _sections.auto_attachable(sec) or \
+            _sections.method_for(sec, self.type) == "attach_trace"
 
     def attach_tracepoint(self, category: str, name: str, *, cookie: int = 0) -> Link:
         """``tracepoint``: e.g. ``("syscalls", "sys_enter_execve")``."""
@@ -525,8 +604,11 @@ class Program(Handle):
                       cookie: int = 0, ref_ctr_offset: int = 0) -> Link:
         """``uprobe``/``uretprobe`` on ``function`` (a symbol) or ``offset`` in ``binary``.
 
-        ``binary`` is a path, or a library name such as ``"libc.so.6"`` that
-        libbpf resolves. ``pid=-1`` probes every process.
+        ``binary`` is a path, or a library name such as ``"libc.so.6"``; ``function``
+        is resolved by :func:`pybpf.symbolize.resolve_uprobe` (versioned aliases and
+        duplicates at one address are one function, as perf and BCC treat them); the
+        link's ``uprobe`` is that resolved path and offset. ``pid=-1`` probes every
+        process.
         """
         path = os.fspath(binary)
         if "/" in path and not os.path.exists(path):
@@ -538,13 +620,21 @@ class Program(Handle):
         opts.bpf_cookie = cookie
         opts.retprobe = ret
         opts.ref_ctr_offset = ref_ctr_offset
-        fname = cstr(function)
-        opts.func_name = fname
         what = function if function else hex(offset)
         if function and offset:
             what += f"+{offset:#x}"
         target = f"{'uretprobe' if ret else 'uprobe'} {path}:{what}" + (
             f" pid {pid}" if pid >= 0 else "")
+        if function:
+            # pybpf resolves the symbol itself (libbpf 1.1 refuses versioned aliases
+            # such as libc's clock_nanosleep as "ambiguous"): path and file offset
+            try:
+                resolved = resolve_uprobe(path, function, pid if pid > 0 else None)
+            except AttachError as e:
+                raise AttachError(e.errno or _errno.EINVAL, f"cannot attach program {self.name!r}: "
+                                  f"{e.message}", program=self.name, target=target) from None
+            path = resolved.path
+            offset += resolved.offset
         with capture() as log:
             ptr = lib.bpf_program__attach_uprobe_opts(self._raw(), pid, path.encode(), offset,
                                                       opts)
@@ -555,7 +645,10 @@ class Program(Handle):
                 raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
                                   f"symbol {function!r} not found in {path}",
                                   program=self.name, target=target, libbpf_log=log)
-        return self._link(ptr, target, log)
+        link = self._link(ptr, target, log)
+        if function:
+            link.uprobe = resolved
+        return link
 
     def _user_binary_error(self, err: int, path: str, target: str, log: list[str]) -> None:
         """Raise a clear AttachError when ``path`` is not a usable binary or library."""
@@ -874,10 +967,11 @@ def _holding_object(fn: Any) -> Any:
 # Every public method that uses libbpf's program pointer or the program fd.
 for _name, _fn in list(vars(Program).items()):
     if callable(_fn) and (_name.startswith("attach") or _name in (
-            "set_attach_target", "info", "pin", "test_run")):
+            "set_attach_target", "set_type", "set_expected_attach_type", "info", "pin",
+            "test_run")):
         setattr(Program, _name, _holding_object(_fn))
-for _name in ("type", "expected_attach_type", "autoload", "instruction_count", "log_level",
-              "log_size", "verifier_log", "fd"):
+for _name in ("type", "expected_attach_type", "autoload", "autoattach", "auto_attachable",
+              "instruction_count", "log_level", "log_size", "verifier_log", "fd"):
     _p = vars(Program)[_name]
     setattr(Program, _name, property(_holding_object(_p.fget),
                                      _holding_object(_p.fset) if _p.fset else None,

@@ -52,10 +52,9 @@ from ._events import (
     RecordBatch,
     _NativeOps,
     _Reader,
-    btf_encoder,
-    map_btf,
     require_map,
     resolve_decoder,
+    resolve_encoder,
 )
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, ClosedError, MapError
@@ -88,8 +87,9 @@ class RingBuffer(_Reader):
     """Consume records from one or many ``BPF_MAP_TYPE_RINGBUF`` maps.
 
     ``callback`` (for :meth:`poll`/:meth:`consume`) receives each record, as
-    ``bytes`` or as ``decode(bytes)``; ``decode`` is a callable or the name of a
-    BTF struct in the map's object (records then arrive as that struct's
+    ``bytes`` or as ``decode(bytes)``; ``decode`` is a callable, the name of a
+    BTF struct in the map's object, or a type the object lacks: a C declaration,
+    a ctypes type or a numpy dtype (records then arrive as that struct's
     :mod:`pybpf.types` class, with attribute access).  Without a
     callback, read with :meth:`events`, :meth:`read`, :meth:`borrow` or
     ``async for``.  ``max_batch_bytes`` bounds how much one step takes out of
@@ -307,7 +307,8 @@ class UserRingBuffer:
     """Write records for a BPF program to drain (``BPF_MAP_TYPE_USER_RINGBUF``).
 
     The program reads them with ``bpf_user_ringbuf_drain()``.  ``encode``
-    (a callable, or a BTF struct name: values may then be that struct's
+    (a callable, a BTF struct name, a C declaration, a ctypes type or a numpy dtype:
+    values may then be that struct's
     :mod:`pybpf.types` instance, a dict or a tuple) turns values into bytes::
 
         urb = pybpf.UserRingBuffer(obj.maps["requests"])
@@ -328,9 +329,7 @@ class UserRingBuffer:
         self._lock = threading.RLock()  # (RLock: a _Reservation.__del__ may run anywhere)
         self._open = 0  # reservations not submitted or discarded yet
         self._closing = False
-        if isinstance(encode, str):
-            encode = btf_encoder(map_btf(map, encode), encode)
-        self._encode = encode
+        self._encode = resolve_encoder(encode, map)
         with capture() as log, map._fd_owner() as fd:
             ptr = lib.user_ring_buffer__new(fd, ffi.NULL)
         if ptr == ffi.NULL:

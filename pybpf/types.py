@@ -33,7 +33,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from . import _fastpath
+from . import _fastpath, typespec
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain"]
@@ -1009,22 +1009,29 @@ def scalar_codec(name: str) -> Codec:
         raise ValueError(f"unknown scalar type {name!r} (known: {', '.join(_SCALARS)})") from None
 
 
-def as_codec(spec: Any, size: int | None = None, what: str = "type") -> Codec:
+def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
+             btf: BTF | None = None) -> Codec:
     """A codec from a user's type: a Codec, a generated class, a BTFType, a scalar name,
-    ``bytes`` (raw, needs ``size``)."""
+    ``bytes`` (raw, needs ``size``), a type name in ``btf``, or a type the object lacks
+    (a C declaration, a ctypes type, a numpy dtype: :func:`pybpf.typespec.btf_type`)."""
     if isinstance(spec, Codec):
         c = spec
     elif isinstance(spec, type) and issubclass(spec, Struct):
         c = spec._codec
     elif isinstance(spec, BTFType) and spec._btf is not None:
         c = codec_for(spec._btf, spec.id)
-    elif isinstance(spec, str):
+    elif isinstance(spec, str) and (spec in _SCALARS or btf is None
+                                    and not typespec.is_type_spec(spec)):
         c = scalar_codec(spec)
     elif spec is bytes and size is not None:
         c = _RawCodec(size)
+    elif isinstance(spec, str) or typespec.is_type_spec(spec):
+        t = typespec.btf_type(spec, btf=btf, what=what)
+        c = codec_for(t._btf, t.id)  # type: ignore[arg-type]  # always attached
     else:
         raise TypeError(f"{what}: cannot use {spec!r} as a type (give a Codec, a generated "
-                        "class, a BTF type, a scalar name such as 'u32', or bytes)")
+                        "class, a BTF type, a scalar name such as 'u32', bytes, a C "
+                        "declaration, a ctypes type or a numpy dtype)")
     if size is not None and c.size != size:
         raise ValueError(f"{what}: {c.name} is {c.size} bytes, the map's size is {size}")
     return c

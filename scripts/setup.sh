@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(clang-19 llvm-19 libbpf-dev bpftool cmake make gcc pkg-config libelf-dev zlib1g-dev
-      systemtap-sdt-dev iproute2 util-linux procps passwd bash)
+      systemtap-sdt-dev iproute2 util-linux procps passwd bash
+      libbpf-tools)  # libbpf-tools: the C tools tests/test_conformance.py runs beside pybpf
 # Debian's own python3 needs pip and headers to build the cffi extension; a
 # python3 that already has pip (pyenv, a venv) is used as it is.
 if ! python3 -m pip --version >/dev/null 2>&1; then

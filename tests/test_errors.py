@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import pybpf
-from pybpf import LoadError, NotSupportedError, ObjectError, VerifierError, features
+from pybpf import NotSupportedError, ObjectError, VerifierError, features
 
 
 def _fd_count() -> int:
@@ -68,7 +68,7 @@ def test_verifier_error_names_program_reason_and_source_line(bpf_obj):
     assert "null_deref" in text and "*v += 1" in text and "invalid mem access" in text
     assert "processed" in err.log  # the whole log is kept
     assert len(text.splitlines()) < 8  # ...but str() is a summary
-    with pytest.raises(LoadError, match="cannot be retried"):
+    with pytest.raises(pybpf.StateError, match="cannot be retried"):
         obj.load()
     obj.close()
 
@@ -85,7 +85,7 @@ def test_libbpf_messages_go_to_logger_not_stderr(bpf_obj, caplog, capfd):
 
 def test_load_twice(bpf_obj):
     with pybpf.load(bpf_obj("basic")) as obj:
-        with pytest.raises(LoadError, match="already loaded"):
+        with pytest.raises(pybpf.StateError, match="already loaded"):
             obj.load()
 
 

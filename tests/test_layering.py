@@ -17,13 +17,15 @@ PKG = Path(__file__).resolve().parent.parent / "pybpf"
 # that of its name, else of its longest dotted prefix ("attach.tc" -> "attach").
 FLOORS: dict[str, float] = {
     # 0: errors and the compiled modules
-    "errors": 0, "_libbpf": 0, "_fastpath": 0,
+    "errors": 0, "_libbpf": 0, "_fastpath": 0, "_syscalls": 0,
+    # 0.5: plain helpers over the above (names of numbers, histogram text)
+    "names": 0.5, "histogram": 0.5,
     # 1: the binding, fd ownership, files, small system helpers
     "_ffi": 1, "_fd": 1, "_fs": 1, "_validate": 1, "_netns": 1, "_source": 1,
     "_sysinfo": 1, "_maptypes": 1,
     # 2-3: BTF, then values built from BTF
     "btf": 2, "symbolize": 2, "toolchain": 2, "_walk": 2, "_sections": 2,
-    "types": 3, "values": 3,
+    "types": 3, "values": 3, "typespec": 2.5,
     # 4: kernel objects that need nothing above them; feature probes
     "maps": 4, "link": 4, "features": 4, "_usdt": 4.5,
     # 5-7: walks, typed maps, globals, readers, attach mechanics, programs
@@ -35,6 +37,9 @@ FLOORS: dict[str, float] = {
     # 10+: consumers of the public API
     "tools._common": 10, "tools": 11, "tools.audit": 12, "_clicmds": 12, "cli": 13,
     "__main__": 14, "export": 11,
+    # exporters (pybpf.export.*) between tools._common and the tools; the agent
+    "export._extras": 10.1, "export.host": 10.1, "export.pprof": 10.1,
+    "export.events": 10.2, "export.metrics": 10.3, "export.exporters": 10.4, "agent": 12,
 }
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import pybpf
-from pybpf import ClosedError, LoadError, StateError
+from pybpf import ClosedError, StateError
 
 
 def test_libbpf_version():
@@ -62,7 +62,7 @@ def test_configure_before_load_then_frozen(bpf_obj):
             obj.set_rodata("nope", 1)
         obj.load()
         assert obj.maps["counts"].info().max_entries == 1000
-        with pytest.raises(LoadError, match="not loaded.*autoload is off"):
+        with pytest.raises(StateError, match="not loaded.*autoload is off"):
             _ = obj.programs["xdp_pass"].fd
         with pytest.raises(StateError, match="only be set before load"):
             obj.maps["counts"].max_entries = 5

@@ -53,7 +53,7 @@ def test_verifier_log_of_a_successful_load(bpf_obj):
             for _ in range(3):
                 os.getppid()
         assert obj.bss.getppids == 3
-        with pytest.raises(pybpf.LoadError, match="log_level can only be set before load"):
+        with pytest.raises(pybpf.StateError, match="log_level can only be set before load"):
             logged.log_level = 2
 
 
@@ -143,7 +143,7 @@ def test_set_attach_target_errors(bpf_obj):
         prog.set_attach_target("sched_process_fork")  # a later call replaces the target
         prog.set_attach_target("sched_process_exec")
         obj.load()
-        with pytest.raises(pybpf.LoadError, match="the attach target can only be set before "
+        with pytest.raises(pybpf.StateError, match="the attach target can only be set before "
                            "load"):
             prog.set_attach_target("sched_process_exit")
 

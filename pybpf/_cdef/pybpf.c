@@ -20,6 +20,16 @@
 
 static void _pybpf_on_log(int level, const char *msg);
 
+/* 0 while no one listens to libbpf's debug lines (pybpf/_ffi.py's capture() sets it
+ * from the logger's level): they are then dropped here, unformatted, instead of
+ * costing a call into Python each (an object's open prints ~100 of them). */
+static volatile int pybpf_debug_on = 1;
+
+void pybpf_log_debug(int on)
+{
+	pybpf_debug_on = on;
+}
+
 /* libbpf hands its print callback a format and a va_list; cffi cannot pass a
  * va_list to Python, so format here and hand Python a finished string. */
 static int pybpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -29,6 +39,8 @@ static int pybpf_print(enum libbpf_print_level level, const char *fmt, va_list a
 	int n;
 	int saved = errno;
 
+	if (level == LIBBPF_DEBUG && !pybpf_debug_on)
+		return 0;
 	va_copy(copy, ap);
 	n = vsnprintf(small, sizeof(small), fmt, copy);
 	va_end(copy);

@@ -3,6 +3,7 @@ extern "Python" void _pybpf_on_log(int level, const char *msg);
 void pybpf_log_install(void);
 int pybpf_libbpf_load(const char *path, char *err, size_t errlen);
 const char *pybpf_libbpf_sym(int i, int *required, int *bound);
+void pybpf_log_debug(int on);
 void *pybpf_dlsym(const char *name);
 int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu, int group_fd, __u64 config1, __u64 config2);
 int pybpf_perf_event_enable(int fd);
@@ -43,3 +44,6 @@ long pybpf_perf_reader_drain(struct pybpf_perf_reader *pr, struct pybpf_batch *b
 int pybpf_urb_write(struct user_ring_buffer *rb, const void *data, __u32 n, int timeout_ms);
 int pybpf_urb_reserve(struct user_ring_buffer *rb, __u32 n, int timeout_ms, void **slot);
 int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit);
+/* BTF type sections (pybpf/_native/btf.c) */
+long pybpf_btf_index(const unsigned char *types, size_t len, __u32 first_id, __u32 nstr, __u32 *offs, size_t cap, __u32 *bad);
+void pybpf_btf_find(const unsigned char *types, const __u32 *offs, size_t n, __u32 first_id, const char *base_strs, __u32 base_nstr, const char *strs, __u32 nstrs, const char *name, size_t name_len, __u32 *first);

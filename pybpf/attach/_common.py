@@ -41,7 +41,7 @@ def attach_error(program: str, err: int, target: str, log: list[str] | tuple[str
     if feature is not None and not feature and err not in (_errno.EPERM, _errno.EACCES):
         return NotSupportedError(f"cannot attach program {program!r} to {target}: "
                                  f"{feature.reason}", reason=feature.reason, err=err,
-                                 libbpf_log=list(log))
+                                 program=program, libbpf_log=list(log))
     return error_for(err, f"cannot attach program {program!r} to {target}", kind=AttachError,
                      program=program, target=target, log=list(log), needed=needed)
 

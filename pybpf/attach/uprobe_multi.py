@@ -33,11 +33,13 @@ def resolve(path: str, functions: str | Sequence[str]) -> dict[str, int]:
     if syms is None:
         raise AttachError(_errno.ENOEXEC, f"{path} is not a readable ELF binary", target=path)
     by_name: dict[str, int] = {}
-    for addr, name in zip(syms.addrs, syms.names):
-        for off, va, size in syms.loads:
-            if va <= addr < va + max(size, 1):
-                by_name.setdefault(name, addr - va + off)
-                break
+    for name, defs in syms.by_name.items():  # every alias and version of each function
+        defs = [d for d in defs if not d.ifunc]  # an IFUNC's address is its resolver's
+        if not defs:
+            continue
+        off = syms.file_offset(min(defs, key=lambda s: (s.hidden, s.weak)).addr)
+        if off is not None:
+            by_name[name] = off
     if isinstance(functions, str):
         found = {n: o for n, o in sorted(by_name.items()) if fnmatch.fnmatchcase(n, functions)}
         if not found:

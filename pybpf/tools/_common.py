@@ -9,6 +9,7 @@ attaches it, and streams its ring buffer as decoded records.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import sys
@@ -339,6 +340,26 @@ def pump(session: ProbeSession, duration: float | None,
             handle(ev)
 
 
+@contextlib.contextmanager
+def term_as_interrupt() -> Iterator[None]:
+    """Within the block (in the main thread), SIGTERM raises KeyboardInterrupt: a tool
+    stopped by a service manager ends as on Ctrl-C (exporters flush, links detach)."""
+    import signal
+    import threading
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def announce(banner: str, header: str | None) -> None:
     """A streaming tool's start: ``banner... Hit Ctrl-C to end.`` on stderr, then the
     table header (None: no header, e.g. for JSON lines)."""
@@ -350,11 +371,13 @@ def announce(banner: str, header: str | None) -> None:
 def stream(session: ProbeSession, tool: str, duration: float | None,
            handle: Callable[[Any], None]) -> None:
     """A streaming tool's main loop: every event to ``handle`` until ``duration``
-    seconds or Ctrl-C, then the events lost to a full ring buffer, if any, on stderr."""
-    try:
-        pump(session, duration, handle)
-    except KeyboardInterrupt:
-        pass
+    seconds, Ctrl-C or SIGTERM, then the events lost to a full ring buffer, if any, on
+    stderr."""
+    with term_as_interrupt():
+        try:
+            pump(session, duration, handle)
+        except KeyboardInterrupt:
+            pass
     if session.dropped:
         print(f"pybpf {tool}: {session.dropped} events lost (ring buffer full)",
               file=sys.stderr)

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from ..errors import BPFError
+from ..export.exporters import Exporters, add_flags
 from ._common import ProbeSession, Scope, cgroup2_mount
 from .execsnoop import ExecEvent, ExecSnoop
 from .opensnoop import OpenEvent, OpenSnoop, open_flags_str
@@ -409,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scope", choices=("auto", "cgroup", "tree"), default="auto",
                     help="how the session is delimited (default: cgroup v2 if possible)")
     ap.add_argument("--session-id", help="the sid field (default: a random UUID)")
+    add_flags(ap)
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -416,9 +418,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_usage(sys.stderr)
         print("pybpf audit: no command given (pybpf audit -- CMD ...)", file=sys.stderr)
         return 2
+    exp = Exporters.from_args(args, "audit")
     out: IO[str] = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+
+    def sink(ev: dict[str, Any]) -> None:
+        # The same fields as a JSON line and as an OTLP log, plus the host's resource.
+        exp.event(ev["event"], ev, wall_ns=_wall_ns(ev["time"]))
+        out.write(json.dumps({**ev, **exp.resource}) + "\n")
+        out.flush()
+
     try:
-        session = AuditSession(cmd, scope=args.scope, output=out, session_id=args.session_id)
+        session = AuditSession(cmd, scope=args.scope, sink=sink, session_id=args.session_id)
         try:
             rc = session.run()
         except (FileNotFoundError, PermissionError) as exc:
@@ -429,5 +439,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return rc if rc >= 0 else 128 - rc
     finally:
+        exp.close()
         if out is not sys.stdout:
             out.close()
+
+
+def _wall_ns(rfc3339: str) -> int:
+    """Nanoseconds since the epoch of an event's ``time`` (microsecond precision)."""
+    dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ")
+    delta = dt - datetime.datetime(1970, 1, 1)
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000

@@ -20,11 +20,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import BPFError
-from ._common import ProbeSession, decode, raw_items, raw_keys
+from ..export.exporters import Exporters, add_flags
+from ..histogram import Log2Histogram
+from ._common import ProbeSession, decode, raw_items, raw_keys, term_as_interrupt
 
 __all__ = ["Log2Histogram", "BioLatency", "disk_dev", "disk_name", "main"]
 
@@ -54,55 +54,6 @@ def disk_name(dev: int) -> str:
     except OSError:
         pass
     return f"{major}:{minor}"
-
-
-@dataclass
-class Log2Histogram:
-    """Counts in power-of-two buckets: slot 0 holds values 0-1, slot i holds [2**i, 2**(i+1))."""
-
-    slots: list[int]
-    unit: str = "usecs"
-    label: str | None = field(default=None)
-
-    @property
-    def total(self) -> int:
-        return sum(self.slots)
-
-    def buckets(self) -> list[tuple[int, int, int]]:
-        """(low, high, count) for every slot up to the last non-empty one."""
-        last = max((i for i, c in enumerate(self.slots) if c), default=-1)
-        out = []
-        for i in range(last + 1):
-            low, high = (1 << (i + 1)) >> 1, (1 << (i + 1)) - 1
-            if low == high:
-                low -= 1
-            out.append((low, high, self.slots[i]))
-        return out
-
-    def format(self) -> str:
-        """The histogram as BCC's tools print it."""
-        rows = self.buckets()
-        if not rows:
-            return ""
-        wide = len(rows) > 32
-        width, stars = (20, 20) if wide else (10, 40)
-        vmax = max(c for _, _, c in rows)
-        lines = [f"{'':{15 if wide else 5}}{self.unit:<{29 if wide else 19}} : count    "
-                 "distribution"]
-        for low, high, count in rows:
-            n = min(count, vmax) * stars // vmax if vmax else 0
-            bar = "*" * n + " " * (stars - n)
-            if count > vmax:
-                bar = bar[:-1] + "+"
-            lines.append(f"{low:>{width}} -> {high:<{width}} : {count:<8} |{bar}|")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "unit": self.unit, "total": self.total,
-                "buckets": [{"low": lo, "high": hi, "count": c} for lo, hi, c in self.buckets()]}
 
 
 class BioLatency(ProbeSession):
@@ -160,15 +111,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between outputs")
     ap.add_argument("--count", type=int, default=0, help="number of outputs (0: until ^C)")
     ap.add_argument("--json", action="store_true", help="one JSON object per output")
+    add_flags(ap)
     args = ap.parse_args(argv)
+    exp = Exporters.from_args(args, "biolatency")
     try:
         bl = BioLatency(per_disk=args.disks, device=args.device, milliseconds=args.ms)
     except BPFError as exc:
+        exp.close()
         if exc.errno == _errno.ENODEV:
             print(f"pybpf biolatency: {exc.strerror}", file=sys.stderr)
             return 2
         raise
-    with bl:
+    except BaseException:
+        exp.close()
+        raise
+    with exp, bl, term_as_interrupt():
+        # The histograms as Prometheus/OTel histograms (_sum from struct hist's sum),
+        # by disk name with --disks; exported histograms are cumulative: not cleared.
+        exp.watch(bl.obj, maps=["hists"], labels={"hists": (
+            (lambda lb: {"disk": disk_name(int(lb["dev"]))}) if args.disks
+            else (lambda lb: {}))})
         print("Tracing block device I/O... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
         n = 0
         try:
@@ -176,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.interval)
                 n += 1
                 hists = bl.histograms()
-                bl.clear()
+                if not exp.active:
+                    bl.clear()
                 if args.json:
                     print(json.dumps({"time": time.time(),
                                       "histograms": [h.to_dict() for h in hists.values()]}),

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..btf import BTFKind
+from ..export.exporters import Exporters, add_flags
 from ._common import ProbeSession, Scope, announce, stream
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
@@ -80,9 +81,9 @@ class ExecSnoop(ProbeSession):
         self._args_at = (m.offset // 8, btf.size_of(m.type))
 
 
-def _print(ev: ExecEvent, as_json: bool) -> None:
+def _print(ev: ExecEvent, as_json: bool, stamp: dict[str, Any] | None = None) -> None:
     if as_json:
-        print(json.dumps(asdict(ev)), flush=True)
+        print(json.dumps({**asdict(ev), **(stamp or {})}), flush=True)
     else:
         print(f"{ev.comm:<16} {ev.pid:>7} {ev.ppid:>7} {ev.retval:>4}  {' '.join(ev.argv)}",
               flush=True)
@@ -98,21 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--demo", action="store_true",
                     help="run a few commands and print their exec events, then exit")
+    add_flags(ap)
     args = ap.parse_args(argv)
+    exp = Exporters.from_args(args, "execsnoop")
     # --demo watches only its own children, in the kernel: on a busy machine other
     # processes' execs would fill the ring and push the demo's own events out.
     scope = Scope(root_pid=os.getpid()) if args.demo else None
-    with ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed,
-                   scope=scope) as snoop:
+    with exp, ExecSnoop(uid=args.uid, pid=args.pid, ignore_failed=args.ignore_failed,
+                        scope=scope) as snoop:
+        exp.watch(snoop.obj, maps=["pybpf_ringbuf_drops"])
         announce("Tracing execs", None if args.json else
                  f"{'COMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4}  ARGS")
         if args.demo:
-            return _demo(snoop, args.json)
-        stream(snoop, "execsnoop", args.duration, lambda ev: _print(ev, args.json))
+            return _demo(snoop, args.json, exp)
+        stream(snoop, "execsnoop", args.duration,
+               lambda ev: _print(ev, args.json, exp.stamp(exp.event("exec", ev))))
     return 0
 
 
-def _demo(snoop: ExecSnoop, as_json: bool) -> int:
+def _demo(snoop: ExecSnoop, as_json: bool, exp: Exporters) -> int:
     commands = [["/bin/echo", "hello from pybpf"], ["/bin/true"], ["/bin/ls", "-d", "/"],
                 ["/bin/sh", "-c", "exit 0"]]
     me = os.getpid()
@@ -125,7 +130,7 @@ def _demo(snoop: ExecSnoop, as_json: bool) -> int:
         snoop.poll(0.2)
         for ev in snoop.drain():
             if ev.ppid == me:
-                _print(ev, as_json)
+                _print(ev, as_json, exp.stamp(exp.event("exec", ev)))
                 seen.add(tuple(ev.argv))
     missing = expected - seen
     if missing:

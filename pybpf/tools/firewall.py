@@ -47,6 +47,8 @@ from typing import Any, Union
 from .. import Object, probe_path
 from .._fs import BPFFS, ensure_bpffs
 from ..errors import AttachError, BPFError
+from ..export.exporters import Exporters, add_flags
+from ..export.metrics import Family, Series
 from ..link import Link
 from ..mapkinds import PerCPUArrayMap
 from ..maps import Map, possible_cpus
@@ -360,6 +362,50 @@ class Firewall:
         self.close()
 
 
+def firewall_metrics(fw: Firewall) -> list[Family]:
+    """The firewall's counters as metric families, read now (a walk of the rules and one
+    lookup per counter): ``pybpf_firewall_rule_{packets,bytes}_total`` by ``rule``,
+    ``network``, ``port``, ``action`` (rule 0: no rule matched, passed) and
+    ``pybpf_firewall_egress_{packets,bytes}_total`` by ``proto``."""
+    base = {"ifname": fw.ifname}
+    rows = [({**base, "rule": str(r.id), "network": str(r.network),
+              "port": str(r.port or "any"), "action": r.action}, Counter(r.packets, r.bytes))
+            for r in fw.rules()]
+    rows.append(({**base, "rule": "0", "network": "any", "port": "any", "action": "pass"},
+                 fw.default_counter()))
+    egress = sorted(fw.egress_counters().items())
+    out = []
+    for what in ("packets", "bytes"):
+        out.append(Family(f"pybpf_firewall_rule_{what}", "counter",
+                          f"{what} matched by each rule (XDP ingress)",
+                          [Series(lb, getattr(c, what)) for lb, c in rows]))
+        out.append(Family(f"pybpf_firewall_egress_{what}", "counter",
+                          f"{what} sent, by protocol (tc egress)",
+                          [Series({**base, "proto": k}, getattr(c, what)) for k, c in egress]))
+    return out
+
+
+def _serve(fw: Firewall, args: argparse.Namespace) -> None:
+    """Export the counters until SIGTERM or Ctrl-C (read at scrape/export time)."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *a: done.set())
+    try:
+        with Exporters.from_args(args, "firewall") as exp:
+            exp.add_metrics(lambda: firewall_metrics(fw))
+            print("Exporting firewall counters... Hit Ctrl-C to end.", file=sys.stderr,
+                  flush=True)
+            try:
+                while not done.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _print_show(fw: Firewall, as_json: bool) -> None:
     rules = fw.rules()
     default = fw.default_counter()
@@ -389,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="examples:\n  pybpf firewall attach eth0\n"
                "  pybpf firewall add eth0 198.51.100.0/24 --port 80 --action drop\n"
                "  pybpf firewall show eth0 --json\n"
+               "  pybpf firewall show eth0 --prometheus 0.0.0.0:9435   # and keep exporting\n"
                "  pybpf firewall remove eth0 198.51.100.0/24 --port 80\n"
                "  pybpf firewall detach eth0",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,8 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--port", type=int, help="destination port (default: any)")
         if name == "add":
             p.add_argument("--action", choices=("drop", "pass"), default="drop")
-    p = sub.add_parser("show", parents=[common], help="rules and counters")
+    p = sub.add_parser("show", parents=[common], help="rules and counters; with --prometheus "
+                       "or --otlp, then export them until SIGTERM/Ctrl-C")
     p.add_argument("--json", action="store_true", help="as JSON")
+    add_flags(p)
     sub.add_parser("detach", parents=[common], help="detach and unpin")
     args = ap.parse_args(argv)
     try:
@@ -431,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             elif args.cmd == "show":
                 _print_show(fw, args.json)
+                if args.prometheus or args.otlp:
+                    sys.stdout.flush()
+                    _serve(fw, args)
             elif args.cmd == "detach":
                 fw.detach()  # removing the last pin of a link detaches it
                 print(f"firewall detached from {args.ifname}")

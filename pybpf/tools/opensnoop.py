@@ -19,6 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..export.exporters import Exporters, add_flags
 from ._common import ProbeSession, Scope, announce, stream, tracepoint_exists
 
 __all__ = ["OpenEvent", "OpenSnoop", "open_flags_str", "main"]
@@ -124,10 +125,11 @@ class OpenSnoop(ProbeSession):
                          cgroup_id=raw["cgroup_id"], ts=raw["ts"])
 
 
-def _print(ev: OpenEvent, as_json: bool) -> None:
+def _print(ev: OpenEvent, as_json: bool, stamp: dict[str, Any] | None = None) -> None:
     if as_json:
         d = asdict(ev)
         d["flags_str"] = ev.flags_str
+        d.update(stamp or {})
         print(json.dumps(d), flush=True)
         return
     res = str(ev.fd) if ev.ok else ev.errno_name
@@ -145,14 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failed", action="store_true", help="only failed opens")
     ap.add_argument("--duration", type=float, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_flags(ap)
     args = ap.parse_args(argv)
+    exp = Exporters.from_args(args, "opensnoop")
     try:
         snoop = OpenSnoop(pid=args.pid, comm=args.comm, uid=args.uid, failed_only=args.failed)
     except ValueError as exc:
         print(f"pybpf opensnoop: {exc}", file=sys.stderr)
+        exp.close()
         return 2
-    with snoop:
+    with exp, snoop:
+        exp.watch(snoop.obj, maps=["pybpf_ringbuf_drops"])
         announce("Tracing opens", None if args.json else
                  f"{'PID':>7} {'COMM':<16} {'FD/ERR':>7}  {'FLAGS':<24} PATH")
-        stream(snoop, "opensnoop", args.duration, lambda ev: _print(ev, args.json))
+        stream(snoop, "opensnoop", args.duration,
+               lambda ev: _print(ev, args.json, exp.stamp(exp.event("open", ev))))
     return 0

@@ -11,7 +11,7 @@ stacks are in a ``BPF_MAP_TYPE_STACK_TRACE`` map. Kernel addresses are
 symbolized with /proc/kallsyms, user addresses with the ELF symbol tables
 (pyelftools) of the files mapped in /proc/PID/maps, read while the process is
 alive. CLI: ``pybpf profile [--pid N] [--frequency HZ] [--duration S]
-[--user-only|--kernel-only] [--folded] [--json]``.
+[--user-only|--kernel-only] [--folded] [--json] [--pprof OUT.pb.gz]``.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="pybpf profile", description="Sample stack traces on every CPU (cpu-clock).",
         epilog="examples:\n  pybpf profile --duration 10 --folded > out.folded\n"
-               "  pybpf profile --pid 1234 --frequency 999 --json",
+               "  pybpf profile --pid 1234 --frequency 999 --json\n"
+               "  pybpf profile --duration 30 --pprof cpu.pb.gz   # go tool pprof, Pyroscope",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pid", type=int, help="only this process id")
     ap.add_argument("--frequency", "-F", type=int, default=99, help="samples per second per CPU")
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--kernel-only", action="store_true", help="kernel stacks only")
     ap.add_argument("--folded", action="store_true", help="folded output (flame-graph input)")
     ap.add_argument("--json", action="store_true", help="samples as JSON lines")
+    ap.add_argument("--pprof", metavar="OUT.pb.gz",
+                    help="also write a gzipped pprof profile (go tool pprof, Pyroscope, Parca)")
     args = ap.parse_args(argv)
     try:
         prof = Profile(pid=args.pid, frequency=args.frequency, user_only=args.user_only,
@@ -162,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     with prof:
         print(f"Sampling at {args.frequency} Hz for {args.duration:g} s...",
               file=sys.stderr, flush=True)
+        started, t0 = time.time_ns(), time.monotonic_ns()
         try:
             time.sleep(args.duration)
         except KeyboardInterrupt:
             pass
         prof.stop()
+        if args.pprof:
+            from ..export.pprof import write_pprof
+
+            write_pprof(args.pprof, prof.samples(), frequency=args.frequency,
+                        duration_ns=time.monotonic_ns() - t0, time_ns=started)
         if args.folded:
             for line in prof.folded():
                 print(line)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .. import features
+from ..export.exporters import Exporters, add_flags
 from ._common import ProbeSession, Scope, announce, stream
 
 __all__ = ["ConnectEvent", "TcpConnect", "main"]
@@ -107,9 +108,9 @@ class TcpConnect(ProbeSession):
                             ts=raw["ts"])
 
 
-def _print(ev: ConnectEvent, as_json: bool) -> None:
+def _print(ev: ConnectEvent, as_json: bool, stamp: dict[str, Any] | None = None) -> None:
     if as_json:
-        print(json.dumps(ev.to_dict()), flush=True)
+        print(json.dumps({**ev.to_dict(), **(stamp or {})}), flush=True)
         return
     print(f"{ev.pid:>7} {ev.comm:<16} {ev.version:>2} {str(ev.saddr):>39} {ev.sport:>5} "
           f"{str(ev.daddr):>39} {ev.dport:>5} {ev.ret:>4}", flush=True)
@@ -127,15 +128,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="kernel hook (default: probe the kernel)")
     ap.add_argument("--duration", type=float, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_flags(ap)
     args = ap.parse_args(argv)
+    exp = Exporters.from_args(args, "tcpconnect")
     try:
         tc = TcpConnect(pid=args.pid, port=args.port, uid=args.uid, hook=args.hook)
     except ValueError as exc:
         print(f"pybpf tcpconnect: {exc}", file=sys.stderr)
+        exp.close()
         return 2
-    with tc:
+    with exp, tc:
+        exp.watch(tc.obj, maps=["pybpf_ringbuf_drops"])
         announce(f"Tracing TCP connects ({tc.hook})", None if args.json else
                  f"{'PID':>7} {'COMM':<16} {'IP':>2} {'SADDR':>39} {'SPORT':>5} "
                  f"{'DADDR':>39} {'DPORT':>5} {'RET':>4}")
-        stream(tc, "tcpconnect", args.duration, lambda ev: _print(ev, args.json))
+        stream(tc, "tcpconnect", args.duration,
+               lambda ev: _print(ev, args.json, exp.stamp(exp.event("connect", ev))))
     return 0

@@ -1,0 +1,192 @@
+"""pybpf.btf: lazily built types from a C-indexed type section, checked against libbpf's
+own parser (an independent reading of the same bytes), and malformed BTF refused."""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+from typing import Any
+
+import pytest
+from _child import run_child
+
+import pybpf
+from pybpf._ffi import ffi, lib
+from pybpf.btf import BTF, BTFFormatError, BTFKind
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBES = sorted(glob.glob(os.path.join(ROOT, "pybpf", "probes", "*.bpf.o")))
+VMLINUX = "/sys/kernel/btf/vmlinux"
+_VLEN_KINDS = {BTFKind.STRUCT, BTFKind.UNION, BTFKind.ENUM, BTFKind.ENUM64,
+               BTFKind.FUNC_PROTO, BTFKind.DATASEC}
+_SIZED = {BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64, BTFKind.STRUCT, BTFKind.UNION,
+          BTFKind.FLOAT, BTFKind.DATASEC}
+
+
+def _same_as_libbpf(btf: BTF, cb: object, ids: range) -> None:
+    """Type by type: kind, name, vlen, size or referenced type, as libbpf reads them."""
+    for i in ids:
+        ct = lib.btf__type_by_id(cb, i)
+        t = btf.types[i]
+        kind = (ct.info >> 24) & 0x1F
+        assert t.kind == kind, (i, t)
+        name = ffi.string(lib.btf__name_by_offset(cb, ct.name_off)).decode()
+        assert t.name == name or t.kind == BTFKind.DATASEC and not name, (i, t, name)
+        if t.kind in _VLEN_KINDS:
+            assert len(t.members) == ct.info & 0xFFFF, (i, t)
+        if t.kind in _SIZED:
+            assert t.size == ct.size, (i, t)
+        elif t.kind != BTFKind.ARRAY:
+            assert t.type == ct.type, (i, t)
+        if t.kind in (BTFKind.STRUCT, BTFKind.UNION, BTFKind.INT, BTFKind.TYPEDEF):
+            want = lib.btf__resolve_size(cb, i)
+            if want >= 0:
+                assert btf.size_of(i) == want, (i, t)
+
+
+@pytest.mark.parametrize("path", PROBES, ids=os.path.basename)
+def test_object_btf_matches_libbpf(path: str) -> None:
+    with pybpf.Object.open(path) as obj:
+        btf = obj.btf
+        with obj.owner:
+            cb = lib.bpf_object__btf(obj._ptr)  # libbpf's own parse of it
+            assert len(btf) == lib.btf__type_cnt(cb)
+            _same_as_libbpf(btf, cb, range(1, len(btf)))
+            for t in list(btf)[:200]:
+                if t.name and t.kind != BTFKind.DATASEC:
+                    want = lib.btf__find_by_name_kind(cb, t.name.encode(), t.kind)
+                    assert btf.find(t.name, t.kind).id == want  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not os.path.exists(VMLINUX), reason="no kernel BTF")
+def test_vmlinux_matches_libbpf() -> None:
+    btf = BTF.from_file(VMLINUX)
+    cb = lib.btf__parse(VMLINUX.encode(), ffi.NULL)
+    assert cb != ffi.NULL
+    try:
+        assert len(btf) == lib.btf__type_cnt(cb)
+        _same_as_libbpf(btf, cb, range(1, len(btf), 97))
+        for name, kind in (("task_struct", BTFKind.STRUCT), ("sk_buff", BTFKind.STRUCT),
+                           ("pid_t", BTFKind.TYPEDEF), ("bpf_func_id", BTFKind.ENUM),
+                           ("int", BTFKind.INT), ("bpf_prog_run", BTFKind.FUNC)):
+            want = lib.btf__find_by_name_kind(cb, name.encode(), kind)
+            got = btf.find(name, kind)
+            if want < 0:
+                assert got is None
+                continue
+            assert got is not None and got.id == want, name
+            assert btf.size_of(want) == max(lib.btf__resolve_size(cb, want), 0) or \
+                kind == BTFKind.FUNC
+        # find() without a kind: a struct before a same-named function or typedef
+        assert btf.find("task_struct").kind == BTFKind.STRUCT  # type: ignore[union-attr]
+        assert btf.find("no_such_type_pybpf") is None
+        t = btf.find("task_struct")
+        assert t is not None and t._btf is btf
+        assert {m.name for m in t.members} >= {"pid", "tgid", "comm"}
+    finally:
+        lib.btf__free(cb)
+
+
+# --- hand-made blobs ------------------------------------------------------------------
+
+def _blob(types: bytes, strings: bytes) -> bytes:
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+# strings: "" "int" "pair" "a" "b"
+_STRS = b"\0int\0pair\0a\0b\0"
+
+
+def _int(name_off: int = 1) -> bytes:  # #1: int, 4 bytes, signed
+    return struct.pack("<IIII", name_off, 1 << 24, 4, (1 << 24) | 32)
+
+
+def _pair(ref_b: int = 1, name_b: int = 12) -> bytes:  # #2: struct pair { int a, b; }
+    return struct.pack("<III", 5, (4 << 24) | 2, 8) + struct.pack(
+        "<IIIIII", 10, 1, 0, name_b, ref_b, 32)
+
+
+def test_handmade_blob_parses() -> None:
+    btf = BTF.from_bytes(_blob(_int() + _pair(), _STRS))
+    t = btf["pair"]
+    assert (t.kind, t.size, [(m.name, m.type, m.offset) for m in t.members]) == (
+        BTFKind.STRUCT, 8, [("a", 1, 0), ("b", 1, 32)])
+    assert t.codec.decode(struct.pack("<ii", -1, 7)).b == 7
+
+
+@pytest.mark.parametrize("types,strings,message", [
+    (_int() + _pair()[:20], _STRS, "truncated type #2 (STRUCT)"),
+    (_int() + b"\0" * 8, _STRS, "truncated type #2"),
+    (_int() + struct.pack("<III", 0, 25 << 24, 0), _STRS, "type #2 has unknown kind 25"),
+    (_int() + _pair(ref_b=3), _STRS, "type #2 (STRUCT 'pair') refers to type #3, past the "
+                                     "last type #2"),
+    (_int() + _pair(name_b=400), _STRS, "type #2: string offset 400 out of bounds"),
+    (_int(name_off=99), _STRS, "type #1: string offset 99 out of bounds"),
+    (_int() + _pair(), _STRS[:-1] + b"x", "string section is not NUL-terminated"),
+])
+def test_malformed_blob_is_refused(types: bytes, strings: bytes, message: str) -> None:
+    with pytest.raises(BTFFormatError, match="malformed BTF: " + message.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        BTF.from_bytes(_blob(types, strings))
+
+
+def test_split_btf_matches_libbpf(tmp_path: Any) -> None:
+    """A split blob (types and strings numbered after its base's) reads as libbpf reads it."""
+    base_raw = _blob(_int() + _pair(), _STRS)
+    # #3: typedef pair pair_t; #4: pair_t[3]  (own strings start at len(_STRS))
+    own_strs = b"pair_t\0"
+    types = struct.pack("<III", len(_STRS), 8 << 24, 2) + struct.pack(
+        "<III", 0, 3 << 24, 0) + struct.pack("<III", 3, 1, 3)
+    split_raw = _blob(types, own_strs)
+    base = BTF.from_bytes(base_raw)
+    btf = BTF.from_bytes(split_raw, base=base)
+    cbase = lib.btf__new(base_raw, len(base_raw))
+    (tmp_path / "split.btf").write_bytes(split_raw)
+    cb = lib.btf__parse_raw_split(str(tmp_path / "split.btf").encode(), cbase)
+    assert cbase != ffi.NULL and cb != ffi.NULL
+    try:
+        assert len(btf) == lib.btf__type_cnt(cb) == 5
+        _same_as_libbpf(btf, cb, range(1, 5))
+        assert btf.find("pair_t").id == lib.btf__find_by_name_kind(cb, b"pair_t", 8)  # type: ignore[union-attr]
+        assert btf.find("pair").id == 2  # type: ignore[union-attr]
+        assert btf.size_of(4) == lib.btf__resolve_size(cb, 4) == 24
+    finally:
+        lib.btf__free(cb)
+        lib.btf__free(cbase)
+
+
+def test_mutated_btf_never_crashes() -> None:
+    """Random corruptions of a real object's BTF: a BTFFormatError or a usable BTF whose
+    every type builds and resolves, never a crash (in a child interpreter)."""
+    code = r"""
+import random
+import pybpf
+from pybpf.btf import BTF, BTFFormatError
+with pybpf.Object.open(P["path"]) as o:
+    good = bytearray(o.btf.raw)
+rng = random.Random(1234)
+refused = usable = 0
+for i in range(1500):
+    raw = bytearray(good)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(24, len(raw)) if rng.random() < 0.9 else rng.randrange(len(raw))
+        raw[pos] = rng.randrange(256)
+    if rng.random() < 0.1:
+        raw = raw[:rng.randrange(len(raw))]
+    try:
+        btf = BTF.from_bytes(bytes(raw))
+        for t in btf:
+            btf.resolve(t.id)
+            btf.size_of(t.id)
+            btf.find(t.name)
+        usable += 1
+    except BTFFormatError:
+        refused += 1
+emit([refused, usable])
+"""
+    path = os.path.join(ROOT, "pybpf", "probes", "execsnoop.bpf.o")
+    refused, usable = run_child(code, params={"path": path}, timeout=300,
+                                what="mutated BTF")
+    assert refused > 100 and usable > 100
