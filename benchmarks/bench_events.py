@@ -388,7 +388,10 @@ def main() -> int:
 
 def _run_all(args: argparse.Namespace, tmp: str, ring_bytes: int, n: int,
              sizes: dict[tuple[str, bool], int]) -> int:
-    obj = toolchain.compile(HERE / "events_bench.bpf.c", os.path.join(tmp, "events.bpf.o"))
+    prebuilt = os.path.join(os.environ.get("PYBPF_BENCH_OBJECTS", "/nonexistent"),
+                            "events.bpf.o")
+    obj = prebuilt if os.path.exists(prebuilt) else \
+        toolchain.compile(HERE / "events_bench.bpf.c", os.path.join(tmp, "events.bpf.o"))
     exe = os.path.join(tmp, "events_consumer")
     subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "events_consumer.c"), "-lbpf",
                     "-lpthread"], check=True)

@@ -98,7 +98,12 @@ def _loop_ns(fn: object, n: int) -> float:
 def bench_single(exe: str, n: int, rounds: int) -> None:
     tmp = tempfile.mkdtemp()
     obj_path = os.path.join(tmp, "maps_bench.bpf.o")
-    toolchain.compile(os.path.join(HERE, "maps_bench.bpf.c"), obj_path)
+    prebuilt = os.path.join(os.environ.get("PYBPF_BENCH_OBJECTS", "/nonexistent"),
+                            "maps_bench.bpf.o")
+    if os.path.exists(prebuilt):  # compiled elsewhere: a userspace without clang
+        obj_path = prebuilt
+    else:
+        toolchain.compile(os.path.join(HERE, "maps_bench.bpf.c"), obj_path)
     c = load_c(exe)
     with pybpf.load(obj_path) as obj:
         Val = obj.btf["val"].pytype

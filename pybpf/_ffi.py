@@ -1,9 +1,12 @@
 """The one place pybpf touches the cffi extension (``pybpf._libbpf``).
 
-* ``ffi`` / ``lib``: the compiled binding to the system ``libbpf.so.1``, which must
-  be at least :data:`MIN_LIBBPF` (checked at import, before the extension loads).
-* :func:`optional`: libbpf APIs newer than the minimum, resolved with dlsym at run
-  time from one table (:data:`OPTIONAL`); :func:`libbpf_capabilities` reports them.
+* ``ffi`` / ``lib``: the compiled binding. It does not link libbpf: at import the
+  system ``libbpf.so.1`` is dlopen()ed and every libbpf function pybpf calls is bound
+  by dlsym into the extension's table of pointers; a missing or too old libbpf (older
+  than :data:`MIN_LIBBPF`, or lacking a function) is refused here.
+* :func:`optional`: libbpf APIs newer than the minimum, rows of the same table that
+  stay NULL when the runtime lacks them (:data:`OPTIONAL`); :func:`libbpf_capabilities`
+  reports them.
 * libbpf's log goes to the ``pybpf.libbpf`` logger, and every call made inside
   :func:`capture` also records the lines so errors can quote libbpf's reason.
 * :func:`error_for` turns an errno from a failed call into the right pybpf
@@ -13,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno as _errno
 import functools
 import logging
@@ -34,9 +36,9 @@ from .errors import (
 
 # --- the libbpf this runs on ------------------------------------------------------------
 
-#: The oldest libbpf pybpf runs on: the extension links symbols of libbpf 1.1's
-#: version node (user_ring_buffer__*, bpf_*_get_fd_by_id_opts). Newer APIs are in
-#: OPTIONAL. tests/test_packaging.py checks this against the built extension.
+#: The oldest libbpf pybpf runs on: the newest version node among the functions the
+#: extension's table requires (user_ring_buffer__*, LIBBPF_1.1.0). Newer APIs are in
+#: OPTIONAL. tests/test_packaging.py checks this against the system libbpf.
 MIN_LIBBPF = (1, 1)
 LIBBPF_SONAME = "libbpf.so.1"
 _INSTALL_HINT = ("install the distribution's libbpf (Debian/Ubuntu: libbpf1, Fedora: "
@@ -52,39 +54,54 @@ def _fmt(version: tuple[int, ...]) -> str:
 
 
 def check_libbpf_version(found: tuple[int, int], needed: tuple[int, int] = MIN_LIBBPF,
-                         path: str = LIBBPF_SONAME) -> None:
-    """Raise :class:`LibbpfVersionError` when libbpf ``found`` is older than ``needed``."""
-    if tuple(found) < tuple(needed):
+                         path: str = LIBBPF_SONAME, missing: list[str] | None = None) -> None:
+    """Raise :class:`LibbpfVersionError` when libbpf ``found`` is older than ``needed``
+    or lacks functions pybpf needs (``missing``)."""
+    if tuple(found) < tuple(needed) or missing:
+        lacks = f" (it lacks {', '.join(missing)})" if missing else ""
         raise LibbpfVersionError(
             f"pybpf needs libbpf {_fmt(needed)} or newer, but the system {path} is libbpf "
-            f"{_fmt(found)}: " + _INSTALL_HINT.format(need=_fmt(needed)))
+            f"{_fmt(found)}{lacks}: " + _INSTALL_HINT.format(need=_fmt(needed)))
 
-
-def _system_libbpf_version() -> tuple[int, int]:
-    """The version of the libbpf.so.1 the dynamic linker finds (ctypes, no extension)."""
-    try:
-        so = ctypes.CDLL(LIBBPF_SONAME)
-    except OSError as exc:
-        raise LibbpfVersionError(
-            f"pybpf needs the system {LIBBPF_SONAME} and the dynamic linker found none "
-            f"({exc}): " + _INSTALL_HINT.format(need=_fmt(MIN_LIBBPF))) from None
-    try:
-        major, minor = so.libbpf_major_version, so.libbpf_minor_version
-    except AttributeError:  # added in libbpf 0.6: older still
-        return (0, 0)
-    major.restype = minor.restype = ctypes.c_uint32
-    return int(major()), int(minor())
-
-
-check_libbpf_version(_system_libbpf_version())
 
 try:
     from ._libbpf import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "pybpf's C extension pybpf._libbpf cannot be loaded: run `pip install .` (or "
-        f"`python build.py` in a checkout); building it needs libbpf-dev and a C compiler "
-        f"({exc})") from exc
+        f"`python build.py` in a checkout); building it needs libbpf's headers and a C "
+        f"compiler ({exc})") from exc
+
+
+def _table() -> list[tuple[str, bool, bool]]:
+    """The extension's libbpf function table: (name, required, bound) rows."""
+    rows = []
+    required, bound = ffi.new("int *"), ffi.new("int *")
+    i = 0
+    while (name := lib.pybpf_libbpf_sym(i, required, bound)) != ffi.NULL:
+        rows.append((ffi.string(name).decode(), bool(required[0]), bool(bound[0])))
+        i += 1
+    return rows
+
+
+def _load_libbpf() -> None:
+    """dlopen() the system libbpf.so.1 and bind every function pybpf calls; refuse a
+    missing or too old one, naming it and the version needed."""
+    err = ffi.new("char[512]")
+    missing = lib.pybpf_libbpf_load(LIBBPF_SONAME.encode(), err, len(err))
+    if missing < 0:
+        raise LibbpfVersionError(
+            f"pybpf needs the system {LIBBPF_SONAME} (libbpf {_fmt(MIN_LIBBPF)} or newer) "
+            f"and cannot load it ({ffi.string(err).decode(errors='replace')}): "
+            + _INSTALL_HINT.format(need=_fmt(MIN_LIBBPF)))
+    lacks = [name for name, required, bound in _table() if required and not bound]
+    found = (0, 0)
+    if "libbpf_major_version" not in lacks and "libbpf_minor_version" not in lacks:
+        found = (int(lib.libbpf_major_version()), int(lib.libbpf_minor_version()))
+    check_libbpf_version(found, missing=lacks[:8] + (["..."] if len(lacks) > 8 else []))
+
+
+_load_libbpf()
 
 __all__ = ["ffi", "lib", "capture", "error_for", "raise_errno", "has_symbol", "cstr",
            "capabilities", "missing_capabilities", "walk_ids", "MIN_LIBBPF",
@@ -151,7 +168,7 @@ def has_symbol(name: str) -> bool:
 
 @functools.cache
 def _has_symbol(name: str) -> bool:
-    return bool(lib.pybpf_symbol_present(name.encode()))
+    return bool(lib.pybpf_dlsym(name.encode()) != ffi.NULL)
 
 
 # --- libbpf APIs newer than MIN_LIBBPF, resolved at run time ------------------------------
@@ -164,62 +181,51 @@ class Optional:
 
     symbol: str
     since: tuple[int, int]
-    ctype: str
     capability: str
     fallback: str
     used_by: str = ""
 
 
-#: The one table of optional libbpf symbols (pybpf.libbpf_capabilities() reports it).
-#: Option structs are pybpf's copies of libbpf's (pybpf/_cdef/pybpf_optional.h).
+#: The one table of optional libbpf functions (pybpf.libbpf_capabilities() reports it).
+#: Their prototypes, with pybpf's copies of their option structs, are in
+#: pybpf/_cdef/libbpf_optional.h; the extension's function table holds them as
+#: pointers that stay NULL when the runtime lacks them: call them through optional().
 OPTIONAL: dict[str, Optional] = {o.symbol: o for o in [
-    Optional("bpf_program__attach_tcx", (1, 3),
-             "struct bpf_link *(*)(const struct bpf_program *, int, "
-             "const struct pybpf_tcx_opts *)",
-             "tcx attach", "bpf_link_create(BPF_TCX_INGRESS/EGRESS)", "Program.attach_tc"),
-    Optional("bpf_program__attach_netkit", (1, 3),
-             "struct bpf_link *(*)(const struct bpf_program *, int, "
-             "const struct pybpf_netkit_opts *)",
-             "netkit attach", "bpf_link_create(BPF_NETKIT_PRIMARY/PEER)",
-             "Program.attach_netkit"),
-    Optional("bpf_program__attach_uprobe_multi", (1, 3),
-             "struct bpf_link *(*)(const struct bpf_program *, int, const char *, "
-             "const char *, const struct pybpf_uprobe_multi_opts *)",
-             "uprobe_multi attach", "bpf_link_create(BPF_TRACE_UPROBE_MULTI)",
-             "Program.attach_uprobe_multi"),
-    Optional("bpf_program__attach_netfilter", (1, 3),
-             "struct bpf_link *(*)(const struct bpf_program *, "
-             "const struct pybpf_netfilter_opts *)",
-             "netfilter attach", "bpf_link_create(BPF_NETFILTER)"),
-    Optional("bpf_token_create", (1, 4),
-             "int (*)(int, struct pybpf_token_create_opts *)",
-             "BPF token", "none: privileges of the process (root or CAP_BPF)"),
-    Optional("ring__consume_n", (1, 5), "int (*)(void *, size_t)",
-             "ring buffer reads", "pybpf's own reader of the mmap()ed ring"),
-    Optional("bpf_program__attach_sockmap", (1, 5),
-             "struct bpf_link *(*)(const struct bpf_program *, int)",
-             "sockmap attach", "bpf_prog_attach to the map"),
-    Optional("bpf_map__set_autoattach", (1, 5), "int (*)(struct bpf_map *, bool)",
-             "struct_ops map auto-attach", "attach each struct_ops map explicitly"),
-    Optional("bpf_object__prepare", (1, 6), "int (*)(struct bpf_object *)",
-             "object prepare before load", "bpf_object__load does both"),
-    Optional("bpf_program__attach_cgroup_opts", (1, 6),
-             "struct bpf_link *(*)(const struct bpf_program *, int, "
-             "const struct pybpf_cgroup_opts *)",
-             "cgroup attach with ordering", "bpf_program__attach_cgroup"),
+    Optional("bpf_program__attach_tcx", (1, 3), "tcx attach",
+             "bpf_link_create(BPF_TCX_INGRESS/EGRESS)", "Program.attach_tcx"),
+    Optional("bpf_program__attach_netkit", (1, 3), "netkit attach",
+             "bpf_link_create(BPF_NETKIT_PRIMARY/PEER)", "Program.attach_netkit"),
+    Optional("bpf_program__attach_uprobe_multi", (1, 3), "uprobe_multi attach",
+             "bpf_link_create(BPF_TRACE_UPROBE_MULTI)", "Program.attach_uprobe_multi"),
+    Optional("bpf_program__attach_netfilter", (1, 3), "netfilter attach",
+             "bpf_link_create(BPF_NETFILTER)", "Program.attach_netfilter"),
+    Optional("bpf_token_create", (1, 4), "BPF token",
+             "none: privileges of the process (root or CAP_BPF)",
+             "Object.load (libbpf derives a token from a delegated bpffs)"),
+    Optional("ring__consume_n", (1, 5), "ring buffer reads",
+             "pybpf's own reader of the mmap()ed ring"),
+    Optional("bpf_program__attach_sockmap", (1, 5), "sockmap attach",
+             "bpf_prog_attach to the map"),
+    Optional("bpf_map__set_autoattach", (1, 5), "struct_ops map auto-attach",
+             "Object.attach registers each .struct_ops.link map"),
+    Optional("bpf_object__prepare", (1, 6), "object prepare before load",
+             "bpf_object__load does both"),
+    Optional("bpf_program__attach_cgroup_opts", (1, 6), "cgroup attach with ordering",
+             "bpf_program__attach_cgroup"),
 ]}
 
 
-@functools.cache
 def optional(symbol: str) -> Callable[..., Any] | None:
     """libbpf's ``symbol`` (a row of :data:`OPTIONAL`) as a cffi function, or None when
-    the runtime libbpf lacks it. One dlsym on first use, cached."""
-    entry = OPTIONAL[symbol]  # KeyError: add the symbol to the table first
-    ptr = lib.pybpf_dlsym(symbol.encode())
-    if ptr == ffi.NULL:
-        return None
-    fn: Callable[..., Any] = ffi.cast(entry.ctype, ptr)
-    return fn
+    the runtime libbpf lacks it (resolved once, at import). A dict lookup."""
+    OPTIONAL[symbol]  # KeyError: add the symbol to the table (and libbpf_optional.h) first
+    return _bound_optional().get(symbol)
+
+
+@functools.cache
+def _bound_optional() -> dict[str, Callable[..., Any]]:
+    return {name: getattr(lib, name) for name, required, bound in _table()
+            if bound and not required}
 
 
 def libbpf_version_string() -> str:
@@ -231,7 +237,7 @@ def libbpf_capabilities() -> dict[str, Any]:
     """The runtime libbpf's version, the minimum pybpf needs, and for each API newer
     than that minimum whether it is there and so which path the capability takes.
 
-    Plain data (``pybpf features`` prints it); one dlsym per symbol, first call only.
+    Plain data (``pybpf features`` prints it); no syscall, no dlsym.
     """
     caps = {}
     for o in OPTIONAL.values():

@@ -518,7 +518,7 @@ def token() -> Feature:
     version = ffi.string(lib.libbpf_version_string()).decode()
     lib_ok = has_symbol("bpf_token_create")
     lib_why = (f"libbpf {version} has bpf_token_create" if lib_ok else
-               f"the linked libbpf {version} is too old for BPF tokens (needs 1.4+: no "
+               f"the runtime libbpf {version} is too old for BPF tokens (needs 1.4+: no "
                "bpf_token_create)")
     return Feature("token", kernel and lib_ok, f"{lib_why}; {kernel_why}")
 

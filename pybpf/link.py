@@ -100,6 +100,10 @@ class Link(Handle):
         """Name of the attached program."""
         self.target = target
         """The hook, e.g. ``tracepoint syscalls:sys_enter_execve``."""
+        self.via = ""
+        """Which API made the link when the hook has two routes: ``"libbpf SYMBOL"``
+        (the runtime libbpf has that newer API) or pybpf's own fallback, as
+        :func:`pybpf.libbpf_capabilities` names it; empty for other hooks."""
         self.uprobe: Any = None
         """For a uprobe attached by function name: the resolved
         :class:`pybpf.symbolize.UprobeTarget` (file path and offset the kernel probes)."""

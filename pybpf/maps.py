@@ -388,7 +388,9 @@ class OpenMap:
         off). Called once by ``Object.load``; use ``obj.maps[name]``."""
         with self._stage.owner:
             lfd = int(lib.bpf_map__fd(self._ptr))
-            if lfd < 0:
+            # libbpf 1.3+ gives every map a placeholder fd at open (not a BPF map):
+            # one that load did not create keeps it
+            if lfd < 0 or not lib.bpf_map__autocreate(self._ptr):
                 return None
             fd = fcntl.fcntl(lfd, fcntl.F_DUPFD_CLOEXEC, 3)
             pinned = bool(lib.bpf_map__is_pinned(self._ptr))

@@ -40,6 +40,7 @@ from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
 from ._source import check_regular, read_regular
 from .attach import struct_ops as _struct_ops
+from .attach._common import BPF_F_LINK
 from .btf import BTF, BTFKind
 from .errors import (
     AttachError,
@@ -613,7 +614,10 @@ class Object(Handle):
         :attr:`not_attached` maps it to the reason and the call to make, and an
         :class:`~pybpf.AttachWarning` says so; with ``strict=True`` it is an
         :class:`AttachError` raised before anything is attached. Programs whose
-        ``autoattach`` was turned off are left alone without a word.
+        ``autoattach`` was turned off are left alone without a word. Every
+        ``SEC(".struct_ops.link")`` map is registered too (a BPF link each: unregistered
+        when the link or the object closes; plain ``SEC(".struct_ops")`` maps with
+        :meth:`attach_struct_ops`). A failure undoes this call's attachments.
         """
         if not self.loaded:
             self.load()
@@ -641,6 +645,9 @@ class Object(Handle):
         try:
             for prog in todo:
                 links.append(prog.attach_auto())
+            for name, spec in self._open_maps.items():
+                if spec.type == "struct_ops" and spec.flags & BPF_F_LINK and spec.autocreate:
+                    links.append(self.attach_struct_ops(name))
         except BaseException:
             for link in links:  # all or nothing: undo this call's attachments
                 link.detach()

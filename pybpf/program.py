@@ -481,14 +481,17 @@ class Program(Handle):
 
     def attach_auto(self) -> Link:
         """Auto-attach from the section name: libbpf's ``bpf_program__attach`` for names
-        it knows, pybpf's own attach for the names it registered (one syscall or a few)."""
+        it knows, pybpf's own attach for the names it registered and for uprobe_multi and
+        kprobe_multi (the same link, route and pattern matching whatever libbpf runs)
+        (one syscall or a few)."""
         sec = self.section
         row = _sections.lookup(sec)
         if row is not None and not self.auto_attachable:
             raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
                               f"names no target to auto-attach to; use {row.method}(...)",
                               program=self.name, target=sec)
-        if row is not None and row.prefix in _sections.registered():
+        if row is not None and (row.prefix in _sections.registered()
+                                or row.method in ("attach_uprobe_multi", "attach_kprobe_multi")):
             target = self._section_target()
             if not _sections.auto_attachable(sec):
                 raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
@@ -744,13 +747,15 @@ class Program(Handle):
         the section's, ``tcx/ingress``), placed ``before`` or ``after`` a Program or Link
         already on that hook (default: last). ``expected_revision`` (from
         :meth:`tcx_chain`) makes the attach fail with ESTALE if the chain changed. One
-        syscall (raw BPF_LINK_CREATE: libbpf 1.1 has no tcx API)."""
+        syscall: libbpf's ``bpf_program__attach_tcx`` where the runtime has it, else raw
+        BPF_LINK_CREATE (libbpf 1.1 has no tcx API); ``link.via`` says which."""
         direction = direction or ("egress" if self.section.endswith("egress") else "ingress")
         if direction not in _tc.TCX:
             raise ValueError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}")
         return self._adopt(_tc.mprog_attach(
             self.fd, self.name, ifname, _tc.TCX[direction], "tcx", direction, before=before,
-            after=after, expected_revision=expected_revision, feature=self._need("tcx")))
+            after=after, expected_revision=expected_revision, feature=self._need("tcx"),
+            prog_ptr=self._raw()))
 
     @staticmethod
     def tcx_chain(ifname: str | int, direction: str = "ingress") -> _tc.Chain:
@@ -761,22 +766,25 @@ class Program(Handle):
                       before: Any = None, after: Any = None,
                       expected_revision: int = 0) -> Link:
         """netkit link (kernel 6.7+) on a netkit device, ``role`` "primary" or "peer"
-        (default: the section's), ordered like :meth:`attach_tcx`. One syscall."""
+        (default: the section's), ordered like :meth:`attach_tcx`. One syscall (libbpf's
+        ``bpf_program__attach_netkit`` where the runtime has it; ``link.via``)."""
         role = role or ("peer" if self.section.endswith("peer") else "primary")
         if role not in _tc.NETKIT:
             raise ValueError(f"netkit role must be 'primary' or 'peer', not {role!r}")
         return self._adopt(_tc.mprog_attach(
             self.fd, self.name, ifname, _tc.NETKIT[role], "netkit", role, before=before,
-            after=after, expected_revision=expected_revision, feature=self._need("netkit")))
+            after=after, expected_revision=expected_revision, feature=self._need("netkit"),
+            prog_ptr=self._raw()))
 
     def attach_netfilter(self, family: str | int = "ipv4", hook: str | int = "local_in",
                          priority: int = 0, *, defrag: bool = False) -> Link:
         """netfilter hook (kernel 6.4+): ``family`` "ipv4"/"ipv6", ``hook`` "prerouting",
         "local_in", "forward", "local_out" or "postrouting", ``priority`` among the
-        hook's functions, ``defrag`` to see reassembled IP packets. One syscall."""
+        hook's functions, ``defrag`` to see reassembled IP packets. One syscall (libbpf's
+        ``bpf_program__attach_netfilter`` where the runtime has it; ``link.via``)."""
         return self._adopt(_netfilter.attach_netfilter(
             self.fd, self.name, family, hook, priority, defrag=defrag,
-            feature=self._need("netfilter")))
+            feature=self._need("netfilter"), prog_ptr=self._raw()))
 
     def attach_uprobe_multi(self, binary: str | os.PathLike[str],
                             functions: str | Sequence[str] | None = None, *,
@@ -786,7 +794,9 @@ class Program(Handle):
         """uprobe_multi (kernel 6.6+; ``uprobe.session``: 6.13+): one link on every function
         of ``binary`` that a glob pattern (``"lib_*"``) or a list of names gives, or on
         file ``offsets``; ``cookies`` per target (``bpf_get_attach_cookie``); ``pid`` > 0:
-        one process only. Reads the binary's symbols once, then one syscall."""
+        one process only. Reads the binary's symbols once, then one syscall (libbpf's
+        ``bpf_program__attach_uprobe_multi`` where the runtime has it, sessions excepted;
+        ``link.via``)."""
         row = _sections.lookup(self.section)
         session = row is not None and row.attach_type == _sections.AT["uprobe_session"]
         feat = self._need("uprobe_session" if session else "uprobe_multi")
@@ -795,14 +805,16 @@ class Program(Handle):
         kind = "uprobe_session" if session else ("uretprobe_multi" if ret else "uprobe_multi")
         return self._adopt(_uprobe_multi.attach_uprobe_multi(
             self.fd, self.name, binary, functions, offsets=offsets, cookies=cookies, pid=pid,
-            retprobe=ret, attach_type=at, kind=kind, feature=feat))
+            retprobe=ret, attach_type=at, kind=kind, feature=feat, prog_ptr=self._raw(),
+            session=session))
 
     def attach_kprobe_multi(self, functions: str | Sequence[str], *,
                             cookies: Sequence[int] | Mapping[str, int] | None = None,
                             retprobe: bool | None = None) -> Link:
         """kprobe_multi (kernel 5.18+, needs fprobe; ``kprobe.session``: 6.10+): one link on
         the kernel functions a glob pattern or a list of names gives, ``cookies`` per
-        function. Reads available_filter_functions for a pattern, then one syscall."""
+        function. Reads available_filter_functions for a pattern, then one syscall
+        (libbpf's ``bpf_program__attach_kprobe_multi_opts``, sessions excepted; ``link.via``)."""
         row = _sections.lookup(self.section)
         session = row is not None and row.attach_type == _sections.AT["kprobe_session"]
         feat = self._need("kprobe_session" if session else "kprobe_multi")
@@ -811,7 +823,7 @@ class Program(Handle):
         kind = "kprobe_session" if session else ("kretprobe_multi" if ret else "kprobe_multi")
         return self._adopt(_kprobe_multi.attach_kprobe_multi(
             self.fd, self.name, functions, cookies=cookies, retprobe=ret, attach_type=at,
-            kind=kind, feature=feat))
+            kind=kind, feature=feat, prog_ptr=self._raw(), session=session))
 
     def attach_struct_ops(self, **kw: Any) -> Link:
         """struct_ops programs are registered through their map: use

@@ -20,7 +20,7 @@ step; Python then slices records out of that buffer.  ``poll``/``consume``/
 
 Loss: a record is either still in the ring or delivered.  Records the kernel
 could not reserve (ring full) are counted by programs that call
-``pybpf_count_drop()`` (``bpf_src/pybpf_common.h``) into the per-CPU map
+``pybpf_count_drop()`` (``pybpf/include/pybpf_common.h``) into the per-CPU map
 ``pybpf_ringbuf_drops``; :meth:`RingBuffer.stats` reports that count next to
 the records received.
 
@@ -63,7 +63,7 @@ from .maps import Map
 __all__ = ["RingBuffer", "RingBufferStats", "UserRingBuffer", "RecordBatch", "DROPS_MAP"]
 
 DROPS_MAP = "pybpf_ringbuf_drops"
-"""Name of the per-CPU drop counter map defined by ``bpf_src/pybpf_common.h``."""
+"""Name of the per-CPU drop counter map defined by ``pybpf/include/pybpf_common.h``."""
 
 _SIZE_MAX = (1 << 64) - 1
 

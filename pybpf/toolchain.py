@@ -18,7 +18,12 @@ from pathlib import Path
 from ._source import check_regular, read_regular
 from .errors import BPFError
 
-__all__ = ["find_clang", "vmlinux_h", "compile", "CompileError"]
+__all__ = ["find_clang", "vmlinux_h", "compile", "CompileError", "INCLUDE_DIR"]
+
+#: pybpf's BPF headers (``pybpf_common.h``: event header and loss accounting,
+#: ``pybpf_scope.h``: the tools' scope filter), shipped in the package; compile()
+#: puts this directory on clang's include path.
+INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 
 _CLANGS = ["clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14", "clang"]
 
@@ -98,9 +103,9 @@ def compile(source: str | os.PathLike[str], output: str | os.PathLike[str] | Non
     cmd = [clang, "-target", "bpf", "-g", "-O2", f"-D__TARGET_ARCH_{_arch()}",
            "-I", vmlinux_h(), "-I", os.path.dirname(os.path.abspath(src)),
            "-Wall", "-Wno-unused-function"]
-    pkg_bpf_src = Path(__file__).resolve().parent.parent / "bpf_src"
-    if pkg_bpf_src.is_dir():
-        cmd += ["-I", str(pkg_bpf_src)]
+    # pybpf's own BPF headers (pybpf_common.h, pybpf_scope.h): package data, so an
+    # installed pybpf compiles sources that include them
+    cmd += ["-I", str(INCLUDE_DIR)]
     for d in include_dirs or []:
         cmd += ["-I", d]
     # <linux/errno.h> (pulled in by usdt.bpf.h) includes <asm/errno.h>, which

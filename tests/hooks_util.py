@@ -19,6 +19,24 @@ UPD_A, UPD_B = 40, 41
 PERF_COOKIE = 50
 
 
+def assert_route(link: pybpf.Link, symbol: str) -> None:
+    """``link`` was made by libbpf's ``symbol`` exactly when the runtime libbpf exports
+    it (a dlsym of its own here), else by pybpf's fallback, and
+    pybpf.libbpf_capabilities() reports that same path."""
+    from pybpf import _ffi
+
+    present = _ffi.has_symbol(symbol)
+    if present:
+        assert link.via == f"libbpf {symbol}", (link.via, symbol)
+    else:
+        assert link.via and not link.via.startswith("libbpf"), (link.via, symbol)
+    rows = [r for r in pybpf.libbpf_capabilities()["capabilities"].values()
+            if r["symbol"] == symbol]
+    if rows:  # newer than libbpf 1.1: a row of the table, present or not
+        assert rows[0]["present"] == present
+        assert rows[0]["path"].startswith(link.via), (rows[0], link.via)
+
+
 def set_target(obj: pybpf.Object, tgid: int) -> None:
     """Count only events of process ``tgid`` (0: every process)."""
     obj.maps["target"].update(struct.pack("<I", 0), struct.pack("<I", tgid))

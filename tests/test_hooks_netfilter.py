@@ -10,7 +10,7 @@ import socket
 import pytest
 from attach_util import hits, wait_for
 from conftest import require
-from hooks_util import NF_SEEN, NF_SEEN_DEFRAG
+from hooks_util import NF_SEEN, NF_SEEN_DEFRAG, assert_route
 
 import pybpf
 from pybpf import features
@@ -57,6 +57,7 @@ def test_counts_loopback_datagrams(obj, hook):
     link = obj.programs["nf_count"].attach_netfilter("ipv4", hook, priority=-128)
     assert link.info().type == "netfilter"
     assert link.target == f"netfilter ipv4 {hook} priority -128"
+    assert_route(link, "bpf_program__attach_netfilter")
     port = udp_loopback(7)
     assert wait_for(lambda: hits(obj, NF_SEEN, port) == 7)
     link.detach()

@@ -123,3 +123,31 @@ def test_errors(cc):
     with pytest.raises(pybpf.AttachError) as ei:
         obj.maps["cc_b"].attach_struct_ops()  # same name registered twice
     assert ei.value.errno == errno.EEXIST
+
+
+def test_object_attach_registers_struct_ops_link_maps(bpf_obj):
+    """Object.attach() registers every .struct_ops.link map (here two congestion controls
+    under two names), each by a link among those it returns; connections select each
+    name and reach its programs; closing the object unregisters both."""
+    require(features.struct_ops_link())
+    name_a, name_b = (f"py{c}{os.getpid():012d}"[:15] for c in "ab")  # 15: in place
+    data = open(bpf_obj("hooks_cc"), "rb").read()
+    data = data.replace(b"PYBPFCCA0000000", name_a.encode()).replace(b"PYBPFCCB0000000",
+                                                                    name_b.encode())
+    obj = pybpf.Object.open(data, name="hooks_cc")
+    try:
+        links = obj.attach()  # loads, then registers
+        assert sorted(link.program for link in links) == ["struct_ops cc_a", "struct_ops cc_b"]
+        assert {link.info().type for link in links} == {"struct_ops"}
+        with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+            assert {name_a, name_b} <= set(f.read().split())
+        connect_and_send(name_a)
+        connect_and_send(name_b)
+        connect_and_send(name_b)
+        got = calls(obj)
+        assert got[CC_A_INIT] == 1 and got[CC_B_INIT] == 2
+        assert got[CC_A_ACK] > 0 and got[CC_B_ACK] > 0
+    finally:
+        obj.close()
+    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+        assert not {name_a, name_b} & set(f.read().split())

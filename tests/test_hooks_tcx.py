@@ -11,7 +11,7 @@ import errno
 import pytest
 from attach_util import hits, in_netns, veth_pair, wait_for
 from conftest import require
-from hooks_util import A_AFTER_B, B_AFTER_A, TC_ALIAS, TCX_A, TCX_B
+from hooks_util import A_AFTER_B, B_AFTER_A, TC_ALIAS, TCX_A, TCX_B, assert_route
 
 import pybpf
 from pybpf import features
@@ -58,6 +58,8 @@ def test_after_then_before_order_seen_by_packets_and_query(obj, pair):
         lb = b.attach_tcx(pair.dev_b, after=a)
         chain = pybpf.Program.tcx_chain(pair.dev_b, "ingress")
     assert chain.prog_ids == (a.info().id, b.info().id)
+    assert_route(la, "bpf_program__attach_tcx")
+    assert_route(lb, "bpf_program__attach_tcx")
     assert chain.link_ids == (la.info().id, lb.info().id)
     port = send(pair, 5)
     assert wait_for(lambda: hits(obj, TCX_B, port) == 5)

@@ -14,6 +14,7 @@ from hooks_util import (
     URET,
     USESS_ENTRY,
     USESS_RETURN,
+    assert_route,
     go,
     hooks_target,
     set_target,
@@ -52,6 +53,7 @@ def test_pattern_with_cookies_counts_each_function(obj):
                                                  "pybpf_hook_three": 103})
     assert sorted(link.targets) == FUNCS
     assert link.info().type == "uprobe_multi"
+    assert_route(link, "bpf_program__attach_uprobe_multi")
     go(p)
     assert [hits(obj, UMULTI, c) for c in (101, 102, 103)] == [3, 5, 7]
     link.detach()
@@ -66,8 +68,9 @@ def test_names_offsets_and_sequence_cookies(obj):
     offs = resolve(path, ["pybpf_hook_two", "pybpf_hook_three"])
     p = start_target(1, 4, 6)
     set_target(obj, p.pid)
-    obj.programs["umulti"].attach_uprobe_multi(path, offsets=list(offs.values()),
-                                               cookies=[7, 8])
+    link = obj.programs["umulti"].attach_uprobe_multi(path, offsets=list(offs.values()),
+                                                      cookies=[7, 8])
+    assert_route(link, "bpf_program__attach_uprobe_multi")
     go(p)
     assert (hits(obj, UMULTI, 7), hits(obj, UMULTI, 8)) == (4, 6)
 
@@ -86,8 +89,9 @@ def test_uretprobe_multi_sees_return_values(obj):
 def test_pid_filter_ignores_other_processes(obj):
     mine, other = start_target(4, 0, 0), start_target(9, 0, 0)
     set_target(obj, 0)  # the BPF side counts every process: the link must filter
-    obj.programs["umulti"].attach_uprobe_multi(hooks_target(), "pybpf_hook_one",
-                                               cookies=[55], pid=mine.pid)
+    link = obj.programs["umulti"].attach_uprobe_multi(hooks_target(), "pybpf_hook_one",
+                                                      cookies=[55], pid=mine.pid)
+    assert_route(link, "bpf_program__attach_uprobe_multi")
     go(other)
     go(mine)
     assert hits(obj, UMULTI, 55) == 4

@@ -68,7 +68,8 @@ def test_sdist_carries_what_building_needs(built):
     needed = {"pyproject.toml", "CMakeLists.txt", "backend/pybpf_backend.py", "LICENSE",
               "LICENSES/GPL-2.0-only.txt", "pybpf/_cdef/pybpf.c", "pybpf/_native/fd.c",
               "pybpf/_native/values.c", "pybpf/_native/values.h",
-              "pybpf/_fastpath.c", "pybpf/py.typed",
+              "pybpf/_fastpath.c", "pybpf/py.typed", "pybpf/_cdef/libbpf_optional.h",
+              "pybpf/include/pybpf_common.h", "pybpf/include/pybpf_scope.h",
               *(f"bpf_src/{s}" for s in srcs),
               *(f"pybpf/probes/{s[:-2]}.o" for s in srcs)}
     assert needed <= names, sorted(needed - names)
@@ -89,6 +90,8 @@ def test_wheel_is_manylinux_and_auditwheel_agrees(built, tmp_path):
     assert len(libs) == 2  # _libbpf, _fastpath; libbpf itself is not grafted
     assert not [n for n in names if "libbpf.so" in n or ".libs/" in n]
     assert "pybpf/py.typed" in names
+    # the BPF headers pybpf.toolchain.compile puts on the include path
+    assert {"pybpf/include/pybpf_common.h", "pybpf/include/pybpf_scope.h"} <= set(names)
     assert {f"pybpf/probes/{p.name[:-2]}.o" for p in (REPO / "bpf_src").glob("*.bpf.c")} \
         <= set(names)
     assert any(n.endswith("licenses/LICENSE") for n in names)
@@ -98,17 +101,19 @@ def test_wheel_is_manylinux_and_auditwheel_agrees(built, tmp_path):
     assert "Classifier: Programming Language :: Python :: 3.13" in meta
     for data in libs:
         needed, _ = pybpf_backend.elf_needs(data)
-        assert set(needed) <= {"libc.so.6", "libbpf.so.1"}, needed
+        assert set(needed) <= {"libc.so.6", "libdl.so.2"}, needed  # libbpf: dlopen()ed
 
-    # auditwheel: with libbpf excluded (the system's, on purpose) the wheel needs no
-    # change, and the glibc symbol versions constrain it to the same tag.
-    repaired = tmp_path / "repaired"
-    out = run([sys.executable, "-m", "auditwheel", "repair", "--exclude", "libbpf.so.1",
-               "-w", str(repaired), str(wheel)], cwd=tmp_path)
-    assert [p.name for p in repaired.glob("*.whl")] == [wheel.name], out
+    # auditwheel, plain: the wheel is consistent with its manylinux tag as it is (no
+    # exclude flags), and repairing it changes nothing.
     show = run([sys.executable, "-m", "auditwheel", "show", str(wheel)], cwd=tmp_path)
-    assert f'constrains the platform tag to "manylinux_{m[2]}_{m[3]}_x86_64"' in \
-        " ".join(show.split()), show
+    text = " ".join(show.split())
+    assert f'is consistent with the following platform tag: "manylinux_{m[2]}_{m[3]}_x86_64"' \
+        in text, show
+    assert (int(m[2]), int(m[3])) <= (2, 34)
+    repaired = tmp_path / "repaired"
+    out = run([sys.executable, "-m", "auditwheel", "repair", "-w", str(repaired), str(wheel)],
+              cwd=tmp_path)
+    assert [p.name for p in repaired.glob("*.whl")] == [wheel.name], out
 
 
 @pytest.mark.slow
@@ -128,17 +133,109 @@ def test_wheel_installs_into_a_clean_venv_and_runs_the_probes(built, tmp_path):
     out = run([str(venv / "bin" / "pybpf"), "execsnoop", "--demo"], cwd=tmp_path, timeout=120)
     assert re.search(r"^echo\s+\d+.*hello from pybpf", out, re.M), out
     assert re.search(r"(\d+) exec events captured", out), out
+    if shutil.which("clang") or any(shutil.which(f"clang-{v}") for v in range(14, 20)):
+        # the installed toolchain compiles a source that includes pybpf's BPF headers
+        src = tmp_path / "uses_headers.bpf.c"
+        src.write_text(USES_HEADERS)
+        code = ("import sys, pybpf; from pybpf import toolchain; "
+                "out = toolchain.compile(sys.argv[1]); "
+                "o = pybpf.Object.open(out); "
+                "print(sorted(o.maps), toolchain.INCLUDE_DIR); o.close()")
+        out = run([py, "-c", code, str(src)], cwd=tmp_path)
+        assert "pybpf_ringbuf_drops" in out and f"{venv}/lib/" in out, out
+
+
+USES_HEADERS = """\
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "pybpf_common.h"
+#include "pybpf_scope.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 4096);
+} events SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pybpf_in_scope(tgid))
+        return 0;
+    pybpf_count_drop();
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
 
 
 # --- the runtime libbpf ----------------------------------------------------------------
 
-def test_min_libbpf_is_what_the_extension_links():
-    from pybpf import _libbpf
+def _loaded_libbpf() -> str:
+    """The path of the libbpf.so.1 this process dlopen()ed at import."""
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if "libbpf.so" in line}
+    assert len(paths) == 1, paths
+    return paths.pop()
 
-    _, versions = pybpf_backend.elf_needs(Path(_libbpf.__file__).read_bytes())
-    nodes = [tuple(int(x) for x in v[len("LIBBPF_"):].split(".")[:2])
-             for v in versions["libbpf.so.1"]]
-    assert max(nodes) == _ffi.MIN_LIBBPF  # neither understated nor overstated
+
+def _default_versions(path: str) -> dict[str, tuple[int, int]]:
+    """{symbol: version node} of the default (@@) version of each function PATH defines."""
+    from elftools.elf.elffile import ELFFile
+
+    out = {}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        versym = elf.get_section_by_name(".gnu.version")
+        nodes = {}
+        for vd, aux in elf.get_section_by_name(".gnu.version_d").iter_versions():
+            name = next(aux).name
+            if name.startswith("LIBBPF_"):
+                nodes[vd["vd_ndx"]] = tuple(int(x) for x in name[7:].split(".")[:2])
+        for i, sym in enumerate(elf.get_section_by_name(".dynsym").iter_symbols()):
+            ndx = versym.get_symbol(i).entry["ndx"]
+            if isinstance(ndx, int) and not ndx & 0x8000 and ndx in nodes \
+                    and sym["st_shndx"] != "SHN_UNDEF":
+                out[sym.name] = nodes[ndx]
+    return out
+
+
+def test_min_libbpf_is_what_the_function_table_requires():
+    """MIN_LIBBPF is the newest version node among the functions the extension's table
+    requires (neither understated nor overstated), and each optional row's "since" is
+    the node that added it, in the libbpf loaded here."""
+    versions = _default_versions(_loaded_libbpf())
+    table = _ffi._table()
+    required = [name for name, req, _ in table if req]
+    assert len(required) > 150
+    assert max(versions[n] for n in required) == _ffi.MIN_LIBBPF
+    optional = {name for name, req, _ in table if not req}
+    assert optional == set(_ffi.OPTIONAL)  # one table: libbpf_optional.h and OPTIONAL agree
+    for name in optional:
+        if name in versions:
+            assert versions[name] == _ffi.OPTIONAL[name].since, name
+
+
+def test_extension_does_not_link_libbpf():
+    """The extensions need glibc only: libbpf is dlopen()ed at import, so no DT_NEEDED
+    libbpf.so.1 (no manylinux policy allows it) and no undefined libbpf symbol."""
+    from elftools.elf.elffile import ELFFile
+
+    from pybpf import _fastpath, _libbpf
+
+    for mod in (_libbpf, _fastpath):
+        data = Path(mod.__file__).read_bytes()
+        needed, versions = pybpf_backend.elf_needs(data)
+        assert set(needed) <= {"libc.so.6", "libdl.so.2"}, needed
+        assert set(versions) <= {"libc.so.6", "libdl.so.2"}, versions
+        with open(mod.__file__, "rb") as f:
+            undefined = [s.name for s in ELFFile(f).get_section_by_name(".dynsym").iter_symbols()
+                         if s["st_shndx"] == "SHN_UNDEF" and s.name]
+        foreign = [n for n in undefined if re.match(r"(bpf|btf|libbpf|ring|perf_buffer|"
+                                                    r"user_ring_buffer)_", n)]
+        assert not foreign, foreign
+    assert _loaded_libbpf().endswith("libbpf.so.1") or ".so.1." in _loaded_libbpf()
 
 
 def test_version_check_names_found_and_needed():
@@ -153,25 +250,58 @@ def test_version_check_names_found_and_needed():
         _ffi.check_libbpf_version((1, 5), (1, 6))
 
 
+def _import_with_libbpf(tmp_path: Path, c_source: str | None) -> subprocess.CompletedProcess[str]:
+    """``import pybpf`` in a child whose dynamic linker finds first (LD_LIBRARY_PATH) a
+    libbpf.so.1 built here from C_SOURCE (None: a file that is not a library)."""
+    lib = tmp_path / "libbpf.so.1"
+    if c_source is None:
+        lib.write_text("not an ELF file\n")
+    else:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        assert cc, "a C compiler (the tests build helpers with it)"
+        (tmp_path / "fake.c").write_text(textwrap.dedent(c_source))
+        subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libbpf.so.1", "-o", str(lib),
+                        str(tmp_path / "fake.c")], check=True)
+    return subprocess.run([sys.executable, "-c", "import pybpf"], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)})
+
+
 def test_import_refuses_an_old_libbpf(tmp_path):
-    """``import pybpf`` with a libbpf.so.1 that says 1.0 (a stand-in built here, found
-    first through LD_LIBRARY_PATH): the check at import names both versions."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler (the tests build helpers with it)"
-    src = tmp_path / "old.c"
-    src.write_text(textwrap.dedent("""\
+    """A libbpf.so.1 that says 1.0 (a stand-in built here): the check at import names
+    both versions and what it lacks."""
+    res = _import_with_libbpf(tmp_path, """\
         unsigned int libbpf_major_version(void) { return 1; }
         unsigned int libbpf_minor_version(void) { return 0; }
         const char *libbpf_version_string(void) { return "v1.0"; }
-        """))
-    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libbpf.so.1", "-o",
-                    str(tmp_path / "libbpf.so.1"), str(src)], check=True)
-    res = subprocess.run([sys.executable, "-c", "import pybpf"], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
-                         check=False)
+        """)
     assert res.returncode == 1
     assert "LibbpfVersionError: pybpf needs libbpf 1.1 or newer, but the system libbpf.so.1 " \
-           "is libbpf 1.0" in res.stderr, res.stderr
+           "is libbpf 1.0 (it lacks " in res.stderr, res.stderr
+
+
+def test_import_refuses_a_libbpf_lacking_functions(tmp_path):
+    """One that claims 1.1 but lacks functions pybpf calls: refused, naming them (never a
+    NULL call later)."""
+    res = _import_with_libbpf(tmp_path, """\
+        unsigned int libbpf_major_version(void) { return 1; }
+        unsigned int libbpf_minor_version(void) { return 1; }
+        int bpf_object__load(void *obj) { return 0; }
+        """)
+    assert res.returncode == 1
+    assert re.search(r"LibbpfVersionError: pybpf needs libbpf 1\.1 or newer, but the system "
+                     r"libbpf\.so\.1 is libbpf 1\.1 \(it lacks [a-z_]+, ", res.stderr), res.stderr
+    assert "bpf_object__load," not in res.stderr
+
+
+def test_import_refuses_an_unloadable_libbpf(tmp_path):
+    """A libbpf.so.1 the dynamic linker cannot load (as when none is installed): a pybpf
+    error naming the library, the version needed and the loader's reason."""
+    res = _import_with_libbpf(tmp_path, None)
+    assert res.returncode == 1
+    assert re.search(r"LibbpfVersionError: pybpf needs the system libbpf\.so\.1 \(libbpf "
+                     r"1\.1 or newer\) and cannot load it \(.*libbpf\.so\.1.*\): install the "
+                     r"distribution's libbpf", res.stderr), res.stderr
 
 
 def test_optional_symbols_follow_the_runtime_version():
@@ -188,8 +318,8 @@ def test_optional_symbols_follow_the_runtime_version():
         assert row["path"].startswith(f"libbpf {entry.symbol}" if fn and entry.used_by
                                       else entry.fallback)
     with pytest.raises(KeyError):
-        _ffi.optional("bpf_object__load")  # not in the table: 1.1 has it, link it directly
-    assert _ffi.has_symbol("bpf_object__load")  # the same dlsym finds real symbols
+        _ffi.optional("bpf_object__load")  # not optional: 1.1 has it, a required row
+    assert _ffi.has_symbol("bpf_object__load")  # dlsym on the loaded libbpf finds it
     assert not _ffi.has_symbol("bpf_no_such_function")
 
 

@@ -1,7 +1,7 @@
 /* pybpf's binding glue, compiled into the cffi extension (pybpf._libbpf).
  *
- * Only what Python cannot do well through cffi -- formatting libbpf's va_list
- * log callback, probing optional libbpf symbols, perf_event_open(2), which has
+ * Only what Python cannot do well through cffi -- loading libbpf (below),
+ * formatting libbpf's va_list log callback, perf_event_open(2), which has
  * no libc wrapper, and bpf(2) with a caller-built attr.  The event readers'
  * native code lives in pybpf/_native/ (batch.c, reader.c, ring.c, perf.c),
  * compiled into the same extension after this file (build.py).
@@ -17,8 +17,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <linux/perf_event.h>
-
-#include "pybpf_optional.h"
 
 static void _pybpf_on_log(int level, const char *msg);
 
@@ -72,24 +70,60 @@ void pybpf_log_install(void)
 	libbpf_set_print(pybpf_print);
 }
 
-/* NAME as exported by the libbpf that is loaded (possibly newer than the headers
- * this extension was compiled against), or NULL. The default version of the
- * symbol, as a program linked against that libbpf would get it. pybpf/_ffi.py
- * casts it to the signature its OPTIONAL table gives. */
-void *pybpf_dlsym(const char *name)
-{
-	static void *handle;
+/* --- libbpf, loaded at import (pybpf/_ffi.py) --------------------------------
+ *
+ * The extension does not link libbpf: every libbpf function it calls is a pointer
+ * of pybpf_libbpf_syms (generated before this file by backend/pybpf_backend.py).
+ * pybpf_libbpf_load() dlopen()s the system libbpf and fills them all with dlsym
+ * (the default version of each symbol, as a program linked against that libbpf
+ * gets); required ones missing are counted, optional ones (newer than libbpf 1.1)
+ * stay NULL. Nothing calls libbpf before it returned 0 (pybpf refuses to import
+ * otherwise). */
+static void *pybpf_libbpf;
 
-	if (!handle)
-		handle = dlopen("libbpf.so.1", RTLD_NOW | RTLD_NOLOAD);
-	if (!handle)
-		return NULL;
-	return dlsym(handle, name);
+/* Load libbpf from PATH and bind the table. Returns the number of required
+ * functions missing (0: usable), or -1 when dlopen failed (ERR gets dlerror()). */
+int pybpf_libbpf_load(const char *path, char *err, size_t errlen)
+{
+	size_t i;
+	int missing = 0;
+	void *handle;
+
+	if (pybpf_libbpf)
+		return 0;
+	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!handle) {
+		const char *why = dlerror();
+
+		snprintf(err, errlen, "%s", why ? why : "dlopen failed");
+		return -1;
+	}
+	for (i = 0; i < sizeof(pybpf_libbpf_syms) / sizeof(pybpf_libbpf_syms[0]); i++) {
+		*pybpf_libbpf_syms[i].slot = dlsym(handle, pybpf_libbpf_syms[i].name);
+		if (!*pybpf_libbpf_syms[i].slot && pybpf_libbpf_syms[i].required)
+			missing++;
+	}
+	/* Too old (MISSING > 0): the table stays as bound, so the caller can still ask
+	 * the version functions (when present) and list what is missing, and refuse. */
+	if (!missing)
+		pybpf_libbpf = handle;
+	return missing;
 }
 
-int pybpf_symbol_present(const char *name)
+/* Row I of the function table: its name, *REQUIRED, *BOUND; NULL past the end. */
+const char *pybpf_libbpf_sym(int i, int *required, int *bound)
 {
-	return pybpf_dlsym(name) != NULL;
+	if (i < 0 || (size_t)i >= sizeof(pybpf_libbpf_syms) / sizeof(pybpf_libbpf_syms[0]))
+		return NULL;
+	*required = pybpf_libbpf_syms[i].required;
+	*bound = *pybpf_libbpf_syms[i].slot != NULL;
+	return pybpf_libbpf_syms[i].name;
+}
+
+/* NAME as exported by the loaded libbpf (any symbol, in the table or not), or NULL. */
+void *pybpf_dlsym(const char *name)
+{
+	return pybpf_libbpf ? dlsym(pybpf_libbpf, name) : NULL;
 }
 
 /* perf_event_open(2) for software/hardware/tracepoint/kprobe-PMU events.

@@ -1,9 +1,10 @@
 /* cffi declarations for pybpf's own C helpers (pybpf/_cdef/pybpf.c). */
 extern "Python" void _pybpf_on_log(int level, const char *msg);
 void pybpf_log_install(void);
+int pybpf_libbpf_load(const char *path, char *err, size_t errlen);
+const char *pybpf_libbpf_sym(int i, int *required, int *bound);
 void pybpf_log_debug(int on);
 void *pybpf_dlsym(const char *name);
-int pybpf_symbol_present(const char *name);
 int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int pid, int cpu, int group_fd, __u64 config1, __u64 config2);
 int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);

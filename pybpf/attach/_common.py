@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import errno as _errno
 import struct
+from collections.abc import Callable
 from typing import Any
 
-from .._ffi import CAP_PERFMON, error_for, ffi, lib
+from .._ffi import CAP_PERFMON, OPTIONAL, capture, error_for, ffi, lib, optional
 from ..errors import AttachError, BPFError, NotSupportedError
 from ..link import Link
 
 __all__ = ["attach_error", "libbpf_link", "fd_link", "link_create", "prog_query",
+           "libbpf_api", "libbpf_route", "fallback_route",
            "BPF_LINK_CREATE", "BPF_PROG_QUERY", "BPF_F_REPLACE", "BPF_F_BEFORE",
            "BPF_F_AFTER", "BPF_F_ID", "BPF_F_LINK"]
 
@@ -59,6 +61,47 @@ def fd_link(fd: int, program: str, target: str, *, needed: tuple[int, ...] = (CA
     if fd < 0:
         raise attach_error(program, -fd, target, (), needed, feature)
     return cls(program=program, target=target, fd=fd)
+
+
+def libbpf_api(symbol: str, prog_ptr: Any) -> Callable[..., Any] | None:
+    """libbpf's attach function ``symbol`` (a row of pybpf._ffi.OPTIONAL, or a libbpf 1.1
+    one) when the runtime libbpf has it and the program is an object's (``prog_ptr``:
+    libbpf's ``struct bpf_program *``, None for a bare fd); None: take the fallback."""
+    if prog_ptr is None:
+        return None
+    if symbol in OPTIONAL:
+        return optional(symbol)
+    fn: Callable[..., Any] = getattr(lib, symbol)
+    return fn
+
+
+def libbpf_route(fn: Callable[..., Any], symbol: str, args: tuple[Any, ...], program: str,
+                 target: str, *, needed: tuple[int, ...] = (CAP_PERFMON,),
+                 feature: Any = None, errors: dict[int, str] | None = None) -> Link:
+    """Call libbpf's attach function ``fn`` (``symbol``) with ``args`` and wrap the link
+    it makes (``link.via``: ``"libbpf SYMBOL"``); NULL raises as the fallback would,
+    with the message of ``errors`` for its errno when given, and libbpf's log."""
+    with capture() as log:
+        ptr = fn(*args)
+        err = ffi.errno
+    if ptr == ffi.NULL and errors and err in errors:
+        raise AttachError(err, f"cannot attach program {program!r} to {target}: "
+                          f"{errors[err]}", program=program, target=target, libbpf_log=log)
+    link = libbpf_link(ptr, program, target, log, needed=needed, feature=feature)
+    link.via = f"libbpf {symbol}"
+    return link
+
+
+def fallback_route(link: Link, symbol: str) -> Link:
+    """Mark ``link`` as made by pybpf's fallback for libbpf's ``symbol``."""
+    row = OPTIONAL.get(symbol)
+    link.via = row.fallback if row is not None else FALLBACKS[symbol]
+    return link
+
+
+#: The fallbacks of libbpf 1.1 attach functions that pybpf bypasses for some forms
+#: (sessions, which libbpf 1.1 cannot make); newer ones are in pybpf._ffi.OPTIONAL.
+FALLBACKS = {"bpf_program__attach_kprobe_multi_opts": "bpf_link_create(BPF_TRACE_KPROBE_*)"}
 
 
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0,

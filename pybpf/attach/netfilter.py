@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
-from .._ffi import CAP_NET_ADMIN
+from .._ffi import CAP_NET_ADMIN, ffi
 from ..link import Link
 from . import _common
 
@@ -19,10 +20,12 @@ _NETFILTER = 45
 
 def attach_netfilter(prog_fd: int, program: str, family: str | int = "ipv4",
                      hook: str | int = "local_in", priority: int = 0, *, defrag: bool = False,
-                     feature: object = None) -> Link:
+                     feature: object = None, prog_ptr: Any = None) -> Link:
     """A netfilter link: ``family`` ("ipv4"/"ipv6" or NFPROTO_*), ``hook`` ("prerouting",
     "local_in", "forward", "local_out", "postrouting" or NF_INET_*), ``priority``
-    (the kernel refuses INT_MIN and INT_MAX), ``defrag`` (see reassembled packets)."""
+    (the kernel refuses INT_MIN and INT_MAX), ``defrag`` (see reassembled packets).
+    libbpf's ``bpf_program__attach_netfilter`` where the runtime has it and ``prog_ptr``
+    is given, else raw ``BPF_LINK_CREATE``."""
     if isinstance(family, str) and family not in FAMILIES:
         raise ValueError(f"netfilter family must be one of {sorted(FAMILIES)}, not {family!r}")
     pf = FAMILIES[family] if isinstance(family, str) else int(family)
@@ -30,7 +33,16 @@ def attach_netfilter(prog_fd: int, program: str, family: str | int = "ipv4",
         raise ValueError(f"netfilter hook must be one of {sorted(HOOKS)}, not {hook!r}")
     hooknum = HOOKS[hook] if isinstance(hook, str) else int(hook)
     target = f"netfilter {family} {hook} priority {priority}" + (" defrag" if defrag else "")
-    tail = struct.pack("=IIiI", pf, hooknum, priority,
-                       BPF_F_NETFILTER_IP_DEFRAG if defrag else 0)
-    fd = _common.link_create(prog_fd, 0, _NETFILTER, 0, tail)
-    return _common.fd_link(fd, program, target, needed=(CAP_NET_ADMIN,), feature=feature)
+    flags = BPF_F_NETFILTER_IP_DEFRAG if defrag else 0
+    symbol = "bpf_program__attach_netfilter"
+    fn = _common.libbpf_api(symbol, prog_ptr)
+    if fn is not None:
+        opts = ffi.new("struct pybpf_netfilter_opts *")
+        opts.sz = ffi.sizeof("struct pybpf_netfilter_opts")
+        opts.pf, opts.hooknum, opts.priority, opts.flags = pf, hooknum, priority, flags
+        return _common.libbpf_route(fn, symbol, (prog_ptr, opts), program, target,
+                                    needed=(CAP_NET_ADMIN,), feature=feature)
+    fd = _common.link_create(prog_fd, 0, _NETFILTER, 0, struct.pack("=IIiI", pf, hooknum,
+                                                                     priority, flags))
+    return _common.fallback_route(
+        _common.fd_link(fd, program, target, needed=(CAP_NET_ADMIN,), feature=feature), symbol)

@@ -6,13 +6,16 @@ is registered by a link: ``BPF_LINK_CREATE`` on the map fd with attach type
 ``BPF_STRUCT_OPS``, updated by ``BPF_LINK_UPDATE`` with another such map of the same
 kind, unregistered when the link's fd closes. A plain ``SEC(".struct_ops")`` map is
 registered by writing its value (``bpf_map__attach_struct_ops``) and unregistered
-by deleting it. libbpf 1.1 writes the value (it alone knows the program fds'
-places in it); pybpf makes the link.
+by deleting it. libbpf writes the value (it alone knows the program fds' places
+in it): libbpf 1.1 only writes it, and pybpf makes the link; a libbpf that knows
+BPF_F_LINK maps (1.2+) writes it and makes the link in one call, and pybpf takes
+that link over (told apart by what libbpf returns, not by version).
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import os
 from typing import Any
 
 from .._ffi import capture, error_for, ffi, lib
@@ -25,15 +28,28 @@ __all__ = ["StructOpsLink", "attach_struct_ops"]
 _BPF_STRUCT_OPS = 44
 
 
-def _write_value(map_ptr: Any, name: str) -> None:
-    """Have libbpf write the ops table (program fds in their slots) into the map; for a
-    BPF_F_LINK map that registers nothing yet."""
+def _write_value(map_ptr: Any, name: str, *, keep_link: bool = False) -> int | None:
+    """Have libbpf write the ops table (program fds in their slots) into the map. A
+    libbpf that knows BPF_F_LINK maps also registers it by a link: with ``keep_link``
+    that link's fd is returned (a dup: pybpf owns it), else the link is closed
+    (unregistered) and only the value stays; EEXIST from that link (the name is taken)
+    still leaves the value written. None: libbpf 1.1, the value only."""
+    flags = int(lib.bpf_map__map_flags(map_ptr))
     with capture() as log:
         lptr = lib.bpf_map__attach_struct_ops(map_ptr)
+        err = ffi.errno
     if lptr == ffi.NULL:
-        raise attach_error(f"struct_ops {name}", ffi.errno, f"struct_ops map {name}", log)
-    lib.bpf_link__disconnect(lptr)  # the value stays; the link object goes
-    lib.bpf_link__destroy(lptr)
+        if flags & BPF_F_LINK and err == _errno.EEXIST:
+            return None  # written, then the link refused: pybpf's own attempt will say so
+        raise attach_error(f"struct_ops {name}", err, f"struct_ops map {name}", log)
+    link_fd = int(lib.bpf_link__fd(lptr))
+    if link_fd == int(lib.bpf_map__fd(map_ptr)):  # value only (libbpf 1.1)
+        lib.bpf_link__disconnect(lptr)  # the value stays; the link object goes
+        lib.bpf_link__destroy(lptr)
+        return None
+    own = os.dup(link_fd) if keep_link else None
+    lib.bpf_link__destroy(lptr)  # libbpf's link closes; a kept dup holds the registration
+    return own
 
 
 class StructOpsLink(Link):
@@ -67,9 +83,9 @@ def attach_struct_ops(map_ptr: Any, map_fd: int, name: str) -> Link:
         return libbpf_link(lptr, program, f"struct_ops map {name}", log,
                            no_fd="a struct_ops map without BPF_F_LINK is registered by its "
                                  "value, not by a link")
-    _write_value(map_ptr, name)
     target = f"struct_ops map {name}"
-    fd = link_create(map_fd, 0, _BPF_STRUCT_OPS)
+    made = _write_value(map_ptr, name, keep_link=True)
+    fd = made if made is not None else link_create(map_fd, 0, _BPF_STRUCT_OPS)
     if fd == -_errno.EEXIST:
         raise AttachError(_errno.EEXIST, f"cannot register {target}: an ops table of the same "
                           "name is already registered (EEXIST)", program=program,

@@ -3,8 +3,10 @@ clsact filters over netlink.
 
 tcx and netkit share the kernel's mprog API: a chain of programs per hook,
 ordered by ``before``/``after`` a program or link, guarded by an expected
-revision, and listed by :func:`query`. libbpf 1.1 has none of it, so links
-are made with raw ``BPF_LINK_CREATE`` (:func:`pybpf.attach._common.link_create`).
+revision, and listed by :func:`query`. Links are made by libbpf's
+``bpf_program__attach_tcx``/``_netkit`` where the runtime libbpf has them (1.3+), else
+with raw ``BPF_LINK_CREATE`` (:func:`pybpf.attach._common.link_create`): libbpf 1.1
+has none of it.
 """
 
 from __future__ import annotations
@@ -61,22 +63,40 @@ def _relative(before: Any, after: Any, what: str) -> tuple[int, int, str]:
     return flags, fd, f" {word} program {getattr(rel, 'name', fd)!r}"
 
 
+_LIBBPF = {"tcx": ("bpf_program__attach_tcx", "struct pybpf_tcx_opts *"),
+           "netkit": ("bpf_program__attach_netkit", "struct pybpf_netkit_opts *")}
+
+
 def mprog_attach(prog_fd: int, program: str, iface: str | int, attach_type: int, kind: str,
                  role: str, *, before: Any = None, after: Any = None, expected_revision: int = 0,
-                 feature: Any = None) -> Link:
+                 feature: Any = None, prog_ptr: Any = None) -> Link:
     """A tcx/netkit link of ``prog_fd`` on ``iface``, placed before/after a program or link
     of the same hook; ``expected_revision`` (non-zero) fails with ESTALE if the chain
-    changed since it was read with :func:`query`. One syscall."""
+    changed since it was read with :func:`query`. One syscall: libbpf's
+    ``bpf_program__attach_tcx``/``_netkit`` where the runtime has it and ``prog_ptr``
+    (libbpf's program, whose expected attach type is the hook's) is given, else raw
+    ``BPF_LINK_CREATE``."""
     idx, name = ifindex(iface)
     flags, rel_fd, where = _relative(before, after, f"{kind} attach of {program!r}")
     target = f"{kind} {name} {role}{where}"
+    stale = {_errno.ESTALE: f"the chain is no longer at revision {expected_revision} (ESTALE)"}
+    symbol, opts_type = _LIBBPF[kind]
+    fn = _common.libbpf_api(symbol, prog_ptr)
+    # libbpf attaches with the program's expected attach type: only when it is the hook's
+    if fn is not None and lib.bpf_program__expected_attach_type(prog_ptr) == attach_type:
+        opts = ffi.new(opts_type)
+        opts.sz = ffi.sizeof(opts_type[:-2])
+        opts.flags, opts.relative_fd = flags, rel_fd
+        opts.expected_revision = expected_revision
+        return _common.libbpf_route(fn, symbol, (prog_ptr, idx, opts), program, target,
+                                    needed=(CAP_NET_ADMIN,), feature=feature, errors=stale)
     fd = _common.link_create(prog_fd, idx, attach_type, flags,
                              struct.pack("=IIQ", rel_fd, 0, expected_revision))
     if fd == -_errno.ESTALE:
-        raise AttachError(_errno.ESTALE, f"cannot attach program {program!r} to {target}: the "
-                          f"chain is no longer at revision {expected_revision} (ESTALE)",
-                          program=program, target=target)
-    return _common.fd_link(fd, program, target, needed=(CAP_NET_ADMIN,), feature=feature)
+        raise AttachError(_errno.ESTALE, f"cannot attach program {program!r} to {target}: "
+                          f"{stale[_errno.ESTALE]}", program=program, target=target)
+    return _common.fallback_route(
+        _common.fd_link(fd, program, target, needed=(CAP_NET_ADMIN,), feature=feature), symbol)
 
 
 @dataclass(frozen=True)

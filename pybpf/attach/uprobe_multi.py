@@ -13,6 +13,7 @@ import fnmatch
 import os
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .._ffi import ffi
 from ..errors import AttachError
@@ -57,12 +58,16 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
                         offsets: Sequence[int] | None = None,
                         cookies: Sequence[int] | Mapping[str, int] | None = None,
                         pid: int = -1, retprobe: bool = False, attach_type: int = 48,
-                        kind: str = "uprobe_multi", feature: object = None) -> Link:
+                        kind: str = "uprobe_multi", feature: object = None,
+                        prog_ptr: Any = None, session: bool = False) -> Link:
     """One uprobe_multi (or uprobe session) link on many functions of ``binary``.
 
     ``functions``: a glob pattern or names; or ``offsets``: file offsets. ``cookies``:
     one per target (a sequence in target order, or a name -> cookie mapping).
-    ``pid`` (> 0) limits the probes to one process. One syscall after the symbol read.
+    ``pid`` (> 0) limits the probes to one process. One syscall after the symbol read:
+    libbpf's ``bpf_program__attach_uprobe_multi`` (given the offsets read here) where the
+    runtime has it and ``prog_ptr`` is given, else raw ``BPF_LINK_CREATE``; sessions
+    always the latter (libbpf before 1.5 cannot make them).
     """
     path = os.path.abspath(os.fspath(binary))
     if not os.path.exists(path):
@@ -94,6 +99,18 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
     cpath = ffi.new("char[]", path.encode())
     coffs = ffi.new("__u64[]", offs)
     ccks = ffi.new("__u64[]", cks) if cks is not None else ffi.NULL
+    symbol = "bpf_program__attach_uprobe_multi"
+    fn = None if session else _common.libbpf_api(symbol, prog_ptr)
+    if fn is not None:
+        opts = ffi.new("struct pybpf_uprobe_multi_opts *")
+        opts.sz = ffi.sizeof("struct pybpf_uprobe_multi_opts")
+        offsets_ul = ffi.new("unsigned long[]", offs)
+        opts.offsets, opts.cookies, opts.cnt, opts.retprobe = offsets_ul, ccks, len(offs), retprobe
+        link = _common.libbpf_route(fn, symbol, (prog_ptr, pid if pid > 0 else -1, cpath,
+                                                 ffi.NULL, opts), program, target,
+                                    feature=feature, errors={_errno.ESRCH: f"no process {pid}"})
+        link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
+        return link
     tail = struct.pack("=QQQQIII", int(ffi.cast("uintptr_t", cpath)),
                        int(ffi.cast("uintptr_t", coffs)), 0, int(ffi.cast("uintptr_t", ccks)),
                        len(offs), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0,
@@ -102,6 +119,6 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
     if fd == -_errno.ESRCH:
         raise AttachError(_errno.ESRCH, f"cannot attach program {program!r} to {target}: "
                           f"no process {pid}", program=program, target=target)
-    link = _common.fd_link(fd, program, target, feature=feature)
+    link = _common.fallback_route(_common.fd_link(fd, program, target, feature=feature), symbol)
     link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
     return link

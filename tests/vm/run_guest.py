@@ -59,6 +59,7 @@ GUEST_FILES = [
     "test_fastpath.py", "test_program_more.py", "test_mapkinds_more.py",
     "test_hooks_sections.py", "test_hooks_more.py", "test_hooks_uprobe_multi.py",
     "test_values_c.py", "test_maptypes.py",
+    "test_hooks_tcx.py", "test_hooks_struct_ops.py",
 ]
 GUEST_SELECTION = "guest and not slow"
 ALL_SELECTION = "(kernel or guest) and not slow"
@@ -197,9 +198,14 @@ mkdir -p $R@REPO@ 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose pybpfrepo $R@REPO@ \
     || fail "mounting the checkout share failed"
 umount /proc /sys /dev 2>/dev/null
-# chroot in PID 1 itself: kernel threads share its root, so the kernel's module
-# autoloading (/sbin/modprobe for veth, sch_ingress...) finds the host's tools.
-exec chroot $R /bin/sh @OUT@/stage2.sh
+# The root moves onto / (switch_root's way) before the chroot, so the chroot is the
+# mount namespace's root: the kernel refuses new user namespaces to a chrooted process
+# (the BPF token test makes one). chroot in PID 1 itself: kernel threads share its
+# root, so the kernel's module autoloading (/sbin/modprobe for veth, sch_ingress...)
+# finds the host's tools.
+cd $R || fail "cd $R"
+mount --move . / || fail "moving the root onto /"
+exec chroot . /bin/sh @OUT@/stage2.sh
 """
 
 STAGE2 = r"""#!/bin/sh
