@@ -40,8 +40,8 @@ import errno as _errno
 import mmap
 import struct
 import threading
+import weakref
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -124,6 +124,10 @@ class RingBuffer(_Reader):
         self._explicit_drops = drops_map is not None
         self._views: list[Any] = []  # read-only mappings of the rings, for borrow()
         self._failed = ffi.new("int *")
+        peek = lib.pybpf_batch_new(4096, 64, 0)
+        if peek == ffi.NULL:
+            raise MemoryError("ring buffer: cannot allocate the batch buffer")
+        self._peek_batch = ffi.gc(peek, lib.pybpf_batch_free)
         self._peek_out = (ffi.new("__u64 *"), ffi.new("__u64 *"), ffi.new("__u64 *"),
                           ffi.new("__u32 *"), ffi.new("int *"))
         try:
@@ -185,45 +189,61 @@ class RingBuffer(_Reader):
             raise error_for(-rc, f"cannot read ring buffer {name!r}", kind=MapError, map=name)
         return rc
 
-    @contextlib.contextmanager
-    def borrow(self, timeout: float | None = None) -> Iterator[RecordBatch]:
+    def borrow(self, timeout: float | None = None
+               ) -> contextlib.AbstractContextManager[RecordBatch]:
         """Zero-copy read: the records waiting in one ring (up to ``max_batch_bytes``,
         at least one record), viewed where the kernel wrote them (no copy at all;
-        numpy arrays from :meth:`RecordBatch.numpy` read the ring itself).
+        numpy arrays from :meth:`RecordBatch.numpy` read the ring itself)::
+
+            with rb.borrow(timeout=1.0) as batch:
+                handle(batch.numpy("event"))
 
         Waits up to ``timeout`` seconds (the batch is empty on timeout or close).
-        When the block ends, the ring space goes back to the producers, which then
-        overwrite it: copy whatever must outlive the block.  If the block raises,
-        nothing is given back -- the records are read again next time.  One ring
+        The records are handed over when the block is entered: when it ends,
+        however it ends (an exception, a KeyboardInterrupt), they are consumed
+        and the ring space goes back to the producers, which then overwrite it --
+        copy whatever must outlive the block.  If the wait or the peek is
+        interrupted before the block starts, nothing is consumed.  No other
+        consumer call may run while the block is open (RuntimeError).  One ring
         per call, taking turns.  Views stay safe to touch (never unmapped while
         alive), even after :meth:`close` from any thread.
         """
-        with self._consumer("borrow"):
-            if not self._wait(timeout):
-                yield self._empty()
-                return
-            pending = self._pending_rest()
-            if pending is not None and pending._n:
-                yield pending  # (stays pending if the block raises)
-                if self._pending is pending:
-                    self._pending = None
-                self.received += pending._n
-                return
-            self._pending = None
+        return _Borrow(self, timeout)
+
+    def _lend_block(self, owner: weakref.ref[_Borrow]) -> _Block | None:
+        """With the lock held: the records a borrow() block gets, marked lent
+        (``_block``) until the block ends; None if there are none."""
+        pending = self._pending_rest()
+        if (pending is None or not pending._n) and self._batch.n:
+            pending = self._take()  # records an interrupted step left in the C batch
+        if pending is not None and pending._n:
+            blk = _Block(owner, -1, 0, pending)  # taken already: lent from the reader
+        else:
             found = self._peek()
             if found is None:
-                yield self._empty()
-                return
+                return None
             tag, end, batch = found
-            yield batch
-            # a C call: the space goes back (and the records count) or not at all
-            if lib.pybpf_ring_reader_release(self._raw, tag, end) == 0:
-                self.received += len(batch)
+            blk = _Block(owner, tag, end, batch)
+        self._block = blk
+        return blk
+
+    def _end_block(self, blk: _Block) -> None:
+        """A borrow() block ended (or its __exit__ was interrupted and the block
+        object is gone): its records are consumed, if it was entered."""
+        if blk.entered:
+            if blk.tag >= 0:  # (again after an interrupt: the same end, a no-op)
+                lib.pybpf_ring_reader_release(self._raw, blk.tag, blk.end)
+            n = blk.batch._n
+            # no call from here on: one step for signal handlers
+            if blk.tag < 0 and self._pending is blk.batch:
+                self._pending = None
+            self._received += n
+        self._block = None
 
     def _peek(self) -> tuple[int, int, RecordBatch] | None:
         """The first ring (taking turns) with committed records, viewed in place."""
         end, offset, span, fixed, tagp = self._peek_out
-        b = self._batch
+        b = self._peek_batch  # (not _batch: an interrupted peek must not leave records there)
         n = int(lib.pybpf_ring_reader_peek(self._raw, min(self._max_bytes, _SIZE_MAX), end,
                                            offset, span, fixed, b, tagp))
         if n <= 0:
@@ -277,6 +297,60 @@ class RingBuffer(_Reader):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._maps)} rings"
         return f"<RingBuffer {state} {self._sources} received={self.received}>"
+
+
+class _Block:
+    """The records a borrow() block holds: ring ``tag`` up to position ``end``
+    (tag -1: the reader's pending batch), lent to ``owner`` until it ends."""
+
+    __slots__ = ("owner", "tag", "end", "batch", "entered")
+
+    def __init__(self, owner: weakref.ref[_Borrow], tag: int, end: int,
+                 batch: RecordBatch) -> None:
+        self.owner = owner
+        self.tag = tag
+        self.end = end
+        self.batch = batch
+        self.entered = False
+
+
+class _Borrow:
+    """One ``RingBuffer.borrow()`` block (see there).  Its records are handed over
+    at the end of ``__enter__`` (no call between marking them entered and the
+    return); ``__exit__`` consumes them.  An ``__exit__`` interrupted before it
+    finished is completed by the reader's next call, once this object is gone."""
+
+    __slots__ = ("_rb", "_timeout", "_blk", "__weakref__")
+
+    def __init__(self, rb: RingBuffer, timeout: float | None) -> None:
+        self._rb = rb
+        self._timeout = timeout
+        self._blk: _Block | None = None
+
+    def __enter__(self) -> RecordBatch:
+        rb = self._rb
+        if self._blk is not None:
+            raise RuntimeError("a borrow() block cannot be entered twice")
+        blk = None
+        try:
+            with rb._consumer("borrow"):
+                if not rb._wait(self._timeout):
+                    return rb._empty()
+                blk = rb._lend_block(weakref.ref(self))
+                if blk is None:
+                    return rb._empty()
+            self._blk = blk
+            blk.entered = True  # handed over: no call from here to the return
+            return blk.batch
+        except BaseException:
+            if blk is not None and not blk.entered and rb._block is blk:
+                rb._block = None  # not handed over: the records stay in the ring
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        blk = self._blk
+        if blk is not None and self._rb._block is blk:
+            self._rb._end_block(blk)
 
 
 _RING_OPS = _NativeOps(lib.pybpf_ring_reader_wait, lib.pybpf_ring_reader_hold,
