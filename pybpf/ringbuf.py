@@ -57,6 +57,7 @@ from ._events import (
     require_map,
     resolve_decoder,
 )
+from ._fastpath import Lent
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, ClosedError, MapError
 from .maps import Map
@@ -460,9 +461,14 @@ class UserRingBuffer:
 
     def reserve(self, size: int, *, timeout: float | None = None) -> _Reservation:
         """Reserve ``size`` bytes (when the ``with`` block starts) and yield them
-        writable; submitted when the block ends, discarded if it raises (or if the
-        ring was closed meanwhile: then ClosedError).  A reservation is settled on
-        every path, even if an exception (KeyboardInterrupt) lands in between."""
+        writable, zeroed (a buffer: ``buf[i]``, ``buf[a:b] = data``,
+        ``struct.pack_into(fmt, buf, ...)``); submitted when the block ends,
+        discarded if it raises (or if the ring was closed meanwhile: then
+        ClosedError).  A reservation is settled on every path, even if an
+        exception (KeyboardInterrupt) lands in between.  The buffer is private
+        (copied into the ring at submit, one memcpy): after the block, using it or
+        a slice of it raises ClosedError (``struct.pack_into`` reports it as a
+        TypeError), and a memoryview made of it never reaches the ring."""
         if size <= 0:
             raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
         return _Reservation(self, size, timeout)
@@ -473,7 +479,8 @@ class UserRingBuffer:
             lib.user_ring_buffer__free(ptr)
 
     def close(self) -> None:
-        """Unmap the ring (at once, or when the last open reservation ends)."""
+        """Unmap the ring (at once, or when the last open reservation ends: its
+        block then raises ClosedError, and nothing it wrote is published)."""
         with self._lock:
             self._closing = True
             if self._open == 0:
@@ -496,7 +503,12 @@ class _Reservation:
     """One ``UserRingBuffer.reserve()`` block.  The sample pointer lives in a C slot
     that the native reserve fills and the native settle clears, so whichever of
     ``__exit__`` and ``__del__`` (the backstop when an exception skipped
-    ``__exit__``) runs first settles it, exactly once."""
+    ``__exit__``) runs first settles it, exactly once.
+
+    The block writes into a private buffer (:class:`pybpf._fastpath.Lent`) that the
+    settle copies into the sample on submit: nothing the user holds ever points into
+    the ring.  Settling closes that buffer: any later use of it, or of a slice of
+    it, raises ClosedError."""
 
     def __init__(self, urb: UserRingBuffer, size: int, timeout: float | None) -> None:
         self._urb = urb
@@ -504,11 +516,12 @@ class _Reservation:
         self._timeout = timeout
         self._slot = ffi.new("void **")
         self._counted = False
-        self._view: memoryview | None = None
+        self._buf: Lent | None = None
 
-    def __enter__(self) -> memoryview:
+    def __enter__(self) -> Lent:
         urb = self._urb
         ms = -1 if self._timeout is None else int(self._timeout * 1000)
+        buf = Lent(self._size, f"reservation in user ring buffer {urb.map.name!r}")
         with urb._lock:
             if self._counted or self._slot[0] != ffi.NULL:
                 raise RuntimeError("a reservation block cannot be entered twice")
@@ -516,22 +529,33 @@ class _Reservation:
                 raise urb._closed_error()
             urb._open += 1
             self._counted = True
+            self._buf = buf
             rc = int(lib.pybpf_urb_reserve(urb._ptr, self._size, ms, self._slot))
             if rc < 0:
                 self._settle(False)
                 raise urb._fail(-rc, self._size, self._timeout)
-        view = self._view = memoryview(ffi.buffer(self._slot[0], self._size))
-        return view
+        return buf
+
+    def _revoke(self) -> None:
+        """Close the private buffer: every later use raises ClosedError."""
+        buf = self._buf
+        if buf is not None:
+            buf.close()
 
     def _settle(self, submit: bool) -> bool:
         """Submit (or discard) the sample if still held; True if it was published."""
         urb = self._urb
         with urb._lock:
             if not self._counted:
+                self._revoke()
                 return False
             closing = urb._closing
-            published = bool(lib.pybpf_urb_settle(urb._ptr, self._slot,
-                                                  1 if submit and not closing else 0))
+            buf = self._buf
+            ok = submit and not closing and buf is not None and not buf.closed
+            src = ffi.from_buffer(buf) if ok else ffi.NULL
+            published = bool(lib.pybpf_urb_settle(urb._ptr, self._slot, 1 if ok else 0,
+                                                  src, self._size if ok else 0))
+            self._revoke()
             self._counted = False
             urb._open -= 1
             if published:
@@ -541,10 +565,6 @@ class _Reservation:
         return published
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        view, self._view = self._view, None
-        if view is not None:
-            with contextlib.suppress(BufferError):  # (a slice of it is still alive)
-                view.release()
         ok = exc_type is None
         if not self._settle(ok) and ok:
             raise self._urb._closed_error()

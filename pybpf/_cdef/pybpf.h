@@ -41,4 +41,5 @@ int pybpf_perf_reader_fileno(struct pybpf_perf_reader *pr);
 long pybpf_perf_reader_drain(struct pybpf_perf_reader *pr, struct pybpf_batch *b, size_t max_bytes);
 int pybpf_urb_write(struct user_ring_buffer *rb, const void *data, __u32 n, int timeout_ms);
 int pybpf_urb_reserve(struct user_ring_buffer *rb, __u32 n, int timeout_ms, void **slot);
-int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit);
+int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit, const void *src,
+		     __u32 n);
