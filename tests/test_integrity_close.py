@@ -528,3 +528,57 @@ def test_user_ring_buffer_reservation_after_its_block_raises_closed_error(bpf_ob
     # what the program drained is what the block wrote, not the later writes
     assert v["values"] == [1000 + i for i in range(rounds)], v
     assert v["close in block"] == "ClosedError" and v["arr6"] == 0, v
+
+
+GLOBALS_RACE = r"""
+import collections
+import pybpf, _integrity_obj as io
+errs = collections.Counter()
+for i in range(P["rounds"]):
+    obj = io.load(P["path"], attach=False)
+    if i % 2:
+        obj.bss.hits = 1  # the mmap exists already; else the first access races close()
+    go = threading.Event()
+
+    def writer(k):
+        go.wait()
+        n = 0
+        while True:
+            try:
+                if k == 0:
+                    obj.bss.hits = n
+                elif k == 1:
+                    obj.data.marker = n
+                    obj.bss["hits"]
+                else:
+                    obj.data._asdict()
+                n += 1
+            except pybpf.ClosedError as e:
+                errs["ClosedError" if "'integrity'" in str(e) else f"unnamed: {e}"] += 1
+                return
+            except BaseException as e:
+                errs[f"{type(e).__name__}: {e}"] += 1
+                return
+
+    ts = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    go.set()
+    time.sleep(0.0003 * (i % 5))
+    obj.close()
+    for t in ts:
+        t.join(10)
+    if any(t.is_alive() for t in ts):
+        errs["hang"] += 1
+        break
+emit(dict(errs))
+"""
+
+
+def test_globals_writes_racing_object_close_raise_closed_error(bpf_obj):
+    """.bss/.data reads and writes in three threads while the object closes: each
+    thread ends with ClosedError naming the object, never ``ValueError: mmap closed``."""
+    rounds = 150
+    v = run_child(GLOBALS_RACE, timeout=120, what="globals racing Object.close()",
+                  params={"path": bpf_obj("integrity"), "rounds": rounds})
+    assert v == {"ClosedError": 3 * rounds}, v
