@@ -825,17 +825,19 @@ class _Reader:
         with self._consumer("read"):
             batch = self._read_locked(timeout, copy)
             self._after_step()
-        return self._hand_over(batch)
+        return self._hand_over(batch)  # type: ignore[no-any-return]
 
-    def _hand_over(self, batch: RecordBatch) -> RecordBatch:
-        """Return ``batch`` (the pending batch, or an empty one) to the caller."""
+    def _hand_over(self, batch: RecordBatch, result: Any = None) -> Any:
+        """Return ``batch`` (the pending batch, or an empty one), or ``result`` made
+        from it, to the caller."""
         # Handed over after the lock is released (its release is a call, where an
         # interrupt could land): until here the batch is pending, read again next
-        # time.  From the check to the return, no call: nothing can interrupt it.
+        # time.  From the check to the return, no call: nothing can interrupt it
+        # (a Python function's return does not run signal handlers either).
         if self._pending is batch:
             self._received += batch._n
             self._pending = None
-        return batch
+        return batch if result is None else result
 
     def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
         """Wait, then take one batch (left pending: the caller hands it over)."""
@@ -853,8 +855,13 @@ class _Reader:
         """After read() took a batch (PerfBuffer reports lost samples here)."""
 
     def read_numpy(self, dtype: Any, timeout: float | None = None) -> Any:
-        """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`)."""
-        return self.read(timeout).numpy(dtype)
+        """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`).
+        If the records do not fit ``dtype`` (ValueError), they stay queued."""
+        with self._consumer("read_numpy"):
+            batch = self._read_locked(timeout, False)
+            self._after_step()
+            arr = batch.numpy(dtype)
+        return self._hand_over(batch, arr)
 
     def events(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield records one by one (decoded when the map has ``decode``); stop after
@@ -944,7 +951,7 @@ class _Reader:
             return self._empty()
         with self._consumer("read_async"):
             batch = self._take()
-        return self._hand_over(batch)
+        return self._hand_over(batch)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()

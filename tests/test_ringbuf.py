@@ -432,3 +432,14 @@ def test_decoder_that_raises_in_the_c_loop_keeps_the_rest(ev: Events) -> None:
         assert got == list(range(30)) and rb.received == 31  # 30 was taken, not delivered
         assert rb.poll(0) == 33
         assert got == list(range(30)) + list(range(31, 64)) and rb.received == 64
+
+
+def test_read_numpy_with_a_dtype_that_does_not_fit_keeps_the_records(ev: Events) -> None:
+    pytest.importorskip("numpy")
+    with RingBuffer(ev.maps["rb"]) as rb:
+        ev.emit(5)
+        with pytest.raises(ValueError, match="records are 32 bytes"):
+            rb.read_numpy("V64", 1.0)  # 64-byte records wanted: nothing is handed over
+        assert rb.received == 0
+        batch = rb.read(1.0)
+        assert len(batch) == 5 and rb.received == 5
