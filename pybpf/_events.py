@@ -897,7 +897,12 @@ class _Reader:
         k = 0
         for rec, t in zip(batch, batch.tags if not uniform else _zeros(n)):
             dec = decs[t]
-            value = dec(rec) if dec is not None else rec
+            try:
+                value = dec(rec) if dec is not None else rec
+            except Exception:  # a record its decoder rejects is consumed with the error
+                if self._pending is batch and self._done == k and self._cursor is None:
+                    self._done = k + 1
+                raise
             if self._pending is not batch or self._done != k or self._cursor is not None:
                 return  # (another consumer has these records now)
             # from here to the consumer's hands nothing can be interrupted (no call)

@@ -443,3 +443,22 @@ def test_read_numpy_with_a_dtype_that_does_not_fit_keeps_the_records(ev: Events)
         assert rb.received == 0
         batch = rb.read(1.0)
         assert len(batch) == 5 and rb.received == 5
+
+
+def test_a_record_its_decoder_rejects_is_consumed_with_the_error(ev: Events) -> None:
+    start = ev.next_seq()
+
+    def decode(rec: bytes) -> int:
+        seq = int(EVENT.unpack_from(rec)[0])
+        if seq == start + 1:
+            raise ValueError("bad record")
+        return seq
+
+    with RingBuffer(ev.maps["rb"], decode=decode) as rb:
+        ev.emit(4)
+        got: list[int] = []
+        with pytest.raises(ValueError, match="bad record"):
+            for seq in rb.events(1.0):
+                got.append(seq - start)
+        got.extend(seq - start for seq in rb.events(0.05))  # the stream goes on
+        assert got == [0, 2, 3] and rb.received == 4
