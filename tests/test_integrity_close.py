@@ -434,7 +434,11 @@ while time.monotonic() < deadline and len(bad) < 5:
         try:
             while not stop.is_set():
                 io.mark()
-                rb.poll(0)
+                try:
+                    rb.poll(0)
+                except RuntimeError as e:  # add() holds the reader: documented, retry
+                    if "already consuming" not in str(e):
+                        raise
         except ClosedError:
             pass
         except BaseException as e:
