@@ -766,7 +766,14 @@ class _Reader:
         unpack = _UNPACKERS.get(key)
         if unpack is None:
             unpack = _UNPACKERS.setdefault(key, struct.Struct(f"{b0}x{f}s{st - b0 - f}x"))
-        recs = unpack.iter_unpack(memoryview(batch.data)[:n * st])
+        data = batch.data
+        if len(data) != n * st:  # (never a memoryview here: see below)
+            data = bytes(memoryview(data)[:n * st])
+        # The cursor may outlive this call in a traceback's frames, which the GC may
+        # clear in any order: it must not hold an export of a memoryview (a cleared
+        # memoryview with an export crashes CPython 3.11), only of bytes or of a lent
+        # cffi buffer (which the reader keeps alive).
+        recs = unpack.iter_unpack(data)
         vals: Iterator[Any] = map(_first, recs)
         if dec is not None:
             vals = map(dec, vals)
