@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,15 +169,17 @@ WRITER = textwrap.dedent("""
     signal.signal(signal.SIGTERM, stop)
     print("go", flush=True)
     upd, dele = Map.update, Map.delete
+    half = len(keys) // 2
     while True:
-        k = keys[(n * 7919) % len(keys)]
+        # every key in turn is inserted, and deleted half a cycle later
+        j = (n >> 1) * 7919 % len(keys)
         if n & 1:
             try:
-                dele(m, k)
+                dele(m, keys[(j + half) % len(keys)])
             except OSError:
                 pass  # arrays cannot delete; sockmap says EINVAL for an empty slot
         else:
-            upd(m, k, vals[n % len(vals)])
+            upd(m, keys[j], vals[n % len(vals)])
         n += 1
 """)
 
@@ -253,11 +256,19 @@ def test_walks_under_a_writer_process_return_every_stable_key_once(kind, env):
     k = KINDS[kind]
     with make(k, env) as m:
         writer = start_writer(m, k, env)
+        seen_sets: set[frozenset[bytes]] = set()  # the volatile keys each walk saw
+        deadline = time.monotonic() + 60
+        rounds = 0
         try:
-            for _ in range(REPS):
+            # REPS rounds, and on until the walks themselves saw the writer change the
+            # map at least 3 times (a map of maps changes slowly: one RCU grace period a change)
+            while rounds < REPS or len(seen_sets) < 4 and time.monotonic() < deadline:
+                rounds += 1
                 stable_raw, vol_raw = set(k.stable), set(k.volatile)
                 for form in RAW_FORMS:
-                    check_walk(form(m), stable_raw, vol_raw, f"{kind} {form.__name__}")
+                    got = form(m)
+                    check_walk(got, stable_raw, vol_raw, f"{kind} {form.__name__}")
+                    seen_sets.add(frozenset(got) & vol_raw)
                 if k.index:  # the raw key walk: every slot, filled or not, once
                     got = raw_keys(m)
                     assert sorted(got) == [u32(i) for i in range(k.max_entries)], kind
@@ -268,8 +279,10 @@ def test_walks_under_a_writer_process_return_every_stable_key_once(kind, env):
                     check_walk(form(m), stable, vol, f"{kind} {form.__name__}")
         finally:
             ops = stop_writer(writer)
-        # the kernel waits for an RCU grace period after each change of a map of maps
-        assert ops > (5 if "of_maps" in kind else 1000), f"the writer made only {ops} changes"
+        # the premise: the writer changed the map while the walks ran, as they saw
+        assert len(seen_sets) >= 4, f"the walks saw {len(seen_sets)} different sets of " \
+            f"volatile keys in {rounds} rounds (the writer made {ops} changes)"
+        assert ops >= (3 if "of_maps" in kind else 1000), f"the writer made only {ops} changes"
         # the premise: the stable keys were never deleted (nothing evicted them)
         assert all(m.lookup(kb) is not None for kb in k.stable)
 
