@@ -23,6 +23,11 @@ rules:
   of keys returned). A walk that cannot finish (a writer deleting its position or
   inserting new keys faster than it advances) raises :class:`~pybpf.MapError`
   (EAGAIN) naming the map; it never stops early in silence.
+- LPM tries are walked in their own order (:func:`_trie_walk`): the walk knows which
+  key GET_NEXT_KEY returns next, so it tells a restart from a step by the key alone,
+  never re-reads returned keys and keeps no set of them; a value is returned only when
+  the next step shows its prefix was still there after the lookup (a trie's lookup is
+  a longest-prefix match).
 - A walk holds the map's fd owner and borrows it for each syscall: resumed after the
   map or its object was closed, it raises :class:`~pybpf.ClosedError`, even when
   another object has since been given the same fd number.
