@@ -39,7 +39,7 @@ AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
               "pybpf.perfbuf.xǁPerfBufferǁ_after_step__*",
               "pybpf.perfbuf.xǁPerfBufferǁlost__*", "pybpf.perfbuf.xǁPerfBufferǁlost_by_cpu__*",
               "pybpf.perfbuf.xǁPerfBufferǁstats__*"],
-             ["tests/test_events_loss.py", "tests/test_perfbuf.py", "tests/test_ringbuf.py"]),
+             ["tests/test_events_loss.py", "tests/test_perfbuf.py"]),
     "globals": (["pybpf/globals.py", "pybpf/object.py"],
                 ["pybpf.globals.*", "pybpf.object.*ǁset_rodata__*",
                  "pybpf.object.*ǁ_rodata_maps__*"],

@@ -686,3 +686,32 @@ def test_cli_map_dump_under_a_bpf_program_writer(walks_obj):
         finally:
             writer.kill()
             writer.wait()
+
+
+@pytest.mark.parametrize("data_size", [4, 16, 3])
+def test_trie_walk_returns_every_prefix_in_the_kernels_order(data_size):
+    """A quiet trie of random prefixes of every length: the walk (which tells a restart
+    from a step by where a prefix falls in the trie's order) returns exactly the
+    kernel's own GET_NEXT_KEY sequence, for IPv4, IPv6 and an odd address size."""
+    from pybpf._ffi import ffi, lib
+
+    rng = random.Random(data_size)
+    bits = 8 * data_size
+    ks = 4 + data_size
+    put = set()
+    for _ in range(1500):
+        plen = rng.choice([0, 1, 2, bits - 1, bits, rng.randint(0, bits)])
+        addr = rng.getrandbits(bits) >> (bits - plen) << (bits - plen) if plen else 0
+        put.add(struct.pack("<I", plen) + addr.to_bytes(data_size, "big"))
+    with pybpf.create_map("lpm_trie", ks, 8, 4096, name=f"ord{os.getpid() % 100000}",
+                          flags=1) as m:
+        for kb in put:
+            Map.update(m, kb, u64(1))
+        kernel: list[bytes] = []  # the kernel's order, step by step
+        cur, nxt = ffi.NULL, ffi.new("char[]", ks)
+        while lib.bpf_map_get_next_key(m.fd, cur, nxt) == 0:
+            kernel.append(bytes(ffi.buffer(nxt)))
+            cur = ffi.new("char[]", kernel[-1])
+        assert sorted(kernel) == sorted(put)
+        assert list(Map.keys(m)) == kernel
+        assert [k for k, _ in m.items_raw()] == kernel
