@@ -33,7 +33,7 @@ AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "types": (["pybpf/types.py"], ["pybpf.types.*"],
               ["tests/test_types.py", "tests/test_globals.py", "tests/test_typed_maps.py"]),
     "loss": (["pybpf/ringbuf.py", "pybpf/perfbuf.py"],
-             ["pybpf.ringbuf.xǁRingBufferǁadd__*", "pybpf.ringbuf.xǁRingBufferǁdrops__*",
+             ["pybpf.ringbuf.xǁRingBufferǁ_count_drops_of__*", "pybpf.ringbuf.xǁRingBufferǁdrops__*",
               "pybpf.ringbuf.xǁRingBufferǁstats__*",
               "pybpf.perfbuf.xǁPerfBufferǁ_report_lost__*",
               "pybpf.perfbuf.xǁPerfBufferǁ_after_step__*",
