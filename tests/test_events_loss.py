@@ -34,7 +34,11 @@ def test_two_rings_of_one_object_count_each_drop_once(ev: Events) -> None:
     with RingBuffer(ev.maps["rb"], ev.maps["rb2"]) as rb:
         ev.emit(3000, MODE_RB)  # 64 KiB ring, 40 bytes a record: about 1638 fit
         ev.emit(1000, MODE_RB2)  # 16 KiB ring: about 409 fit
+        # what the rings hold before a read: every record the program got a place for,
+        # 32 bytes and the kernel's 8-byte header each
+        assert rb.stats().pending_bytes == (4000 - ev.drops()) * 40
         seqs = drain(rb)
+        assert rb.stats().pending_bytes == 0
         tried = ev.next_seq()  # what the program emitted or failed to
         assert tried == 4000 and len(seqs) == len(set(seqs))
         assert 1500 < len(seqs) < 2500  # both rings overflowed
