@@ -39,13 +39,14 @@ def test_samples_reach_the_callback_with_their_cpu(ev: Events) -> None:
 
 def _overflow_each_cpu(ev: Events, pb: PerfBuffer, received: Callable[[], int],
                        cookie: int = 7) -> dict[int, int]:
-    """Pinned to each CPU in turn: 1000 samples into that CPU's 4 KiB buffer (about 85
+    """Pinned to each CPU in turn, twice: 1000 samples into that CPU's 4 KiB buffer (about 85
     fit), a read, then one more sample, before which the kernel writes its LOST record
     (on the same CPU: pinned, so it cannot land in another CPU's buffer). Reads until
     every sample is received or counted lost; returns the samples the program itself
     failed to output on each CPU (its per-CPU drop counter)."""
     want: dict[int, int] = {}
-    for cpu in sorted(os.sched_getaffinity(0)):
+    cpus = sorted(os.sched_getaffinity(0))
+    for cpu in cpus + cpus:  # twice each: a loss reported after an earlier one
         before = ev.drops_by_cpu()[cpu]
         sent = received() + pb.lost + 1001
         with ev.on_cpu(cpu):
@@ -55,8 +56,9 @@ def _overflow_each_cpu(ev: Events, pb: PerfBuffer, received: Callable[[], int],
         deadline = time.monotonic() + 10
         while received() + pb.lost < sent and time.monotonic() < deadline:
             pb.poll(0.1)
-        want[cpu] = ev.drops_by_cpu()[cpu] - before
-        assert want[cpu] > 0, f"the program on CPU {cpu} never failed an output"
+        lost_now = ev.drops_by_cpu()[cpu] - before
+        assert lost_now > 0, f"the program on CPU {cpu} never failed an output"
+        want[cpu] = want.get(cpu, 0) + lost_now
         assert pb.lost_by_cpu().get(cpu, 0) == want[cpu], f"lost on CPU {cpu}"
     return want
 
@@ -71,7 +73,7 @@ def test_lost_samples_are_counted_and_reported(ev: Events) -> None:
     # what the kernel said was lost, per CPU, is what the program failed to output there
     assert st.lost_by_cpu == want
     assert st.lost == sum(want.values()) == ev.drops()
-    assert st.received == len(got) == 1001 * len(want) - st.lost
+    assert st.received == len(got) == 2 * 1001 * len(want) - st.lost
     by_cpu: dict[int, int] = {}
     for cpu, n in reports:
         by_cpu[cpu] = by_cpu.get(cpu, 0) + n
@@ -205,7 +207,7 @@ def test_lost_samples_are_exact_and_kept_ones_arrive_once(ev: Events) -> None:
     assert all(v == sorted(v) for v in per_cpu.values())
     assert set(per_cpu) == set(want)  # each CPU's samples came from that CPU's buffer
     assert 0 < lost == sum(want.values())  # the kernel's count == the program's failures
-    total = 1001 * len(want)
+    total = 2 * 1001 * len(want)
     assert len(got) + lost == total
     assert len(set(range(total)) - set(seqs)) == lost  # exactly the missing ones
 
