@@ -151,9 +151,22 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=0,
                     help="run about this many of the area's mutants, evenly spread")
     ap.add_argument("--score", action="store_true", help="only print the last run's score")
+    ap.add_argument("--again", action="store_true",
+                    help="run the last run's survivors again, with the tests as they are now")
     a = ap.parse_args()
     dest = a.dir or Path(f"/tmp/pybpf-mut-{a.area}")
-    if not a.score:
+    if a.again:
+        # the survivors of the last run in DEST, against this checkout's tests now
+        for sub in (dest / "tests", dest / "mutants" / "tests"):
+            shutil.rmtree(sub, ignore_errors=True)
+            shutil.copytree(ROOT / "tests", sub, ignore=shutil.ignore_patterns("__pycache__"))
+        by = score(a.area, dest)
+        names = sorted(by.get("survived", []) + by.get("no tests", []))
+        if names:
+            mutmut(dest, dict(os.environ, PYTHONPATH=str(dest / "mutants"),
+                              PYBPF_TEST_BPF_DIR=str(dest / "build" / "test-bpf")),
+                   a.children, names)
+    elif not a.score:
         prepare(a.area, dest)
         # made now: a PYTHONPATH entry that does not exist yet is cached as "no modules"
         (dest / "mutants").mkdir()
