@@ -34,7 +34,9 @@ rules:
 
 Costs: one batch syscall per chunk (4096 entries by default) for the batch kinds;
 one ``GET_NEXT_KEY`` per key otherwise, plus one lookup per key for values and for
-the presence of array-like kinds' slots.
+the presence of array-like kinds' slots (an LPM trie's values: one more
+``GET_NEXT_KEY`` per key, to confirm each); after a restart, one ``GET_NEXT_KEY`` per
+returned key tried.
 """
 
 from __future__ import annotations
