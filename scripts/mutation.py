@@ -162,10 +162,18 @@ def main() -> int:
             shutil.copytree(ROOT / "tests", sub, ignore=shutil.ignore_patterns("__pycache__"))
         by = score(a.area, dest)
         names = sorted(by.get("survived", []) + by.get("no tests", []))
+        before = {meta: json.loads(meta.read_text())
+                  for meta in (dest / "mutants").rglob("*.meta")}
         if names:
             mutmut(dest, dict(os.environ, PYTHONPATH=str(dest / "mutants"),
                               PYBPF_TEST_BPF_DIR=str(dest / "build" / "test-bpf")),
                    a.children, names)
+        for meta, old in before.items():  # mutmut forgets the results of the others
+            new = json.loads(meta.read_text())
+            for name, code in old["exit_code_by_key"].items():
+                if new["exit_code_by_key"].get(name) is None:
+                    new["exit_code_by_key"][name] = code
+            meta.write_text(json.dumps(new))
     elif not a.score:
         prepare(a.area, dest)
         # made now: a PYTHONPATH entry that does not exist yet is cached as "no modules"
