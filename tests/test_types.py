@@ -187,3 +187,17 @@ def test_one_bitfield_written_leaves_its_neighbours(layouts):
     layouts.programs["readback_in"].test_run(ctx=bytes(8), repeat=0)
     got = [_u64(layouts, "readback", i) for i in range(19, 24)]
     assert got == [0, 17, 1, 0xABCDEF1235, 1]
+
+
+def test_values_by_c_name_and_positional_unions_reach_the_kernel(layouts):
+    """A dict keyed by C names (the member ``in``, attribute ``in_``, as plain() writes
+    it) and a union built from one positional value (its first member) are encoded as
+    the program then reads them."""
+    Num = layouts.btf["num"].pytype
+    layouts.maps["in"][0] = {"u8": 9, "in": {"tag": 1, "val": 4242}, "un": Num(0xCAFE),
+                             "bits": {"a": 1, "b": 2, "c": -1, "d": 3, "e": 0}}
+    layouts.programs["readback_in"].test_run(ctx=bytes(8), repeat=0)
+    got = [_u64(layouts, "readback", i) for i in range(29)]
+    assert got[0] == 9 and got[13] == 4242 and got[18] == 0xCAFE
+    assert (got[19], got[20], got[21] - (1 << 64), got[22], got[23]) == (1, 2, -1, 3, 0)
+    assert layouts.maps["in"][0].in_.val == 4242
