@@ -250,14 +250,22 @@ def test_prog_map_link_commands(cli_obj, icli):
         assert progs[prog_id]["name"] == "cli_getcwd" and progs[prog_id]["type"] == "tracepoint"
         assert stats_id in progs[prog_id]["map_ids"]
         r = icli("prog", "list")
+        assert r.stdout.splitlines()[0].split() == ["ID", "TYPE", "NAME", "TAG", "XLATED",
+                                                    "JITED", "MAPS"]
         row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(prog_id))
-        assert row.split()[1:3] == ["tracepoint", "cli_getcwd"]
+        info = obj.programs["cli_getcwd"].info()
+        assert row.split()[1:4] == ["tracepoint", "cli_getcwd", info.tag]
         r = icli("prog", "show", str(prog_id), "--json")
         assert json.loads(r.stdout)["name"] == "cli_getcwd"
 
         r = icli("map", "list", "--json")
         maps = {m["id"]: m for m in json.loads(r.stdout)}
         assert maps[stats_id]["name"] == "stats" and maps[stats_id]["type"] == "hash"
+        r = icli("map", "list")
+        assert r.stdout.splitlines()[0].split() == ["ID", "TYPE", "NAME", "KEY", "VALUE",
+                                                    "MAX_ENTRIES", "FLAGS", "BTF"]
+        row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(stats_id))
+        assert row.split()[1:7] == ["hash", "stats", "4", "24", "64", "0x0"]
         r = icli("map", "show", str(stats_id), "--json")
         assert json.loads(r.stdout)["value_size"] == 24
         r = icli("map", "dump", str(stats_id), "--json")
@@ -281,6 +289,11 @@ def test_prog_map_link_commands(cli_obj, icli):
         links = {x["id"]: x for x in json.loads(r.stdout)}
         for lid in link_ids:
             assert links[lid]["prog_id"] == prog_id
+        r = icli("link", "list")
+        assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["ID", "TYPE", "PROG"]
+        for lid in link_ids:
+            row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(lid))
+            assert str(prog_id) in row.split()[1:], row
     r = icli("map", "dump", "4000000000")
     assert r.returncode == 1 and "map id 4000000000" in r.stderr
     r = icli("prog", "show", "4000000000")
@@ -298,6 +311,13 @@ def test_features(icli):
     assert f["hooks"]["fentry"]["supported"] is bool(pybpf.features.trampolines())
     r = icli("features")
     assert r.returncode == 0 and "HOOKS" in r.stdout and "PROGRAM TYPES" in r.stdout
+    lines = r.stdout.splitlines()
+    h0 = lines.index("HOOKS") + 1
+    assert lines[h0].split() == ["HOOK", "SUPPORTED", "WHY"]
+    table = lines[h0 + 1:lines.index("", h0)]
+    hooks = {ln.split()[0]: ln.split()[1] for ln in table}
+    assert hooks == {k: "yes" if v["supported"] else "no" for k, v in f["hooks"].items()}
+    assert any(ln.split() == ["CAPABILITY", "SYMBOL", "SINCE", "HERE", "PATH"] for ln in lines)
 
 
 def test_build(tmp_path, icli):
