@@ -239,10 +239,10 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
             raise _fail(m, -rc, "get_next_key failed")
         return bytes(ffi.buffer(nxt))
 
-    def stays(key: bytes, after: bytes | None) -> bool:
-        """Was ``key``, the position, still in the trie when GET_NEXT_KEY from it gave
-        ``after`` (ranked above it; None: nothing after it)? Else the kernel started
-        over, at a first key that happens to rank above it: tell the two apart."""
+    def stays(after: bytes | None) -> bool:
+        """Was the position still in the trie when GET_NEXT_KEY from it gave ``after``
+        (ranked above it; None: nothing after it)? Else the kernel started over, at a
+        first key that happens to rank above it: tell the two apart."""
         with owner as fd:
             rc = gnk(fd, ffi.NULL, first)
         if rc < 0:
@@ -252,7 +252,7 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
     r = step(None)
     while True:
         if r is None:
-            if pending is not None and stays(pending[0], None):
+            if pending is not None and stays(None):
                 yield pending
             return
         rr = rank(r)
@@ -270,7 +270,7 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
                 returned.pop()  # gone: never tried again
             continue  # from pos (None: r is the first key)
         if pending is not None:
-            if stays(pending[0], r):
+            if stays(r):
                 yield pending
             pending = None
         pos = r
