@@ -715,3 +715,20 @@ def test_trie_walk_returns_every_prefix_in_the_kernels_order(data_size):
         assert sorted(kernel) == sorted(put)
         assert list(Map.keys(m)) == kernel
         assert [k for k, _ in m.items_raw()] == kernel
+
+
+def test_lookup_batch_of_a_key_walked_kind_gives_each_keys_value():
+    """lookup_batch() of a kind without kernel batches (an LPM trie) gathers the key walk
+    into chunks: every chunk's values are its keys' own, in order."""
+    with pybpf.create_map("lpm_trie", 8, 8, 256, name=f"lb{os.getpid() % 100000}",
+                          flags=1) as m:
+        want = {lpm(10, 0, i, 0, 24): u64(1000 + i) for i in range(50)}
+        for kb, vb in want.items():
+            Map.update(m, kb, vb)
+        got = {}
+        for b in m.lookup_batch(chunk=7):
+            assert 0 < b.count <= 7
+            kb, vb = bytes(b.keys), bytes(b.values)
+            for i in range(b.count):
+                got[kb[8 * i:8 * i + 8]] = vb[8 * i:8 * i + 8]
+        assert got == want
