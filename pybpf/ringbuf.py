@@ -169,9 +169,14 @@ class RingBuffer(_Reader):
             with contextlib.suppress(BPFError, LookupError):
                 self._btf = obj.btf
         if not self._explicit_drops and obj is not None:
-            drops = obj.maps.get(DROPS_MAP)
-            if drops is not None and all(d is not drops for d in self._drops_maps):
-                self._drops_maps.append(drops)  # one counter per object, not per ring
+            self._count_drops_of(obj)
+
+    def _count_drops_of(self, obj: Any) -> None:
+        """Count the drops ``obj``'s programs count, if they do: one counter per object,
+        however many of its rings are consumed."""
+        drops = obj.maps.get(DROPS_MAP)
+        if drops is not None and all(d is not drops for d in self._drops_maps):
+            self._drops_maps.append(drops)
 
     @property
     def maps(self) -> list[Map]:
