@@ -110,6 +110,7 @@ class Link(Handle):
         self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
         self._has_fd = ptr is not None or fd is not None
+        self._fd_pin: str | None = None  # where pin() pinned a link that libbpf did not make
         what = f"link {program!r} -> {target}"
         # The owner frees the link exactly once: at detach(), at garbage collection,
         # or at interpreter exit, whichever comes first -- and never during a call.
@@ -165,8 +166,9 @@ class Link(Handle):
 
     @property
     def pin_path(self) -> str | None:
+        """Where :meth:`pin` pinned this link (None if not pinned, or detached)."""
         if self._ptr is None:
-            return None
+            return None if self._owner.closed else self._fd_pin
         try:
             with self._owner:
                 p = lib.bpf_link__pin_path(self._ptr)
@@ -181,12 +183,28 @@ class Link(Handle):
 
     # --- verbs ----------------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
-        """Pin in bpffs: the link then outlives this process until :meth:`unpin`."""
-        if self._ptr is None:
+        """Pin in bpffs: the link then outlives this process until :meth:`unpin`. Any
+        BPF link can be pinned: one libbpf made (``bpf_link__pin``) or one pybpf made
+        with ``BPF_LINK_CREATE`` (tcx, netkit, uprobe_multi... on libbpf 1.1:
+        ``bpf_obj_pin`` of its fd). One syscall."""
+        if self._ptr is None and not self._has_fd:
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
         p = _fs.check_pin_path(os.fspath(path))
+        if self._ptr is None:
+            with self._owner as fd:
+                if self._fd_pin is not None:
+                    raise BPFError(_errno.EBUSY, f"link {self.program!r} is already pinned "
+                                                 f"at {self._fd_pin}")
+                if bpf_fd_kind(fd) != "link":  # a perf event, a socket filter...
+                    raise BPFError(95, f"{self.target}: only BPF links can be pinned")
+                rc = lib.bpf_obj_pin(fd, p.encode())
+                err = ffi.errno
+            if rc < 0:
+                raise error_for(err, f"cannot pin link {self.program!r} at {p}")
+            self._fd_pin = p
+            return
         with self._owner, capture() as log:
             err = lib.bpf_link__pin(self._ptr, p.encode())
         if err:
@@ -196,7 +214,7 @@ class Link(Handle):
         """Remove the pin; the link stays attached while this object holds it. Refused
         (BPFError) if what is pinned there now is not this link."""
         p = self.pin_path
-        if self._ptr is None or p is None:
+        if p is None:
             return
         with self._owner as fd:
             mine = _link_info_by_fd(self._link_fd(fd)).id
@@ -204,6 +222,13 @@ class Link(Handle):
             if theirs is not None and theirs != mine:
                 raise BPFError(_errno.EPERM, f"link {self.program!r} (id {mine}): refusing to "
                                f"unpin {p}: what is pinned there is not this link")
+            if self._ptr is None:  # pinned by bpf_obj_pin (see pin)
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+                self._fd_pin = None
+                return
             err = lib.bpf_link__unpin(self._ptr)
         if err:
             raise error_for(-err, f"cannot unpin link {self.program!r}")
