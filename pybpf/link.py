@@ -236,21 +236,25 @@ class Link(Handle):
     def update_program(self, program: Any) -> None:
         """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
         event between the old program's last run and the new one's first is missed."""
+        with program.object.owner:  # the program fd stays open for the call
+            self.update_prog_fd(program.fd, program.name)
+
+    def update_prog_fd(self, prog_fd: int, name: str) -> None:
+        """:meth:`update_program` to a program given by fd (one that is no loaded
+        Object's: a pinned deployment's, opened by id); ``name`` becomes
+        :attr:`program`. The caller keeps ``prog_fd`` open for the call. One syscall."""
         with self._owner as lfd:
-            lfd = self._link_fd(lfd)
-            with program.object.owner:  # the program fd stays open for the call
-                rc = lib.bpf_link_update(lfd, program.fd, ffi.NULL)
-                err = ffi.errno
+            rc = lib.bpf_link_update(self._link_fd(lfd), prog_fd, ffi.NULL)
+            err = ffi.errno
         if rc < 0:
-            what = f"cannot update link {self.target} to program {program.name!r}"
+            what = f"cannot update link {self.target} to program {name!r}"
             if err in (_errno.EINVAL, _errno.EOPNOTSUPP):  # perf_event, netfilter... links
                 try:
                     what += f" (the kernel cannot update a {self.info().type} link)"
                 except BPFError:
                     pass
-            raise error_for(err, what, kind=AttachError, program=program.name,
-                            target=self.target)
-        self.program = program.name
+            raise error_for(err, what, kind=AttachError, program=name, target=self.target)
+        self.program = name
 
     def held_by(self, holder: Any) -> None:
         """Record the :class:`~pybpf.Object` whose program made this link: it detaches

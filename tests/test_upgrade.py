@@ -533,6 +533,44 @@ def test_user_migration_function_allows_a_key_change():
                 o.close()
 
 
+def test_reuse_and_take_over_move_ownership_explicitly():
+    """The interface the upgrade is built on: OpenMap.reuse makes a live map itself the
+    new object's map, still held (closed) by its old object until take_over."""
+    v1 = variant("upgrade_events", "v1")
+    old = Object.open(v1)
+    old.load()
+    stats = old.maps["stats"]
+    stats[0] = {"handled": 7}
+    tries = []
+    try:
+        new = Object.open(v1)
+        tries.append(new)
+        new.maps["stats"].reuse(stats)
+        assert new.maps["stats"].reused and new.maps["stats"].reused_map is stats
+        new.load()
+        assert new.maps["stats"] is stats and stats.object is old
+        new.close()  # not its holder: the map stays open
+        assert stats[0].handled == 7
+        new = Object.open(v1)
+        tries.append(new)
+        new.maps["stats"].reuse(stats)
+        new.load()
+        with pytest.raises(ValueError, match="not a link of"):
+            new.take_over(old, [pybpf.Link(program="p", target="elsewhere")])
+        new.take_over(old)
+        assert stats.object is new and "stats" not in old.maps
+        old.close()  # no longer its holder
+        assert new.maps["stats"][0].handled == 7
+        new.close()
+        with pytest.raises(pybpf.ClosedError):
+            stats[0]
+        with pytest.raises(TypeError, match="reuse_fd"):
+            Object.open(v1).maps["stats"].reuse(3)  # type: ignore[arg-type]
+    finally:
+        for o in [old, *tries]:
+            o.close()
+
+
 def test_upgrade_refuses_a_closed_or_unloaded_object():
     v1 = variant("upgrade_events", "v1")
     obj = Object.open(v1)
@@ -573,13 +611,16 @@ def test_cli_upgrades_a_pinned_firewall(same_dir):
             assert pair.send_udp(5, receiver=rx, wait=0.3) == 0
             xdp_id = pybpf.Link.open_pinned(f"{pin}/xdp_link").info().id
             pinned = sorted(os.listdir(pin))
-            assert {"counters", "egress", "rules", "xdp_link"} <= set(pinned)
+            assert {"counters", "egress", "rules", "tc_link", "xdp_link"} <= set(pinned)
             r = _cli("upgrade", v2, "--from", pin, "--to", to, "--json")
             assert r.returncode == 0, r.stderr
             report = json.loads(r.stdout)
             assert {m["name"]: m["action"] for m in report["maps"]} == {
                 "rules": "reused", "counters": "migrated", "egress": "migrated"}
-            assert {ln["action"] for ln in report["links"]} == {"updated"}
+            # the whole pinned deployment switched: the XDP link and the tcx egress link
+            assert {ln["kind"]: ln["action"] for ln in report["links"]} == {
+                "xdp": "updated", "tcx": "updated"}
+            assert report["removed_pins"] == []
             assert sorted(os.listdir(to)) == pinned
             assert same_dir or not os.path.exists(pin)
             # the same XDP link, still attached after the CLI exited, now the new build
@@ -617,6 +658,50 @@ def test_cli_upgrade_refusal_leaves_the_pins(tmp_path):
         assert os.listdir(pin) == ["stats"]
         m = pybpf.Map.open_pinned(f"{pin}/stats")
         assert m.id == obj.maps["stats"].id and m[0].handled == 5
+        m.close()
+    finally:
+        obj.close()
+        for name in os.listdir(pin):
+            os.unlink(os.path.join(pin, name))
+        os.rmdir(pin)
+
+
+def test_cli_upgrade_in_place_removes_the_pins_of_dropped_maps():
+    """Upgraded into the same directory, a deployment keeps no pin of a map the new
+    build dropped (it would hold the old map forever, and hand stale contents to a
+    later build that brings the name back): removed, and said so in the report."""
+    import json
+
+    v1 = variant("upgrade_events", "v1")
+    dropped = variant("upgrade_events", "dropseen", DROP_SEEN=1)
+    pin = f"/sys/fs/bpf/pybpf-upg-drop-{os.getpid()}"
+    obj = Object.open(v1)
+    obj.load()
+    os.mkdir(pin)
+    try:
+        for name in ("stats", "seen"):
+            obj.maps[name].pin(f"{pin}/{name}")
+        obj.maps["stats"][0] = {"handled": 41}
+        seen_id = obj.maps["seen"].id
+        r = _cli("upgrade", dropped, "--from", pin, "--json")
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        maps = {m["name"]: m for m in report["maps"]}
+        assert maps["seen"]["action"] == "dropped"
+        assert f"{pin}/seen was removed" in maps["seen"]["reason"]
+        assert report["removed_pins"] == [f"{pin}/seen"]
+        assert maps["stats"]["action"] == "reused"
+        pinned = set(os.listdir(pin))
+        assert "seen" not in pinned and {"stats", "events"} <= pinned
+        # the kernel no longer has a pin of the old map (this process still holds it)
+        ids = []
+        for n in pinned:
+            pm = pybpf.Map.open_pinned(f"{pin}/{n}")
+            ids.append(pm.id)
+            pm.close()
+        assert seen_id not in ids
+        m = pybpf.Map.open_pinned(f"{pin}/stats")
+        assert m[0].handled == 41
         m.close()
     finally:
         obj.close()
