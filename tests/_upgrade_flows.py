@@ -292,3 +292,52 @@ def event_upgrade(v1: str, v2: str, n: int, guard: bool = True) -> dict[str, Any
                 "links": [ln.action for ln in report.links],
                 "rb_closed_after": st.rb.closed})
     return out
+
+
+# --- (c) a failure in the middle of the switch ------------------------------------------
+def still_running(st: _Stream, old: Object, before: int) -> dict[str, Any]:
+    """Stream ``st.n`` events through ``old`` and say what came out: the old build is
+    running when ``attached``, ``complete``, ``builds == [1]`` and ``handled`` is
+    ``before + n``."""
+    attached = not old.closed and bool(old.links) and all(not lk.detached for lk in old.links)
+    st.go()
+    st.finish()
+    return {"attached": attached, "error": repr(st.error) if st.error is not None else None,
+            "complete": sorted(s for s, _, _ in st.records) == list(range(st.n)),
+            "builds": sorted({b for _, b, _ in st.records}),
+            "handled": old.maps["stats"][0].handled, "before": before, "n": st.n}
+
+
+def failed_switch(v1: str, v2: str) -> dict[str, Any]:
+    """``v1`` with an XDP link and a tracepoint feeding a live consumer; the upgrade to
+    ``v2`` updates the XDP link, then the tracepoint's re-attach fails."""
+    st = _Stream(20_000)
+    old = None
+    out: dict[str, Any] = {}
+    with veth_pair() as pair:
+        try:
+            old = st.load(v1, build=1)
+            with in_netns(pair.ns_b):
+                xdp = old.programs["pass_xdp"].attach_xdp(pair.dev_b)
+            before = xdp.info()
+            st.consume(old)
+
+            def boom(prog: Any) -> Any:
+                prog.attach_auto()  # attached, then the step fails
+                raise RuntimeError("attach failed")
+
+            try:
+                old.upgrade(v2, rodata={**st.rodata, "build": 2}, reattach={"on_lseek": boom})
+                out["raised"] = None
+            except RuntimeError as e:
+                out["raised"] = str(e)
+            after = xdp.info()
+            out["xdp_before"] = [before.id, before.prog_id]
+            out["xdp_after"] = [after.id, after.prog_id]
+            out["word"] = old.maps["pybpf_generation"][0]
+            out.update(still_running(st, old, 0))
+        finally:
+            st.kill()
+            if old is not None:
+                old.close()
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from _child import run_child
 from _upgrade_flows import FRAME, PAYLOAD, _Stream
-from attach_util import in_netns, veth_pair
+from attach_util import veth_pair
 from conftest import BUILD
 
 import pybpf
@@ -198,33 +198,19 @@ def test_refused_narrowing_overflow_leaves_old_running():
 def test_failure_during_the_switch_puts_the_old_build_back():
     """An XDP link already updated to the new build, then the tracepoint's re-attach
     fails: the XDP link runs the old program again, the generation word names the old
-    build alone, and events go on exactly once through the old build."""
+    build alone, and events go on exactly once through the old build (in a child: the
+    new build is loaded, attached and closed again under a live consumer)."""
     v1 = variant("upgrade_events", "x1", WITH_XDP=1)
     v2 = variant("upgrade_events", "x2", WITH_XDP=1, EVENT_V2=1)
-    st = _Stream(20_000)
-    old = None
-    with veth_pair() as pair:
-        try:
-            old = st.load(v1, build=1)
-            with in_netns(pair.ns_b):
-                xdp = old.programs["pass_xdp"].attach_xdp(pair.dev_b)
-            before = xdp.info()
-            st.consume(old)
-
-            def boom(prog):
-                prog.attach_auto()  # attached, then the step fails
-                raise RuntimeError("attach failed")
-
-            with pytest.raises(RuntimeError, match="attach failed"):
-                old.upgrade(v2, rodata={**st.rodata, "build": 2}, reattach={"on_lseek": boom})
-            after = xdp.info()
-            assert (after.id, after.prog_id) == (before.id, before.prog_id)
-            assert old.maps["pybpf_generation"][0] == 0
-            _assert_still_running(st, old, 0)
-        finally:
-            st.kill()
-            if old is not None:
-                old.close()
+    got = run_child("from _upgrade_flows import failed_switch as f\n"
+                    "emit(f(P['v1'], P['v2']))", params={"v1": v1, "v2": v2}, timeout=120,
+                    what="a failed switch under a live consumer")
+    assert got["raised"] == "attach failed"
+    assert got["xdp_after"] == got["xdp_before"]
+    assert got["word"] == 0
+    assert got["attached"] and got["error"] is None
+    assert got["complete"] and got["builds"] == [1]
+    assert got["handled"] == got["n"]
 
 
 def test_a_program_the_new_build_does_not_load_is_refused():
