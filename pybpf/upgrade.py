@@ -4,8 +4,10 @@ packet and no counter (:meth:`pybpf.Object.upgrade`, ``pybpf upgrade``).
 What happens to each map of the new build (decided from BTF before anything changes):
 
 * **reused** -- same name, same type, identical key and value layout, same size and
-  flags: the new object uses the old map itself (``bpf_map__reuse_fd`` before load),
-  with its contents; a ring buffer keeps its consumers, which read on.
+  flags: the new object uses the old map itself (:meth:`pybpf.OpenMap.reuse`, libbpf's
+  ``bpf_map__reuse_fd``, before load), with its contents; a ring buffer keeps its
+  consumers, which read on. The old object stays its holder until the switch is
+  committed (:meth:`pybpf.Object.take_over`), so a failed upgrade never closes it.
 * **migrated** -- the value layout changed (or the size or flags): entries are copied
   by BTF member name. Added fields start at zero, removed fields are dropped, an
   integer that widens is converted, one that narrows is checked. What the old version
@@ -28,6 +30,16 @@ from old to new with one write to a shared map, each event handled exactly once.
 object without the guard runs both versions for the window reported as
 ``both_attached_seconds``: every event in it is handled by both (none by neither).
 If any step fails, the old version stays live and attached.
+
+Pinned deployments (``pybpf upgrade``, :func:`upgrade_pinned`): maps are pinned under
+:func:`pin_name` (the map name, "." made "_"), links under the names the old ones
+had; the pins of maps the new build dropped are removed, in the same directory too,
+and listed in :attr:`UpgradeReport.removed_pins`.
+
+This module drives objects, maps and links through their public interface alone
+(``tests/test_layering.py`` checks it): :meth:`pybpf.OpenMap.reuse`,
+:meth:`pybpf.Object.take_over`, :meth:`pybpf.Link.update_program` /
+:meth:`pybpf.Link.update_prog_fd`, :attr:`pybpf.Link.owner` / :attr:`pybpf.Link.fd`.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from .maps import Map, possible_cpus
 
 __all__ = ["MapReport", "LinkReport", "UpgradeReport", "Migration", "GENERATION_MAP",
            "layouts_equal", "wait_for_running_programs", "upgrade_object", "upgrade_pinned",
-           "PinnedSide", "UPDATABLE_LINKS", "link_kind"]
+           "PinnedSide", "UPDATABLE_LINKS", "link_kind", "pin_name"]
 
 GENERATION_MAP = "pybpf_generation"  # mmapable array, one u64 word (see pybpf_common.h)
 GENERATION_HANDLED = "pybpf_gen_handled"  # per-CPU u32: the first runner's decision
