@@ -739,12 +739,12 @@ class Object(Handle):
         if foreign:
             raise ValueError(f"BPF object {self.name!r}: take_over(): {foreign[0]!r} is "
                              f"not a link of {old.name if old else 'the old object'!r}")
-        for m in (self._maps or {}).values():
-            if m.object is old and m.object is not self:
-                m.held_by(self)
-        if old is None:
-            return
-        with old._lock:
+        with old._lock if old is not None else contextlib.nullcontext():
+            for m in (self._maps or {}).values():
+                if m.object is old and m.object is not self:
+                    m.held_by(self)
+            if old is None:
+                return
             if old._maps is not None:
                 for name in [n for n, m in old._maps.items() if m.object is self]:
                     del old._maps[name]
