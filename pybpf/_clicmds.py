@@ -579,7 +579,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
                     "generation": report.generation,
                     "maps": [vars(m) for m in report.maps.values()],
                     "links": [vars(ln) for ln in report.links],
-                    "warnings": report.warnings})
+                    "warnings": report.warnings,
+                    "removed_pins": report.removed_pins})
     else:
         print(report)
         for w in report.warnings:

@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="bpffs directory of the running deployment (maps pinned by name, "
                         "links under any name)")
     p.add_argument("--to", dest="new_dir", metavar="DIR",
-                   help="where the new maps and links are pinned (default: --from)")
+                   help="where the new maps and links are pinned (default: --from); "
+                        "pins of maps the new build dropped are removed and listed")
     p.add_argument("--name", help="object name (default: the file's stem); internal maps "
                                   "(.bss, .data) match by it")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",

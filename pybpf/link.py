@@ -110,6 +110,7 @@ class Link(Handle):
         self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
         self._has_fd = ptr is not None or fd is not None
+        self._fd_pin: str | None = None  # where pin() pinned a link that libbpf did not make
         what = f"link {program!r} -> {target}"
         # The owner frees the link exactly once: at detach(), at garbage collection,
         # or at interpreter exit, whichever comes first -- and never during a call.
@@ -165,8 +166,9 @@ class Link(Handle):
 
     @property
     def pin_path(self) -> str | None:
+        """Where :meth:`pin` pinned this link (None if not pinned, or detached)."""
         if self._ptr is None:
-            return None
+            return None if self._owner.closed else self._fd_pin
         try:
             with self._owner:
                 p = lib.bpf_link__pin_path(self._ptr)
@@ -181,12 +183,28 @@ class Link(Handle):
 
     # --- verbs ----------------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
-        """Pin in bpffs: the link then outlives this process until :meth:`unpin`."""
-        if self._ptr is None:
+        """Pin in bpffs: the link then outlives this process until :meth:`unpin`. Any
+        BPF link can be pinned: one libbpf made (``bpf_link__pin``) or one pybpf made
+        with ``BPF_LINK_CREATE`` (tcx, netkit, uprobe_multi... on libbpf 1.1:
+        ``bpf_obj_pin`` of its fd). One syscall."""
+        if self._ptr is None and not self._has_fd:
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
         p = _fs.check_pin_path(os.fspath(path))
+        if self._ptr is None:
+            with self._owner as fd:
+                if self._fd_pin is not None:
+                    raise BPFError(_errno.EBUSY, f"link {self.program!r} is already pinned "
+                                                 f"at {self._fd_pin}")
+                if bpf_fd_kind(fd) != "link":  # a perf event, a socket filter...
+                    raise BPFError(95, f"{self.target}: only BPF links can be pinned")
+                rc = lib.bpf_obj_pin(fd, p.encode())
+                err = ffi.errno
+            if rc < 0:
+                raise error_for(err, f"cannot pin link {self.program!r} at {p}")
+            self._fd_pin = p
+            return
         with self._owner, capture() as log:
             err = lib.bpf_link__pin(self._ptr, p.encode())
         if err:
@@ -196,7 +214,7 @@ class Link(Handle):
         """Remove the pin; the link stays attached while this object holds it. Refused
         (BPFError) if what is pinned there now is not this link."""
         p = self.pin_path
-        if self._ptr is None or p is None:
+        if p is None:
             return
         with self._owner as fd:
             mine = _link_info_by_fd(self._link_fd(fd)).id
@@ -204,6 +222,13 @@ class Link(Handle):
             if theirs is not None and theirs != mine:
                 raise BPFError(_errno.EPERM, f"link {self.program!r} (id {mine}): refusing to "
                                f"unpin {p}: what is pinned there is not this link")
+            if self._ptr is None:  # pinned by bpf_obj_pin (see pin)
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+                self._fd_pin = None
+                return
             err = lib.bpf_link__unpin(self._ptr)
         if err:
             raise error_for(-err, f"cannot unpin link {self.program!r}")
@@ -211,21 +236,25 @@ class Link(Handle):
     def update_program(self, program: Any) -> None:
         """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
         event between the old program's last run and the new one's first is missed."""
+        with program.object.owner:  # the program fd stays open for the call
+            self.update_prog_fd(program.fd, program.name)
+
+    def update_prog_fd(self, prog_fd: int, name: str) -> None:
+        """:meth:`update_program` to a program given by fd (one that is no loaded
+        Object's: a pinned deployment's, opened by id); ``name`` becomes
+        :attr:`program`. The caller keeps ``prog_fd`` open for the call. One syscall."""
         with self._owner as lfd:
-            lfd = self._link_fd(lfd)
-            with program.object.owner:  # the program fd stays open for the call
-                rc = lib.bpf_link_update(lfd, program.fd, ffi.NULL)
-                err = ffi.errno
+            rc = lib.bpf_link_update(self._link_fd(lfd), prog_fd, ffi.NULL)
+            err = ffi.errno
         if rc < 0:
-            what = f"cannot update link {self.target} to program {program.name!r}"
+            what = f"cannot update link {self.target} to program {name!r}"
             if err in (_errno.EINVAL, _errno.EOPNOTSUPP):  # perf_event, netfilter... links
                 try:
                     what += f" (the kernel cannot update a {self.info().type} link)"
                 except BPFError:
                     pass
-            raise error_for(err, what, kind=AttachError, program=program.name,
-                            target=self.target)
-        self.program = program.name
+            raise error_for(err, what, kind=AttachError, program=name, target=self.target)
+        self.program = name
 
     def held_by(self, holder: Any) -> None:
         """Record the :class:`~pybpf.Object` whose program made this link: it detaches

@@ -5,8 +5,9 @@ Two classes, one per lifecycle state (cilium's ``MapSpec``/``Map``, libbpf-rs's
 
 * :class:`OpenMap` -- ``obj.maps[name]`` of an opened, not yet loaded object:
   settable ``max_entries``, ``key_size``, ``value_size``, ``flags``, ``type``,
-  ``pin_path``, ``autocreate``, and :meth:`OpenMap.reuse_fd`. It has no fd: every
-  live operation raises :class:`~pybpf.StateError` ("load the object first").
+  ``pin_path``, ``autocreate``, :meth:`OpenMap.reuse_fd` and :meth:`OpenMap.reuse`.
+  It has no fd: every live operation raises :class:`~pybpf.StateError` ("load the
+  object first").
 * :class:`Map` -- a map in the kernel: ``obj.maps[name]`` after load,
   :meth:`Map.from_id`, :meth:`Map.open_pinned`, :func:`pybpf.create_map`. It always
   holds its fd through one owner (:class:`pybpf._fd.FD`); its description comes from
@@ -144,6 +145,7 @@ class OpenMap:
                              int(lib.bpf_map__btf_value_type_id(ptr)))
             self._kind = _kind_for(map_type_name(lib.bpf_map__type(ptr)))
         self._types: tuple[Any, Any] | None = None  # set_types(), for the live map
+        self._reused_map: Map | None = None  # reuse(): the live map load hands back
 
     @property
     def libbpf_ptr(self) -> Any:
@@ -373,6 +375,25 @@ class OpenMap:
         finally:
             os.close(fd)
 
+    def reuse(self, live: Map) -> None:
+        """Make the live map ``live`` itself this object's map of this name: libbpf
+        reuses its fd at load (``bpf_map__reuse_fd``), and after load ``obj.maps[name]``
+        is ``live`` -- the same Python object, with its contents, its typed view and
+        the readers on it (a live upgrade keeps a ring buffer's consumers this way).
+        Unlike :meth:`reuse_fd`, ownership does not move: ``live`` stays its holder's
+        (:attr:`Map.object`; closing this object leaves it open) until this object
+        takes it over (:meth:`pybpf.Object.take_over`). One syscall."""
+        if not isinstance(live, Map):
+            raise TypeError(f"map {self.name!r}: reuse() takes a live pybpf.Map, got "
+                            f"{type(live).__name__} (reuse_fd() takes an fd or a pin path)")
+        self.reuse_fd(live)
+        self._reused_map = live
+
+    @property
+    def reused_map(self) -> Map | None:
+        """The live map :meth:`reuse` gave (None: load creates one, or reuse_fd)."""
+        return self._reused_map
+
     def _reuse(self, fd: int, what: str) -> None:
         with self._stage.owner:
             err = lib.bpf_map__reuse_fd(self._ptr, fd)
@@ -385,7 +406,10 @@ class OpenMap:
     def loaded_map(self, obj: Any) -> Map | None:
         """After the object's load: a live :class:`Map` (of this map's kind) with a new
         owner of a dup of libbpf's fd, or None if load did not create the map (autocreate
-        off). Called once by ``Object.load``; use ``obj.maps[name]``."""
+        off), or the map given to :meth:`reuse` itself. Called once by ``Object.load``;
+        use ``obj.maps[name]``."""
+        if self._reused_map is not None:
+            return self._reused_map
         with self._stage.owner:
             lfd = int(lib.bpf_map__fd(self._ptr))
             # libbpf 1.3+ gives every map a placeholder fd at open (not a BPF map):
@@ -465,8 +489,9 @@ class Map(Handle):
         return self._obj
 
     def held_by(self, obj: Any) -> None:
-        """Record the :class:`~pybpf.Object` this map now belongs to (a live upgrade
-        hands a reused map to the new object, which closes it). Not for users."""
+        """Record the :class:`~pybpf.Object` this map now belongs to, which closes it
+        when it closes (:meth:`pybpf.Object.take_over` hands a reused map to the new
+        object). Not for users."""
         self._obj = obj
 
     @property

@@ -480,11 +480,6 @@ class Object(Handle):
             self._upgrade_from = None
             self.upgrade_report = _upgrade.upgrade_object(self, old, **self._upgrade_args)
             return self
-        return self._load_reusing({})
-
-    def _load_reusing(self, reused: Mapping[str, Map]) -> Object:
-        """load(), with ``reused[name]`` (a live map of another object, handed to
-        ``bpf_map__reuse_fd`` before) standing as this object's map of that name."""
         with self._lock:
             stage = self._stage
             with stage.owner:  # ClosedError once closed; close() waits for the lock
@@ -504,12 +499,12 @@ class Object(Handle):
                 live: dict[str, Map] = {}
                 try:
                     for name, om in self._open_maps.items():
-                        m = reused[name] if name in reused else om.loaded_map(self)
+                        m = om.loaded_map(self)  # OpenMap.reuse(): that map itself
                         if m is not None:
                             live[name] = m
                 except BaseException:
-                    for name, m in live.items():
-                        if name not in reused:
+                    for m in live.values():
+                        if m.object is self:
                             m.owner.close()
                     raise
             self._maps = live
@@ -724,28 +719,35 @@ class Object(Handle):
                 new.rodata[k] = v
             new.load()
         except BaseException:
-            new._release_maps((self._maps or {}).values())
-            new.close()
+            new.close()  # leaves the maps it reused from this object alone
             raise
         return new
 
-    def _release_maps(self, maps: Iterable[Map]) -> None:
-        """Forget the ``maps`` of another owner this object took (an upgrade that
-        failed): closing this object must not close them."""
-        theirs = {id(m) for m in maps}
-        if self._maps is not None:
-            for name in [n for n, m in self._maps.items() if id(m) in theirs]:
-                del self._maps[name]
-
-    def _take_over(self, old: Object, links: list[Link]) -> None:
-        """End of a successful upgrade: the maps this object reused from ``old``, the
-        links updated in place and the readers on ``old``'s maps become this object's,
-        so that closing ``old`` leaves them alone."""
-        mine = {id(m) for m in (self._maps or {}).values()}
-        with old._lock:
+    def take_over(self, old: Object | None, links: Iterable[Link] = ()) -> None:
+        """Make this object the holder of what it shares with ``old`` (the end of a live
+        upgrade): every map it reuses from ``old`` (:meth:`OpenMap.reuse`), the
+        ``links`` of ``old`` given (updated in place to this object's programs) and
+        the resources ``old`` would close (:meth:`close_with`: readers on its maps).
+        Closing ``old`` then leaves them alone; closing this object closes them.
+        ``old=None`` takes over the reused maps no object holds (opened by pin or id).
+        No syscall."""
+        if not self.loaded:
+            raise StateError(f"BPF object {self.name!r}: take_over() after load (the maps "
+                             "it reuses are known then)")
+        links = list(links)
+        foreign = [lk for lk in links if old is None or lk not in old._links]
+        if foreign:
+            raise ValueError(f"BPF object {self.name!r}: take_over(): {foreign[0]!r} is "
+                             f"not a link of {old.name if old else 'the old object'!r}")
+        with old._lock if old is not None else contextlib.nullcontext():
+            for m in (self._maps or {}).values():
+                if m.object is old and m.object is not self:
+                    m.held_by(self)
+            if old is None:
+                return
             if old._maps is not None:
-                for name in [n for n, m in old._maps.items() if id(m) in mine]:
-                    old._maps.pop(name).held_by(self)
+                for name in [n for n, m in old._maps.items() if m.object is self]:
+                    del old._maps[name]
             for link in links:
                 old._forget_link(link)
                 self._adopt_link(link)
@@ -778,7 +780,8 @@ class Object(Handle):
                 if g is not None:
                     g.close()
                 for m in (self._maps or {}).values():
-                    m.owner.close()
+                    if m.object is self:  # not one reused from a holder (OpenMap.reuse)
+                        m.owner.close()
                 for link in list(self._links):
                     link.detach()
             finally:

@@ -4,8 +4,10 @@ packet and no counter (:meth:`pybpf.Object.upgrade`, ``pybpf upgrade``).
 What happens to each map of the new build (decided from BTF before anything changes):
 
 * **reused** -- same name, same type, identical key and value layout, same size and
-  flags: the new object uses the old map itself (``bpf_map__reuse_fd`` before load),
-  with its contents; a ring buffer keeps its consumers, which read on.
+  flags: the new object uses the old map itself (:meth:`pybpf.OpenMap.reuse`, libbpf's
+  ``bpf_map__reuse_fd``, before load), with its contents; a ring buffer keeps its
+  consumers, which read on. The old object stays its holder until the switch is
+  committed (:meth:`pybpf.Object.take_over`), so a failed upgrade never closes it.
 * **migrated** -- the value layout changed (or the size or flags): entries are copied
   by BTF member name. Added fields start at zero, removed fields are dropped, an
   integer that widens is converted, one that narrows is checked. What the old version
@@ -28,6 +30,16 @@ from old to new with one write to a shared map, each event handled exactly once.
 object without the guard runs both versions for the window reported as
 ``both_attached_seconds``: every event in it is handled by both (none by neither).
 If any step fails, the old version stays live and attached.
+
+Pinned deployments (``pybpf upgrade``, :func:`upgrade_pinned`): maps are pinned under
+:func:`pin_name` (the map name, "." made "_"), links under the names the old ones
+had; the pins of maps the new build dropped are removed, in the same directory too,
+and listed in :attr:`UpgradeReport.removed_pins`.
+
+This module drives objects, maps and links through their public interface alone
+(``tests/test_layering.py`` checks it): :meth:`pybpf.OpenMap.reuse`,
+:meth:`pybpf.Object.take_over`, :meth:`pybpf.Link.update_program` /
+:meth:`pybpf.Link.update_prog_fd`, :attr:`pybpf.Link.owner` / :attr:`pybpf.Link.fd`.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from .maps import Map, possible_cpus
 
 __all__ = ["MapReport", "LinkReport", "UpgradeReport", "Migration", "GENERATION_MAP",
            "layouts_equal", "wait_for_running_programs", "upgrade_object", "upgrade_pinned",
-           "PinnedSide", "UPDATABLE_LINKS", "link_kind", "update_link"]
+           "PinnedSide", "UPDATABLE_LINKS", "link_kind", "pin_name"]
 
 GENERATION_MAP = "pybpf_generation"  # mmapable array, one u64 word (see pybpf_common.h)
 GENERATION_HANDLED = "pybpf_gen_handled"  # per-CPU u32: the first runner's decision
@@ -107,6 +119,9 @@ class UpgradeReport:
     updated (0 when every link was updated atomically)."""
     warnings: list[str] = field(default_factory=list)
     """Problems after the switch was committed (the new version is live)."""
+    removed_pins: list[str] = field(default_factory=list)
+    """Pins of maps the new build dropped, removed (``pybpf upgrade``: the directory
+    then holds the new deployment alone)."""
 
     def __str__(self) -> str:
         lines = [f"upgrade: {self.seconds * 1e3:.1f} ms, both attached "
@@ -119,6 +134,8 @@ class UpgradeReport:
             lines.append(f"  map {m.name}: {m.action}{extra}{why}")
         for ln in self.links:
             lines.append(f"  link {ln.program} -> {ln.target} [{ln.kind}]: {ln.action}")
+        for path in self.removed_pins:
+            lines.append(f"  removed pin {path}")
         return "\n".join(lines)
 
 
@@ -142,9 +159,7 @@ class _OldSide(Protocol):
 
     def detach(self, link: Link) -> None: ...
 
-    def abort(self, new: Any) -> None: ...
-
-    def commit(self, new: Any, updated: list[Link]) -> None: ...
+    def commit(self, new: Any, updated: list[Link]) -> dict[str, str]: ...
 
 
 # --- waiting for programs in flight -------------------------------------------------
@@ -212,18 +227,6 @@ def link_kind(link: Link) -> str:
         return "legacy"
 
 
-def update_link(link: Link, prog_fd: int, name: str) -> None:
-    """``BPF_LINK_UPDATE`` of ``link`` to program fd ``prog_fd`` (one syscall)."""
-    with link.owner as lfd:
-        lfd = link._link_fd(lfd)
-        rc = lib.bpf_link_update(lfd, prog_fd, ffi.NULL)
-        err = ffi.errno
-    if rc < 0:
-        raise error_for(err, f"cannot update link {link.target} to program {name!r}",
-                        kind=AttachError, program=name, target=link.target)
-    link.program = name
-
-
 def refusal_error(old_name: str, refusals: list[tuple[str, str | None, str]]) -> UpgradeError:
     text = "; ".join(f"map {m!r}" + (f" field {f!r}" if f else "") + f": {r}"
                      for m, f, r in refusals)
@@ -274,17 +277,15 @@ class _ObjectSide:
 
     def restorer(self, link: Link) -> Callable[[], None]:
         prog = self.obj.programs[link.program]
-        return lambda: _prog_fd_update(link, prog)
+        return lambda: link.update_program(prog)
 
     def detach(self, link: Link) -> None:
         link.detach()
 
-    def abort(self, new: Any) -> None:
-        new._release_maps(self.live_maps().values())
-
-    def commit(self, new: Any, updated: list[Link]) -> None:
-        new._take_over(self.obj, updated)
+    def commit(self, new: Any, updated: list[Link]) -> dict[str, str]:
+        new.take_over(self.obj, updated)  # reused maps, updated links, readers
         self.obj.close()
+        return {}
 
 
 def _pin_link(link: Link, path: str) -> None:
@@ -367,7 +368,7 @@ class PinnedSide:
 
     def restorer(self, link: Link) -> Callable[[], None]:
         name, pfd = self._progs[id(link)]
-        return lambda: update_link(link, pfd, name)
+        return lambda: link.update_prog_fd(pfd, name)
 
     def _pin_of(self, link: Link) -> str:
         return os.path.join(self.old_dir, next(n for n, lk in self.links.items() if lk is link))
@@ -376,22 +377,27 @@ class PinnedSide:
         os.unlink(self._pin_of(link))  # the pin held it attached
         link.detach()
 
-    def abort(self, new: Any) -> None:
-        new._release_maps(self.maps.values())
-
-    def commit(self, new: Any, updated: list[Link]) -> None:
+    def commit(self, new: Any, updated: list[Link]) -> dict[str, str]:
         """Pin the new object's maps and links in ``new_dir`` (old pins in, new pins
-        out): maps under their names, links under the names the old ones had."""
+        out): maps under their names, links under the names the old ones had. ``new``
+        becomes the holder of the pinned maps it reused. The old map pins the new
+        build does not pin (maps it dropped) are removed, in the same directory too:
+        ``new_dir`` then holds the new deployment alone, and a later build that
+        brings the name back does not find a stale map there. Returns them
+        (map name -> removed pin path)."""
+        new.take_over(None)
         os.makedirs(self.new_dir, exist_ok=True)
         same = self.new_dir == self.old_dir
+        pinned: set[str] = set()  # the names the new deployment has pinned
         for name, m in new.maps.items():
             if m.internal and (".rodata" in name or ".kconfig" in name):
                 continue
-            path = os.path.join(self.new_dir, name)
-            old = self.maps.get(name)
+            pinned.add(pin_name(name))
+            path = os.path.join(self.new_dir, pin_name(name))
+            old = self.maps.get(pin_name(name))
             if old is not None and old is m and same:
                 continue  # reused, already pinned there
-            if old is None and name not in self.maps and os.path.exists(path):
+            if old is None and os.path.exists(path):
                 continue
             if same and os.path.exists(path):
                 os.unlink(path)
@@ -407,22 +413,31 @@ class PinnedSide:
             fresh = [lk for lk in new.links if prog is not None and lk.program == prog.name]
             if fresh:
                 _pin_link(fresh[0], os.path.join(self.new_dir, entry))
+        removed: dict[str, str] = {}
+        for name in self.maps:
+            if same and name in pinned:
+                continue  # the new build's map is pinned there now
+            path = os.path.join(self.old_dir, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            if name not in pinned:  # else moved to new_dir
+                removed[name] = path
         if not same:
-            for name in self.maps:
-                path = os.path.join(self.old_dir, name)
-                if os.path.exists(path):
-                    os.unlink(path)
             try:
                 os.rmdir(self.old_dir)
             except OSError:
                 pass
+        return removed
 
     def close(self) -> None:
         for _, pfd in self._progs.values():
             os.close(pfd)
         self._progs = {}
         for m in self.maps.values():
-            m.close()
+            if m.object is None:  # not taken over by the new build (commit)
+                m.close()
         for link in self.links.values():
             link.detach()  # closes this fd; a pin still holds the link
 
@@ -437,6 +452,19 @@ def upgrade_pinned(new: Any, old_dir: str, new_dir: str | None = None) -> Upgrad
         return _run(new, side, {}, {})
     finally:
         side.close()
+
+
+def pin_name(map_name: str) -> str:
+    """The file name a map is pinned under in a deployment's directory: its name with
+    "." made "_" (bpffs refuses dots; libbpf's own pin paths do the same)."""
+    return map_name.replace(".", "_")
+
+
+def _match_pins(old: Mapping[str, Map], new_names: Iterable[str]) -> dict[str, Map]:
+    """``old`` keyed by the new build's map names where a pin name stands for one
+    (``upgrade__bss`` is ``upgrade_.bss``)."""
+    by_pin = {pin_name(n): n for n in new_names if n not in old}
+    return {by_pin.get(k, k): m for k, m in old.items()}
 
 
 def _auto_attach(prog: Any) -> Link:
@@ -471,11 +499,6 @@ def _plan_links(side: _OldSide, new: Any, reattach: Mapping[str, Callable[[Any],
     return plans
 
 
-def _prog_fd_update(link: Link, prog: Any) -> None:
-    with prog.object.owner:
-        update_link(link, prog.fd, prog.name)
-
-
 def upgrade_object(new: Any, old: Any, *, migrate: Mapping[str, Migration],
                    reattach: Mapping[str, Callable[[Any], Link]]) -> UpgradeReport:
     """The live upgrade of loaded Object ``old`` to opened Object ``new`` (called by
@@ -491,7 +514,7 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
     t0 = time.perf_counter()
     report = UpgradeReport()
     refusals: list[tuple[str, str | None, str]] = []
-    old_maps = side.live_maps()
+    old_maps = _match_pins(side.live_maps(), new.maps)
     try:
         new_btf: BTF | None = new.btf
     except BPFError:
@@ -526,8 +549,8 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
     reused = {n: p.old for n, p in plans.items() if p.action == "reused" and p.old is not None}
     try:
         for n, m in reused.items():
-            new.maps[n].reuse_fd(m)
-        new._load_reusing(reused)
+            new.maps[n].reuse(m)  # obj.maps[n] of the new build will be m itself
+        new.load()
     except BaseException:
         if word is not None:
             word.close()
@@ -542,8 +565,7 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
         both = _switch(side, new, links, word, g0, g1, done_updates, report)
         report.both_attached_seconds = both
     except BaseException as e:
-        _undo(links, done_updates, word, g0)
-        side.abort(new)
+        _undo(links, done_updates, word, g0)  # new keeps no reused map: not its holder
         if isinstance(e, Refused):
             raise refusal_error(side.name, [(e.map, e.field, e.reason)]) from None
         raise
@@ -564,7 +586,12 @@ def _run(new: Any, side: _OldSide, migrate: Mapping[str, Migration],
                                       p.folded)
     for name in old_maps.keys() - plans.keys():
         report.maps[name] = MapReport(name, "dropped", "not in the new build")
-    side.commit(new, [lp.link for lp in links if lp.attach is None])
+    removed = side.commit(new, [lp.link for lp in links if lp.attach is None])
+    for name, path in removed.items():
+        if report.maps[name].action == "dropped":
+            report.maps[name] = MapReport(name, "dropped", f"not in the new build; its pin "
+                                                           f"{path} was removed")
+        report.removed_pins.append(path)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -588,7 +615,7 @@ def _switch(side: _OldSide, new: Any, links: list[_LinkPlan], word: _GenerationW
     for lp in links:
         if lp.attach is None:
             lp.restore = side.restorer(lp.link)
-            _prog_fd_update(lp.link, lp.new_program)
+            lp.link.update_program(lp.new_program)
             done.append(lp)
             report.links.append(LinkReport(lp.program, lp.link.target, lp.kind, "updated"))
     again = [lp for lp in links if lp.attach is not None]

@@ -194,6 +194,19 @@ def test_firewall_cli_pinned(pair, fwcli):
                             "--netns", ns], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
         assert os.path.isdir(pin)
+        # the whole deployment is pinned, the tc egress counter too (a tcx link that
+        # pybpf made itself, BPF_LINK_CREATE on libbpf 1.1: pinned with bpf_obj_pin)
+        assert "skipped" not in r.stderr
+        assert sorted(os.listdir(pin)) == ["counters", "egress", "rules", "tc_link",
+                                           "xdp_link"]
+        import pybpf
+
+        tc = pybpf.Link.open_pinned(f"{pin}/tc_link")
+        assert tc.info().type == "tcx"
+        tc.detach()  # this fd only: the pin holds the link
+        _egress_udp(pair, 4)  # counted on b's egress by the link the CLI left pinned
+        egress = json.loads(fwcli("show", dev, "--netns", ns, "--json").stdout)["egress"]
+        assert egress["ipv4/udp"]["packets"] == 4
         r = fwcli("attach", dev, "--netns", ns)
         assert r.returncode == 1 and "already has a pinned firewall" in r.stderr
         # The firewall outlived the CLI process: rules added by another process bite.

@@ -7,6 +7,7 @@ revisions, and SEC("tcx/ingress") / SEC("tc/egress") names on libbpf 1.1.
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 from attach_util import hits, in_netns, veth_pair, wait_for
@@ -79,6 +80,51 @@ def test_after_then_before_order_seen_by_packets_and_query(obj, pair):
     lb.detach()
     with in_netns(pair.ns_b):
         assert pybpf.Program.tcx_chain(pair.dev_b).prog_ids == ()
+
+
+def test_a_tcx_link_pins_and_outlives_its_object(obj, pair):
+    """Any BPF link pins, one pybpf made with BPF_LINK_CREATE (libbpf 1.1 has no tcx
+    API) too: the pin keeps it attached after the object closed."""
+    pin = f"/sys/fs/bpf/pybpf-tcx-pin-{os.getpid()}"
+    with in_netns(pair.ns_b):
+        link = obj.programs["tcx_a"].attach_tcx(pair.dev_b)
+    link_id = link.info().id
+    try:
+        link.pin(pin)
+        assert link.pin_path == pin and repr(link).endswith(f"(pinned at {pin})>")
+        with pytest.raises(pybpf.BPFError, match="already pinned"):
+            link.pin(pin + "-2")
+        obj.close()  # closes this fd: the pin holds the link
+        assert link.detached
+        pinned = pybpf.Link.open_pinned(pin)
+        assert pinned.info().id == link_id and pinned.info().type == "tcx"
+        with in_netns(pair.ns_b):
+            assert pybpf.Program.tcx_chain(pair.dev_b).link_ids == (link_id,)
+        pinned.unpin()
+        assert not os.path.exists(pin)
+        pinned.detach()
+        with in_netns(pair.ns_b):
+            assert wait_for(lambda: pybpf.Program.tcx_chain(pair.dev_b).link_ids == ())
+    finally:
+        if os.path.exists(pin):
+            os.unlink(pin)
+
+
+def test_a_link_pybpf_made_unpins_itself(obj, pair):
+    pin = f"/sys/fs/bpf/pybpf-tcx-unpin-{os.getpid()}"
+    with in_netns(pair.ns_b):
+        link = obj.programs["tcx_a"].attach_tcx(pair.dev_b)
+    try:
+        link.pin(pin)
+        link.unpin()
+        assert not os.path.exists(pin) and link.pin_path is None
+        link_id = link.info().id
+        link.detach()  # no pin holds it: gone
+        with in_netns(pair.ns_b):
+            assert link_id not in pybpf.Program.tcx_chain(pair.dev_b).link_ids
+    finally:
+        if os.path.exists(pin):
+            os.unlink(pin)
 
 
 def test_expected_revision(obj, pair):

@@ -104,6 +104,8 @@ def test_uprobe_session_entry_and_return(obj):
     link = obj.programs["usess"].attach_uprobe_multi(hooks_target(), "pybpf_hook_two",
                                                      cookies=[5])
     assert link.target.startswith("uprobe_session ")
+    # the session attach type, not uprobe_multi's (libbpf 1.1 has no route for sessions)
+    assert link.via == "bpf_link_create(BPF_TRACE_UPROBE_SESSION)"
     go(p)
     assert (hits(obj, USESS_ENTRY, 5), hits(obj, USESS_RETURN, 5)) == (3, 3)
 

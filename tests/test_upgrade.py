@@ -3,36 +3,31 @@ under real traffic and real events, losing no packet, event or counter.
 
 Expected values come from the kernel side and from what the test caused: packets the
 sender's sendto() accepted, sequence numbers a child process passed to lseek(), the
-counters the BPF programs kept.
+counters the BPF programs kept. The runs under races (a packet flow through XDP, an
+event stream with a live consumer) run in a child interpreter (tests/_upgrade_flows.py
+through tests/_child.py), so that a crash or a hang fails one test.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import socket
-import struct
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter as Tally
 from pathlib import Path
 
 import pytest
-from attach_util import in_netns, veth_pair
+from _child import run_child
+from _upgrade_flows import FRAME, PAYLOAD, _Stream
+from attach_util import veth_pair
 from conftest import BUILD
 
 import pybpf
 from pybpf import Object, RingBuffer, UpgradeError, toolchain
-from pybpf.tools.firewall import Firewall
 
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BPF_SRC = Path(HERE).parent / "bpf_src"  # firewall_v2 includes the shipped source
-FRAME = 14 + 20 + 8  # ethernet + IPv4 + UDP headers
-PAYLOAD = b"x" * 18
 
 
 def variant(src: str, tag: str, **defines: int) -> str:
@@ -43,213 +38,47 @@ def variant(src: str, tag: str, **defines: int) -> str:
     if not out.exists() or out.stat().st_mtime < max(d.stat().st_mtime for d in deps):
         BUILD.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}.o")
-        toolchain.compile(source, tmp, defines={k: str(v) for k, v in defines.items()})
+        toolchain.compile(source, tmp, defines={k: str(v) for k, v in defines.items()},
+                          include_dirs=[str(BPF_SRC)])
         os.replace(tmp, out)
     return str(out)
 
 
 # --- (a) the shipped XDP firewall under a steady packet flow ----------------------------
-def _sender(ns: str, addr: str, ports: tuple[int, int], sent, stop) -> None:
-    """In a child process (its own GIL: the flow never pauses for the upgrade): UDP to
-    two ports of ``addr``, paced, counting what sendto accepted."""
-    with in_netns(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    i = 0
-    while not stop.is_set():
-        try:
-            s.sendto(PAYLOAD, (addr, ports[i % 2]))
-            with sent[i % 2].get_lock():
-                sent[i % 2].value += 1
-        except OSError:
-            pass  # not sent: not counted
-        i += 1
-        if i % 32 == 0:
-            time.sleep(0.001)
-
-
-class _Flow:
-    """A sender process in netns a; receiver threads in b counting what arrived."""
-
-    def __init__(self, pair, drop_port: int, pass_port: int) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.ports = (drop_port, pass_port)
-        self._sent = (ctx.Value("Q", 0), ctx.Value("Q", 0))
-        self.received = {drop_port: 0, pass_port: 0}
-        self.rx = {p: pair.udp_socket("b", p) for p in self.ports}
-        for sock in self.rx.values():
-            sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
-            sock.settimeout(0.05)
-        self.stop = threading.Event()
-        self._stop_sender = ctx.Event()
-        self.proc = ctx.Process(target=_sender, args=(pair.ns_a, pair.addr_b, self.ports,
-                                                      self._sent, self._stop_sender))
-        self.threads = [threading.Thread(target=self._recv, args=(p,)) for p in self.ports]
-
-    def sent(self, port: int) -> int:
-        return int(self._sent[self.ports.index(port)].value)
-
-    def _recv(self, port: int) -> None:
-        s = self.rx[port]
-        while True:
-            try:
-                s.recv(2048)
-                self.received[port] += 1
-            except (TimeoutError, socket.timeout):
-                if self.stop.is_set():
-                    return
-
-    def start(self) -> None:
-        self.proc.start()
-        for t in self.threads:
-            t.start()
-
-    def finish(self) -> None:
-        self._stop_sender.set()
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-        time.sleep(0.3)  # the last datagrams through XDP and into the sockets
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=10)
-        for sock in self.rx.values():
-            sock.close()
-
-
-def _warm_up_arp(pair) -> None:
-    """One datagram a -> b before any firewall, so no packet waits on ARP later."""
-    rx = pair.udp_socket("b")
-    rx.settimeout(2)
-    with in_netns(pair.ns_a):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"arp", (pair.addr_b, rx.getsockname()[1]))
-    rx.recv(16)
-    s.close()
-    rx.close()
-
-
 def test_firewall_upgrade_under_flow_keeps_every_drop_and_counter():
     v2 = variant("firewall_v2", "v2")
-    drop_port, pass_port = 40000 + os.getpid() % 10000, 30000 + os.getpid() % 10000
-    with veth_pair() as pair:
-        _warm_up_arp(pair)
-        with Firewall(pair.dev_b, netns=pair.ns_b) as fw:
-            r_drop = fw.add_rule(f"{pair.addr_a}/32", port=drop_port, action="drop")
-            r_pass = fw.add_rule(f"{pair.addr_a}/32", port=pass_port, action="pass")
-            xdp_before = next(lk for lk in fw.obj.links if "xdp" in lk.target).info()
-            flow = _Flow(pair, drop_port, pass_port)
-            flow.start()
-            try:
-                time.sleep(0.5)
-                counted_by_old = fw._counter(r_drop.id).packets  # before the upgrade starts
-                report = fw.upgrade(v2)
-                sent_at_return = flow.sent(drop_port)
-                time.sleep(0.5)
-            finally:
-                flow.finish()
-            sent_drop, sent_pass = flow.sent(drop_port), flow.sent(pass_port)
-            counters = fw.obj.maps["counters"]
-            drop_total = counters.sum(r_drop.id)
-            pass_total = counters.sum(r_pass.id)
-            xdp_after = next(lk for lk in fw.obj.links if "xdp" in lk.target).info()
-
-    print(f"\nfirewall upgrade: {report.seconds * 1e3:.1f} ms, both attached "
-          f"{report.both_attached_seconds * 1e3:.2f} ms; {sent_drop + sent_pass} packets")
-    assert report.maps["rules"].action == "reused"
-    assert report.maps["counters"].action == "migrated"
-    assert report.maps["egress"].action == "migrated"
-    assert {ln.kind: ln.action for ln in report.links} == {"xdp": "updated", "tcx": "updated"}
+    got = run_child("from _upgrade_flows import firewall_upgrade_under_flow as f\n"
+                    "emit(f(P['v2']))", params={"v2": v2}, timeout=120,
+                    what="firewall upgrade under a packet flow")
+    sent_drop, sent_pass = got["sent_drop"], got["sent_pass"]
+    packets, nbytes, packets_v2 = got["drop_total"]
+    print(f"\nfirewall upgrade: {got['seconds'] * 1e3:.1f} ms, both attached "
+          f"{got['both'] * 1e3:.2f} ms; {sent_drop + sent_pass} packets")
+    assert got["maps"]["rules"] == "reused"
+    assert got["maps"]["counters"] == "migrated"
+    assert got["maps"]["egress"] == "migrated"
+    assert got["links"] == {"xdp": "updated", "tcx": "updated"}
     # the XDP link was updated in place: same kernel link, new program
-    assert xdp_after.id == xdp_before.id and xdp_after.prog_id != xdp_before.prog_id
-    assert counted_by_old > 0 and sent_drop > counted_by_old
+    (id_before, prog_before), (id_after, prog_after) = got["xdp_before"], got["xdp_after"]
+    assert id_after == id_before and prog_after != prog_before
+    assert got["counted_by_old"] > 0 and sent_drop > got["counted_by_old"]
     # not one packet passed that the rule drops; every one that should pass did
-    assert flow.received[drop_port] == 0
-    assert flow.received[pass_port] == sent_pass
+    assert got["received_drop"] == 0
+    assert got["received_pass"] == sent_pass
     # counters continue: old value + new packets, nothing lost or counted twice
-    assert drop_total.packets == sent_drop
-    assert drop_total.bytes == sent_drop * (FRAME + len(PAYLOAD))
-    assert pass_total.packets == sent_pass
+    assert packets == sent_drop
+    assert nbytes == sent_drop * (FRAME + len(PAYLOAD))
+    assert got["pass_total"] == sent_pass
     # the new field started at 0: only packets the new build saw
-    assert sent_drop - sent_at_return <= drop_total.packets_v2 <= sent_drop - counted_by_old
+    assert sent_drop - got["sent_at_return"] <= packets_v2 <= sent_drop - got["counted_by_old"]
 
 
 # --- (b) an event probe at >= 100k events/s -------------------------------------------
-_PRODUCER = """
-import os, sys, time
-fd = os.open('/dev/null', os.O_RDONLY)
-print(os.getpid(), fd, flush=True)
-sys.stdin.readline()
-t = time.perf_counter()
-ls = os.lseek
-for i in range({n}):
-    ls(fd, i, 0)
-print(time.perf_counter() - t, flush=True)
-"""
-
-
-class _Stream:
-    """A child process calling lseek(fd, i, 0) for i in 0..n-1 (the probe's sequence
-    numbers), and a consumer thread reading the ring buffer of the first build."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.child = subprocess.Popen([sys.executable, "-c", _PRODUCER.format(n=n)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        pid, fd = map(int, self.child.stdout.readline().split())
-        self.rodata = {"target_tgid": pid, "target_fd": fd}
-        self.records: list[tuple[int, int, int]] = []  # (seq, build, record size)
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def load(self, path: str, build: int) -> Object:
-        obj = Object.open(path)
-        for k, v in {**self.rodata, "build": build}.items():
-            obj.rodata[k] = v
-        for prog in obj.programs.values():
-            prog.autoattach = prog.section != "xdp"  # the test attaches that one itself
-        obj.load()
-        obj.attach()
-        return obj
-
-    def consume(self, obj: Object) -> None:
-        self.rb = RingBuffer(obj.maps["events"])
-        self.thread = threading.Thread(target=self._consume)
-        self.thread.start()
-
-    def _consume(self) -> None:
-        try:
-            while True:
-                batch = self.rb.read(timeout=0.1)
-                for r in batch:
-                    seq, build, _ = struct.unpack_from("<QII", r)
-                    self.records.append((seq, build, len(r)))
-                if self.stop.is_set() and len(batch) == 0:
-                    return
-        except BaseException as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-
-    def go(self) -> None:
-        self.child.stdin.write("go\n")
-        self.child.stdin.flush()
-
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while len(self.records) < count and time.monotonic() < end:
-            time.sleep(0.002)
-
-    def finish(self) -> float:
-        elapsed = float(self.child.stdout.readline())
-        self.child.wait(timeout=30)
-        self.wait_for(self.n, 30)
-        self.stop.set()
-        self.thread.join(timeout=30)
-        return elapsed
-
-    def kill(self) -> None:
-        if self.child.poll() is None:
-            self.child.kill()
-            self.child.wait()
-        self.stop.set()
+def _event_upgrade(v1: str, v2: str, n: int, guard: bool = True) -> dict:
+    return run_child("from _upgrade_flows import event_upgrade as f\n"
+                     "emit(f(P['v1'], P['v2'], P['n'], P['guard']))",
+                     params={"v1": v1, "v2": v2, "n": n, "guard": guard}, timeout=180,
+                     what=f"event probe upgrade ({n} events)")
 
 
 @pytest.mark.parametrize("hook", ["tracepoint", "uprobe"])
@@ -264,57 +93,30 @@ def test_event_probe_upgrade_loses_and_repeats_no_event(hook):
         v1 = variant("upgrade_events", "u1", USE_UPROBE=1)
         v2 = variant("upgrade_events", "u2", USE_UPROBE=1, EVENT_V2=1)
         n = 150_000
-    st = _Stream(n)
-    old = new = None
-    try:
-        old = st.load(v1, build=1)
-        st.consume(old)
-        st.go()
-        st.wait_for(n // 3)
-
-        def slow_attach(prog):  # the old build keeps working after the copy meanwhile
-            time.sleep(0.03)
-            return prog.attach_auto()
-
-        new = old.upgrade(v2, rodata={**st.rodata, "build": 2},
-                          reattach={"on_lseek": slow_attach})
-        elapsed = st.finish()
-        report = new.upgrade_report
-        assert old.closed and not new.closed and not st.rb.closed
-        stats = new.maps["stats"][0]
-        bss = (new.bss.bss_events, new.bss.bss_v2_events)
-        bss_map = new.bss.map.name
-        drops = st.rb.drops()
-    finally:
-        st.kill()
-        for o in (new, old):
-            if o is not None:
-                o.close()
-    assert st.error is None
-    print(f"\nevent upgrade ({hook}): {n / elapsed:,.0f} events/s; upgrade "
-          f"{report.seconds * 1e3:.1f} ms, both attached "
-          f"{report.both_attached_seconds * 1e3:.2f} ms")
-    seqs = [s for s, _, _ in st.records]
-    tally = Tally(seqs)
-    assert drops == 0
-    assert [s for s, c in tally.items() if c > 1] == []  # none seen twice
-    assert sorted(tally) == list(range(n))  # none lost
-    by_build = {b: [s for s, bb, _ in st.records if bb == b] for b in (1, 2)}
-    assert by_build[1] and by_build[2], "both builds produced events"
-    assert max(by_build[1]) < min(by_build[2])  # one clean switch
-    assert {(b, size) for _, b, size in st.records} == {(1, 16), (2, 24)}
-    assert report.maps["events"].action == "reused"
-    assert report.maps["stats"].action == "migrated"
-    assert report.maps["stats"].folded == 1  # the old build counted after the copy
-    assert [ln.action for ln in report.links] == ["generation-switched"]
-    assert report.both_attached_seconds > 0
+    got = _event_upgrade(v1, v2, n)
+    assert got["old_closed"] and not got["new_closed"] and not got["rb_closed_before"]
+    assert got["error"] is None
+    print(f"\nevent upgrade ({hook}): {got['rate']:,.0f} events/s; upgrade "
+          f"{got['seconds'] * 1e3:.1f} ms, both attached "
+          f"{got['both_attached'] * 1e3:.2f} ms")
+    assert got["drops"] == 0
+    assert got["twice"] == []  # none seen twice
+    assert got["missing"] == [] and got["extra"] == []  # none lost
+    by_build = got["by_build"]
+    assert by_build["1"] and by_build["2"], "both builds produced events"
+    assert got["max_1"] < got["min_2"]  # one clean switch
+    assert got["sizes"] == [[1, 16], [2, 24]]
+    assert got["maps"]["events"] == "reused"
+    assert got["maps"]["stats"] == "migrated"
+    assert got["stats_folded"] == 1  # the old build counted after the copy
+    assert got["links"] == ["generation-switched"]
+    assert got["both_attached"] > 0
     # the counter continued (old value + new events, the fold included); the new field
     # counted only what the new build handled
-    assert stats.handled == n
-    assert stats.handled_v2 == len(by_build[2])
-    assert bss == (n, len(by_build[2]))  # .bss migrated by variable name, same promise
-    assert report.maps[bss_map].action == "migrated"
-    assert st.rb.closed  # the reader now closes with the new object
+    assert got["handled"] == [n, by_build["2"]]
+    assert got["bss"] == [n, by_build["2"]]  # .bss migrated by variable name, same promise
+    assert got["bss_map"] == "migrated"
+    assert got["rb_closed_after"]  # the reader now closes with the new object
 
 
 def test_event_probe_without_guard_loses_nothing_but_may_repeat():
@@ -322,28 +124,12 @@ def test_event_probe_without_guard_loses_nothing_but_may_repeat():
     an event in it is handled by both, none by neither."""
     v1 = variant("upgrade_events", "ng1", UPGRADE_NO_GUARD=1)
     v2 = variant("upgrade_events", "ng2", UPGRADE_NO_GUARD=1, EVENT_V2=1)
-    n = 300_000
-    st = _Stream(n)
-    old = new = None
-    try:
-        old = st.load(v1, build=1)
-        st.consume(old)
-        st.go()
-        st.wait_for(n // 3)
-        new = old.upgrade(v2, rodata={**st.rodata, "build": 2})
-        st.finish()
-        report = new.upgrade_report
-    finally:
-        st.kill()
-        for o in (new, old):
-            if o is not None:
-                o.close()
-    assert [ln.action for ln in report.links] == ["re-attached"]
-    assert sorted(set(s for s, _, _ in st.records)) == list(range(n))
-    twice = [s for s, c in Tally(s for s, _, _ in st.records).items() if c > 1]
+    got = _event_upgrade(v1, v2, 300_000, guard=False)
+    assert got["error"] is None
+    assert got["links"] == ["re-attached"]
+    assert got["missing"] == [] and got["extra"] == []
     # repeats only by both builds, and only within the window
-    both = {s for s, b, _ in st.records if b == 1} & {s for s, b, _ in st.records if b == 2}
-    assert set(twice) == both
+    assert got["twice_are_both"], (got["n_twice"], got["both"])
 
 
 # --- (c) refusals leave the old build running -------------------------------------------
@@ -412,33 +198,19 @@ def test_refused_narrowing_overflow_leaves_old_running():
 def test_failure_during_the_switch_puts_the_old_build_back():
     """An XDP link already updated to the new build, then the tracepoint's re-attach
     fails: the XDP link runs the old program again, the generation word names the old
-    build alone, and events go on exactly once through the old build."""
+    build alone, and events go on exactly once through the old build (in a child: the
+    new build is loaded, attached and closed again under a live consumer)."""
     v1 = variant("upgrade_events", "x1", WITH_XDP=1)
     v2 = variant("upgrade_events", "x2", WITH_XDP=1, EVENT_V2=1)
-    st = _Stream(20_000)
-    old = None
-    with veth_pair() as pair:
-        try:
-            old = st.load(v1, build=1)
-            with in_netns(pair.ns_b):
-                xdp = old.programs["pass_xdp"].attach_xdp(pair.dev_b)
-            before = xdp.info()
-            st.consume(old)
-
-            def boom(prog):
-                prog.attach_auto()  # attached, then the step fails
-                raise RuntimeError("attach failed")
-
-            with pytest.raises(RuntimeError, match="attach failed"):
-                old.upgrade(v2, rodata={**st.rodata, "build": 2}, reattach={"on_lseek": boom})
-            after = xdp.info()
-            assert (after.id, after.prog_id) == (before.id, before.prog_id)
-            assert old.maps["pybpf_generation"][0] == 0
-            _assert_still_running(st, old, 0)
-        finally:
-            st.kill()
-            if old is not None:
-                old.close()
+    got = run_child("from _upgrade_flows import failed_switch as f\n"
+                    "emit(f(P['v1'], P['v2']))", params={"v1": v1, "v2": v2}, timeout=120,
+                    what="a failed switch under a live consumer")
+    assert got["raised"] == "attach failed"
+    assert got["xdp_after"] == got["xdp_before"]
+    assert got["word"] == 0
+    assert got["attached"] and got["error"] is None
+    assert got["complete"] and got["builds"] == [1]
+    assert got["handled"] == got["n"]
 
 
 def test_a_program_the_new_build_does_not_load_is_refused():
@@ -532,6 +304,44 @@ def test_user_migration_function_allows_a_key_change():
                 o.close()
 
 
+def test_reuse_and_take_over_move_ownership_explicitly():
+    """The interface the upgrade is built on: OpenMap.reuse makes a live map itself the
+    new object's map, still held (closed) by its old object until take_over."""
+    v1 = variant("upgrade_events", "v1")
+    old = Object.open(v1)
+    old.load()
+    stats = old.maps["stats"]
+    stats[0] = {"handled": 7}
+    tries = []
+    try:
+        new = Object.open(v1)
+        tries.append(new)
+        new.maps["stats"].reuse(stats)
+        assert new.maps["stats"].reused and new.maps["stats"].reused_map is stats
+        new.load()
+        assert new.maps["stats"] is stats and stats.object is old
+        new.close()  # not its holder: the map stays open
+        assert stats[0].handled == 7
+        new = Object.open(v1)
+        tries.append(new)
+        new.maps["stats"].reuse(stats)
+        new.load()
+        with pytest.raises(ValueError, match="not a link of"):
+            new.take_over(old, [pybpf.Link(program="p", target="elsewhere")])
+        new.take_over(old)
+        assert stats.object is new and "stats" not in old.maps
+        old.close()  # no longer its holder
+        assert new.maps["stats"][0].handled == 7
+        new.close()
+        with pytest.raises(pybpf.ClosedError):
+            stats[0]
+        with pytest.raises(TypeError, match="reuse_fd"):
+            Object.open(v1).maps["stats"].reuse(3)  # type: ignore[arg-type]
+    finally:
+        for o in [old, *tries]:
+            o.close()
+
+
 def test_upgrade_refuses_a_closed_or_unloaded_object():
     v1 = variant("upgrade_events", "v1")
     obj = Object.open(v1)
@@ -572,13 +382,16 @@ def test_cli_upgrades_a_pinned_firewall(same_dir):
             assert pair.send_udp(5, receiver=rx, wait=0.3) == 0
             xdp_id = pybpf.Link.open_pinned(f"{pin}/xdp_link").info().id
             pinned = sorted(os.listdir(pin))
-            assert {"counters", "egress", "rules", "xdp_link"} <= set(pinned)
+            assert {"counters", "egress", "rules", "tc_link", "xdp_link"} <= set(pinned)
             r = _cli("upgrade", v2, "--from", pin, "--to", to, "--json")
             assert r.returncode == 0, r.stderr
             report = json.loads(r.stdout)
             assert {m["name"]: m["action"] for m in report["maps"]} == {
                 "rules": "reused", "counters": "migrated", "egress": "migrated"}
-            assert {ln["action"] for ln in report["links"]} == {"updated"}
+            # the whole pinned deployment switched: the XDP link and the tcx egress link
+            assert {ln["kind"]: ln["action"] for ln in report["links"]} == {
+                "xdp": "updated", "tcx": "updated"}
+            assert report["removed_pins"] == []
             assert sorted(os.listdir(to)) == pinned
             assert same_dir or not os.path.exists(pin)
             # the same XDP link, still attached after the CLI exited, now the new build
@@ -616,6 +429,50 @@ def test_cli_upgrade_refusal_leaves_the_pins(tmp_path):
         assert os.listdir(pin) == ["stats"]
         m = pybpf.Map.open_pinned(f"{pin}/stats")
         assert m.id == obj.maps["stats"].id and m[0].handled == 5
+        m.close()
+    finally:
+        obj.close()
+        for name in os.listdir(pin):
+            os.unlink(os.path.join(pin, name))
+        os.rmdir(pin)
+
+
+def test_cli_upgrade_in_place_removes_the_pins_of_dropped_maps():
+    """Upgraded into the same directory, a deployment keeps no pin of a map the new
+    build dropped (it would hold the old map forever, and hand stale contents to a
+    later build that brings the name back): removed, and said so in the report."""
+    import json
+
+    v1 = variant("upgrade_events", "v1")
+    dropped = variant("upgrade_events", "dropseen", DROP_SEEN=1)
+    pin = f"/sys/fs/bpf/pybpf-upg-drop-{os.getpid()}"
+    obj = Object.open(v1)
+    obj.load()
+    os.mkdir(pin)
+    try:
+        for name in ("stats", "seen"):
+            obj.maps[name].pin(f"{pin}/{name}")
+        obj.maps["stats"][0] = {"handled": 41}
+        seen_id = obj.maps["seen"].id
+        r = _cli("upgrade", dropped, "--from", pin, "--json")
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        maps = {m["name"]: m for m in report["maps"]}
+        assert maps["seen"]["action"] == "dropped"
+        assert f"{pin}/seen was removed" in maps["seen"]["reason"]
+        assert report["removed_pins"] == [f"{pin}/seen"]
+        assert maps["stats"]["action"] == "reused"
+        pinned = set(os.listdir(pin))
+        assert "seen" not in pinned and {"stats", "events"} <= pinned
+        # the kernel no longer has a pin of the old map (this process still holds it)
+        ids = []
+        for n in pinned:
+            pm = pybpf.Map.open_pinned(f"{pin}/{n}")
+            ids.append(pm.id)
+            pm.close()
+        assert seen_id not in ids
+        m = pybpf.Map.open_pinned(f"{pin}/stats")
+        assert m[0].handled == 41
         m.close()
     finally:
         obj.close()

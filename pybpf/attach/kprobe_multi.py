@@ -85,6 +85,10 @@ def attach_kprobe_multi(prog_fd: int, program: str, functions: str | Sequence[st
     tail = struct.pack("=IIQQQ", BPF_F_KPROBE_MULTI_RETURN if retprobe else 0, len(names),
                        int(ffi.cast("uintptr_t", syms)), 0, int(ffi.cast("uintptr_t", ccks)))
     fd = _common.link_create(prog_fd, 0, attach_type, 0, tail)
-    link = _common.fallback_route(_common.fd_link(fd, program, target, feature=feature), symbol)
+    link = _common.fd_link(fd, program, target, feature=feature)
+    if session:  # never libbpf's: name the attach type the link really has
+        link.via = "bpf_link_create(BPF_TRACE_KPROBE_SESSION)"
+    else:
+        _common.fallback_route(link, symbol)
     link.functions = tuple(names)  # type: ignore[attr-defined]
     return link

@@ -119,6 +119,10 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
     if fd == -_errno.ESRCH:
         raise AttachError(_errno.ESRCH, f"cannot attach program {program!r} to {target}: "
                           f"no process {pid}", program=program, target=target)
-    link = _common.fallback_route(_common.fd_link(fd, program, target, feature=feature), symbol)
+    link = _common.fd_link(fd, program, target, feature=feature)
+    if session:  # never libbpf's: name the attach type the link really has
+        link.via = "bpf_link_create(BPF_TRACE_UPROBE_SESSION)"
+    else:
+        _common.fallback_route(link, symbol)
     link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
     return link

@@ -71,12 +71,14 @@ struct seen_key {
 #endif
 };
 
+#ifndef DROP_SEEN /* a new build without this map: its pin must go (pybpf upgrade) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, struct seen_key);
 	__type(value, __u64);
 } seen SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
