@@ -349,6 +349,17 @@ class BTF:
         kind: BTFKind = _KINDS[(info >> 24) & 0x1F]
         return kind
 
+    def ref_of(self, type_id: int) -> int:
+        """The type id that type ``type_id`` refers to (its ``type`` field: typedef,
+        modifiers, pointer, var, func), without building the type."""
+        t = self._built.get(type_id)
+        if t is not None:
+            return t.type
+        if not self._first <= type_id < self._count:
+            return self.type_by_id(type_id).type  # the base's, or IndexError
+        (v,) = _U32.unpack_from(self.raw, self._t0 + self._offs[type_id - self._first] + 8)
+        return int(v)
+
     def _make(self, tid: int) -> BTFType:
         raw = self.raw
         pos = self._t0 + self._offs[tid - self._first]

@@ -53,12 +53,22 @@ class UpdateFlags(enum.IntFlag):
 _NEWER_MAP_TYPES = {32: "cgrp_storage", 33: "arena"}
 
 
+_type_names: dict[int, str] = {}
+
+
 def map_type_name(t: int) -> str:
-    """libbpf's name of map type number ``t`` (``"hash"``...); ``"map_type_N"`` if unknown."""
-    s = lib.libbpf_bpf_map_type_str(t)
-    if s != ffi.NULL:
-        return ffi.string(s).decode()  # type: ignore[no-any-return]
-    return _NEWER_MAP_TYPES.get(t, f"map_type_{t}")
+    """libbpf's name of map type number ``t`` (``"hash"``...); ``"map_type_N"`` if unknown.
+    A dict lookup after the first call for ``t``."""
+    name = _type_names.get(t)
+    if name is None:
+        s = lib.libbpf_bpf_map_type_str(t)
+        if s != ffi.NULL:
+            name = str(ffi.string(s).decode())
+        else:
+            name = _NEWER_MAP_TYPES.get(t, f"map_type_{t}")
+        if 0 <= t < 1024:
+            _type_names[t] = name
+    return name
 
 
 _ncpus: int | None = None
