@@ -323,7 +323,9 @@ class Object(Handle):
 
     @property
     def btf(self) -> BTF:
-        """The object's own BTF (types of its maps, globals and events)."""
+        """The object's own BTF (types of its maps, globals and events). Shared with
+        the other objects opened from the same bytes (:meth:`BTF.shared`): reopening
+        one costs a copy and a comparison of its BTF, its types are built once."""
         if self._btf is None:
             with self._stage.owner:
                 b = lib.bpf_object__btf(self._ptr)
@@ -332,7 +334,7 @@ class Object(Handle):
                 size = ffi.new("__u32 *")
                 raw = lib.btf__raw_data(b, size)
                 data = bytes(ffi.buffer(raw, size[0]))
-            self._btf = BTF.from_bytes(data)
+            self._btf = BTF.shared(data)
         return self._btf
 
     @property
