@@ -157,7 +157,7 @@ class Object(Handle):
         self._globals_obj: Globals | None = None
         # Resources built on this object's maps (event readers...): closed first by
         # close(), held weakly (see close_with()).
-        self._dependents: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._dependents: weakref.WeakSet[Any] | None = None  # made by close_with()
         self._finalizer = weakref.finalize(self, owner.close)
         self._upgrade_from: Object | None = None
         self._upgrade_args: dict[str, Any] = {}
@@ -778,15 +778,18 @@ class Object(Handle):
             for link in links:
                 old._forget_link(link)
                 self._adopt_link(link)
-            for dep in list(old._dependents):
-                old._dependents.discard(dep)
-                self._dependents.add(dep)
+            for dep in list(old._dependents or ()):
+                old._dependents.discard(dep)  # type: ignore[union-attr]  # not None here
+                self.close_with(dep)
 
     def close_with(self, resource: Any) -> None:
         """Close ``resource`` (anything with a ``close()``) when this object closes,
         before its maps go: an event reader on one of its maps, for instance. Held
         weakly: a resource that is garbage-collected earlier is simply forgotten."""
-        self._dependents.add(resource)
+        with self._lock:
+            if self._dependents is None:
+                self._dependents = weakref.WeakSet()
+            self._dependents.add(resource)
 
     def close(self) -> None:
         """Close readers on its maps (:meth:`close_with`), close the global-variable
@@ -801,7 +804,7 @@ class Object(Handle):
             if owner.closed:
                 return
             try:
-                for dep in list(self._dependents) if self._dependents else ():
+                for dep in list(self._dependents or ()):
                     dep.close()  # ring/perf buffers on its maps: wakes blocked poll()/read()
                 g = self._globals_obj
                 if g is not None:
