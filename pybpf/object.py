@@ -38,6 +38,7 @@ from . import upgrade as _upgrade
 from ._fd import FD, Handle, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
+from ._maptypes import facts
 from ._source import check_regular, read_regular
 from .attach import struct_ops as _struct_ops
 from .attach._common import BPF_F_LINK
@@ -76,19 +77,6 @@ _BTF_TARGET_RE = re.compile(r"prog '([^']+)': failed to find (?:kernel )?BTF typ
 # Program types that are run, not attached (BPF_PROG_TYPE_SYSCALL: test_run), or
 # attached through their map (struct_ops): attach() has nothing to report about them.
 _NEVER_ATTACHED = {"syscall", "struct_ops"}
-
-# Map kinds whose max_entries the loader must leave 0 (local storage) or that libbpf
-# sizes itself (a perf event array gets one slot per CPU); every other kind needs > 0.
-_ZERO_ENTRIES_OK = {"perf_event_array", "cgroup_storage", "percpu_cgroup_storage",
-                    "sk_storage", "inode_storage", "task_storage", "cgrp_storage",
-                    "struct_ops"}
-# Map kinds that hold a value of value_size bytes (ring buffers, perf arrays, queues of
-# fds... have none or have libbpf set it).
-_NEEDS_VALUE_SIZE = {"hash", "array", "percpu_hash", "percpu_array", "lru_hash",
-                     "lru_percpu_hash", "lpm_trie", "stack_trace", "queue", "stack",
-                     "bloom_filter", "sk_storage", "inode_storage", "task_storage",
-                     "cgrp_storage"}
-
 
 def _check_elf_header(data: bytes | memoryview, name: str) -> None:
     """Reject what is plainly not a BPF ELF object with a message that says why."""
@@ -557,8 +545,9 @@ class Object(Handle):
             if not m.autocreate or m.reused or m.internal:
                 continue
             mtype = m.type
-            for attr, zero_ok in (("max_entries", mtype in _ZERO_ENTRIES_OK),
-                                  ("value_size", mtype not in _NEEDS_VALUE_SIZE)):
+            f = facts(mtype)
+            for attr, zero_ok in (("max_entries", f.zero_entries),
+                                  ("value_size", not f.value_size)):
                 if zero_ok or getattr(m, attr):
                     continue
                 raise LoadError(
