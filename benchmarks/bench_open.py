@@ -15,7 +15,7 @@ side reports its median) of:
 same run:
 
 * open + one ``.rodata`` write, on a small object (profile.bpf.o, ~60 BTF types) and
-  one of ~450 types (execsnoop.bpf.o): ``Object.open(bytes)`` (validation digest
+  one of ~450 types (execsnoop.bpf.o): ``Object.open(bytes)`` (validation
   cached), ``obj.rodata.targ_pid = 1`` / ``obj.set_rodata(...)``, close; C:
   ``bpf_object__open_mem``, the variable's offset from the object's BTF, the write,
   close;
@@ -116,7 +116,7 @@ def ratio(py: float, c: float | None) -> str:
 
 
 def rodata_rows(n: int) -> None:
-    """Open + set one .rodata variable + close, beside C (validation digest cached)."""
+    """Open + set one .rodata variable + close, beside C (the bytes already validated)."""
     print(f"\n{'open + .rodata write':34} {'C':>8} {'pybpf':>8} {'ratio':>7}   "
           "(microseconds; ratio = pybpf / C)")
     for probe in ("profile", "execsnoop"):

@@ -408,7 +408,7 @@ class Object(Handle):
     def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
         out = []
         for m in self._open_maps.values():
-            if m.internal and ".rodata" in m.name:
+            if ".rodata" in m.name and m.internal:
                 # Internal map names are "<obj prefix>.rodata[.suffix]" (truncated).
                 sec = m.name[m.name.index(".rodata"):]
                 out.append((sec, m))
