@@ -134,7 +134,8 @@ def make_ffibuilder() -> Any:
         "struct pybpf_libbpf_sym { const char *name; void **slot; int required; };\n"
         + libbpf_table_source() + helpers,
         libraries=["dl"],  # dlopen: in libc from glibc 2.34, libdl.so.2 before
-        include_dirs=[str(CDEF_DIR)],  # pybpf.c includes pybpf_batch.h
+        # pybpf.c includes pybpf_batch.h and sysbpf.h
+        include_dirs=[str(CDEF_DIR), str(NATIVE_DIR)],
     )
     return builder
 

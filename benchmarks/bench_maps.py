@@ -9,6 +9,8 @@
    from the map's typed class (``Val(count=k, ...)``), as a tuple and as a dict (one row
    reuses one value built once). Per-CPU lookups decode one struct per possible CPU;
    per-CPU updates write the value to every CPU.
+   pylibbpf (a Python peer), when it is installed, gets two rows on its own load of
+   the same object: lookup and update of raw bytes (no decoding: its best case).
 2. Batch dump of a 1M-entry u32 -> u64 hash: pybpf's raw batch walk
    (``m.lookup_batch(chunk)``, every chunk kept as bytes) and the typed ``items()``
    against a bpf_map_lookup_batch loop in C, same chunk size. The C loop also sums
@@ -157,6 +159,7 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
             for k in raw_keys:
                 lk(fd, k, buf)
 
+        peer = _pylibbpf_rows(obj_path, keys, nkeys)
         ncpu = pybpf.possible_cpus()
         # (label, C loop, map, python loop), in print order
         rows: list[tuple[str, str, Any, Any]] = [
@@ -171,6 +174,7 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
             ("per-CPU update m[k] = Val(...) per op, hash", "update", pch_m, built(pch_m)),
             (f"per-CPU lookup m[k] -> {ncpu} structs, array", "lookup", pca_m, lookups(pca_m)),
             ("per-CPU update m[k] = Val(...) per op, array", "update", pca_m, built(pca_m)),
+            *peer,
             ("raw lookup    m.lookup(bytes) -> bytes", "lookup", hash_m, raw_lookups),
             ("bare cffi bpf_map_lookup_elem (no decoding)", "lookup", hash_m, bare_lookups),
         ]
@@ -187,6 +191,42 @@ def bench_single(exe: str, n: int, rounds: int) -> None:
         side.row(label)
     print(f"{'typed lookup / bare cffi call':<44} "
           f"{min(sides[-1].py) / min(sides[0].py):5.2f}")
+
+
+def _pylibbpf_rows(obj_path: str, keys: list[int], nkeys: int) -> list[tuple[str, str, Any, Any]]:
+    """Rows for pylibbpf (a Python peer, optional: none when it is not installed; never a
+    dependency) on its own load of the same object: raw 32-byte values, its best case."""
+    try:
+        from pylibbpf import pylibbpf as plb  # type: ignore[import-not-found]
+    except ImportError:
+        print("(pylibbpf is not installed: no peer rows)")
+        return []
+    import types
+
+    pobj = plb.BpfObject(obj_path)
+    pobj.load()
+    pm = pobj.get_map("vals")
+    raw = bytes(32)
+    for i in range(nkeys):
+        pm.update(i, raw)
+    fd = types.SimpleNamespace(fd=pm.get_fd())
+
+    def lookups() -> None:
+        lookup = pm.lookup
+        for k in keys:
+            lookup(k)
+
+    def updates() -> None:
+        update = pm.update
+        for k in keys:
+            update(k, raw)
+
+    _pylibbpf_keep.append(pobj)  # its maps live as long as the rows run
+    return [("pylibbpf lookup(k) -> bytes, hash", "lookup", fd, lookups),
+            ("pylibbpf update(k, bytes) (built once), hash", "update", fd, updates)]
+
+
+_pylibbpf_keep: list[Any] = []
 
 
 def _deletes(m: object, first: int, n: int) -> None:

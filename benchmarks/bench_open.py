@@ -9,13 +9,13 @@ side reports its median) of:
 * ``pybpf open``      Object.open(bytes) with validation, first time in the process
 * ``no validation``   the same with pybpf._validate switched off
 * ``validate``        pybpf._validate.check_object alone
-* ``reopen``          Object.open of bytes that already passed (digest cache hit)
+* ``reopen``          Object.open of bytes that already passed (kept copy, compared)
 
 (each open is timed with its close, in C as in Python), then, each beside C in the
 same run:
 
 * open + one ``.rodata`` write, on a small object (profile.bpf.o, ~60 BTF types) and
-  one of ~450 types (execsnoop.bpf.o): ``Object.open(bytes)`` (validation digest
+  one of ~450 types (execsnoop.bpf.o): ``Object.open(bytes)`` (validation
   cached), ``obj.rodata.targ_pid = 1`` / ``obj.set_rodata(...)``, close; C:
   ``bpf_object__open_mem``, the variable's offset from the object's BTF, the write,
   close;
@@ -81,14 +81,14 @@ def main() -> None:
         name = os.path.basename(path)
 
         def open_first(data: bytes = data) -> None:
-            _validate._passed.clear()
+            _validate.forget_passed()
             pybpf.Object.open(data, name="bench").close()
 
         def open_cached(data: bytes = data) -> None:
             pybpf.Object.open(data, name="bench").close()
 
         def validate(data: bytes = data, name: str = name) -> None:
-            _validate._passed.clear()
+            _validate.forget_passed()
             check(data, name)
 
         open_raw = open_cached  # timed while the check is switched off
@@ -116,7 +116,7 @@ def ratio(py: float, c: float | None) -> str:
 
 
 def rodata_rows(n: int) -> None:
-    """Open + set one .rodata variable + close, beside C (validation digest cached)."""
+    """Open + set one .rodata variable + close, beside C (the bytes already validated)."""
     print(f"\n{'open + .rodata write':34} {'C':>8} {'pybpf':>8} {'ratio':>7}   "
           "(microseconds; ratio = pybpf / C)")
     for probe in ("profile", "execsnoop"):

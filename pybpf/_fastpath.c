@@ -34,10 +34,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "_native/fd.h"
+#include "_native/sysbpf.h"
 #include "_native/values.h"
 
 static PyObject *Fallback;
@@ -107,15 +107,11 @@ static void value_buf_free(char *p, char *stack)
 		PyMem_Free(p);
 }
 
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-	return syscall(__NR_bpf, cmd, attr, offsetof(union bpf_attr, flags) + sizeof(attr->flags));
-}
-
 static int elem_op(MapOps *s, int cmd, const void *key, void *value, uint64_t flags)
 {
 	union bpf_attr attr;
 	int fd = pybpf_fd_get(s->owner);
+	long r;
 
 	if (fd < 0)
 		return -1;	/* ClosedError is set */
@@ -124,7 +120,8 @@ static int elem_op(MapOps *s, int cmd, const void *key, void *value, uint64_t fl
 	attr.key = (uint64_t)(uintptr_t)key;
 	attr.value = (uint64_t)(uintptr_t)value;
 	attr.flags = flags;
-	return sys_bpf(cmd, &attr) < 0 ? errno : 0;
+	r = pybpf_bpf(cmd, &attr, offsetof(union bpf_attr, flags) + sizeof(attr.flags));
+	return r < 0 ? (int)-r : 0;
 }
 
 /* After a Python encoder raised: an Exception means "not for the fast path" (cleared,

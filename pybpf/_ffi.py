@@ -15,12 +15,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno as _errno
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -132,22 +131,29 @@ lib.pybpf_log_install()
 _log_debug = lib.pybpf_log_debug
 
 
-@contextlib.contextmanager
-def capture() -> Iterator[list[str]]:
-    """Collect libbpf's warning/info lines logged by calls in this block (this thread)."""
-    stack: list[list[str]] | None = getattr(_tls, "captures", None)
-    if stack is None:
-        stack = _tls.captures = []
-    lines: list[str] = []
-    stack.append(lines)
-    # libbpf's debug lines reach Python only when someone logs them (C drops the rest)
-    _log_debug(logger.isEnabledFor(logging.DEBUG))
-    try:
-        yield lines
-    finally:
+class capture:  # noqa: N801 - a context manager used like a function
+    """Collect libbpf's warning/info lines logged by calls in this block (this thread):
+    ``with capture() as lines:``. Costs ~1 us (a class, not a generator)."""
+
+    __slots__ = ("lines", "stack")
+
+    def __enter__(self) -> list[str]:
+        stack: list[list[str]] | None = getattr(_tls, "captures", None)
+        if stack is None:
+            stack = _tls.captures = []
+        self.stack = stack
+        lines: list[str] = []
+        self.lines = lines
+        stack.append(lines)
+        # libbpf's debug lines reach Python only when someone logs them (C drops the rest)
+        _log_debug(logger.isEnabledFor(logging.DEBUG))
+        return lines
+
+    def __exit__(self, *exc: object) -> None:
+        stack = self.stack
         stack.pop()
         if stack:
-            stack[-1].extend(lines)
+            stack[-1].extend(self.lines)
         else:
             _log_debug(1)  # outside capture(): every line reaches the logger's own check
 

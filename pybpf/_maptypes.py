@@ -1,9 +1,10 @@
 """Every fact pybpf uses about a BPF map type, in one table: one record per type.
 
 ``maps`` (which class a map gets, per-CPU values), ``mapkinds`` (batch operations,
-what ``len()`` and ``bool()`` count), ``codegen`` (annotations) and ``_validate`` (the
-memory a map preallocates) all read :func:`facts`; none keeps a set of type names of
-its own. A type missing here is a plain :class:`pybpf.maps.Map` of raw bytes.
+what ``len()`` and ``bool()`` count), ``_walk`` (how keys are walked), ``codegen``
+(annotations) and ``_validate`` (the memory a map preallocates) all read :func:`facts`;
+none keeps a set of type names of its own. A type missing here is a plain
+:class:`pybpf.maps.Map` of raw bytes.
 
 ``length`` says what ``len(m)`` counts, and ``bool(m)`` is derived from it for every
 kind (``bool(m) == (len(m) > 0)`` by construction):
@@ -48,14 +49,29 @@ class MapTypeFacts:
     dump: bool = True
     """``pybpf run`` and ``pybpf map dump`` print its entries (not for streams, fds,
     stacks, keyless kinds and local storage, whose entries say nothing by themselves)."""
+    zero_entries: bool = False
+    """``max_entries`` may be 0 at load: local storage (the kernel wants 0) and the
+    maps libbpf sizes itself (a perf event array: one slot per CPU), struct_ops."""
+    value_size: bool = False
+    """A value of ``value_size`` bytes is required (0 cannot be created); other kinds
+    have none, or libbpf sets it."""
+    walk: str = "next_key"
+    """How :mod:`pybpf._walk` reads its keys: ``bucket`` (``BPF_MAP_LOOKUP_BATCH``, the
+    cursor a hash bucket: a key deleted meanwhile never makes it return a key twice),
+    ``index`` (the same by array index), ``next_key`` (``BPF_MAP_GET_NEXT_KEY``) or
+    ``none`` (no keys to walk: queues, stacks, bloom filters, ring buffers)."""
 
 
 def _t(name: str, kind: str, **kw: object) -> tuple[str, MapTypeFacts]:
     return name, MapTypeFacts(name, kind, **kw)  # type: ignore[arg-type]
 
 
-_HASH = dict(batch=True, batch_delete=True, prealloc="hash")
-_ARRAY = dict(batch=True, length="slots", prealloc="array")
+_HASH = dict(batch=True, batch_delete=True, prealloc="hash", walk="bucket",
+             value_size=True)
+_ARRAY = dict(batch=True, length="slots", prealloc="array", walk="index",
+              value_size=True)
+
+_STORAGE = dict(length="none", dump=False, zero_entries=True, value_size=True)
 
 TABLE: dict[str, MapTypeFacts] = dict([
     _t("hash", "HashMap", **_HASH),
@@ -64,31 +80,36 @@ TABLE: dict[str, MapTypeFacts] = dict([
     _t("lru_percpu_hash", "PerCPUHashMap", percpu=True, **_HASH),
     _t("array", "ArrayMap", **_ARRAY),
     _t("percpu_array", "PerCPUArrayMap", percpu=True, **_ARRAY),
-    _t("queue", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False),
-    _t("stack", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False),
-    _t("bloom_filter", "BloomFilterMap", keyless=True, length="none", prealloc="bloom", dump=False),
-    _t("lpm_trie", "LPMTrieMap"),
+    _t("queue", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False,
+       walk="none", value_size=True),
+    _t("stack", "QueueMap", keyless=True, length="none", prealloc="queue", dump=False,
+       walk="none", value_size=True),
+    _t("bloom_filter", "BloomFilterMap", keyless=True, length="none", prealloc="bloom",
+       dump=False, walk="none", value_size=True),
+    _t("lpm_trie", "LPMTrieMap", value_size=True),
     _t("prog_array", "ProgArrayMap", length="filled", prealloc="array", dump=False),
     _t("array_of_maps", "ArrayOfMapsMap", length="filled", prealloc="array", dump=False),
-    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash", dump=False),
-    _t("stack_trace", "StackTraceMap", prealloc="stack_trace", dump=False),
+    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash", dump=False, walk="bucket"),
+    _t("stack_trace", "StackTraceMap", prealloc="stack_trace", dump=False,
+       value_size=True),
     _t("devmap", "DevMap", length="filled", prealloc="pointers", dump=False),
     _t("devmap_hash", "DevMap", prealloc="pointers"),
     _t("cpumap", "CPUMap", length="filled", prealloc="pointers", dump=False),
     _t("xskmap", "XSKMap", length="none", prealloc="pointers", dump=False),
     _t("sockmap", "SockMap", length="filled", prealloc="pointers", dump=False),
     _t("sockhash", "SockMap", prealloc="pointers", dump=False),
-    _t("task_storage", "LocalStorageMap", length="none", dump=False),
-    _t("sk_storage", "LocalStorageMap", length="none", dump=False),
-    _t("inode_storage", "LocalStorageMap", length="none", dump=False),
-    _t("cgrp_storage", "LocalStorageMap", length="none", dump=False),
-    _t("percpu_cgroup_storage", "Map", percpu=True),
-    _t("cgroup_storage", "Map"),
-    _t("perf_event_array", "Map", stream=True, prealloc="array", dump=False),
+    _t("task_storage", "LocalStorageMap", **_STORAGE),
+    _t("sk_storage", "LocalStorageMap", **_STORAGE),
+    _t("inode_storage", "LocalStorageMap", **_STORAGE),
+    _t("cgrp_storage", "LocalStorageMap", **_STORAGE),
+    _t("percpu_cgroup_storage", "Map", percpu=True, zero_entries=True),
+    _t("cgroup_storage", "Map", zero_entries=True),
+    _t("perf_event_array", "Map", stream=True, prealloc="array", dump=False,
+       zero_entries=True),
     _t("cgroup_array", "Map", prealloc="array", dump=False),
-    _t("ringbuf", "Map", stream=True, prealloc="ring", dump=False),
-    _t("user_ringbuf", "Map", stream=True, prealloc="ring", dump=False),
-    _t("struct_ops", "Map", dump=False),
+    _t("ringbuf", "Map", stream=True, prealloc="ring", dump=False, walk="none"),
+    _t("user_ringbuf", "Map", stream=True, prealloc="ring", dump=False, walk="none"),
+    _t("struct_ops", "Map", dump=False, zero_entries=True),
 ])
 
 

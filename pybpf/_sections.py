@@ -20,6 +20,7 @@ Prefix forms follow libbpf: ``"name"`` matches exactly, ``"name/"`` needs a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._ffi import ffi, lib
@@ -289,17 +290,23 @@ BPF_F_LINK = 1 << 13
 _STRUCT_OPS_LINK = b".struct_ops.link\0"
 
 
-def for_libbpf(data: bytes) -> tuple[bytes, tuple[str, ...]]:
+def for_libbpf(data: bytes, section_names: Iterable[str] | None = None
+               ) -> tuple[bytes, tuple[str, ...]]:
     """Adapt an object's ELF image to the linked libbpf before it opens it.
 
     libbpf before 1.2 ignores ``SEC(".struct_ops.link")`` (struct_ops maps registered
     by BPF links): the section is renamed ``.struct_ops`` in the section-name table
     (in place: ``.struct_ops\\0ink``) and the names of its maps are returned, to get
     ``BPF_F_LINK`` with :func:`after_open`. Any other image comes back unchanged.
-    Costs one scan of the image for the section name; a parse only when present.
+    ``section_names`` (the object's, when the caller has them: ``_validate`` returns
+    them) spares the scan of the image for the section name; a parse only when present.
     """
-    if _STRUCT_OPS_LINK not in data or (lib.libbpf_major_version(),
-                                        lib.libbpf_minor_version()) >= (1, 2):
+    if section_names is not None:
+        if ".struct_ops.link" not in section_names:
+            return data, ()
+    elif _STRUCT_OPS_LINK not in data:
+        return data, ()
+    if (lib.libbpf_major_version(), lib.libbpf_minor_version()) >= (1, 2):
         return data, ()
     import struct
 

@@ -71,6 +71,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import struct
+import threading
 
 from ._maptypes import facts
 from .errors import ObjectError
@@ -128,30 +129,77 @@ def _fail(name: str, what: str) -> ObjectError:
     return ObjectError(errno.EINVAL, f"{name}: malformed BPF object: {what}", path=name)
 
 
-# Digests of objects that passed, so reopening one (a tool restarting its probe,
-# a test cycling) costs a SHA-256 (~35 us for 60 KB) instead of a full check.
-_passed: dict[bytes, None] = {}
-_PASSED_MAX = 64
+# Objects that passed, so reopening one (a tool restarting its probe, a test cycling)
+# costs a comparison of its bytes with the copy kept here (memcmp: ~1 us for 60 KB)
+# instead of a check. Kept by size; the comparison is exact, so a file changed in
+# place (same name, size, even mtime) is checked again. Objects larger than
+# _KEEP_MAX are remembered by SHA-256 instead (a hash, no copy held).
+_passed: dict[int, list[tuple[bytes, tuple[str, ...]]]] = {}
+_passed_digests: dict[bytes, tuple[str, ...]] = {}
+_PASSED_MAX = 64  # objects per table
+_KEEP_MAX = 4 << 20  # bytes: larger objects are remembered by digest
+_KEEP_TOTAL = 32 << 20  # bytes of copies held at most
+_kept_bytes = 0
+_keep_lock = threading.Lock()
 
 
-def check_object(data: bytes, name: str) -> None:
-    """Raise ObjectError if ``data`` has structures libbpf would misread.
+def forget_passed() -> None:
+    """Forget every object that passed (the next open of each is checked again)."""
+    global _kept_bytes
+    with _keep_lock:
+        _passed.clear()
+        _passed_digests.clear()
+        _kept_bytes = 0
+
+
+def check_object(data: bytes, name: str) -> tuple[str, ...]:
+    """Raise ObjectError if ``data`` has structures libbpf would misread; return the
+    names of its ELF sections.
 
     ``name`` labels the file in the message. Cost: one pass over the section,
     symbol and relocation tables and the BTF type section, 0.3-3 ms for the
     shipped probes (benchmarks/bench_open.py); an object that already passed
-    in this process costs one hash.
+    in this process costs one comparison of its bytes (one hash above 4 MiB).
     """
-    digest = hashlib.sha256(data).digest()  # SHA-NI: half the time of blake2b
-    if digest in _passed:
-        return
+    size = len(data)
+    if size <= _KEEP_MAX:
+        for kept, names in _passed.get(size, ()):
+            if kept is data or kept == data:
+                return names
+        digest = b""
+    else:
+        digest = hashlib.sha256(data).digest()
+        known = _passed_digests.get(digest)
+        if known is not None:
+            return known
+    checker = _Checker(data)
     try:
-        _Checker(data).run()
+        checker.run()
     except _Bad as exc:
         raise _fail(name, str(exc)) from None
-    if len(_passed) >= _PASSED_MAX:
-        _passed.pop(next(iter(_passed)))
-    _passed[digest] = None
+    names = tuple(checker.names)
+    with _keep_lock:
+        if not digest:
+            _keep(data, names)
+        else:
+            if len(_passed_digests) >= _PASSED_MAX:
+                _passed_digests.pop(next(iter(_passed_digests)))
+            _passed_digests[digest] = names
+    return names
+
+
+def _keep(data: bytes, names: tuple[str, ...]) -> None:
+    """Remember ``data`` (under _keep_lock)."""
+    global _kept_bytes
+    # oldest sizes go first, until both bounds hold with this object added
+    while _passed and (_kept_bytes + len(data) > _KEEP_TOTAL
+                       or sum(map(len, _passed.values())) >= _PASSED_MAX):
+        for kept, _ in _passed.pop(next(iter(_passed))):
+            _kept_bytes -= len(kept)
+    # an immutable copy of our own (data may be a bytes subclass)
+    kept = data if type(data) is bytes else bytes(data)
+    _passed.setdefault(len(data), []).append((kept, names))
+    _kept_bytes += len(kept)
 
 
 def _cstr(table: bytes, off: int, what: str) -> str:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._ffi import error_for, ffi, lib
+from ._maptypes import TABLE
 from .errors import MapError
 
 if TYPE_CHECKING:
@@ -77,12 +78,12 @@ __all__ = ["BATCH_KINDS", "keys", "items", "batches", "chunks", "first_key", "cl
 # Kinds read with BPF_MAP_LOOKUP_BATCH: by hash bucket (cursor = bucket number) or by
 # index. Other kinds' batch lookups (the kernel's generic one, over GET_NEXT_KEY) can
 # return a key twice when the cursor key is deleted between two calls.
-_BUCKET_BATCH = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash",
-                           "hash_of_maps"})
-_INDEX_BATCH = frozenset({"array", "percpu_array"})
+# (all from the one table of map-type facts, pybpf/_maptypes.py: their ``walk``)
+_BUCKET_BATCH = frozenset(n for n, f in TABLE.items() if f.walk == "bucket")
+_INDEX_BATCH = frozenset(n for n, f in TABLE.items() if f.walk == "index")
 BATCH_KINDS = _BUCKET_BATCH | _INDEX_BATCH
 _NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
-_NO_KEYS = frozenset({"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"})
+_NO_KEYS = frozenset(n for n, f in TABLE.items() if f.walk == "none")
 _RESUME_TRIES = 64  # returned keys tried (newest first) to resume after a restart
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, overload
@@ -165,6 +166,14 @@ _KINDS = tuple(BTFKind)
 _new_type = object.__new__
 
 
+# BTF.shared(): blobs by size (each list in arrival order), bounded in count and bytes
+_shared: dict[int, list[BTF]] = {}
+_shared_bytes = 0
+_shared_lock = threading.Lock()
+_SHARED_MAX = 32
+_SHARED_BYTES = 16 << 20
+
+
 class _Types(Sequence[BTFType]):
     """``btf.types``: every type by id, each built from the raw bytes when first read."""
 
@@ -226,6 +235,26 @@ class BTF:
         """Raw BTF file (e.g. /sys/kernel/btf/vmlinux)."""
         with open(path, "rb") as f:
             return cls(f.read(), base=base)
+
+    @classmethod
+    def shared(cls, raw: bytes) -> BTF:
+        """The BTF of ``raw``, shared with every earlier caller that passed equal bytes
+        (an object opened again gets the types, and codecs, already built): one
+        comparison of the bytes when known (memcmp), else a parse. Kept for the last
+        32 distinct blobs up to 16 MiB in all."""
+        for known in _shared.get(len(raw), ()):
+            if known.raw == raw:
+                return known
+        btf = cls(raw)
+        with _shared_lock:
+            global _shared_bytes
+            while _shared and (_shared_bytes + len(btf.raw) > _SHARED_BYTES
+                               or sum(map(len, _shared.values())) >= _SHARED_MAX):
+                for old in _shared.pop(next(iter(_shared))):
+                    _shared_bytes -= len(old.raw)
+            _shared.setdefault(len(btf.raw), []).append(btf)
+            _shared_bytes += len(btf.raw)
+        return btf
 
     _vmlinux: BTF | None = None
 
@@ -348,6 +377,17 @@ class BTF:
         (info,) = _U32.unpack_from(self.raw, self._t0 + self._offs[type_id - self._first] + 4)
         kind: BTFKind = _KINDS[(info >> 24) & 0x1F]
         return kind
+
+    def ref_of(self, type_id: int) -> int:
+        """The type id that type ``type_id`` refers to (its ``type`` field: typedef,
+        modifiers, pointer, var, func), without building the type."""
+        t = self._built.get(type_id)
+        if t is not None:
+            return t.type
+        if not self._first <= type_id < self._count:
+            return self.type_by_id(type_id).type  # the base's, or IndexError
+        (v,) = _U32.unpack_from(self.raw, self._t0 + self._offs[type_id - self._first] + 8)
+        return int(v)
 
     def _make(self, tid: int) -> BTFType:
         raw = self.raw

@@ -54,12 +54,22 @@ class UpdateFlags(enum.IntFlag):
 _NEWER_MAP_TYPES = {32: "cgrp_storage", 33: "arena"}
 
 
+_type_names: dict[int, str] = {}
+
+
 def map_type_name(t: int) -> str:
-    """libbpf's name of map type number ``t`` (``"hash"``...); ``"map_type_N"`` if unknown."""
-    s = lib.libbpf_bpf_map_type_str(t)
-    if s != ffi.NULL:
-        return ffi.string(s).decode()  # type: ignore[no-any-return]
-    return _NEWER_MAP_TYPES.get(t, f"map_type_{t}")
+    """libbpf's name of map type number ``t`` (``"hash"``...); ``"map_type_N"`` if unknown.
+    A dict lookup after the first call for ``t``."""
+    name = _type_names.get(t)
+    if name is None:
+        s = lib.libbpf_bpf_map_type_str(t)
+        if s != ffi.NULL:
+            name = str(ffi.string(s).decode())
+        else:
+            name = _NEWER_MAP_TYPES.get(t, f"map_type_{t}")
+        if 0 <= t < 1024:
+            _type_names[t] = name
+    return name
 
 
 _ncpus: int | None = None
@@ -139,13 +149,41 @@ class OpenMap:
         self._ptr = ptr
         with stage.owner:
             self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
-            self.internal: bool = bool(lib.bpf_map__is_internal(ptr))
-            # libbpf drops the BTF ids of some kinds (queue, stack) at load: noted now
-            self._btf_ids = (int(lib.bpf_map__btf_key_type_id(ptr)),
-                             int(lib.bpf_map__btf_value_type_id(ptr)))
-            self._kind = _kind_for(map_type_name(lib.bpf_map__type(ptr)))
+        # the rest is read from libbpf when first asked for (an open that only sets a
+        # global reads little); _note_btf_ids() before load, which drops some
+        self._internal: bool | None = None
+        self._noted_btf_ids: tuple[int, int] | None = None
         self._types: tuple[Any, Any] | None = None  # set_types(), for the live map
         self._reused_map: Map | None = None  # reuse(): the live map load hands back
+
+    @property
+    def internal(self) -> bool:
+        """A map libbpf made for global variables (``.rodata``, ``.bss``, ``.data``...)."""
+        v = self._internal
+        if v is None:
+            v = self._internal = bool(self._get(lib.bpf_map__is_internal))
+        return v
+
+    @property
+    def _btf_ids(self) -> tuple[int, int]:
+        ids = self._noted_btf_ids
+        if ids is None:
+            with self._stage.owner:
+                ids = (int(lib.bpf_map__btf_key_type_id(self._ptr)),
+                       int(lib.bpf_map__btf_value_type_id(self._ptr)))
+            if not self._stage.loaded:
+                self._noted_btf_ids = ids
+        return ids
+
+    def _note_btf_ids(self) -> None:
+        """Keep the BTF key and value ids: called before load, as libbpf drops the ids
+        of some kinds (queue, stack) at load."""
+        self._btf_ids  # noqa: B018 - reads and keeps them
+
+    @property
+    def _kind(self) -> type[Map]:
+        """The class the live map of this type gets."""
+        return _kind_for(self.type)
 
     @property
     def libbpf_ptr(self) -> Any:
@@ -197,8 +235,13 @@ class OpenMap:
     def __getattr__(self, name: str) -> Any:
         # every operation of a live map of this kind: a clear state error, not an
         # AttributeError
-        if not name.startswith("_") and hasattr(self.__dict__.get("_kind", Map), name):
-            raise self._not_live(name)
+        if not name.startswith("_") and "_ptr" in self.__dict__:
+            try:
+                kind = self._kind
+            except ClosedError:
+                kind = Map
+            if hasattr(kind, name):
+                raise self._not_live(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getitem__(self, key: Any) -> Any:
@@ -248,7 +291,6 @@ class OpenMap:
     def type(self, value: str | int) -> None:
         t = map_type_value(value) if isinstance(value, str) else value
         self._set(lib.bpf_map__set_type, t, "type")
-        self._kind = _kind_for(map_type_name(t))
 
     @property
     def key_size(self) -> int:
@@ -395,10 +437,9 @@ class OpenMap:
         return self._reused_map
 
     def _reuse(self, fd: int, what: str) -> None:
+        self._note_btf_ids()  # this object's, before libbpf takes the reused map's
         with self._stage.owner:
             err = lib.bpf_map__reuse_fd(self._ptr, fd)
-            if not err:
-                self._kind = _kind_for(map_type_name(lib.bpf_map__type(self._ptr)))
         if err:
             raise error_for(-err, f"map {self.name!r}: cannot reuse {what}", kind=MapError,
                             map=self.name)

@@ -1084,18 +1084,24 @@ def codec_for(btf: BTF, type_id: int) -> Codec:
     return c
 
 
+# Kinds whose values are those of the type they refer to.
+_SAME_VALUE = frozenset({BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKind.RESTRICT,
+                         BTFKind.TYPE_TAG, BTFKind.VAR})
+
+
 def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec:
     if type_id in cache:
         return cache[type_id]
     if depth > 64:
         raise ValueError(f"BTF type #{type_id}: nesting deeper than 64 levels")
+    c: Codec
+    if btf.kind_of(type_id) in _SAME_VALUE:  # the referred type's codec: build no BTFType
+        c = _build(btf, btf.ref_of(type_id), cache, depth + 1)
+        cache[type_id] = c
+        return c
     t = btf.types[type_id]
     k = t.kind
-    c: Codec
-    if k in (BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKind.RESTRICT,
-             BTFKind.TYPE_TAG, BTFKind.VAR):
-        c = _build(btf, t.type, cache, depth + 1)
-    elif k == BTFKind.INT:
+    if k == BTFKind.INT:
         if t.encoding & INT_BOOL:
             c = BoolCodec(t.size)
         else:

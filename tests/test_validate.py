@@ -10,6 +10,7 @@ validator gap shows up as a failed test, not a crashed pytest.
 from __future__ import annotations
 
 import importlib.util
+import os
 import struct
 import sys
 from collections.abc import Callable
@@ -180,6 +181,45 @@ def worker():
 
 def test_original_passes(original):
     _validate.check_object(original, "execsnoop")
+
+
+def test_a_file_changed_in_place_is_checked_again(original, tmp_path):
+    """An object that passed is remembered by its bytes, never by its name, size or
+    mtime: the same file rewritten in place with a defect (same size, same mtime) is
+    refused on its next open, in this process."""
+    edit, message = CASES[sorted(CASES)[0]]
+    lo = Layout(original)
+    edit(lo)
+    bad = bytes(lo.data)
+    assert len(bad) == len(original) and bad != original
+    path = tmp_path / "probe.bpf.o"
+    path.write_bytes(original)
+    st = path.stat()
+    pybpf.Object.open(path).close()
+    pybpf.Object.open(path).close()  # remembered: passes again
+    with open(path, "r+b") as f:  # in place: same inode
+        f.write(bad)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = path.stat()
+    assert (st2.st_ino, st2.st_size, st2.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    with pytest.raises(pybpf.ObjectError, match="malformed BPF object") as exc:
+        pybpf.Object.open(path)
+    assert message in str(exc.value)
+    # the same bytes from memory are refused too, and the good ones still pass
+    with pytest.raises(pybpf.ObjectError, match="malformed BPF object"):
+        pybpf.Object.open(bad)
+    pybpf.Object.open(bytes(bytearray(original))).close()
+
+
+def test_objects_opened_from_the_same_bytes_share_their_btf(original):
+    with pybpf.Object.open(original) as a, pybpf.Object.open(bytes(bytearray(original))) as b:
+        assert a.btf is b.btf
+        a.set_rodata("targ_pid", 7)
+        b.set_rodata("targ_pid", 9)  # the values are each object's own
+        assert a.rodata.targ_pid == 7 and b.rodata.targ_pid == 9
+    other = Path(pybpf.probe_path("opensnoop")).read_bytes()
+    with pybpf.Object.open(original) as a, pybpf.Object.open(other) as c:
+        assert a.btf is not c.btf
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

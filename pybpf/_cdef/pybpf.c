@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <linux/perf_event.h>
 
+#include "sysbpf.h"	/* pybpf/_native: the one bpf(2) primitive */
+
 static void _pybpf_on_log(int level, const char *msg);
 
 /* 0 while no one listens to libbpf's debug lines (pybpf/_ffi.py's capture() sets it
@@ -163,9 +165,7 @@ int pybpf_perf_event_enable(int fd)
  * pass on (feature probes of newer kernels).  Returns the result or -errno. */
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size)
 {
-	long ret = syscall(__NR_bpf, cmd, attr, size);
-
-	return ret < 0 ? -errno : (int)ret;
+	return (int)pybpf_bpf(cmd, attr, size);
 }
 
 /* --- Section handlers for names newer than the linked libbpf (pybpf._sections) --
