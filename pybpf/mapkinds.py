@@ -633,8 +633,9 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         ``..._AND_DELETE_BATCH``) per chunk of up to ``chunk`` entries; map types or
         kernels without batch ops are walked key by key into the same chunks. Each
         chunk owns its buffers: keep them as long as needed, nothing is copied again."""
-        if chunk < 1:
-            raise ValueError(f"map {self.name!r}: chunk must be >= 1, got {chunk}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise MapValueError(f"map {self.name!r}: chunk must be an int >= 1, got {chunk!r}",
+                                map=self.name)
         ks, vs = self.key_size, self._value_size_total()
         for kb, vb, c in _walk.chunks(self, chunk=chunk, delete=delete):
             yield RawBatch(memoryview(kb)[:c * ks], memoryview(vb)[:c * vs], c)
@@ -1250,19 +1251,17 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     except ValueError:
         raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
                        map=name) from None
-    for what, v in (("key_size", key_size), ("value_size", value_size),
-                    ("max_entries", max_entries), ("flags", flags)):
-        if not 0 <= v < 1 << 32:
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
-                                          "not a 32-bit unsigned value", map=name)
-    opts = ffi.new("struct bpf_map_create_opts *")
-    opts.sz = ffi.sizeof("struct bpf_map_create_opts")
-    opts.map_flags = flags
+    if not isinstance(name, str):
+        raise MapError(_errno.EINVAL, f"cannot create a {type} map: name must be a str, got "
+                       f"{name!r}", map=str(name))
     for what, v in (("key_size", key_size), ("value_size", value_size),
                     ("max_entries", max_entries), ("flags", flags)):
         if not isinstance(v, int) or not 0 <= v < 1 << 32:
             raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
                            f"an int from 0 to 2**32-1, got {v!r}", map=name)
+    opts = ffi.new("struct bpf_map_create_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_create_opts")
+    opts.map_flags = flags
     cname = name.encode()[:15] if name else ffi.NULL
     if inner_map is not None:
         with inner_map.owner as ifd:

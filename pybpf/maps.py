@@ -32,7 +32,7 @@ from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from ._maptypes import facts
-from .errors import BPFError, ClosedError, MapError, StateError
+from .errors import BPFError, ClosedError, MapError, MapTypeError, MapValueError, StateError
 from .types import as_codec
 
 __all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
@@ -577,31 +577,32 @@ class Map(Handle):
 
     def _key(self, key: bytes | bytearray | memoryview) -> Any:
         if not isinstance(key, (bytes, bytearray, memoryview)):
-            raise TypeError(f"map {self.name!r}: raw key must be bytes, got "
-                            f"{type(key).__name__}")
+            raise MapTypeError(f"map {self.name!r}: raw key must be bytes, got "
+                               f"{type(key).__name__}", map=self.name, field="key")
         ks = self.key_size
         if len(key) != ks:
-            raise ValueError(f"map {self.name!r}: key is {len(key)} bytes, "
-                             f"the map's key_size is {ks}")
+            raise MapValueError(f"map {self.name!r}: key is {len(key)} bytes, "
+                                f"the map's key_size is {ks}", map=self.name, field="key")
         return ffi.from_buffer(key) if ks else ffi.NULL
 
     def _value(self, value: bytes | bytearray | memoryview) -> Any:
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"map {self.name!r}: raw value must be bytes, got "
-                            f"{type(value).__name__}")
+            raise MapTypeError(f"map {self.name!r}: raw value must be bytes, got "
+                               f"{type(value).__name__}", map=self.name, field="value")
         vs = self._value_size_total()
         if len(value) != vs:
-            raise ValueError(f"map {self.name!r}: value is {len(value)} bytes, "
-                             f"expected {vs}" + (" (value_size per CPU, 8-aligned, times "
-                                                 f"{possible_cpus()} CPUs)" if self.percpu else ""))
+            raise MapValueError(f"map {self.name!r}: value is {len(value)} bytes, expected {vs}"
+                                + (" (value_size per CPU, 8-aligned, times "
+                                   f"{possible_cpus()} CPUs)" if self.percpu else ""),
+                                map=self.name, field="value")
         return ffi.from_buffer(value)
 
     def _flags(self, flags: int) -> int:
         """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
-        f = int(flags)
-        if not 0 <= f < 1 << 64:
-            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags} is not a 64-bit "
-                                          "unsigned value", map=self.name)
+        f = flags
+        if not isinstance(f, int) or not 0 <= f < 1 << 64:
+            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags must be an int from 0 "
+                                          f"to 2**64-1, got {flags!r}", map=self.name)
         return f
 
     def _fail(self, what: str, err: int | None = None) -> MapError:
@@ -747,6 +748,7 @@ class Map(Handle):
         A pinned program or link is refused with MapError."""
         p = os.fspath(path)
         m = cls._from_fd(_open_pinned_fd(p, "map"))
+        m._pin_path = p  # unpin() removes this pin (after checking it is still this map)
         return m
 
     @classmethod
