@@ -243,7 +243,7 @@ def _configure_run(obj: Any, args: argparse.Namespace) -> None:
         for off, kept in obj.choose_alternatives().items():
             print(f"pybpf run: {obj.name}: program {off!r} not loaded: it counts the same "
                   f"events as {kept!r} (--all-programs keeps both)", file=sys.stderr)
-    for attr in ("max_entries", "value_size"):
+    for attr in ("max_entries", "key_size", "value_size"):
         flag = "--" + attr.replace("_", "-")
         for item in getattr(args, attr) or []:
             name, sep, value = item.partition("=")

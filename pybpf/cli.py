@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="size a map before load (maps the object leaves at 0)")
     p.add_argument("--value-size", action="append", metavar="MAP=N",
                    help="set a map's value size before load (stack maps...)")
+    p.add_argument("--key-size", action="append", metavar="MAP=N",
+                   help="set a map's key size before load (maps the object leaves at 0)")
     p.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
     p.add_argument("--event-type", metavar="TYPE",
                    help="type of ring/perf buffer records: a type in the object's BTF, or a C "

@@ -171,10 +171,11 @@ class OpenMap:
     def _set(self, setter: Any, value: Any, what: str) -> None:
         self._check_open(what)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"map {self.name!r}: {what} must be a non-negative int, got "
-                             f"{value!r}")
+            raise MapValueError(f"map {self.name!r}: {what} must be a non-negative int, got "
+                                f"{value!r}", map=self.name, field=what)
         if value >= 1 << 32:
-            raise ValueError(f"map {self.name!r}: {what}={value} does not fit in 32 bits")
+            raise MapValueError(f"map {self.name!r}: {what}={value} does not fit in 32 bits",
+                                map=self.name, field=what)
         with self._stage.owner:
             err = setter(self._ptr, value)
         if err:
@@ -244,7 +245,12 @@ class OpenMap:
 
     @type.setter
     def type(self, value: str | int) -> None:
-        t = map_type_value(value) if isinstance(value, str) else value
+        try:
+            t = map_type_value(value if isinstance(value, str) else map_type_name(value))
+        except (ValueError, TypeError, OverflowError):
+            raise MapValueError(f"map {self.name!r}: unknown map type {value!r} (libbpf's "
+                                "names: 'hash', 'array'...)", map=self.name,
+                                field="type") from None
         self._set(lib.bpf_map__set_type, t, "type")
         self._kind = _kind_for(map_type_name(t))
 

@@ -88,6 +88,10 @@ _NEEDS_VALUE_SIZE = {"hash", "array", "percpu_hash", "percpu_array", "lru_hash",
                      "lru_percpu_hash", "lpm_trie", "stack_trace", "queue", "stack",
                      "bloom_filter", "sk_storage", "inode_storage", "task_storage",
                      "cgrp_storage"}
+# Map kinds whose key is key_size bytes the object must give (a 0 is only EINVAL).
+_NEEDS_KEY_SIZE = {"hash", "array", "percpu_hash", "percpu_array", "lru_hash",
+                   "lru_percpu_hash", "lpm_trie", "stack_trace", "hash_of_maps",
+                   "array_of_maps"}
 
 
 def _check_elf_header(data: bytes | memoryview, name: str) -> None:
@@ -521,7 +525,8 @@ class Object(Handle):
 
     def _check_map_sizes(self) -> None:
         """Refuse, before any syscall, a map whose size the object leaves to the loader
-        (``max_entries`` or ``value_size`` 0, as libbpf-tools' stack maps are): the
+        (``max_entries``, ``key_size`` or ``value_size`` 0, as libbpf-tools' stack maps
+        leave ``max_entries``): the
         kernel would only say EINVAL. The error names the map, the attribute and how
         to set it."""
         for m in self._open_maps.values():
@@ -529,6 +534,7 @@ class Object(Handle):
                 continue
             mtype = m.type
             for attr, zero_ok in (("max_entries", mtype in _ZERO_ENTRIES_OK),
+                                  ("key_size", mtype not in _NEEDS_KEY_SIZE),
                                   ("value_size", mtype not in _NEEDS_VALUE_SIZE)):
                 if zero_ok or getattr(m, attr):
                     continue
