@@ -79,7 +79,8 @@ def is_bpffs(path: str) -> bool:
 
 def check_pinned(path: str, want: str) -> None:
     """Refuse, before any BPF syscall, a path that cannot hold a pinned ``want`` ("map",
-    "link"): BPFNotFoundError (a FileNotFoundError) if absent, BPFError if it is a directory or outside bpffs
+    "link"): BPFNotFoundError (a FileNotFoundError) if absent, BPFError if it is a
+    directory or outside bpffs
     (the kernel would only say EACCES)."""
     if not os.path.lexists(path):
         raise BPFNotFoundError(f"no pinned {want} at {path}", path)

@@ -92,8 +92,10 @@ def probe(label, fn):
         res[label] = "no error"
     except BaseException as e:
         res[label] = [type(e).__name__, isinstance(e, BPFError), str(e)[:200]]
-for what, args in (("key_size None", ("hash", None, 8, 4)), ("key_size str", ("hash", "4", 8, 4)),
-                   ("max_entries float", ("hash", 4, 8, 4.0)), ("value_size -1", ("hash", 4, -1, 4))):
+for what, args in (("key_size None", ("hash", None, 8, 4)),
+                   ("key_size str", ("hash", "4", 8, 4)),
+                   ("max_entries float", ("hash", 4, 8, 4.0)),
+                   ("value_size -1", ("hash", 4, -1, 4))):
     probe(f"create_map {what}", lambda: pybpf.create_map(*args))
 probe("create_map name 5", lambda: pybpf.create_map("hash", 4, 8, 4, name=5))
 for fl in (1.5, None, "x", -1):
