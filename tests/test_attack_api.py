@@ -5,9 +5,12 @@ Anything that loads runs in a child interpreter with a timeout."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from _child import run_child
@@ -218,3 +221,60 @@ def test_kernel_addresses_no_symbol_covers_are_unresolved():
         assert f.name is None, f
     f = kernel_frame(by_name["vfs_read"] + 5)
     assert (f.name, f.offset, f.module, str(f)) == ("vfs_read", 5, None, "vfs_read+0x5")
+
+
+def _cgroup_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+def _gone(path: str, timeout: float = 8.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not os.path.exists(path)
+
+
+def test_audit_process_group_sigkill_leaves_nothing_running(tmp_path):
+    """``kill -9 -PGID`` (a service manager, a terminal) kills the auditor and everything
+    in its process group at once; a daemon the audited command started in a session of
+    its own must not run on unaudited, and the cgroup must go."""
+    root = _cgroup_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    gc_file = tmp_path / "gc"
+    daemon = f'setsid sh -c "echo \\$\\$ > {gc_file}; while true; do sleep 0.1; done" &'
+    p = subprocess.Popen([sys.executable, "-m", "pybpf", "audit", "--output",
+                          str(tmp_path / "out.jsonl"), "--", "sh", "-c",
+                          daemon + " while true; do sleep 0.1; done"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    gc = 0
+    cgroup = None
+    try:
+        deadline = time.monotonic() + 30
+        while not gc_file.exists() or not gc_file.read_text().strip():
+            assert time.monotonic() < deadline, "the audited command never started its daemon"
+            time.sleep(0.05)
+        gc = int(gc_file.read_text())
+        with open(f"/proc/{gc}/cgroup") as f:
+            rel = next(ln[3:].strip() for ln in f if ln.startswith("0::"))
+        cgroup = os.path.join(root, rel.lstrip("/"))
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        daemon_gone = _gone(f"/proc/{gc}")
+        cgroup_gone = _gone(cgroup)
+    finally:
+        if gc:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(gc, signal.SIGKILL)
+        if cgroup and os.path.isdir(cgroup):
+            time.sleep(0.3)
+            with contextlib.suppress(OSError):
+                os.rmdir(cgroup)
+    assert daemon_gone, "the audited command's daemon runs on, unaudited"
+    assert cgroup_gone, f"cgroup left behind: {cgroup}"
