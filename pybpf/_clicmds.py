@@ -200,6 +200,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # --- run --------------------------------------------------------------------------
+def _rodata_has(obj: Any, name: str) -> bool:
+    try:
+        return name in obj.rodata
+    except BPFError:  # no .rodata section
+        return False
+
+
 def _parse_value(text: str) -> int | bytes:
     low = text.lower()
     if low in ("true", "yes", "on"):
@@ -267,7 +274,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
-            obj.set_rodata(name, _parse_value(value))
+            parsed = _parse_value(value)
+            if isinstance(parsed, bytes) and _rodata_has(obj, name):
+                # text: typed by the variable (a char array takes it; an int refuses it)
+                obj.rodata[name] = value
+            else:
+                obj.set_rodata(name, parsed)
         _configure_run(obj, args)
         btf = obj.btf
         given = None

@@ -278,3 +278,11 @@ def test_audit_process_group_sigkill_leaves_nothing_running(tmp_path):
                 os.rmdir(cgroup)
     assert daemon_gone, "the audited command's daemon runs on, unaudited"
     assert cgroup_gone, f"cgroup left behind: {cgroup}"
+
+
+def test_run_set_refuses_text_for_an_integer_global(bpf_obj, tmp_path):
+    """``--set target_pid=abc`` used to write the bytes of "abc" into the int."""
+    r = _cli("run", bpf_obj("integrity"), "--set", "target_pid=abc", "--duration", "0.1",
+             cwd=str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "target_pid" in r.stderr and "expected int" in r.stderr, r.stderr
