@@ -207,7 +207,11 @@ class Object(Handle):
             data = bytes(source)
             label = name or "<memory>"
         else:
-            path = os.fspath(source)
+            try:
+                path = os.fspath(source)
+            except TypeError:
+                raise ObjectError(_errno.EINVAL, f"Object.open: expected a path or the bytes "
+                                  f"of an object, got {type(source).__name__}") from None
             label = path
             data = read_regular(path, "BPF object file")
         _check_elf_header(data, label)
@@ -224,6 +228,11 @@ class Object(Handle):
             keep.append(buf)
             return buf
 
+        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping))):
+            if value is not None and not isinstance(value, ok):
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a str"
+                                  + (" or a mapping" if what == "kconfig" else "")
+                                  + f", got {value!r}", path=path)
         opts.object_name = c(obj_name)
         if btf_custom_path is not None:
             bpath = os.fspath(btf_custom_path)

@@ -286,3 +286,14 @@ def test_run_set_refuses_text_for_an_integer_global(bpf_obj, tmp_path):
              cwd=str(tmp_path))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "target_pid" in r.stderr and "expected int" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("source, kw", [
+    (None, {}), (5, {}), ("a\0b", {}), ("OBJ", {"name": 5}), ("OBJ", {"kconfig": 5}),
+    ("OBJ", {"btf_custom_path": "x\0"}),
+])
+def test_object_open_bad_arguments_are_object_errors(bpf_obj, source, kw):
+    src = bpf_obj("basic") if source == "OBJ" else source
+    with pytest.raises(pybpf.ObjectError) as info:
+        pybpf.Object.open(src, **kw)
+    assert str(info.value)
