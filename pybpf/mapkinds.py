@@ -500,8 +500,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         ``m.set(7, count=1, pid=42)`` (missing fields are zero)."""
         if fields:
             if value is not None:
-                raise TypeError(f"map {self.name!r}: set() takes a value or field keywords, "
-                                "not both")
+                raise MapTypeError(f"map {self.name!r}: set() takes a value or field keywords, "
+                                   "not both")
             value = fields
         self[key] = value
 
@@ -530,8 +530,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if lock:
             f |= UpdateFlags.LOCK
         if kwargs:
-            raise TypeError(f"map {self.name!r}: update() got unexpected keywords "
-                            f"{', '.join(kwargs)} (map keys are not Python identifiers)")
+            raise MapTypeError(f"map {self.name!r}: update() got unexpected keywords "
+                               f"{', '.join(kwargs)} (map keys are not Python identifiers)")
         if len(args) == 3:
             f |= self._flags(args[2])
             args = args[:2]
@@ -544,8 +544,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             self._put(key, value, f)
             return
         if len(args) != 1:
-            raise TypeError(f"update() takes a mapping or (key, value), got {len(args)} "
-                            "arguments")
+            raise MapTypeError(f"map {self.name!r}: update() takes a mapping or (key, value), "
+                               f"got {len(args)} arguments", map=self.name)
         src = args[0]
         pairs = list(src.items()) if isinstance(src, Mapping) else list(src)
         if len(pairs) > 1 and self._facts.batch and not f & UpdateFlags.NOEXIST:
@@ -728,7 +728,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if how == "filled":
             return sum(1 for _ in self._iter_keys())
         if how == "none":
-            raise TypeError(f"map {self.name!r} ({self.type}) has no length")
+            raise MapTypeError(f"map {self.name!r} ({self.type}) has no length")
         b = self._batches()
         if b is not None:
             return sum(c for _, _, c in b)
@@ -853,8 +853,8 @@ class ArrayMap(TypedMap[K, V]):
         return _index_codec(c, size)
 
     def __delitem__(self, key: K) -> None:
-        raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
-                        "assign a zero value instead")
+        raise MapTypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
+                           "assign a zero value instead")
 
     def clear(self) -> None:
         """Zero every element (one batch update where supported)."""
@@ -915,7 +915,7 @@ def _sum(vals: list[Any], name: str) -> Any:
         return [_sum(list(col), name) for col in zip(*vals)]
     if isinstance(first, bytes):
         return first  # text and byte arrays are not added: CPU 0's value
-    raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
+    raise MapTypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
 
 
 class PerCPUHashMap(_PerCPU[K, V]):
@@ -939,7 +939,7 @@ class _KeylessMap(TypedMap[Any, V]):
         return c if c is not None else _default_codec(size)
 
     def _nokeys(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) has no keys")
 
     __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = __len__ = _nokeys
 
@@ -997,7 +997,7 @@ class QueueMap(_KeylessMap[V]):
             out.append(v)
 
     def __contains__(self, key: object) -> bool:
-        raise TypeError(f"map {self.name!r} ({self.type}) has no membership test")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) has no membership test")
 
 
 _MISSING_SENTINEL: Any = object()
@@ -1073,8 +1073,8 @@ class _FdValueMap(_Sparse[K, V]):
             return fd
         if isinstance(value, socket.socket):
             return value.fileno()
-        raise TypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
-                        f"{type(value).__name__}")
+        raise MapTypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
+                           f"{type(value).__name__}")
 
     _what = "program"
 
@@ -1152,8 +1152,8 @@ class XSKMap(_FdValueMap[int, int]):
             raise
 
     def _unreadable(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} (xskmap): the kernel does not let user space "
-                        "read XSKMAP slots; only set (m[queue] = socket) and delete")
+        raise MapTypeError(f"map {self.name!r} (xskmap): the kernel does not let user space "
+                           "read XSKMAP slots; only set (m[queue] = socket) and delete")
 
     __getitem__ = get = __contains__ = pop = _unreadable
     keys = items = values = __iter__ = __len__ = _unreadable
@@ -1226,16 +1226,16 @@ class LocalStorageMap(TypedMap[Any, V]):
         if not isinstance(key, int):
             fileno = getattr(key, "fileno", None)
             if fileno is None:
-                raise TypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
-                                f"object with fileno(), got {type(key).__name__}")
+                raise MapTypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
+                                   f"object with fileno(), got {type(key).__name__}")
             key = fileno()
         if not 0 <= key < 1 << 31:
-            raise ValueError(f"map {self.name!r} ({self.type}): key {key} is not a file "
-                             "descriptor (0 to 2**31-1)")
+            raise MapValueError(f"map {self.name!r} ({self.type}): key {key} is not a file "
+                                "descriptor (0 to 2**31-1)")
         return struct.pack("<i", key)
 
     def _nokeys(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
 
     keys = items = values = __iter__ = __len__ = clear = _nokeys
 

@@ -232,8 +232,8 @@ class OpenMap:
         vc = as_codec(value, None, f"map {self.name!r} value") if value is not None else None
         for c, size, what in ((kc, self.key_size, "key"), (vc, self.value_size, "value")):
             if c is not None and c.size != size:
-                raise ValueError(f"map {self.name!r} {what}: {c.name} is {c.size} bytes, the "
-                                 f"map's {what} size is {size}")
+                raise MapValueError(f"map {self.name!r} {what}: {c.name} is {c.size} bytes, the "
+                                    f"map's {what} size is {size}")
         old = self._types or (None, None)
         self._types = (kc or old[0], vc or old[1])
 

@@ -113,6 +113,9 @@ o = pybpf.Object.open(P["path"])
 for attr, value in (("max_entries", -1), ("key_size", None), ("value_size", 1.5),
                     ("max_entries", 2**40), ("type", 9999), ("type", "nosuch"), ("type", None)):
     probe(f"OpenMap.{attr}={value!r}", lambda: setattr(o.maps["h"], attr, value))
+arr = a.maps["arr"]
+probe("del arr[0]", lambda: arr.__delitem__(0))
+probe("h.update(1, 2, 3)", lambda: h.update(1, 2, 3))
 for value in (2**70, None, "x", 1.5):
     probe(f"bss.hits={value!r}", lambda: setattr(a.bss, "hits", value))
 h[1] = 7
@@ -128,7 +131,7 @@ def test_bad_arguments_raise_pybpf_errors_naming_the_map(bpf_obj):
     bad = {k: r for k, r in v.items() if r == "no error" or not r[1]}
     assert bad == {}, bad
     unnamed = {k: r for k, r in v.items() if not k.startswith("create_map")
-               and ("'h'" not in r[2] and not (k.startswith("bss") and ".bss: hits" in r[2]))}
+               and ("'h'" not in r[2] and "'arr'" not in r[2] and not (k.startswith("bss") and ".bss: hits" in r[2]))}
     assert unnamed == {}, unnamed
 
 
