@@ -48,6 +48,8 @@ from .errors import (
     BPFError,
     ClosedError,
     LoadError,
+    MapTypeError,
+    MapValueError,
     NotSupportedError,
     ObjectError,
     StateError,
@@ -386,17 +388,26 @@ class Object(Handle):
                 if var.name != name:
                     continue
                 t = btf.resolve(btf.types[var.type].type)
-                if isinstance(value, (bytes, bytearray)):
-                    if len(value) > var.size:
-                        raise ValueError(f"{name!r} holds {var.size} bytes, got {len(value)}")
-                    enc = bytes(value).ljust(var.size, b"\0")
-                elif isinstance(value, int):
-                    if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
-                        raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an integer")
-                    codec = codec_for(btf, var.type)  # the one encoder of the variable
-                    enc = codec.encode(c_cast(codec, int(value)), repr(name))
-                else:
-                    raise TypeError(f"set_rodata({name!r}): value must be int, bool or bytes")
+                try:
+                    if isinstance(value, (bytes, bytearray)):
+                        if len(value) > var.size:
+                            raise ValueError(f"{name!r} holds {var.size} bytes, got "
+                                             f"{len(value)}")
+                        enc = bytes(value).ljust(var.size, b"\0")
+                    elif isinstance(value, int):
+                        if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+                            raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an "
+                                            "integer")
+                        codec = codec_for(btf, var.type)  # the one encoder of the variable
+                        enc = codec.encode(c_cast(codec, int(value)), repr(name))
+                    else:
+                        raise TypeError(f"set_rodata({name!r}): value must be int, bool or "
+                                        "bytes")
+                except (TypeError, ValueError) as e:
+                    if isinstance(e, BPFError):
+                        raise
+                    kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+                    raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
                 m.write_initial_value(var.offset, enc)
                 return
         raise KeyError(f"{self.name}: no read-only global named {name!r}")
