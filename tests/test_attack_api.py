@@ -306,3 +306,14 @@ def test_object_open_bad_arguments_are_object_errors(bpf_obj, source, kw):
     with pytest.raises(pybpf.ObjectError) as info:
         pybpf.Object.open(src, **kw)
     assert str(info.value)
+
+
+@pytest.mark.parametrize("argv", [["execsnoop", "--duration", "-1"],
+                                  ["opensnoop", "--duration", "nan"],
+                                  ["biolatency", "--interval", "0"],
+                                  ["profile", "--duration", "inf"]])
+def test_tool_durations_must_be_positive_seconds(argv, tmp_path):
+    """``--interval 0`` printed forever, ``--duration -1``/``nan`` exited 0 at once."""
+    r = _cli(*argv, cwd=str(tmp_path), timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert "seconds above 0" in r.stderr, r.stderr
