@@ -1256,9 +1256,12 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
                        f"{name!r}", map=str(name))
     for what, v in (("key_size", key_size), ("value_size", value_size),
                     ("max_entries", max_entries), ("flags", flags)):
-        if not isinstance(v, int) or not 0 <= v < 1 << 32:
+        if not isinstance(v, int):
             raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
-                           f"an int from 0 to 2**32-1, got {v!r}", map=name)
+                           f"an int, got {v!r}", map=name)
+        if not 0 <= v < 1 << 32:
+            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
+                                          "not a 32-bit unsigned value", map=name)
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags

@@ -607,8 +607,8 @@ class Map(Handle):
         """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
         f = flags
         if not isinstance(f, int) or not 0 <= f < 1 << 64:
-            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags must be an int from 0 "
-                                          f"to 2**64-1, got {flags!r}", map=self.name)
+            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags!r} is not a 64-bit "
+                                          "unsigned int", map=self.name)
         return f
 
     def _fail(self, what: str, err: int | None = None) -> MapError:

@@ -43,7 +43,8 @@ def variant(src: str, tag: str, **defines: int) -> str:
     if not out.exists() or out.stat().st_mtime < max(d.stat().st_mtime for d in deps):
         BUILD.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}.o")
-        toolchain.compile(source, tmp, defines={k: str(v) for k, v in defines.items()})
+        toolchain.compile(source, tmp, include_dirs=[str(BPF_SRC)],
+                          defines={k: str(v) for k, v in defines.items()})
         os.replace(tmp, out)
     return str(out)
 
