@@ -484,6 +484,16 @@ class _Reader:
     * the C batch (``_batch``) and the records taken but not delivered yet
       (``_pending``) belong to the consumer holding ``_lock``; both live as long
       as this object (close() never frees them under a consumer's feet).
+
+    Exactly once, whatever interrupts it: a record is consumed when it is handed
+    to user code, and the hand-over itself is the only state change, made where
+    Python never runs a signal handler (no call between the change and the
+    hand-over).  How far the records of ``_pending`` are handed over is kept as
+    state that needs no clean-up to stay true: ``_done`` (records an iterator
+    yielded: set just before each yield), or ``_cursor``, the iterator a
+    callback loop pulls records from (``len - length_hint(_cursor)`` were handed
+    to a decoder or callback).  The next call folds that progress in
+    (:meth:`_pending_rest`): there is no except clause to be interrupted in.
     """
 
     _what = "event stream"
@@ -494,6 +504,9 @@ class _Reader:
         self._batch = batch
         self._pending: RecordBatch | None = None
         self._done = 0  # records of _pending an iterator has yielded already
+        self._cursor: Iterator[Any] | None = None  # a callback loop's place in _pending
+        self._received = 0  # records handed over, progress in _pending not counted yet
+        self._block: Any = None  # RingBuffer: the records an open borrow() block holds
         self._lock = threading.Lock()
         self._closed = False
         self._sources: list[str] = []
@@ -504,8 +517,20 @@ class _Reader:
         self._lent: Any = None  # the Python-owned buffer the C batch copies into
         self._pool: list[Any] = []  # lent buffers, reused when nothing views them
         self._lent_cap = 0
-        self.received = 0
-        """Records delivered so far (to callbacks, iterators and batches)."""
+
+    @property
+    def received(self) -> int:
+        """Records handed over so far (to callbacks, iterators, batches, borrow blocks)."""
+        return self._received + self._progress(self._pending)
+
+    def _progress(self, pending: RecordBatch | None) -> int:
+        """Records of ``pending`` (the pending batch) handed over already."""
+        if pending is None:
+            return 0
+        cur = self._cursor
+        if cur is not None:
+            return pending._n - operator.length_hint(cur)
+        return self._done
 
     def _track(self, map: Map) -> None:
         """Be closed when ``map``'s object is closed (Object.close_with): a thread
@@ -522,6 +547,21 @@ class _Reader:
 
     def _prepare(self) -> None:
         """Before a step into an empty batch: lend it a buffer."""
+
+    def _end_block(self, blk: Any) -> None:
+        """RingBuffer: consume what a borrow() block held."""
+
+    def _check_block(self) -> None:
+        """With the lock held, before any read: refuse while a borrow() block is
+        open; finish one whose ``__exit__`` was interrupted (its block object is
+        gone)."""
+        blk = self._block
+        if blk is None:
+            return
+        if blk.owner() is not None:
+            raise RuntimeError(f"{self._what}: a borrow() block is open; consume after "
+                               "it ends")
+        self._end_block(blk)
 
     # -----------------------------------------------------------------------------
     def fileno(self) -> int:
@@ -550,6 +590,8 @@ class _Reader:
         """Block until records may be there; False on timeout or close.  A signal
         ends the native wait: its Python handler then runs at once (Ctrl-C raises
         KeyboardInterrupt here)."""
+        if self._block is not None:
+            self._check_block()
         if self._has_pending():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -576,8 +618,8 @@ class _Reader:
         pool = self._pool
         cur = self._lent
         # references to a free current buffer: pool, self._lent, cur, the argument
-        if (cur is not None and b.external and b.grow == grow and ffi.sizeof(cur) >= need
-                and sys.getrefcount(cur) <= 4):
+        if (cur is not None and b.external and b.data == cur and b.grow == grow
+                and ffi.sizeof(cur) >= need and sys.getrefcount(cur) <= 4):
             return
         cur = self._lent = None
         for i in range(len(pool)):
@@ -592,23 +634,37 @@ class _Reader:
             pool[:] = [p for p in pool if sys.getrefcount(p) > 3]
             del pool[:max(0, len(pool) - _POOL + 1)]
             pool.append(cur)
+        # (b may still point at a buffer this call dropped: nothing is read from or
+        # written to b before a _prepare() completes, see _take)
         self._lent = cur
         self._lent_cap = ffi.sizeof(cur)
         lib.pybpf_batch_lend(b, cur, self._lent_cap, int(grow))
 
     def _has_pending(self) -> bool:
-        """Records taken and not delivered yet are waiting in the reader."""
+        """Records taken and not delivered yet are waiting in the reader (in the
+        pending batch, or in the C batch after an interrupted step)."""
         pending = self._pending
-        return pending is not None and pending._n > self._done
+        if pending is not None and pending._n > self._progress(pending):
+            return True
+        return bool(self._batch.n)
 
     def _pending_rest(self) -> RecordBatch | None:
-        """The records taken and not delivered yet (None: none)."""
+        """The records taken and not delivered yet (None: none), with the progress
+        an interrupted (or abandoned) hand-over made folded in."""
         pending = self._pending
-        if pending is not None and self._done:  # an iterator had yielded these already
-            pending = pending[self._done:]
-            self._pending = pending
-            self._done = 0
-        return pending
+        if pending is None:
+            return None
+        k = self._progress(pending)
+        if k == 0:
+            self._cursor = None
+            return pending
+        rest = pending[k:] if k < pending._n else None  # (may be interrupted: no change yet)
+        # from here to the return, no call: the fold is one step for signal handlers
+        self._received += k
+        self._pending = rest
+        self._done = 0
+        self._cursor = None
+        return rest
 
     def _take(self, copy: bool = True) -> RecordBatch:
         """Move everything the kernel has into a RecordBatch (pending ones first);
@@ -622,6 +678,8 @@ class _Reader:
         (and is returned again by the next call) until an adapter hands it over --
         so a KeyboardInterrupt landing anywhere in between loses nothing.
         """
+        if self._block is not None:
+            self._check_block()
         pending = self._pending_rest()
         if pending is not None:
             if pending._n:
@@ -636,7 +694,7 @@ class _Reader:
             return self._empty()
         size = int(b.len)
         lent = self._lent
-        if (not copy and b.external and lent is not None
+        if (not copy and b.external and lent is not None and b.data == lent
                 and size >= max(_VIEW_MIN, b.cap // 8)):
             data: Any = ffi.buffer(lent, size)
         else:
@@ -661,7 +719,13 @@ class _Reader:
 
     # --- callbacks ------------------------------------------------------------------
     def _dispatch(self, batch: RecordBatch) -> int:
-        """Hand every record to its callback; on an exception keep the rest queued."""
+        """Hand every record of ``batch`` (the pending batch) to its callback.
+
+        The loop pulls each record from ``self._cursor`` and, with no call in
+        between, passes it to the decoder or the callback: from then on it is
+        handed over.  If a decoder or callback raises (a KeyboardInterrupt
+        anywhere in it included), the exception propagates and the cursor says
+        what was handed over; the rest stays pending for the next call."""
         n = len(batch)
         if n == 0:
             return 0
@@ -673,7 +737,6 @@ class _Reader:
             cb = cbs[tag]
             dec = decs[tag]
             if cb is None:
-                self._pending = batch
                 raise TypeError(f"{self._what}: {batch.source(0)!r} has no callback; "
                                 "read it with events() or read()")
             f = batch._fixed
@@ -681,80 +744,63 @@ class _Reader:
                 st, b0 = batch._stride, batch._base
                 if b0 + f <= st and len(data) >= n * st:
                     return self._dispatch_fixed(batch, cb, dec)
-                o = b0 - st
-                try:
-                    if dec is None:
-                        for o in range(b0, b0 + n * st, st):
-                            cb(data[o:o + f])
-                    else:
-                        for o in range(b0, b0 + n * st, st):
-                            cb(dec(data[o:o + f]))
-                except BaseException:
-                    done = (o - b0) // st + 1
-                    self.received += done
-                    self._pending = batch[done:] if done < n else None
-                    raise
-                self._pending = None
-                self.received += n
-                return n
-            it = zip(batch.offsets, batch.sizes)
-            try:
-                if dec is None:
-                    for o, s in it:
-                        cb(data[o:o + s])
-                else:
-                    for o, s in it:
-                        cb(dec(data[o:o + s]))
-            except BaseException:
-                self._keep_rest(batch, it)
-                raise
-            self._pending = None
-            self.received += n
-            return n
-        it3 = zip(batch.offsets, batch.sizes, batch.tags)
-        try:
-            for o, s, t in it3:
-                cb = cbs[t]
-                if cb is None:
-                    raise TypeError(f"{self._what}: {self._sources[t]!r} has no callback; "
-                                    "read it with events() or read()")
-                dec = decs[t]
-                rec = data[o:o + s]
-                cb(dec(rec) if dec is not None else rec)
-        except BaseException:
-            self._keep_rest(batch, it3)
-            raise
-        self._pending = None
-        self.received += n
-        return n
+            cursor = iter(range(n))
+            it = zip(cursor, batch.offsets, batch.sizes)
+            self._cursor = cursor
+            if dec is None:
+                for _, o, s in it:
+                    cb(data[o:o + s])
+            else:
+                for _, o, s in it:
+                    cb(dec(data[o:o + s]))
+            return self._handed(n)
+        stop = n
+        if None in cbs:  # deliver up to the first record of a map without a callback
+            stop = next((i for i, t in enumerate(batch.tags) if cbs[t] is None), n)
+        cursor = iter(range(stop))
+        it3 = zip(cursor, batch.offsets, batch.sizes, batch.tags)
+        self._cursor = cursor
+        for _, o, s, t in it3:
+            dec = decs[t]
+            rec = data[o:o + s]
+            cbs[t](dec(rec) if dec is not None else rec)  # type: ignore[misc]
+        if stop < n:
+            self._pending_rest()  # (the records from stop on stay pending)
+            raise TypeError(f"{self._what}: {batch.source(stop)!r} has no callback; "
+                            "read it with events() or read()")
+        return self._handed(n)
 
     def _dispatch_fixed(self, batch: RecordBatch, cb: Callback, dec: Decoder | None) -> int:
         """Records of one size at a fixed stride: the loop runs in C (struct.iter_unpack
-        makes each record's bytes, map() calls the callback), no bytecode per record."""
+        makes each record's bytes and is the cursor, map() calls the callback), no
+        bytecode per record."""
         n, f, st, b0 = batch._n, batch._fixed, batch._stride, batch._base
         key = (b0, f, st)
         unpack = _UNPACKERS.get(key)
         if unpack is None:
             unpack = _UNPACKERS.setdefault(key, struct.Struct(f"{b0}x{f}s{st - b0 - f}x"))
-        recs = unpack.iter_unpack(memoryview(batch.data)[:n * st])
+        data = batch.data
+        if len(data) != n * st:  # (never a memoryview here: see below)
+            data = bytes(memoryview(data)[:n * st])
+        # The cursor may outlive this call in a traceback's frames, which the GC may
+        # clear in any order: it must not hold an export of a memoryview (a cleared
+        # memoryview with an export crashes CPython 3.11), only of bytes or of a lent
+        # cffi buffer (which the reader keeps alive).
+        recs = unpack.iter_unpack(data)
         vals: Iterator[Any] = map(_first, recs)
         if dec is not None:
             vals = map(dec, vals)
-        try:
-            _exhaust(map(cb, vals))
-        except BaseException:
-            done = n - operator.length_hint(recs)  # the failing record was delivered
-            self.received += done
-            self._pending = batch[done:] if done < n else None
-            raise
-        self._pending = None
-        self.received += n
-        return n
+        self._cursor = recs
+        _exhaust(map(cb, vals))
+        return self._handed(n)
 
-    def _keep_rest(self, batch: RecordBatch, it: Iterator[Any]) -> None:
-        left = sum(1 for _ in it)
-        self.received += len(batch) - left  # the failing record was delivered
-        self._pending = batch[len(batch) - left:] if left else None
+    def _handed(self, n: int) -> int:
+        """The whole pending batch (``n`` records) was handed over."""
+        # no call from here to the return: one step for signal handlers
+        self._received += n
+        self._pending = None
+        self._cursor = None
+        return n
 
     def _deliver(self, batch: RecordBatch) -> int:
         """Hand ``batch`` to the callbacks (PerfBuffer adds its CPU form and lost
@@ -799,13 +845,19 @@ class _Reader:
         with self._consumer("read"):
             batch = self._read_locked(timeout, copy)
             self._after_step()
+        return self._hand_over(batch)  # type: ignore[no-any-return]
+
+    def _hand_over(self, batch: RecordBatch, result: Any = None) -> Any:
+        """Return ``batch`` (the pending batch, or an empty one), or ``result`` made
+        from it, to the caller."""
         # Handed over after the lock is released (its release is a call, where an
         # interrupt could land): until here the batch is pending, read again next
-        # time.  From here to the return, nothing can be interrupted.
+        # time.  From the check to the return, no call: nothing can interrupt it
+        # (a Python function's return does not run signal handlers either).
         if self._pending is batch:
+            self._received += batch._n
             self._pending = None
-        self.received += batch._n
-        return batch
+        return batch if result is None else result
 
     def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
         """Wait, then take one batch (left pending: the caller hands it over)."""
@@ -823,8 +875,13 @@ class _Reader:
         """After read() took a batch (PerfBuffer reports lost samples here)."""
 
     def read_numpy(self, dtype: Any, timeout: float | None = None) -> Any:
-        """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`)."""
-        return self.read(timeout).numpy(dtype)
+        """:meth:`read` as a numpy structured array (see :meth:`RecordBatch.numpy`).
+        If the records do not fit ``dtype`` (ValueError), they stay queued."""
+        with self._consumer("read_numpy"):
+            batch = self._read_locked(timeout, False)
+            self._after_step()
+            arr = batch.numpy(dtype)
+        return self._hand_over(batch, arr)
 
     def events(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield records one by one (decoded when the map has ``decode``); stop after
@@ -850,24 +907,32 @@ class _Reader:
         """Yield the records of ``batch`` (the pending batch) one by one.  It stays
         pending, with ``_done`` the records yielded so far, until the last one is
         out: leaving the loop early, or a KeyboardInterrupt anywhere, keeps the rest
-        for the next read.  A record counts as delivered when it is yielded; between
-        that count and the yield there is no call, where Python could run a signal
-        handler."""
+        for the next read.  A record counts as handed over when it is yielded;
+        between that count and the yield there is no call, where Python could run
+        a signal handler.  If another consumer took the batch over meanwhile (the
+        iterator was left suspended), this one stops."""
         decs = self._decoders
         n = batch._n
         uniform = self._uniform
-        k = self._done = 0
+        k = 0
         for rec, t in zip(batch, batch.tags if not uniform else _zeros(n)):
             dec = decs[t]
-            value = dec(rec) if dec is not None else rec
+            try:
+                value = dec(rec) if dec is not None else rec
+            except Exception:  # a record its decoder rejects is consumed with the error
+                if self._pending is batch and self._done == k and self._cursor is None:
+                    self._done = k + 1
+                raise
+            if self._pending is not batch or self._done != k or self._cursor is not None:
+                return  # (another consumer has these records now)
             # from here to the consumer's hands nothing can be interrupted (no call)
             k += 1
             self._done = k
-            self.received += 1
             yield value
-        if self._pending is batch:
+        if self._pending is batch and self._done == n and self._cursor is None:
+            self._received += n  # (no call: one step with the two stores)
             self._pending = None
-        self._done = 0
+            self._done = 0
 
     # --- asyncio ------------------------------------------------------------------
     async def wait_async(self, timeout: float | None = None) -> bool:
@@ -911,10 +976,7 @@ class _Reader:
             return self._empty()
         with self._consumer("read_async"):
             batch = self._take()
-        if self._pending is batch:  # handed over (see read())
-            self._pending = None
-        self.received += batch._n
-        return batch
+        return self._hand_over(batch)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiter()

@@ -23,20 +23,28 @@ rules:
   of keys returned). A walk that cannot finish (a writer deleting its position or
   inserting new keys faster than it advances) raises :class:`~pybpf.MapError`
   (EAGAIN) naming the map; it never stops early in silence.
+- LPM tries are walked in their own order (:func:`_trie_walk`): the walk knows which
+  key GET_NEXT_KEY returns next, so it tells a restart from a step by the key alone,
+  never re-reads returned keys and keeps no set of them; a value is returned only when
+  the next step shows its prefix was still there after the lookup (a trie's lookup is
+  a longest-prefix match).
 - A walk holds the map's fd owner and borrows it for each syscall: resumed after the
   map or its object was closed, it raises :class:`~pybpf.ClosedError`, even when
   another object has since been given the same fd number.
 
 Costs: one batch syscall per chunk (4096 entries by default) for the batch kinds;
 one ``GET_NEXT_KEY`` per key otherwise, plus one lookup per key for values and for
-the presence of array-like kinds' slots.
+the presence of array-like kinds' slots (an LPM trie's values: one more
+``GET_NEXT_KEY`` per key, to confirm each); after a restart, one ``GET_NEXT_KEY`` per
+returned key tried.
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._ffi import error_for, ffi, lib
@@ -93,6 +101,14 @@ def _check_keyed(m: Map) -> None:
         raise MapError(_errno.EINVAL, f"map {m.name!r} ({m.type}) has no keys", map=m.name)
 
 
+def _budget(returned: int) -> int:
+    """Syscalls a walk may make having returned ``returned`` keys: restarts re-read
+    returned keys, and under churn faster than the walk (a writer deleting its position
+    at every step) that livelocks; bounding the work by the progress made means a walk
+    always ends (or raises) in O(keys) syscalls."""
+    return 64 * returned + 16384
+
+
 def _abandon(m: Map, restarts: int, returned: int) -> MapError:
     return MapError(_errno.EAGAIN, f"map {m.name!r}: walk abandoned after {restarts} restarts "
                     f"and {returned} keys: other writers delete its position or insert new "
@@ -112,28 +128,11 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
     prev: Any = ffi.NULL  # then cur, the walk's position
     restarts = 0
     cap = 4 * max(m.max_entries, 1) + 1024  # keys returned
-    exact_by_gnk = m.type == "lpm_trie"
-    succ = ffi.new("char[]", ks)
-    first = ffi.new("char[]", ks)
     steps = [0]  # syscalls made: the walk's work, bounded by what it returned (below)
 
     def present(key: Any) -> bool | None:
         """Is ``key`` in the map now? None if the kind does not let user space look."""
         steps[0] += 1
-        if exact_by_gnk:
-            # a trie's lookup is a longest-prefix match (a deleted /25 "is there" while
-            # its /24 is): ask GET_NEXT_KEY, which starts over from the first key only
-            # for a key not in the trie
-            with owner as fd:
-                rc = gnk(fd, key, succ)
-                rc0 = gnk(fd, ffi.NULL, first)
-            if rc0 < 0:
-                return False  # empty now
-            if rc == -_errno.ENOENT:
-                return True  # the last key
-            if rc < 0:
-                return None
-            return bytes(ffi.buffer(succ)) != bytes(ffi.buffer(first))
         with owner as fd:
             rc = lookup(fd, key, probe)
         if rc == 0:
@@ -141,11 +140,8 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
         return False if rc == -_errno.ENOENT else None
 
     while True:
-        # Restarts re-scan returned keys: under churn faster than the walk (a writer
-        # deleting its position at every step) that livelocks. Bound the total work by
-        # the progress made, so the walk always ends (or raises) in O(keys) syscalls.
         steps[0] += 1
-        if steps[0] > 64 * len(seen) + 16384:
+        if steps[0] > _budget(len(seen)):
             raise _abandon(m, restarts, len(seen))
         with owner as fd:
             rc = gnk(fd, prev, nxt)
@@ -186,6 +182,117 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
         prev = cur
 
 
+# --- LPM tries: GET_NEXT_KEY in the trie's own order -----------------------------
+def _trie_order(key_size: int) -> Callable[[bytes], int]:
+    """The rank of a trie key (``u32 prefixlen`` in host order, then the address bytes)
+    in the order GET_NEXT_KEY visits a trie: post-order, bit 0 before bit 1, so a prefix
+    comes after every longer prefix inside it. The rank depends on the key alone, not on
+    the trie's shape: a prefix's rank is (end of its address range, then its span)."""
+    bits = 8 * (key_size - 4)
+
+    def rank(key: bytes) -> int:
+        span = bits - min(int.from_bytes(key[:4], sys.byteorder), bits)
+        end = ((int.from_bytes(key[4:], "big") >> span) + 1) << span
+        return end * (bits + 1) + span
+    return rank
+
+
+def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]:
+    """Every key of an LPM trie once, with its value if ``values`` (else ``b""``), by
+    GET_NEXT_KEY.
+
+    From a key still in the trie the kernel returns its successor in the order of
+    :func:`_trie_order`; from a deleted key it starts over at the first key. Either way
+    no key lies between the position and what came back when that ranks higher, so the
+    walk keeps going; when it ranks lower, the position was deleted: the walk resumes
+    from the newest key it returned that is still there (one syscall per key tried;
+    a key found gone is never tried again), else from the first key, and returns only
+    keys ranked above the last one returned. Keys are returned in rising rank, so never
+    twice, and no set of returned keys is needed to know it.
+
+    A trie's lookup is a longest-prefix match (a deleted /25 "is found" while its /24
+    is there), so a value read by lookup is returned only when the next step shows that
+    its key was still in the trie after the lookup."""
+    ks = m.key_size
+    rank = _trie_order(ks)
+    gnk, lookup = lib.bpf_map_get_next_key, lib.bpf_map_lookup_elem
+    nxt = ffi.new("char[]", ks)
+    first = ffi.new("char[]", ks)
+    vs = m._value_size_total()
+    returned: list[bytes] = []  # keys returned (rising rank), gone ones dropped
+    count = restarts = steps = 0
+    cap = 4 * max(m.max_entries, 1) + 1024  # keys returned (a writer inserting ahead)
+    hi = -1  # rank of the last key returned
+    pos: bytes | None = None  # the key GET_NEXT_KEY starts from (None: the first key)
+    pending: tuple[bytes, bytes] | None = None  # (pos, its value), not yet confirmed
+
+    def step(frm: bytes | None) -> bytes | None:
+        nonlocal steps
+        steps += 1
+        if steps > _budget(count):
+            raise _abandon(m, restarts, count)
+        with owner as fd:
+            rc = gnk(fd, ffi.NULL if frm is None else frm, nxt)
+        if rc == -_errno.ENOENT:
+            return None  # ``frm`` is the last key, or the trie is empty
+        if rc < 0:
+            raise _fail(m, -rc, "get_next_key failed")
+        return bytes(ffi.buffer(nxt))
+
+    def stays(after: bytes | None) -> bool:
+        """Was the position still in the trie when GET_NEXT_KEY from it gave ``after``
+        (ranked above it; None: nothing after it)? Else the kernel started over, at a
+        first key that happens to rank above it: tell the two apart."""
+        with owner as fd:
+            rc = gnk(fd, ffi.NULL, first)
+        if rc < 0:
+            return False  # empty now
+        return after is None or bytes(ffi.buffer(first)) != after
+
+    r = step(None)
+    while True:
+        if r is None:
+            if pending is not None and stays(None):
+                yield pending
+            return
+        rr = rank(r)
+        if pos is not None and rr <= rank(pos):
+            # the position was deleted and the kernel started over at the first key
+            pending = None
+            restarts += 1
+            pos = None
+            while returned:
+                cand = returned[-1]
+                r2 = step(cand)
+                if r2 is None or rank(r2) > rank(cand):
+                    pos, r = cand, r2  # in the trie (or nothing ranks below it): go on
+                    break
+                returned.pop()  # gone: never tried again
+            continue  # from pos (None: r is the first key)
+        if pending is not None:
+            if stays(r):
+                yield pending
+            pending = None
+        pos = r
+        if rr > hi:
+            hi = rr
+            count += 1
+            if count > cap:
+                raise _abandon(m, restarts, count)
+            returned.append(r)
+            if not values:
+                yield r, b""
+            else:
+                val = bytearray(vs)
+                with owner as fd:
+                    rc = lookup(fd, r, ffi.from_buffer(val))
+                if rc == 0:
+                    pending = (r, bytes(val))
+                elif rc != -_errno.ENOENT:
+                    raise _fail(m, -rc, "lookup failed")
+        r = step(pos)
+
+
 def _present_items(m: Map, owner: FD, walk: Iterator[bytes], delete: bool
                    ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) for each walked key still present when looked up (or taken)."""
@@ -209,6 +316,13 @@ def _present_items(m: Map, owner: FD, walk: Iterator[bytes], delete: bool
                 continue  # deleted (or an empty slot): not there now
             raise _fail(m, -rc, "lookup_and_delete failed" if delete else "lookup failed")
         yield k, bytes(val)
+
+
+def _key_walk(m: Map, owner: FD) -> Iterator[bytes]:
+    """Every key once by GET_NEXT_KEY: a trie's in its own order, others' resuming."""
+    if m.type == "lpm_trie":
+        return (k for k, _ in _trie_walk(m, owner, False))
+    return _next_key_walk(m, owner)
 
 
 # --- BPF_MAP_LOOKUP_BATCH ---------------------------------------------------------
@@ -259,7 +373,7 @@ def _batch_walk(m: Map, owner: FD, n: int, delete: bool
         if err and err != _errno.ENOENT:
             if first and err in _NOT_SUPPORTED and count[0] == 0:
                 # a kernel without batch ops for this kind: the key walk, in chunks
-                yield from _chunked(_present_items(m, owner, _next_key_walk(m, owner),
+                yield from _chunked(_present_items(m, owner, _key_walk(m, owner),
                                                       delete), n)
                 return
             raise _fail(m, err, "lookup_and_delete_batch failed" if delete
@@ -294,7 +408,7 @@ def keys(m: Map) -> Iterator[bytes]:
     _check_keyed(m)
     b = batches(m)
     if b is None:
-        return _next_key_walk(m, _owner(m))
+        return _key_walk(m, _owner(m))
     ks = m.key_size
     return (bytes(mv[i * ks:(i + 1) * ks]) for kb, _, c in b
             for mv in (memoryview(kb),) for i in range(c))
@@ -307,7 +421,9 @@ def items(m: Map, *, delete: bool = False) -> Iterator[tuple[bytes, bytes]]:
     b = batches(m, delete=delete)
     if b is None:
         owner = _owner(m)
-        return _present_items(m, owner, _next_key_walk(m, owner), delete)
+        if m.type == "lpm_trie" and not delete:
+            return _trie_walk(m, owner, True)
+        return _present_items(m, owner, _key_walk(m, owner), delete)
     ks, vs = m.key_size, m._value_size_total()
     return ((bytes(km[i * ks:(i + 1) * ks]), bytes(vm[i * vs:(i + 1) * vs]))
             for kb, vb, c in b for km, vm in ((memoryview(kb), memoryview(vb)),)

@@ -155,21 +155,19 @@ class PerfBuffer(_Reader):
             self._report_lost()
 
     def _dispatch_with_cpu(self, batch: RecordBatch) -> int:
+        """``callback(cpu, record)``, with the cursor of :meth:`_Reader._dispatch`."""
         cb = cast("Callable[[int, Any], Any] | None", self._callbacks[0])
         assert cb is not None
         dec = self._decoders[0]
         data = batch.data
-        it = zip(batch.offsets, batch.sizes, batch.tags)
-        try:
-            for o, s, cpu in it:
-                rec = data[o:o + s]
-                cb(cpu, dec(rec) if dec is not None else rec)
-        except BaseException:
-            self._keep_rest(batch, it)
-            raise
-        self._pending = None
-        self.received += batch._n
-        return batch._n
+        n = batch._n
+        cursor = iter(range(n))
+        it = zip(cursor, batch.offsets, batch.sizes, batch.tags)
+        self._cursor = cursor
+        for _, o, s, cpu in it:
+            rec = data[o:o + s]
+            cb(cpu, dec(rec) if dec is not None else rec)
+        return self._handed(n)
 
     def _after_step(self) -> None:
         self._report_lost()

@@ -513,8 +513,8 @@ class Program(Handle):
             target = self._section_target()
             if not _sections.auto_attachable(sec):
                 raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
-                                  "does not name a target to auto-attach; use "
-                                  f"{row.method}()", program=self.name, target=sec)
+                                  "names no target to auto-attach to; use "
+                                  f"{row.method}(...)", program=self.name, target=sec)
             if row.method == "attach_uprobe_multi":
                 binary, _, pattern = target.rpartition(":")
                 return self.attach_uprobe_multi(binary, pattern)
@@ -531,7 +531,7 @@ class Program(Handle):
             ptr = lib.bpf_program__attach(self._raw())
         if ptr == ffi.NULL and ffi.errno == _errno.EOPNOTSUPP and not log:
             raise AttachError(_errno.EOPNOTSUPP, f"program {self.name!r}: section {sec!r} "
-                              "does not name a target to auto-attach; use the attach_* method "
+                              "names no target to auto-attach to; use the attach_* method "
                               "for its hook", program=self.name, target=sec)
         cls = IterLink if sec.startswith(("iter/", "iter.s/")) else Link
         return self._link(ptr, f"{self.type} {sec}", log, cls=cls)
@@ -540,10 +540,10 @@ class Program(Handle):
     def auto_attachable(self) -> bool:
         """Whether :meth:`attach_auto` can attach this program with no argument: its
         section names its target (``tracepoint/cat/name``, ``uprobe//bin:f``...), or
-        it is a tp_btf/fentry/fexit/lsm program, whose target is fixed at load
-        (``set_attach_target``). No syscall."""
+        it is a tp_btf/fentry/fexit/lsm or freplace (``ext``) program, whose target is
+        fixed at load (``set_attach_target``). No syscall."""
         sec = self.section
-        return _sections.auto_attachable(sec) or \
+        return _sections.auto_attachable(sec) or self.type == "ext" or \
             _sections.method_for(sec, self.type) == "attach_trace"
 
     def attach_tracepoint(self, category: str, name: str, *, cookie: int = 0) -> Link:

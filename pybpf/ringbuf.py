@@ -40,8 +40,8 @@ import errno as _errno
 import mmap
 import struct
 import threading
+import weakref
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -56,6 +56,7 @@ from ._events import (
     resolve_decoder,
     resolve_encoder,
 )
+from ._fastpath import Lent
 from ._ffi import capture, error_for, ffi, lib
 from .errors import BPFError, ClosedError, MapError
 from .maps import Map
@@ -124,6 +125,10 @@ class RingBuffer(_Reader):
         self._explicit_drops = drops_map is not None
         self._views: list[Any] = []  # read-only mappings of the rings, for borrow()
         self._failed = ffi.new("int *")
+        peek = lib.pybpf_batch_new(4096, 64, 0)
+        if peek == ffi.NULL:
+            raise MemoryError("ring buffer: cannot allocate the batch buffer")
+        self._peek_batch = ffi.gc(peek, lib.pybpf_batch_free)
         self._peek_out = (ffi.new("__u64 *"), ffi.new("__u64 *"), ffi.new("__u64 *"),
                           ffi.new("__u32 *"), ffi.new("int *"))
         try:
@@ -164,9 +169,14 @@ class RingBuffer(_Reader):
             with contextlib.suppress(BPFError, LookupError):
                 self._btf = obj.btf
         if not self._explicit_drops and obj is not None:
-            drops = obj.maps.get(DROPS_MAP)
-            if drops is not None and all(d is not drops for d in self._drops_maps):
-                self._drops_maps.append(drops)  # one counter per object, not per ring
+            self._count_drops_of(obj)
+
+    def _count_drops_of(self, obj: Any) -> None:
+        """Count the drops ``obj``'s programs count, if they do: one counter per object,
+        however many of its rings are consumed."""
+        drops = obj.maps.get(DROPS_MAP)
+        if drops is not None and all(d is not drops for d in self._drops_maps):
+            self._drops_maps.append(drops)
 
     @property
     def maps(self) -> list[Map]:
@@ -185,45 +195,61 @@ class RingBuffer(_Reader):
             raise error_for(-rc, f"cannot read ring buffer {name!r}", kind=MapError, map=name)
         return rc
 
-    @contextlib.contextmanager
-    def borrow(self, timeout: float | None = None) -> Iterator[RecordBatch]:
+    def borrow(self, timeout: float | None = None
+               ) -> contextlib.AbstractContextManager[RecordBatch]:
         """Zero-copy read: the records waiting in one ring (up to ``max_batch_bytes``,
         at least one record), viewed where the kernel wrote them (no copy at all;
-        numpy arrays from :meth:`RecordBatch.numpy` read the ring itself).
+        numpy arrays from :meth:`RecordBatch.numpy` read the ring itself)::
+
+            with rb.borrow(timeout=1.0) as batch:
+                handle(batch.numpy("event"))
 
         Waits up to ``timeout`` seconds (the batch is empty on timeout or close).
-        When the block ends, the ring space goes back to the producers, which then
-        overwrite it: copy whatever must outlive the block.  If the block raises,
-        nothing is given back -- the records are read again next time.  One ring
+        The records are handed over when the block is entered: when it ends,
+        however it ends (an exception, a KeyboardInterrupt), they are consumed
+        and the ring space goes back to the producers, which then overwrite it --
+        copy whatever must outlive the block.  If the wait or the peek is
+        interrupted before the block starts, nothing is consumed.  No other
+        consumer call may run while the block is open (RuntimeError).  One ring
         per call, taking turns.  Views stay safe to touch (never unmapped while
         alive), even after :meth:`close` from any thread.
         """
-        with self._consumer("borrow"):
-            if not self._wait(timeout):
-                yield self._empty()
-                return
-            pending = self._pending_rest()
-            if pending is not None and pending._n:
-                yield pending  # (stays pending if the block raises)
-                if self._pending is pending:
-                    self._pending = None
-                self.received += pending._n
-                return
-            self._pending = None
+        return _Borrow(self, timeout)
+
+    def _lend_block(self, owner: weakref.ref[_Borrow]) -> _Block | None:
+        """With the lock held: the records a borrow() block gets, marked lent
+        (``_block``) until the block ends; None if there are none."""
+        pending = self._pending_rest()
+        if (pending is None or not pending._n) and self._batch.n:
+            pending = self._take()  # records an interrupted step left in the C batch
+        if pending is not None and pending._n:
+            blk = _Block(owner, -1, 0, pending)  # taken already: lent from the reader
+        else:
             found = self._peek()
             if found is None:
-                yield self._empty()
-                return
+                return None
             tag, end, batch = found
-            yield batch
-            # a C call: the space goes back (and the records count) or not at all
-            if lib.pybpf_ring_reader_release(self._raw, tag, end) == 0:
-                self.received += len(batch)
+            blk = _Block(owner, tag, end, batch)
+        self._block = blk
+        return blk
+
+    def _end_block(self, blk: _Block) -> None:
+        """A borrow() block ended (or its __exit__ was interrupted and the block
+        object is gone): its records are consumed, if it was entered."""
+        if blk.entered:
+            if blk.tag >= 0:  # (again after an interrupt: the same end, a no-op)
+                lib.pybpf_ring_reader_release(self._raw, blk.tag, blk.end)
+            n = blk.batch._n
+            # no call from here on: one step for signal handlers
+            if blk.tag < 0 and self._pending is blk.batch:
+                self._pending = None
+            self._received += n
+        self._block = None
 
     def _peek(self) -> tuple[int, int, RecordBatch] | None:
         """The first ring (taking turns) with committed records, viewed in place."""
         end, offset, span, fixed, tagp = self._peek_out
-        b = self._batch
+        b = self._peek_batch  # (not _batch: an interrupted peek must not leave records there)
         n = int(lib.pybpf_ring_reader_peek(self._raw, min(self._max_bytes, _SIZE_MAX), end,
                                            offset, span, fixed, b, tagp))
         if n <= 0:
@@ -277,6 +303,60 @@ class RingBuffer(_Reader):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._maps)} rings"
         return f"<RingBuffer {state} {self._sources} received={self.received}>"
+
+
+class _Block:
+    """The records a borrow() block holds: ring ``tag`` up to position ``end``
+    (tag -1: the reader's pending batch), lent to ``owner`` until it ends."""
+
+    __slots__ = ("owner", "tag", "end", "batch", "entered")
+
+    def __init__(self, owner: weakref.ref[_Borrow], tag: int, end: int,
+                 batch: RecordBatch) -> None:
+        self.owner = owner
+        self.tag = tag
+        self.end = end
+        self.batch = batch
+        self.entered = False
+
+
+class _Borrow:
+    """One ``RingBuffer.borrow()`` block (see there).  Its records are handed over
+    at the end of ``__enter__`` (no call between marking them entered and the
+    return); ``__exit__`` consumes them.  An ``__exit__`` interrupted before it
+    finished is completed by the reader's next call, once this object is gone."""
+
+    __slots__ = ("_rb", "_timeout", "_blk", "__weakref__")
+
+    def __init__(self, rb: RingBuffer, timeout: float | None) -> None:
+        self._rb = rb
+        self._timeout = timeout
+        self._blk: _Block | None = None
+
+    def __enter__(self) -> RecordBatch:
+        rb = self._rb
+        if self._blk is not None:
+            raise RuntimeError("a borrow() block cannot be entered twice")
+        blk = None
+        try:
+            with rb._consumer("borrow"):
+                if not rb._wait(self._timeout):
+                    return rb._empty()
+                blk = rb._lend_block(weakref.ref(self))
+                if blk is None:
+                    return rb._empty()
+            self._blk = blk
+            blk.entered = True  # handed over: no call from here to the return
+            return blk.batch
+        except BaseException:
+            if blk is not None and not blk.entered and rb._block is blk:
+                rb._block = None  # not handed over: the records stay in the ring
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        blk = self._blk
+        if blk is not None and self._rb._block is blk:
+            self._rb._end_block(blk)
 
 
 _RING_OPS = _NativeOps(lib.pybpf_ring_reader_wait, lib.pybpf_ring_reader_hold,
@@ -385,9 +465,14 @@ class UserRingBuffer:
 
     def reserve(self, size: int, *, timeout: float | None = None) -> _Reservation:
         """Reserve ``size`` bytes (when the ``with`` block starts) and yield them
-        writable; submitted when the block ends, discarded if it raises (or if the
-        ring was closed meanwhile: then ClosedError).  A reservation is settled on
-        every path, even if an exception (KeyboardInterrupt) lands in between."""
+        writable, zeroed (a buffer: ``buf[i]``, ``buf[a:b] = data``,
+        ``struct.pack_into(fmt, buf, ...)``); submitted when the block ends,
+        discarded if it raises (or if the ring was closed meanwhile: then
+        ClosedError).  A reservation is settled on every path, even if an
+        exception (KeyboardInterrupt) lands in between.  The buffer is private
+        (copied into the ring at submit, one memcpy): after the block, using it or
+        a slice of it raises ClosedError (``struct.pack_into`` reports it as a
+        TypeError), and a memoryview made of it never reaches the ring."""
         if size <= 0:
             raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
         return _Reservation(self, size, timeout)
@@ -398,7 +483,8 @@ class UserRingBuffer:
             lib.user_ring_buffer__free(ptr)
 
     def close(self) -> None:
-        """Unmap the ring (at once, or when the last open reservation ends)."""
+        """Unmap the ring (at once, or when the last open reservation ends: its
+        block then raises ClosedError, and nothing it wrote is published)."""
         with self._lock:
             self._closing = True
             if self._open == 0:
@@ -421,7 +507,12 @@ class _Reservation:
     """One ``UserRingBuffer.reserve()`` block.  The sample pointer lives in a C slot
     that the native reserve fills and the native settle clears, so whichever of
     ``__exit__`` and ``__del__`` (the backstop when an exception skipped
-    ``__exit__``) runs first settles it, exactly once."""
+    ``__exit__``) runs first settles it, exactly once.
+
+    The block writes into a private buffer (:class:`pybpf._fastpath.Lent`) that the
+    settle copies into the sample on submit: nothing the user holds ever points into
+    the ring.  Settling closes that buffer: any later use of it, or of a slice of
+    it, raises ClosedError."""
 
     def __init__(self, urb: UserRingBuffer, size: int, timeout: float | None) -> None:
         self._urb = urb
@@ -429,11 +520,12 @@ class _Reservation:
         self._timeout = timeout
         self._slot = ffi.new("void **")
         self._counted = False
-        self._view: memoryview | None = None
+        self._buf: Lent | None = None
 
-    def __enter__(self) -> memoryview:
+    def __enter__(self) -> Lent:
         urb = self._urb
         ms = -1 if self._timeout is None else int(self._timeout * 1000)
+        buf = Lent(self._size, f"reservation in user ring buffer {urb.map.name!r}")
         with urb._lock:
             if self._counted or self._slot[0] != ffi.NULL:
                 raise RuntimeError("a reservation block cannot be entered twice")
@@ -441,22 +533,33 @@ class _Reservation:
                 raise urb._closed_error()
             urb._open += 1
             self._counted = True
+            self._buf = buf
             rc = int(lib.pybpf_urb_reserve(urb._ptr, self._size, ms, self._slot))
             if rc < 0:
                 self._settle(False)
                 raise urb._fail(-rc, self._size, self._timeout)
-        view = self._view = memoryview(ffi.buffer(self._slot[0], self._size))
-        return view
+        return buf
+
+    def _revoke(self) -> None:
+        """Close the private buffer: every later use raises ClosedError."""
+        buf = self._buf
+        if buf is not None:
+            buf.close()
 
     def _settle(self, submit: bool) -> bool:
         """Submit (or discard) the sample if still held; True if it was published."""
         urb = self._urb
         with urb._lock:
             if not self._counted:
+                self._revoke()
                 return False
             closing = urb._closing
-            published = bool(lib.pybpf_urb_settle(urb._ptr, self._slot,
-                                                  1 if submit and not closing else 0))
+            buf = self._buf
+            ok = submit and not closing and buf is not None and not buf.closed
+            src = ffi.from_buffer(buf) if ok else ffi.NULL
+            published = bool(lib.pybpf_urb_settle(urb._ptr, self._slot, 1 if ok else 0,
+                                                  src, self._size if ok else 0))
+            self._revoke()
             self._counted = False
             urb._open -= 1
             if published:
@@ -466,10 +569,6 @@ class _Reservation:
         return published
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        view, self._view = self._view, None
-        if view is not None:
-            with contextlib.suppress(BufferError):  # (a slice of it is still alive)
-                view.release()
         ok = exc_type is None
         if not self._settle(ok) and ok:
             raise self._urb._closed_error()

@@ -34,9 +34,24 @@ class Events:
         return int.from_bytes(raw, "little")
 
     def drops(self) -> int:
+        return sum(self.drops_by_cpu())
+
+    def drops_by_cpu(self) -> list[int]:
+        """The program's failed outputs, per CPU (its per-CPU ``pybpf_count_drop()``)."""
         raw = self.maps["pybpf_ringbuf_drops"].lookup(b"\0" * 4)
         assert raw is not None
-        return sum(v for (v,) in struct.iter_unpack("<Q", raw))
+        return [v for (v,) in struct.iter_unpack("<Q", raw)]
+
+    @contextmanager
+    def on_cpu(self, cpu: int) -> Iterator[None]:
+        """This thread pinned to ``cpu`` (so its emits all go to that CPU's buffer)."""
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            assert os.sched_getaffinity(0) == {cpu}
+            yield
+        finally:
+            os.sched_setaffinity(0, old)
 
 
 @contextmanager

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from conftest import compile_test_bpf
@@ -64,7 +67,31 @@ def test_inspect_without_privileges(cli_obj):
                         "-m", "pybpf", "inspect", "--json", cli_obj], capture_output=True,
                        text=True, check=False)
     assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout)
+    _check_inspect_json(json.loads(r.stdout), cli_obj)
+    r = cli("inspect", cli_obj)
+    assert r.returncode == 0
+    _check_inspect_text(r.stdout, cli_obj)
+
+
+def test_inspect_in_this_process(cli_obj, icli):
+    """The same output from the CLI run in this process (and --all-structs)."""
+    r = icli("inspect", "--json", cli_obj)
+    assert r.returncode == 0, r.stderr
+    _check_inspect_json(json.loads(r.stdout), cli_obj)
+    r = icli("inspect", cli_obj)
+    assert r.returncode == 0, r.stderr
+    _check_inspect_text(r.stdout, cli_obj)
+    own = icli("inspect", cli_obj).stdout
+    every = icli("inspect", "--all-structs", cli_obj).stdout
+    assert "STRUCTS (of maps, globals and events; --all-structs for all)" in own
+    assert "\nSTRUCTS\n" in every and len(every) > len(own)
+    assert "task_struct" in every and "task_struct" not in own
+
+
+def _check_inspect_json(info: dict, cli_obj: str) -> None:
+    """What ``inspect --json`` must say of tests/bpf/cli_run.bpf.c (from its source and
+    from libbpf's view of the object)."""
+    assert info["path"] == cli_obj
     assert info["license"] == "Dual BSD/GPL"
     assert info["core_relocations"] == 2  # task->real_parent->tgid
     with pybpf.Object.open(cli_obj) as obj:
@@ -78,26 +105,46 @@ def test_inspect_without_privileges(cli_obj):
     assert (maps["stats"]["key_size"], maps["stats"]["value_size"],
             maps["stats"]["max_entries"]) == (4, 24, 64)
     assert maps["cli_events"]["type"] == "ringbuf"
+    assert maps["cli_events"]["max_entries"] == 64 * 1024
     glob = {g["name"]: g for g in info["globals"]}
     assert glob["tag"] == {"name": "tag", "section": ".rodata", "type": "const volatile __s32",
                            "size": 4, "value": -1}
-    assert glob["total_calls"]["type"] == "__u64" and glob["total_calls"]["value"] == 0
+    assert glob["targ_pid"]["value"] == 0 and glob["targ_pid"]["size"] == 4
+    assert glob["total_calls"] == {"name": "total_calls", "section": ".bss", "type": "__u64",
+                                   "size": 8, "value": 0}
+    assert not any(n.startswith("__pybpf_event__") for n in glob)
     own = {s["name"]: s for s in info["structs"] if s["own"]}
     assert set(own) == {"cli_event", "cli_stat"}
+    assert own["cli_event"]["kind"] == "struct" and own["cli_event"]["size"] == 28
     assert [(m["name"], m["type"]) for m in own["cli_event"]["members"]] == [
         ("pid", "__u32"), ("ppid", "__u32"), ("tag", "__s32"), ("comm", "char[16]")]
-    r = cli("inspect", cli_obj)
-    assert r.returncode == 0
-    lines = r.stdout.splitlines()
+
+
+def _check_inspect_text(out: str, cli_obj: str) -> None:
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{cli_obj}: license 'Dual BSD/GPL', ")
     hdr = lines.index("PROGRAMS") + 1
     assert lines[hdr].split() == ["NAME", "TYPE", "SECTION", "INSNS"]
+    with pybpf.Object.open(cli_obj) as obj:
+        insns = obj.programs["cli_getcwd"].instruction_count
     assert lines[hdr + 1].split() == ["cli_getcwd", "tracepoint",
-                                      "tracepoint/syscalls/sys_enter_getcwd",
-                                      str(info["programs"][0]["instructions"])]
-    # Columns line up: every row of the maps table has "TYPE" at the same column.
+                                      "tracepoint/syscalls/sys_enter_getcwd", str(insns)]
     m0 = lines.index("MAPS") + 1
+    assert lines[m0].split() == ["NAME", "TYPE", "KEY", "VALUE", "MAX_ENTRIES", "FLAGS"]
+    rows = {ln.split()[0]: ln.split() for ln in lines[m0 + 1:m0 + 8] if ln.strip()}
+    assert rows["stats"][1:5] == ["hash", "4", "24", "64"]
+    # Columns line up: every row of the maps table has "TYPE" at the same column, and
+    # numbers are right-aligned under their header's end.
     col = lines[m0].index("TYPE")
     assert lines[m0 + 1][col - 2:col] == "  " and lines[m0 + 1][col] != " "
+    stats_line = next(ln for ln in lines[m0 + 1:] if ln.startswith("stats "))
+    end = lines[m0].index("VALUE") + len("VALUE")
+    assert stats_line[end - 2:end] == "24"
+    g0 = next(i for i, ln in enumerate(lines) if ln.startswith("GLOBALS")) + 1
+    assert lines[g0].split() == ["NAME", "SECTION", "TYPE", "VALUE"]
+    tag = next(ln for ln in lines[g0:] if ln.startswith("tag "))
+    assert tag.split()[1] == ".rodata" and tag.split()[-1] == "-1"
+    assert "cli_event" in out and "__u32 pid, __u32 ppid, __s32 tag, char[16] comm" in out
 
 
 def test_inspect_errors(tmp_path, icli):
@@ -136,6 +183,52 @@ def test_run_prints_decoded_events_and_dumps_maps(cli_obj):
     assert maps["cli_run.bss"] == [{"key": 0, "value": {"total_calls": 5}}]
 
 
+def test_run_in_this_process_prints_what_the_kernel_counted(cli_obj, icli):
+    """``pybpf run`` in this process while a thread of it calls getcwd(2) until the
+    program has counted 5 calls (its ``stats`` map, read by id): the printed events and
+    the final dump are exactly what the program recorded."""
+    me = os.getpid()
+    comm: list[str] = []
+
+    def kernel_count() -> int:
+        for info in pybpf.list_maps():
+            if info.name == "stats":
+                with contextlib.suppress(pybpf.BPFError):
+                    with pybpf.Map.from_id(info.id) as m:
+                        raw = m.lookup(me.to_bytes(4, "little"))
+                        if raw is not None:
+                            return int.from_bytes(raw[:8], "little")
+        return 0
+
+    def caller() -> None:
+        comm.append(open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip())
+        deadline = time.monotonic() + 20
+        while kernel_count() < 5 and time.monotonic() < deadline:
+            os.getcwd()
+            time.sleep(0.02)
+
+    t = threading.Thread(target=caller)
+    t.start()
+    try:
+        r = icli("run", cli_obj, "--set", f"targ_pid={me}", "--set", "tag=42",
+                 "--duration", "8", "--json")
+    finally:
+        t.join()
+    assert r.returncode == 0, r.stderr
+    assert "attached 1 of 1 programs (cli_getcwd)" in r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    maps = lines[-1]["maps"]
+    (stat,) = maps["stats"]
+    calls = stat["value"]["calls"]
+    assert stat == {"key": me, "value": {"calls": calls, "last_comm": comm[0]}} and calls >= 5
+    assert maps["cli_run.bss"] == [{"key": 0, "value": {"total_calls": calls}}]
+    event = {"pid": me, "ppid": os.getppid(), "comm": comm[0]}
+    ring = [x["event"] for x in lines if x.get("map") == "cli_events"]
+    assert ring == [{**event, "tag": 42}] * calls
+    perf = [x["event"] for x in lines if x.get("map") == "cli_perf"]
+    assert perf == [{**event, "tag": -42}] * calls
+
+
 def test_run_errors(cli_obj, icli):
     r = icli("run", cli_obj, "--set", "nope=1")
     assert r.returncode == 1 and "no read-only global named 'nope'" in r.stderr
@@ -157,14 +250,22 @@ def test_prog_map_link_commands(cli_obj, icli):
         assert progs[prog_id]["name"] == "cli_getcwd" and progs[prog_id]["type"] == "tracepoint"
         assert stats_id in progs[prog_id]["map_ids"]
         r = icli("prog", "list")
+        assert r.stdout.splitlines()[0].split() == ["ID", "TYPE", "NAME", "TAG", "XLATED",
+                                                    "JITED", "MAPS"]
         row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(prog_id))
-        assert row.split()[1:3] == ["tracepoint", "cli_getcwd"]
+        info = obj.programs["cli_getcwd"].info()
+        assert row.split()[1:4] == ["tracepoint", "cli_getcwd", info.tag]
         r = icli("prog", "show", str(prog_id), "--json")
         assert json.loads(r.stdout)["name"] == "cli_getcwd"
 
         r = icli("map", "list", "--json")
         maps = {m["id"]: m for m in json.loads(r.stdout)}
         assert maps[stats_id]["name"] == "stats" and maps[stats_id]["type"] == "hash"
+        r = icli("map", "list")
+        assert r.stdout.splitlines()[0].split() == ["ID", "TYPE", "NAME", "KEY", "VALUE",
+                                                    "MAX_ENTRIES", "FLAGS", "BTF"]
+        row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(stats_id))
+        assert row.split()[1:7] == ["hash", "stats", "4", "24", "64", "0x0"]
         r = icli("map", "show", str(stats_id), "--json")
         assert json.loads(r.stdout)["value_size"] == 24
         r = icli("map", "dump", str(stats_id), "--json")
@@ -188,6 +289,11 @@ def test_prog_map_link_commands(cli_obj, icli):
         links = {x["id"]: x for x in json.loads(r.stdout)}
         for lid in link_ids:
             assert links[lid]["prog_id"] == prog_id
+        r = icli("link", "list")
+        assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["ID", "TYPE", "PROG"]
+        for lid in link_ids:
+            row = next(x for x in r.stdout.splitlines() if x.split()[0] == str(lid))
+            assert str(prog_id) in row.split()[1:], row
     r = icli("map", "dump", "4000000000")
     assert r.returncode == 1 and "map id 4000000000" in r.stderr
     r = icli("prog", "show", "4000000000")
@@ -205,6 +311,13 @@ def test_features(icli):
     assert f["hooks"]["fentry"]["supported"] is bool(pybpf.features.trampolines())
     r = icli("features")
     assert r.returncode == 0 and "HOOKS" in r.stdout and "PROGRAM TYPES" in r.stdout
+    lines = r.stdout.splitlines()
+    h0 = lines.index("HOOKS") + 1
+    assert lines[h0].split() == ["HOOK", "SUPPORTED", "WHY"]
+    table = lines[h0 + 1:lines.index("", h0)]
+    hooks = {ln.split()[0]: ln.split()[1] for ln in table}
+    assert hooks == {k: "yes" if v["supported"] else "no" for k, v in f["hooks"].items()}
+    assert any(ln.split() == ["CAPABILITY", "SYMBOL", "SINCE", "HERE", "PATH"] for ln in lines)
 
 
 def test_build(tmp_path, icli):

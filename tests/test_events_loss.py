@@ -34,7 +34,11 @@ def test_two_rings_of_one_object_count_each_drop_once(ev: Events) -> None:
     with RingBuffer(ev.maps["rb"], ev.maps["rb2"]) as rb:
         ev.emit(3000, MODE_RB)  # 64 KiB ring, 40 bytes a record: about 1638 fit
         ev.emit(1000, MODE_RB2)  # 16 KiB ring: about 409 fit
+        # what the rings hold before a read: every record the program got a place for,
+        # 32 bytes and the kernel's 8-byte header each
+        assert rb.stats().pending_bytes == (4000 - ev.drops()) * 40
         seqs = drain(rb)
+        assert rb.stats().pending_bytes == 0
         tried = ev.next_seq()  # what the program emitted or failed to
         assert tried == 4000 and len(seqs) == len(set(seqs))
         assert 1500 < len(seqs) < 2500  # both rings overflowed
@@ -74,3 +78,20 @@ def test_drops_are_read_from_every_cpu(ev: Events) -> None:
             assert 1000 < len(got) < 3000  # this CPU's producer overflowed the ring
             assert rb.stats().dropped == tried - received, f"after the producer on CPU {cpu}"
         assert rb.received == received
+
+
+def test_rings_of_two_objects_add_up_their_drop_counters(bpf_obj) -> None:
+    """Each object counts its programs' failed reservations in its own counter: a
+    RingBuffer over rings of two objects reports the sum of both counters."""
+    with events_object(bpf_obj("events")) as a, events_object(bpf_obj("events")) as b:
+        with RingBuffer(a.maps["rb"], b.maps["rb"]) as rb:
+            b.configure(0)
+            a.emit(3000, MODE_RB)  # both programs run; only a's emits
+            a.configure(0)
+            b.emit(2500, MODE_RB)
+            seqs = drain(rb)
+            da, db = a.drops(), b.drops()
+            assert da > 0 and db > 0  # both rings overflowed, each program counted its own
+            assert a.next_seq() + b.next_seq() == 5500
+            assert rb.stats().dropped == da + db == 5500 - len(seqs)
+            assert rb.received == len(seqs)

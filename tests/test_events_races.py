@@ -131,8 +131,8 @@ def test_a_signal_storm_leaves_the_reader_usable(bpf_obj, kind: str) -> None:
     # SIGALRM every 200-700 us raises KeyboardInterrupt wherever Python happens to
     # be -- inside poll/read/consume/events/borrow, between their steps, in a
     # callback; afterwards the reader must work (not "busy") and every record the
-    # program emitted must have arrived (one whose borrow() block, or whose
-    # callback's error path, was interrupted may arrive twice: never lost).
+    # program emitted must have arrived exactly once.  (Not in the test's own code:
+    # a record handed over there, then interrupted, would be the test's loss.)
     forms = [f for f in FORMS if f not in ("poll-block", "async")
              and not (kind == "perf" and f == "borrow")]
     out = run_child(f"""
@@ -143,7 +143,7 @@ def test_a_signal_storm_leaves_the_reader_usable(bpf_obj, kind: str) -> None:
             # raises only while armed: disarming (a plain store, where Python never
             # runs handlers) cannot itself be interrupted
             global hits
-            if armed:
+            if armed and frame.f_code.co_filename != "<string>":
                 hits += 1
                 raise KeyboardInterrupt
 
@@ -200,6 +200,7 @@ def test_a_signal_storm_leaves_the_reader_usable(bpf_obj, kind: str) -> None:
     words = out.split()
     print(kind, "interrupts, records, delivered twice:", words[1:])
     assert words[0] == "ok" and int(words[1]) > 100, out  # the signals did land
+    assert words[3] == "0", out  # none twice
 
 
 def test_user_ring_buffer_close_during_a_reservation_and_submit_races(bpf_obj) -> None:

@@ -17,9 +17,16 @@ import pybpf
 pytestmark = pytest.mark.kernel
 
 
+ROUNDS = 3
+
+
 @pytest.mark.parametrize("kind,how", [("ring", "poll"), ("ring", "read"), ("ring", "events"),
                                       ("perf", "poll"), ("perf", "read")])
 def test_ctrl_c_interrupts_a_blocking_wait_at_once(bpf_obj, kind: str, how: str) -> None:
+    """A wait with no timeout, interrupted ROUNDS times in one process (the reader stays
+    usable after each): every wait ends within 2 s of the SIGINT and the quickest within
+    0.5 s (margins for a loaded shared machine; a wait that does not wake on the signal
+    blocks for ever), and each had really blocked until then."""
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
@@ -31,38 +38,47 @@ def test_ctrl_c_interrupts_a_blocking_wait_at_once(bpf_obj, kind: str, how: str)
             else:
                 r = pybpf.RingBuffer(ev.maps["rb"], callback=print)
             prog_id = ev.obj.programs["emit"].info().id
-            print("waiting", prog_id, flush=True)
-            t0 = time.monotonic()
-            try:
-                if {how!r} == "poll":
-                    r.poll(None)
-                elif {how!r} == "read":
-                    r.read(None)
-                else:
-                    for _ in r.events(None):
-                        pass
-            except KeyboardInterrupt:
-                print("interrupted after %.3f" % (time.monotonic() - t0), flush=True)
-                r.poll(0)  # still usable
-                r.close()
-                raise
+            for round in range({ROUNDS}):
+                t0 = time.monotonic()  # before the parent can know: it sleeps after this
+                print("waiting", prog_id, flush=True)
+                try:
+                    if {how!r} == "poll":
+                        r.poll(None)
+                    elif {how!r} == "read":
+                        r.read(None)
+                    else:
+                        for _ in r.events(None):
+                            pass
+                except KeyboardInterrupt:
+                    print("interrupted after %.3f" % (time.monotonic() - t0), flush=True)
+                    r.poll(0)  # still usable
+                    if round == {ROUNDS} - 1:
+                        r.close()
+                        raise
     """)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pybpf.__file__)))
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
     assert p.stdout is not None
-    line = p.stdout.readline().split()
-    assert line and line[0] == "waiting", p.stderr.read() if p.stderr else ""
-    time.sleep(0.3)
-    sent = time.monotonic()
-    p.send_signal(signal.SIGINT)
-    first = p.stdout.readline()  # the handler's line, printed as soon as the wait ended
-    took = time.monotonic() - sent
-    rest, err = p.communicate(timeout=10)
-    out = first + rest
-    assert "interrupted after" in out, err
-    assert float(out.split("interrupted after")[1].split()[0]) >= 0.25  # it did block
-    assert took < 1.0, f"Ctrl-C took {took:.2f}s to end the wait"  # "at once"
+    took: list[float] = []
+    try:
+        for _ in range(ROUNDS):
+            line = p.stdout.readline().split()
+            assert line and line[0] == "waiting", p.stderr.read() if p.stderr else ""
+            prog_id = int(line[1])
+            time.sleep(0.3)
+            sent = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            first = p.stdout.readline()  # the handler's line, printed as the wait ended
+            took.append(time.monotonic() - sent)
+            assert first.startswith("interrupted after"), first
+            assert float(first.split()[2]) >= 0.29  # it did block until the signal
+        _, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert max(took) < 2.0 and min(took) < 0.5, f"Ctrl-C took {took} s to end the waits"
     assert "KeyboardInterrupt" in err and p.returncode != 0
     ids = {pr.id for pr in pybpf.list_programs()}
-    assert int(line[1]) not in ids  # the program went away with the process's object
+    assert prog_id not in ids  # the program went away with the process's object

@@ -78,6 +78,19 @@ def test_set_rodata_still_works(gobj):
     assert gobj.bss.bss_out == 21 + 80 + 5
 
 
+def test_set_rodata_bytes_are_padded_with_zeros(gobj):
+    """Bytes shorter than the global are zero-padded: the program reads exactly them."""
+    gobj.rodata.ro_cfg = {"port": 1, "name": "1234567"}  # non-zero where padding goes
+    gobj.set_rodata("ro_cfg", (8080).to_bytes(2, "little") + b"db")
+    gobj.set_rodata("ro_val", True)
+    with pytest.raises(ValueError, match="'ro_cfg' holds 10 bytes, got 11"):
+        gobj.set_rodata("ro_cfg", bytes(11))
+    gobj.load()
+    _step(gobj)
+    assert bytes(gobj.bss.bss_name_out.str, "ascii") == b"db"
+    assert gobj.bss.bss_out == 1 + 8080 + 5
+
+
 def test_bad_globals(gobj):
     with pytest.raises(AttributeError, match="section .bss has no variable 'nope' \\(variables: "
                                              "bss_in, bss_out, bss_name_out\\)"):

@@ -68,7 +68,7 @@ def test_kprobe_multi_pattern_with_cookies(hooks, prog, hook, probe):
 def test_kprobe_multi_auto_attach_from_section(hooks):
     require(features.kprobe_multi())
     obj = hooks("kmulti")
-    with pytest.raises(pybpf.AttachError, match="does not name a target"):
+    with pytest.raises(pybpf.AttachError, match="names no target to auto-attach"):
         obj.programs["kmulti"].attach()  # bare SEC("kprobe.multi")
 
 

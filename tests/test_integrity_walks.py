@@ -5,6 +5,9 @@ the keys it is shown)."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 from _child import run_child
 
@@ -20,7 +23,10 @@ lpm = form.startswith("lpm")
 m = obj.maps["lpm" if lpm else "h"]
 if lpm:
     stable = {ipaddress.ip_network(f"10.{i // 16}.{i % 16}.0/24") for i in range(300)}
-    churn = [ipaddress.ip_network(f"172.{16 + i // 256}.{i % 256}.0/24") for i in range(1500)]
+    # churn: prefixes of their own, and /25s inside the stable /24s (a trie's lookup
+    # "finds" a deleted /25 by its /24: only GET_NEXT_KEY tells it is gone)
+    churn = [ipaddress.ip_network(f"172.{16 + i // 256}.{i % 256}.0/24") for i in range(1200)]
+    churn += [ipaddress.ip_network(f"10.{i // 16}.{i % 16}.128/25") for i in range(300)]
 else:
     stable = set(range(0, 2000, 2))  # even keys: never touched again
     churn = list(range(1, 6001, 2))   # odd keys: inserted and deleted by the writer
@@ -86,15 +92,8 @@ emit({"walks": walks, "writes": writes[0], "bad": bad})
 """
 
 
-_LPM_OPEN = pytest.mark.xfail(
-    reason="issue 11, open: an LPM trie walk under a writer thread intermittently fails here "
-           "(1 run in 6 after the restart fix; one SIGSEGV seen once, not reproduced)",
-    strict=False)
-
-
 @pytest.mark.parametrize("form", ["Map.keys", "keys_raw", "keys", "items", "batch1", "batch64",
-                                  pytest.param("lpm_keys", marks=_LPM_OPEN),
-                                  pytest.param("lpm_items", marks=_LPM_OPEN)])
+                                  "lpm_keys", "lpm_items"])
 def test_walk_returns_every_stable_key_once_under_a_writer(bpf_obj, form):
     v = run_child(WALK, timeout=60, what=f"{form} walk under a writer",
                   params={"path": bpf_obj("integrity"), "form": form, "seconds": 2.0, "seed": 9})
@@ -143,3 +142,45 @@ def test_walk_survives_deleting_the_keys_it_shows(bpf_obj):
                   params={"path": bpf_obj("integrity")})
     assert v == {"Map.keys": 0, "keys_raw": 0, "keys": 0, "lpm_keys": 0}, \
         f"stable keys never shown (per walk form): {v}"
+
+
+
+def test_lpm_items_never_report_a_deleted_prefix_with_its_parents_value():
+    """A trie's lookup is a longest-prefix match: a prefix deleted between the step that
+    found it and the lookup of its value "is found" with its parent's value. The walker
+    deletes the key the walk will read next (in the trie's order the /25 right after
+    each /24), and in the second round also everything before it, so the kernel's
+    restart lands above the deleted key. The walk must leave deleted prefixes out (or
+    give their own value), never give a parent's value."""
+    import ipaddress
+
+    import pybpf
+
+    net = ipaddress.IPv4Network
+    for everything_before in (False, True):
+        with pybpf.create_map("lpm_trie", 8, 8, 1024, name=f"tv{os.getpid() % 100000}",
+                              flags=1, value="u64") as m:
+            own = {net("10.0.0.0/16"): 7777}
+            for i in range(200):
+                own[net(f"10.0.{i}.0/24")] = i
+                own[net(f"10.0.{i}.128/25")] = 1000 + i
+            m.update(own)
+            # the order the kernel walks (a prefix after the longer ones inside it)
+            order = [net(f"10.0.{i}.{h}/{p}") for i in range(200)
+                     for h, p in ((128, 25), (0, 24))] + [net("10.0.0.0/16")]
+            got: dict[Any, int] = {}
+            deleted: set[Any] = set()
+            for n, value in m.items():
+                assert n not in got, f"{n} returned twice"
+                got[n] = value
+                i = order.index(n)
+                if n.prefixlen == 24 and i + 1 < len(order) - 1 or everything_before:
+                    victims = order[:i + 2] if everything_before else [order[i + 1]]
+                    for v in victims:
+                        if v not in deleted:
+                            del m[v]
+                            deleted.add(v)
+            wrong = {str(n): (v, own[n]) for n, v in got.items() if v != own[n]}
+            assert not wrong, f"(value returned, the prefix's own value): {wrong}"
+            missing = set(own) - deleted - set(got)
+            assert not missing, f"prefixes never deleted and not returned: {missing}"

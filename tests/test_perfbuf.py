@@ -7,6 +7,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from _events_obj import EVENT, MODE_PERF, Events, events_object
@@ -36,22 +37,47 @@ def test_samples_reach_the_callback_with_their_cpu(ev: Events) -> None:
     assert len({cpu for cpu, _ in got}) == 1  # one trigger: one CPU
 
 
+def _overflow_each_cpu(ev: Events, pb: PerfBuffer, received: Callable[[], int],
+                       cookie: int = 7) -> dict[int, int]:
+    """Pinned to each CPU in turn, twice: 1000 samples into that CPU's 4 KiB buffer (about 85
+    fit), a read, then one more sample, before which the kernel writes its LOST record
+    (on the same CPU: pinned, so it cannot land in another CPU's buffer). Reads until
+    every sample is received or counted lost; returns the samples the program itself
+    failed to output on each CPU (its per-CPU drop counter)."""
+    want: dict[int, int] = {}
+    cpus = sorted(os.sched_getaffinity(0))
+    for cpu in cpus + cpus:  # twice each: a loss reported after an earlier one
+        before = ev.drops_by_cpu()[cpu]
+        sent = received() + pb.lost + 1001
+        with ev.on_cpu(cpu):
+            ev.emit(1000, MODE_PERF, cookie=cookie)
+            pb.poll(1.0)
+            ev.emit(1, MODE_PERF, cookie=cookie)
+        deadline = time.monotonic() + 10
+        while received() + pb.lost < sent and time.monotonic() < deadline:
+            pb.poll(0.1)
+        lost_now = ev.drops_by_cpu()[cpu] - before
+        assert lost_now > 0, f"the program on CPU {cpu} never failed an output"
+        want[cpu] = want.get(cpu, 0) + lost_now
+        assert pb.lost_by_cpu().get(cpu, 0) == want[cpu], f"lost on CPU {cpu}"
+    return want
+
+
 def test_lost_samples_are_counted_and_reported(ev: Events) -> None:
     reports: list[tuple[int, int]] = []
     got: list[bytes] = []
     with PerfBuffer(ev.maps["pb"], callback=got.append, pages=1,
                     lost_callback=lambda cpu, n: reports.append((cpu, n))) as pb:
-        ev.emit(1000, MODE_PERF)  # one 4 KiB page per CPU holds ~90 samples
-        pb.poll(1.0)
-        ev.emit(1, MODE_PERF)  # the kernel reports the loss with the next sample
-        deadline = time.monotonic() + 2
-        while len(got) + pb.lost < 1001 and time.monotonic() < deadline:
-            pb.poll(0.1)
+        want = _overflow_each_cpu(ev, pb, lambda: len(got))
         st = pb.stats()
-    assert st.lost > 0
-    assert st.received + st.lost == 1001
-    assert sum(n for _, n in reports) == st.lost
-    assert sum(st.lost_by_cpu.values()) == st.lost
+    # what the kernel said was lost, per CPU, is what the program failed to output there
+    assert st.lost_by_cpu == want
+    assert st.lost == sum(want.values()) == ev.drops()
+    assert st.received == len(got) == 2 * 1001 * len(want) - st.lost
+    by_cpu: dict[int, int] = {}
+    for cpu, n in reports:
+        by_cpu[cpu] = by_cpu.get(cpu, 0) + n
+    assert by_cpu == want  # the callback was told each loss once, with its CPU
 
 
 def test_batches_and_numpy(ev: Events) -> None:
@@ -173,20 +199,17 @@ def test_lost_samples_are_exact_and_kept_ones_arrive_once(ev: Events) -> None:
     got: list[tuple[int, bytes]] = []
     with PerfBuffer(ev.maps["pb"], pages=1, with_cpu=True,
                     callback=lambda cpu, r: got.append((cpu, r))) as pb:
-        ev.emit(1000, MODE_PERF, cookie=9)  # a 4 KiB buffer holds 85 of them
-        pb.poll(1.0)
-        ev.emit(1, MODE_PERF, cookie=9)  # the kernel writes the LOST record before it
-        deadline = time.monotonic() + 2
-        while len(got) + pb.lost < 1001 and time.monotonic() < deadline:
-            pb.poll(0.1)
+        want = _overflow_each_cpu(ev, pb, lambda: len(got), cookie=9)
         lost = pb.lost
     per_cpu = _check_records(got, 9)
     seqs = sorted(s for v in per_cpu.values() for s in v)
     assert len(seqs) == len(set(seqs)) == len(got)  # none twice
     assert all(v == sorted(v) for v in per_cpu.values())
-    assert 0 < lost == ev.drops()  # the kernel's count == the program's failed outputs
-    assert len(got) + lost == 1001
-    assert len(set(range(1001)) - set(seqs)) == lost  # exactly the missing ones
+    assert set(per_cpu) == set(want)  # each CPU's samples came from that CPU's buffer
+    assert 0 < lost == sum(want.values())  # the kernel's count == the program's failures
+    total = 2 * 1001 * len(want)
+    assert len(got) + lost == total
+    assert len(set(range(total)) - set(seqs)) == lost  # exactly the missing ones
 
 
 def test_max_batch_bytes_leaves_the_rest_in_the_kernel(ev: Events) -> None:

@@ -366,15 +366,19 @@ def test_borrow_reads_the_ring_in_place_and_gives_space_back(ev: Events) -> None
             assert (arr["seq"] == np.arange(1000)).all()
             assert batch[999] == EVENT.pack(999, os.getpid(), 0, 7, 999 * 999)
         assert rb.pending_bytes() == 0 and rb.received == 1000
-        # a block that raises gives nothing back: the records come again
+        # a block that raises consumed its records all the same (they were handed
+        # over): they never come twice
         ev.emit(10)
         with pytest.raises(ZeroDivisionError):
             with rb.borrow(1.0) as batch:
                 assert len(batch) == 10
                 1 / 0  # noqa: B018
-        assert rb.pending_bytes() == 400
+        assert rb.pending_bytes() == 0 and rb.received == 1010
+        ev.emit(2)
         with rb.borrow(1.0) as batch:
-            assert seqs(batch) == list(range(1000, 1010))
+            assert seqs(batch) == [1010, 1011]
+            with pytest.raises(RuntimeError, match="borrow"):  # no other read meanwhile
+                rb.read(0)
         with rb.borrow(0.05) as batch:
             assert len(batch) == 0
         # mixed sizes: offsets are given
@@ -386,7 +390,7 @@ def test_borrow_reads_the_ring_in_place_and_gives_space_back(ev: Events) -> None
         with rb.borrow(1.0) as batch:
             view = batch.numpy("event")
             rb.close()  # the view's mapping outlives the consumer
-            assert list(view["seq"]) == [1015, 1016, 1017]
+            assert list(view["seq"]) == [1017, 1018, 1019]
 
 
 def test_batch_arrays_written_when_records_stop_being_uniform(ev: Events) -> None:
@@ -428,3 +432,33 @@ def test_decoder_that_raises_in_the_c_loop_keeps_the_rest(ev: Events) -> None:
         assert got == list(range(30)) and rb.received == 31  # 30 was taken, not delivered
         assert rb.poll(0) == 33
         assert got == list(range(30)) + list(range(31, 64)) and rb.received == 64
+
+
+def test_read_numpy_with_a_dtype_that_does_not_fit_keeps_the_records(ev: Events) -> None:
+    pytest.importorskip("numpy")
+    with RingBuffer(ev.maps["rb"]) as rb:
+        ev.emit(5)
+        with pytest.raises(ValueError, match="records are 32 bytes"):
+            rb.read_numpy("V64", 1.0)  # 64-byte records wanted: nothing is handed over
+        assert rb.received == 0
+        batch = rb.read(1.0)
+        assert len(batch) == 5 and rb.received == 5
+
+
+def test_a_record_its_decoder_rejects_is_consumed_with_the_error(ev: Events) -> None:
+    start = ev.next_seq()
+
+    def decode(rec: bytes) -> int:
+        seq = int(EVENT.unpack_from(rec)[0])
+        if seq == start + 1:
+            raise ValueError("bad record")
+        return seq
+
+    with RingBuffer(ev.maps["rb"], decode=decode) as rb:
+        ev.emit(4)
+        got: list[int] = []
+        with pytest.raises(ValueError, match="bad record"):
+            for seq in rb.events(1.0):
+                got.append(seq - start)
+        got.extend(seq - start for seq in rb.events(0.05))  # the stream goes on
+        assert got == [0, 2, 3] and rb.received == 4

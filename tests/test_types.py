@@ -169,3 +169,35 @@ def test_enum_value_without_an_enumerator(layouts):
     b = layouts.maps["in"][0]
     assert b.color == 12345 and int(b.color) == 12345
     assert b.sneg == -5 and b.sneg.name == "NEG"  # its neighbour still named
+
+
+def test_one_bitfield_written_leaves_its_neighbours(layouts):
+    """A bitfield set alone (on what the kernel wrote) changes its own bits only: the
+    neighbours the program wrote come back unchanged through the program's readback."""
+    layouts.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+    v = layouts.maps["out"][0]  # a=5, b=17, c=-3, d=0xabcdef1234, e=1 (from `fill`)
+    assert (v.bits.a, v.bits.b, v.bits.c, v.bits.d, v.bits.e) == (5, 17, -3, 0xABCDEF1234, 1)
+    bits = v.bits
+    bits.a = 0  # b's lowest bit is 1, just above a's
+    bits.c = 0  # d's lowest bit is 0 here: set it first so a clobbered bit shows
+    bits.d = 0xABCDEF1235
+    bits.c = 1
+    v.bits = bits
+    layouts.maps["in"][0] = v
+    layouts.programs["readback_in"].test_run(ctx=bytes(8), repeat=0)
+    got = [_u64(layouts, "readback", i) for i in range(19, 24)]
+    assert got == [0, 17, 1, 0xABCDEF1235, 1]
+
+
+def test_values_by_c_name_and_positional_unions_reach_the_kernel(layouts):
+    """A dict keyed by C names (the member ``in``, attribute ``in_``, as plain() writes
+    it) and a union built from one positional value (its first member) are encoded as
+    the program then reads them."""
+    Num = layouts.btf["num"].pytype
+    layouts.maps["in"][0] = {"u8": 9, "in": {"tag": 1, "val": 4242}, "un": Num(0xCAFE),
+                             "bits": {"a": 1, "b": 2, "c": -1, "d": 3, "e": 0}}
+    layouts.programs["readback_in"].test_run(ctx=bytes(8), repeat=0)
+    got = [_u64(layouts, "readback", i) for i in range(29)]
+    assert got[0] == 9 and got[13] == 4242 and got[18] == 0xCAFE
+    assert (got[19], got[20], got[21] - (1 << 64), got[22], got[23]) == (1, 2, -1, 3, 0)
+    assert layouts.maps["in"][0].in_.val == 4242

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,15 +169,17 @@ WRITER = textwrap.dedent("""
     signal.signal(signal.SIGTERM, stop)
     print("go", flush=True)
     upd, dele = Map.update, Map.delete
+    half = len(keys) // 2
     while True:
-        k = keys[(n * 7919) % len(keys)]
+        # every key in turn is inserted, and deleted half a cycle later
+        j = (n >> 1) * 7919 % len(keys)
         if n & 1:
             try:
-                dele(m, k)
+                dele(m, keys[(j + half) % len(keys)])
             except OSError:
                 pass  # arrays cannot delete; sockmap says EINVAL for an empty slot
         else:
-            upd(m, k, vals[n % len(vals)])
+            upd(m, keys[j], vals[n % len(vals)])
         n += 1
 """)
 
@@ -253,11 +256,19 @@ def test_walks_under_a_writer_process_return_every_stable_key_once(kind, env):
     k = KINDS[kind]
     with make(k, env) as m:
         writer = start_writer(m, k, env)
+        seen_sets: set[frozenset[bytes]] = set()  # the volatile keys each walk saw
+        deadline = time.monotonic() + 60
+        rounds = 0
         try:
-            for _ in range(REPS):
+            # REPS rounds, and on until the walks themselves saw the writer change the
+            # map at least 3 times (a map of maps changes slowly: one RCU grace period a change)
+            while rounds < REPS or len(seen_sets) < 4 and time.monotonic() < deadline:
+                rounds += 1
                 stable_raw, vol_raw = set(k.stable), set(k.volatile)
                 for form in RAW_FORMS:
-                    check_walk(form(m), stable_raw, vol_raw, f"{kind} {form.__name__}")
+                    got = form(m)
+                    check_walk(got, stable_raw, vol_raw, f"{kind} {form.__name__}")
+                    seen_sets.add(frozenset(got) & vol_raw)
                 if k.index:  # the raw key walk: every slot, filled or not, once
                     got = raw_keys(m)
                     assert sorted(got) == [u32(i) for i in range(k.max_entries)], kind
@@ -268,8 +279,10 @@ def test_walks_under_a_writer_process_return_every_stable_key_once(kind, env):
                     check_walk(form(m), stable, vol, f"{kind} {form.__name__}")
         finally:
             ops = stop_writer(writer)
-        # the kernel waits for an RCU grace period after each change of a map of maps
-        assert ops > (5 if "of_maps" in kind else 1000), f"the writer made only {ops} changes"
+        # the premise: the writer changed the map while the walks ran, as they saw
+        assert len(seen_sets) >= 4, f"the walks saw {len(seen_sets)} different sets of " \
+            f"volatile keys in {rounds} rounds (the writer made {ops} changes)"
+        assert ops >= (3 if "of_maps" in kind else 1000), f"the writer made only {ops} changes"
         # the premise: the stable keys were never deleted (nothing evicted them)
         assert all(m.lookup(kb) is not None for kb in k.stable)
 
@@ -673,3 +686,49 @@ def test_cli_map_dump_under_a_bpf_program_writer(walks_obj):
         finally:
             writer.kill()
             writer.wait()
+
+
+@pytest.mark.parametrize("data_size", [4, 16, 3])
+def test_trie_walk_returns_every_prefix_in_the_kernels_order(data_size):
+    """A quiet trie of random prefixes of every length: the walk (which tells a restart
+    from a step by where a prefix falls in the trie's order) returns exactly the
+    kernel's own GET_NEXT_KEY sequence, for IPv4, IPv6 and an odd address size."""
+    from pybpf._ffi import ffi, lib
+
+    rng = random.Random(data_size)
+    bits = 8 * data_size
+    ks = 4 + data_size
+    put = set()
+    for _ in range(1500):
+        plen = rng.choice([0, 1, 2, bits - 1, bits, rng.randint(0, bits)])
+        addr = rng.getrandbits(bits) >> (bits - plen) << (bits - plen) if plen else 0
+        put.add(struct.pack("<I", plen) + addr.to_bytes(data_size, "big"))
+    with pybpf.create_map("lpm_trie", ks, 8, 4096, name=f"ord{os.getpid() % 100000}",
+                          flags=1) as m:
+        for kb in put:
+            Map.update(m, kb, u64(1))
+        kernel: list[bytes] = []  # the kernel's order, step by step
+        cur, nxt = ffi.NULL, ffi.new("char[]", ks)
+        while lib.bpf_map_get_next_key(m.fd, cur, nxt) == 0:
+            kernel.append(bytes(ffi.buffer(nxt)))
+            cur = ffi.new("char[]", kernel[-1])
+        assert sorted(kernel) == sorted(put)
+        assert list(Map.keys(m)) == kernel
+        assert [k for k, _ in m.items_raw()] == kernel
+
+
+def test_lookup_batch_of_a_key_walked_kind_gives_each_keys_value():
+    """lookup_batch() of a kind without kernel batches (an LPM trie) gathers the key walk
+    into chunks: every chunk's values are its keys' own, in order."""
+    with pybpf.create_map("lpm_trie", 8, 8, 256, name=f"lb{os.getpid() % 100000}",
+                          flags=1) as m:
+        want = {lpm(10, 0, i, 0, 24): u64(1000 + i) for i in range(50)}
+        for kb, vb in want.items():
+            Map.update(m, kb, vb)
+        got = {}
+        for b in m.lookup_batch(chunk=7):
+            assert 0 < b.count <= 7
+            kb, vb = bytes(b.keys), bytes(b.values)
+            for i in range(b.count):
+                got[kb[8 * i:8 * i + 8]] = vb[8 * i:8 * i + 8]
+        assert got == want

@@ -43,7 +43,8 @@ int pybpf_perf_reader_fileno(struct pybpf_perf_reader *pr);
 long pybpf_perf_reader_drain(struct pybpf_perf_reader *pr, struct pybpf_batch *b, size_t max_bytes);
 int pybpf_urb_write(struct user_ring_buffer *rb, const void *data, __u32 n, int timeout_ms);
 int pybpf_urb_reserve(struct user_ring_buffer *rb, __u32 n, int timeout_ms, void **slot);
-int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit);
+int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit, const void *src,
+		     __u32 n);
 /* BTF type sections (pybpf/_native/btf.c) */
 long pybpf_btf_index(const unsigned char *types, size_t len, __u32 first_id, __u32 nstr, __u32 *offs, size_t cap, __u32 *bad);
 void pybpf_btf_find(const unsigned char *types, const __u32 *offs, size_t n, __u32 first_id, const char *base_strs, __u32 base_nstr, const char *strs, __u32 nstrs, const char *name, size_t name_len, __u32 *first);

@@ -293,6 +293,271 @@ PyTypeObject FDType = {
 	.tp_weaklistoffset = offsetof(FDObject, weakreflist),
 };
 
+/* --- Lent: writable memory lent to the user until its owner closes it -------------
+ *
+ * What `with urb.reserve(n) as buf:` yields.  The bytes live in a private buffer
+ * (never in the ring: the reservation copies them into its ring sample when it is
+ * submitted), so no view of it, made at any time, can point into a ring that the
+ * kernel consumes or that close() unmaps.  After close() every use of the object
+ * and of its slices (buf[a:b] is another Lent over the same bytes) raises
+ * pybpf.ClosedError naming the owner; a memoryview taken while it was open keeps
+ * the private bytes alive and harmless. */
+typedef struct LentObject {
+	PyObject_HEAD
+	struct LentObject *root;	/* a slice: the Lent whose bytes it views (a reference) */
+	char *data;			/* root: its own malloc()ed bytes; slice: into root's */
+	Py_ssize_t len;
+	int closed;			/* root only */
+	PyObject *what;			/* root only: named by ClosedError */
+} LentObject;
+
+static PyTypeObject LentType;
+
+static LentObject *lent_root(LentObject *o)
+{
+	return o->root ? o->root : o;
+}
+
+static int lent_check(LentObject *o)
+{
+	LentObject *r = lent_root(o);
+
+	if (r->closed) {
+		pybpf_raise_closed(r->what);
+		return -1;
+	}
+	return 0;
+}
+
+static PyObject *Lent_new(PyTypeObject *t, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"size", "what", NULL};
+	Py_ssize_t size;
+	PyObject *what;
+	LentObject *o;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "nU:Lent", kwlist, &size, &what))
+		return NULL;
+	if (size < 0) {
+		PyErr_SetString(PyExc_ValueError, "Lent: size must be >= 0");
+		return NULL;
+	}
+	o = (LentObject *)t->tp_alloc(t, 0);
+	if (!o)
+		return NULL;
+	o->data = PyMem_Calloc(size ? (size_t)size : 1, 1);
+	if (!o->data) {
+		Py_DECREF(o);
+		return PyErr_NoMemory();
+	}
+	o->len = size;
+	Py_INCREF(what);
+	o->what = what;
+	return (PyObject *)o;
+}
+
+static void Lent_dealloc(LentObject *o)
+{
+	if (o->root)
+		Py_DECREF(o->root);
+	else
+		PyMem_Free(o->data);
+	Py_XDECREF(o->what);
+	Py_TYPE(o)->tp_free((PyObject *)o);
+}
+
+static int Lent_getbuffer(LentObject *o, Py_buffer *view, int flags)
+{
+	if (lent_check(o) < 0) {
+		view->obj = NULL;
+		return -1;
+	}
+	return PyBuffer_FillInfo(view, (PyObject *)o, o->data, o->len, 0, flags);
+}
+
+static Py_ssize_t Lent_length(LentObject *o)
+{
+	return lent_check(o) < 0 ? -1 : o->len;
+}
+
+static PyObject *Lent_item(LentObject *o, Py_ssize_t i)
+{
+	if (lent_check(o) < 0)
+		return NULL;
+	if (i < 0 || i >= o->len) {
+		PyErr_SetString(PyExc_IndexError, "index out of range");
+		return NULL;
+	}
+	return PyLong_FromLong((unsigned char)o->data[i]);
+}
+
+static PyObject *Lent_subscript(LentObject *o, PyObject *key)
+{
+	Py_ssize_t start, stop, step, n;
+	LentObject *s, *r;
+
+	if (lent_check(o) < 0)
+		return NULL;
+	if (PyIndex_Check(key)) {
+		Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+
+		if (i == -1 && PyErr_Occurred())
+			return NULL;
+		return Lent_item(o, i < 0 ? i + o->len : i);
+	}
+	if (!PySlice_Check(key)) {
+		PyErr_Format(PyExc_TypeError, "indices must be integers or slices, not %.100s",
+			     Py_TYPE(key)->tp_name);
+		return NULL;
+	}
+	if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+		return NULL;
+	n = PySlice_AdjustIndices(o->len, &start, &stop, step);
+	if (step != 1) {
+		PyErr_SetString(PyExc_ValueError, "a reservation slice must have step 1");
+		return NULL;
+	}
+	s = PyObject_New(LentObject, &LentType);
+	if (!s)
+		return NULL;
+	r = lent_root(o);
+	Py_INCREF(r);
+	s->root = r;
+	s->data = o->data + start;
+	s->len = n;
+	s->closed = 0;
+	s->what = NULL;
+	return (PyObject *)s;
+}
+
+static int Lent_ass_subscript(LentObject *o, PyObject *key, PyObject *value)
+{
+	Py_ssize_t start, stop, step, n;
+	Py_buffer src;
+
+	if (lent_check(o) < 0)
+		return -1;
+	if (!value) {
+		PyErr_SetString(PyExc_TypeError, "cannot delete from a reservation");
+		return -1;
+	}
+	if (PyIndex_Check(key)) {
+		Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+		long v;
+
+		if (i == -1 && PyErr_Occurred())
+			return -1;
+		if (i < 0)
+			i += o->len;
+		if (i < 0 || i >= o->len) {
+			PyErr_SetString(PyExc_IndexError, "index out of range");
+			return -1;
+		}
+		v = PyLong_AsLong(value);
+		if (v == -1 && PyErr_Occurred())
+			return -1;
+		if (v < 0 || v > 255) {
+			PyErr_SetString(PyExc_ValueError, "byte must be in range(0, 256)");
+			return -1;
+		}
+		o->data[i] = (char)v;
+		return 0;
+	}
+	if (!PySlice_Check(key)) {
+		PyErr_SetString(PyExc_TypeError, "indices must be integers or slices");
+		return -1;
+	}
+	if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+		return -1;
+	n = PySlice_AdjustIndices(o->len, &start, &stop, step);
+	if (step != 1) {
+		PyErr_SetString(PyExc_ValueError, "a reservation slice must have step 1");
+		return -1;
+	}
+	if (PyObject_GetBuffer(value, &src, PyBUF_SIMPLE) < 0)
+		return -1;
+	if (src.len != n) {
+		PyErr_Format(PyExc_ValueError, "cannot write %zd bytes into a %zd-byte slice",
+			     src.len, n);
+		PyBuffer_Release(&src);
+		return -1;
+	}
+	memmove(o->data + start, src.buf, (size_t)n);
+	PyBuffer_Release(&src);
+	return 0;
+}
+
+/* tobytes() -> bytes: a copy (ClosedError once closed). */
+static PyObject *Lent_tobytes(LentObject *o, PyObject *unused)
+{
+	if (lent_check(o) < 0)
+		return NULL;
+	return PyBytes_FromStringAndSize(o->data, o->len);
+}
+
+/* close(): every later use raises ClosedError (the bytes stay while viewed). */
+static PyObject *Lent_close(LentObject *o, PyObject *unused)
+{
+	lent_root(o)->closed = 1;
+	Py_RETURN_NONE;
+}
+
+static PyObject *Lent_get_closed(LentObject *o, void *unused)
+{
+	return PyBool_FromLong(lent_root(o)->closed);
+}
+
+static PyObject *Lent_repr(LentObject *o)
+{
+	LentObject *r = lent_root(o);
+
+	return PyUnicode_FromFormat("<pybpf reservation of %zd bytes of %S%s>", o->len,
+				    r->what ? r->what : Py_None, r->closed ? ", closed" : "");
+}
+
+static PyMethodDef Lent_methods[] = {
+	{"tobytes", (PyCFunction)Lent_tobytes, METH_NOARGS, "A copy of the bytes."},
+	{"close", (PyCFunction)Lent_close, METH_NOARGS,
+	 "Every later use (of slices too) raises ClosedError."},
+	{NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Lent_getset[] = {
+	{"closed", (getter)Lent_get_closed, NULL, "close() was called.", NULL},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Lent_as_sequence = {
+	.sq_length = (lenfunc)Lent_length,
+	.sq_item = (ssizeargfunc)Lent_item,
+};
+
+static PyMappingMethods Lent_as_mapping = {
+	.mp_length = (lenfunc)Lent_length,
+	.mp_subscript = (binaryfunc)Lent_subscript,
+	.mp_ass_subscript = (objobjargproc)Lent_ass_subscript,
+};
+
+static PyBufferProcs Lent_as_buffer = {
+	.bf_getbuffer = (getbufferproc)Lent_getbuffer,
+};
+
+static PyTypeObject LentType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "pybpf._fastpath.Lent",
+	.tp_doc = "Lent(size, what): writable bytes lent until close() (see fd.c).",
+	.tp_basicsize = sizeof(LentObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = Lent_new,
+	.tp_dealloc = (destructor)Lent_dealloc,
+	.tp_repr = (reprfunc)Lent_repr,
+	.tp_methods = Lent_methods,
+	.tp_getset = Lent_getset,
+	.tp_as_sequence = &Lent_as_sequence,
+	.tp_as_mapping = &Lent_as_mapping,
+	.tp_as_buffer = &Lent_as_buffer,
+};
+
 int pybpf_fd_module_init(PyObject *m)
 {
 	if (PyType_Ready(&FDType) < 0)
@@ -300,6 +565,13 @@ int pybpf_fd_module_init(PyObject *m)
 	Py_INCREF(&FDType);
 	if (PyModule_AddObject(m, "FD", (PyObject *)&FDType) < 0) {
 		Py_DECREF(&FDType);
+		return -1;
+	}
+	if (PyType_Ready(&LentType) < 0)
+		return -1;
+	Py_INCREF(&LentType);
+	if (PyModule_AddObject(m, "Lent", (PyObject *)&LentType) < 0) {
+		Py_DECREF(&LentType);
 		return -1;
 	}
 	return 0;

@@ -575,18 +575,23 @@ int pybpf_urb_reserve(struct user_ring_buffer *rb, __u32 n, int timeout_ms, void
 	return 0;
 }
 
-/* Submit (or discard) the reservation in *slot, if any, and clear it; 1 if one was
- * submitted, else 0. */
-int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit)
+/* Submit (or discard) the reservation in *slot, if any, and clear it; a submit
+ * first copies the N bytes at SRC (the reservation's private buffer, see Lent in
+ * fd.c) into the sample.  1 if one was submitted, else 0. */
+int pybpf_urb_settle(struct user_ring_buffer *rb, void **slot, int submit, const void *src,
+		     __u32 n)
 {
 	void *sample = *slot;
 
 	if (!sample)
 		return 0;
 	*slot = NULL;
-	if (submit)
+	if (submit) {
+		if (src && n)
+			memcpy(sample, src, n);
 		user_ring_buffer__submit(rb, sample);
-	else
+	} else {
 		user_ring_buffer__discard(rb, sample);
+	}
 	return submit ? 1 : 0;
 }
