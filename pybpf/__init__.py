@@ -19,6 +19,7 @@ from .errors import (
     AttachError,
     AttachWarning,
     BPFError,
+    BPFNotFoundError,
     BPFPermissionError,
     ClosedError,
     LoadError,
@@ -47,7 +48,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CStr", "RawBatch", "Struct", "TypedMap", "Union", "create_map",
-    "AttachError", "AttachWarning", "BPFError", "BPFPermissionError", "BTF", "BTFKind", "BTFType",
+    "AttachError", "AttachWarning", "BPFError", "BPFNotFoundError", "BPFPermissionError",
+    "BTF", "BTFKind", "BTFType",
     "ClosedError", "IterLink", "Link", "LinkInfo", "LoadError", "Map", "MapError", "MapInfo",
     "MapTypeError", "MapValueError",
     "NotSupportedError", "Object", "ObjectError", "OpenMap", "PerfBuffer", "Program",

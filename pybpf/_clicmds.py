@@ -200,6 +200,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # --- run --------------------------------------------------------------------------
+def _rodata_has(obj: Any, name: str) -> bool:
+    try:
+        return name in obj.rodata
+    except BPFError:  # no .rodata section
+        return False
+
+
 def _parse_value(text: str) -> int | bytes:
     low = text.lower()
     if low in ("true", "yes", "on"):
@@ -243,7 +250,7 @@ def _configure_run(obj: Any, args: argparse.Namespace) -> None:
         for off, kept in obj.choose_alternatives().items():
             print(f"pybpf run: {obj.name}: program {off!r} not loaded: it counts the same "
                   f"events as {kept!r} (--all-programs keeps both)", file=sys.stderr)
-    for attr in ("max_entries", "value_size"):
+    for attr in ("max_entries", "key_size", "value_size"):
         flag = "--" + attr.replace("_", "-")
         for item in getattr(args, attr) or []:
             name, sep, value = item.partition("=")
@@ -267,7 +274,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
-            obj.set_rodata(name, _parse_value(value))
+            parsed = _parse_value(value)
+            if isinstance(parsed, bytes) and _rodata_has(obj, name):
+                # text: typed by the variable (a char array takes it; an int refuses it)
+                obj.rodata[name] = value
+            else:
+                obj.set_rodata(name, parsed)
         _configure_run(obj, args)
         btf = obj.btf
         given = None

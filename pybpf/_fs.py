@@ -11,7 +11,7 @@ import errno
 import os
 import threading
 
-from .errors import BPFError, describe_errno
+from .errors import BPFError, BPFNotFoundError, describe_errno
 
 TRACEFS = "/sys/kernel/tracing"
 BPFFS = "/sys/fs/bpf"
@@ -79,10 +79,11 @@ def is_bpffs(path: str) -> bool:
 
 def check_pinned(path: str, want: str) -> None:
     """Refuse, before any BPF syscall, a path that cannot hold a pinned ``want`` ("map",
-    "link"): FileNotFoundError if absent, BPFError if it is a directory or outside bpffs
+    "link"): BPFNotFoundError (a FileNotFoundError) if absent, BPFError if it is a
+    directory or outside bpffs
     (the kernel would only say EACCES)."""
     if not os.path.lexists(path):
-        raise FileNotFoundError(errno.ENOENT, f"no pinned {want} at {path}", path)
+        raise BPFNotFoundError(f"no pinned {want} at {path}", path)
     if os.path.isdir(path):
         raise BPFError(errno.EISDIR, f"{path} is a directory, not a pinned {want}")
     if not is_bpffs(path):

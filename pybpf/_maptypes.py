@@ -55,6 +55,9 @@ class MapTypeFacts:
     value_size: bool = False
     """A value of ``value_size`` bytes is required (0 cannot be created); other kinds
     have none, or libbpf sets it."""
+    key_size: bool = False
+    """A key of ``key_size`` bytes the object must give (a 0 is only EINVAL at creation);
+    other kinds have no key, or a fixed one the kernel or libbpf sets."""
     walk: str = "next_key"
     """How :mod:`pybpf._walk` reads its keys: ``bucket`` (``BPF_MAP_LOOKUP_BATCH``, the
     cursor a hash bucket: a key deleted meanwhile never makes it return a key twice),
@@ -67,9 +70,9 @@ def _t(name: str, kind: str, **kw: object) -> tuple[str, MapTypeFacts]:
 
 
 _HASH = dict(batch=True, batch_delete=True, prealloc="hash", walk="bucket",
-             value_size=True)
+             value_size=True, key_size=True)
 _ARRAY = dict(batch=True, length="slots", prealloc="array", walk="index",
-              value_size=True)
+              value_size=True, key_size=True)
 
 _STORAGE = dict(length="none", dump=False, zero_entries=True, value_size=True)
 
@@ -86,12 +89,14 @@ TABLE: dict[str, MapTypeFacts] = dict([
        walk="none", value_size=True),
     _t("bloom_filter", "BloomFilterMap", keyless=True, length="none", prealloc="bloom",
        dump=False, walk="none", value_size=True),
-    _t("lpm_trie", "LPMTrieMap", value_size=True),
+    _t("lpm_trie", "LPMTrieMap", value_size=True, key_size=True),
     _t("prog_array", "ProgArrayMap", length="filled", prealloc="array", dump=False),
-    _t("array_of_maps", "ArrayOfMapsMap", length="filled", prealloc="array", dump=False),
-    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash", dump=False, walk="bucket"),
+    _t("array_of_maps", "ArrayOfMapsMap", length="filled", prealloc="array", dump=False,
+       key_size=True),
+    _t("hash_of_maps", "ArrayOfMapsMap", prealloc="hash", dump=False, walk="bucket",
+       key_size=True),
     _t("stack_trace", "StackTraceMap", prealloc="stack_trace", dump=False,
-       value_size=True),
+       value_size=True, key_size=True),
     _t("devmap", "DevMap", length="filled", prealloc="pointers", dump=False),
     _t("devmap_hash", "DevMap", prealloc="pointers"),
     _t("cpumap", "CPUMap", length="filled", prealloc="pointers", dump=False),

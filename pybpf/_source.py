@@ -15,7 +15,7 @@ import errno as _errno
 import os
 import stat
 
-from .errors import BPFError, ObjectError
+from .errors import BPFError, BPFNotFoundError, ObjectError
 
 __all__ = ["MAX_OBJECT_SIZE", "read_regular", "check_regular", "file_kind"]
 
@@ -39,7 +39,10 @@ def _open_regular(path: str, what: str, limit: int | None,
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
-        raise FileNotFoundError(_errno.ENOENT, f"{what} {path} does not exist", path) from None
+        raise BPFNotFoundError(f"{what} {path} does not exist", path) from None
+    except ValueError:  # an embedded NUL
+        raise error(_errno.EINVAL, f"{what} {path!r}: a path cannot hold a NUL byte",
+                    **_path_kw(error, path)) from None
     except IsADirectoryError:
         raise error(_errno.EISDIR, f"{what} {path} is a directory, not a regular file",
                     **_path_kw(error, path)) from None

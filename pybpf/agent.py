@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ._source import read_regular
 from .errors import BPFError
 from .export.events import event_attributes
 from .export.exporters import Exporters
@@ -62,6 +63,9 @@ _PROBE_KEYS = {"name", "tool", "object", "options", "rodata", "maps", "gauges", 
                "cgroup"}
 
 
+_MAX_CONFIG = 16 << 20  # bytes of TOML read at most
+
+
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the file and the key."""
 
@@ -75,9 +79,13 @@ def _toml(path: str) -> dict[str, Any]:
         except ImportError:
             raise ConfigError("pybpf agent reads TOML with tomllib (Python 3.11+); on "
                               "older Pythons: pip install 'pybpf[agent]'") from None
-    try:
-        with open(path, "rb") as f:
-            data: dict[str, Any] = toml.load(f)
+    try:  # a FIFO, a device or a huge file is refused before any read
+        text = read_regular(path, "agent configuration", limit=_MAX_CONFIG, error=BPFError)
+        data: dict[str, Any] = toml.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({exc.reason})") from None
+    except BPFError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except toml.TOMLDecodeError as exc:

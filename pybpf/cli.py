@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from .tools._common import seconds
+
 __all__ = ["main"]
 
 _TOOLS = {
@@ -89,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="size a map before load (maps the object leaves at 0)")
     p.add_argument("--value-size", action="append", metavar="MAP=N",
                    help="set a map's value size before load (stack maps...)")
-    p.add_argument("--duration", type=float, help="stop after S seconds (default: Ctrl-C)")
+    p.add_argument("--key-size", action="append", metavar="MAP=N",
+                   help="set a map's key size before load (maps the object leaves at 0)")
+    p.add_argument("--duration", type=seconds, help="stop after S seconds (default: Ctrl-C)")
     p.add_argument("--event-type", metavar="TYPE",
                    help="type of ring/perf buffer records: a type in the object's BTF, or a C "
                         "declaration ('struct event { __u32 pid; char comm[16]; }', compiled "

@@ -23,6 +23,7 @@ import argparse
 import base64
 import keyword
 import os
+import re
 import sys
 
 from ._maptypes import TABLE
@@ -357,11 +358,22 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
     return module, stub
 
 
-def output_paths(output: str) -> tuple[str, str]:
-    """The module and stub ``pybpf gen -o OUTPUT`` writes: ``skel`` and ``skel.py`` both
-    give ``skel.py`` + ``skel.pyi`` (a module is importable only with ``.py``)."""
-    base = output[:-3] if output.endswith(".py") else output
-    return base + ".py", base + ".pyi"
+def output_paths(output: str, obj_path: str = "") -> tuple[str, str]:
+    """The module and stub ``pybpf gen -o OUTPUT`` writes: ``skel``, ``skel.py`` and
+    ``skel.pyi`` all give ``skel.py`` + ``skel.pyi`` (a module is importable only with
+    ``.py``); a directory (existing, or ending in ``/``) gets ``DIR/NAME.py`` +
+    ``DIR/NAME.pyi``, NAME the object's file name without ``.bpf.o``/``.o``."""
+    if output.endswith(("/", os.sep)) or os.path.isdir(output):
+        stem = os.path.basename(obj_path)
+        for suffix in (".o", ".bpf"):
+            stem = stem.removesuffix(suffix)
+        name = re.sub(r"\W", "_", stem) or "skel"
+        output = os.path.join(output, ("_" + name) if name[0].isdigit() else name)
+    for suffix in (".pyi", ".py"):
+        if output.endswith(suffix):
+            output = output[:-len(suffix)]
+            break
+    return output + ".py", output + ".pyi"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pybpf gen: {e}", file=sys.stderr)
         return 1
     if args.output:
-        py, pyi = output_paths(args.output)
+        py, pyi = output_paths(args.output, args.object)
         with open(py, "w") as f:
             f.write(module)
         with open(pyi, "w") as f:

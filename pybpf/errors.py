@@ -41,6 +41,7 @@ __all__ = [
     "MapValueError",
     "NotSupportedError",
     "BPFPermissionError",
+    "BPFNotFoundError",
     "TypeSpecError",
     "ClosedError",
     "StateError",
@@ -273,6 +274,15 @@ class BPFPermissionError(BPFError, PermissionError):
                  libbpf_log: Sequence[str] = ()) -> None:
         super().__init__(err, message, libbpf_log=libbpf_log)
         self.missing = list(missing)
+
+
+class BPFNotFoundError(BPFError, FileNotFoundError):
+    """Nothing at a path pybpf was given (a pin, an object file, a source): ``.filename``
+    is the path. Also a ``FileNotFoundError``."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(_errno.ENOENT, message)
+        self.filename = path
 
 
 class ClosedError(BPFError, ValueError):

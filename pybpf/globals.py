@@ -32,7 +32,14 @@ from typing import Any
 
 from ._fd import FD, Stage
 from .btf import BTF, BTFKind
-from .errors import ClosedError, ObjectError, StateError
+from .errors import (
+    BPFError,
+    ClosedError,
+    MapTypeError,
+    MapValueError,
+    ObjectError,
+    StateError,
+)
 from .maps import Map, OpenMap
 from .types import BoolCodec, Codec, IntCodec, as_codec, codec_for
 
@@ -196,7 +203,8 @@ class Section:
         what = f"{self._stage.name}: {self._name} variable {name!r}"
         c = as_codec(spec, None, what)
         if c.size != size:
-            raise ValueError(f"{what} is {size} bytes, {c.name} is {c.size}")
+            raise MapValueError(f"{what} is {size} bytes, {c.name} is {c.size}", map=self._name,
+                                field=name, type_name=c.name)
         self._codecs[name] = c
 
     def __getattr__(self, name: str) -> Any:
@@ -207,11 +215,14 @@ class Section:
 
     def __setattr__(self, name: str, value: Any) -> None:
         off, codec = self._var(name)
-        value = c_cast(codec, value)
         try:
-            data = codec.encode(value, name)
+            data = codec.encode(c_cast(codec, value), name)
         except (TypeError, ValueError) as e:
-            raise type(e)(f"{self._stage.name}: {self._name}: {e}") from None
+            if isinstance(e, BPFError):
+                raise
+            kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+            raise kind(f"{self._stage.name}: {self._name}: {e}", map=self._name, field=name,
+                       type_name=codec.name) from None
         self._write(off, data)
 
     __getitem__ = __getattr__

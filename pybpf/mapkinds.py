@@ -500,8 +500,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         ``m.set(7, count=1, pid=42)`` (missing fields are zero)."""
         if fields:
             if value is not None:
-                raise TypeError(f"map {self.name!r}: set() takes a value or field keywords, "
-                                "not both")
+                raise MapTypeError(f"map {self.name!r}: set() takes a value or field keywords, "
+                                   "not both")
             value = fields
         self[key] = value
 
@@ -530,8 +530,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if lock:
             f |= UpdateFlags.LOCK
         if kwargs:
-            raise TypeError(f"map {self.name!r}: update() got unexpected keywords "
-                            f"{', '.join(kwargs)} (map keys are not Python identifiers)")
+            raise MapTypeError(f"map {self.name!r}: update() got unexpected keywords "
+                               f"{', '.join(kwargs)} (map keys are not Python identifiers)")
         if len(args) == 3:
             f |= self._flags(args[2])
             args = args[:2]
@@ -544,8 +544,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             self._put(key, value, f)
             return
         if len(args) != 1:
-            raise TypeError(f"update() takes a mapping or (key, value), got {len(args)} "
-                            "arguments")
+            raise MapTypeError(f"map {self.name!r}: update() takes a mapping or (key, value), "
+                               f"got {len(args)} arguments", map=self.name)
         src = args[0]
         pairs = list(src.items()) if isinstance(src, Mapping) else list(src)
         if len(pairs) > 1 and self._facts.batch and not f & UpdateFlags.NOEXIST:
@@ -633,8 +633,9 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         ``..._AND_DELETE_BATCH``) per chunk of up to ``chunk`` entries; map types or
         kernels without batch ops are walked key by key into the same chunks. Each
         chunk owns its buffers: keep them as long as needed, nothing is copied again."""
-        if chunk < 1:
-            raise ValueError(f"map {self.name!r}: chunk must be >= 1, got {chunk}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise MapValueError(f"map {self.name!r}: chunk must be an int >= 1, got {chunk!r}",
+                                map=self.name)
         ks, vs = self.key_size, self._value_size_total()
         for kb, vb, c in _walk.chunks(self, chunk=chunk, delete=delete):
             yield RawBatch(memoryview(kb)[:c * ks], memoryview(vb)[:c * vs], c)
@@ -727,7 +728,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if how == "filled":
             return sum(1 for _ in self._iter_keys())
         if how == "none":
-            raise TypeError(f"map {self.name!r} ({self.type}) has no length")
+            raise MapTypeError(f"map {self.name!r} ({self.type}) has no length")
         b = self._batches()
         if b is not None:
             return sum(c for _, _, c in b)
@@ -852,8 +853,8 @@ class ArrayMap(TypedMap[K, V]):
         return _index_codec(c, size)
 
     def __delitem__(self, key: K) -> None:
-        raise TypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
-                        "assign a zero value instead")
+        raise MapTypeError(f"map {self.name!r} ({self.type}): array elements cannot be deleted; "
+                           "assign a zero value instead")
 
     def clear(self) -> None:
         """Zero every element (one batch update where supported)."""
@@ -914,7 +915,7 @@ def _sum(vals: list[Any], name: str) -> Any:
         return [_sum(list(col), name) for col in zip(*vals)]
     if isinstance(first, bytes):
         return first  # text and byte arrays are not added: CPU 0's value
-    raise TypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
+    raise MapTypeError(f"map {name!r}: cannot add values of type {type(first).__name__}")
 
 
 class PerCPUHashMap(_PerCPU[K, V]):
@@ -938,7 +939,7 @@ class _KeylessMap(TypedMap[Any, V]):
         return c if c is not None else _default_codec(size)
 
     def _nokeys(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} ({self.type}) has no keys")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) has no keys")
 
     __getitem__ = __setitem__ = __delitem__ = keys = items = __iter__ = __len__ = _nokeys
 
@@ -996,7 +997,7 @@ class QueueMap(_KeylessMap[V]):
             out.append(v)
 
     def __contains__(self, key: object) -> bool:
-        raise TypeError(f"map {self.name!r} ({self.type}) has no membership test")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) has no membership test")
 
 
 _MISSING_SENTINEL: Any = object()
@@ -1072,8 +1073,8 @@ class _FdValueMap(_Sparse[K, V]):
             return fd
         if isinstance(value, socket.socket):
             return value.fileno()
-        raise TypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
-                        f"{type(value).__name__}")
+        raise MapTypeError(f"map {self.name!r}: expected a {self._what} or an fd, got "
+                           f"{type(value).__name__}")
 
     _what = "program"
 
@@ -1151,8 +1152,8 @@ class XSKMap(_FdValueMap[int, int]):
             raise
 
     def _unreadable(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} (xskmap): the kernel does not let user space "
-                        "read XSKMAP slots; only set (m[queue] = socket) and delete")
+        raise MapTypeError(f"map {self.name!r} (xskmap): the kernel does not let user space "
+                           "read XSKMAP slots; only set (m[queue] = socket) and delete")
 
     __getitem__ = get = __contains__ = pop = _unreadable
     keys = items = values = __iter__ = __len__ = _unreadable
@@ -1225,16 +1226,16 @@ class LocalStorageMap(TypedMap[Any, V]):
         if not isinstance(key, int):
             fileno = getattr(key, "fileno", None)
             if fileno is None:
-                raise TypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
-                                f"object with fileno(), got {type(key).__name__}")
+                raise MapTypeError(f"map {self.name!r} ({self.type}): the key is an fd or an "
+                                   f"object with fileno(), got {type(key).__name__}")
             key = fileno()
         if not 0 <= key < 1 << 31:
-            raise ValueError(f"map {self.name!r} ({self.type}): key {key} is not a file "
-                             "descriptor (0 to 2**31-1)")
+            raise MapValueError(f"map {self.name!r} ({self.type}): key {key} is not a file "
+                                "descriptor (0 to 2**31-1)")
         return struct.pack("<i", key)
 
     def _nokeys(self, *a: Any, **k: Any) -> Any:
-        raise TypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
+        raise MapTypeError(f"map {self.name!r} ({self.type}) cannot be iterated")
 
     keys = items = values = __iter__ = __len__ = clear = _nokeys
 
@@ -1250,19 +1251,20 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     except ValueError:
         raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
                        map=name) from None
+    if not isinstance(name, str):
+        raise MapError(_errno.EINVAL, f"cannot create a {type} map: name must be a str, got "
+                       f"{name!r}", map=str(name))
     for what, v in (("key_size", key_size), ("value_size", value_size),
                     ("max_entries", max_entries), ("flags", flags)):
+        if not isinstance(v, int):
+            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
+                           f"an int, got {v!r}", map=name)
         if not 0 <= v < 1 << 32:
             raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
                                           "not a 32-bit unsigned value", map=name)
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags
-    for what, v in (("key_size", key_size), ("value_size", value_size),
-                    ("max_entries", max_entries), ("flags", flags)):
-        if not isinstance(v, int) or not 0 <= v < 1 << 32:
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
-                           f"an int from 0 to 2**32-1, got {v!r}", map=name)
     cname = name.encode()[:15] if name else ffi.NULL
     if inner_map is not None:
         with inner_map.owner as ifd:

@@ -33,7 +33,7 @@ from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from ._maptypes import facts
-from .errors import BPFError, ClosedError, MapError, StateError
+from .errors import BPFError, ClosedError, MapError, MapTypeError, MapValueError, StateError
 from .types import as_codec
 
 __all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
@@ -211,10 +211,11 @@ class OpenMap:
     def _set(self, setter: Any, value: Any, what: str) -> None:
         self._check_open(what)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"map {self.name!r}: {what} must be a non-negative int, got "
-                             f"{value!r}")
+            raise MapValueError(f"map {self.name!r}: {what} must be a non-negative int, got "
+                                f"{value!r}", map=self.name, field=what)
         if value >= 1 << 32:
-            raise ValueError(f"map {self.name!r}: {what}={value} does not fit in 32 bits")
+            raise MapValueError(f"map {self.name!r}: {what}={value} does not fit in 32 bits",
+                                map=self.name, field=what)
         with self._stage.owner:
             err = setter(self._ptr, value)
         if err:
@@ -276,8 +277,8 @@ class OpenMap:
         vc = as_codec(value, None, f"map {self.name!r} value") if value is not None else None
         for c, size, what in ((kc, self.key_size, "key"), (vc, self.value_size, "value")):
             if c is not None and c.size != size:
-                raise ValueError(f"map {self.name!r} {what}: {c.name} is {c.size} bytes, the "
-                                 f"map's {what} size is {size}")
+                raise MapValueError(f"map {self.name!r} {what}: {c.name} is {c.size} bytes, the "
+                                    f"map's {what} size is {size}")
         old = self._types or (None, None)
         self._types = (kc or old[0], vc or old[1])
 
@@ -289,7 +290,12 @@ class OpenMap:
 
     @type.setter
     def type(self, value: str | int) -> None:
-        t = map_type_value(value) if isinstance(value, str) else value
+        try:
+            t = map_type_value(value if isinstance(value, str) else map_type_name(value))
+        except (ValueError, TypeError, OverflowError):
+            raise MapValueError(f"map {self.name!r}: unknown map type {value!r} (libbpf's "
+                                "names: 'hash', 'array'...)", map=self.name,
+                                field="type") from None
         self._set(lib.bpf_map__set_type, t, "type")
 
     @property
@@ -643,31 +649,32 @@ class Map(Handle):
 
     def _key(self, key: bytes | bytearray | memoryview) -> Any:
         if not isinstance(key, (bytes, bytearray, memoryview)):
-            raise TypeError(f"map {self.name!r}: raw key must be bytes, got "
-                            f"{type(key).__name__}")
+            raise MapTypeError(f"map {self.name!r}: raw key must be bytes, got "
+                               f"{type(key).__name__}", map=self.name, field="key")
         ks = self.key_size
         if len(key) != ks:
-            raise ValueError(f"map {self.name!r}: key is {len(key)} bytes, "
-                             f"the map's key_size is {ks}")
+            raise MapValueError(f"map {self.name!r}: key is {len(key)} bytes, "
+                                f"the map's key_size is {ks}", map=self.name, field="key")
         return ffi.from_buffer(key) if ks else ffi.NULL
 
     def _value(self, value: bytes | bytearray | memoryview) -> Any:
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"map {self.name!r}: raw value must be bytes, got "
-                            f"{type(value).__name__}")
+            raise MapTypeError(f"map {self.name!r}: raw value must be bytes, got "
+                               f"{type(value).__name__}", map=self.name, field="value")
         vs = self._value_size_total()
         if len(value) != vs:
-            raise ValueError(f"map {self.name!r}: value is {len(value)} bytes, "
-                             f"expected {vs}" + (" (value_size per CPU, 8-aligned, times "
-                                                 f"{possible_cpus()} CPUs)" if self.percpu else ""))
+            raise MapValueError(f"map {self.name!r}: value is {len(value)} bytes, expected {vs}"
+                                + (" (value_size per CPU, 8-aligned, times "
+                                   f"{possible_cpus()} CPUs)" if self.percpu else ""),
+                                map=self.name, field="value")
         return ffi.from_buffer(value)
 
     def _flags(self, flags: int) -> int:
         """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
-        f = int(flags)
-        if not 0 <= f < 1 << 64:
-            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags} is not a 64-bit "
-                                          "unsigned value", map=self.name)
+        f = flags
+        if not isinstance(f, int) or not 0 <= f < 1 << 64:
+            raise MapError(_errno.EINVAL, f"map {self.name!r}: flags {flags!r} is not a 64-bit "
+                                          "unsigned int", map=self.name)
         return f
 
     def _fail(self, what: str, err: int | None = None) -> MapError:
@@ -813,6 +820,7 @@ class Map(Handle):
         A pinned program or link is refused with MapError."""
         p = os.fspath(path)
         m = cls._from_fd(_open_pinned_fd(p, "map"))
+        m._pin_path = p  # unpin() removes this pin (after checking it is still this map)
         return m
 
     @classmethod

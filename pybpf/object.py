@@ -17,6 +17,7 @@ memory in use; it is freed when the last such use ends.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: no enum conversion
+import contextlib
 import errno as _errno
 import fnmatch
 import functools
@@ -49,6 +50,8 @@ from .errors import (
     BPFError,
     ClosedError,
     LoadError,
+    MapTypeError,
+    MapValueError,
     NotSupportedError,
     ObjectError,
     StateError,
@@ -180,7 +183,11 @@ class Object(Handle):
             data = bytes(source)
             label = name or "<memory>"
         else:
-            path = os.fspath(source)
+            try:
+                path = os.fspath(source)
+            except TypeError:
+                raise ObjectError(_errno.EINVAL, f"Object.open: expected a path or the bytes "
+                                  f"of an object, got {type(source).__name__}") from None
             label = path
             data = read_regular(path, "BPF object file")
         _check_elf_header(data, label)
@@ -197,6 +204,11 @@ class Object(Handle):
             keep.append(buf)
             return buf
 
+        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping))):
+            if value is not None and not isinstance(value, ok):
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a str"
+                                  + (" or a mapping" if what == "kconfig" else "")
+                                  + f", got {value!r}", path=path)
         opts.object_name = c(obj_name)
         if btf_custom_path is not None:
             bpath = os.fspath(btf_custom_path)
@@ -390,17 +402,26 @@ class Object(Handle):
                 if var.name != name:
                     continue
                 t = btf.resolve(btf.types[var.type].type)
-                if isinstance(value, (bytes, bytearray)):
-                    if len(value) > var.size:
-                        raise ValueError(f"{name!r} holds {var.size} bytes, got {len(value)}")
-                    enc = bytes(value).ljust(var.size, b"\0")
-                elif isinstance(value, int):
-                    if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
-                        raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an integer")
-                    codec = codec_for(btf, var.type)  # the one encoder of the variable
-                    enc = codec.encode(c_cast(codec, int(value)), repr(name))
-                else:
-                    raise TypeError(f"set_rodata({name!r}): value must be int, bool or bytes")
+                try:
+                    if isinstance(value, (bytes, bytearray)):
+                        if len(value) > var.size:
+                            raise ValueError(f"{name!r} holds {var.size} bytes, got "
+                                             f"{len(value)}")
+                        enc = bytes(value).ljust(var.size, b"\0")
+                    elif isinstance(value, int):
+                        if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+                            raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an "
+                                            "integer")
+                        codec = codec_for(btf, var.type)  # the one encoder of the variable
+                        enc = codec.encode(c_cast(codec, int(value)), repr(name))
+                    else:
+                        raise TypeError(f"set_rodata({name!r}): value must be int, bool or "
+                                        "bytes")
+                except (TypeError, ValueError) as e:
+                    if isinstance(e, BPFError):
+                        raise
+                    kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+                    raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
                 m.write_initial_value(var.offset, enc)
                 return
         raise KeyError(f"{self.name}: no read-only global named {name!r}")
@@ -535,7 +556,8 @@ class Object(Handle):
 
     def _check_map_sizes(self) -> None:
         """Refuse, before any syscall, a map whose size the object leaves to the loader
-        (``max_entries`` or ``value_size`` 0, as libbpf-tools' stack maps are): the
+        (``max_entries``, ``key_size`` or ``value_size`` 0, as libbpf-tools' stack maps
+        leave ``max_entries``): the
         kernel would only say EINVAL. The error names the map, the attribute and how
         to set it."""
         for m in self._open_maps.values():
@@ -544,6 +566,7 @@ class Object(Handle):
             mtype = m.type
             f = facts(mtype)
             for attr, zero_ok in (("max_entries", f.zero_entries),
+                                  ("key_size", not f.key_size),
                                   ("value_size", not f.value_size)):
                 if zero_ok or getattr(m, attr):
                     continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
-from ._fd import FD, Handle
+from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
 from .attach import cgroup as _cgroup
@@ -394,7 +394,25 @@ class Program(Handle):
             raise error_for(ffi.errno, f"cannot pin program {self.name!r} at {p}")
 
     def unpin(self, path: str | os.PathLike[str]) -> None:
-        os.unlink(os.fspath(path))
+        """Remove the pin at ``path`` (a few syscalls). Refused (BPFError) unless what is
+        pinned there is this very program: another object's pin, or a file outside bpffs,
+        is never removed."""
+        p = os.fspath(path)
+        _fs.check_pinned(p, "program")
+        fd = int(lib.bpf_obj_get(p.encode()))
+        if fd < 0:
+            raise error_for(ffi.errno, f"program {self.name!r}: cannot unpin {p}")
+        try:
+            kind = bpf_fd_kind(fd)
+            theirs = _prog_info_by_fd(fd).id if kind == "program" else None
+        finally:
+            os.close(fd)
+        mine = _prog_info_by_fd(self.fd).id
+        if theirs != mine:
+            what = f"another program (id {theirs})" if kind == "program" else f"a {kind}"
+            raise BPFError(_errno.EPERM, f"program {self.name!r} (id {mine}): refusing to "
+                           f"unpin {p}: what is pinned there is {what}")
+        os.unlink(p)
 
     def test_run(self, data: bytes = b"", *, ctx: bytes | None = None, repeat: int = 1,
                  data_out_size: int | None = None) -> TestRun:
@@ -967,7 +985,7 @@ def _holding_object(fn: Any) -> Any:
 # Every public method that uses libbpf's program pointer or the program fd.
 for _name, _fn in list(vars(Program).items()):
     if callable(_fn) and (_name.startswith("attach") or _name in (
-            "set_attach_target", "set_type", "set_expected_attach_type", "info", "pin",
+            "set_attach_target", "set_type", "set_expected_attach_type", "info", "pin", "unpin",
             "test_run")):
         setattr(Program, _name, _holding_object(_fn))
 for _name in ("type", "expected_attach_type", "autoload", "autoattach", "auto_attachable",

@@ -141,6 +141,11 @@ class Frame:
         return text
 
 
+_TEXT_ENDS = frozenset({"_etext", "_einittext", "__entry_text_end", "__irqentry_text_end",
+                        "__softirqentry_text_end", "__indirect_thunk_end"})
+_MAX_TAIL = 1 << 17  # bytes a module's (or vmlinux's) last function may cover
+
+
 class KernelSymbols:
     """``/proc/kallsyms`` sorted by address (needs root to see real addresses)."""
 
@@ -163,20 +168,37 @@ class KernelSymbols:
         self.addrs = sorted(entries)
         self.names = [entries[a][1] for a in self.addrs]
         self.modules = [entries[a][2] for a in self.addrs]
+        # Where each symbol's cover ends (kallsyms has no sizes): at the next symbol of
+        # the same module; after the last one of a module (or of vmlinux's text), at
+        # most _MAX_TAIL bytes on; the text end markers cover nothing. An address past
+        # that (a gap between modules, a program loaded after this table was read, a
+        # bogus value) is unresolved instead of "the last symbol + a huge offset".
+        n = len(self.addrs)
+        self.ends = [
+            self.addrs[i] if self.names[i] in _TEXT_ENDS else
+            self.addrs[i + 1] if i + 1 < n and self.modules[i + 1] == self.modules[i]
+            else self.addrs[i] + _MAX_TAIL
+            for i in range(n)]
 
     def __len__(self) -> int:
         return len(self.addrs)
 
-    def find(self, addr: int) -> tuple[str, int] | None:
-        """(function, offset into it) for ``addr``: the nearest symbol below it."""
+    def _index(self, addr: int) -> int:
+        """The symbol covering ``addr`` (the nearest below, within its end), or -1."""
         i = bisect.bisect_right(self.addrs, addr) - 1
+        return i if i >= 0 and addr < self.ends[i] else -1
+
+    def find(self, addr: int) -> tuple[str, int] | None:
+        """(function, offset into it) for ``addr``: the nearest symbol below it, or None
+        where no symbol covers it (see ``ends``)."""
+        i = self._index(addr)
         if i < 0:
             return None
         return self.names[i], addr - self.addrs[i]
 
     def frame(self, addr: int) -> Frame:
         """The :class:`Frame` of ``addr`` (module set for module and BPF frames)."""
-        i = bisect.bisect_right(self.addrs, addr) - 1
+        i = self._index(addr)
         if i < 0:
             return Frame(addr, None)
         return Frame(addr, self.names[i], addr - self.addrs[i], self.modules[i])

@@ -392,3 +392,18 @@ def tracepoint_exists(category: str, name: str) -> bool:
     except BPFError:
         return True  # let the attach report the real error
     return os.path.isdir(os.path.join(root, "events", category, name))
+
+
+def seconds(text: str) -> float:
+    """argparse type of a duration or interval: a finite number of seconds above 0
+    (``--duration -1``, ``nan`` or ``0`` would end at once or never)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value

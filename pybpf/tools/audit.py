@@ -340,6 +340,9 @@ def _start_reaper(cgroup: str) -> tuple[int, int]:
     if pid == 0:
         try:
             os.close(w)
+            # its own session: a SIGKILL of the auditor's process group (a terminal, a
+            # service manager, kill -9 -PGID) leaves it alive to clean up
+            os.setsid()
             for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_IGN)  # outlive a terminal's Ctrl-C
             while os.read(r, 64):

@@ -24,7 +24,7 @@ import time
 from ..errors import BPFError
 from ..export.exporters import Exporters, add_flags
 from ..histogram import Log2Histogram
-from ._common import ProbeSession, decode, raw_items, raw_keys, term_as_interrupt
+from ._common import ProbeSession, decode, raw_items, raw_keys, seconds, term_as_interrupt
 
 __all__ = ["Log2Histogram", "BioLatency", "disk_dev", "disk_name", "main"]
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--disks", action="store_true", help="one histogram per disk")
     ap.add_argument("--device", help="only this disk (e.g. vda, loop0)")
     ap.add_argument("--ms", action="store_true", help="milliseconds instead of microseconds")
-    ap.add_argument("--interval", type=float, default=1.0, help="seconds between outputs")
+    ap.add_argument("--interval", type=seconds, default=1.0, help="seconds between outputs")
     ap.add_argument("--count", type=int, default=0, help="number of outputs (0: until ^C)")
     ap.add_argument("--json", action="store_true", help="one JSON object per output")
     add_flags(ap)

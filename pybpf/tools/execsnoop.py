@@ -21,7 +21,7 @@ from typing import Any
 
 from ..btf import BTFKind
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, stream
+from ._common import ProbeSession, Scope, announce, seconds, stream
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pid", type=int, help="only this process id")
     ap.add_argument("--failed", action="store_true", help="include failed execs (default)")
     ap.add_argument("--ignore-failed", action="store_true", help="drop failed execs")
-    ap.add_argument("--duration", type=float, help="stop after S seconds")
+    ap.add_argument("--duration", type=seconds, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--demo", action="store_true",
                     help="run a few commands and print their exec events, then exit")

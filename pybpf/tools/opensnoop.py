@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, stream, tracepoint_exists
+from ._common import ProbeSession, Scope, announce, seconds, stream, tracepoint_exists
 
 __all__ = ["OpenEvent", "OpenSnoop", "open_flags_str", "main"]
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--comm", help="only tasks with this command name (up to 15 bytes)")
     ap.add_argument("--uid", type=int, help="only this user id")
     ap.add_argument("--failed", action="store_true", help="only failed opens")
-    ap.add_argument("--duration", type=float, help="stop after S seconds")
+    ap.add_argument("--duration", type=seconds, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     add_flags(ap)
     args = ap.parse_args(argv)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..symbolize import KernelSymbols, ProcessSymbols, kernel_symbols
-from ._common import ProbeSession, decode, raw_items, read_percpu_u64
+from ._common import ProbeSession, decode, raw_items, read_percpu_u64, seconds
 
 __all__ = ["Sample", "Profile", "main"]
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pid", type=int, help="only this process id")
     ap.add_argument("--frequency", "-F", type=int, default=99, help="samples per second per CPU")
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds to sample")
+    ap.add_argument("--duration", type=seconds, default=5.0, help="seconds to sample")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--user-only", action="store_true", help="user stacks only")
     g.add_argument("--kernel-only", action="store_true", help="kernel stacks only")

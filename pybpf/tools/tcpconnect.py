@@ -23,7 +23,7 @@ from typing import Any, Union
 
 from .. import features
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, stream
+from ._common import ProbeSession, Scope, announce, seconds, stream
 
 __all__ = ["ConnectEvent", "TcpConnect", "main"]
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uid", type=int, help="only this user id")
     ap.add_argument("--hook", choices=("auto", "fexit", "tracepoint"), default="auto",
                     help="kernel hook (default: probe the kernel)")
-    ap.add_argument("--duration", type=float, help="stop after S seconds")
+    ap.add_argument("--duration", type=seconds, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     add_flags(ap)
     args = ap.parse_args(argv)
