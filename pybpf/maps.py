@@ -150,7 +150,7 @@ class OpenMap:
         with stage.owner:
             self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
         # the rest is read from libbpf when first asked for (an open that only sets a
-        # global reads little); _note_btf_ids() before load, which drops some
+        # global reads little); record_btf_ids() before load, which drops some
         self._internal: bool | None = None
         self._noted_btf_ids: tuple[int, int] | None = None
         self._types: tuple[Any, Any] | None = None  # set_types(), for the live map
@@ -175,9 +175,9 @@ class OpenMap:
                 self._noted_btf_ids = ids
         return ids
 
-    def _note_btf_ids(self) -> None:
-        """Keep the BTF key and value ids: called before load, as libbpf drops the ids
-        of some kinds (queue, stack) at load."""
+    def record_btf_ids(self) -> None:
+        """Keep the BTF key and value ids now: the object calls this just before load,
+        as libbpf drops the ids of some kinds (queue, stack) at load. No syscall."""
         self._btf_ids  # noqa: B018 - reads and keeps them
 
     @property
@@ -443,7 +443,7 @@ class OpenMap:
         return self._reused_map
 
     def _reuse(self, fd: int, what: str) -> None:
-        self._note_btf_ids()  # this object's, before libbpf takes the reused map's
+        self.record_btf_ids()  # this object's, before libbpf takes the reused map's
         with self._stage.owner:
             err = lib.bpf_map__reuse_fd(self._ptr, fd)
         if err:

@@ -528,7 +528,7 @@ class Object(Handle):
                     raise StateError(f"BPF object {self.name!r}: a failed load cannot be "
                                      "retried; open the object again", err=_errno.EINVAL)
                 for om in self._open_maps.values():
-                    om._note_btf_ids()
+                    om.record_btf_ids()
                 self._check_map_sizes()
                 self._check_map_memory()
                 with capture() as log:
