@@ -33,7 +33,6 @@ call plus generated attribute code; the others go member by member.
 
 from __future__ import annotations
 
-import copyreg
 import enum
 import ipaddress
 import keyword
@@ -204,6 +203,8 @@ class Union(Struct):
 # Attribute names a member cannot take: everything a generated class has already
 # (Struct's and Union's methods and slots, and object's); a member would replace it.
 _RESERVED = frozenset(dir(Union)) | {"_which", "_raw"}
+#: the slots generated classes inherit (copy's __slotnames__ lists them first)
+_BASE_SLOTS: dict[type, tuple[str, ...]] = {Struct: (), Union: Union.__slots__}
 
 # --- codecs ------------------------------------------------------------------------
 
@@ -684,7 +685,7 @@ class StructCodec(Codec):
         new = type("_", (base,), {"__slots__": names, "_codec": self, "_fields": names,
                                   "_size": self.size, "__doc__": doc,
                                   "__module__": "pybpf.types.btf",
-                                  "__slotnames__": [*copyreg._slotnames(base), *names]})
+                                  "__slotnames__": [*_BASE_SLOTS[base], *names]})
         new.__name__ = new.__qualname__ = cls.__name__
         new._shape = _fastpath.Shape(new, tuple(  # type: ignore[attr-defined]
             (new.__dict__[m.name], *_default_of(m.codec)) for m in self.members))
@@ -1115,11 +1116,11 @@ def codec_for(btf: BTF, type_id: int) -> Codec:
 
 def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec:
     if type_id in cache:
-        c = cache[type_id]
-        if isinstance(c, StructCodec) and c.building:
+        done = cache[type_id]
+        if isinstance(done, StructCodec) and done.building:
             # only a value member re-enters a struct being built (pointers do not recurse)
-            raise BTFFormatError(f"type #{type_id} ({c.name}) contains itself")
-        return c
+            raise BTFFormatError(f"type #{type_id} ({done.name}) contains itself")
+        return done
     if depth > 64:
         raise BTFFormatError(f"type #{type_id}: nesting deeper than 64 levels")
     t = btf.types[type_id]
