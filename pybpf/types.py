@@ -531,7 +531,10 @@ class ArrayCodec(Codec):
         self.size = elem.size * n
         self.name = f"{elem.name}[{n}]"
         self.pytype = f"list[{elem.pytype}]"
-        if elem.fmt is not None and elem.size * n == struct.calcsize("<" + elem.fmt * n):
+        # flat (one struct item per scalar) up to 65536 items: a format string is not
+        # built for a 2**31-element array ("<" leaves no padding between elements)
+        if elem.fmt is not None and elem.nflat * n <= 1 << 16 and \
+                elem.size == struct.calcsize("<" + elem.fmt):
             self.fmt = elem.fmt * n
             self.nflat = elem.nflat * n
 
