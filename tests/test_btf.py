@@ -367,3 +367,44 @@ emit([used, refused, escaped[:5]])
                                        what="mutated BTF values")
     assert escaped == []
     assert used > 1000 and refused > 10
+
+
+def test_btf_custom_path_with_bad_type_ids_is_refused_before_libbpf(tmp_path: Any) -> None:
+    """A custom BTF whose task_struct.tgid refers to a type that does not exist made
+    libbpf 1.1 crash (SIGSEGV) relocating execsnoop's CO-RE accesses; now the file is
+    checked by pybpf's parser first: an ObjectError naming it. The unmodified copy still
+    loads (and so does an ELF file's .BTF)."""
+    code = r"""
+import struct
+import pybpf
+from pybpf.btf import BTF
+raw = open(P["vmlinux"], "rb").read()
+b = BTF.from_bytes(raw)
+t0 = 24 + struct.unpack_from("<HBBIIIII", raw)[4]
+ts = b.find("task_struct")
+i = [m.name for m in ts.members].index("tgid")
+bad = bytearray(raw)
+struct.pack_into("<I", bad, t0 + b._offs[ts.id - 1] + 12 + 12 * i + 4, 0x7FFFFFFF)
+out = {}
+for case, data in [("good", raw), ("bad-ref", bytes(bad)), ("zeros", bytes(64)),
+                   ("elf", open(P["obj"], "rb").read())]:
+    path = P["dir"] + "/" + case
+    open(path, "wb").write(data)
+    try:
+        with pybpf.Object.open(P["obj"], btf_custom_path=path) as o:
+            o.load()
+        out[case] = "loaded"
+    except pybpf.ObjectError as e:
+        out[case] = str(e)
+emit(out)
+"""
+    obj = os.path.join(ROOT, "pybpf", "probes", "execsnoop.bpf.o")
+    got = run_child(code, params={"vmlinux": VMLINUX, "obj": obj, "dir": str(tmp_path)},
+                    timeout=120, what="btf_custom_path")
+    assert got["good"] == "loaded"
+    assert got["bad-ref"].startswith(f"BTF file (btf_custom_path) {tmp_path}/bad-ref: "
+                                     "malformed BTF: type #")
+    assert "refers to type #2147483647" in got["bad-ref"]
+    assert got["zeros"] == (f"BTF file (btf_custom_path) {tmp_path}/zeros: malformed BTF: "
+                            "bad magic 0x0")
+    assert got["elf"] == "loaded"  # its own BTF has the fields it relocates
