@@ -86,6 +86,22 @@ def optional_prototypes() -> dict[str, tuple[str, str]]:
     return out
 
 
+def _absent_stub(name: str, ret: str, args: str) -> str:
+    """C for what a call of optional libbpf function NAME does while its pointer is
+    NULL (the runtime libbpf lacks it): fail as libbpf fails, errno EOPNOTSUPP and
+    NULL (pointer results) or -EOPNOTSUPP (int results), so a direct call through the
+    cffi ``lib`` (or native code) returns an error instead of jumping to address 0."""
+    if ret.endswith("*"):
+        result = "NULL"
+    elif ret in ("int", "long", "long long"):
+        result = "-EOPNOTSUPP"
+    else:
+        raise ValueError(f"{OPTIONAL_CDEF_FILE}: {name} returns {ret!r}: say what its stub "
+                         "returns in backend/pybpf_backend.py (_absent_stub)")
+    return (f"static {ret} pybpf_absent_{name}({args})\n"
+            f"{{\n\terrno = EOPNOTSUPP;\n\treturn {result};\n}}")
+
+
 def libbpf_table_source() -> str:
     """C for the libbpf function table: libbpf is not linked (no DT_NEEDED libbpf.so.1,
     so the wheel is manylinux), it is dlopen()ed at import and every function pybpf
@@ -101,9 +117,14 @@ def libbpf_table_source() -> str:
         lines.append(f"static __typeof__(&{name}) pybpf_p_{name};")
     for name, (ret, args) in optional.items():
         lines.append(f"static {ret} (*pybpf_p_{name})({args});")
-    for name in [*required, *optional]:
+        lines.append(_absent_stub(name, ret, args))
+    for name in required:
         # function-like: ``struct bpf_obj_get_opts`` (a tag named like a function) stays
         lines.append(f"#define {name}(...) (*pybpf_p_{name})(__VA_ARGS__)")
+    for name in optional:
+        # absent from the runtime libbpf: its stub, never a jump to NULL
+        lines.append(f"#define {name}(...) (pybpf_p_{name} ? (*pybpf_p_{name})(__VA_ARGS__)"
+                     f" : pybpf_absent_{name}(__VA_ARGS__))")
     lines.append("static const struct pybpf_libbpf_sym pybpf_libbpf_syms[] = {")
     for name in required:
         lines.append(f'\t{{"{name}", (void **)&pybpf_p_{name}, 1}},')
@@ -126,6 +147,7 @@ def make_ffibuilder() -> Any:
                         [CDEF_DIR / "pybpf.c", *(NATIVE_DIR / n for n in NATIVE_FILES)])
     builder.set_source(
         "pybpf._libbpf",
+        "#include <errno.h>\n"
         "#include <stdbool.h>\n"
         "#include <bpf/libbpf.h>\n"
         "#include <bpf/bpf.h>\n"

@@ -83,6 +83,9 @@ typedef struct {
 /* Struct keys C converts itself are at most this big (on the stack). */
 #define KEY_STACK 64
 
+/* layout_encode()/scalar_to(): an exception is raised and must reach the caller */
+#define NOT_SWALLOWED (-2)
+
 static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size);
 
 /* Each call works in its own value buffer (decoding may run Python code, e.g. a
@@ -180,9 +183,15 @@ static int key_bytes(MapOps *s, PyObject *key, uint64_t *kbuf, const void **kp, 
 		*kp = kbuf;
 		return 0;
 	}
-	if (s->klay.nfields && layout_encode(&s->klay, key, (char *)kbuf, s->key_size) == 0) {
-		*kp = kbuf;	/* a struct key (instance, tuple or dict), written in C */
-		return 0;
+	if (s->klay.nfields) {
+		int r = layout_encode(&s->klay, key, (char *)kbuf, s->key_size);
+
+		if (r == 0) {
+			*kp = kbuf;	/* a struct key (instance, tuple or dict), written in C */
+			return 0;
+		}
+		if (r == NOT_SWALLOWED)
+			return -1;
 	}
 	if (!s->kenc) {
 		if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != s->key_size)
@@ -318,7 +327,10 @@ static PyObject *decode_value(MapOps *s, const char *vbuf)
 	return out;
 }
 
-/* Write one scalar; -1 (no exception set) when the fast path cannot take V. */
+/* Write one scalar; -1 (no exception set) when the fast path cannot take V;
+ * NOT_SWALLOWED when V's own conversion (an int subclass's __bool__, __float__) raised
+ * what must not be swallowed (KeyboardInterrupt from a signal, MemoryError): it stays
+ * raised. */
 static int scalar_to(const struct field *f, PyObject *v, char *p)
 {
 	if (f->code == 'f' || f->code == 'd') {
@@ -327,10 +339,8 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 		if (!PyFloat_Check(v) && !PyLong_Check(v))
 			return -1;
 		d = PyFloat_AsDouble(v);
-		if (d == -1.0 && PyErr_Occurred()) {
-			PyErr_Clear();
-			return -1;
-		}
+		if (d == -1.0 && PyErr_Occurred())
+			return swallow() ? -1 : NOT_SWALLOWED;
 		if (f->code == 'd') {
 			memcpy(p, &d, 8);
 		} else {
@@ -347,20 +357,16 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 	if (f->code == '?') {
 		int t = PyObject_IsTrue(v);
 
-		if (t < 0) {
-			PyErr_Clear();
-			return -1;
-		}
+		if (t < 0)
+			return swallow() ? -1 : NOT_SWALLOWED;
 		*p = (char)t;
 		return 0;
 	}
 	if (f->code == 'B' || f->code == 'H' || f->code == 'I' || f->code == 'Q') {
 		unsigned long long u = PyLong_AsUnsignedLongLong(v);
 
-		if (u == (unsigned long long)-1 && PyErr_Occurred()) {
-			PyErr_Clear();
-			return -1;
-		}
+		if (u == (unsigned long long)-1 && PyErr_Occurred())
+			return swallow() ? -1 : NOT_SWALLOWED;
 		switch (f->code) {
 		case 'B': if (u > UINT8_MAX) return -1; *(uint8_t *)p = (uint8_t)u; break;
 		case 'H': { uint16_t x = (uint16_t)u; if (u > UINT16_MAX) return -1; memcpy(p, &x, 2); break; }
@@ -371,10 +377,8 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 	} else {
 		long long q = PyLong_AsLongLong(v);
 
-		if (q == -1 && PyErr_Occurred()) {
-			PyErr_Clear();
-			return -1;
-		}
+		if (q == -1 && PyErr_Occurred())
+			return swallow() ? -1 : NOT_SWALLOWED;
 		switch (f->code) {
 		case 'b': if (q < INT8_MIN || q > INT8_MAX) return -1; *(int8_t *)p = (int8_t)q; break;
 		case 'h': { int16_t x = (int16_t)q; if (q < INT16_MIN || q > INT16_MAX) return -1; memcpy(p, &x, 2); break; }
@@ -388,7 +392,8 @@ static int scalar_to(const struct field *f, PyObject *v, char *p)
 /* Write VALUE into P (SIZE bytes, zeroed first) by layout L: an instance of L's class,
  * a tuple or list of the fields in order (missing ones zero), a dict by attribute
  * name (missing ones zero), or for a scalar layout the scalar.  0: written; -1: not a
- * value this layout takes as it is (no exception set: the caller falls back). */
+ * value this layout takes as it is (no exception set: the caller falls back);
+ * NOT_SWALLOWED: an exception to hand on (see scalar_to). */
 static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ssize_t size)
 {
 	Py_ssize_t i, n;
@@ -408,7 +413,7 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 			r = scalar_to(f, v, p + f->off);
 			Py_DECREF(v);
 			if (r < 0)
-				return -1;
+				return r;
 		}
 		return 0;
 	}
@@ -429,7 +434,7 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 			r = scalar_to(f, v, p + f->off);
 			Py_DECREF(v);
 			if (r < 0)
-				return -1;
+				return r;
 		}
 		return 0;
 	}
@@ -439,21 +444,19 @@ static int layout_encode(const struct layout *l, PyObject *value, char *p, Py_ss
 		for (i = 0; i < l->nfields; i++) {
 			const struct field *f = &l->fields[i];
 			PyObject *v = PyDict_GetItemWithError(value, f->name);
+			int r;
 
 			if (!v) {
-				if (PyErr_Occurred()) {
-					PyErr_Clear();
-					return -1;
-				}
+				if (PyErr_Occurred())
+					return swallow() ? -1 : NOT_SWALLOWED;
 				continue;
 			}
 			found++;
 			Py_INCREF(v);
-			if (scalar_to(f, v, p + f->off) < 0) {
-				Py_DECREF(v);
-				return -1;
-			}
+			r = scalar_to(f, v, p + f->off);
 			Py_DECREF(v);
+			if (r < 0)
+				return r;
 		}
 		/* a key that is no attribute name (a C name, a typo): Python explains */
 		return found == PyDict_GET_SIZE(value) ? 0 : -1;
@@ -467,8 +470,14 @@ static int encode_one(MapOps *s, PyObject *value, char *p)
 {
 	PyObject *b;
 
-	if (s->lay.nfields && layout_encode(&s->lay, value, p, s->value_size) == 0)
-		return 0;
+	if (s->lay.nfields) {
+		int r = layout_encode(&s->lay, value, p, s->value_size);
+
+		if (r == 0)
+			return 0;
+		if (r == NOT_SWALLOWED)
+			return -1;
+	}
 	if (!s->venc)
 		goto fail;
 	b = PyObject_CallOneArg(s->venc, value);

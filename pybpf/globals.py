@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._fd import FD, Stage
-from .btf import BTF, BTFKind
+from .btf import BTF, BTFFormatError, BTFKind
 from .errors import (
     BPFError,
     ClosedError,
@@ -187,7 +187,12 @@ class Section:
                                  ) from None
         c = self._codecs.get(name)
         if c is None:
-            c = self._codecs[name] = codec_for(self._btf, tid)
+            c = codec_for(self._btf, tid)
+            if off + c.size > self._size:  # only malformed BTF places a variable so
+                raise BTFFormatError(f"{self._stage.name}: section {self._name} variable "
+                                     f"{name!r} ({c.name}, {c.size} bytes at offset {off}) "
+                                     f"ends past the section's {self._size} bytes")
+            self._codecs[name] = c
         return off, c
 
     def set_type(self, name: str, spec: Any) -> None:

@@ -42,7 +42,16 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import _fastpath, typespec
-from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType, set_codec_builder
+from .btf import (
+    BTF,
+    INT_BOOL,
+    INT_CHAR,
+    INT_SIGNED,
+    BTFFormatError,
+    BTFKind,
+    BTFType,
+    set_codec_builder,
+)
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
            "numpy_dtype", "LPMKeyCodec", "StackTraceCodec"]
@@ -194,6 +203,8 @@ class Union(Struct):
 # Attribute names a member cannot take: everything a generated class has already
 # (Struct's and Union's methods and slots, and object's); a member would replace it.
 _RESERVED = frozenset(dir(Union)) | {"_which", "_raw"}
+#: the slots generated classes inherit (copy's __slotnames__ lists them first)
+_BASE_SLOTS: dict[type, tuple[str, ...]] = {Struct: (), Union: Union.__slots__}
 
 # --- codecs ------------------------------------------------------------------------
 
@@ -520,7 +531,10 @@ class ArrayCodec(Codec):
         self.size = elem.size * n
         self.name = f"{elem.name}[{n}]"
         self.pytype = f"list[{elem.pytype}]"
-        if elem.fmt is not None and elem.size * n == struct.calcsize("<" + elem.fmt * n):
+        # flat (one struct item per scalar) up to 65536 items: a format string is not
+        # built for a 2**31-element array ("<" leaves no padding between elements)
+        if elem.fmt is not None and elem.nflat * n <= 1 << 16 and \
+                elem.size == struct.calcsize("<" + elem.fmt):
             self.fmt = elem.fmt * n
             self.nflat = elem.nflat * n
 
@@ -563,13 +577,15 @@ class ArrayCodec(Codec):
                 return f"list({sl})"
             return f"[{inner} for j in range({base}, {base}+{self.n})]"
         inner = e.dec_src(ns, "j")
+        if m == 0:  # empty structs (lock_class_key[3]): no items, N values all the same
+            return f"[{inner} for j in ({base},) * {self.n}]"
         return f"[{inner} for j in range({base}, {base}+{self.n * m}, {m})]"
 
     def enc_src(self, ns: dict[str, Any], v: str) -> str:
         pad = _reg(ns, self._pad)
         e = self.elem
         inner = e.enc_src(ns, "x")
-        if e.nflat == 1:
+        if e.nflat == 1 and not inner.startswith("*"):  # (a one-field struct unpacks: *...)
             if inner == "x":
                 return f"*{pad}({v})"
             return f"*[{inner} for x in {pad}({v})]"
@@ -594,7 +610,7 @@ def _compile_enc(c: Codec) -> Callable[[Any], tuple[Any, ...]]:
     return ns["_enc"]  # type: ignore[no-any-return]
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" also matches before a final \n
 
 
 def _pyname(name: str, taken: set[str]) -> str:
@@ -604,7 +620,10 @@ def _pyname(name: str, taken: set[str]) -> str:
     ``plain()`` and dict values use the C name, which encoding accepts too."""
     if not _IDENT.match(name) or keyword.iskeyword(name) or name in _RESERVED or (
             name.startswith("__") and name.endswith("__")):
-        name = (name if _IDENT.match(name) else re.sub(r"\W", "_", name)) + "_"
+        if not _IDENT.match(name):  # ASCII letters, digits and _, not led by a digit
+            name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+            name = name if _IDENT.match(name) else "_" + name
+        name += "_"
     while name in taken or name in _RESERVED:
         name += "_"
     taken.add(name)
@@ -649,6 +668,7 @@ class StructCodec(Codec):
         self.pytype = name
         self._decode: Callable[[Any, int], Any] = self._decode_generic
         self._encode: Callable[[Any], bytes] | None = None
+        self.building = True  # until codec_for finished its members
 
     def _finish(self) -> None:
         cls = self.cls
@@ -661,9 +681,15 @@ class StructCodec(Codec):
         base = Union if self.is_union else Struct
         doc = f"C {'union' if self.is_union else 'struct'} {self.name} ({self.size} bytes): " + \
             ", ".join(f"{m.name}: {m.codec.name}" for m in self.members)
-        new = type(cls.__name__, (base,), {"__slots__": names, "_codec": self, "_fields": names,
-                                           "_size": self.size, "__doc__": doc,
-                                           "__module__": "pybpf.types.btf"})
+        # Made under the name "_" so that Python mangles no slot name: a C member such as
+        # rb_node's __rb_parent_color stays the attribute __rb_parent_color (under the
+        # struct's name it would become _rb_node__rb_parent_color); copy's list of slots
+        # is given for the same reason.
+        new = type("_", (base,), {"__slots__": names, "_codec": self, "_fields": names,
+                                  "_size": self.size, "__doc__": doc,
+                                  "__module__": "pybpf.types.btf",
+                                  "__slotnames__": [*_BASE_SLOTS[base], *names]})
+        new.__name__ = new.__qualname__ = cls.__name__
         new._shape = _fastpath.Shape(new, tuple(  # type: ignore[attr-defined]
             (new.__dict__[m.name], *_default_of(m.codec)) for m in self.members))
         self.cls = new
@@ -1080,7 +1106,14 @@ def codec_for(btf: BTF, type_id: int) -> Codec:
         btf._codecs = cache  # type: ignore[attr-defined]
     c = cache.get(type_id)
     if c is None:
-        c = _build(btf, type_id, cache, 0)
+        built = len(cache)
+        try:
+            c = _build(btf, type_id, cache, 0)
+        except BaseException:
+            # nothing half-built stays cached: the next use fails the same way
+            for k in list(cache)[built:]:
+                del cache[k]
+            raise
     return c
 
 
@@ -1091,9 +1124,13 @@ _SAME_VALUE = frozenset({BTFKind.TYPEDEF, BTFKind.VOLATILE, BTFKind.CONST, BTFKi
 
 def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec:
     if type_id in cache:
-        return cache[type_id]
+        done = cache[type_id]
+        if isinstance(done, StructCodec) and done.building:
+            # only a value member re-enters a struct being built (pointers do not recurse)
+            raise BTFFormatError(f"type #{type_id} ({done.name}) contains itself")
+        return done
     if depth > 64:
-        raise ValueError(f"BTF type #{type_id}: nesting deeper than 64 levels")
+        raise BTFFormatError(f"type #{type_id}: nesting deeper than 64 levels")
     c: Codec
     if btf.kind_of(type_id) in _SAME_VALUE:  # the referred type's codec: build no BTFType
         c = _build(btf, btf.ref_of(type_id), cache, depth + 1)
@@ -1129,9 +1166,16 @@ def _build(btf: BTF, type_id: int, cache: dict[int, Codec], depth: int) -> Codec
         taken: set[str] = set()
         for i, m in enumerate(t.members):
             mc = _build(btf, m.type, cache, depth + 1)
+            end = (m.offset + m.bitfield_size + 7) // 8 if m.bitfield_size else \
+                m.offset // 8 + mc.size
+            if end > t.size:
+                raise BTFFormatError(f"type #{type_id} ({sc.name}): member {m.name!r} ends "
+                                     f"at byte {end}, past the {t.size} bytes of the "
+                                     f"{'union' if sc.is_union else 'struct'}")
             name = _pyname(m.name or f"_anon{i}", taken)
             sc.members.append(_Member(name, m.name, m.offset, m.bitfield_size, mc))
         sc._finish()
+        sc.building = False
         c = sc
     elif k == BTFKind.DATASEC:
         c = _RawCodec(t.size, t.name)

@@ -24,7 +24,9 @@ kernel's ``vmlinux.h`` (bpftool) when that is at hand. The type is the last
 declaration (``struct X {...}``, ``union X {...}``, ``enum X {...}`` or a
 ``typedef``), earlier ones may define what it uses. The BTF clang made is cached
 by the text's SHA-256 in ``$PYBPF_TYPE_CACHE`` (``os.pathsep``-separated
-directories, searched in order) and ``~/.cache/pybpf/types``;
+directories, searched in order) and ``~/.cache/pybpf/types``, with a digest of the
+text and the BTF: an entry that does not match (corrupted, another declaration's) is
+refused, compiled again or, without clang, a TypeSpecError naming the file;
 ``pybpf build --type DECL [--type-cache DIR]`` fills a cache ahead of time, so a
 machine without clang can use the same declaration. Cost: one clang run (~50 ms)
 the first time a text is seen, a file read after, nothing within a process.
@@ -53,7 +55,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFKind, BTFType
+from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFFormatError, BTFKind, BTFType
 from .errors import TypeSpecError
 
 __all__ = ["btf_type", "is_type_spec", "from_c", "from_ctypes", "from_numpy", "compile_c",
@@ -147,13 +149,23 @@ class _Writer:
         return self._add(name, BTFKind.FLOAT, 0, size)
 
     def array(self, elem: int, n: int) -> int:
+        if not 0 <= n < 1 << 32:
+            raise TypeSpecError(f"an array of {n} elements: BTF counts at most 2**32 - 1")
         index = self.int_("__u32", 4, 0)
         return self._add("", BTFKind.ARRAY, 0, 0, struct.pack("<III", elem, index, n))
 
     def struct_(self, name: str, size: int, members: list[tuple[str, int, int, int]],
                 union: bool = False) -> int:
         """members: (name, type id, bit offset, bitfield size or 0)."""
+        what = f"{'union' if union else 'struct'} {name}"
+        if len(members) > 0xFFFF or not 0 <= size < 1 << 32:
+            raise TypeSpecError(f"{what}: {len(members)} members of {size} bytes; BTF holds "
+                                "at most 65535 members and 2**32 - 1 bytes")
         flag = any(bits for *_, bits in members)
+        for n, _t, off, bits in members:
+            if not 0 <= off < (1 << 24 if flag else 1 << 32) or not 0 <= bits < 256:
+                raise TypeSpecError(f"{what}.{n}: bit offset {off} does not fit BTF"
+                                    + (" (with bitfields: below 2**24)" if flag else ""))
         data = b"".join(struct.pack("<III", self._s(n), t, (bits << 24 | off) if flag else off)
                         for n, t, off, bits in members)
         return self._add(name, BTFKind.UNION if union else BTFKind.STRUCT, len(members), size,
@@ -343,7 +355,10 @@ typedef int pid_t; typedef unsigned int uid_t; typedef unsigned int gid_t;
 #endif
 """
 _ANCHOR = "__pybpf_type"
-_CACHE_VERSION = b"pybpf-type-1\0"
+_CACHE_VERSION = b"pybpf-type-2\0"
+#: a cache file: this magic, the SHA-256 of (_CACHE_VERSION, the declaration, the BTF),
+#: then the BTF clang made; a file whose digest does not match is not used
+_CACHE_MAGIC = b"PYBPF-TYPE-BTF\0\0"
 
 
 def cache_dirs() -> list[Path]:
@@ -370,15 +385,23 @@ def from_c(decl: str) -> BTFType:
         return t
     key = _key(text)
     raw = None
+    refused: list[str] = []
     for d in cache_dirs():
         p = d / f"{key}.btf"
         if p.is_file():
-            raw = p.read_bytes()
-            break
+            raw = _cache_entry(p, text)
+            if raw is not None:
+                break
+            refused.append(str(p))
     if raw is None:
-        raw = _compile(text)
-        _store(key, raw, None)
+        raw = _compile(text, refused)
+        _store(text, raw, None)  # (replaces a refused entry)
     t = _anchored(BTF.from_bytes(raw), text)
+    try:
+        _ = t.codec  # now, so that BTF clang got wrong is refused naming the declaration
+    except BTFFormatError as e:
+        raise TypeSpecError(f"C declaration {_short(text)!r}: unusable BTF from clang "
+                            f"({e})") from None
     with _lock:
         _memo[text] = t
     return t
@@ -394,11 +417,31 @@ def compile_c(decls: Iterable[str], directory: str | os.PathLike[str] | None = N
         text = decl.strip()
         raw = _compile(text)
         _anchored(BTF.from_bytes(raw), text)  # the type is there
-        out.append(_store(_key(text), raw, Path(directory) if directory else None))
+        out.append(_store(text, raw, Path(directory) if directory else None))
     return out
 
 
-def _store(key: str, raw: bytes, directory: Path | None) -> Path:
+def _digest(text: str, raw: bytes) -> bytes:
+    return hashlib.sha256(_CACHE_VERSION + text.encode() + b"\0" + raw).digest()
+
+
+def _cache_entry(path: Path, text: str) -> bytes | None:
+    """The BTF in cache file PATH when it is the entry of TEXT (magic and digest match:
+    not truncated, corrupted or another declaration's), else None."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    n = len(_CACHE_MAGIC)
+    raw = data[n + 32:]
+    if data[:n] != _CACHE_MAGIC or data[n:n + 32] != _digest(text, raw):
+        return None
+    return raw
+
+
+def _store(text: str, raw: bytes, directory: Path | None) -> Path:
+    key = _key(text)
+    raw = _CACHE_MAGIC + _digest(text, raw) + raw
     dirs = [directory] if directory is not None else cache_dirs()
     last: OSError | None = None
     for d in dirs:
@@ -470,16 +513,18 @@ def _target(text: str) -> str:
     return f"{m.group(1)} {m.group(2)} {_ANCHOR};"
 
 
-def _compile(text: str) -> bytes:
+def _compile(text: str, refused: list[str] | None = None) -> bytes:
     from . import toolchain
 
     anchor = _target(text)
     try:
         clang = toolchain.find_clang()
     except FileNotFoundError:
+        bad = (f"; refused the corrupted or foreign cache file {', '.join(refused)}"
+               if refused else "")
         raise TypeSpecError(
             f"C declaration {_short(text)!r}: no clang to compile it and no cached BTF for "
-            f"it (looked in {', '.join(map(str, cache_dirs()))}); install clang, or run "
+            f"it (looked in {', '.join(map(str, cache_dirs()))}{bad}); install clang, or run "
             "`pybpf build --type '<the declaration>' --type-cache DIR` where clang is and "
             "set PYBPF_TYPE_CACHE=DIR here", err=errno.ENOENT) from None
     src = f"{_PRELUDE}#line 1 \"<declaration>\"\n{text}\n;\n{anchor}\n"

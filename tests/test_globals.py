@@ -273,3 +273,46 @@ def test_16_byte_integers_both_ways():
             obj.bss.swide_in = 1 << 127
         with pytest.raises(TypeError, match="expected int"):
             obj.bss.wide_in = "1"
+
+
+def test_a_variable_placed_past_its_section_by_bad_btf_is_refused(bpf_obj):
+    """Malformed BTF making a .data variable's type larger than what is left of the
+    section (struct gpoint's size 8 -> 4096): reading or writing it is a BTFFormatError
+    naming the section and variable (it was a struct.error or ValueError from deep in
+    the codec); the section's other variables stay usable. In a child: bad BTF."""
+    from _child import run_child
+
+    got = run_child("""
+        import struct
+        import pybpf
+        from pybpf.btf import BTF, BTFFormatError
+        from elftools.elf.elffile import ELFFile
+        data = bytearray(open(P["path"], "rb").read())
+        with open(P["path"], "rb") as f:
+            sec = ELFFile(f).get_section_by_name(".BTF")
+            raw, base = sec.data(), sec["sh_offset"]
+        btf = BTF.from_bytes(raw)
+        t = btf.find("gpoint")
+        at = base + 24 + struct.unpack_from("<HBBIIIII", raw)[4] + btf._offs[t.id - 1]
+        assert struct.unpack_from("<III", data, at)[2] == 8
+        struct.pack_into("<I", data, at + 8, 4096)
+        out = []
+        with pybpf.Object.open(bytes(data)) as o:
+            for op in ("read", "write"):
+                try:
+                    if op == "read":
+                        o.data.data_pt
+                    else:
+                        o.data.data_pt = {"x": 1}
+                    out.append("ok")
+                except BTFFormatError as e:
+                    out.append(str(e))
+                except Exception as e:
+                    out.append(f"{type(e).__name__}: {e}")
+            out.append(list(o.data.data_arr))
+        emit(out)
+    """, params={"path": bpf_obj("globals")}, what="variable past its section")
+    msg = ("malformed BTF: object: section .data variable 'data_pt' (gpoint, 4096 bytes at "
+           "offset 16) ends past the section's 24 bytes")
+    assert got[:2] == [msg, msg]
+    assert len(got[2]) == 4

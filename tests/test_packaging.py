@@ -6,6 +6,7 @@ the table of optional newer libbpf symbols."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -331,6 +332,35 @@ def test_optional_call_through_its_signature():
     opts = _ffi.ffi.new("struct pybpf_token_create_opts *")
     opts.sz = _ffi.ffi.sizeof("struct pybpf_token_create_opts")
     assert token_create(-1, opts) < 0  # an fd that is no bpffs: refused, not a crash
+
+
+def test_absent_optional_functions_fail_instead_of_jumping_to_null():
+    """Every optional function the runtime libbpf lacks, called straight through the
+    cffi ``lib`` (bypassing optional()), fails like libbpf does (errno EOPNOTSUPP; NULL
+    or -EOPNOTSUPP) instead of calling address 0. In a child: the bug is a SIGSEGV."""
+    from _child import run_child
+
+    source = pybpf_backend.libbpf_table_source()
+    for name in _ffi.OPTIONAL:
+        assert f"pybpf_absent_{name}(__VA_ARGS__)" in source, name
+    absent = [name for name in _ffi.OPTIONAL if _ffi.optional(name) is None]
+    got = run_child("""
+        from pybpf._ffi import ffi, lib
+        out = {}
+        for name in P["absent"]:
+            fn = getattr(lib, name)
+            args = [ffi.NULL if ffi.typeof(fn).args[i].kind == "pointer" else 0
+                    for i in range(len(ffi.typeof(fn).args))]
+            ffi.errno = 0
+            r = fn(*args)
+            err = ffi.errno
+            out[name] = [r == ffi.NULL if ffi.typeof(fn).result.kind == "pointer" else r, err]
+        emit(out)
+    """, params={"absent": absent}, what="absent optional libbpf functions")
+    for name in absent:
+        result, err = got[name]
+        assert result in (True, -errno.EOPNOTSUPP), (name, result)
+        assert err == errno.EOPNOTSUPP, (name, err)
 
 
 def test_features_command_reports_libbpf_paths():

@@ -327,6 +327,89 @@ def test_type_cache_serves_a_machine_without_clang(tmp_path: Path) -> None:
     assert "pybpf build --type" in r.stdout
 
 
+def test_a_corrupted_or_foreign_cache_entry_is_refused(tmp_path: Path) -> None:
+    """A cache file is used only when it is the entry of that very declaration: another
+    declaration's file under its name, a flipped byte or garbage is refused (compiled
+    again where clang is; a TypeSpecError naming the file where it is not), never
+    decoded as the wrong type."""
+    if not _have_clang():
+        pytest.skip("no clang to fill the cache")
+    from _child import run_child
+
+    a, b = "struct tc_a { __u32 x; __u64 y; }", "struct tc_b { __u8 only; }"
+    cache = tmp_path / "types"
+    code = """
+from pathlib import Path
+import pybpf
+from pybpf import typespec
+from pybpf.typespec import btf_type
+a, b = P["a"], P["b"]
+pa, pb = (Path(p) for p in typespec.compile_c([a, b], P["cache"]))
+out = {}
+for case, bad in [("foreign", pb.read_bytes()), ("flipped", None), ("garbage", b"x")]:
+    if bad is None:
+        bad = bytearray(pa.read_bytes())
+        bad[-5] ^= 0xFF
+    pa.write_bytes(bytes(bad))
+    typespec._memo.clear()
+    try:
+        t = btf_type(a)
+        out[case] = [t.name, t.codec.size, typespec._cache_entry(pa, a) is not None]
+    except pybpf.TypeSpecError as e:
+        out[case] = str(e)
+emit(out)
+"""
+    params = {"a": a, "b": b, "cache": str(cache)}
+    env = {**os.environ, "PYBPF_TYPE_CACHE": str(cache), "XDG_CACHE_HOME": str(tmp_path)}
+    got = run_child(code, params=params, env=env, what="cache with clang")
+    # recompiled, and the entry replaced by a good one
+    assert got == {k: ["tc_a", 16, True] for k in ("foreign", "flipped", "garbage")}
+    env.pop("CLANG", None)
+    env["PATH"] = str(tmp_path / "nothing")
+    # without clang: compile_c cannot run, so the child corrupts the entries made above
+    code_no_clang = code.replace(
+        'pa, pb = (Path(p) for p in typespec.compile_c([a, b], P["cache"]))',
+        'pa = Path(P["cache"]) / (typespec._key(a) + ".btf")\n'
+        'pb = Path(P["cache"]) / (typespec._key(b) + ".btf")')
+    got = run_child(code_no_clang, params=params, env=env, what="cache without clang")
+    for case in ("foreign", "flipped", "garbage"):
+        assert "no clang to compile it" in got[case], got
+        assert f"refused the corrupted or foreign cache file {cache}" in got[case], got
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: ctypes.c_uint8 * 2**32, "an array of 4294967296 elements"),
+    (lambda: type("Many", (ctypes.Structure,), {
+        "_fields_": [(f"f{i}", ctypes.c_uint8) for i in range(70000)]}),
+     "struct Many: 70000 members"),
+    (lambda: type("FarBits", (ctypes.Structure,), {
+        "_fields_": [("pad", ctypes.c_uint8 * (3 << 20)), ("b", ctypes.c_uint32, 3)]}),
+     "struct FarBits.b: bit offset 25165824 does not fit BTF"),
+], ids=["nelems", "vlen", "bitfield-offset"])
+def test_ctypes_beyond_what_btf_holds_is_refused(make: Any, message: str) -> None:
+    """Counts and offsets BTF cannot hold raise TypeSpecError (they were a struct.error,
+    or silently wrapped into another field of the type's header)."""
+    with pytest.raises(pybpf.TypeSpecError, match=message):
+        btf_type(make())
+
+
+def test_a_huge_array_type_builds_without_a_huge_format() -> None:
+    """u32[2**31]: its codec builds (it built a 2**31-character struct format first:
+    MemoryError); a struct of it stays usable for its other members."""
+    from _child import run_child
+
+    got = run_child("""
+import ctypes
+from pybpf.typespec import btf_type
+class S(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_uint32), ("big", ctypes.c_uint32 * 2**28)]
+t = btf_type(ctypes.c_uint32 * 2**31)
+s = btf_type(S)
+emit([t.codec.size, s.codec.size])
+""", timeout=60, what="huge array")
+    assert got == [4 * 2**31, 4 + 4 * 2**28]
+
+
 # --- CLI ----------------------------------------------------------------------------------
 
 def test_cli_run_event_type_prints_fields(bpf_obj: Any) -> None:

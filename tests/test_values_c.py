@@ -375,3 +375,49 @@ def test_maps_c_cannot_serve_take_the_validating_path(vo):
     with pytest.raises(pybpf.MapValueError, match=r"map 'h': value\.b: .*out of range"):
         h[3] = {"b": 2**31}
     assert h._ops is mapkinds._NO_OPS
+
+
+def test_an_interrupt_while_c_converts_a_value_is_not_swallowed():
+    """A KeyboardInterrupt (or MemoryError) raised by a field's own conversion (an int
+    subclass's __bool__, a float subclass's __float__: where a signal handler lands)
+    while C encodes a value reaches the caller, and nothing is written. It was cleared
+    as "not for the fast path", and the write went ahead."""
+    verdict = run_child("""
+        import pybpf
+        from conftest import compile_test_bpf
+        obj = pybpf.load(compile_test_bpf("values_c"))
+        armed = []
+        def fire():
+            if armed:
+                raise armed.pop()
+        class Once(int):
+            def __bool__(self):
+                fire()
+                return True
+        class OnceF(int):  # an int for a double field: C asks its __float__
+            def __float__(self):
+                fire()
+                return 2.5
+        h, ph = obj.maps["h"], obj.maps["ph"]
+        cases = [("tuple", h, (0, 0, 0, 0, Once(1))),
+                 ("dict", h, {"e": Once(1)}),
+                 ("float", h, {"g": OnceF(1)}),
+                 ("percpu", ph, (0, 0, 0, 0, Once(1))),
+                 ("percpu-list", ph, [{"e": Once(1)}, {"e": Once(1)}])]
+        out = {}
+        for name, m, v in cases:
+            for exc in (KeyboardInterrupt, MemoryError):
+                armed[:] = [exc]
+                try:
+                    m[7] = v
+                    got = "written"
+                except exc:
+                    got = exc.__name__ + (" but written" if 7 in m else "")
+                out[f"{name}/{exc.__name__}"] = got
+                if 7 in m:
+                    del m[7]
+        emit(out)
+    """, what="interrupt during C conversion")
+    assert verdict == {f"{name}/{exc}": exc for name in ("tuple", "dict", "float", "percpu",
+                                                         "percpu-list")
+                       for exc in ("KeyboardInterrupt", "MemoryError")}
