@@ -75,8 +75,10 @@ bad, walks = [], 0
 t = threading.Thread(target=writer)
 t.start()
 try:
+    # At least 3 whole walks, however slow a walk is under the writer (this checks what
+    # a walk returns, not its speed), and more while time is left.
     deadline = time.monotonic() + P["seconds"]
-    while time.monotonic() < deadline and len(bad) < 3:
+    while (time.monotonic() < deadline or walks < 3) and len(bad) < 3:
         got = walk()
         walks += 1
         seen = [k for k in got if k in stable]
@@ -95,10 +97,10 @@ emit({"walks": walks, "writes": writes[0], "bad": bad})
 @pytest.mark.parametrize("form", ["Map.keys", "keys_raw", "keys", "items", "batch1", "batch64",
                                   "lpm_keys", "lpm_items"])
 def test_walk_returns_every_stable_key_once_under_a_writer(bpf_obj, form):
-    v = run_child(WALK, timeout=60, what=f"{form} walk under a writer",
+    v = run_child(WALK, timeout=120, what=f"{form} walk under a writer",
                   params={"path": bpf_obj("integrity"), "form": form, "seconds": 2.0, "seed": 9})
     assert v["bad"] == [], v
-    assert v["walks"] >= 2 and v["writes"] >= 100, v
+    assert v["walks"] >= 3 and v["writes"] >= 100, v
 
 
 DELETE_WHILE_WALKING = r"""
