@@ -206,6 +206,10 @@ class Link(Handle):
             self._fd_pin = p
             return
         with self._owner, capture() as log:
+            pinned = lib.bpf_link__pin_path(self._ptr)
+            if pinned != ffi.NULL:  # one message whichever route made the link
+                raise BPFError(_errno.EBUSY, f"link {self.program!r} is already pinned "
+                                             f"at {ffi.string(pinned).decode()}")
             err = lib.bpf_link__pin(self._ptr, p.encode())
         if err:
             raise error_for(-err, f"cannot pin link {self.program!r} at {p}", log=log)
