@@ -294,10 +294,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def printer(map_name: str, ev_type: Any) -> Callable[[bytes], None]:
             def show(data: bytes) -> None:
-                ev = decode(ev_type._btf, ev_type.id, data) if ev_type is not None else data
+                ev = decode(ev_type.btf, ev_type.id, data) if ev_type is not None else data
                 attrs = None
                 if exp.logs is not None and ev_type is not None:  # OTLP: enums by name
-                    attrs = event_attributes(decode(ev_type._btf, ev_type.id, data,
+                    attrs = event_attributes(decode(ev_type.btf, ev_type.id, data,
                                                     enum_names=True))
                 wall = exp.event(map_name, ev if isinstance(ev, dict) else {"data": ev},
                                  attributes=attrs)

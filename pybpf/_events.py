@@ -275,7 +275,7 @@ class RecordBatch(Sequence[bytes]):
     def _dtype(self, dtype: Any) -> Any:
         np = _numpy()
         if not (isinstance(dtype, str) and _is_numpy_spec(dtype)) and \
-                typespec.is_type_spec(dtype) and not typespec._is_numpy(dtype):
+                typespec.is_type_spec(dtype) and not typespec.is_numpy(dtype):
             return type_dtype(typespec.btf_type(dtype, what="numpy dtype"))
         if isinstance(dtype, str) and self._btf is not None:
             known = _DTYPES.setdefault(self._btf, {})  # BTF is parsed once, never changed

@@ -71,7 +71,8 @@ class Map(Protocol):
     @property
     def max_entries(self) -> int: ...
     def _value_size_total(self) -> int: ...
-    def _fd_owner(self) -> FD: ...
+    @property
+    def owner(self) -> FD: ...
 
 __all__ = ["BATCH_KINDS", "keys", "items", "batches", "chunks", "first_key", "clear"]
 
@@ -89,7 +90,7 @@ _RESUME_TRIES = 64  # returned keys tried (newest first) to resume after a resta
 
 def _owner(m: Map) -> FD:
     """The map's fd owner, held for the whole walk (ClosedError if already closed)."""
-    return m._fd_owner()
+    return m.owner
 
 
 def _fail(m: Map, err: int, what: str) -> MapError:

@@ -120,6 +120,11 @@ class BTFType:
     def __repr__(self) -> str:
         return f"<BTFType #{self.id} {self.kind.name} {self.name!r}>"
 
+    @property
+    def btf(self) -> BTF | None:
+        """The BTF this type belongs to (its ids resolve there); None if detached."""
+        return self._btf
+
     # --- values (pybpf.types) ---------------------------------------------------------
     @property
     def codec(self) -> Any:

@@ -185,11 +185,11 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
                     pair.append(None)
                     continue
                 t = btf_type(spec, btf=btf, what=f"map {mname!r} type")
-                assert t._btf is not None
-                if t._btf is not btf:
-                    foreign[id(t._btf)] = (spec, t._btf)
-                _collect_from(t._btf, t.id, structs, enums, origin)
-                pair.append(codec_for(t._btf, t.id))
+                assert t.btf is not None
+                if t.btf is not btf:
+                    foreign[id(t.btf)] = (spec, t.btf)
+                _collect_from(t.btf, t.id, structs, enums, origin)
+                pair.append(codec_for(t.btf, t.id))
             given[mname] = (pair[0], pair[1])
         cls = _class_name(obj.name)
         maps = []
@@ -212,7 +212,7 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
         progs = list(obj.programs)
         sections = {}
         for sname, sec in obj.sections.items():
-            sections[sname] = {v: sec._var(v)[1] for v in sec._vars}
+            sections[sname] = {v: sec.codec_of(v) for v in sec}
         obj_name = obj.name
 
     src_ref = os.path.abspath(path)
@@ -237,7 +237,7 @@ def generate(path: str, *, embed: bool = False, module_path: str | None = None,
     btf_var = {id(btf): "_BTF"}
     for i, (decl, fbtf) in enumerate(foreign.values()):
         btf_var[id(fbtf)] = f"_BTF{i + 1}"
-        lines.append(f"_BTF{i + 1} = pybpf.btf_type({decl!r})._btf")
+        lines.append(f"_BTF{i + 1} = pybpf.btf_type({decl!r}).btf")
     owner = {c: btf_var[id(b)] for c, b in origin.items()}
     for e in enums:
         lines.append(f"{_pyname(e)} = {owner.get(id(e), '_BTF')}[{e.type_id}].pytype")

@@ -195,6 +195,11 @@ class Section:
             self._codecs[name] = c
         return off, c
 
+    def codec_of(self, name: str) -> Codec:
+        """The codec variable ``name`` is read and written with (its BTF type's, or the
+        one :meth:`set_type` gave); built once."""
+        return self._var(name)[1]
+
     def set_type(self, name: str, spec: Any) -> None:
         """Read and write variable ``name`` as another type of the same size: a C
         declaration (``"struct event { ... }"``), a ``ctypes.Structure``, a numpy dtype,
@@ -325,7 +330,7 @@ class Globals:
             self._live = live
             built = list(self._built.values())
         for s in built:
-            s._after_load(live.get(s._open.name))
+            s._after_load(live.get(s.map.name))
 
     def close(self) -> None:
         with self._lock:

@@ -262,7 +262,7 @@ class Link(Handle):
 
     def held_by(self, holder: Any) -> None:
         """Record the :class:`~pybpf.Object` whose program made this link: it detaches
-        the link when it closes, and :meth:`detach` tells it (``holder._forget_link``).
+        the link when it closes, and :meth:`detach` tells it (``holder.link_detached``).
         Called by the object; not for users."""
         self._holder = holder
 
@@ -276,7 +276,7 @@ class Link(Handle):
             self._owner.close()
         holder, self._holder = self._holder, None
         if holder is not None:
-            holder._forget_link(self)
+            holder.link_detached(self)
 
     close = detach
 

@@ -1276,7 +1276,7 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
         raise error_for(ffi.errno, f"cannot create {type} map {name!r} (key_size={key_size}, "
                         f"value_size={value_size}, max_entries={max_entries})", kind=MapError,
                         map=name)
-    m = Map._from_fd(fd, f"map {name!r} ({type})")
+    m = Map.from_fd(fd, f"map {name!r} ({type})")
     if not isinstance(m, TypedMap):
         return cast(TypedMap[Any, Any], m)
     if key is not None or value is not None:

@@ -613,9 +613,6 @@ class Map(Handle):
         borrow ends)."""
         return self._owner
 
-    def _fd_owner(self) -> FD:
-        return self._owner
-
     @property
     def closed(self) -> bool:
         return bool(self._owner.closed)
@@ -804,8 +801,17 @@ class Map(Handle):
             self._pin_path = None
 
     @classmethod
-    def _from_fd(cls, fd: int, what: str | None = None) -> Map:
-        """A live map of the right kind owning ``fd`` (closed here on failure)."""
+    def from_fd(cls, fd: int, what: str | None = None) -> Map:
+        """The live map of the right kind for map fd ``fd``, taking ownership of it: it
+        closes with the returned map (pass ``os.dup(fd)`` to keep yours). An fd that is
+        not a BPF map is refused with MapError and left open. One readlink, one syscall."""
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise MapError(_errno.EBADF, f"a map fd must be an int, got {fd!r}", map=repr(fd))
+        kind = bpf_fd_kind(fd)
+        if kind != "map":
+            raise MapError(_errno.EBADF if kind == "unknown" else _errno.EINVAL,
+                           f"fd {fd} is {'not open' if kind == 'unknown' else kind!r}, "
+                           "not a BPF map", map=f"fd {fd}")
         try:
             info = MapInfo(_map_info_by_fd(fd))
         except BaseException:
@@ -819,7 +825,7 @@ class Map(Handle):
         """Open a map pinned in bpffs (the returned map owns a new fd; one syscall).
         A pinned program or link is refused with MapError."""
         p = os.fspath(path)
-        m = cls._from_fd(_open_pinned_fd(p, "map"))
+        m = cls.from_fd(_open_pinned_fd(p, "map"))
         m._pin_path = p  # unpin() removes this pin (after checking it is still this map)
         return m
 
@@ -836,7 +842,7 @@ class Map(Handle):
         if fd < 0:
             raise error_for(ffi.errno, f"cannot open map id {map_id}", kind=MapError,
                             map=str(map_id))
-        return cls._from_fd(fd)
+        return cls.from_fd(fd)
 
     def close(self) -> None:
         """Close a map opened by id, pin or :func:`~pybpf.create_map` (idempotent).

@@ -633,12 +633,12 @@ class Object(Handle):
                                  f"attach target {target!r}{sec} is not in the kernel's BTF: "
                                  f"{describe_errno(err)}", program=prog_name, libbpf_log=log)
         prog = self._programs.get(prog_name) if prog_name else None
-        hint = prog._load_hint(err) if prog is not None else None
+        hint = prog.load_hint(err) if prog is not None else None
         vlog = _LOG_RE.search(text)
         vtext = vlog.group(1) if vlog else ""
         if prog is not None and not vtext.strip():
             # libbpf prints no log that went to a program's own buffer (log_level set)
-            vtext = prog._log_text() or ""
+            vtext = prog.log_buffer_text or ""
         if prog_name and hint is None and vtext.strip():
             errno_ = err if err < 4000 else _errno.EINVAL
             return VerifierError(errno_, prog_name, vtext, libbpf_log=log)
@@ -751,7 +751,8 @@ class Object(Handle):
         self._link_refs.add(link)
         return link
 
-    def _forget_link(self, link: Link) -> None:
+    def link_detached(self, link: Link) -> None:
+        """Called by :meth:`Link.detach` of a link this object made: forget it."""
         self._link_refs.discard(link)
         try:
             self._links.remove(link)
@@ -820,7 +821,7 @@ class Object(Handle):
                 for name in [n for n, m in old._maps.items() if m.object is self]:
                     del old._maps[name]
             for link in links:
-                old._forget_link(link)
+                old.link_detached(link)
                 self._adopt_link(link)
             for dep in list(old._dependents or ()):
                 old._dependents.discard(dep)  # type: ignore[union-attr]  # not None here

@@ -96,7 +96,7 @@ class PerfBuffer(_Reader):
         # buffer i is the i-th online CPU (among the possible ones, as libbpf opens them)
         cpus = [c for c in _online_cpus() if c < ncpu]
         err = ffi.new("int *")
-        with capture() as log, map._fd_owner() as fd:
+        with capture() as log, map.owner as fd:
             raw = lib.pybpf_perf_reader_new(fd, pages, ffi.new("__u32[]", cpus or [0]),
                                             len(cpus), err)
         if raw == ffi.NULL:
@@ -160,7 +160,7 @@ class PerfBuffer(_Reader):
         assert cb is not None
         dec = self._decoders[0]
         data = batch.data
-        n = batch._n
+        n = len(batch)
         cursor = iter(range(n))
         it = zip(cursor, batch.offsets, batch.sizes, batch.tags)
         self._cursor = cursor

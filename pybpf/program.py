@@ -317,10 +317,13 @@ class Program(Handle):
         load's log is in the :class:`~pybpf.VerifierError` instead."""
         if lib.bpf_program__fd(self._raw()) < 0:
             return None
-        return self._log_text()
+        return self.log_buffer_text
 
-    def _log_text(self) -> str | None:
-        """What the kernel wrote into this program's own log buffer (None: none set)."""
+    @property
+    def log_buffer_text(self) -> str | None:
+        """What the kernel wrote into this program's own log buffer (set by
+        :attr:`log_level`), loaded or not: after a failed load, the partial log; None
+        when no buffer was set. Costs one copy of the text."""
         buf = self._log_buf
         if buf is None:
             return None
@@ -358,9 +361,9 @@ class Program(Handle):
                             target=function, log=log)
         self._target_set = True
 
-    def _load_hint(self, err: int) -> str | None:
-        """Why a load of this program failed with ``err``, when pybpf knows better than
-        the errno (used by Object.load)."""
+    def load_hint(self, err: int) -> str | None:
+        """Why a load of this program failed with errno ``err``, when pybpf knows better
+        than the errno (used by Object.load's error); else None. No syscall."""
         if err == _errno.ENOSPC and self._log_buf is not None:
             return (f"its verifier log (log_level={self.log_level}) did not fit in "
                     f"log_size={self.log_size} bytes and the kernel fails such a load; "

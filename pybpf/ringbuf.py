@@ -145,7 +145,7 @@ class RingBuffer(_Reader):
         require_map(map, "ringbuf", "RingBuffer takes Map objects")
         dec = resolve_decoder(decode, map)
         with self._consumer("add"):
-            with map._fd_owner() as fd:
+            with map.owner as fd:
                 tag = int(lib.pybpf_ring_reader_add(self._raw, fd))
             if tag == _errno.EEXIST * -1:
                 raise MapError(_errno.EEXIST, f"map {map.name!r} is already consumed by "
@@ -216,13 +216,24 @@ class RingBuffer(_Reader):
         """
         return _Borrow(self, timeout)
 
+    def _begin_borrow(self, owner: weakref.ref[_Borrow],
+                      timeout: float | None) -> tuple[RecordBatch, _Block | None]:
+        """Wait up to ``timeout`` and lend a borrow() block its records: the batch
+        and its block, or an empty batch and None."""
+        with self._consumer("borrow"):
+            if self._wait(timeout):
+                blk = self._lend_block(owner)
+                if blk is not None:
+                    return blk.batch, blk
+        return self._empty(), None
+
     def _lend_block(self, owner: weakref.ref[_Borrow]) -> _Block | None:
         """With the lock held: the records a borrow() block gets, marked lent
         (``_block``) until the block ends; None if there are none."""
         pending = self._pending_rest()
-        if (pending is None or not pending._n) and self._batch.n:
+        if (pending is None or not len(pending)) and self._batch.n:
             pending = self._take()  # records an interrupted step left in the C batch
-        if pending is not None and pending._n:
+        if pending is not None and len(pending):
             blk = _Block(owner, -1, 0, pending)  # taken already: lent from the reader
         else:
             found = self._peek()
@@ -239,7 +250,7 @@ class RingBuffer(_Reader):
         if blk.entered:
             if blk.tag >= 0:  # (again after an interrupt: the same end, a no-op)
                 lib.pybpf_ring_reader_release(self._raw, blk.tag, blk.end)
-            n = blk.batch._n
+            n = len(blk.batch)
             # no call from here on: one step for signal handlers
             if blk.tag < 0 and self._pending is blk.batch:
                 self._pending = None
@@ -339,12 +350,9 @@ class _Borrow:
             raise RuntimeError("a borrow() block cannot be entered twice")
         blk = None
         try:
-            with rb._consumer("borrow"):
-                if not rb._wait(self._timeout):
-                    return rb._empty()
-                blk = rb._lend_block(weakref.ref(self))
-                if blk is None:
-                    return rb._empty()
+            batch, blk = rb._begin_borrow(weakref.ref(self), self._timeout)
+            if blk is None:
+                return batch
             self._blk = blk
             blk.entered = True  # handed over: no call from here to the return
             return blk.batch
@@ -410,7 +418,7 @@ class UserRingBuffer:
         self._open = 0  # reservations not submitted or discarded yet
         self._closing = False
         self._encode = resolve_encoder(encode, map)
-        with capture() as log, map._fd_owner() as fd:
+        with capture() as log, map.owner as fd:
             ptr = lib.user_ring_buffer__new(fd, ffi.NULL)
         if ptr == ffi.NULL:
             raise error_for(ffi.errno, f"cannot open user ring buffer {map.name!r}",

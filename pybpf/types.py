@@ -1217,8 +1217,8 @@ def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
         c = spec
     elif isinstance(spec, type) and issubclass(spec, Struct):
         c = spec._codec
-    elif isinstance(spec, BTFType) and spec._btf is not None:
-        c = codec_for(spec._btf, spec.id)
+    elif isinstance(spec, BTFType) and spec.btf is not None:
+        c = codec_for(spec.btf, spec.id)
     elif isinstance(spec, str) and (spec in _SCALARS or btf is None
                                     and not typespec.is_type_spec(spec)):
         c = scalar_codec(spec)
@@ -1226,7 +1226,7 @@ def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
         c = _RawCodec(size)
     elif isinstance(spec, str) or typespec.is_type_spec(spec):
         t = typespec.btf_type(spec, btf=btf, what=what)
-        c = codec_for(t._btf, t.id)  # type: ignore[arg-type]  # always attached
+        c = codec_for(t.btf, t.id)  # type: ignore[arg-type]  # always attached
     else:
         raise TypeError(f"{what}: cannot use {spec!r} as a type (give a Codec, a generated "
                         "class, a BTF type, a scalar name such as 'u32', bytes, a C "

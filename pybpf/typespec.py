@@ -73,7 +73,7 @@ def is_type_spec(spec: Any) -> bool:
         return True
     if isinstance(spec, str):
         return _NAME.match(spec) is None
-    return _is_ctypes(spec) or _is_numpy(spec)
+    return _is_ctypes(spec) or is_numpy(spec)
 
 
 def btf_type(spec: Any, *, btf: BTF | None = None, what: str = "type") -> BTFType:
@@ -93,7 +93,7 @@ def btf_type(spec: Any, *, btf: BTF | None = None, what: str = "type") -> BTFTyp
         return _named(btf, m.group(1), m.group(2), what)
     if _is_ctypes(spec):
         return from_ctypes(spec)
-    if _is_numpy(spec):
+    if is_numpy(spec):
         return from_numpy(spec)
     raise TypeSpecError(f"{what}: cannot use {spec!r} as a type (give a C declaration, a "
                         "ctypes type, a numpy dtype or the name of a type in the object's BTF)")
@@ -275,7 +275,8 @@ def _big_endian(t: type) -> bool:
 
 # --- numpy ----------------------------------------------------------------------------------
 
-def _is_numpy(spec: Any) -> bool:
+def is_numpy(spec: Any) -> bool:
+    """Whether ``spec`` is a numpy dtype or numpy type (no numpy import)."""
     mod = type(spec).__module__ if not isinstance(spec, type) else spec.__module__
     return mod.split(".")[0] == "numpy"
 

@@ -537,7 +537,7 @@ CLOSED_CHILD = textwrap.dedent("""
     }
     for it in walks.values():
         next(it)
-    nums = {h._fd_owner().get(), trie._fd_owner().get(), big._fd_owner().get()}
+    nums = {h.owner.get(), trie.owner.get(), big.owner.get()}
     obj.close()
     big.close()
     # other objects get the walks' fd numbers
