@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,15 @@ TESTS = Path(__file__).resolve().parent
 # PYBPF_TEST_BPF_DIR: where compiled test objects go (for a read-only checkout: the
 # qemu guest of tests/vm/run_guest.py points it at tmpfs if it cannot overlay build/).
 BUILD = Path(os.environ.get("PYBPF_TEST_BPF_DIR") or TESTS.parent / "build" / "test-bpf")
+
+
+# A background job of a non-interactive shell (`cmd &` in a script, nohup, some CI
+# runners) starts with SIGINT ignored, and an ignored signal stays ignored across exec:
+# Python then installs no KeyboardInterrupt handler, in this process or in the child
+# interpreters the tests start, and the tests that interrupt a child with SIGINT waited
+# for ever. The suite runs with Python's own handler, which exec resets to the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
