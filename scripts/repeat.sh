@@ -8,7 +8,9 @@
 # line: its number, passed/skipped/failed counts and seconds. Every run's full output is
 # kept in a log directory (printed first); a failing run's tail is printed and its status
 # is the script's exit status. Runs from the checkout it lives in, with PYTHONPATH set to
-# it, so a worktree tests its own code.
+# it, so a worktree tests its own code. A run still going after PYBPF_REPEAT_TIMEOUT
+# seconds (default 7200) is a hang: it is stopped and counts as a failure (pytest's
+# faulthandler_timeout has printed the stuck test's stacks into its log by then).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +34,11 @@ total=0
 for ((i = 1; i <= runs; i++)); do
     log="$logs/run-$i.log"
     start=$(date +%s.%N)
-    python3 -m pytest -q "$@" >"$log" 2>&1
+    timeout --kill-after=30 "${PYBPF_REPEAT_TIMEOUT:-7200}" python3 -m pytest -q "$@" \
+        >"$log" 2>&1
     status=$?
+    ((status == 124)) && echo "repeat: run $i still going after ${PYBPF_REPEAT_TIMEOUT:-7200} s" \
+        "(a hang): stopped" >>"$log"
     secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
     total=$((total + ${secs%.*}))
     failed=$(($(count failed "$log") + $(count error "$log") + $(count errors "$log")))
