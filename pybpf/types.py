@@ -644,7 +644,10 @@ class _Member:
 
 def _default_of(c: Codec) -> tuple[Any, Any]:
     """(default, None) for a member whose default value is immutable (shared by every
-    instance), (None, factory) for one that must be made per instance (lists, structs)."""
+    instance), (None, factory) for one that must be made per instance (lists, structs).
+    An array's default is always a new list: not built here (u32[2**28] is 2**28 items)."""
+    if isinstance(c, ArrayCodec):
+        return None, c.default
     d = c.default()
     if d is None or isinstance(d, (int, float, bytes, str, enum.Enum)):
         return d, None

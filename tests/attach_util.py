@@ -60,8 +60,12 @@ def hits_by_key(obj: pybpf.Object, hook: int) -> dict[int, int]:
     return out
 
 
-def wait_for(cond, timeout: float = 2.0, interval: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
-    """Poll ``cond()`` until true or ``timeout`` seconds pass; returns the last result."""
+def wait_for(cond, timeout: float = 10.0, interval: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``cond()`` until true or ``timeout`` seconds pass; returns the last result.
+
+    It returns as soon as ``cond()`` holds, so the limit costs nothing when the test
+    passes: it is wide for a loaded machine (the kernel frees a closed link's program
+    from a workqueue, packets cross a veth in softirq)."""
     deadline = time.monotonic() + timeout
     while True:
         if cond():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,15 @@ TESTS = Path(__file__).resolve().parent
 # PYBPF_TEST_BPF_DIR: where compiled test objects go (for a read-only checkout: the
 # qemu guest of tests/vm/run_guest.py points it at tmpfs if it cannot overlay build/).
 BUILD = Path(os.environ.get("PYBPF_TEST_BPF_DIR") or TESTS.parent / "build" / "test-bpf")
+
+
+# A background job of a non-interactive shell (`cmd &` in a script, nohup, some CI
+# runners) starts with SIGINT ignored, and an ignored signal stays ignored across exec:
+# Python then installs no KeyboardInterrupt handler, in this process or in the child
+# interpreters the tests start, and the tests that interrupt a child with SIGINT waited
+# for ever. The suite runs with Python's own handler, which exec resets to the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
@@ -48,6 +61,24 @@ def compile_test_bpf(name: str) -> str:
 def bpf_obj():
     """``bpf_obj("name")`` -> path of the compiled tests/bpf/name.bpf.o."""
     return compile_test_bpf
+
+
+@contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Hold the file lock /run/lock/pybpf-tests-NAME.lock for the block.
+
+    For what is shared by every process on the machine and cannot be given a name of
+    its own (the user database that ``useradd`` edits): two test runs at once (two
+    clones, or one run overlapping the next) wait for each other instead of failing.
+    Everything else the tests create carries the pid in its name (attach_util.unique)."""
+    lock_dir = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    fd = os.open(os.path.join(lock_dir, f"pybpf-tests-{name}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only fd of this open file releases the lock
 
 
 def require(feature: features.Feature) -> None:

@@ -157,7 +157,7 @@ def test_tc_clsact_netlink_with_priority_and_handle(net_obj, pair):
     with pytest.raises(BPFError, match="not a BPF link"):
         _ = ingress.fd
     with pytest.raises(BPFError, match="only BPF links can be pinned"):
-        ingress.pin("/sys/fs/bpf/pybpf-never")
+        ingress.pin(f"/sys/fs/bpf/pybpf-never-{os.getpid()}")
 
     rx = pair.udp_socket("b")
     port = rx.getsockname()[1]

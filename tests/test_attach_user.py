@@ -114,7 +114,7 @@ def test_usdt_probe_reads_arguments(user_obj, target):
         with pytest.raises(pybpf.BPFError, match="no single fd"):
             _ = link.fd
         with pytest.raises(pybpf.BPFError, match="cannot be pinned"):
-            link.pin("/sys/fs/bpf/pybpf-never")
+            link.pin(f"/sys/fs/bpf/pybpf-never-{os.getpid()}")
     assert hits(user_obj, USDT, run_target_pid(target, 1, 1)) == 0
 
 

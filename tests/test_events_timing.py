@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -61,6 +62,10 @@ def test_ctrl_c_interrupts_a_blocking_wait_at_once(bpf_obj, kind: str, how: str)
                          stderr=subprocess.PIPE, text=True, env=env)
     assert p.stdout is not None
     took: list[float] = []
+    # a wait that never ends would block the readline()s below for ever: the child is
+    # killed after 60 s, its stdout ends and the test fails with what it printed
+    watchdog = threading.Timer(60, p.kill)
+    watchdog.start()
     try:
         for _ in range(ROUNDS):
             line = p.stdout.readline().split()
@@ -75,6 +80,7 @@ def test_ctrl_c_interrupts_a_blocking_wait_at_once(bpf_obj, kind: str, how: str)
             assert float(first.split()[2]) >= 0.29  # it did block until the signal
         _, err = p.communicate(timeout=10)
     finally:
+        watchdog.cancel()
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -141,11 +141,15 @@ def test_pybpf_run_program_flags(bpf_obj):
         return {k: int(v) for k, v in entry.items()}
 
     r = subprocess.Popen([sys.executable, "-m", "pybpf", "run", path, *skip, "--duration",
-                          "2.5", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
-    time.sleep(1.5)
+    assert r.stderr is not None
+    head = ""  # up to "attached N of M" (its --duration starts then): execs after it count
+    while "attached" not in head and (line := r.stderr.readline()):
+        head += line
     _exec_n(3)
     out, err = r.communicate(timeout=60)
+    err = head + err
     assert r.returncode == 0, err
     assert "'exec_raw' not loaded: it counts the same events as 'exec_btf'" in err
     got = bss(out)

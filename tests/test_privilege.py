@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import machine_lock
 from priv_util import run_as
 
 import pybpf
@@ -57,13 +58,16 @@ def unprivileged_user():
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     name = f"pybpf{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True)
+    # useradd/userdel lock /etc/passwd and give up at once if another one holds it
+    with machine_lock("useradd"):
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", name], check=True, capture_output=True)
     try:
         out = subprocess.run(["id", "-u", name], check=True, capture_output=True, text=True)
         yield name, int(out.stdout)
     finally:
-        subprocess.run(["userdel", name], capture_output=True)
+        with machine_lock("useradd"):
+            subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_unprivileged_load_names_the_missing_capability(unprivileged_user):
