@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -86,6 +87,101 @@ def test_every_walk_of_a_map_user_space_cannot_read_raises_eperm(kind):
         for kb in keys:
             Map.update(m, kb, value)  # writing is allowed: the fd only cannot read
         for form, call in calls.items():
-            e = refused(lambda: FORMS[form](m))
+            e = refused(lambda form=form: FORMS[form](m))
             assert isinstance(e, BPFPermissionError) and e.errno == errno.EPERM, (kind, form, e)
             assert f"map {m.name!r}: {call}" in str(e), (kind, form, str(e))
+
+
+FROZEN = {"hash": (4, [u32(i) for i in range(40)], 0, "lookup_and_delete_batch failed"),
+          "lpm_trie": (8, [lpm(i) for i in range(40)], BPF_F_NO_PREALLOC,
+                       "lookup_and_delete failed"),
+          "devmap_hash": (4, [u32(i) for i in range(40)], 0, "lookup_and_delete failed")}
+
+
+@pytest.mark.parametrize("kind", list(FROZEN))
+def test_walks_that_delete_from_a_frozen_map_raise_eperm_and_take_nothing(kind):
+    """A frozen map refuses deletes from user space: clear(), popitems() and
+    lookup_batch(delete=True) raise EPERM naming the call, and every entry is still
+    there (lpm_trie and devmap_hash have no lookup-and-delete: look up, then delete)."""
+    ks, keys, flags, take = FROZEN[kind]
+    with pybpf.create_map(kind, ks, 4, 64, name=_name("fz"), flags=flags) as m:
+        # (a devmap's values are ifindexes: lo's)
+        vals = [u32(1 if kind == "devmap_hash" else 1000 + i) for i in range(len(keys))]
+        for kb, vb in zip(keys, vals):
+            Map.update(m, kb, vb)
+        m.freeze()
+        for form, call in (("clear", "delete failed"), ("popitems", take),
+                           ("lookup_batch delete", take)):
+            e = refused(lambda form=form: FORMS[form](m))
+            assert isinstance(e, BPFPermissionError) and e.errno == errno.EPERM, (form, e)
+            assert f"map {m.name!r}: {call}" in str(e), (form, str(e))
+            assert [Map.lookup(m, kb) for kb in keys] == vals
+        assert sorted(Map.keys(m)) == sorted(keys)  # reading is still allowed
+
+
+@pytest.mark.parametrize("kind", ["sockmap", "sockhash"])
+def test_walks_of_socket_values_user_space_cannot_read_raise_enospc(kind):
+    """The kernel reads a socket map's value (the socket's cookie) to user space only
+    when the value is 8 bytes; at 4 it says ENOSPC. Walks that read values raise that
+    MapError naming the map and the call; the key walk alone works."""
+    a, b = socket.socketpair()
+    with a, b, pybpf.create_map(kind, 4, 4, 8, name=_name("sk")) as m:
+        Map.update(m, u32(3), u32(a.fileno()))
+        for form, call in (("items_raw", "lookup failed"), ("items()", "lookup failed"),
+                           ("values()", "lookup failed"), ("lookup_batch", "lookup failed"),
+                           ("popitems", "lookup_and_delete failed"),
+                           ("lookup_batch delete", "lookup_and_delete failed")):
+            e = refused(lambda form=form: FORMS[form](m))
+            assert type(e) is MapError and e.errno == errno.ENOSPC, (form, e)
+            assert f"map {m.name!r}: {call}" in str(e) and e.map == m.name, (form, str(e))
+        # nothing was taken; a sockmap's key walk reports every slot
+        got = list(Map.keys(m))
+        assert got == ([u32(3)] if kind == "sockhash" else [u32(i) for i in range(8)])
+
+
+ABANDON = re.compile(r"walk abandoned after (\d+) restarts and (\d+) keys: other writers "
+                     r"delete its position or insert new keys faster than it advances")
+
+
+def _endless(m: Any, walk: Any, key: Callable[[int], bytes], stable: set[bytes]
+             ) -> tuple[MapError, int, int]:
+    """Walk ``m`` deleting every non-stable key the walk shows (its position: the kernel
+    then starts over from the first key) and inserting a new key ranked after it. The
+    walk never ends: it must raise. (the error, keys shown, positions deleted)"""
+    shown = deleted = 0
+    with pytest.raises(MapError) as ei:
+        for kb in walk:
+            shown += 1
+            if bytes(kb) not in stable:
+                Map.delete(m, kb)
+                deleted += 1
+            Map.update(m, key(shown), u32(1))
+    return ei.value, shown, deleted
+
+
+def test_a_trie_walk_that_cannot_finish_raises_eagain_with_its_counts():
+    """The stable key 0.0.0.0/32 ranks first in the trie's order: every deletion of the
+    walk's position makes the kernel start over there, one restart each."""
+    first = struct.pack("<I4B", 32, 0, 0, 0, 0)
+    with pybpf.create_map("lpm_trie", 8, 4, 16, name=_name("ab"), flags=BPF_F_NO_PREALLOC) as m:
+        Map.update(m, first, u32(1))
+        e, shown, deleted = _endless(
+            m, Map.keys(m), lambda i: struct.pack("<I", 32) + (0x0a020000 + i).to_bytes(4, "big"),
+            {first})
+        assert e.errno == errno.EAGAIN and e.map == m.name, e
+        found = ABANDON.search(str(e))
+        assert found and f"map {m.name!r}" in str(e), str(e)
+        restarts, keys = map(int, found.groups())
+        assert keys == shown + 1 and restarts == deleted >= shown - 1, (str(e), shown, deleted)
+
+
+def test_a_next_key_walk_that_cannot_finish_raises_eagain_with_its_counts():
+    """devmap_hash, walked by GET_NEXT_KEY: the one key in the map is always new."""
+    with pybpf.create_map("devmap_hash", 4, 4, 8, name=_name("ab")) as m:
+        Map.update(m, u32(0), u32(1))
+        e, shown, deleted = _endless(m, Map.keys(m), lambda i: u32(i), set())
+        assert e.errno == errno.EAGAIN and e.map == m.name, e
+        found = ABANDON.search(str(e))
+        assert found and f"map {m.name!r}" in str(e), str(e)
+        restarts, keys = map(int, found.groups())
+        assert keys == shown + 1 and restarts == 0 and deleted == shown, (str(e), shown)
