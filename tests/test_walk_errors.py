@@ -7,6 +7,7 @@ whose values user space cannot read at this value size (ENOSPC)."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import socket
@@ -168,34 +169,60 @@ def test_a_trie_walk_that_cannot_finish_raises_eagain_with_its_counts():
         e, shown, deleted = _endless(
             m, Map.keys(m), lambda i: struct.pack("<I", 32) + (0x0a020000 + i).to_bytes(4, "big"),
             {first})
-        assert e.errno == errno.EAGAIN and e.map == m.name, e
-        found = ABANDON.search(str(e))
-        assert found and f"map {m.name!r}" in str(e), str(e)
-        restarts, keys = map(int, found.groups())
-        assert keys == shown + 1 and restarts == deleted >= shown - 1, (str(e), shown, deleted)
+        _check_abandoned(m, e, shown, deleted)
+        assert deleted == shown - 1
 
 
-@pytest.mark.parametrize("max_entries, stable", [(8, 1), (64, 32)])
-def test_a_next_key_walk_that_cannot_finish_raises_eagain_with_its_counts(max_entries, stable):
-    """devmap_hash, walked by GET_NEXT_KEY in bucket order (bucket = key mod the bucket
-    count, max_entries here). The stable keys fill the first buckets; the new keys go
-    after them. Each deletion of the walk's position makes the kernel start over at key
-    0, already returned: one restart each. With 32 stable keys each restart also steps
-    over all of them again, so the walk stops for the work it does, before the count of
-    keys it returned would stop it."""
-    with pybpf.create_map("devmap_hash", 4, 4, max_entries, name=_name("ab")) as m:
-        keep = {u32(i) for i in range(stable)}
-        for kb in keep:
+def _check_abandoned(m: Any, e: MapError, shown: int, restarts_caused: int) -> None:
+    assert e.errno == errno.EAGAIN and e.map == m.name, e
+    found = ABANDON.search(str(e))
+    assert found and f"map {m.name!r}" in str(e), str(e)
+    restarts, keys = map(int, found.groups())
+    assert keys in (shown, shown + 1) and restarts == restarts_caused, \
+        (str(e), shown, restarts_caused)
+
+
+def test_a_next_key_walk_that_cannot_finish_raises_eagain_with_its_counts():
+    """devmap_hash, walked by GET_NEXT_KEY in bucket order (bucket = key mod max_entries
+    here). Key 0 stays; every new key goes after it. Each deletion of the walk's
+    position makes the kernel start over at key 0, already returned: one restart each.
+    The walk stops for the number of keys it returned."""
+    with pybpf.create_map("devmap_hash", 4, 4, 8, name=_name("ab")) as m:
+        Map.update(m, u32(0), u32(1))
+        e, shown, deleted = _endless(m, Map.keys(m), lambda n: u32(8 * (n // 7) + 1 + n % 7),
+                                     {u32(0)})
+        _check_abandoned(m, e, shown, deleted)
+        assert deleted == shown - 1
+
+
+def test_a_next_key_walk_going_over_its_keys_again_and_again_raises_eagain():
+    """The walk resumes after a restart from the newest key it returned that is still
+    there; here none is (the walker deletes 64 keys at once, then each key it is shown),
+    so it goes over the 100 stable keys again after every restart: it stops for the
+    work it does (GET_NEXT_KEY walk, devmap_hash in bucket order: key mod 256)."""
+    nb, nstable = 256, 100
+    with pybpf.create_map("devmap_hash", 4, 4, nb, name=_name("ab")) as m:
+        stable = {u32(i) for i in range(nstable)}
+        batch = [u32(nstable + i) for i in range(64)]
+        for kb in (*stable, *batch):
             Map.update(m, kb, u32(1))
-        free = max_entries - stable  # buckets after the stable keys'
-        e, shown, deleted = _endless(
-            m, Map.keys(m), lambda n: u32(max_entries * (n // free) + stable + n % free), keep)
-        assert e.errno == errno.EAGAIN and e.map == m.name, e
-        found = ABANDON.search(str(e))
-        assert found and f"map {m.name!r}" in str(e), str(e)
-        restarts, keys = map(int, found.groups())
-        assert keys in (shown, shown + 1) and deleted == shown - stable, (str(e), shown)
-        assert restarts == deleted, (str(e), deleted)
+        fresh = (u32(nb * (n // (nb - nstable)) + nstable + n % (nb - nstable))
+                 for n in itertools.count(nb))
+        shown = caused = 0
+        with pytest.raises(MapError) as ei:
+            for kb in Map.keys(m):
+                shown += 1
+                if kb == batch[-1]:
+                    for k in batch:
+                        Map.delete(m, k)
+                elif kb not in stable and kb not in batch:
+                    Map.delete(m, kb)
+                else:
+                    continue
+                caused += 1  # the walk's position is gone
+                Map.update(m, next(fresh), u32(1))
+        _check_abandoned(m, ei.value, shown, caused)
+        assert caused > 64 and set(Map.keys(m)) >= stable
 
 
 @pytest.mark.parametrize("kind", ["array", "percpu_array"])
