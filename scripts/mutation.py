@@ -56,14 +56,35 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           152: "timeout", 255: "timeout", -11: "segfault", None: "not checked"}
 CAUGHT = {"killed", "timeout", "segfault"}
 
-# mutmut 3.3.1's wall-clock limit compares every running mutant with the estimate of
-# every mutant of its file, the smallest included (15 s when one has no test): mutants
-# whose tests take longer are "timeouts" though nothing hung. Each mutant is held to
-# its own tests' time here (x15, plus a minute for a shared, loaded machine).
+# mutmut 3.3.1 records as a test's duration that of its last phase (teardown: about 0),
+# and limits each mutant to (its tests' estimate + 1) x 30 s of CPU, and its own
+# wall-clock check compares every running mutant with the estimate of every mutant of its
+# file, the smallest included. On this project the estimates are then about 0 and tests
+# that took longer on a loaded machine read as "timeouts" though nothing hung. Here a
+# test's duration is the sum of its phases, the CPU limit is at least an hour, and each
+# mutant is held to its own tests' time x 3 plus 2 minutes, 10 minutes at least (wall).
 MUTMUT = """
-import os, signal, time
+import os, resource, signal, time
 from datetime import datetime
+import mutmut
 import mutmut.__main__ as mm
+
+class Summed(dict):
+    def __setitem__(self, key, value):
+        super().__setitem__(key, self.get(key, 0.0) + value)
+
+_run_stats = mm.PytestRunner.run_stats
+def run_stats(self, *, tests):
+    mutmut.duration_by_test = Summed(mutmut.duration_by_test)  # setup + call + teardown
+    return _run_stats(self, tests=tests)
+mm.PytestRunner.run_stats = run_stats
+
+_setrlimit = resource.setrlimit
+def setrlimit(which, limits):
+    if which == resource.RLIMIT_CPU:
+        limits = (max(limits[0], 3600), max(limits[1], 3601))
+    _setrlimit(which, limits)
+mm.resource.setrlimit = setrlimit
 
 def timeout_checker(mutants):
     files = list({id(m): m for m, _, _ in mutants}.values())
@@ -76,7 +97,7 @@ def timeout_checker(mutants):
                     starts = dict(m.start_time_by_pid)
                 for pid, t in starts.items():
                     est = m.estimated_time_of_tests_by_pid.get(pid, 0)
-                    if (now - t).total_seconds() > (est + 1) * 15 + 60:
+                    if (now - t).total_seconds() > max(600, est * 3 + 120):
                         try:
                             os.kill(pid, signal.SIGXCPU)
                         except ProcessLookupError:
