@@ -3,7 +3,7 @@
 
     python3 scripts/mutation.py AREA [--dir DIR] [--children N] [--only GLOB...]
     python3 scripts/mutation.py AREA --score      # the score of the last run in DIR
-    python3 scripts/mutation.py AREA --again [--only GLOB...]  # its survivors, new tests
+    python3 scripts/mutation.py AREA --again [--only GLOB...]  # survivors, with new tests
 
 AREA is one of the keys of AREAS below. The script copies this checkout to DIR
 (default /tmp/pybpf-mut-AREA; mutmut writes its mutated tree to DIR/mutants), rewrites
@@ -174,8 +174,9 @@ def main() -> int:
                     help="run about this many of the area's mutants, evenly spread")
     ap.add_argument("--score", action="store_true", help="only print the last run's score")
     ap.add_argument("--again", action="store_true",
-                    help="run the last run's survivors (those matching --only, if given) "
-                         "again, with the tests as they are now")
+                    help="run the last run's survivors, timeouts and mutants no test reached "
+                         "(those matching --only, if given) again, with the tests as they "
+                         "are now")
     a = ap.parse_args()
     dest = a.dir or Path(f"/tmp/pybpf-mut-{a.area}")
     if a.again:
@@ -183,8 +184,10 @@ def main() -> int:
         for sub in (dest / "tests", dest / "mutants" / "tests"):
             shutil.rmtree(sub, ignore_errors=True)
             shutil.copytree(ROOT / "tests", sub, ignore=shutil.ignore_patterns("__pycache__"))
+        # which tests reach each function, and how long each takes, measured again
+        (dest / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         by = score(a.area, dest)
-        names = sorted(n for n in by.get("survived", []) + by.get("no tests", [])
+        names = sorted(n for k in ("survived", "no tests", "timeout") for n in by.get(k, [])
                        if not a.only or any(fnmatch.fnmatchcase(n, g) for g in a.only))
         before = {meta: json.loads(meta.read_text())
                   for meta in (dest / "mutants").rglob("*.meta")}
