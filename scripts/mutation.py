@@ -3,6 +3,7 @@
 
     python3 scripts/mutation.py AREA [--dir DIR] [--children N] [--only GLOB...]
     python3 scripts/mutation.py AREA --score      # the score of the last run in DIR
+    python3 scripts/mutation.py AREA --again [--only GLOB...]  # survivors, with new tests
 
 AREA is one of the keys of AREAS below. The script copies this checkout to DIR
 (default /tmp/pybpf-mut-AREA; mutmut writes its mutated tree to DIR/mutants), rewrites
@@ -46,7 +47,7 @@ AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
                 ["tests/test_globals.py", "tests/test_object.py"]),
     "walks": (["pybpf/_walk.py"], ["pybpf._walk.*"],
               ["tests/test_walks.py", "tests/test_integrity_walks.py",
-               "-k", "not cli_map_dump"]),
+               "tests/test_walk_errors.py", "-k", "not cli_map_dump"]),
     "cli": (["pybpf/_clicmds.py"], ["pybpf._clicmds.*"], ["tests/test_cli.py"]),
 }
 
@@ -55,14 +56,35 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           152: "timeout", 255: "timeout", -11: "segfault", None: "not checked"}
 CAUGHT = {"killed", "timeout", "segfault"}
 
-# mutmut 3.3.1's wall-clock limit compares every running mutant with the estimate of
-# every mutant of its file, the smallest included (15 s when one has no test): mutants
-# whose tests take longer are "timeouts" though nothing hung. Each mutant is held to
-# its own tests' time here (x15, plus a minute for a shared, loaded machine).
+# mutmut 3.3.1 records as a test's duration that of its last phase (teardown: about 0),
+# and limits each mutant to (its tests' estimate + 1) x 30 s of CPU, and its own
+# wall-clock check compares every running mutant with the estimate of every mutant of its
+# file, the smallest included. On this project the estimates are then about 0 and tests
+# that took longer on a loaded machine read as "timeouts" though nothing hung. Here a
+# test's duration is the sum of its phases, the CPU limit is at least an hour, and each
+# mutant is held to its own tests' time x 3 plus 2 minutes, 10 minutes at least (wall).
 MUTMUT = """
-import os, signal, time
+import os, resource, signal, time
 from datetime import datetime
+import mutmut
 import mutmut.__main__ as mm
+
+class Summed(dict):
+    def __setitem__(self, key, value):
+        super().__setitem__(key, self.get(key, 0.0) + value)
+
+_run_stats = mm.PytestRunner.run_stats
+def run_stats(self, *, tests):
+    mutmut.duration_by_test = Summed(mutmut.duration_by_test)  # setup + call + teardown
+    return _run_stats(self, tests=tests)
+mm.PytestRunner.run_stats = run_stats
+
+_setrlimit = resource.setrlimit
+def setrlimit(which, limits):
+    if which == resource.RLIMIT_CPU:
+        limits = (max(limits[0], 3600), max(limits[1], 3601))
+    _setrlimit(which, limits)
+mm.resource.setrlimit = setrlimit
 
 def timeout_checker(mutants):
     files = list({id(m): m for m, _, _ in mutants}.values())
@@ -75,7 +97,7 @@ def timeout_checker(mutants):
                     starts = dict(m.start_time_by_pid)
                 for pid, t in starts.items():
                     est = m.estimated_time_of_tests_by_pid.get(pid, 0)
-                    if (now - t).total_seconds() > (est + 1) * 15 + 60:
+                    if (now - t).total_seconds() > max(600, est * 3 + 120):
                         try:
                             os.kill(pid, signal.SIGXCPU)
                         except ProcessLookupError:
@@ -152,7 +174,9 @@ def main() -> int:
                     help="run about this many of the area's mutants, evenly spread")
     ap.add_argument("--score", action="store_true", help="only print the last run's score")
     ap.add_argument("--again", action="store_true",
-                    help="run the last run's survivors again, with the tests as they are now")
+                    help="run the last run's survivors, timeouts and mutants no test reached "
+                         "(those matching --only, if given) again, with the tests as they "
+                         "are now")
     a = ap.parse_args()
     dest = a.dir or Path(f"/tmp/pybpf-mut-{a.area}")
     if a.again:
@@ -160,8 +184,11 @@ def main() -> int:
         for sub in (dest / "tests", dest / "mutants" / "tests"):
             shutil.rmtree(sub, ignore_errors=True)
             shutil.copytree(ROOT / "tests", sub, ignore=shutil.ignore_patterns("__pycache__"))
+        # which tests reach each function, and how long each takes, measured again
+        (dest / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         by = score(a.area, dest)
-        names = sorted(by.get("survived", []) + by.get("no tests", []))
+        names = sorted(n for k in ("survived", "no tests", "timeout") for n in by.get(k, [])
+                       if not a.only or any(fnmatch.fnmatchcase(n, g) for g in a.only))
         before = {meta: json.loads(meta.read_text())
                   for meta in (dest / "mutants").rglob("*.meta")}
         if names:
