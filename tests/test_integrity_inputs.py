@@ -315,3 +315,90 @@ def test_firewall_nested_prefixes_are_separate_rules():
     assert rules[v["inner"]][:2] == ["10.77.0.0/24", "drop"], v
     assert v["received"] == 0, v  # the longest prefix (the /24 drop) decides
     assert rules[v["inner"]][2] == 4 and rules[v["outer"]][2] == 0, v
+
+
+CUSTOM_BTF_SWAP = r"""
+import struct
+import pybpf
+from pybpf.btf import BTF
+raw = open("/sys/kernel/btf/vmlinux", "rb").read()
+b = BTF.from_bytes(raw)
+ts = b.find("task_struct")
+tgid = next(m for m in ts.members if m.name == "tgid")
+t0 = 24 + struct.unpack_from("<HBBIIIII", raw)[4]
+i = [m.name for m in ts.members].index("tgid")
+entry = t0 + b._offs[ts.id - 1] + 12 + 12 * i
+moved = bytearray(raw)     # task_struct.tgid 8 bytes further: a valid BTF
+struct.pack_into("<I", moved, entry + 8, struct.unpack_from("<I", raw, entry + 8)[0] + 64)
+bad = bytearray(raw)       # tgid of a type that does not exist: libbpf 1.1 crashes on it
+struct.pack_into("<I", bad, entry + 4, 0x7FFFFFFF)
+path = P["dir"] + "/custom.btf"
+
+def put(data, tag):
+    tmp = f"{path}.{tag}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+def offset(o):
+    return o.programs["tgid_offset"].test_run(repeat=0).retval
+
+res = {"kernel": tgid.offset // 8, "moved": tgid.offset // 8 + 8}
+# 1. The file is replaced after open() checked it, before load() (when libbpf reads it).
+for first, then, name in ((raw, moved, "good_then_moved"), (moved, raw, "moved_then_good"),
+                          (raw, bad, "good_then_bad")):
+    put(first, "a")
+    with pybpf.Object.open(P["obj"], btf_custom_path=path) as o:
+        put(then, "b")
+        o.load()
+        res[name] = offset(o)
+# 2. Another thread swaps the file between a good and a crashing version all along.
+stop = threading.Event()
+
+def swapper():
+    n = 0
+    while not stop.is_set():
+        put(bad if n % 2 else raw, "s")
+        n += 1
+
+t = threading.Thread(target=swapper)
+t.start()
+outcomes = {}
+try:
+    for _ in range(P["rounds"]):
+        try:
+            with pybpf.Object.open(P["obj"], btf_custom_path=path) as o:
+                o.load()
+                got = offset(o)
+        except pybpf.ObjectError as e:
+            got = "refused" if "malformed BTF" in str(e) else str(e)
+        outcomes[got] = outcomes.get(got, 0) + 1
+finally:
+    stop.set()
+    t.join()
+res["race"] = outcomes
+memfds = []
+for n in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink(f"/proc/self/fd/{n}").startswith("/memfd:"):
+            memfds.append(int(n))
+    except FileNotFoundError:
+        pass  # the listing's own fd
+res["fds_left"] = memfds
+emit(res)
+"""
+
+
+def test_custom_btf_libbpf_relocates_against_the_checked_bytes(bpf_obj, tmp_path):
+    """``btf_custom_path`` is checked when the object is opened and read by libbpf at
+    load: a file replaced in between must not reach libbpf unchecked. The relocated
+    offset of task_struct.tgid (what the loaded program returns) shows which bytes
+    libbpf used: those of the file as it was checked, whatever replaced it since; and a
+    swapper thread alternating a good file and one that crashes libbpf only ever gives
+    a refusal or the checked file's offset, never a crash."""
+    v = run_child(CUSTOM_BTF_SWAP, timeout=240, what="btf_custom_path swapped",
+                  params={"obj": bpf_obj("core_offset"), "dir": str(tmp_path), "rounds": 40})
+    k, moved = v["kernel"], v["moved"]
+    assert (v["good_then_moved"], v["moved_then_good"], v["good_then_bad"]) == (k, moved, k), v
+    assert set(v["race"]) <= {"refused", str(k)}, v["race"]
+    assert sum(v["race"].values()) == 40 and v["fds_left"] == [], v
