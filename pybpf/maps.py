@@ -775,24 +775,34 @@ class Map(Handle):
         if p is None:
             raise MapError(_errno.ENOENT, f"map {self.name!r} is not pinned by this handle: "
                            "pass the pin path", map=self.name)
+        def check(q: str) -> None:
+            """``q``: where the pin is while it is checked (see _fs.remove_pin)."""
+            try:
+                fd = _open_pinned_fd(q, "map")
+            except MapError as e:
+                raise MapError(e.errno or _errno.EINVAL, f"map {self.name!r}: refusing to "
+                               f"unpin {p}: {e.message.replace(q, p)}", map=self.name) from None
+            try:
+                theirs = MapInfo(_map_info_by_fd(fd)).id
+            finally:
+                os.close(fd)
+            if theirs != self.id:
+                raise MapError(_errno.EPERM, f"map {self.name!r} (id {self.id}): refusing to "
+                               f"unpin {p}: the map pinned there is another one (id {theirs})",
+                               map=self.name)
+
         try:
-            fd = _open_pinned_fd(p, "map")
+            _fs.check_pinned(p, "map")
+            _fs.remove_pin(p, check)
         except FileNotFoundError:
             if p == self._pin_path:
                 self._pin_path = None
             raise
-        except MapError as e:
+        except MapError:
+            raise
+        except BPFError as e:
             raise MapError(e.errno or _errno.EINVAL, f"map {self.name!r}: refusing to unpin "
-                           f"{p}: {e.message}", map=self.name) from None
-        try:
-            theirs = MapInfo(_map_info_by_fd(fd)).id
-        finally:
-            os.close(fd)
-        if theirs != self.id:
-            raise MapError(_errno.EPERM, f"map {self.name!r} (id {self.id}): refusing to unpin "
-                           f"{p}: the map pinned there is another one (id {theirs})",
-                           map=self.name)
-        os.unlink(p)
+                           f"{p}: {e}", map=self.name) from None
         if p == self._pin_path:
             self._pin_path = None
 

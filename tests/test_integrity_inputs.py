@@ -402,3 +402,61 @@ def test_custom_btf_libbpf_relocates_against_the_checked_bytes(bpf_obj, tmp_path
     assert (v["good_then_moved"], v["moved_then_good"], v["good_then_bad"]) == (k, moved, k), v
     assert set(v["race"]) <= {"refused", str(k)}, v["race"]
     assert sum(v["race"].values()) == 40 and v["fds_left"] == [], v
+
+
+UNPIN_SWAP = r"""
+import random
+import pybpf
+random.seed(P["seed"])
+d = P["dir"]
+mine = pybpf.create_map("hash", 4, 4, 8, name="pinmine")
+other = pybpf.create_map("hash", 4, 4, 8, name="pinother")
+path, spare = d + "/m", d + "/spare"
+res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": []}
+for i in range(P["rounds"]):
+    mine.pin(path)
+    other.pin(spare)
+    # another process's pin replaces this one at a random moment around the unpin
+    t = threading.Timer(random.random() * 0.0004, os.replace, (spare, path))
+    t.start()
+    try:
+        mine.unpin(path)
+        res["removed_mine"] += 1
+    except pybpf.BPFError as e:
+        res["refused"] += 1
+    except OSError as e:
+        res["errors"].append(f"round {i}: {type(e).__name__}: {e}")
+    t.join()
+    # the other map's pin must survive, wherever the race put it
+    left = [q for q in (path, spare) if os.path.exists(q)]
+    ids = []
+    for q in left:
+        with pybpf.Map.open_pinned(q) as m:
+            ids.append(m.id)
+        os.unlink(q)
+    res["other_left"] += other.id in ids
+    res["other_lost"] += other.id not in ids
+    stray = [n for n in os.listdir(d)]
+    if stray:
+        res["errors"].append(f"round {i}: left behind {stray}")
+        for n in stray:
+            os.unlink(d + "/" + n)
+emit(res)
+"""
+
+
+def test_unpin_never_removes_a_pin_swapped_in_during_the_check(tmp_path):
+    """``Map.unpin(path)`` checks that the map pinned there is this one, then removes
+    it: another map's pin moved onto the path between the two must survive (the pin is
+    moved to a private name first, checked there, then removed)."""
+    d = f"/sys/fs/bpf/pybpf_t2_unpin_{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    try:
+        v = run_child(UNPIN_SWAP, timeout=240, what="unpin under a swap",
+                      params={"dir": d, "rounds": 1500, "seed": 3})
+    finally:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
+        os.rmdir(d)
+    assert v["other_lost"] == 0 and v["errors"] == [], v
+    assert v["other_left"] == 1500, v
