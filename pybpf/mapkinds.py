@@ -335,9 +335,13 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         """``codec.encode``; what it refuses raises MapTypeError/MapValueError naming
         this map, the field and the key's or value's C type."""
         try:
-            return codec.encode(value, path)
+            out = codec.encode(value, path)
         except (TypeError, ValueError) as e:
             raise self._bad(e, codec, path) from None
+        if len(out) != codec.size:  # (a codec of the user's: the kernel reads codec.size)
+            raise self._bad(f"{path}: the codec gave {len(out)} bytes, not {codec.size}",
+                            codec, path)
+        return out
 
     def _bad(self, e: Exception | str, codec: Codec, path: str,
              kind: type[Exception] = ValueError) -> MapError:

@@ -460,3 +460,43 @@ def test_unpin_never_removes_a_pin_swapped_in_during_the_check(tmp_path):
         os.rmdir(d)
     assert v["other_lost"] == 0 and v["errors"] == [], v
     assert v["other_left"] == 1500, v
+
+
+SHORT_CODEC = r"""
+import pybpf
+import pybpf.types as T
+m = pybpf.create_map("hash", 4, 256, 8, name=f"short{os.getpid() % 10000}")
+base = T.as_codec(bytes, 256, "value")
+
+class Short(type(base)):   # a user's codec whose encode() gives fewer bytes than its size
+    def encode(self, value, path=""):
+        return b"x"
+
+short = Short.__new__(Short)
+for cls in type(base).__mro__:
+    for slot in getattr(cls, "__slots__", ()):
+        if hasattr(base, slot):
+            setattr(short, slot, getattr(base, slot))
+short.__dict__.update(getattr(base, "__dict__", {}))
+m.set_types(key="u32", value=short)
+res = {}
+for name, op in (("m[k] = v", lambda: m.__setitem__(1, b"a" * 256)),
+                 ("update_batch", lambda: m.update_batch([(2, b"a" * 256)]))):
+    try:
+        op()
+        res[name] = "stored"
+    except pybpf.MapValueError as e:
+        res[name] = str(e)
+res["entries"] = len(list(pybpf.Map.keys(m)))   # nothing reached the kernel
+emit(res)
+"""
+
+
+def test_a_codec_giving_the_wrong_size_never_reaches_the_kernel():
+    """The kernel reads value_size bytes from what the codec gave: a user's codec that
+    gives fewer must be refused (it made the kernel copy heap bytes past the buffer
+    into the map)."""
+    v = run_child(SHORT_CODEC, timeout=60, what="short codec")
+    assert v["entries"] == 0, v
+    for name in ("m[k] = v", "update_batch"):
+        assert "the codec gave 1 bytes, not 256" in v[name], v
