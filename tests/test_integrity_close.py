@@ -687,3 +687,38 @@ def test_lpm_trie_typed_raw_walks_deletes_close_and_signals(bpf_obj):
                       params={"path": bpf_obj("integrity"), "seconds": 15, "seed": seed})
         assert v["other"] == [], v
         assert v["rounds"] >= 3 and v["ops"] > 100 and v["interrupts"] > 0, v
+
+
+BIG_BATCH_CLOSE = r"""
+import pybpf
+m = pybpf.create_map("hash", 4, 8, 100000, name=f"bigb{os.getpid() % 10000}",
+                     key="u32", value="u64")
+m.update_batch([(i, 3 * i) for i in range(100000)])
+outcomes = {}
+for r in range(P["rounds"]):
+    m2 = pybpf.Map.from_id(m.id)   # a second handle, closed while its walk runs
+    t = threading.Timer(0.0004 * (r % 9), m2.close)
+    t.start()
+    try:
+        got = 0
+        for b in m2.lookup_batch(chunk=30000):   # more than 4096: the GIL is let go
+            vals = memoryview(b.values).cast("Q")
+            keys = memoryview(b.keys).cast("I")
+            got += sum(vals[i] == 3 * keys[i] for i in range(b.count))
+        o = str(got)
+    except pybpf.ClosedError:
+        o = "closed"
+    t.join()
+    outcomes[o] = outcomes.get(o, 0) + 1
+emit({"outcomes": outcomes, "still": len(m)})
+"""
+
+
+def test_big_batch_walk_racing_close(bpf_obj):
+    """A batch chunk over 4096 entries is read without the GIL, the map's owner
+    borrowed: closing that handle from another thread meanwhile gives ClosedError (or
+    the whole map, every value right), never a crash or another map's entries."""
+    v = run_child(BIG_BATCH_CLOSE, timeout=120, what="big batch vs close",
+                  params={"rounds": 30})
+    assert set(v["outcomes"]) <= {"closed", "100000"} and v["still"] == 100000, v
+    assert v["outcomes"].get("closed", 0) > 0, v

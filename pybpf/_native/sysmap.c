@@ -13,7 +13,8 @@
  *
  * The owner is checked with the GIL held (pybpf_fd_get), as the fast path does: close()
  * needs the GIL too, so the fd cannot be closed (and its number reused) before the
- * syscall returns.  Buffers are the caller's (bytes for what the kernel reads, writable
+ * syscall returns.  A batch of more than BATCH_HELD entries is the exception: it lets
+ * the GIL go and borrows the owner for the syscall instead.  Buffers are the caller's (bytes for what the kernel reads, writable
  * buffers for what it writes), each at least the map's key / value size: the caller
  * (pybpf/_walk.py, pybpf/maps.py) sizes them from the map. */
 #include <linux/bpf.h>
@@ -23,6 +24,9 @@
 
 #include "fd.h"
 #include "sysbpf.h"
+
+/* Batches up to this many entries (the walks' default chunk) keep the GIL. */
+#define BATCH_HELD 4096
 
 /* `o` as a buffer (writable if `w`), or NULL for None; -1 with an exception set. */
 static int buf_arg(PyObject *o, int w, Py_buffer *view, uint64_t *addr)
@@ -122,7 +126,7 @@ static PyObject *map_batch(PyObject *self, PyObject *const *args, Py_ssize_t nar
 	Py_buffer views[4];
 	uint64_t in, out, keys, values, count, eflags, flags;
 	long cmd, r;
-	int fd, wr;
+	int fd, wr, held;
 
 	(void)self;
 	if (nargs != 9) {
@@ -161,7 +165,15 @@ static PyObject *map_batch(PyObject *self, PyObject *const *args, Py_ssize_t nar
 		buf_release(views, 3);
 		return NULL;
 	}
-	fd = owner_arg(args[0]);
+	/* A batch of more than BATCH_HELD entries may keep the kernel busy for a while:
+	 * the GIL is let go for it, and the owner borrowed instead of checked. */
+	held = count <= BATCH_HELD;
+	if (!PyObject_TypeCheck(args[0], &FDType)) {
+		PyErr_SetString(PyExc_TypeError, "owner must be a pybpf FD");
+		fd = -1;
+	} else {
+		fd = held ? pybpf_fd_get((FDObject *)args[0]) : pybpf_fd_borrow((FDObject *)args[0]);
+	}
 	if (fd < 0) {
 		buf_release(views, 4);
 		return NULL;
@@ -175,7 +187,14 @@ static PyObject *map_batch(PyObject *self, PyObject *const *args, Py_ssize_t nar
 	attr.batch.map_fd = (uint32_t)fd;
 	attr.batch.elem_flags = eflags;
 	attr.batch.flags = flags;
-	r = pybpf_bpf((int)cmd, &attr, size);
+	if (held) {
+		r = pybpf_bpf((int)cmd, &attr, size);
+	} else {
+		Py_BEGIN_ALLOW_THREADS
+		r = pybpf_bpf((int)cmd, &attr, size);
+		Py_END_ALLOW_THREADS
+		pybpf_fd_release((FDObject *)args[0]);
+	}
 	buf_release(views, 4);
 	return Py_BuildValue("(lI)", r < 0 ? r : 0L, (unsigned int)attr.batch.count);
 }
@@ -186,7 +205,8 @@ static PyMethodDef sysmap_functions[] = {
 	 "with the GIL held (key/value: buffers of the map's sizes, or None)."},
 	{"map_batch", (PyCFunction)(void (*)(void))map_batch, METH_FASTCALL,
 	 "map_batch(owner, cmd, in_batch, out_batch, keys, values, count, elem_flags, flags) "
-	 "-> (0 or -errno, count): one map batch syscall with the GIL held."},
+	 "-> (0 or -errno, count): one map batch syscall, with the GIL held up to 4096 "
+	 "entries (larger ones let it go, the owner borrowed)."},
 	{NULL, NULL, 0, NULL},
 };
 
