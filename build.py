@@ -35,7 +35,8 @@ def compile_fastpath(out_dir: Path) -> None:
     dist = Distribution({"name": "pybpf", "ext_modules": [
         Extension("pybpf._fastpath", [str(ROOT / "pybpf" / "_fastpath.c"),
                                       str(ROOT / "pybpf" / "_native" / "fd.c"),
-                                      str(ROOT / "pybpf" / "_native" / "values.c")])]})
+                                      str(ROOT / "pybpf" / "_native" / "values.c"),
+                                      str(ROOT / "pybpf" / "_native" / "sysmap.c")])]})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.build_lib = str(out_dir)
     cmd.build_temp = str(out_dir / "tmp")

@@ -937,9 +937,10 @@ class _Reader:
     # --- asyncio ------------------------------------------------------------------
     async def wait_async(self, timeout: float | None = None) -> bool:
         """Await records in the running loop (no thread: the loop watches the
-        reader's epoll fd); False on timeout or close."""
+        reader's epoll fd); False on timeout or when closed during the wait
+        (ClosedError if already closed, as for :meth:`wait`)."""
         if self._closed:
-            return False
+            raise ClosedError(self._what)
         if self._has_pending() or self._ops.wait(self._raw, 0) > 0:
             return True
         loop = asyncio.get_running_loop()

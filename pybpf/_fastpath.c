@@ -40,6 +40,9 @@
 #include "_native/sysbpf.h"
 #include "_native/values.h"
 
+/* map_elem()/map_batch(): pybpf/_native/sysmap.c */
+int pybpf_sysmap_module_init(PyObject *m);
+
 static PyObject *Fallback;
 static PyTypeObject MapOpsType;
 
@@ -1380,6 +1383,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	Py_INCREF(Fallback);
 	Py_INCREF(&MapOpsType);
 	if (pybpf_fd_module_init(m) < 0 || pybpf_values_module_init(m) < 0 ||
+	    pybpf_sysmap_module_init(m) < 0 ||
 	    mapbase_init_module(m) < 0) {
 		Py_DECREF(m);
 		return NULL;

@@ -73,3 +73,18 @@ class StructBase:
 
 class Shape:
     def __init__(self, cls: type, members: tuple[tuple[Any, Any, Any], ...]) -> None: ...
+
+# pybpf/_native/sysmap.c: short map syscalls with the GIL held
+MAP_LOOKUP_ELEM: int
+MAP_UPDATE_ELEM: int
+MAP_DELETE_ELEM: int
+MAP_GET_NEXT_KEY: int
+MAP_LOOKUP_AND_DELETE_ELEM: int
+MAP_LOOKUP_BATCH: int
+MAP_LOOKUP_AND_DELETE_BATCH: int
+MAP_UPDATE_BATCH: int
+MAP_DELETE_BATCH: int
+
+def map_elem(owner: FD, cmd: int, key: Any, value: Any, flags: int, /) -> int: ...
+def map_batch(owner: FD, cmd: int, in_batch: Any, out_batch: Any, keys: Any, values: Any,
+              count: int, elem_flags: int, flags: int, /) -> tuple[int, int]: ...

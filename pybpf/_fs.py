@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import threading
+from collections.abc import Callable
 
 from .errors import BPFError, BPFNotFoundError, describe_errno
 
@@ -89,6 +90,45 @@ def check_pinned(path: str, want: str) -> None:
     if not is_bpffs(path):
         raise BPFError(errno.EINVAL, f"{path} is not on a BPF file system (bpffs): not a "
                                      f"pinned {want}")
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_unpins = iter(range(1 << 62))
+_libc: list[ctypes.CDLL | None] = [None]
+
+
+def _rename_noreplace(old: str, new: str) -> None:
+    libc = _libc[0]
+    if libc is None:
+        libc = _libc[0] = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, old.encode(), _AT_FDCWD, new.encode(), _RENAME_NOREPLACE):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), old)
+
+
+def remove_pin(path: str, check: Callable[[str], None]) -> None:
+    """Unlink the pin at ``path`` if ``check(p)`` (which raises to refuse) accepts what
+    is pinned at ``p``, with no window between the check and the unlink: the pin is
+    first moved (atomically, never over another file) to a private name in the same
+    directory, checked there, then unlinked -- or moved back when refused. Meanwhile
+    ``path`` is briefly absent. Costs two renames and the check."""
+    tmp = os.path.join(os.path.dirname(path),
+                       f"pybpf_unpin_{os.getpid()}_{next(_unpins)}")  # (bpffs refuses dots)
+    try:
+        _rename_noreplace(path, tmp)
+    except FileNotFoundError:
+        raise BPFNotFoundError(f"nothing pinned at {path}", path) from None
+    try:
+        check(tmp)
+    except BaseException:
+        try:
+            _rename_noreplace(tmp, path)
+        except OSError as e:  # something was pinned at path meanwhile: keep both
+            raise BPFError(e.errno or errno.EEXIST, f"refused to unpin {path}, and could not "
+                           f"put it back ({e.strerror}): it is now at {tmp}") from None
+        raise
+    os.unlink(tmp)
 
 
 def check_pin_path(path: str) -> str:

@@ -28,9 +28,13 @@ rules:
   never re-reads returned keys and keeps no set of them; a value is returned only when
   the next step shows its prefix was still there after the lookup (a trie's lookup is
   a longest-prefix match).
-- A walk holds the map's fd owner and borrows it for each syscall: resumed after the
+- A walk holds the map's fd owner and checks it at each syscall: resumed after the
   map or its object was closed, it raises :class:`~pybpf.ClosedError`, even when
   another object has since been given the same fd number.
+- Each syscall is made with the GIL held (``_fastpath.map_elem``/``map_batch``,
+  pybpf/_native/sysmap.c), as the typed fast path makes its own: a walk beside a thread
+  busy with ``m[k] = v`` takes turns with it by the switch interval instead of waiting
+  up to 5 ms to get the GIL back after every syscall.
 
 Costs: one batch syscall per chunk (4096 entries by default) for the batch kinds;
 one ``GET_NEXT_KEY`` per key otherwise, plus one lookup per key for values and for
@@ -47,7 +51,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ._ffi import error_for, ffi, lib
+from . import _fastpath as _sys
+from ._ffi import error_for
 from ._maptypes import TABLE
 from .errors import MapError
 
@@ -121,13 +126,13 @@ def _abandon(m: Map, restarts: int, returned: int) -> MapError:
 def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
     """Every key once, by GET_NEXT_KEY, resuming after the kernel restarts (see above)."""
     ks = m.key_size
-    cur = ffi.new("char[]", ks)
-    nxt = ffi.new("char[]", ks)
-    probe = ffi.new("char[]", m._value_size_total())
-    gnk, lookup = lib.bpf_map_get_next_key, lib.bpf_map_lookup_elem
+    cur = bytearray(ks)
+    nxt = bytearray(ks)
+    probe = bytearray(m._value_size_total())
+    call, gnk, lookup = _sys.map_elem, _sys.MAP_GET_NEXT_KEY, _sys.MAP_LOOKUP_ELEM
     seen: set[bytes] = set()
     recent: deque[bytes] = deque(maxlen=_RESUME_TRIES)  # returned keys, newest last
-    prev: Any = ffi.NULL  # then cur, the walk's position
+    prev: bytearray | None = None  # then cur, the walk's position
     restarts = 0
     cap = 4 * max(m.max_entries, 1) + 1024  # keys returned
     steps = [0]  # syscalls made: the walk's work, bounded by what it returned (below)
@@ -135,8 +140,7 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
     def present(key: Any) -> bool | None:
         """Is ``key`` in the map now? None if the kind does not let user space look."""
         steps[0] += 1
-        with owner as fd:
-            rc = lookup(fd, key, probe)
+        rc = call(owner, lookup, key, probe, 0)
         if rc == 0:
             return True
         return False if rc == -_errno.ENOENT else None
@@ -145,19 +149,18 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
         steps[0] += 1
         if steps[0] > _budget(len(seen)):
             raise _abandon(m, restarts, len(seen))
-        with owner as fd:
-            rc = gnk(fd, prev, nxt)
+        rc = call(owner, gnk, prev, nxt, 0)
         if rc < 0:
             if rc == -_errno.ENOENT:
                 return  # past the last key (or the map is empty)
             raise _fail(m, -rc, "get_next_key failed")
-        key = bytes(ffi.buffer(nxt))
+        key = bytes(nxt)
         if key not in seen:
             seen.add(key)
             if len(seen) > cap:
                 raise _abandon(m, restarts, len(seen))
             recent.append(key)
-            ffi.memmove(cur, nxt, ks)
+            cur[:] = nxt
             prev = cur
             yield key
             continue
@@ -165,7 +168,7 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
         # replaced key at the head of its bucket), or the kernel started over from the
         # first key because the cursor was deleted.
         if prev is cur and present(cur):
-            ffi.memmove(cur, nxt, ks)  # a real successor: go on from it
+            cur[:] = nxt  # a real successor: go on from it
             continue
         restarts += 1
         # resume from the newest returned key still in the map: every key present for
@@ -180,7 +183,7 @@ def _next_key_walk(m: Map, owner: FD) -> Iterator[bytes]:
                 resume = cand
                 recent.append(cand)
                 break
-        ffi.memmove(cur, resume if resume is not None else nxt, ks)
+        cur[:] = resume if resume is not None else nxt
         prev = cur
 
 
@@ -217,9 +220,9 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
     its key was still in the trie after the lookup."""
     ks = m.key_size
     rank = _trie_order(ks)
-    gnk, lookup = lib.bpf_map_get_next_key, lib.bpf_map_lookup_elem
-    nxt = ffi.new("char[]", ks)
-    first = ffi.new("char[]", ks)
+    call, gnk, lookup = _sys.map_elem, _sys.MAP_GET_NEXT_KEY, _sys.MAP_LOOKUP_ELEM
+    nxt = bytearray(ks)
+    first = bytearray(ks)
     vs = m._value_size_total()
     returned: list[bytes] = []  # keys returned (rising rank), gone ones dropped
     count = restarts = steps = 0
@@ -233,23 +236,21 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
         steps += 1
         if steps > _budget(count):
             raise _abandon(m, restarts, count)
-        with owner as fd:
-            rc = gnk(fd, ffi.NULL if frm is None else frm, nxt)
+        rc = call(owner, gnk, frm, nxt, 0)
         if rc == -_errno.ENOENT:
             return None  # ``frm`` is the last key, or the trie is empty
         if rc < 0:
             raise _fail(m, -rc, "get_next_key failed")
-        return bytes(ffi.buffer(nxt))
+        return bytes(nxt)
 
     def stays(after: bytes | None) -> bool:
         """Was the position still in the trie when GET_NEXT_KEY from it gave ``after``
         (ranked above it; None: nothing after it)? Else the kernel started over, at a
         first key that happens to rank above it: tell the two apart."""
-        with owner as fd:
-            rc = gnk(fd, ffi.NULL, first)
+        rc = call(owner, gnk, None, first, 0)
         if rc < 0:
             return False  # empty now
-        return after is None or bytes(ffi.buffer(first)) != after
+        return after is None or bytes(first) != after
 
     r = step(None)
     while True:
@@ -286,8 +287,7 @@ def _trie_walk(m: Map, owner: FD, values: bool) -> Iterator[tuple[bytes, bytes]]
                 yield r, b""
             else:
                 val = bytearray(vs)
-                with owner as fd:
-                    rc = lookup(fd, r, ffi.from_buffer(val))
+                rc = call(owner, lookup, r, val, 0)
                 if rc == 0:
                     pending = (r, bytes(val))
                 elif rc != -_errno.ENOENT:
@@ -299,20 +299,17 @@ def _present_items(m: Map, owner: FD, walk: Iterator[bytes], delete: bool
                    ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) for each walked key still present when looked up (or taken)."""
     vs = m._value_size_total()
-    fb = ffi.from_buffer
-    lookup = lib.bpf_map_lookup_elem
-    take = lib.bpf_map_lookup_and_delete_elem
+    call, lookup = _sys.map_elem, _sys.MAP_LOOKUP_ELEM
     for k in walk:
         val = bytearray(vs)
-        with owner as fd:
-            if delete:
-                rc = take(fd, k, fb(val))
-                if rc < 0 and -rc in _NOT_SUPPORTED:  # no lookup-and-delete: both steps
-                    rc = lookup(fd, k, fb(val))
-                    if rc == 0:
-                        rc = lib.bpf_map_delete_elem(fd, k)
-            else:
-                rc = lookup(fd, k, fb(val))
+        if delete:
+            rc = call(owner, _sys.MAP_LOOKUP_AND_DELETE_ELEM, k, val, 0)
+            if rc < 0 and -rc in _NOT_SUPPORTED:  # no lookup-and-delete: both steps
+                rc = call(owner, lookup, k, val, 0)
+                if rc == 0:
+                    rc = call(owner, _sys.MAP_DELETE_ELEM, k, None, 0)
+        else:
+            rc = call(owner, lookup, k, val, 0)
         if rc < 0:
             if rc == -_errno.ENOENT:
                 continue  # deleted (or an empty slot): not there now
@@ -353,39 +350,33 @@ def _closed_check(owner: FD, chunks: Iterator[_T]) -> Iterator[_T]:
 def _batch_walk(m: Map, owner: FD, n: int, delete: bool
                 ) -> Iterator[tuple[bytearray, bytearray, int]]:
     ks, vs = m.key_size, m._value_size_total()
-    fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
-    fb = ffi.from_buffer
-    opts = ffi.new("struct bpf_map_batch_opts *")
-    opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+    cmd = _sys.MAP_LOOKUP_AND_DELETE_BATCH if delete else _sys.MAP_LOOKUP_BATCH
     tok = max(ks, 8)  # the kernel's cursor (a bucket number or a key)
-    inb = ffi.new("char[]", tok)
-    outb = ffi.new("char[]", tok)
-    count = ffi.new("__u32 *")
+    inb = bytearray(tok)
+    outb = bytearray(tok)
     first = True
     while True:
         keys, vals = bytearray(ks * n), bytearray(vs * n)
-        count[0] = n
-        with owner as fd:
-            rc = fn(fd, ffi.NULL if first else inb, outb, fb(keys), fb(vals), count, opts)
-        err = -rc if rc < 0 else 0
-        if err == _errno.ENOSPC and count[0] == 0 and n < 2 * m.max_entries:
+        rc, got = _sys.map_batch(owner, cmd, None if first else inb, outb, keys, vals, n, 0, 0)
+        err = -rc
+        if err == _errno.ENOSPC and got == 0 and n < 2 * m.max_entries:
             # one hash bucket holds more entries than the chunk: grow it and redo this step
             n *= 2
             continue
         if err and err != _errno.ENOENT:
-            if first and err in _NOT_SUPPORTED and count[0] == 0:
+            if first and err in _NOT_SUPPORTED and got == 0:
                 # a kernel without batch ops for this kind: the key walk, in chunks
                 yield from _chunked(_present_items(m, owner, _key_walk(m, owner),
                                                       delete), n)
                 return
             raise _fail(m, err, "lookup_and_delete_batch failed" if delete
                         else "lookup_batch failed")
-        c = int(count[0])
+        c = got
         if c:
             yield keys, vals, c  # handed over as they are: no copy
         if err:  # ENOENT: that was the last chunk
             return
-        ffi.memmove(inb, outb, tok)
+        inb[:] = outb
         first = False
 
 
@@ -446,12 +437,10 @@ def first_key(m: Map) -> bytes | None:
     """The first key GET_NEXT_KEY reports, or None: one syscall (``bool()`` of kinds
     whose keys are their entries)."""
     _check_keyed(m)
-    owner = _owner(m)
-    nxt = ffi.new("char[]", m.key_size)
-    with owner as fd:
-        rc = lib.bpf_map_get_next_key(fd, ffi.NULL, nxt)
+    nxt = bytearray(m.key_size)
+    rc = _sys.map_elem(_owner(m), _sys.MAP_GET_NEXT_KEY, None, nxt, 0)
     if rc == 0:
-        return bytes(ffi.buffer(nxt))
+        return bytes(nxt)
     if rc == -_errno.ENOENT:
         return None
     raise _fail(m, -rc, "get_next_key failed")
@@ -462,8 +451,7 @@ def clear(m: Map) -> int:
     owner = _owner(m)
     done = 0
     for k in list(keys(m)):
-        with owner as fd:
-            rc = lib.bpf_map_delete_elem(fd, k)
+        rc = _sys.map_elem(owner, _sys.MAP_DELETE_ELEM, k, None, 0)
         if rc == 0:
             done += 1
         elif rc != -_errno.ENOENT:

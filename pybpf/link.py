@@ -222,17 +222,23 @@ class Link(Handle):
             return
         with self._owner as fd:
             mine = _link_info_by_fd(self._link_fd(fd)).id
-            theirs = _pinned_link_id(p)
-            if theirs is not None and theirs != mine:
-                raise BPFError(_errno.EPERM, f"link {self.program!r} (id {mine}): refusing to "
-                               f"unpin {p}: what is pinned there is not this link")
-            if self._ptr is None:  # pinned by bpf_obj_pin (see pin)
+
+            def check(q: str) -> None:
+                theirs = _pinned_link_id(q)
+                if theirs is not None and theirs != mine:
+                    raise BPFError(_errno.EPERM, f"link {self.program!r} (id {mine}): "
+                                   f"refusing to unpin {p}: what is pinned there is not "
+                                   "this link")
+
+            if self._ptr is None:  # pinned by bpf_obj_pin (see pin): no check-then-unlink
                 try:
-                    os.unlink(p)
+                    _fs.remove_pin(p, check)
                 except FileNotFoundError:
                     pass
                 self._fd_pin = None
                 return
+            # (libbpf unlinks its own pin_path: checked just before, as libbpf allows)
+            check(p)
             err = lib.bpf_link__unpin(self._ptr)
         if err:
             raise error_for(-err, f"cannot unpin link {self.program!r}")

@@ -91,10 +91,9 @@ def _round8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
-_lookup_elem = lib.bpf_map_lookup_elem
-_update_elem = lib.bpf_map_update_elem
-_delete_elem = lib.bpf_map_delete_elem
-_from_buffer = ffi.from_buffer
+_map_elem = _fastpath.map_elem
+_LOOKUP, _UPDATE = _fastpath.MAP_LOOKUP_ELEM, _fastpath.MAP_UPDATE_ELEM
+_DELETE, _TAKE = _fastpath.MAP_DELETE_ELEM, _fastpath.MAP_LOOKUP_AND_DELETE_ELEM
 _ENOENT = _errno.ENOENT
 _Fallback = _fastpath.Fallback
 
@@ -326,19 +325,23 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         once closed); a cffi call releases the GIL: borrow ``self._owner`` for it."""
         return int(self._owner.get())
 
-    def _call(self, fn: Any, *args: Any) -> tuple[int, int]:
-        """``fn(fd, *args)`` with the map's owner borrowed: (return code, errno)."""
-        with self._owner as fd:
-            rc = fn(fd, *args)
-            return rc, ffi.errno
+    def _call(self, cmd: int, key: Any, value: Any = None, flags: int = 0) -> tuple[int, int]:
+        """One map element syscall (``_fastpath.map_elem``, GIL held, owner checked):
+        (return code, errno)."""
+        rc = _map_elem(self._owner, cmd, key, value, flags)
+        return rc, -rc
 
     def _encode(self, codec: Codec, value: Any, path: str) -> bytes:
         """``codec.encode``; what it refuses raises MapTypeError/MapValueError naming
         this map, the field and the key's or value's C type."""
         try:
-            return codec.encode(value, path)
+            out = codec.encode(value, path)
         except (TypeError, ValueError) as e:
             raise self._bad(e, codec, path) from None
+        if len(out) != codec.size:  # (a codec of the user's: the kernel reads codec.size)
+            raise self._bad(f"{path}: the codec gave {len(out)} bytes, not {codec.size}",
+                            codec, path)
+        return out
 
     def _bad(self, e: Exception | str, codec: Codec, path: str,
              kind: type[Exception] = ValueError) -> MapError:
@@ -401,8 +404,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return None
         kb = self._ekey(key)
         if op == "del":
-            with self._owner as fd:
-                rc = _delete_elem(fd, kb)
+            rc = _map_elem(self._owner, _DELETE, kb, None, 0)
             if rc < 0:
                 if rc == -_ENOENT:
                     raise KeyError(key)
@@ -417,8 +419,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
         buf = bytearray(self._vbuf_size())
-        with self._owner as fd:
-            rc = _lookup_elem(fd, kb, _from_buffer(buf))
+        rc = _map_elem(self._owner, _LOOKUP, kb, buf, 0)
         if rc < 0:
             if rc == -_ENOENT:
                 return None
@@ -456,8 +457,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def _put(self, key: Any, value: Any, flags: int) -> None:
         kb = self._ekey(key)
         vb = self._eval(value)
-        with self._owner as fd:
-            rc = _update_elem(fd, kb, vb, flags)
+        rc = _map_elem(self._owner, _UPDATE, kb, vb, flags)
         if rc < 0:
             self._update_failed(key, flags, -rc)
 
@@ -479,7 +479,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         the kernel has it for the map type, else lookup + delete)."""
         kb = self._ekey(key)
         buf = bytearray(self._vbuf_size())
-        rc, err = self._call(lib.bpf_map_lookup_and_delete_elem, kb, ffi.from_buffer(buf))
+        rc, err = self._call(_TAKE, kb, buf)
         if rc == 0:
             return self._dval(buf)
         if err == _errno.ENOENT:
@@ -489,7 +489,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         if err not in _NOT_SUPPORTED:
             raise self._fail("lookup_and_delete failed", err)
         got = self._lookup_raw(kb)
-        if got is None or self._call(lib.bpf_map_delete_elem, kb)[0] < 0:
+        if got is None or self._call(_DELETE, kb)[0] < 0:
             if default is _MISSING:
                 raise KeyError(key)
             return default
@@ -563,17 +563,15 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         flags = self._flags(flags)
         kbuf = b"".join(self._ekey(k) for k, _ in items)
         vbuf = b"".join(self._eval(v) for _, v in items)
-        count = ffi.new("__u32 *", len(items))
-        opts = ffi.new("struct bpf_map_batch_opts *")
-        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
-        opts.elem_flags = flags
-        rc, err = self._call(lib.bpf_map_update_batch, kbuf, vbuf, count, opts)
+        rc, done = _fastpath.map_batch(self._owner, _fastpath.MAP_UPDATE_BATCH, None, None,
+                                       kbuf, vbuf, len(items), flags, 0)
         if rc < 0:
-            if err in _NOT_SUPPORTED and count[0] == 0:
+            err = -rc
+            if err in _NOT_SUPPORTED and done == 0:
                 return False
-            if err == _errno.E2BIG and count[0] < len(items):
-                self._update_failed(items[count[0]][0], flags, err)
-            raise self._fail(f"update_batch failed after {count[0]} of {len(items)} entries",
+            if err == _errno.E2BIG and done < len(items):
+                self._update_failed(items[done][0], flags, err)
+            raise self._fail(f"update_batch failed after {done} of {len(items)} entries",
                              err)
         return True
 
@@ -585,20 +583,18 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return 0
         kbs = [self._ekey(k) for k in ks]
         if self._facts.batch_delete:
-            count = ffi.new("__u32 *", len(kbs))
-            opts = ffi.new("struct bpf_map_batch_opts *")
-            opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
-            rc, err = self._call(lib.bpf_map_delete_batch, b"".join(kbs), count, opts)
+            rc, done = _fastpath.map_batch(self._owner, _fastpath.MAP_DELETE_BATCH, None, None,
+                                           b"".join(kbs), None, len(kbs), 0, 0)
             if rc == 0:
                 return len(kbs)
-            done = int(count[0])
+            err = -rc
             kbs = kbs[done:]
             if err not in (*_NOT_SUPPORTED, _errno.ENOENT):
                 raise self._fail("delete_batch failed", err)
         else:
             done = 0
         for kb in kbs:
-            rc, err = self._call(lib.bpf_map_delete_elem, kb)
+            rc, err = self._call(_DELETE, kb)
             if rc == 0:
                 done += 1
             elif err != _errno.ENOENT:
@@ -953,8 +949,7 @@ class QueueMap(_KeylessMap[V]):
         """Append ``value``; when full, ``overwrite=True`` drops the oldest (BPF_EXIST),
         else ``MapError`` (E2BIG)."""
         vb = self._eval(value)
-        rc, err = self._call(lib.bpf_map_update_elem, ffi.NULL, vb,
-                             UpdateFlags.EXIST if overwrite else 0)
+        rc, err = self._call(_UPDATE, None, vb, UpdateFlags.EXIST if overwrite else 0)
         if rc < 0:
             if err == _errno.E2BIG:
                 raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
@@ -966,7 +961,7 @@ class QueueMap(_KeylessMap[V]):
         if key is not _MISSING and default is _MISSING:
             default = key
         buf = bytearray(self._vbuf_size())
-        rc, err = self._call(lib.bpf_map_lookup_and_delete_elem, ffi.NULL, ffi.from_buffer(buf))
+        rc, err = self._call(_TAKE, None, buf)
         if rc < 0:
             if err == _errno.ENOENT:
                 if default is _MISSING:
@@ -978,7 +973,7 @@ class QueueMap(_KeylessMap[V]):
     def peek(self, default: Any = _MISSING) -> V | Any:
         """The next value without removing it."""
         buf = bytearray(self._vbuf_size())
-        rc, err = self._call(lib.bpf_map_lookup_elem, ffi.NULL, ffi.from_buffer(buf))
+        rc, err = self._call(_LOOKUP, None, buf)
         if rc < 0:
             if err == _errno.ENOENT:
                 if default is _MISSING:
@@ -1009,13 +1004,13 @@ class BloomFilterMap(_KeylessMap[V]):
     (true positives always, false positives sometimes)."""
 
     def add(self, value: V | Mapping[str, Any] | tuple[Any, ...]) -> None:
-        rc, err = self._call(lib.bpf_map_update_elem, ffi.NULL, self._eval(value), 0)
+        rc, err = self._call(_UPDATE, None, self._eval(value))
         if rc < 0:
             raise self._fail("add failed", err)
 
     def __contains__(self, value: object) -> bool:
         vb = bytearray(self._eval(value))
-        rc, err = self._call(lib.bpf_map_lookup_elem, ffi.NULL, ffi.from_buffer(vb))
+        rc, err = self._call(_LOOKUP, None, vb)
         if rc < 0:
             if err == _errno.ENOENT:
                 return False
@@ -1162,7 +1157,7 @@ class XSKMap(_FdValueMap[int, int]):
     def clear(self) -> None:
         """Empty every slot (one delete per slot; empty slots are fine)."""
         for i in range(self.max_entries):
-            rc, _ = self._call(_delete_elem, struct.pack("<I", i))
+            rc, _ = self._call(_DELETE, struct.pack("<I", i))
             if rc < 0 and rc != -_ENOENT:
                 raise self._err(-rc, "delete failed")
 

@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from . import _fastpath as _sys
 from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
@@ -652,7 +653,7 @@ class Map(Handle):
         if len(key) != ks:
             raise MapValueError(f"map {self.name!r}: key is {len(key)} bytes, "
                                 f"the map's key_size is {ks}", map=self.name, field="key")
-        return ffi.from_buffer(key) if ks else ffi.NULL
+        return key if ks else None
 
     def _value(self, value: bytes | bytearray | memoryview) -> Any:
         if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -664,7 +665,7 @@ class Map(Handle):
                                 + (" (value_size per CPU, 8-aligned, times "
                                    f"{possible_cpus()} CPUs)" if self.percpu else ""),
                                 map=self.name, field="value")
-        return ffi.from_buffer(value)
+        return value
 
     def _flags(self, flags: int) -> int:
         """``flags`` as the kernel's 64-bit field, or a MapError naming the map."""
@@ -685,24 +686,20 @@ class Map(Handle):
         """
         flags = self._flags(flags)
         k = self._key(key)
-        buf = ffi.new("char[]", self._value_size_total())
-        with self._owner as fd:
-            rc = (lib.bpf_map_lookup_elem_flags(fd, k, buf, flags) if flags
-                  else lib.bpf_map_lookup_elem(fd, k, buf))
-            err = ffi.errno
+        buf = bytearray(self._value_size_total())
+        rc = _sys.map_elem(self._owner, _sys.MAP_LOOKUP_ELEM, k, buf, flags)
         if rc < 0:
-            if err == _errno.ENOENT:
+            if rc == -_errno.ENOENT:
                 return None
-            raise self._fail("lookup failed", err)
-        return bytes(ffi.buffer(buf))
+            raise self._fail("lookup failed", -rc)
+        return bytes(buf)
 
     def update(self, key: bytes, value: bytes, flags: int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value`` (one syscall); ``flags`` is :class:`UpdateFlags`."""
         flags = self._flags(flags)
         k, v = self._key(key), self._value(value)
-        with self._owner as fd:
-            rc = lib.bpf_map_update_elem(fd, k, v, flags)
-            err = ffi.errno
+        rc = _sys.map_elem(self._owner, _sys.MAP_UPDATE_ELEM, k, v, flags)
+        err = -rc
         if rc < 0:
             if err == _errno.EEXIST:
                 raise KeyError(key)  # NOEXIST and the key is there
@@ -713,27 +710,23 @@ class Map(Handle):
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False if it was absent (one syscall)."""
         k = self._key(key)
-        with self._owner as fd:
-            rc = lib.bpf_map_delete_elem(fd, k)
-            err = ffi.errno
+        rc = _sys.map_elem(self._owner, _sys.MAP_DELETE_ELEM, k, None, 0)
         if rc < 0:
-            if err == _errno.ENOENT:
+            if rc == -_errno.ENOENT:
                 return False
-            raise self._fail("delete failed", err)
+            raise self._fail("delete failed", -rc)
         return True
 
     def lookup_and_delete(self, key: bytes | None = None) -> bytes | None:
         """Pop ``key`` (or, for queue/stack maps, the next element); None if absent."""
-        k = ffi.NULL if key is None else self._key(key)
-        buf = ffi.new("char[]", self._value_size_total())
-        with self._owner as fd:
-            rc = lib.bpf_map_lookup_and_delete_elem(fd, k, buf)
-            err = ffi.errno
+        k = None if key is None else self._key(key)
+        buf = bytearray(self._value_size_total())
+        rc = _sys.map_elem(self._owner, _sys.MAP_LOOKUP_AND_DELETE_ELEM, k, buf, 0)
         if rc < 0:
-            if err == _errno.ENOENT:
+            if rc == -_errno.ENOENT:
                 return None
-            raise self._fail("lookup_and_delete failed", err)
-        return bytes(ffi.buffer(buf))
+            raise self._fail("lookup_and_delete failed", -rc)
+        return bytes(buf)
 
     def keys(self) -> Iterator[bytes]:
         """Every key as bytes: batch lookups for hash and array kinds, else one
@@ -779,24 +772,34 @@ class Map(Handle):
         if p is None:
             raise MapError(_errno.ENOENT, f"map {self.name!r} is not pinned by this handle: "
                            "pass the pin path", map=self.name)
+        def check(q: str) -> None:
+            """``q``: where the pin is while it is checked (see _fs.remove_pin)."""
+            try:
+                fd = _open_pinned_fd(q, "map")
+            except MapError as e:
+                raise MapError(e.errno or _errno.EINVAL, f"map {self.name!r}: refusing to "
+                               f"unpin {p}: {e.message.replace(q, p)}", map=self.name) from None
+            try:
+                theirs = MapInfo(_map_info_by_fd(fd)).id
+            finally:
+                os.close(fd)
+            if theirs != self.id:
+                raise MapError(_errno.EPERM, f"map {self.name!r} (id {self.id}): refusing to "
+                               f"unpin {p}: the map pinned there is another one (id {theirs})",
+                               map=self.name)
+
         try:
-            fd = _open_pinned_fd(p, "map")
+            _fs.check_pinned(p, "map")
+            _fs.remove_pin(p, check)
         except FileNotFoundError:
             if p == self._pin_path:
                 self._pin_path = None
             raise
-        except MapError as e:
+        except MapError:
+            raise
+        except BPFError as e:
             raise MapError(e.errno or _errno.EINVAL, f"map {self.name!r}: refusing to unpin "
-                           f"{p}: {e.message}", map=self.name) from None
-        try:
-            theirs = MapInfo(_map_info_by_fd(fd)).id
-        finally:
-            os.close(fd)
-        if theirs != self.id:
-            raise MapError(_errno.EPERM, f"map {self.name!r} (id {self.id}): refusing to unpin "
-                           f"{p}: the map pinned there is another one (id {theirs})",
-                           map=self.name)
-        os.unlink(p)
+                           f"{p}: {e}", map=self.name) from None
         if p == self._pin_path:
             self._pin_path = None
 

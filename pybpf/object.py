@@ -19,6 +19,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # signal's C half: no enum conversion
 import contextlib
 import errno as _errno
+import fcntl
 import fnmatch
 import functools
 import os
@@ -108,7 +109,7 @@ def _check_elf_header(data: bytes | memoryview, name: str) -> None:
                                              "is little-endian", path=name)
 
 
-def _free_object(ptr: Any, links: weakref.WeakSet[Link]) -> None:
+def _free_object(ptr: Any, links: weakref.WeakSet[Link], keepalive: Any = ()) -> None:
     """The closer of an object's owner: runs once, when the last borrow has ended."""
     for link in list(links) if links else ():
         try:
@@ -116,14 +117,37 @@ def _free_object(ptr: Any, links: weakref.WeakSet[Link]) -> None:
         except Exception:  # noqa: BLE001 - never let cleanup raise from GC
             pass
     lib.bpf_object__close(ptr)
+    for held in keepalive:
+        if isinstance(held, FD):
+            held.close()  # the sealed copy of btf_custom_path
 
 
 
-def _check_custom_btf(path: str) -> None:
-    """Refuse a ``btf_custom_path`` that is no regular file or whose BTF (raw, or an ELF
-    file's .BTF) pybpf's parser finds malformed: libbpf 1.1 follows a bad type id in it
-    during CO-RE relocation into a SIGSEGV. Costs one read and one C pass over its types
-    (a few ms for a kernel's)."""
+def _custom_btf_copy(path: str) -> FD:
+    """The BTF of ``btf_custom_path``, read once and checked (:func:`_check_custom_btf`),
+    in a sealed memfd for libbpf to read at load as ``/proc/self/fd/N``: what libbpf
+    relocates against is what was checked, whatever happens to the file meanwhile (it
+    is read again only at load, maybe much later). Costs one memfd and one write."""
+    raw = _check_custom_btf(path)
+    fd = os.memfd_create("pybpf-btf_custom_path", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except OSError as e:
+        os.close(fd)
+        raise ObjectError(e.errno or _errno.EIO, f"cannot copy BTF file (btf_custom_path) "
+                          f"{path}: {e.strerror}", path=path) from None
+    return FD(fd, f"copy of BTF file (btf_custom_path) {path}")
+
+
+def _check_custom_btf(path: str) -> bytes:
+    """The raw BTF of ``btf_custom_path`` (a raw BTF file, or an ELF file's .BTF).
+    Refuses a path that is no regular file or whose BTF pybpf's parser finds malformed:
+    libbpf 1.1 follows a bad type id in it during CO-RE relocation into a SIGSEGV.
+    Costs one read and one C pass over its types (a few ms for a kernel's)."""
     what = "BTF file (btf_custom_path)"
     raw = read_regular(path, what)
     if raw[:4] == b"\x7fELF":
@@ -145,6 +169,7 @@ def _check_custom_btf(path: str) -> None:
         BTF.from_bytes(raw)
     except BTFFormatError as e:
         raise ObjectError(_errno.EINVAL, f"{what} {path}: {e}", path=path) from None
+    return bytes(raw)
 
 class Object(Handle):
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
@@ -155,7 +180,7 @@ class Object(Handle):
         # Links that die with the Object are destroyed by their own finalizers.
         self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
         owner = FD(-1, f"BPF object {name!r}",
-                   closer=functools.partial(_free_object, ptr, self._link_refs))
+                   closer=functools.partial(_free_object, ptr, self._link_refs, keepalive))
         self._stage = Stage(owner, name)
         self._ptr: Any = ptr  # used only while borrowing self._stage.owner
         self._keepalive = keepalive  # the bytes libbpf parsed (open_mem)
@@ -226,6 +251,7 @@ class Object(Handle):
         opts = ffi.new("struct bpf_object_open_opts *")
         opts.sz = ffi.sizeof("struct bpf_object_open_opts")
         keep: list[Any] = []
+        btf_copy: FD | None = None
 
         def c(s: str) -> Any:
             buf = ffi.new("char[]", s.encode())
@@ -238,10 +264,6 @@ class Object(Handle):
                                   + (" or a mapping" if what == "kconfig" else "")
                                   + f", got {value!r}", path=path)
         opts.object_name = c(obj_name)
-        if btf_custom_path is not None:
-            bpath = os.fspath(btf_custom_path)
-            _check_custom_btf(bpath)
-            opts.btf_custom_path = c(bpath)
         if kconfig is not None:
             if isinstance(kconfig, Mapping):
                 lines = []
@@ -252,6 +274,9 @@ class Object(Handle):
             opts.kconfig = c(kconfig)
         if pin_root_path is not None:
             opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+        if btf_custom_path is not None:
+            btf_copy = _custom_btf_copy(os.fspath(btf_custom_path))
+            opts.btf_custom_path = c(f"/proc/self/fd/{btf_copy.get()}")
         # section names newer than libbpf
         data, link_maps = _sections.for_libbpf(data, section_names)
         buf = ffi.from_buffer(data)
@@ -259,10 +284,12 @@ class Object(Handle):
             ptr = lib.bpf_object__open_mem(buf, len(data), opts)
         if ptr == ffi.NULL:
             err = ffi.errno or _errno.EINVAL
+            if btf_copy is not None:
+                btf_copy.close()
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
         _sections.after_open(ptr, link_maps)
-        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, buf))
+        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, buf, btf_copy))
         if upgrade_from is not None:
             if not isinstance(upgrade_from, Object):
                 obj.close()

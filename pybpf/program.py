@@ -402,20 +402,24 @@ class Program(Handle):
         is never removed."""
         p = os.fspath(path)
         _fs.check_pinned(p, "program")
-        fd = int(lib.bpf_obj_get(p.encode()))
-        if fd < 0:
-            raise error_for(ffi.errno, f"program {self.name!r}: cannot unpin {p}")
-        try:
-            kind = bpf_fd_kind(fd)
-            theirs = _prog_info_by_fd(fd).id if kind == "program" else None
-        finally:
-            os.close(fd)
         mine = _prog_info_by_fd(self.fd).id
-        if theirs != mine:
-            what = f"another program (id {theirs})" if kind == "program" else f"a {kind}"
-            raise BPFError(_errno.EPERM, f"program {self.name!r} (id {mine}): refusing to "
-                           f"unpin {p}: what is pinned there is {what}")
-        os.unlink(p)
+
+        def check(q: str) -> None:
+            """``q``: where the pin is while it is checked (see _fs.remove_pin)."""
+            fd = int(lib.bpf_obj_get(q.encode()))
+            if fd < 0:
+                raise error_for(ffi.errno, f"program {self.name!r}: cannot unpin {p}")
+            try:
+                kind = bpf_fd_kind(fd)
+                theirs = _prog_info_by_fd(fd).id if kind == "program" else None
+            finally:
+                os.close(fd)
+            if theirs != mine:
+                what = f"another program (id {theirs})" if kind == "program" else f"a {kind}"
+                raise BPFError(_errno.EPERM, f"program {self.name!r} (id {mine}): refusing to "
+                               f"unpin {p}: what is pinned there is {what}")
+
+        _fs.remove_pin(p, check)
 
     def test_run(self, data: bytes = b"", *, ctx: bytes | None = None, repeat: int = 1,
                  data_out_size: int | None = None) -> TestRun:

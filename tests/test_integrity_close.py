@@ -586,3 +586,139 @@ def test_globals_writes_racing_object_close_raise_closed_error(bpf_obj):
     v = run_child(GLOBALS_RACE, timeout=120, what="globals racing Object.close()",
                   params={"path": bpf_obj("integrity"), "rounds": rounds})
     assert v == {"ClosedError": 3 * rounds}, v
+
+
+LPM_STRESS = r"""
+import ipaddress, random
+import pybpf, _integrity_obj as io
+from pybpf import BPFError, ClosedError
+random.seed(P["seed"])
+nets = [ipaddress.ip_network(f"10.{i // 64}.{(i % 64) * 4}.0/{22 + i % 3}") for i in range(800)]
+res = {"rounds": 0, "interrupts": 0, "errors": 0, "other": [], "ops": 0}
+armed = [False]
+
+def handler(signum, frame):   # KeyboardInterrupt at random points of the main thread's ops
+    if armed[0] and random.random() < 0.5:
+        armed[0] = False
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.0007)
+deadline = time.monotonic() + P["seconds"]
+while time.monotonic() < deadline:
+    obj = io.load(P["path"], attach=False)
+    m = obj.maps["lpm"]
+    stop = threading.Event()
+
+    def worker(kind):
+        while not stop.is_set():
+            try:
+                if kind == "typed":
+                    n = random.choice(nets)
+                    if random.random() < 0.5:
+                        m[n] = random.randrange(1 << 32)
+                    else:
+                        m.pop(n, None)
+                    m.get(ipaddress.ip_network(f"10.{random.randrange(13)}.{random.randrange(256)}.7/32"))
+                elif kind == "raw":
+                    k = random.choice(nets)
+                    kb = k.prefixlen.to_bytes(4, "little") + k.network_address.packed
+                    pybpf.Map.update(m, kb, os.urandom(8))
+                    pybpf.Map.lookup(m, kb)
+                    pybpf.Map.delete(m, kb)
+                elif kind == "walk":
+                    for _ in m.items():
+                        pass
+                    list(m.keys_raw())
+                    len(m)
+                else:
+                    for b in m.lookup_batch(chunk=random.choice([1, 7, 64])):
+                        bytes(b.keys)
+                res["ops"] += 1
+            except ClosedError:
+                return
+            except KeyError:
+                pass
+            except BPFError:
+                res["errors"] += 1   # a walk abandoned under churn (EAGAIN) is allowed
+            except Exception as e:
+                res["other"].append(f"{kind}: {type(e).__name__}: {e}"[:200])
+                return
+
+    ts = [threading.Thread(target=worker, args=(k,))
+          for k in ("typed", "raw", "walk", "batch", "walk")]
+    for t in ts:
+        t.start()
+    end = time.monotonic() + random.random() * 0.3
+    while time.monotonic() < end:
+        try:
+            armed[0] = True
+            n = random.choice(nets)
+            m[n] = 1
+            del m[n]
+            for i, _ in enumerate(m.items()):
+                if i > random.randrange(50):
+                    break
+            pybpf.Map.lookup(m, n.prefixlen.to_bytes(4, "little") + n.network_address.packed)
+            armed[0] = False
+        except (KeyError, ClosedError):
+            armed[0] = False
+        except KeyboardInterrupt:
+            armed[0] = False
+            res["interrupts"] += 1
+    armed[0] = False
+    obj.close()              # while the workers are in the middle of their calls
+    stop.set()
+    for t in ts:
+        t.join()
+    res["rounds"] += 1
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+emit(res)
+"""
+
+
+def test_lpm_trie_typed_raw_walks_deletes_close_and_signals(bpf_obj):
+    """The LPM trie SIGSEGV seen once: typed and raw access, walks, batch walks and
+    deletes in threads, KeyboardInterrupts landing in the main thread's operations,
+    and the object closed under all of them, round after round. Nothing may crash,
+    and every error is a pybpf one (ClosedError once closed)."""
+    for seed in range(2):
+        v = run_child(LPM_STRESS, timeout=150, what=f"LPM trie stress (seed {seed})",
+                      params={"path": bpf_obj("integrity"), "seconds": 15, "seed": seed})
+        assert v["other"] == [], v
+        assert v["rounds"] >= 3 and v["ops"] > 100 and v["interrupts"] > 0, v
+
+
+BIG_BATCH_CLOSE = r"""
+import pybpf
+m = pybpf.create_map("hash", 4, 8, 100000, name=f"bigb{os.getpid() % 10000}",
+                     key="u32", value="u64")
+m.update_batch([(i, 3 * i) for i in range(100000)])
+outcomes = {}
+for r in range(P["rounds"]):
+    m2 = pybpf.Map.from_id(m.id)   # a second handle, closed while its walk runs
+    t = threading.Timer(0.0004 * (r % 9), m2.close)
+    t.start()
+    try:
+        got = 0
+        for b in m2.lookup_batch(chunk=30000):   # more than 4096: the GIL is let go
+            vals = memoryview(b.values).cast("Q")
+            keys = memoryview(b.keys).cast("I")
+            got += sum(vals[i] == 3 * keys[i] for i in range(b.count))
+        o = str(got)
+    except pybpf.ClosedError:
+        o = "closed"
+    t.join()
+    outcomes[o] = outcomes.get(o, 0) + 1
+emit({"outcomes": outcomes, "still": len(m)})
+"""
+
+
+def test_big_batch_walk_racing_close(bpf_obj):
+    """A batch chunk over 4096 entries is read without the GIL, the map's owner
+    borrowed: closing that handle from another thread meanwhile gives ClosedError (or
+    the whole map, every value right), never a crash or another map's entries."""
+    v = run_child(BIG_BATCH_CLOSE, timeout=120, what="big batch vs close",
+                  params={"rounds": 30})
+    assert set(v["outcomes"]) <= {"closed", "100000"} and v["still"] == 100000, v
+    assert v["outcomes"].get("closed", 0) > 0, v

@@ -315,3 +315,188 @@ def test_firewall_nested_prefixes_are_separate_rules():
     assert rules[v["inner"]][:2] == ["10.77.0.0/24", "drop"], v
     assert v["received"] == 0, v  # the longest prefix (the /24 drop) decides
     assert rules[v["inner"]][2] == 4 and rules[v["outer"]][2] == 0, v
+
+
+CUSTOM_BTF_SWAP = r"""
+import struct
+import pybpf
+from pybpf.btf import BTF
+raw = open("/sys/kernel/btf/vmlinux", "rb").read()
+b = BTF.from_bytes(raw)
+ts = b.find("task_struct")
+tgid = next(m for m in ts.members if m.name == "tgid")
+t0 = 24 + struct.unpack_from("<HBBIIIII", raw)[4]
+i = [m.name for m in ts.members].index("tgid")
+entry = t0 + b._offs[ts.id - 1] + 12 + 12 * i
+moved = bytearray(raw)     # task_struct.tgid 8 bytes further: a valid BTF
+struct.pack_into("<I", moved, entry + 8, struct.unpack_from("<I", raw, entry + 8)[0] + 64)
+bad = bytearray(raw)       # tgid of a type that does not exist: libbpf 1.1 crashes on it
+struct.pack_into("<I", bad, entry + 4, 0x7FFFFFFF)
+path = P["dir"] + "/custom.btf"
+
+def put(data, tag):
+    tmp = f"{path}.{tag}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+def offset(o):
+    return o.programs["tgid_offset"].test_run(repeat=0).retval
+
+res = {"kernel": tgid.offset // 8, "moved": tgid.offset // 8 + 8}
+# 1. The file is replaced after open() checked it, before load() (when libbpf reads it).
+for first, then, name in ((raw, moved, "good_then_moved"), (moved, raw, "moved_then_good"),
+                          (raw, bad, "good_then_bad")):
+    put(first, "a")
+    with pybpf.Object.open(P["obj"], btf_custom_path=path) as o:
+        put(then, "b")
+        o.load()
+        res[name] = offset(o)
+# 2. Another thread swaps the file between a good and a crashing version all along.
+stop = threading.Event()
+
+def swapper():
+    n = 0
+    while not stop.is_set():
+        put(bad if n % 2 else raw, "s")
+        n += 1
+
+t = threading.Thread(target=swapper)
+t.start()
+outcomes = {}
+try:
+    for _ in range(P["rounds"]):
+        try:
+            with pybpf.Object.open(P["obj"], btf_custom_path=path) as o:
+                o.load()
+                got = offset(o)
+        except pybpf.ObjectError as e:
+            got = "refused" if "malformed BTF" in str(e) else str(e)
+        outcomes[got] = outcomes.get(got, 0) + 1
+finally:
+    stop.set()
+    t.join()
+res["race"] = outcomes
+memfds = []
+for n in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink(f"/proc/self/fd/{n}").startswith("/memfd:"):
+            memfds.append(int(n))
+    except FileNotFoundError:
+        pass  # the listing's own fd
+res["fds_left"] = memfds
+emit(res)
+"""
+
+
+def test_custom_btf_libbpf_relocates_against_the_checked_bytes(bpf_obj, tmp_path):
+    """``btf_custom_path`` is checked when the object is opened and read by libbpf at
+    load: a file replaced in between must not reach libbpf unchecked. The relocated
+    offset of task_struct.tgid (what the loaded program returns) shows which bytes
+    libbpf used: those of the file as it was checked, whatever replaced it since; and a
+    swapper thread alternating a good file and one that crashes libbpf only ever gives
+    a refusal or the checked file's offset, never a crash."""
+    v = run_child(CUSTOM_BTF_SWAP, timeout=240, what="btf_custom_path swapped",
+                  params={"obj": bpf_obj("core_offset"), "dir": str(tmp_path), "rounds": 40})
+    k, moved = v["kernel"], v["moved"]
+    assert (v["good_then_moved"], v["moved_then_good"], v["good_then_bad"]) == (k, moved, k), v
+    assert set(v["race"]) <= {"refused", str(k)}, v["race"]
+    assert sum(v["race"].values()) == 40 and v["fds_left"] == [], v
+
+
+UNPIN_SWAP = r"""
+import random
+import pybpf
+random.seed(P["seed"])
+d = P["dir"]
+mine = pybpf.create_map("hash", 4, 4, 8, name="pinmine")
+other = pybpf.create_map("hash", 4, 4, 8, name="pinother")
+path, spare = d + "/m", d + "/spare"
+res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": []}
+for i in range(P["rounds"]):
+    mine.pin(path)
+    other.pin(spare)
+    # another process's pin replaces this one at a random moment around the unpin
+    t = threading.Timer(random.random() * 0.0004, os.replace, (spare, path))
+    t.start()
+    try:
+        mine.unpin(path)
+        res["removed_mine"] += 1
+    except pybpf.BPFError as e:
+        res["refused"] += 1
+    except OSError as e:
+        res["errors"].append(f"round {i}: {type(e).__name__}: {e}")
+    t.join()
+    # the other map's pin must survive, wherever the race put it
+    left = [q for q in (path, spare) if os.path.exists(q)]
+    ids = []
+    for q in left:
+        with pybpf.Map.open_pinned(q) as m:
+            ids.append(m.id)
+        os.unlink(q)
+    res["other_left"] += other.id in ids
+    res["other_lost"] += other.id not in ids
+    stray = [n for n in os.listdir(d)]
+    if stray:
+        res["errors"].append(f"round {i}: left behind {stray}")
+        for n in stray:
+            os.unlink(d + "/" + n)
+emit(res)
+"""
+
+
+def test_unpin_never_removes_a_pin_swapped_in_during_the_check(tmp_path):
+    """``Map.unpin(path)`` checks that the map pinned there is this one, then removes
+    it: another map's pin moved onto the path between the two must survive (the pin is
+    moved to a private name first, checked there, then removed)."""
+    d = f"/sys/fs/bpf/pybpf_t2_unpin_{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    try:
+        v = run_child(UNPIN_SWAP, timeout=240, what="unpin under a swap",
+                      params={"dir": d, "rounds": 1500, "seed": 3})
+    finally:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
+        os.rmdir(d)
+    assert v["other_lost"] == 0 and v["errors"] == [], v
+    assert v["other_left"] == 1500, v
+
+
+SHORT_CODEC = r"""
+import pybpf
+import pybpf.types as T
+m = pybpf.create_map("hash", 4, 256, 8, name=f"short{os.getpid() % 10000}")
+base = T.as_codec(bytes, 256, "value")
+
+class Short(type(base)):   # a user's codec whose encode() gives fewer bytes than its size
+    def encode(self, value, path=""):
+        return b"x"
+
+short = Short.__new__(Short)
+for cls in type(base).__mro__:
+    for slot in getattr(cls, "__slots__", ()):
+        if hasattr(base, slot):
+            setattr(short, slot, getattr(base, slot))
+short.__dict__.update(getattr(base, "__dict__", {}))
+m.set_types(key="u32", value=short)
+res = {}
+for name, op in (("m[k] = v", lambda: m.__setitem__(1, b"a" * 256)),
+                 ("update_batch", lambda: m.update_batch([(2, b"a" * 256)]))):
+    try:
+        op()
+        res[name] = "stored"
+    except pybpf.MapValueError as e:
+        res[name] = str(e)
+res["entries"] = len(list(pybpf.Map.keys(m)))   # nothing reached the kernel
+emit(res)
+"""
+
+
+def test_a_codec_giving_the_wrong_size_never_reaches_the_kernel():
+    """The kernel reads value_size bytes from what the codec gave: a user's codec that
+    gives fewer must be refused (it made the kernel copy heap bytes past the buffer
+    into the map)."""
+    v = run_child(SHORT_CODEC, timeout=60, what="short codec")
+    assert v["entries"] == 0, v
+    for name in ("m[k] = v", "update_batch"):
+        assert "the codec gave 1 bytes, not 256" in v[name], v

@@ -186,3 +186,72 @@ def test_lpm_items_never_report_a_deleted_prefix_with_its_parents_value():
             assert not wrong, f"(value returned, the prefix's own value): {wrong}"
             missing = set(own) - deleted - set(got)
             assert not missing, f"prefixes never deleted and not returned: {missing}"
+
+
+BESIDE_A_BUSY_WRITER = r"""
+import ipaddress
+import pybpf, _integrity_obj as io
+obj = io.load(P["path"], attach=False)
+lpm, h = obj.maps["lpm"], obj.maps["h"]
+stable = {ipaddress.ip_network(f"10.{i // 16}.{i % 16}.0/24"): i for i in range(300)}
+lpm.update(stable)
+# A switch interval long enough that a walk of a few ms normally fits in one: the
+# writer can run inside a walk only where the walk lets go of the GIL (or, rarely,
+# where the interval runs out in the middle of it).
+sys.setswitchinterval(P["interval"])
+stop = threading.Event()
+writes = [0]
+
+def writer():   # a tight loop on the typed fast path: it never blocks
+    n = 0
+    while not stop.is_set():
+        h[n & 1023] = n
+        n += 1
+        writes[0] = n
+
+t = threading.Thread(target=writer)
+t.start()
+bad, interleaved = [], 0
+try:
+    for i in range(P["walks"]):
+        before = writes[0]
+        if P["form"] == "items":
+            got = dict(lpm.items())
+        elif P["form"] == "keys":
+            got = {k: stable.get(k) for k in lpm.keys()}
+        else:
+            got = {ipaddress.ip_network((bytes(k)[4:], int.from_bytes(bytes(k)[:4], "little"))):
+                   stable.get(ipaddress.ip_network((bytes(k)[4:],
+                                                    int.from_bytes(bytes(k)[:4], "little"))))
+                   for k in lpm.keys_raw()}
+        interleaved += writes[0] != before
+        if got != stable:
+            bad.append(f"walk {i}: {len(set(stable) - set(got))} keys missing, "
+                       f"{len(set(got) - set(stable))} unexpected, "
+                       f"{sum(got.get(k) != v for k, v in stable.items())} wrong values")
+finally:
+    stop.set()
+    t.join()
+# the writer really ran, and its writes are in the kernel's map
+emit({"bad": bad, "interleaved": interleaved, "writes": writes[0],
+      "last": h[(writes[0] - 1) & 1023] == writes[0] - 1})
+"""
+
+
+@pytest.mark.parametrize("form", ["items", "keys", "keys_raw"])
+def test_walk_beside_a_busy_fast_path_writer_holds_the_gil(bpf_obj, form):
+    """A walk's syscalls keep the GIL, like the writer's fast path: beside a thread in a
+    tight ``h[k] = v`` loop the walk is not handed to the writer at each syscall (the
+    "GIL convoy": then every syscall of the walk waited for the writer's switch interval,
+    ~4 s per 300-prefix LPM walk). Checked by work done: every walk returns the exact
+    key set and values, and the writer runs inside at most a few of the walks (where the
+    switch interval ran out), not in nearly all of them. The child's time limit is only a
+    hang guard."""
+    walks = 40
+    v = run_child(BESIDE_A_BUSY_WRITER, timeout=240, what=f"LPM {form} beside a busy writer",
+                  params={"path": bpf_obj("integrity"), "form": form, "walks": walks,
+                          "interval": 0.2})
+    assert v["bad"] == [], v
+    assert v["writes"] > 0 and v["last"], v
+    assert v["interleaved"] <= walks // 4, \
+        f"the writer ran inside {v['interleaved']} of {walks} walks: walks let go of the GIL"

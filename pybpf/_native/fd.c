@@ -128,6 +128,22 @@ static PyObject *FD_borrow(FDObject *o, PyObject *unused)
 	return PyLong_FromLong(o->fd);
 }
 
+int pybpf_fd_borrow(FDObject *o)
+{
+	if (o->closed) {
+		pybpf_raise_closed(o->what);
+		return -1;
+	}
+	o->borrows++;
+	return o->fd;
+}
+
+void pybpf_fd_release(FDObject *o)
+{
+	if (--o->borrows == 0 && o->closed && (o->fd >= 0 || o->closer))
+		really_close(o);
+}
+
 /* release(): that user is done; the last one after close() closes. */
 static PyObject *FD_release(FDObject *o, PyObject *unused)
 {
@@ -135,8 +151,7 @@ static PyObject *FD_release(FDObject *o, PyObject *unused)
 		PyErr_SetString(PyExc_RuntimeError, "FD.release() without a borrow");
 		return NULL;
 	}
-	if (--o->borrows == 0 && o->closed && (o->fd >= 0 || o->closer))
-		really_close(o);
+	pybpf_fd_release(o);
 	Py_RETURN_NONE;
 }
 

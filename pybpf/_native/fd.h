@@ -23,6 +23,11 @@ extern PyTypeObject FDType;
  * close(). */
 int pybpf_fd_get(FDObject *o);
 
+/* borrow()/release() from C, for a syscall made without the GIL: the fd (-1 with
+ * ClosedError set after close()), then one pybpf_fd_release() (GIL held for both). */
+int pybpf_fd_borrow(FDObject *o);
+void pybpf_fd_release(FDObject *o);
+
 /* Raise pybpf.errors.ClosedError(what); returns NULL. */
 PyObject *pybpf_raise_closed(PyObject *what);
 
