@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <linux/bpf.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -223,17 +224,24 @@ fail:
 	return -1;
 }
 
+/* Unsigned values that fit a long go through PyLong_FromLong: CPython builds small
+ * ones there without counting digits (the unsigned constructors count them). */
+static PyObject *ulong_from(uint64_t v)
+{
+	return v <= LONG_MAX ? PyLong_FromLong((long)v) : PyLong_FromUnsignedLongLong(v);
+}
+
 static PyObject *scalar_from(const struct field *f, const char *p)
 {
 	switch (f->code) {
-	case 'B': return PyLong_FromUnsignedLong(*(const uint8_t *)p);
+	case 'B': return PyLong_FromLong(*(const uint8_t *)p);
 	case 'b': return PyLong_FromLong(*(const int8_t *)p);
 	case '?': return PyBool_FromLong(*p != 0);
-	case 'H': { uint16_t v; memcpy(&v, p, 2); return PyLong_FromUnsignedLong(v); }
+	case 'H': { uint16_t v; memcpy(&v, p, 2); return PyLong_FromLong(v); }
 	case 'h': { int16_t v; memcpy(&v, p, 2); return PyLong_FromLong(v); }
-	case 'I': { uint32_t v; memcpy(&v, p, 4); return PyLong_FromUnsignedLong(v); }
+	case 'I': { uint32_t v; memcpy(&v, p, 4); return ulong_from(v); }
 	case 'i': { int32_t v; memcpy(&v, p, 4); return PyLong_FromLong(v); }
-	case 'Q': { uint64_t v; memcpy(&v, p, 8); return PyLong_FromUnsignedLongLong(v); }
+	case 'Q': { uint64_t v; memcpy(&v, p, 8); return ulong_from(v); }
 	case 'q': { int64_t v; memcpy(&v, p, 8); return PyLong_FromLongLong(v); }
 	case 'f': { float v; memcpy(&v, p, 4); return PyFloat_FromDouble(v); }
 	case 'd': { double v; memcpy(&v, p, 8); return PyFloat_FromDouble(v); }
@@ -728,7 +736,7 @@ typedef struct {
 	PyObject *ops;
 } MapBase;
 
-static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in;
+static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in, *s_raw;
 
 /* The MapOps to use (a new reference: Python code that runs during the call, a
  * codec or set_types(), may replace m->ops), or NULL with *exc set to the exception
@@ -842,6 +850,58 @@ static int MapBase_contains(MapBase *m, PyObject *key)
 	return t;
 }
 
+/* m.lookup(key, *, flags=0) -> bytes | None: the raw lookup (TypedMap's), in C when
+ * the key is key_size bytes and flags is 0; anything else, and every failure, goes to
+ * _c_failed("raw", key, flags, exc), which does what Map.lookup does. */
+static PyObject *MapBase_lookup(MapBase *m, PyObject *const *args, Py_ssize_t nargs,
+				PyObject *kwnames)
+{
+	PyObject *exc = NULL, *key = nargs == 1 ? args[0] : NULL, *flags = NULL, *r;
+	MapOps *ops;
+	Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+
+	for (i = 0; i < nkw; i++) {
+		PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+
+		if (!key && !PyUnicode_CompareWithASCIIString(name, "key")) {
+			key = args[nargs + i];
+		} else if (!flags && !PyUnicode_CompareWithASCIIString(name, "flags")) {
+			flags = args[nargs + i];
+		} else {
+			PyErr_Format(PyExc_TypeError, "lookup() got an unexpected keyword argument %R",
+				     name);
+			return NULL;
+		}
+	}
+	if (!key || nargs > 1) {
+		PyErr_SetString(PyExc_TypeError, "lookup() takes one key: lookup(key, *, flags=0)");
+		return NULL;
+	}
+	if (flags && !(PyLong_CheckExact(flags) && PyObject_Not(flags) == 1)) {
+		exc = PyObject_CallNoArgs(Fallback);	/* flags: Python's path */
+		return exc ? map_failed(m, s_raw, key, flags, exc) : NULL;
+	}
+	ops = map_ops(m, &exc);
+	if (ops) {
+		r = MapOps_lookup_bytes(ops, key);
+		Py_DECREF(ops);
+		if (r)
+			return r;
+	} else if (!exc) {
+		return NULL;
+	}
+	return map_failed(m, s_raw, key, flags, exc);
+}
+
+static PyMethodDef MapBase_methods[] = {
+	{"lookup", (PyCFunction)(void (*)(void))MapBase_lookup, METH_FASTCALL | METH_KEYWORDS,
+	 "lookup($self, key, *, flags=0)\n--\n\n"
+	 "The value bytes for ``key`` (key_size bytes), or None if absent: one syscall,\n"
+	 "made from C. Per-CPU maps return every possible CPU's value, each padded to 8\n"
+	 "bytes. ``flags`` (e.g. BPF_F_LOCK) takes the Python path of Map.lookup."},
+	{NULL, NULL, 0, NULL},
+};
+
 static int MapBase_traverse(MapBase *m, visitproc visit, void *arg)
 {
 	Py_VISIT(m->ops);
@@ -886,6 +946,7 @@ static PyTypeObject MapBaseType = {
 	.tp_traverse = (traverseproc)MapBase_traverse,
 	.tp_clear = (inquiry)MapBase_clear,
 	.tp_members = MapBase_members,
+	.tp_methods = MapBase_methods,
 	.tp_as_mapping = &MapBase_as_mapping,
 	.tp_as_sequence = &MapBase_as_sequence,
 };
@@ -897,7 +958,8 @@ static int mapbase_init_module(PyObject *m)
 	    !(s_get = PyUnicode_InternFromString("get")) ||
 	    !(s_set = PyUnicode_InternFromString("set")) ||
 	    !(s_del = PyUnicode_InternFromString("del")) ||
-	    !(s_in = PyUnicode_InternFromString("in")))
+	    !(s_in = PyUnicode_InternFromString("in")) ||
+	    !(s_raw = PyUnicode_InternFromString("raw")))
 		return -1;
 	MapBaseType.tp_base = &PyBaseObject_Type;
 	MapBaseType.tp_new = PyBaseObject_Type.tp_new;  /* object.__new__(cls) stays valid */

@@ -388,10 +388,13 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
 
     def _c_failed(self, op: str, key: Any, value: Any, exc: BaseException) -> Any:
         """The validating path of ``m[k]`` (op "get"), ``m[k] = v`` ("set"), ``del m[k]``
-        ("del") and ``k in m`` ("in"), for what the C slots did not finish: a value or key
-        C does not take (Fallback) is encoded again by the codecs, which explain what is
-        wrong; a kernel error becomes a MapError naming the map; anything else (a closed
-        map, an interrupt) is raised as it is."""
+        ("del"), ``k in m`` ("in") and the raw ``m.lookup(key, flags=value)`` ("raw"), for
+        what the C slots did not finish: a value or key C does not take (Fallback) is
+        encoded again by the codecs, which explain what is wrong (raw lookups: by
+        :meth:`Map.lookup`); a kernel error becomes a MapError naming the map; anything
+        else (a closed map, an interrupt) is raised as it is."""
+        if op == "raw" and isinstance(exc, _Fallback):
+            return Map.lookup(self, key, flags=value or 0)
         if not isinstance(exc, _Fallback):
             if isinstance(exc, ClosedError) or not isinstance(exc, OSError):
                 raise exc
@@ -425,20 +428,6 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
                 return None
             raise self._err(-rc, "lookup failed")
         return buf
-
-    def lookup(self, key: bytes, *, flags: int = 0) -> bytes | None:
-        """Raw: the value bytes for key bytes, or None (one syscall); see :meth:`Map.lookup`."""
-        if not flags:
-            ops = self._ops or self._make_ops()
-            try:
-                return ops.lookup_bytes(key)  # type: ignore[no-any-return]
-            except _Fallback:
-                pass  # not key_size bytes: Map.lookup says so
-            except ClosedError:
-                raise
-            except OSError as e:
-                raise self._err(e.errno or _errno.EIO, "lookup failed") from None
-        return Map.lookup(self, key, flags=flags)
 
     def get(self, key: K, default: Any = None) -> V | Any:
         """``m[key]`` or ``default`` (one syscall)."""

@@ -145,14 +145,15 @@ class OpenMap:
     the object closes, everything but ``name`` and ``repr`` raises ClosedError.
     """
 
-    def __init__(self, stage: Stage, ptr: Any) -> None:
+    def __init__(self, stage: Stage, ptr: Any, *, internal: bool | None = None) -> None:
         self._stage = stage
         self._ptr = ptr
         with stage.owner:
             self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
         # the rest is read from libbpf when first asked for (an open that only sets a
-        # global reads little); record_btf_ids() before load, which drops some
-        self._internal: bool | None = None
+        # global reads little; its caller may know `internal` already); record_btf_ids()
+        # before load, which drops some
+        self._internal: bool | None = internal
         self._noted_btf_ids: tuple[int, int] | None = None
         self._types: tuple[Any, Any] | None = None  # set_types(), for the live map
         self._reused_map: Map | None = None  # reuse(): the live map load hands back

@@ -196,6 +196,9 @@ class Object(Handle):
         # open that only sets a global never builds the programs'.
         self._progs_built: dict[str, Program] | None = None
         self._open_maps_built: dict[str, OpenMap] | None = None
+        # wrappers built before the others (a .rodata write builds only its map's),
+        # by libbpf's map pointer address: _open_maps adopts them
+        self._open_maps_early: dict[int, OpenMap] = {}
         self._maps: dict[str, Map] | None = None  # the live maps, after load
         self._btf: BTF | None = None
         self._globals_obj: Globals | None = None
@@ -333,13 +336,14 @@ class Object(Handle):
                 maps = self._open_maps_built
                 if maps is None:
                     maps = {}
-                    ptr, stage = self._ptr, self._stage
+                    ptr, stage, early = self._ptr, self._stage, self._open_maps_early
                     m = lib.bpf_object__next_map(ptr, ffi.NULL)
                     while m != ffi.NULL:
-                        om = OpenMap(stage, m)
+                        om = early.get(int(ffi.cast("uintptr_t", m))) or OpenMap(stage, m)
                         maps[om.name] = om
                         m = lib.bpf_object__next_map(ptr, m)
                     self._open_maps_built = maps
+                    early.clear()
         return maps
 
     # --- inventory ----------------------------------------------------------------
@@ -482,12 +486,34 @@ class Object(Handle):
         raise KeyError(f"{self.name}: no read-only global named {name!r}")
 
     def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
+        """The object's .rodata maps with their section names. Before the other maps'
+        wrappers exist, only these are built (from libbpf's names: one pass, no
+        syscall), for _open_maps to adopt."""
+        if self._open_maps_built is not None:
+            maps: Iterable[OpenMap] = self._open_maps_built.values()
+        else:
+            found = []
+            with self._lock, self._stage.owner:
+                if self._open_maps_built is not None:
+                    return self._rodata_maps()
+                early = self._open_maps_early
+                arr = ffi.new("struct bpf_map *[8]")
+                n = lib.pybpf_rodata_maps(self._ptr, arr, 8)
+                if n > 8:  # more .rodata sections than fit: the general path
+                    maps = self._open_maps.values()
+                else:
+                    for m in arr[0:n]:
+                        addr = int(ffi.cast("uintptr_t", m))
+                        om = early.get(addr)
+                        if om is None:
+                            om = early[addr] = OpenMap(self._stage, m, internal=True)
+                        found.append(om)
+                    maps = found
         out = []
-        for m in self._open_maps.values():
-            if ".rodata" in m.name and m.internal:
+        for om in maps:
+            if ".rodata" in om.name and om.internal:
                 # Internal map names are "<obj prefix>.rodata[.suffix]" (truncated).
-                sec = m.name[m.name.index(".rodata"):]
-                out.append((sec, m))
+                out.append((om.name[om.name.index(".rodata"):], om))
         return out
 
     # --- choosing programs (before load) --------------------------------------------

@@ -78,6 +78,22 @@ def test_set_rodata_still_works(gobj):
     assert gobj.bss.bss_out == 21 + 80 + 5
 
 
+def test_set_rodata_first_builds_only_what_it_writes(gobj):
+    """set_rodata as the first thing after open (only the .rodata maps' wrappers are
+    built then): both sections reach the kernel, and obj.maps afterwards has one
+    wrapper per map, the ones set_rodata wrote through included."""
+    gobj.set_rodata("custom_ro", 9)
+    gobj.set_rodata("ro_val", 30)
+    maps = gobj.maps
+    assert len(set(map(id, maps.values()))) == len(maps)
+    assert sorted(n[n.index("."):] for n in maps if ".rodata" in n) == [".rodata",
+                                                                       ".rodata.custom"]
+    assert all(gobj.maps[n] is m for n, m in maps.items())
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 30 + 80 + 9
+
+
 def test_set_rodata_bytes_are_padded_with_zeros(gobj):
     """Bytes shorter than the global are zero-padded: the program reads exactly them."""
     gobj.rodata.ro_cfg = {"port": 1, "name": "1234567"}  # non-zero where padding goes

@@ -150,3 +150,23 @@ def test_cached_state_keeps_no_reference_cycle(tm):
     finally:
         gc.enable()
         os.close(pidfd)
+
+
+def test_raw_lookup_in_c_takes_what_map_lookup_takes(tm):
+    """m.lookup(key) of a typed map is one C call (MapBase.lookup); every other form
+    reaches Map.lookup, with its errors naming the map."""
+    m = tm.maps["vals"]
+    m[7] = {"count": 41}
+    k = struct.pack("<I", 7)
+    for got in (m.lookup(k), m.lookup(key=k), m.lookup(k, flags=0), m.lookup(flags=0, key=k)):
+        assert got is not None and struct.unpack_from("<Q", got)[0] == 41
+    assert m.lookup(struct.pack("<I", 8)) is None
+    with pytest.raises(pybpf.MapValueError, match="map 'vals': key is 1 bytes"):
+        m.lookup(b"x")
+    with pytest.raises(pybpf.MapTypeError, match="map 'vals': raw key must be bytes"):
+        m.lookup("abcd")  # type: ignore[arg-type]
+    with pytest.raises(MapError, match="map 'vals': lookup failed: .*EINVAL"):
+        m.lookup(k, flags=4)  # BPF_F_LOCK on a map without a spin lock: Map.lookup's path
+    for args, kw in (((), {}), ((k, k), {}), ((k,), {"flag": 0}), ((k,), {"key": k})):
+        with pytest.raises(TypeError, match="lookup"):
+            m.lookup(*args, **kw)

@@ -189,3 +189,24 @@ int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u3
 
 	return libbpf_register_prog_handler(sec, prog_type, attach_type, &opts);
 }
+
+/* --- global variables before load ------------------------------------------- */
+
+/* The internal maps of OBJ whose name holds ".rodata" (libbpf names them
+ * "<prefix>.rodata[.suffix]"), at most MAX into OUT in libbpf's order: what
+ * Object.set_rodata writes to, found in one call (a few calls per map from Python
+ * cost more than the write).  Returns how many there are (may exceed MAX). */
+int pybpf_rodata_maps(struct bpf_object *obj, struct bpf_map **out, int max)
+{
+	struct bpf_map *m;
+	int n = 0;
+
+	bpf_object__for_each_map(m, obj) {
+		if (!bpf_map__is_internal(m) || !strstr(bpf_map__name(m), ".rodata"))
+			continue;
+		if (n < max)
+			out[n] = m;
+		n++;
+	}
+	return n;
+}

@@ -9,6 +9,7 @@ int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int 
 int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
 int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u32 prog_flags);
+int pybpf_rodata_maps(struct bpf_object *obj, struct bpf_map **out, int max);
 /* event readers (pybpf/_native/batch.c, reader.c, ring.c, perf.c) */
 #define PYBPF_CLOSED -9
 struct pybpf_ring_reader;

@@ -25,6 +25,8 @@ typedef struct {
 } Shape;
 
 static PyObject *shape_attr;	/* "_shape" */
+static void struct_dealloc(PyObject *self);
+static PyObject *struct_alloc(PyTypeObject *tp, Py_ssize_t nitems);
 static int StructBase_init(PyObject *self, PyObject *args, PyObject *kw);
 static PyObject *StructBase_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
 				       PyObject *kwnames);
@@ -46,6 +48,164 @@ static Py_ssize_t member_offset(PyTypeObject *cls, PyObject *descr)
 		return -1;
 	}
 	return m->offset;
+}
+
+/* ---- instances: allocation with a free list ------------------------------------
+ *
+ * A lookup builds one instance per call and the caller usually drops it before the
+ * next: instances of a generated class whose layout is only its __slots__ (no
+ * __dict__, __weakref__ or finalizer anywhere in its bases) are allocated and freed
+ * here.  A freed instance's memory (GC header included, untracked) is kept on a short
+ * list by size and given to the next instance of any such class of that size
+ * (PyObject_Init then sets its class).  The class itself stays an ordinary heap type:
+ * subclasses, pickling, copy and the collector see no difference; a subclass's
+ * instances are freed normally after subtype_dealloc has cleared its own slots. */
+
+#if !defined(Py_GIL_DISABLED)
+#define RECYCLE 1
+#define FREE_SIZES 68	/* basicsize in words: PyObject + up to 64 slots, and a margin */
+#define FREE_MAX 16
+static PyObject *free_list[FREE_SIZES][FREE_MAX];
+static int free_count[FREE_SIZES];
+#endif
+
+/* Whether instances of TP (and of its bases up to StructBase) are only object slots:
+ * their body is all NULL once clear_slots() ran. */
+static int only_slots(PyTypeObject *tp)
+{
+	PyTypeObject *t;
+	Py_ssize_t n = 0;
+
+	for (t = tp; t && t != &StructBaseType; t = t->tp_base) {
+		PyMemberDef *mp;
+
+		for (mp = t->tp_members; mp && mp->name; mp++) {
+			if (mp->type != T_OBJECT_EX || (mp->flags & READONLY))
+				return 0;
+			n++;
+		}
+		if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_itemsize || t->tp_dictoffset ||
+		    t->tp_weaklistoffset || t->tp_finalize || t->tp_del)
+			return 0;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+		if (t->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+			return 0;
+#endif
+#ifdef Py_TPFLAGS_MANAGED_WEAKREF
+		if (t->tp_flags & Py_TPFLAGS_MANAGED_WEAKREF)
+			return 0;
+#endif
+	}
+	return t == &StructBaseType &&
+	       tp->tp_basicsize == (Py_ssize_t)sizeof(PyObject) + n * (Py_ssize_t)sizeof(PyObject *);
+}
+
+/* Give CLS (a generated struct class, fresh from type()) this file's alloc and dealloc. */
+static void recycle_instances(PyTypeObject *cls)
+{
+	PyTypeObject *base = cls->tp_base;
+
+	/* type() gave CLS and its base (Struct) the same dealloc, subtype_dealloc */
+	if (cls->tp_dealloc == struct_dealloc || !base || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+	    cls->tp_dealloc != base->tp_dealloc ||
+	    cls->tp_alloc != PyType_GenericAlloc || cls->tp_free != PyObject_GC_Del ||
+	    !PyType_IS_GC(cls) || !only_slots(cls))
+		return;
+	cls->tp_alloc = struct_alloc;
+	cls->tp_dealloc = struct_dealloc;
+}
+
+static PyObject *struct_alloc(PyTypeObject *tp, Py_ssize_t nitems)
+{
+#ifdef RECYCLE
+	Py_ssize_t w = tp->tp_basicsize / (Py_ssize_t)sizeof(void *);
+
+	if (nitems == 0 && w < FREE_SIZES && free_count[w] > 0) {
+		PyObject *o = free_list[w][--free_count[w]];
+
+		/* its slots, the whole body (only_slots), were cleared when it was freed */
+		PyObject_Init(o, tp);	/* its class (a new reference), one reference */
+		PyObject_GC_Track(o);
+		return o;
+	}
+#endif
+	return PyType_GenericAlloc(tp, nitems);
+}
+
+/* Keep SELF's memory for the next instance of its size (1), or not (0). */
+static int recycled(PyObject *self, PyTypeObject *tp)
+{
+#ifdef RECYCLE
+	Py_ssize_t w = tp->tp_basicsize / (Py_ssize_t)sizeof(void *);
+
+	if (tp->tp_alloc == struct_alloc && !tp->tp_finalize && w < FREE_SIZES &&
+	    free_count[w] < FREE_MAX) {
+		free_list[w][free_count[w]++] = self;
+		return 1;
+	}
+#endif
+	return 0;
+}
+
+/* Whether the slots of SELF, an instance of a class recycle_instances() took (its body
+ * is only slots), hold only ints, floats, bools or nothing (what lookups decode). */
+static int only_numbers(PyObject *self, PyTypeObject *tp)
+{
+	PyObject **p = (PyObject **)(self + 1), **end = (PyObject **)((char *)self + tp->tp_basicsize);
+
+	for (; p < end; p++)
+		if (*p && !PyLong_CheckExact(*p) && !PyFloat_CheckExact(*p) && !PyBool_Check(*p))
+			return 0;
+	return 1;
+}
+
+/* The object slots of TP and of its heap-type bases, cleared as subtype_dealloc does. */
+static void clear_slots(PyObject *self, PyTypeObject *tp)
+{
+	PyTypeObject *t;
+
+	for (t = tp; t && (t->tp_flags & Py_TPFLAGS_HEAPTYPE); t = t->tp_base) {
+		PyMemberDef *mp = t->tp_members;	/* type() made: its own __slots__ */
+
+		for (; mp && mp->name; mp++) {
+			if (mp->type == T_OBJECT_EX && !(mp->flags & READONLY)) {
+				PyObject **p = (PyObject **)((char *)self + mp->offset);
+
+				Py_CLEAR(*p);
+			}
+		}
+	}
+}
+
+/* tp_dealloc of the classes recycle_instances() took, and the base dealloc that
+ * subtype_dealloc calls for their subclasses' instances (tracked again, finalizer
+ * run, own slots and __dict__ cleared). */
+static void struct_dealloc(PyObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+
+	if (tp->tp_dealloc == struct_dealloc && tp->tp_finalize) {  /* a __del__ added later */
+		if (PyObject_CallFinalizerFromDealloc(self) < 0)
+			return;	/* resurrected */
+	}
+	PyObject_GC_UnTrack(self);
+	if (tp->tp_alloc == struct_alloc && only_numbers(self, tp)) {
+		/* nothing it holds can free a chain of objects: no trashcan needed */
+		PyObject **p = (PyObject **)(self + 1), **end = (PyObject **)((char *)self + tp->tp_basicsize);
+
+		for (; p < end; p++)
+			Py_CLEAR(*p);
+		if (!recycled(self, tp))
+			tp->tp_free(self);
+		Py_DECREF(tp);
+		return;
+	}
+	Py_TRASHCAN_BEGIN(self, struct_dealloc)
+	clear_slots(self, tp);
+	if (!recycled(self, tp))
+		tp->tp_free(self);
+	Py_DECREF(tp);
+	Py_TRASHCAN_END
 }
 
 /* Shape(cls, members): members ((slot_descriptor, default, factory_or_None), ...) in
@@ -105,8 +265,10 @@ static int Shape_init(Shape *sh, PyObject *args, PyObject *kw)
 	/* Calling the class builds the instance in one C call, when nothing else takes
 	 * part in construction (a Python __new__ or __init__, as unions have). */
 	if (((PyTypeObject *)cls)->tp_init == StructBase_init &&
-	    ((PyTypeObject *)cls)->tp_new == PyBaseObject_Type.tp_new && n <= 64)
+	    ((PyTypeObject *)cls)->tp_new == PyBaseObject_Type.tp_new && n <= 64) {
 		((PyTypeObject *)cls)->tp_vectorcall = StructBase_vectorcall;
+		recycle_instances((PyTypeObject *)cls);
+	}
 	sh->slot = slot;
 	sh->names = names;
 	sh->defaults = defaults;

@@ -60,8 +60,6 @@ __all__ = ["Firewall", "Rule", "Counter", "main"]
 MAX_RULES = 1024
 XDP_DROP, XDP_PASS = 1, 2
 ACTIONS = {"drop": XDP_DROP, "pass": XDP_PASS}
-_KEY = struct.Struct("<IHBB16s")  # prefixlen, port (network order), family, pad, addr
-_RULE = struct.Struct("<II")
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 _ETH = {0x0800: "ipv4", 0x86DD: "ipv6", 0x0806: "arp"}
 _IPPROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -98,19 +96,30 @@ def _network(source: str | Network) -> Network:
         raise ValueError(f"not an IP prefix: {source!r} ({exc})") from None
 
 
-def _key(net: Network, port: int | None) -> bytes:
+# The rules map's keys and values (struct fw_key, struct fw_rule of firewall.bpf.c) go
+# through the map's own codecs, from its BTF: the one place that knows their layout.
+
+def _key(rules: Map, net: Network, port: int | None) -> bytes:
+    """The fw_key of ``net`` and ``port`` (its port in network order, as XDP reads it)."""
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"port must be 1-65535 (or None for any port), got {port}")
-    addr = net.network_address.packed.ljust(16, b"\0")
-    return _KEY.pack(32 + net.prefixlen, socket.htons(port or 0), net.version, 0, addr)
+    return bytes(rules.key_type.encode({  # type: ignore[attr-defined]
+        "prefixlen": 32 + net.prefixlen, "port": socket.htons(port or 0),
+        "family": net.version, "addr": net.network_address.packed}))
 
 
-def _unkey(raw: bytes) -> tuple[Network, int | None]:
-    plen, port, family, _, addr = _KEY.unpack(raw)
-    port = socket.ntohs(port)
+def _unkey(rules: Map, raw: bytes) -> tuple[Network, int | None]:
+    k = rules.key_type.decode(raw)  # type: ignore[attr-defined]
+    addr = bytes(k.addr)
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
-        ipaddress.IPv4Address(addr[:4]) if family == 4 else ipaddress.IPv6Address(addr))
-    return ipaddress.ip_network(f"{ip}/{plen - 32}"), port or None
+        ipaddress.IPv4Address(addr[:4]) if k.family == 4 else ipaddress.IPv6Address(addr))
+    return ipaddress.ip_network(f"{ip}/{k.prefixlen - 32}"), socket.ntohs(k.port) or None
+
+
+def _rule(rules: Map, raw: bytes) -> tuple[int, int]:
+    """(id, action) of a fw_rule value."""
+    v = rules.value_type.decode(raw)  # type: ignore[attr-defined]
+    return int(v.id), int(v.action)
 
 
 def _sum_counters(raw: bytes) -> Counter:
@@ -264,8 +273,8 @@ class Firewall:
         if action not in ACTIONS:
             raise ValueError(f"action must be 'drop' or 'pass', not {action!r}")
         net = _network(source)
-        key = _key(net, port)
         rules = self._maps["rules"]
+        key = _key(rules, net, port)
         # An LPM trie's lookup is a longest-prefix match: a /24 inside an existing /16
         # would find the /16's rule and share its id and counters. Find this exact
         # prefix and port among the rules instead (one walk; remove_rule's delete is
@@ -273,28 +282,31 @@ class Firewall:
         table = dict(rules.items_raw())
         existing = table.get(key)
         if existing is not None:
-            rid = _RULE.unpack(existing)[0]
+            rid = _rule(rules, existing)[0]
         else:
-            used = {_RULE.unpack(v)[0] for v in table.values()}
+            used = {_rule(rules, v)[0] for v in table.values()}
             rid = next((i for i in range(1, MAX_RULES) if i not in used), 0)
             if not rid:
                 raise BPFError(_errno.ENOSPC, f"firewall: all {MAX_RULES - 1} rules are used")
             # A fresh id starts from zero.
             self._maps["counters"].update(rid.to_bytes(4, "little"),
                                           bytes(16 * possible_cpus()))
-        rules.update(key, _RULE.pack(rid, ACTIONS[action]))
+        rules.update(key, bytes(rules.value_type.encode(  # type: ignore[attr-defined]
+            {"id": rid, "action": ACTIONS[action]})))
         return Rule(rid, net, port, action)
 
     def remove_rule(self, source: str | Network, *, port: int | None = None) -> bool:
         """Remove the rule for ``source`` and ``port``; False if there was none."""
-        return self._maps["rules"].delete(_key(_network(source), port))
+        rules = self._maps["rules"]
+        return rules.delete(_key(rules, _network(source), port))
 
     def rules(self) -> list[Rule]:
         """Every rule with its counters, by id."""
         out = []
-        for k, v in self._maps["rules"].items_raw():
-            net, port = _unkey(k)
-            rid, action = _RULE.unpack(v)
+        rules = self._maps["rules"]
+        for k, v in rules.items_raw():
+            net, port = _unkey(rules, k)
+            rid, action = _rule(rules, v)
             c = self._counter(rid)
             out.append(Rule(rid, net, port, "drop" if action == XDP_DROP else "pass",
                             c.packets, c.bytes))
