@@ -32,9 +32,10 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union, overload
 
 from . import _fastpath, typespec
+from ._args import c_int, timeout_arg
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind, BTFType
-from .errors import ClosedError, MapError
+from .errors import BPFTypeError, ClosedError, MapError
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -436,7 +437,7 @@ def require_map(m: object, map_type: str, takes: str) -> None:
     from .maps import Map
 
     if not isinstance(m, Map):
-        raise TypeError(f"{takes}, got {type(m).__name__}")
+        raise BPFTypeError(errno.EINVAL, f"{takes}, got {type(m).__name__}")
     if m.type != map_type:
         raise MapError(errno.EINVAL, f"map {m.name!r} is a {m.type} map, not a {map_type}",
                        map=m.name)
@@ -457,6 +458,13 @@ DEFAULT_MAX_BATCH_BYTES = 1 << 20
 batches of about 1 MiB are still in the CPU's cache when Python reads them."""
 
 _INT_MAX = (1 << 31) - 1
+
+
+def batch_bytes(value: int | None, who: str) -> int:
+    """``max_batch_bytes`` checked for the reader ``who`` names (None: no bound)."""
+    if value is None:  # (the old spelling of "everything there is")
+        return 1 << 62
+    return c_int(value, f"{who}: max_batch_bytes", "u64", lo=1)
 
 
 def _timeout_ms(timeout: float | None, deadline: float | None) -> int:
@@ -586,10 +594,15 @@ class _Reader:
                                "already consuming; use one consumer thread at a time")
         return self._lock
 
+    def _who(self) -> str:
+        """What the errors of this reader name: ``ring buffer 'rb'``."""
+        return self._what
+
     def _wait(self, timeout: float | None) -> bool:
         """Block until records may be there; False on timeout or close.  A signal
         ends the native wait: its Python handler then runs at once (Ctrl-C raises
         KeyboardInterrupt here)."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         if self._block is not None:
             self._check_block()
         if self._has_pending():
@@ -861,6 +874,7 @@ class _Reader:
 
     def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
         """Wait, then take one batch (left pending: the caller hands it over)."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -938,6 +952,7 @@ class _Reader:
     async def wait_async(self, timeout: float | None = None) -> bool:
         """Await records in the running loop (no thread: the loop watches the
         reader's epoll fd); False on timeout or close."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         if self._closed:
             return False
         if self._has_pending() or self._ops.wait(self._raw, 0) > 0:

@@ -23,7 +23,8 @@
  * Whatever the fast path cannot take (a key of another type, a value out of range,
  * an enum by name...) raises Fallback, before any syscall: the Python path then
  * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
- * default); other errors raise OSError(errno) for Python to name the map. */
+ * default; m[k] and del m[k] hand it to Python, which names the map); other errors
+ * raise OSError(errno) for Python to name the map. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -751,7 +752,8 @@ static MapOps *map_ops(MapBase *m, PyObject **exc)
 	return NULL;
 }
 
-/* Hand the failed operation to Python: the raised exception (KeyError is final). */
+/* Hand the failed operation to Python: the raised exception (a missing key too: Python
+ * raises the MapKeyError that names the map). */
 static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *value,
 			    PyObject *exc)
 {
@@ -760,9 +762,6 @@ static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *v
 	if (!exc) {
 		PyObject *type, *tb;
 
-		if (PyErr_ExceptionMatches(PyExc_KeyError) &&
-		    !PyErr_ExceptionMatches(Fallback))
-			return NULL;
 		PyErr_Fetch(&type, &exc, &tb);
 		PyErr_NormalizeException(&type, &exc, &tb);
 		if (exc && tb)

@@ -191,7 +191,7 @@ class Link(Handle):
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
-        p = _fs.check_pin_path(os.fspath(path))
+        p = _fs.check_pin_path(path, f"link {self.program!r}")
         if self._ptr is None:
             with self._owner as fd:
                 if self._fd_pin is not None:
@@ -292,8 +292,7 @@ class Link(Handle):
     def open_pinned(cls, path: str | os.PathLike[str]) -> Link:
         """Open a link pinned in bpffs; ``unpin()`` then ``detach()`` removes it. A pinned
         map or program is refused with BPFError."""
-        p = os.fspath(path)
-        _fs.check_pinned(p, "link")
+        p = _fs.check_pinned(path, "link", "Link.open_pinned")
         with capture() as log:
             ptr = lib.bpf_link__open(p.encode())
         if ptr == ffi.NULL:

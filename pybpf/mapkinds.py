@@ -50,10 +50,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _fastpath, _walk
 from . import symbolize as sym
+from ._args import c_int, name_arg, user_raised
 from ._ffi import error_for, ffi, lib
 from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
-from .errors import ClosedError, MapError, MapTypeError, MapValueError
+from .errors import ClosedError, MapError, MapKeyError, MapTypeError, MapValueError
 from .maps import (
     Map,
     UpdateFlags,
@@ -170,7 +171,8 @@ class RawBatch:
 class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
 
-    ``m[k]`` raises ``KeyError`` for an absent key; ``m.get(k)`` returns None.
+    ``m[k]`` raises ``MapKeyError`` (a ``KeyError`` naming the map) for an absent key;
+    ``m.get(k)`` returns None.
     Key/value errors (``TypeError``/``ValueError``) name the map and the field and
     are raised before any syscall.
     """
@@ -339,6 +341,13 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return codec.encode(value, path)
         except (TypeError, ValueError) as e:
             raise self._bad(e, codec, path) from None
+        except Exception as e:  # the key's own __index__/__bytes__... raised: name the map
+            raise self._bad(user_raised(e, path, value), codec, path, TypeError) from e
+
+    def _missing(self, key: Any) -> MapKeyError:
+        """The error for a key that is not in the map (``m[k]``, ``del m[k]``, ``pop``)."""
+        return MapKeyError(f"map {self.name!r} ({self.type}): no key {key!r:.80}",
+                           map=self.name, key=key)
 
     def _bad(self, e: Exception | str, codec: Codec, path: str,
              kind: type[Exception] = ValueError) -> MapError:
@@ -390,6 +399,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         wrong; a kernel error becomes a MapError naming the map; anything else (a closed
         map, an interrupt) is raised as it is."""
         if not isinstance(exc, _Fallback):
+            if type(exc) is KeyError:  # the kernel's ENOENT: no such key
+                raise self._missing(key) from None
             if isinstance(exc, ClosedError) or not isinstance(exc, OSError):
                 raise exc
             err = exc.errno or _errno.EIO
@@ -405,14 +416,14 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
                 rc = _delete_elem(fd, kb)
             if rc < 0:
                 if rc == -_ENOENT:
-                    raise KeyError(key)
+                    raise self._missing(key)
                 raise self._err(-rc, "delete failed")
             return None
         got = self._lookup_raw(kb)
         if op == "in":
             return got is not None
         if got is None:
-            raise KeyError(key)
+            raise self._missing(key)
         return self._dval(got)
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
@@ -463,12 +474,13 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
 
     def _update_failed(self, key: Any, flags: int, err: int) -> None:
         if err == _errno.E2BIG and isinstance(self, ArrayMap):
-            raise MapError(err, f"map {self.name!r} ({self.type}): index {key} is past the end "
-                                f"(max_entries {self.max_entries})", map=self.name)
+            raise self._missing(key)
         if err == _errno.EEXIST:
-            raise KeyError(key)
+            raise MapKeyError(f"map {self.name!r}: key {key!r:.80} is already present "
+                              "(BPF_NOEXIST)", map=self.name, key=key, err=err)
         if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
-            raise KeyError(key)
+            raise MapKeyError(f"map {self.name!r}: no key {key!r:.80} (BPF_EXIST)",
+                              map=self.name, key=key)
         if err == _errno.E2BIG:
             raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                            map=self.name)
@@ -484,14 +496,14 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return self._dval(buf)
         if err == _errno.ENOENT:
             if default is _MISSING:
-                raise KeyError(key)
+                raise self._missing(key)
             return default
         if err not in _NOT_SUPPORTED:
             raise self._fail("lookup_and_delete failed", err)
         got = self._lookup_raw(kb)
         if got is None or self._call(lib.bpf_map_delete_elem, kb)[0] < 0:
             if default is _MISSING:
-                raise KeyError(key)
+                raise self._missing(key)
             return default
         return self._dval(got)
 
@@ -866,6 +878,12 @@ class ArrayMap(TypedMap[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, int) and 0 <= key < self.max_entries
+
+    def _missing(self, key: Any) -> MapKeyError:
+        if isinstance(key, int) and key >= self.max_entries:
+            return MapKeyError(f"map {self.name!r} ({self.type}): index {key} is past the end "
+                               f"(max_entries {self.max_entries})", map=self.name, key=key)
+        return super()._missing(key)
 
 
 class _PerCPU(TypedMap[K, V]):
@@ -1248,20 +1266,18 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     :meth:`TypedMap.set_types`). The returned map owns its fd; close it or let the GC."""
     try:
         t = map_type_value(type)
-    except ValueError:
-        raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
-                       map=name) from None
-    if not isinstance(name, str):
-        raise MapError(_errno.EINVAL, f"cannot create a {type} map: name must be a str, got "
-                       f"{name!r}", map=str(name))
-    for what, v in (("key_size", key_size), ("value_size", value_size),
-                    ("max_entries", max_entries), ("flags", flags)):
-        if not isinstance(v, int):
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
-                           f"an int, got {v!r}", map=name)
-        if not 0 <= v < 1 << 32:
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
-                                          "not a 32-bit unsigned value", map=name)
+    except (ValueError, TypeError):
+        raise MapValueError(f"cannot create a map of unknown type {type!r:.60} (libbpf's "
+                            "names: 'hash', 'array'...)", map=str(name)) from None
+    name = name_arg(name, f"cannot create a {type} map: name", allow_empty=True)
+    who = f"cannot create {type} map {name!r}"
+    key_size, value_size, max_entries, flags = (
+        c_int(v, f"{who}: {what}", "u32") for what, v in (
+            ("key_size", key_size), ("value_size", value_size),
+            ("max_entries", max_entries), ("flags", flags)))
+    if inner_map is not None and not isinstance(inner_map, Map):
+        raise MapTypeError(f"{who}: inner_map must be a Map, got {inner_map.__class__.__name__}",
+                           map=name)
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags

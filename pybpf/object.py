@@ -29,7 +29,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
@@ -48,6 +48,7 @@ from .errors import (
     AttachError,
     AttachWarning,
     BPFError,
+    BPFKeyError,
     ClosedError,
     LoadError,
     MapTypeError,
@@ -145,6 +146,41 @@ def _check_custom_btf(path: str) -> None:
         BTF.from_bytes(raw)
     except BTFFormatError as e:
         raise ObjectError(_errno.EINVAL, f"{what} {path}: {e}", path=path) from None
+
+class _ByName(Mapping[str, Any]):
+    """A read-only view of an object's programs, maps or sections by name: a name it
+    lacks is a BPFKeyError (a KeyError) naming the object and the names it has."""
+
+    __slots__ = ("_items", "_owner", "_kind")
+
+    def __init__(self, items: Mapping[str, Any], owner: str, kind: str) -> None:
+        self._items = items
+        self._owner = owner
+        self._kind = kind
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            have = ", ".join(map(repr, self._items)) or "none"
+            raise BPFKeyError(_errno.ENOENT, f"{self._owner}: no {self._kind} named {name!r:.80} "
+                                             f"(its {self._kind}s: {have})") from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._items
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self._items.items())}}}"
+
 
 class Object(Handle):
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
@@ -251,7 +287,8 @@ class Object(Handle):
                 kconfig = "\n".join(lines) + "\n"
             opts.kconfig = c(kconfig)
         if pin_root_path is not None:
-            opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+            opts.pin_root_path = c(check_pin_path(pin_root_path,
+                                                  f"object {obj_name!r}: pin_root_path"))
         # section names newer than libbpf
         data, link_maps = _sections.for_libbpf(data, section_names)
         buf = ffi.from_buffer(data)
@@ -331,7 +368,7 @@ class Object(Handle):
     def programs(self) -> Mapping[str, Program]:
         """Programs by name, in libbpf's order (read-only mapping)."""
         self._stage.owner.get()  # ClosedError once closed
-        return MappingProxyType(self._programs)
+        return _ByName(self._programs, f"BPF object {self.name!r}", "program")
 
     @property
     def maps(self) -> Mapping[str, Any]:
@@ -342,7 +379,8 @@ class Object(Handle):
         is depends on the object's state, not on the call."""
         self._stage.owner.get()  # ClosedError once closed
         live = self._maps
-        return MappingProxyType(self._open_maps if live is None else live)
+        return _ByName(self._open_maps if live is None else live, f"BPF object {self.name!r}",
+                       "map")
 
     @property
     def links(self) -> list[Link]:
@@ -391,7 +429,8 @@ class Object(Handle):
     @property
     def sections(self) -> Mapping[str, Section]:
         """Data sections by ELF name (``.rodata``, ``.bss``, ``.data``, ``.data.custom``)."""
-        return MappingProxyType(self._globals().sections)
+        return _ByName(self._globals().sections, f"BPF object {self.name!r}",
+                       "global-variable section")
 
     @property
     def rodata(self) -> Section:
@@ -452,7 +491,8 @@ class Object(Handle):
                     raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
                 m.write_initial_value(var.offset, enc)
                 return
-        raise KeyError(f"{self.name}: no read-only global named {name!r}")
+        raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no read-only global named "
+                                         f"{name!r}")
 
     def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
         out = []
@@ -480,8 +520,8 @@ class Object(Handle):
         names = list(self._programs)
         for pat in (inc or []) + exc:
             if not fnmatch.filter(names, pat):
-                raise KeyError(f"{self.name}: no program matches {pat!r} (programs: "
-                               f"{', '.join(names)})")
+                raise BPFKeyError(_errno.ENOENT, f"{self.name}: no program matches {pat!r} "
+                                                 f"(programs: {', '.join(names)})")
         chosen = []
         for name, prog in self._programs.items():
             on = (inc is None or any(fnmatch.fnmatchcase(name, p) for p in inc)) and \
@@ -734,7 +774,8 @@ class Object(Handle):
         try:
             return self._open_maps[map_name].libbpf_ptr
         except KeyError:
-            raise KeyError(f"{self.name}: no map named {map_name!r}") from None
+            raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no map named "
+                                             f"{map_name!r}") from None
 
     def attach_struct_ops(self, map_name: str) -> Link:
         """Register the loaded struct_ops map ``map_name``: a link for BPF_F_LINK

@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .. import Object, probe_path
+from .._args import c_int, choice
 from .._fs import BPFFS, ensure_bpffs
-from ..errors import AttachError, BPFError
+from ..errors import AttachError, BPFError, BPFTypeError, BPFValueError
 from ..export.exporters import Exporters, add_flags
 from ..export.metrics import Family, Series
 from ..link import Link
@@ -92,15 +93,21 @@ class Rule:
 
 
 def _network(source: str | Network) -> Network:
+    if isinstance(source, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return source
+    if not isinstance(source, str):
+        raise BPFTypeError(_errno.EINVAL, f"firewall: a source prefix is a str such as "
+                                          f"'10.0.0.0/8', got {type(source).__name__}")
     try:
         return ipaddress.ip_network(source, strict=False)
     except ValueError as exc:
-        raise ValueError(f"not an IP prefix: {source!r} ({exc})") from None
+        raise BPFValueError(_errno.EINVAL, f"firewall: not an IP prefix: {source!r} "
+                                           f"({exc})") from None
 
 
 def _key(net: Network, port: int | None) -> bytes:
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"port must be 1-65535 (or None for any port), got {port}")
+    if port is not None:
+        port = c_int(port, "firewall: port (1-65535, or None for any port)", "u16", lo=1)
     addr = net.network_address.packed.ljust(16, b"\0")
     return _KEY.pack(32 + net.prefixlen, socket.htons(port or 0), net.version, 0, addr)
 
@@ -261,8 +268,7 @@ class Firewall:
         """Add (or replace) the rule for exactly ``source`` and ``port``; returns it. A
         prefix nested in another (a /24 inside a /16) is a rule of its own, with its own
         id and counters. Costs a walk of the rules (two syscalls each), then two updates."""
-        if action not in ACTIONS:
-            raise ValueError(f"action must be 'drop' or 'pass', not {action!r}")
+        choice(action, ACTIONS, "firewall: action")
         net = _network(source)
         key = _key(net, port)
         rules = self._maps["rules"]
@@ -486,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"firewall attached to {args.ifname}, pinned at {fw.pin_dir}")
             fw.close()
             return 0
+        if args.cmd in ("add", "remove", "del"):  # the rule is checked before anything opens
+            _key(_network(args.source), args.port)
         fw = Firewall.open(args.ifname, netns=args.netns)
         with fw:
             if args.cmd == "add":
