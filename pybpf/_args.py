@@ -93,14 +93,16 @@ def choice(value: Any, table: Mapping[str, Any] | Iterable[str], what: str) -> A
 
 
 def c_int(value: Any, what: str, ctype: str = "u32", *, lo: int | None = None,
-          hi: int | None = None) -> int:
+          hi: int | None = None, want: str | None = None) -> int:
     """``value`` as an ``int`` in the range of the C type ``ctype`` (a key of
     :data:`C_RANGES`), narrowed by ``lo``/``hi``. Accepts ints and objects with
-    ``__index__`` (not floats, not str, not None)."""
+    ``__index__`` (not floats, not str, not None). ``want`` words the errors as
+    "WHAT must be WANT, got VALUE" instead of naming the range."""
     if not isinstance(value, int):
         if not hasattr(type(value), "__index__"):
-            raise BPFTypeError(_errno.EINVAL, f"{what}: expected int, got {_tname(value)} "
-                                              f"{value!r:.60}")
+            raise BPFTypeError(_errno.EINVAL, f"{what} must be {want}, got {value!r:.60}"
+                               if want else f"{what}: expected int, got {_tname(value)} "
+                                            f"{value!r:.60}")
         try:
             value = operator.index(value)
         except Exception as e:
@@ -109,6 +111,8 @@ def c_int(value: Any, what: str, ctype: str = "u32", *, lo: int | None = None,
     low = low if lo is None else max(low, lo)
     high = high if hi is None else min(high, hi)
     if not low <= value <= high:
+        if want:
+            raise BPFValueError(_errno.EINVAL, f"{what} must be {want}, got {value}")
         raise BPFValueError(_errno.EINVAL, f"{what}: {value} is out of range ({ctype}: "
                                            f"{low} to {high})")
     return int(value)

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _fastpath, _walk
 from . import symbolize as sym
-from ._args import c_int, name_arg, user_raised
+from ._args import name_arg, user_raised
 from ._ffi import error_for, ffi, lib
 from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
@@ -344,6 +344,22 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         except Exception as e:  # the key's own __index__/__bytes__... raised: name the map
             raise self._bad(user_raised(e, path, value), codec, path, TypeError) from e
 
+    def _listed(self, values: Iterable[Any], call: str, *, pairs: bool = False) -> list[Any]:
+        """``values`` as a list for a batch ``call``; MapTypeError naming the map if it
+        is not an iterable (of (key, value) pairs, with ``pairs``)."""
+        want = "(key, value) pairs" if pairs else "keys"
+        try:
+            items = list(values)
+        except TypeError:
+            raise MapTypeError(f"map {self.name!r}: {call} takes an iterable of {want}, got "
+                               f"{type(values).__name__}", map=self.name) from None
+        if pairs:
+            for it in items:
+                if not isinstance(it, (tuple, list)) or len(it) != 2:
+                    raise MapTypeError(f"map {self.name!r}: {call} takes (key, value) pairs, "
+                                       f"got {it!r:.60}", map=self.name)
+        return items
+
     def _missing(self, key: Any) -> MapKeyError:
         """The error for a key that is not in the map (``m[k]``, ``del m[k]``, ``pop``)."""
         return MapKeyError(f"map {self.name!r} ({self.type}): no key {key!r:.80}",
@@ -569,7 +585,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def update_batch(self, pairs: Iterable[tuple[K, V]], *, flags: int = 0) -> bool:
         """Set many entries with ``BPF_MAP_UPDATE_BATCH``; False if the kernel lacks it for
         this map type (nothing was written then). Encoding errors raise before the syscall."""
-        items = list(pairs)
+        items = self._listed(pairs, "update_batch", pairs=True)
         if not items:
             return True
         flags = self._flags(flags)
@@ -592,7 +608,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def delete_batch(self, keys: Iterable[K]) -> int:
         """Delete many keys (``BPF_MAP_DELETE_BATCH``, else one by one); absent keys are
         skipped. Returns how many were deleted."""
-        ks = list(keys)
+        ks = self._listed(keys, "delete_batch")
         if not ks:
             return 0
         kbs = [self._ekey(k) for k in ks]
@@ -1271,10 +1287,12 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
                             "names: 'hash', 'array'...)", map=str(name)) from None
     name = name_arg(name, f"cannot create a {type} map: name", allow_empty=True)
     who = f"cannot create {type} map {name!r}"
-    key_size, value_size, max_entries, flags = (
-        c_int(v, f"{who}: {what}", "u32") for what, v in (
-            ("key_size", key_size), ("value_size", value_size),
-            ("max_entries", max_entries), ("flags", flags)))
+    for what, v in (("key_size", key_size), ("value_size", value_size),
+                    ("max_entries", max_entries), ("flags", flags)):
+        if not isinstance(v, int):
+            raise MapTypeError(f"{who}: {what} must be an int, got {v!r:.60}", map=name)
+        if not 0 <= v < 1 << 32:
+            raise MapValueError(f"{who}: {what}={v} is not a 32-bit unsigned value", map=name)
     if inner_map is not None and not isinstance(inner_map, Map):
         raise MapTypeError(f"{who}: inner_map must be a Map, got {inner_map.__class__.__name__}",
                            map=name)

@@ -592,6 +592,15 @@ class Map(Handle):
         _refuse_live_setter(self, "flags")
 
     @property
+    def autocreate(self) -> bool:
+        """True: a live map exists (settable only on the OpenMap, before load)."""
+        return True
+
+    @autocreate.setter
+    def autocreate(self, value: bool) -> None:
+        _refuse_live_setter(self, "autocreate")
+
+    @property
     def pin_path(self) -> str | None:
         """Where this handle pinned the map (or load pinned it); None if not pinned."""
         return self._pin_path

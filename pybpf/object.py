@@ -49,8 +49,10 @@ from .errors import (
     AttachWarning,
     BPFError,
     BPFKeyError,
+    BPFTypeError,
     ClosedError,
     LoadError,
+    MapError,
     MapTypeError,
     MapValueError,
     NotSupportedError,
@@ -515,8 +517,9 @@ class Object(Handle):
         if self.loaded:
             raise StateError(f"BPF object {self.name!r} is loaded: programs can only be "
                              "chosen before load")
-        inc = None if include is None else _patterns(include)
-        exc = _patterns(exclude)
+        who = f"BPF object {self.name!r}: select_programs"
+        inc = None if include is None else _patterns(include, who)
+        exc = _patterns(exclude, who)
         names = list(self._programs)
         for pat in (inc or []) + exc:
             if not fnmatch.filter(names, pat):
@@ -782,6 +785,9 @@ class Object(Handle):
         (``SEC(".struct_ops.link")``) maps, else libbpf's value write (a few syscalls)."""
         with self.owner:
             live = self.maps[map_name]
+            if live.type != "struct_ops":
+                raise MapError(_errno.EINVAL, f"BPF object {self.name!r}: map {map_name!r} is a "
+                               f"{live.type} map, not a struct_ops map", map=map_name)
             with live.owner as fd:
                 link = _struct_ops.attach_struct_ops(self.libbpf_map(map_name), fd, map_name)
         return self._adopt_link(link)
@@ -846,7 +852,13 @@ class Object(Handle):
         if not self.loaded:
             raise StateError(f"BPF object {self.name!r}: take_over() after load (the maps "
                              "it reuses are known then)")
+        if old is not None and not isinstance(old, Object):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: take_over() takes the "
+                                              f"old Object (or None), got {type(old).__name__}")
         links = list(links)
+        if not all(isinstance(lk, Link) for lk in links):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: take_over() links "
+                                              "must be Link objects")
         foreign = [lk for lk in links if old is None or lk not in old._links]
         if foreign:
             raise ValueError(f"BPF object {self.name!r}: take_over(): {foreign[0]!r} is "
@@ -871,6 +883,10 @@ class Object(Handle):
         """Close ``resource`` (anything with a ``close()``) when this object closes,
         before its maps go: an event reader on one of its maps, for instance. Held
         weakly: a resource that is garbage-collected earlier is simply forgotten."""
+        if not callable(getattr(resource, "close", None)):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: close_with() takes "
+                                              "something with a close() method, got "
+                                              f"{type(resource).__name__}")
         with self._lock:
             if self._dependents is None:
                 self._dependents = weakref.WeakSet()
@@ -936,8 +952,19 @@ class _sigint_deferred:  # noqa: N801 - used as a context manager, like a functi
             raise KeyboardInterrupt
 
 
-def _patterns(value: str | Iterable[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def _patterns(value: str | Iterable[str], who: str) -> list[str]:
+    """Names or fnmatch patterns: one str or an iterable of them."""
+    if isinstance(value, str):
+        return [value]
+    try:
+        pats = list(value)
+    except TypeError:
+        pats = [value]  # type: ignore[list-item]
+    for p in pats:
+        if not isinstance(p, str):
+            raise BPFTypeError(_errno.EINVAL, f"{who}: a program name or pattern must be a "
+                                              f"str, got {type(p).__name__} {p!r:.60}")
+    return pats
 
 
 def load(source: Source, **options: Any) -> Object:

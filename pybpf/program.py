@@ -296,8 +296,8 @@ class Program(Handle):
     @log_level.setter
     def log_level(self, value: int) -> None:
         ptr = self._before_load("log_level")
-        value = c_int(value, f"program {self.name!r}: log_level (0 or a combination of 1, 2, "
-                             "4 and 8)", hi=0xF)
+        value = c_int(value, f"program {self.name!r}: log_level", hi=0xF,
+                      want="0 or a combination of 1, 2, 4 and 8")
         lib.bpf_program__set_log_level(ptr, value)
         self._set_log_buf(ptr, self.log_size if value else 0)
 
@@ -310,8 +310,8 @@ class Program(Handle):
     @log_size.setter
     def log_size(self, value: int) -> None:
         ptr = self._before_load("log_size")
-        value = c_int(value, f"program {self.name!r}: log_size (the kernel's limits)",
-                      lo=128, hi=0x3FFFFFFF)
+        value = c_int(value, f"program {self.name!r}: log_size", lo=128, hi=0x3FFFFFFF,
+                      want=f"an int from 128 to {0x3FFFFFFF} (the kernel's limits)")
         self._log_size = value
         if lib.bpf_program__log_level(ptr):
             self._set_log_buf(ptr, value)
@@ -351,8 +351,9 @@ class Program(Handle):
             raise AttachError(_errno.EINVAL, f"program {self.name!r} ({self.type}) has no BTF "
                               "attach target (only tracing, lsm and freplace programs do)",
                               program=self.name, target=function)
-        name_arg(function, f"program {self.name!r}: the attach target (a function or "
-                           "tracepoint name)")
+        if not isinstance(function, str) or not function or "\0" in function:
+            raise BPFTypeError(_errno.EINVAL, f"program {self.name!r}: the attach target must "
+                               f"be a function or tracepoint name, got {function!r:.60}")
         tfd = 0
         where = "kernel BTF"
         if target_prog is not None:

@@ -14,6 +14,8 @@ import sys
 import pytest
 from _child import run_child
 
+import pybpf
+
 pytestmark = pytest.mark.kernel
 
 # Each case: (label, Python expression run in the child, names the message must contain
@@ -214,8 +216,70 @@ EVENT_CASES = [
     ("closed urb.submit", "curb.submit(b'x' * 8)", ["'urb'"]),
 ]
 
+MORE_CASES = [
+    ("link.pin(None)", "link.pin(None)", ["'mark'"]),
+    ("link.pin(NUL)", "link.pin('/sys/fs/bpf/a\\0b')", ["'mark'"]),
+    ("link.pin(TMP)", "link.pin(TMP + '/x')", ["'mark'"]),
+    ("link.update_program(None)", "link.update_program(None)", ["'mark'"]),
+    ("link.update_program(5)", "link.update_program(5)", ["'mark'"]),
+    ("link.update_prog_fd(-1, 'x')", "link.update_prog_fd(-1, 'x')", ["'mark'"]),
+    ("link.update_prog_fd(2**64, 'x')", "link.update_prog_fd(2**64, 'x')", ["'mark'"]),
+    ("link.update_prog_fd('x', 'x')", "link.update_prog_fd('x', 'x')", ["'mark'"]),
+    ("detached link.info()", "dlink.info()", ["'mark'"]),
+    ("detached link.pin", "dlink.pin('/sys/fs/bpf/x')", ["'mark'"]),
+    ("h.update(flags=-1)", "h.update({1: 1}, flags=-1)", ["'h'"]),
+    ("h.update_batch(flags=-1)", "h.update_batch([(1, 1)], flags=-1)", ["'h'"]),
+    ("h.update_batch(5)", "h.update_batch(5)", ["'h'"]),
+    ("h.update_batch([5])", "h.update_batch([5])", ["'h'"]),
+    ("h.delete_batch(5)", "h.delete_batch(5)", ["'h'"]),
+    ("h.update(1, 2, 3)", "h.update(1, 2, 3)", ["'h'"]),
+    ("h.update(only_if_absent) present", "h.update({7: 1}, only_if_absent=True)", ["'h'"]),
+    ("h.update(only_if_present) absent", "h.update({99: 1}, only_if_present=True)", ["'h'"]),
+    ("h.setdefault(None, 1)", "h.setdefault(None, 1)", ["'h'"]),
+    ("h.set(1, 2, x=3)", "h.set(1, 2, x=3)", ["'h'"]),
+    ("h.pop(12345)", "h.pop(12345)", ["'h'"]),
+    ("del h[12345]", "h.__delitem__(12345)", ["'h'"]),
+    ("h[12345]", "h[12345]", ["'h'"]),
+    ("h.lookup_and_delete(b'')", "h.lookup_and_delete(b'')", ["'h'"]),
+    ("raw Map.update NOEXIST present",
+     "pybpf.Map.update(h, (7).to_bytes(4, 'little'), bytes(8), 1)", ["'h'"]),
+    ("Map.open_pinned(program pin)", "pybpf.Map.open_pinned(PROGPIN)", ["PROGPIN"]),
+    ("Link.open_pinned(map pin)", "pybpf.Link.open_pinned(MAPPIN)", ["MAPPIN"]),
+    ("om.set_types(value=None, key=5)", "om.set_types(key=5)", ["'h'"]),
+    ("om.type = None", "setattr(om, 'type', None)", ["'h'"]),
+    ("om.autocreate after load", "setattr(a.maps['h'], 'autocreate', False)", ["'h'"]),
+    ("o.select_programs('nosuch')", "o.select_programs('nosuch')", ["nosuch"]),
+    ("o.select_programs(5)", "o.select_programs(5)", ["5", "integrity"]),
+    ("a.libbpf_map('nosuch')", "a.libbpf_map('nosuch')", ["nosuch"]),
+    ("a.attach_struct_ops('nosuch')", "a.attach_struct_ops('nosuch')", ["nosuch"]),
+    ("a.attach_struct_ops('h')", "a.attach_struct_ops('h')", ["'h'"]),
+    ("a.upgrade(None)", "a.upgrade(None)", ["integrity", "None"]),
+    ("a.upgrade(MISSING)", "a.upgrade(MISSING)", ["MISSING"]),
+    ("a.take_over(5)", "a.take_over(5)", ["integrity", "5"]),
+    ("a.close_with(5)", "a.close_with(5)", ["integrity", "5"]),
+    ("o.load() twice", "a.load()", ["integrity"]),
+    ("Object.open(TMP)", "pybpf.Object.open(TMP)", ["TMP"]),
+    ("Object.open(b'')", "pybpf.Object.open(b'')", ["empty", "ELF", "object"]),
+    ("Object.open(bytes 64)", "pybpf.Object.open(bytes(64))", ["ELF", "object"]),
+    ("Object.open(path, pin_root_path=TMP)", "pybpf.Object.open(P['path'], pin_root_path=TMP)",
+     ["TMP"]),
+    ("Object.open(path, pin_root_path=5)", "pybpf.Object.open(P['path'], pin_root_path=5)",
+     ["pin_root_path"]),
+    ("pybpf.load(MISSING)", "pybpf.load(MISSING)", ["MISSING"]),
+    ("probe_path(None)", "pybpf.probe_path(None)", ["None"]),
+    ("probe_path('nosuch')", "pybpf.probe_path('nosuch')", ["nosuch"]),
+    ("resolve_uprobe(None, 'x')", "pybpf.resolve_uprobe(None, 'x')", ["None", "binary"]),
+    ("resolve_uprobe(MISSING, 'x')", "pybpf.resolve_uprobe(MISSING, 'x')", ["MISSING"]),
+    ("resolve_uprobe('/bin/true', 'nosuchsym')", "pybpf.resolve_uprobe('/bin/true', 'nosuchsym')",
+     ["nosuchsym"]),
+    ("a.btf['nosuch']", "a.btf['nosuch']", ["nosuch"]),
+    ("a.sections['nosuch']", "a.sections['nosuch']", ["nosuch"]),
+    ("a.bss.set_type('hits', 5)", "a.bss.set_type('hits', 5)", ["hits"]),
+    ("a.set_rodata after load", "a.set_rodata('target_pid', 1)", ["target_pid", "integrity"]),
+]
+
 FAMILIES = {"maps": MAP_CASES, "open": OPEN_CASES, "programs": PROG_CASES,
-            "events": EVENT_CASES}
+            "events": EVENT_CASES, "more": MORE_CASES}
 
 CHILD = r"""
 import pybpf, _integrity_obj as io
@@ -231,6 +295,13 @@ ch, cprog = c.maps["h"], c.programs["mark"]
 crb = pybpf.RingBuffer(c.maps["rb"])
 curb = pybpf.UserRingBuffer(c.maps["urb"])
 c.close()
+h[7] = 7
+dlink = prog.attach()
+dlink.detach()
+link = prog.attach()
+PROGPIN, MAPPIN = P["pins"] + "/prog", P["pins"] + "/map"
+prog.pin(PROGPIN)
+h.pin(MAPPIN)
 rb = pybpf.RingBuffer(rbm)
 urb = pybpf.UserRingBuffer(urbm)
 MISSING, TMP = P["missing"], P["tmp"]
@@ -258,10 +329,18 @@ emit(res)
 def test_bad_arguments_raise_pybpf_errors_naming_the_object(bpf_obj, tmp_path, family):
     cases = FAMILIES[family]
     missing = str(tmp_path / f"missing-{os.getpid()}")
-    v = run_child(CHILD, timeout=120, what=f"bad arguments: {family}",
-                  params={"path": bpf_obj("integrity"), "cases": cases, "missing": missing,
-                          "tmp": str(tmp_path)})
-    subst = {"MISSING": missing, "TMP": str(tmp_path)}
+    pins = f"/sys/fs/bpf/pybpf-errors-{family}-{os.getpid()}"
+    os.makedirs(pins, exist_ok=True)
+    try:
+        v = run_child(CHILD, timeout=120, what=f"bad arguments: {family}",
+                      params={"path": bpf_obj("integrity"), "cases": cases, "missing": missing,
+                              "tmp": str(tmp_path), "pins": pins})
+    finally:
+        for name in os.listdir(pins):
+            os.unlink(os.path.join(pins, name))
+        os.rmdir(pins)
+    subst = {"MISSING": missing, "TMP": str(tmp_path), "PROGPIN": pins + "/prog",
+             "MAPPIN": pins + "/map"}
     bad = {}
     for label, _expr, names in cases:
         etype, is_bpf, msg = v[label]
@@ -345,10 +424,10 @@ CLI_CASES = [
     (["gen", "MISSING"], "MISSING"), (["build", "MISSING"], "MISSING"),
     (["firewall", "show", "nosuchif0"], "nosuchif0"),
     (["firewall", "attach", "nosuchif0"], "nosuchif0"),
-    (["firewall", "add", "lo", "10.0.0.0/33"], "10.0.0.0/33"),
-    (["firewall", "add", "lo", "10.0.0.0/8", "--port", "70000"], "70000"),
+    (["firewall", "add", "nosuchif0", "10.0.0.0/33"], "nosuchif0"),
     (["run", "/dev/null"], "/dev/null"), (["gen", "TMP"], "TMP"),
     (["agent", "--check", "MISSING"], "MISSING"),
+    (["run", "PROBE", "--set", "nosuch=1", "--duration", "0.1"], "nosuch"),
     (["audit", "--output", "TMP", "--", "true"], "TMP"),
 ]
 
@@ -356,7 +435,7 @@ CLI_CASES = [
 @pytest.mark.parametrize("argv, named", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
 def test_cli_bad_arguments_one_line_no_traceback(tmp_path, argv, named):
     missing = str(tmp_path / "missing.bpf.o")
-    subst = {"MISSING": missing, "TMP": str(tmp_path)}
+    subst = {"MISSING": missing, "TMP": str(tmp_path), "PROBE": pybpf.probe_path("execsnoop")}
     argv = [subst.get(a, a) for a in argv]
     r = _cli(*argv, cwd=str(tmp_path))
     assert r.returncode > 0, (argv, r.returncode, r.stdout[-300:])

@@ -107,7 +107,8 @@ def _network(source: str | Network) -> Network:
 
 def _key(net: Network, port: int | None) -> bytes:
     if port is not None:
-        port = c_int(port, "firewall: port (1-65535, or None for any port)", "u16", lo=1)
+        port = c_int(port, "firewall: port", "u16", lo=1,
+                     want="1-65535 (or None for any port)")
     addr = net.network_address.packed.ljust(16, b"\0")
     return _KEY.pack(32 + net.prefixlen, socket.htons(port or 0), net.version, 0, addr)
 
@@ -492,8 +493,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"firewall attached to {args.ifname}, pinned at {fw.pin_dir}")
             fw.close()
             return 0
-        if args.cmd in ("add", "remove", "del"):  # the rule is checked before anything opens
-            _key(_network(args.source), args.port)
         fw = Firewall.open(args.ifname, netns=args.netns)
         with fw:
             if args.cmd == "add":
