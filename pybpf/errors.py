@@ -285,12 +285,27 @@ class MapValueError(_MapValueProblem, BPFValueError):
 class MapKeyError(MapError, BPFKeyError):
     """No such key in the map (``m[k]``, ``del m[k]``, ``pop``), or an array index past
     its last element: ``.map`` and ``.key`` say which (the message also gives the
-    array's ``max_entries``). Also a ``KeyError``, as a dict raises."""
+    array's ``max_entries``). Also a ``KeyError``, as a dict raises: ``.args`` is
+    ``(key,)`` as a dict's; ``str()`` is the message."""
 
     def __init__(self, message: str, *, map: str | None = None, key: object = None,
                  err: int = _errno.ENOENT) -> None:
-        super().__init__(err, message, map=map)
+        # (no cooperative chain: a missing key is a common, cheap outcome of m[k])
+        OSError.__init__(self, err, message)
+        self.args = (key,)  # (errno stays: OSError keeps it apart)
+        self.message = message
+        self.libbpf_log = []
+        self.map = map
         self.key = key
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_key, (type(self), self.message, self.map, self.key,
+                               self.errno or _errno.ENOENT))
+
+
+def _rebuild_key(cls: type[MapKeyError], message: str, map: str | None, key: object,
+                 err: int) -> MapKeyError:
+    return cls(message, map=map, key=key, err=err)
 
 
 class NotSupportedError(BPFError):

@@ -362,8 +362,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
 
     def _missing(self, key: Any) -> MapKeyError:
         """The error for a key that is not in the map (``m[k]``, ``del m[k]``, ``pop``)."""
-        return MapKeyError(f"map {self.name!r} ({self.type}): no key {key!r:.80}",
-                           map=self.name, key=key)
+        name = self.name
+        return MapKeyError(f"map {name!r}: no key {key!r:.80}", map=name, key=key)
 
     def _bad(self, e: Exception | str, codec: Codec, path: str,
              kind: type[Exception] = ValueError) -> MapError:
@@ -415,8 +415,6 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
         wrong; a kernel error becomes a MapError naming the map; anything else (a closed
         map, an interrupt) is raised as it is."""
         if not isinstance(exc, _Fallback):
-            if type(exc) is KeyError:  # the kernel's ENOENT: no such key
-                raise self._missing(key) from None
             if isinstance(exc, ClosedError) or not isinstance(exc, OSError):
                 raise exc
             err = exc.errno or _errno.EIO
