@@ -22,6 +22,7 @@ import collections
 import errno
 import itertools
 import operator
+import re
 import struct
 import sys
 import threading
@@ -32,10 +33,19 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union, overload
 
 from . import _fastpath, typespec
-from ._args import c_int, timeout_arg
+from ._args import c_int, timeout_arg, user_raised
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind, BTFType
-from .errors import BPFTypeError, ClosedError, MapError
+from .errors import (
+    BPFError,
+    BPFKeyError,
+    BPFTypeError,
+    ClosedError,
+    MapError,
+    MapTypeError,
+    MapValueError,
+    TypeSpecError,
+)
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -285,7 +295,12 @@ class RecordBatch(Sequence[bytes]):
                 dt = btf_dtype(self._btf, dtype) if not _is_numpy_spec(dtype) else np.dtype(dtype)
                 known[dtype] = dt
             return dt
-        return np.dtype(dtype)
+        try:
+            return np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise TypeSpecError(f"numpy dtype: cannot use {dtype!r:.60} ({e}; give a numpy "
+                                "dtype, a BTF struct name, a C declaration or a ctypes "
+                                "type)") from None
 
 
 def _is_numpy_spec(s: str) -> bool:
@@ -308,14 +323,17 @@ def _numpy() -> Any:
 
 # --- BTF record types -----------------------------------------------------------
 
+_TAG = re.compile(r"^\s*(struct|union)\s+")
+
 def _struct_type(btf: BTF, name: str) -> Any:
+    name = _TAG.sub("", name).strip()  # "struct event" is "event"
     t = btf.find(name, BTFKind.STRUCT) or btf.find(name, BTFKind.UNION)
     if t is None:
         t = btf.find(name, BTFKind.TYPEDEF)
         if t is not None:
             t = btf.resolve(t.type)
     if t is None or t.kind not in (BTFKind.STRUCT, BTFKind.UNION):
-        raise LookupError(f"no struct {name!r} in the object's BTF")
+        raise BPFKeyError(errno.ENOENT, f"no struct {name!r} in the object's BTF")
     return t
 
 
@@ -355,7 +373,10 @@ def _record_codec(spec: Any, m: Map, what: str) -> tuple[Any, str]:
 
     if isinstance(spec, str) and not typespec.is_type_spec(spec):  # a name: the object's
         btf = map_btf(m, spec)
-        return codec_for(btf, _struct_type(btf, spec).id), spec
+        try:
+            return codec_for(btf, _struct_type(btf, spec).id), spec
+        except BPFKeyError as e:
+            raise BPFKeyError(errno.ENOENT, f"map {m.name!r}: {what}: {e}") from None
     c = as_codec(spec, None, f"{what} of map {m.name!r}")
     return c, c.name
 
@@ -393,13 +414,24 @@ def btf_encoder(btf: BTF, name: str) -> Callable[[Any], bytes]:
     return codec_encoder(codec_for(btf, _struct_type(btf, name).id), name)
 
 
-def codec_encoder(codec: Any, name: str) -> Callable[[Any], bytes]:
-    """An encoder of ``codec``'s type: bytes pass as they are (see :func:`btf_encoder`)."""
+def codec_encoder(codec: Any, name: str, who: str = "") -> Callable[[Any], bytes]:
+    """An encoder of ``codec``'s type: bytes pass as they are (see :func:`btf_encoder`);
+    a value the type cannot take is a MapTypeError/MapValueError starting with ``who``."""
+    lead = f"{who}: " if who else ""
 
     def encode(value: Any) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        out: bytes = codec.encode(value, name)
+        try:
+            out: bytes = codec.encode(value, name)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, BPFError):
+                raise
+            kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+            raise kind(f"{lead}{e}", field=name, type_name=codec.name) from None
+        except Exception as e:  # the value's own __index__... raised
+            raise MapTypeError(f"{lead}{user_raised(e, name, value)}", field=name,
+                               type_name=codec.name) from e
         return out
 
     return encode
@@ -415,8 +447,9 @@ def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
         return codec_decoder(*_record_codec(spec, m, "decode"))
     if callable(spec):
         return spec
-    raise TypeError(f"decode must be a callable, a BTF struct name, a C declaration, a "
-                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
+    raise TypeSpecError(f"map {m.name!r}: decode must be a callable, a BTF struct name, a C "
+                        "declaration, a ctypes type or a numpy dtype, got "
+                        f"{type(spec).__name__}")
 
 
 def resolve_encoder(spec: Any, m: Map) -> Callable[[Any], bytes] | None:
@@ -424,11 +457,19 @@ def resolve_encoder(spec: Any, m: Map) -> Callable[[Any], bytes] | None:
     if spec is None:
         return None
     if _is_record_type(spec):
-        return codec_encoder(*_record_codec(spec, m, "encode"))
+        return codec_encoder(*_record_codec(spec, m, "encode"), who=f"map {m.name!r}")
     if callable(spec):
         return spec  # type: ignore[no-any-return]
-    raise TypeError(f"encode must be a callable, a BTF struct name, a C declaration, a "
-                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
+    raise TypeSpecError(f"map {m.name!r}: encode must be a callable, a BTF struct name, a C "
+                        "declaration, a ctypes type or a numpy dtype, got "
+                        f"{type(spec).__name__}")
+
+
+def require_callback(cb: Any, who: str) -> None:
+    """Raise BPFTypeError (naming ``who``) unless ``cb`` is None or callable."""
+    if cb is not None and not callable(cb):
+        raise BPFTypeError(errno.EINVAL, f"{who}: a callback must be callable (or None), got "
+                                         f"{type(cb).__name__}")
 
 
 def require_map(m: object, map_type: str, takes: str) -> None:

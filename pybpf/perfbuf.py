@@ -45,6 +45,7 @@ from ._events import (
     _NativeOps,
     _Reader,
     batch_bytes,
+    require_callback,
     require_map,
     resolve_decoder,
 )
@@ -83,6 +84,8 @@ class PerfBuffer(_Reader):
                  decode: DecodeSpec = None, with_cpu: bool = False,
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         require_map(map, "perf_event_array", "PerfBuffer takes a Map")
+        require_callback(callback, f"perf buffer {map.name!r}")
+        require_callback(lost_callback, f"perf buffer {map.name!r}: lost_callback")
         who = f"perf buffer {map.name!r}"
         pages = c_int(pages, f"{who}: pages (a power of two)", "u32", lo=1, hi=1 << 20)
         if pages & (pages - 1):

@@ -54,6 +54,7 @@ from ._events import (
     _NativeOps,
     _Reader,
     batch_bytes,
+    require_callback,
     require_map,
     resolve_decoder,
     resolve_encoder,
@@ -109,6 +110,9 @@ class RingBuffer(_Reader):
                  drops_map: Map | None = None) -> None:
         names = ", ".join(repr(getattr(m, "name", m)) for m in maps)
         max_batch_bytes = batch_bytes(max_batch_bytes, f"ring buffer {names}".rstrip())
+        if drops_map is not None and not isinstance(drops_map, Map):
+            raise BPFTypeError(_errno.EINVAL, f"ring buffer {names}: drops_map must be a Map, "
+                                              f"got {type(drops_map).__name__}")
         err = ffi.new("int *")
         raw = lib.pybpf_ring_reader_new(err)
         if raw == ffi.NULL:
@@ -143,6 +147,7 @@ class RingBuffer(_Reader):
         """Also consume ``map`` (records go to ``callback``, decoded by ``decode``).
         Not while another thread consumes."""
         require_map(map, "ringbuf", "RingBuffer takes Map objects")
+        require_callback(callback, f"ring buffer {map.name!r}")
         dec = resolve_decoder(decode, map)
         with self._consumer("add"):
             with map._fd_owner() as fd:

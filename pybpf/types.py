@@ -53,7 +53,7 @@ from .btf import (
     BTFType,
     set_codec_builder,
 )
-from .errors import BPFValueError, TypeSpecError
+from .errors import BPFKeyError, BPFValueError, TypeSpecError
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
            "numpy_dtype", "LPMKeyCodec", "StackTraceCodec"]
@@ -117,7 +117,7 @@ class Struct(_fastpath.StructBase):
         for m in self._codec.members:
             if m.cname == name or m.name == name:
                 return getattr(self, m.name)
-        raise KeyError(f"{type(self).__name__} has no member {name!r}")
+        raise BPFKeyError(_errno.ENOENT, f"{type(self).__name__} has no member {name!r:.60}")
 
     def _eq_other(self, other: object) -> Any:
         """``==`` with a value of another class (C compares two of one class): equal

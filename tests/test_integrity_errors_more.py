@@ -214,6 +214,20 @@ EVENT_CASES = [
     *[(f"urb.reserve({v})", f"urb.reserve({v}).__enter__()", ["'urb'"])
       for v in ("-1", "0", BIG, "'x'", "None", "1.5")],
     ("closed urb.submit", "curb.submit(b'x' * 8)", ["'urb'"]),
+    ("RingBuffer(rbm, decode=5)", "pybpf.RingBuffer(rbm, decode=5)", ["'rb'"]),
+    ("RingBuffer(rbm, decode='struct nosuch')", "pybpf.RingBuffer(rbm, decode='struct nosuch')",
+     ["nosuch"]),
+    ("RingBuffer(rbm, callback=5)", "pybpf.RingBuffer(rbm, callback=5)", ["'rb'"]),
+    ("RingBuffer(rbm, drops_map=5)", "pybpf.RingBuffer(rbm, drops_map=5)", ["'rb'"]),
+    ("PerfBuffer(pbm, callback=5)", "pybpf.PerfBuffer(pbm, callback=5)", ["'pb'"]),
+    ("PerfBuffer(pbm, lost_callback=5)", "pybpf.PerfBuffer(pbm, lost_callback=5)", ["'pb'"]),
+    ("UserRingBuffer(urbm, encode=5)", "pybpf.UserRingBuffer(urbm, encode=5)", ["'urb'"]),
+    ("UserRingBuffer(urbm, encode='struct nosuch')",
+     "pybpf.UserRingBuffer(urbm, encode='struct nosuch')", ["nosuch"]),
+    *[(f"urb(encode='struct urec').submit({v})",
+       f"pybpf.UserRingBuffer(urbm, encode='struct urec').submit({v})", ["'urb'"])
+      for v in ("'x'", "{'idx': -1}", "{'idx': 2**40}", "{'nosuch': 1}", "{'idx': BadIndex()}")],
+    ("odd[1]['nosuch']", "odd.__setitem__(1, {}) or odd[1]['nosuch']", ["nosuch"]),
 ]
 
 MORE_CASES = [
