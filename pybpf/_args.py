@@ -29,8 +29,8 @@ from .errors import (
     errno_name,
 )
 
-__all__ = ["C_RANGES", "BARE", "c_int", "path_arg", "name_arg", "timeout_arg", "choice",
-           "user_raised", "named"]
+__all__ = ["C_RANGES", "BARE", "c_int", "fd_or_path", "path_arg", "name_arg", "timeout_arg",
+           "choice", "user_raised", "named"]
 
 BARE = (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, struct.error,
         OSError)
@@ -116,6 +116,15 @@ def c_int(value: Any, what: str, ctype: str = "u32", *, lo: int | None = None,
         raise BPFValueError(_errno.EINVAL, f"{what}: {value} is out of range ({ctype}: "
                                            f"{low} to {high})")
     return int(value)
+
+
+def fd_or_path(value: Any, what: str) -> tuple[int | None, str]:
+    """``value`` given as an open fd (an int: ``(fd, "fd N")``) or as a path (``(None,
+    path)``), checked: the fd in range, the path a str without NUL."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        fd = c_int(value, f"{what} fd", "fd")
+        return fd, f"fd {fd}"
+    return None, path_arg(value, what)
 
 
 def path_arg(value: Any, what: str, *, allow_empty: bool = False) -> str:

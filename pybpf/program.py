@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
-from ._args import BARE, c_int, choice, name_arg, named, path_arg
+from ._args import BARE, c_int, choice, fd_or_path, name_arg, named, path_arg
 from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
@@ -204,7 +204,7 @@ class Program(Handle):
         """libbpf's pointer: only for a call made while the object's owner is borrowed
         (the public methods below do: see _holding_object)."""
         if self._obj.closed and not _held_here(self._obj.owner):
-            raise ClosedError(f"program {self.name!r} (its object was closed)")
+            raise ClosedError(f"the object of program {self.name!r}")
         return self._ptr
 
     @property
@@ -943,10 +943,10 @@ class Program(Handle):
             orders = {"self": 1, "descendants_pre": 2, "descendants_post": 3,
                       "ancestors_up": 4}
             choice(order, orders, self._arg("cgroup iterator order"))
-            if isinstance(cgroup, int):
-                cfd = c_int(cgroup, self._arg("cgroup fd"), "fd")
+            given, path = fd_or_path(cgroup, self._arg("cgroup"))
+            if given is not None:
+                cfd = given
             else:
-                path = path_arg(cgroup, self._arg("cgroup"))
                 try:
                     own_fd = cfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
                 except OSError as e:
@@ -1014,7 +1014,7 @@ def _holding_object(fn: Any) -> Any:
             if _held_here(owner):
                 return fn(self, *args, **kw)
             if owner.closed:
-                raise ClosedError(f"program {self.name!r} (its object was closed)")
+                raise ClosedError(f"the object of program {self.name!r}")
             stack: list[FD] = _tls.__dict__.setdefault("held", [])
             with owner:
                 try:
