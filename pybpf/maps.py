@@ -443,8 +443,9 @@ class OpenMap:
         (:attr:`Map.object`; closing this object leaves it open) until this object
         takes it over (:meth:`pybpf.Object.take_over`). One syscall."""
         if not isinstance(live, Map):
-            raise TypeError(f"map {self.name!r}: reuse() takes a live pybpf.Map, got "
-                            f"{type(live).__name__} (reuse_fd() takes an fd or a pin path)")
+            raise MapTypeError(f"map {self.name!r}: reuse() takes a live pybpf.Map, got "
+                               f"{type(live).__name__} (reuse_fd() takes an fd or a pin path)",
+                               map=self.name)
         self.reuse_fd(live)
         self._reused_map = live
 

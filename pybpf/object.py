@@ -242,6 +242,9 @@ class Object(Handle):
         ``old`` to this build (see :meth:`upgrade`; ``migrate`` and ``reattach`` as
         there); the name defaults to ``old``'s, so that internal maps match.
         """
+        if upgrade_from is not None and not isinstance(upgrade_from, Object):
+            raise ObjectError(_errno.EINVAL, "Object.open: upgrade_from must be the loaded "
+                              f"Object to upgrade, got {type(upgrade_from).__name__}")
         if upgrade_from is not None and name is None:
             name = upgrade_from.name
         path: str | None = None
@@ -270,11 +273,15 @@ class Object(Handle):
             keep.append(buf)
             return buf
 
-        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping))):
+        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
+                                ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
             if value is not None and not isinstance(value, ok):
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a str"
-                                  + (" or a mapping" if what == "kconfig" else "")
-                                  + f", got {value!r}", path=path)
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
+                                  + {"name": "str", "kconfig": "str or a mapping"}.get(
+                                      what, "path") + f", got {value!r:.60}", path=path)
+            if isinstance(value, str) and "\0" in value:
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
+                                  "byte", path=path)
         opts.object_name = c(obj_name)
         if btf_custom_path is not None:
             bpath = os.fspath(btf_custom_path)

@@ -113,6 +113,12 @@ OPEN_CASES = [
     ("om.reuse_fd(None)", "om.reuse_fd(None)", ["'h'"]),
     ("om.reuse_fd(-1)", "om.reuse_fd(-1)", ["'h'"]),
     ("om.reuse_fd(MISSING)", "om.reuse_fd(MISSING)", ["'h'", "MISSING"]),
+    ("om.reuse(5)", "om.reuse(5)", ["'h'"]),
+    ("Object.open(btf_custom_path=5)", "pybpf.Object.open(P['path'], btf_custom_path=5)",
+     ["btf_custom_path"]),
+    ("Object.open(name=NUL)", "pybpf.Object.open(P['path'], name='a\\0b')", ["name"]),
+    ("Object.open(upgrade_from=5)", "pybpf.Object.open(P['path'], upgrade_from=5)",
+     ["upgrade_from"]),
 ]
 
 PROG_CASES = [
