@@ -88,8 +88,9 @@ def choice(value: Any, table: Mapping[str, Any] | Iterable[str], what: str) -> A
             return table[value] if isinstance(table, Mapping) else value
     except TypeError:  # unhashable
         pass
-    raise BPFValueError(_errno.EINVAL, f"{what} must be one of {sorted(table)}, not "
-                                       f"{value!r:.60}")
+    names = list(table)
+    want = f"{names[0]!r} or {names[1]!r}" if len(names) == 2 else f"one of {sorted(names)}"
+    raise BPFValueError(_errno.EINVAL, f"{what} must be {want}, not {value!r:.60}")
 
 
 def c_int(value: Any, what: str, ctype: str = "u32", *, lo: int | None = None,

@@ -96,16 +96,17 @@ def check_pinned(path: object, want: str, who: str = "") -> str:
     return p
 
 
-def check_pin_path(path: object, who: str) -> str:
-    """Validate a pin path for ``who`` ("map 'h'", named in each message): a str or
+def check_pin_path(path: object, who: str = "") -> str:
+    """Validate a pin path for ``who`` ("map 'h'", starting each message): a str or
     PathLike without NUL, absolute, inside a bpffs mount (mounting /sys/fs/bpf if needed)."""
-    p = path_arg(path, f"{who}: pin path")
+    lead = f"{who}: " if who else ""
+    p = path_arg(path, f"{lead}pin path")
     if not os.path.isabs(p):
-        raise BPFError(errno.EINVAL, f"{who}: pin path {p!r} must be absolute (inside a bpffs "
+        raise BPFError(errno.EINVAL, f"{lead}pin path {p!r} must be absolute (inside a bpffs "
                                      "mount)")
     if p.startswith(BPFFS + "/") and not is_bpffs(p):
         ensure_bpffs()
     if not is_bpffs(p):
-        raise BPFError(errno.EINVAL, f"{who}: pin path {p!r} is not inside a bpffs mount "
+        raise BPFError(errno.EINVAL, f"{lead}pin path {p!r} is not inside a bpffs mount "
                                      f"(mount -t bpf bpf {BPFFS})")
     return p

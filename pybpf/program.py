@@ -901,8 +901,8 @@ class Program(Handle):
         if not hasattr(map, "fd") or not hasattr(map, "type"):
             raise BPFTypeError(_errno.EINVAL, f"{self._arg('sockmap')}: expected a Map, got "
                                               f"{type(map).__name__}")
-        name = choice(attach_type or self.expected_attach_type, _sockets.SOCKMAP_TYPES,
-                      self._arg("sockmap attach type"))
+        name = attach_type or self.expected_attach_type
+        choice(name, _sockets.SOCKMAP_TYPES, self._arg("sockmap attach type"))
         return self._adopt(_sockets.attach_sockmap(self.fd, self.name, map.fd, map.name,
                                                    map.type, name))
 
