@@ -153,6 +153,8 @@ class RecordBatch(Sequence[bytes]):
                                   stride=st, tag0=self._tag0)
             return self._like(self.data, array(_U32, self.offsets[i]),
                               array(_U32, self.sizes[i]), array(_U32, self.tags[i]))
+        if not isinstance(i, int):  # an object with __index__, or a BPFTypeError
+            i = c_int(i, "RecordBatch index", "s64")
         if self._fixed and self._offs is None:
             if i < 0:
                 i += self._n

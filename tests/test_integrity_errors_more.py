@@ -234,6 +234,8 @@ EVENT_CASES = [
        f"pybpf.UserRingBuffer(urbm, encode='struct urec').submit({v})", ["'urb'"])
       for v in ("'x'", "{'idx': -1}", "{'idx': 2**40}", "{'nosuch': 1}", "{'idx': BadIndex()}")],
     ("odd[1]['nosuch']", "odd.__setitem__(1, {}) or odd[1]['nosuch']", ["nosuch"]),
+    ("RecordBatch['x']", "pybpf.RecordBatch.empty()['x']", ["RecordBatch"]),
+    ("RecordBatch[BadIndex()]", "pybpf.RecordBatch.empty()[BadIndex()]", ["RecordBatch"]),
 ]
 
 MORE_CASES = [
