@@ -71,9 +71,12 @@ def probe_path(name: str) -> str:
     """Path of a probe shipped with pybpf, e.g. ``probe_path("execsnoop")``."""
     import os
 
+    from ._args import name_arg
+
+    name_arg(name, "probe_path: probe name")
     path = os.path.join(os.path.dirname(__file__), "probes", f"{name}.bpf.o")
     if not os.path.exists(path):
-        raise FileNotFoundError(2, f"pybpf ships no probe named {name!r} ({path})", path)
+        raise BPFNotFoundError(f"pybpf ships no probe named {name!r} ({path})", path)
     return path
 
 

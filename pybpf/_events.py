@@ -22,6 +22,7 @@ import collections
 import errno
 import itertools
 import operator
+import re
 import struct
 import sys
 import threading
@@ -32,9 +33,19 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, Union, overload
 
 from . import _fastpath, typespec
+from ._args import c_int, timeout_arg, user_raised
 from ._ffi import ffi, lib
 from .btf import BTF, BTFKind, BTFType
-from .errors import ClosedError, MapError
+from .errors import (
+    BPFError,
+    BPFKeyError,
+    BPFTypeError,
+    ClosedError,
+    MapError,
+    MapTypeError,
+    MapValueError,
+    TypeSpecError,
+)
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -142,6 +153,8 @@ class RecordBatch(Sequence[bytes]):
                                   stride=st, tag0=self._tag0)
             return self._like(self.data, array(_U32, self.offsets[i]),
                               array(_U32, self.sizes[i]), array(_U32, self.tags[i]))
+        if not isinstance(i, int):  # an object with __index__, or a BPFTypeError
+            i = c_int(i, "RecordBatch index", "s64")
         if self._fixed and self._offs is None:
             if i < 0:
                 i += self._n
@@ -284,7 +297,12 @@ class RecordBatch(Sequence[bytes]):
                 dt = btf_dtype(self._btf, dtype) if not _is_numpy_spec(dtype) else np.dtype(dtype)
                 known[dtype] = dt
             return dt
-        return np.dtype(dtype)
+        try:
+            return np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise TypeSpecError(f"numpy dtype: cannot use {dtype!r:.60} ({e}; give a numpy "
+                                "dtype, a BTF struct name, a C declaration or a ctypes "
+                                "type)") from None
 
 
 def _is_numpy_spec(s: str) -> bool:
@@ -307,14 +325,17 @@ def _numpy() -> Any:
 
 # --- BTF record types -----------------------------------------------------------
 
+_TAG = re.compile(r"^\s*(struct|union)\s+")
+
 def _struct_type(btf: BTF, name: str) -> Any:
+    name = _TAG.sub("", name).strip()  # "struct event" is "event"
     t = btf.find(name, BTFKind.STRUCT) or btf.find(name, BTFKind.UNION)
     if t is None:
         t = btf.find(name, BTFKind.TYPEDEF)
         if t is not None:
             t = btf.resolve(t.type)
     if t is None or t.kind not in (BTFKind.STRUCT, BTFKind.UNION):
-        raise LookupError(f"no struct {name!r} in the object's BTF")
+        raise BPFKeyError(errno.ENOENT, f"no struct {name!r} in the object's BTF")
     return t
 
 
@@ -354,7 +375,10 @@ def _record_codec(spec: Any, m: Map, what: str) -> tuple[Any, str]:
 
     if isinstance(spec, str) and not typespec.is_type_spec(spec):  # a name: the object's
         btf = map_btf(m, spec)
-        return codec_for(btf, _struct_type(btf, spec).id), spec
+        try:
+            return codec_for(btf, _struct_type(btf, spec).id), spec
+        except BPFKeyError as e:
+            raise BPFKeyError(errno.ENOENT, f"map {m.name!r}: {what}: {e}") from None
     c = as_codec(spec, None, f"{what} of map {m.name!r}")
     return c, c.name
 
@@ -392,13 +416,24 @@ def btf_encoder(btf: BTF, name: str) -> Callable[[Any], bytes]:
     return codec_encoder(codec_for(btf, _struct_type(btf, name).id), name)
 
 
-def codec_encoder(codec: Any, name: str) -> Callable[[Any], bytes]:
-    """An encoder of ``codec``'s type: bytes pass as they are (see :func:`btf_encoder`)."""
+def codec_encoder(codec: Any, name: str, who: str = "") -> Callable[[Any], bytes]:
+    """An encoder of ``codec``'s type: bytes pass as they are (see :func:`btf_encoder`);
+    a value the type cannot take is a MapTypeError/MapValueError starting with ``who``."""
+    lead = f"{who}: " if who else ""
 
     def encode(value: Any) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        out: bytes = codec.encode(value, name)
+        try:
+            out: bytes = codec.encode(value, name)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, BPFError):
+                raise
+            kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+            raise kind(f"{lead}{e}", field=name, type_name=codec.name) from None
+        except Exception as e:  # the value's own __index__... raised
+            raise MapTypeError(f"{lead}{user_raised(e, name, value)}", field=name,
+                               type_name=codec.name) from e
         return out
 
     return encode
@@ -414,8 +449,9 @@ def resolve_decoder(spec: DecodeSpec, m: Map) -> Decoder | None:
         return codec_decoder(*_record_codec(spec, m, "decode"))
     if callable(spec):
         return spec
-    raise TypeError(f"decode must be a callable, a BTF struct name, a C declaration, a "
-                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
+    raise TypeSpecError(f"map {m.name!r}: decode must be a callable, a BTF struct name, a C "
+                        "declaration, a ctypes type or a numpy dtype, got "
+                        f"{type(spec).__name__}")
 
 
 def resolve_encoder(spec: Any, m: Map) -> Callable[[Any], bytes] | None:
@@ -423,11 +459,19 @@ def resolve_encoder(spec: Any, m: Map) -> Callable[[Any], bytes] | None:
     if spec is None:
         return None
     if _is_record_type(spec):
-        return codec_encoder(*_record_codec(spec, m, "encode"))
+        return codec_encoder(*_record_codec(spec, m, "encode"), who=f"map {m.name!r}")
     if callable(spec):
         return spec  # type: ignore[no-any-return]
-    raise TypeError(f"encode must be a callable, a BTF struct name, a C declaration, a "
-                    f"ctypes type or a numpy dtype, got {type(spec).__name__}")
+    raise TypeSpecError(f"map {m.name!r}: encode must be a callable, a BTF struct name, a C "
+                        "declaration, a ctypes type or a numpy dtype, got "
+                        f"{type(spec).__name__}")
+
+
+def require_callback(cb: Any, who: str) -> None:
+    """Raise BPFTypeError (naming ``who``) unless ``cb`` is None or callable."""
+    if cb is not None and not callable(cb):
+        raise BPFTypeError(errno.EINVAL, f"{who}: a callback must be callable (or None), got "
+                                         f"{type(cb).__name__}")
 
 
 def require_map(m: object, map_type: str, takes: str) -> None:
@@ -436,7 +480,7 @@ def require_map(m: object, map_type: str, takes: str) -> None:
     from .maps import Map
 
     if not isinstance(m, Map):
-        raise TypeError(f"{takes}, got {type(m).__name__}")
+        raise BPFTypeError(errno.EINVAL, f"{takes}, got {type(m).__name__}")
     if m.type != map_type:
         raise MapError(errno.EINVAL, f"map {m.name!r} is a {m.type} map, not a {map_type}",
                        map=m.name)
@@ -457,6 +501,13 @@ DEFAULT_MAX_BATCH_BYTES = 1 << 20
 batches of about 1 MiB are still in the CPU's cache when Python reads them."""
 
 _INT_MAX = (1 << 31) - 1
+
+
+def batch_bytes(value: int | None, who: str) -> int:
+    """``max_batch_bytes`` checked for the reader ``who`` names (None: no bound)."""
+    if value is None:  # (the old spelling of "everything there is")
+        return 1 << 62
+    return c_int(value, f"{who}: max_batch_bytes", "u64", lo=1)
 
 
 def _timeout_ms(timeout: float | None, deadline: float | None) -> int:
@@ -586,10 +637,15 @@ class _Reader:
                                "already consuming; use one consumer thread at a time")
         return self._lock
 
+    def _who(self) -> str:
+        """What the errors of this reader name: ``ring buffer 'rb'``."""
+        return self._what
+
     def _wait(self, timeout: float | None) -> bool:
         """Block until records may be there; False on timeout or close.  A signal
         ends the native wait: its Python handler then runs at once (Ctrl-C raises
         KeyboardInterrupt here)."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         if self._block is not None:
             self._check_block()
         if self._has_pending():
@@ -861,6 +917,7 @@ class _Reader:
 
     def _read_locked(self, timeout: float | None, copy: bool) -> RecordBatch:
         """Wait, then take one batch (left pending: the caller hands it over)."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -939,6 +996,7 @@ class _Reader:
         """Await records in the running loop (no thread: the loop watches the
         reader's epoll fd); False on timeout or when closed during the wait
         (ClosedError if already closed, as for :meth:`wait`)."""
+        timeout = timeout_arg(timeout, f"{self._who()}: timeout")
         if self._closed:
             raise ClosedError(self._what)
         if self._has_pending() or self._ops.wait(self._raw, 0) > 0:

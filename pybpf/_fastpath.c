@@ -23,7 +23,8 @@
  * Whatever the fast path cannot take (a key of another type, a value out of range,
  * an enum by name...) raises Fallback, before any syscall: the Python path then
  * validates and says what was wrong.  ENOENT raises KeyError(key) (get(): the
- * default); other errors raise OSError(errno) for Python to name the map. */
+ * default; m[k] and del m[k] raise what the map's _missing(key) makes); other errors
+ * raise OSError(errno) for Python to name the map. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -736,7 +737,7 @@ typedef struct {
 	PyObject *ops;
 } MapBase;
 
-static PyObject *s_make_ops, *s_c_failed, *s_get, *s_set, *s_del, *s_in, *s_raw;
+static PyObject *s_make_ops, *s_c_failed, *s_missing, *s_get, *s_set, *s_del, *s_in, *s_raw;
 
 /* The MapOps to use (a new reference: Python code that runs during the call, a
  * codec or set_types(), may replace m->ops), or NULL with *exc set to the exception
@@ -762,7 +763,8 @@ static MapOps *map_ops(MapBase *m, PyObject **exc)
 	return NULL;
 }
 
-/* Hand the failed operation to Python: the raised exception (KeyError is final). */
+/* Hand the failed operation to Python: the raised exception; a missing key (KeyError)
+ * becomes the error the map's _missing(key) makes (a MapKeyError naming the map). */
 static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *value,
 			    PyObject *exc)
 {
@@ -772,8 +774,15 @@ static PyObject *map_failed(MapBase *m, PyObject *op, PyObject *key, PyObject *v
 		PyObject *type, *tb;
 
 		if (PyErr_ExceptionMatches(PyExc_KeyError) &&
-		    !PyErr_ExceptionMatches(Fallback))
+		    !PyErr_ExceptionMatches(Fallback)) {
+			PyErr_Clear();
+			r = PyObject_CallMethodOneArg((PyObject *)m, s_missing, key);
+			if (r) {
+				PyErr_SetObject((PyObject *)Py_TYPE(r), r);
+				Py_DECREF(r);
+			}
 			return NULL;
+		}
 		PyErr_Fetch(&type, &exc, &tb);
 		PyErr_NormalizeException(&type, &exc, &tb);
 		if (exc && tb)
@@ -955,6 +964,7 @@ static int mapbase_init_module(PyObject *m)
 {
 	if (!(s_make_ops = PyUnicode_InternFromString("_make_ops")) ||
 	    !(s_c_failed = PyUnicode_InternFromString("_c_failed")) ||
+	    !(s_missing = PyUnicode_InternFromString("_missing")) ||
 	    !(s_get = PyUnicode_InternFromString("get")) ||
 	    !(s_set = PyUnicode_InternFromString("set")) ||
 	    !(s_del = PyUnicode_InternFromString("del")) ||

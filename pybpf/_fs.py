@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 
+from ._args import path_arg
 from .errors import BPFError, BPFNotFoundError, describe_errno
 
 TRACEFS = "/sys/kernel/tracing"
@@ -78,18 +79,22 @@ def is_bpffs(path: str) -> bool:
     return best_type == "bpf"
 
 
-def check_pinned(path: str, want: str) -> None:
+def check_pinned(path: object, want: str, who: str = "") -> str:
     """Refuse, before any BPF syscall, a path that cannot hold a pinned ``want`` ("map",
-    "link"): BPFNotFoundError (a FileNotFoundError) if absent, BPFError if it is a
-    directory or outside bpffs
-    (the kernel would only say EACCES)."""
-    if not os.path.lexists(path):
-        raise BPFNotFoundError(f"no pinned {want} at {path}", path)
-    if os.path.isdir(path):
-        raise BPFError(errno.EISDIR, f"{path} is a directory, not a pinned {want}")
-    if not is_bpffs(path):
-        raise BPFError(errno.EINVAL, f"{path} is not on a BPF file system (bpffs): not a "
+    "link"): BPFTypeError/BPFValueError for no path or a NUL byte, BPFNotFoundError (a
+    FileNotFoundError) if absent, BPFError if it is a directory or outside bpffs (the
+    kernel would only say EACCES). ``who`` ("map 'h'") starts each message. Returns
+    the path as a str."""
+    lead = f"{who}: " if who else ""
+    p = path_arg(path, f"{lead}pinned {want} path")
+    if not os.path.lexists(p):
+        raise BPFNotFoundError(f"{lead}no pinned {want} at {p}", p)
+    if os.path.isdir(p):
+        raise BPFError(errno.EISDIR, f"{lead}{p} is a directory, not a pinned {want}")
+    if not is_bpffs(p):
+        raise BPFError(errno.EINVAL, f"{lead}{p} is not on a BPF file system (bpffs): not a "
                                      f"pinned {want}")
+    return p
 
 
 _RENAME_NOREPLACE = 1
@@ -131,14 +136,17 @@ def remove_pin(path: str, check: Callable[[str], None]) -> None:
     os.unlink(tmp)
 
 
-def check_pin_path(path: str) -> str:
-    """Validate a pin path: absolute, inside a bpffs mount (mounting /sys/fs/bpf if needed)."""
-    path = os.fspath(path)
-    if not os.path.isabs(path):
-        raise BPFError(errno.EINVAL, f"pin path {path!r} must be absolute (inside a bpffs mount)")
-    if path.startswith(BPFFS + "/") and not is_bpffs(path):
+def check_pin_path(path: object, who: str = "") -> str:
+    """Validate a pin path for ``who`` ("map 'h'", starting each message): a str or
+    PathLike without NUL, absolute, inside a bpffs mount (mounting /sys/fs/bpf if needed)."""
+    lead = f"{who}: " if who else ""
+    p = path_arg(path, f"{lead}pin path")
+    if not os.path.isabs(p):
+        raise BPFError(errno.EINVAL, f"{lead}pin path {p!r} must be absolute (inside a bpffs "
+                                     "mount)")
+    if p.startswith(BPFFS + "/") and not is_bpffs(p):
         ensure_bpffs()
-    if not is_bpffs(path):
-        raise BPFError(errno.EINVAL, f"pin path {path!r} is not inside a bpffs mount "
+    if not is_bpffs(p):
+        raise BPFError(errno.EINVAL, f"{lead}pin path {p!r} is not inside a bpffs mount "
                                      f"(mount -t bpf bpf {BPFFS})")
-    return path
+    return p

@@ -15,10 +15,11 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from errno import ENOENT
 from typing import Any, Callable, overload
 
 from ._ffi import ffi, lib
-from .errors import ObjectError
+from .errors import BPFKeyError, ObjectError
 
 __all__ = ["BTF", "BTFType", "BTFMember", "BTFKind", "BTFFormatError", "set_codec_builder"]
 
@@ -461,7 +462,7 @@ class BTF:
             return self.type_by_id(key)
         t = self.find(key)
         if t is None:
-            raise KeyError(f"no BTF type named {key!r}")
+            raise BPFKeyError(ENOENT, f"no BTF type named {key!r:.80}")
         return t
 
     def _ids_named(self, name: str) -> list[int]:

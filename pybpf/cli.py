@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from .errors import BPFError
 from .tools._common import seconds
 
 __all__ = ["main"]
@@ -193,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(msg)
         return 1
     except KeyError as exc:
-        _error(str(exc.args[0]) if exc.args else repr(exc))
+        # (a pybpf error says it all; a bare KeyError's str() is the repr of its key)
+        _error(str(exc) if isinstance(exc, BPFError) else
+               str(exc.args[0]) if exc.args else repr(exc))
         return 1
     except OSError as exc:
         if type(exc) in (FileNotFoundError, IsADirectoryError, NotADirectoryError) and \

@@ -9,9 +9,17 @@ last lines libbpf logged about it (``libbpf_log``).
      +-- LoadError              the kernel refused a program or a map
      |    +-- VerifierError     ... the verifier rejected a program (has .log)
      +-- AttachError            a program could not be attached to its hook
+     +-- BPFTypeError           also a TypeError: an argument of the wrong Python type
+     +-- BPFValueError          also a ValueError: an argument out of range or malformed
+     +-- BPFKeyError            also a KeyError: no map, program, global or BTF type of
+     |                          that name (the message names the object's own)
      +-- MapError               a map operation failed (other than a missing key)
-     |    +-- MapTypeError      ... also a TypeError: a key or value of the wrong type
-     |    +-- MapValueError     ... also a ValueError: a key or value out of range
+     |    +-- MapTypeError      ... also a TypeError (and a BPFTypeError): a key or value
+     |    |                     of the wrong type
+     |    +-- MapValueError     ... also a ValueError (and a BPFValueError): a key or
+     |    |                     value out of range
+     |    +-- MapKeyError       ... also a KeyError: no such key (an array index past
+     |                          the end names max_entries)
      +-- NotSupportedError      the running kernel lacks the feature (decided by probing)
      +-- BPFPermissionError     also a PermissionError: names the missing capability
      +-- ClosedError            also a ValueError: the object/link/map was closed
@@ -39,6 +47,10 @@ __all__ = [
     "MapError",
     "MapTypeError",
     "MapValueError",
+    "MapKeyError",
+    "BPFTypeError",
+    "BPFValueError",
+    "BPFKeyError",
     "NotSupportedError",
     "BPFPermissionError",
     "BPFNotFoundError",
@@ -223,6 +235,24 @@ class AttachError(BPFError):
         self.target = target
 
 
+class BPFTypeError(BPFError, TypeError):
+    """An argument of the wrong Python type (None for a path, a str for a count...),
+    refused before any syscall; the message names the object and the parameter.
+    Also a ``TypeError``."""
+
+
+class BPFValueError(BPFError, ValueError):
+    """An argument of the right type but not a value the call can take (out of its C
+    type's range, an unknown name, a NUL byte in a path...), refused before any
+    syscall; the message names the object and the parameter. Also a ``ValueError``."""
+
+
+class BPFKeyError(BPFError, KeyError):
+    """No such name: a map, program or global variable the object does not have, a BTF
+    type the BTF lacks. The message names what was looked up and where. Also a
+    ``KeyError`` (a ``LookupError``), as a mapping raises: ``BPFKeyError(ENOENT, msg)``."""
+
+
 class MapError(BPFError):
     """A map operation failed (a missing key is a KeyError instead)."""
 
@@ -240,16 +270,42 @@ class _MapValueProblem(MapError):
         self.type_name = type_name
 
 
-class MapTypeError(_MapValueProblem, TypeError):
+class MapTypeError(_MapValueProblem, BPFTypeError):
     """A key or value of the wrong Python type for the map (before any syscall):
     ``.map``, ``.field`` (``"key"``, ``"value.inner.count"``...) and ``.type_name``
     (the map's key or value C type) say which."""
 
 
-class MapValueError(_MapValueProblem, ValueError):
+class MapValueError(_MapValueProblem, BPFValueError):
     """A key or value the map's C type cannot hold (out of range, too long, unknown
     enumerator...), before any syscall; ``.map``, ``.field``, ``.type_name`` as for
     :class:`MapTypeError`."""
+
+
+class MapKeyError(MapError, BPFKeyError):
+    """No such key in the map (``m[k]``, ``del m[k]``, ``pop``), or an array index past
+    its last element: ``.map`` and ``.key`` say which (the message also gives the
+    array's ``max_entries``). Also a ``KeyError``, as a dict raises: ``.args`` is
+    ``(key,)`` as a dict's; ``str()`` is the message."""
+
+    def __init__(self, message: str, *, map: str | None = None, key: object = None,
+                 err: int = _errno.ENOENT) -> None:
+        # (no cooperative chain: a missing key is a common, cheap outcome of m[k])
+        OSError.__init__(self, err, message)
+        self.args = (key,)  # (errno stays: OSError keeps it apart)
+        self.message = message
+        self.libbpf_log = []
+        self.map = map
+        self.key = key
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_key, (type(self), self.message, self.map, self.key,
+                               self.errno or _errno.ENOENT))
+
+
+def _rebuild_key(cls: type[MapKeyError], message: str, map: str | None, key: object,
+                 err: int) -> MapKeyError:
+    return cls(message, map=map, key=key, err=err)
 
 
 class NotSupportedError(BPFError):

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._args import user_raised
 from ._fd import FD, Stage
 from .btf import BTF, BTFFormatError, BTFKind
 from .errors import (
@@ -137,7 +138,7 @@ class Section:
         with owner:  # ClosedError naming the section once closed; unmapped after us
             return codec.decode(self._mm, off)
 
-    def _write(self, off: int, data: bytes) -> None:
+    def _write(self, off: int, data: bytes, name: str = "") -> None:
         stage = self._stage
         if not stage.loaded:
             if stage.closed:
@@ -147,9 +148,10 @@ class Section:
                 self._pending[off] = data  # libbpf 1.1 does not copy .bss: done after load
             return
         if self._readonly:
-            raise StateError(f"{stage.name}: {self._name} is frozen at load: const volatile "
-                             "globals can only be set before load (obj.rodata.x = v before "
-                             "obj.load())")
+            var = f" (setting {name!r})" if name else ""
+            raise StateError(f"{stage.name}: {self._name} is frozen at load{var}: const "
+                             "volatile globals can only be set before load (obj.rodata.x = v "
+                             "before obj.load())")
         if self._closed:
             raise self._closed_error()
         owner = self._memory()
@@ -233,7 +235,11 @@ class Section:
             kind = MapTypeError if isinstance(e, TypeError) else MapValueError
             raise kind(f"{self._stage.name}: {self._name}: {e}", map=self._name, field=name,
                        type_name=codec.name) from None
-        self._write(off, data)
+        except Exception as e:  # the value's own __index__... raised
+            raise MapTypeError(f"{self._stage.name}: {self._name}: "
+                               f"{user_raised(e, name, value)}", map=self._name, field=name,
+                               type_name=codec.name) from e
+        self._write(off, data, name)
 
     __getitem__ = __getattr__
     __setitem__ = __setattr__

@@ -25,9 +25,10 @@ from types import TracebackType
 from typing import Any, Callable
 
 from . import _fs
+from ._args import c_int, name_arg
 from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import capture, error_for, ffi, lib, walk_ids
-from .errors import AttachError, BPFError, ClosedError
+from .errors import AttachError, BPFError, BPFTypeError, ClosedError
 
 __all__ = ["Link", "LinkInfo", "IterLink", "LinkGroup", "list_links"]
 
@@ -191,7 +192,7 @@ class Link(Handle):
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
-        p = _fs.check_pin_path(os.fspath(path))
+        p = _fs.check_pin_path(path, f"link {self.program!r}")
         if self._ptr is None:
             with self._owner as fd:
                 if self._fd_pin is not None:
@@ -246,6 +247,10 @@ class Link(Handle):
     def update_program(self, program: Any) -> None:
         """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
         event between the old program's last run and the new one's first is missed."""
+        if not hasattr(program, "object") or not hasattr(program, "fd"):
+            raise BPFTypeError(_errno.EINVAL, f"link {self.program!r} -> {self.target}: "
+                                              "update_program takes a loaded Program, got "
+                                              f"{type(program).__name__}")
         with program.object.owner:  # the program fd stays open for the call
             self.update_prog_fd(program.fd, program.name)
 
@@ -253,11 +258,14 @@ class Link(Handle):
         """:meth:`update_program` to a program given by fd (one that is no loaded
         Object's: a pinned deployment's, opened by id); ``name`` becomes
         :attr:`program`. The caller keeps ``prog_fd`` open for the call. One syscall."""
+        who = f"link {self.program!r} -> {self.target}: update_prog_fd"
+        prog_fd = c_int(prog_fd, f"{who}: prog_fd", "fd")
+        name = name_arg(name, f"{who}: name", allow_empty=True)
         with self._owner as lfd:
             rc = lib.bpf_link_update(self._link_fd(lfd), prog_fd, ffi.NULL)
             err = ffi.errno
         if rc < 0:
-            what = f"cannot update link {self.target} to program {name!r}"
+            what = f"cannot update link {self.program!r} -> {self.target} to program {name!r}"
             if err in (_errno.EINVAL, _errno.EOPNOTSUPP):  # perf_event, netfilter... links
                 try:
                     what += f" (the kernel cannot update a {self.info().type} link)"
@@ -298,8 +306,7 @@ class Link(Handle):
     def open_pinned(cls, path: str | os.PathLike[str]) -> Link:
         """Open a link pinned in bpffs; ``unpin()`` then ``detach()`` removes it. A pinned
         map or program is refused with BPFError."""
-        p = os.fspath(path)
-        _fs.check_pinned(p, "link")
+        p = _fs.check_pinned(path, "link", "Link.open_pinned")
         with capture() as log:
             ptr = lib.bpf_link__open(p.encode())
         if ptr == ffi.NULL:

@@ -50,10 +50,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _fastpath, _walk
 from . import symbolize as sym
+from ._args import name_arg, user_raised
 from ._ffi import error_for, ffi, lib
 from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
-from .errors import ClosedError, MapError, MapTypeError, MapValueError
+from .errors import ClosedError, MapError, MapKeyError, MapTypeError, MapValueError
 from .maps import (
     Map,
     UpdateFlags,
@@ -169,7 +170,8 @@ class RawBatch:
 class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     """A BPF map with typed, dict-like access (base of the hash/array/... kinds).
 
-    ``m[k]`` raises ``KeyError`` for an absent key; ``m.get(k)`` returns None.
+    ``m[k]`` raises ``MapKeyError`` (a ``KeyError`` naming the map) for an absent key;
+    ``m.get(k)`` returns None.
     Key/value errors (``TypeError``/``ValueError``) name the map and the field and
     are raised before any syscall.
     """
@@ -338,10 +340,33 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             out = codec.encode(value, path)
         except (TypeError, ValueError) as e:
             raise self._bad(e, codec, path) from None
+        except Exception as e:  # the key's own __index__/__bytes__... raised: name the map
+            raise self._bad(user_raised(e, path, value), codec, path, TypeError) from e
         if len(out) != codec.size:  # (a codec of the user's: the kernel reads codec.size)
             raise self._bad(f"{path}: the codec gave {len(out)} bytes, not {codec.size}",
                             codec, path)
         return out
+
+    def _listed(self, values: Iterable[Any], call: str, *, pairs: bool = False) -> list[Any]:
+        """``values`` as a list for a batch ``call``; MapTypeError naming the map if it
+        is not an iterable (of (key, value) pairs, with ``pairs``)."""
+        want = "(key, value) pairs" if pairs else "keys"
+        try:
+            items = list(values)
+        except TypeError:
+            raise MapTypeError(f"map {self.name!r}: {call} takes an iterable of {want}, got "
+                               f"{type(values).__name__}", map=self.name) from None
+        if pairs:
+            for it in items:
+                if not isinstance(it, (tuple, list)) or len(it) != 2:
+                    raise MapTypeError(f"map {self.name!r}: {call} takes (key, value) pairs, "
+                                       f"got {it!r:.60}", map=self.name)
+        return items
+
+    def _missing(self, key: Any) -> MapKeyError:
+        """The error for a key that is not in the map (``m[k]``, ``del m[k]``, ``pop``)."""
+        name = self.name
+        return MapKeyError(f"map {name!r}: no key {key!r:.80}", map=name, key=key)
 
     def _bad(self, e: Exception | str, codec: Codec, path: str,
              kind: type[Exception] = ValueError) -> MapError:
@@ -410,14 +435,14 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             rc = _map_elem(self._owner, _DELETE, kb, None, 0)
             if rc < 0:
                 if rc == -_ENOENT:
-                    raise KeyError(key)
+                    raise self._missing(key)
                 raise self._err(-rc, "delete failed")
             return None
         got = self._lookup_raw(kb)
         if op == "in":
             return got is not None
         if got is None:
-            raise KeyError(key)
+            raise self._missing(key)
         return self._dval(got)
 
     def _lookup_raw(self, kb: bytes | Any) -> bytearray | None:
@@ -452,12 +477,13 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
 
     def _update_failed(self, key: Any, flags: int, err: int) -> None:
         if err == _errno.E2BIG and isinstance(self, ArrayMap):
-            raise MapError(err, f"map {self.name!r} ({self.type}): index {key} is past the end "
-                                f"(max_entries {self.max_entries})", map=self.name)
+            raise self._missing(key)
         if err == _errno.EEXIST:
-            raise KeyError(key)
+            raise MapKeyError(f"map {self.name!r}: key {key!r:.80} is already present "
+                              "(BPF_NOEXIST)", map=self.name, key=key, err=err)
         if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
-            raise KeyError(key)
+            raise MapKeyError(f"map {self.name!r}: no key {key!r:.80} (BPF_EXIST)",
+                              map=self.name, key=key)
         if err == _errno.E2BIG:
             raise MapError(err, f"map {self.name!r} is full ({self.max_entries} entries)",
                            map=self.name)
@@ -473,14 +499,14 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             return self._dval(buf)
         if err == _errno.ENOENT:
             if default is _MISSING:
-                raise KeyError(key)
+                raise self._missing(key)
             return default
         if err not in _NOT_SUPPORTED:
             raise self._fail("lookup_and_delete failed", err)
         got = self._lookup_raw(kb)
         if got is None or self._call(_DELETE, kb)[0] < 0:
             if default is _MISSING:
-                raise KeyError(key)
+                raise self._missing(key)
             return default
         return self._dval(got)
 
@@ -546,7 +572,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def update_batch(self, pairs: Iterable[tuple[K, V]], *, flags: int = 0) -> bool:
         """Set many entries with ``BPF_MAP_UPDATE_BATCH``; False if the kernel lacks it for
         this map type (nothing was written then). Encoding errors raise before the syscall."""
-        items = list(pairs)
+        items = self._listed(pairs, "update_batch", pairs=True)
         if not items:
             return True
         flags = self._flags(flags)
@@ -567,7 +593,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
     def delete_batch(self, keys: Iterable[K]) -> int:
         """Delete many keys (``BPF_MAP_DELETE_BATCH``, else one by one); absent keys are
         skipped. Returns how many were deleted."""
-        ks = list(keys)
+        ks = self._listed(keys, "delete_batch")
         if not ks:
             return 0
         kbs = [self._ekey(k) for k in ks]
@@ -851,6 +877,12 @@ class ArrayMap(TypedMap[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, int) and 0 <= key < self.max_entries
+
+    def _missing(self, key: Any) -> MapKeyError:
+        if isinstance(key, int) and key >= self.max_entries:
+            return MapKeyError(f"map {self.name!r} ({self.type}): index {key} is past the end "
+                               f"(max_entries {self.max_entries})", map=self.name, key=key)
+        return super()._missing(key)
 
 
 class _PerCPU(TypedMap[K, V]):
@@ -1232,20 +1264,20 @@ def create_map(type: str, key_size: int, value_size: int, max_entries: int, *,
     :meth:`TypedMap.set_types`). The returned map owns its fd; close it or let the GC."""
     try:
         t = map_type_value(type)
-    except ValueError:
-        raise MapError(_errno.EINVAL, f"cannot create a map of unknown type {type!r}",
-                       map=name) from None
-    if not isinstance(name, str):
-        raise MapError(_errno.EINVAL, f"cannot create a {type} map: name must be a str, got "
-                       f"{name!r}", map=str(name))
+    except (ValueError, TypeError):
+        raise MapValueError(f"cannot create a map of unknown type {type!r:.60} (libbpf's "
+                            "names: 'hash', 'array'...)", map=str(name)) from None
+    name = name_arg(name, f"cannot create a {type} map: name", allow_empty=True)
+    who = f"cannot create {type} map {name!r}"
     for what, v in (("key_size", key_size), ("value_size", value_size),
                     ("max_entries", max_entries), ("flags", flags)):
         if not isinstance(v, int):
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what} must be "
-                           f"an int, got {v!r}", map=name)
+            raise MapTypeError(f"{who}: {what} must be an int, got {v!r:.60}", map=name)
         if not 0 <= v < 1 << 32:
-            raise MapError(_errno.EINVAL, f"cannot create {type} map {name!r}: {what}={v} is "
-                                          "not a 32-bit unsigned value", map=name)
+            raise MapValueError(f"{who}: {what}={v} is not a 32-bit unsigned value", map=name)
+    if inner_map is not None and not isinstance(inner_map, Map):
+        raise MapTypeError(f"{who}: inner_map must be a Map, got {inner_map.__class__.__name__}",
+                           map=name)
     opts = ffi.new("struct bpf_map_create_opts *")
     opts.sz = ffi.sizeof("struct bpf_map_create_opts")
     opts.map_flags = flags

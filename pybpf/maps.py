@@ -34,7 +34,15 @@ from . import _fs, _walk
 from ._fd import FD, Handle, Stage, bpf_fd_kind
 from ._ffi import error_for, ffi, lib, walk_ids
 from ._maptypes import facts
-from .errors import BPFError, ClosedError, MapError, MapTypeError, MapValueError, StateError
+from .errors import (
+    BPFError,
+    ClosedError,
+    MapError,
+    MapKeyError,
+    MapTypeError,
+    MapValueError,
+    StateError,
+)
 from .types import as_codec
 
 __all__ = ["Map", "OpenMap", "UpdateFlags", "MapInfo", "list_maps", "possible_cpus",
@@ -377,7 +385,7 @@ class OpenMap:
     @pin_path.setter
     def pin_path(self, path: str | os.PathLike[str] | None) -> None:
         self._check_open("pin_path")
-        p = None if path is None else _fs.check_pin_path(os.fspath(path))
+        p = None if path is None else _fs.check_pin_path(path, f"map {self.name!r}")
         with self._stage.owner:
             err = lib.bpf_map__set_pin_path(self._ptr, p.encode() if p else ffi.NULL)
         if err:
@@ -418,7 +426,10 @@ class OpenMap:
                                f"a {kind}, not a BPF map", map=self.name)
             self._reuse(source, f"fd {source}")
             return
-        p = os.fspath(source)
+        if not isinstance(source, (str, os.PathLike)):
+            raise MapTypeError(f"map {self.name!r}: reuse_fd takes a Map, an fd or a pin "
+                               f"path, got {type(source).__name__}", map=self.name)
+        p = _fs.check_pinned(source, "map", f"map {self.name!r}: reuse_fd")
         fd = _open_pinned_fd(p, "map")
         try:
             self._reuse(fd, f"pinned map {p}")
@@ -434,8 +445,9 @@ class OpenMap:
         (:attr:`Map.object`; closing this object leaves it open) until this object
         takes it over (:meth:`pybpf.Object.take_over`). One syscall."""
         if not isinstance(live, Map):
-            raise TypeError(f"map {self.name!r}: reuse() takes a live pybpf.Map, got "
-                            f"{type(live).__name__} (reuse_fd() takes an fd or a pin path)")
+            raise MapTypeError(f"map {self.name!r}: reuse() takes a live pybpf.Map, got "
+                               f"{type(live).__name__} (reuse_fd() takes an fd or a pin path)",
+                               map=self.name)
         self.reuse_fd(live)
         self._reused_map = live
 
@@ -479,9 +491,10 @@ class OpenMap:
         return m
 
 
-def _open_pinned_fd(path: str, want: str) -> int:
-    """A new fd of the BPF object pinned at ``path``, checked to be a ``want``."""
-    _fs.check_pinned(path, want)
+def _open_pinned_fd(path: object, want: str, who: str = "") -> int:
+    """A new fd of the BPF object pinned at ``path``, checked to be a ``want``; ``who``
+    starts the messages of the path's checks."""
+    path = _fs.check_pinned(path, want, who)
     fd = int(lib.bpf_obj_get(path.encode()))
     if fd < 0:
         raise error_for(ffi.errno, f"cannot open pinned {want} {path}", kind=MapError, map=path)
@@ -580,6 +593,15 @@ class Map(Handle):
     @flags.setter
     def flags(self, value: int) -> None:
         _refuse_live_setter(self, "flags")
+
+    @property
+    def autocreate(self) -> bool:
+        """True: a live map exists (settable only on the OpenMap, before load)."""
+        return True
+
+    @autocreate.setter
+    def autocreate(self, value: bool) -> None:
+        _refuse_live_setter(self, "autocreate")
 
     @property
     def pin_path(self) -> str | None:
@@ -702,10 +724,12 @@ class Map(Handle):
         rc = _sys.map_elem(self._owner, _sys.MAP_UPDATE_ELEM, k, v, flags)
         err = -rc
         if rc < 0:
-            if err == _errno.EEXIST:
-                raise KeyError(key)  # NOEXIST and the key is there
+            if err == _errno.EEXIST:  # NOEXIST and the key is there
+                raise MapKeyError(f"map {self.name!r}: key {bytes(key).hex()} is already "
+                                  "present (BPF_NOEXIST)", map=self.name, key=key, err=err)
             if err == _errno.ENOENT and flags & UpdateFlags.EXIST:
-                raise KeyError(key)
+                raise MapKeyError(f"map {self.name!r}: no key {bytes(key).hex()} (BPF_EXIST)",
+                                  map=self.name, key=key)
             raise self._fail("update failed", err)
 
     def delete(self, key: bytes) -> bool:
@@ -753,7 +777,7 @@ class Map(Handle):
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the live map at ``path`` in bpffs (one syscall). ``pin_path`` changes
         only when the pin succeeded (EEXIST: something else is pinned there)."""
-        p = _fs.check_pin_path(os.fspath(path))
+        p = _fs.check_pin_path(path, f"map {self.name!r}")
         with self._owner as fd:
             rc = lib.bpf_obj_pin(fd, p.encode())
             err = ffi.errno
@@ -769,7 +793,8 @@ class Map(Handle):
 
         Refused (MapError) unless the object pinned there is this very map: a pin this
         map does not own is never removed."""
-        p = os.fspath(path) if path is not None else self._pin_path
+        p = self._pin_path if path is None else _fs.check_pinned(path, "map",
+                                                                 f"map {self.name!r}: unpin")
         if p is None:
             raise MapError(_errno.ENOENT, f"map {self.name!r} is not pinned by this handle: "
                            "pass the pin path", map=self.name)
@@ -828,7 +853,7 @@ class Map(Handle):
     def open_pinned(cls, path: str | os.PathLike[str]) -> Map:
         """Open a map pinned in bpffs (the returned map owns a new fd; one syscall).
         A pinned program or link is refused with MapError."""
-        p = os.fspath(path)
+        p = _fs.check_pinned(path, "map", "Map.open_pinned")
         m = cls.from_fd(_open_pinned_fd(p, "map"))
         m._pin_path = p  # unpin() removes this pin (after checking it is still this map)
         return m

@@ -30,7 +30,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
 
@@ -49,8 +49,11 @@ from .errors import (
     AttachError,
     AttachWarning,
     BPFError,
+    BPFKeyError,
+    BPFTypeError,
     ClosedError,
     LoadError,
+    MapError,
     MapTypeError,
     MapValueError,
     NotSupportedError,
@@ -171,6 +174,41 @@ def _check_custom_btf(path: str) -> bytes:
         raise ObjectError(_errno.EINVAL, f"{what} {path}: {e}", path=path) from None
     return bytes(raw)
 
+class _ByName(Mapping[str, Any]):
+    """A read-only view of an object's programs, maps or sections by name: a name it
+    lacks is a BPFKeyError (a KeyError) naming the object and the names it has."""
+
+    __slots__ = ("_items", "_owner", "_kind")
+
+    def __init__(self, items: Mapping[str, Any], owner: str, kind: str) -> None:
+        self._items = items
+        self._owner = owner
+        self._kind = kind
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            have = ", ".join(map(repr, self._items)) or "none"
+            raise BPFKeyError(_errno.ENOENT, f"{self._owner}: no {self._kind} named {name!r:.80} "
+                                             f"(its {self._kind}s: {have})") from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._items
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: {v!r}' for k, v in self._items.items())}}}"
+
+
 class Object(Handle):
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
 
@@ -232,6 +270,9 @@ class Object(Handle):
         ``old`` to this build (see :meth:`upgrade`; ``migrate`` and ``reattach`` as
         there); the name defaults to ``old``'s, so that internal maps match.
         """
+        if upgrade_from is not None and not isinstance(upgrade_from, Object):
+            raise ObjectError(_errno.EINVAL, "Object.open: upgrade_from must be the loaded "
+                              f"Object to upgrade, got {type(upgrade_from).__name__}")
         if upgrade_from is not None and name is None:
             name = upgrade_from.name
         path: str | None = None
@@ -261,11 +302,15 @@ class Object(Handle):
             keep.append(buf)
             return buf
 
-        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping))):
+        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
+                                ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
             if value is not None and not isinstance(value, ok):
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a str"
-                                  + (" or a mapping" if what == "kconfig" else "")
-                                  + f", got {value!r}", path=path)
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
+                                  + {"name": "str", "kconfig": "str or a mapping"}.get(
+                                      what, "path") + f", got {value!r:.60}", path=path)
+            if isinstance(value, str) and "\0" in value:
+                raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
+                                  "byte", path=path)
         opts.object_name = c(obj_name)
         if kconfig is not None:
             if isinstance(kconfig, Mapping):
@@ -276,7 +321,8 @@ class Object(Handle):
                 kconfig = "\n".join(lines) + "\n"
             opts.kconfig = c(kconfig)
         if pin_root_path is not None:
-            opts.pin_root_path = c(check_pin_path(os.fspath(pin_root_path)))
+            opts.pin_root_path = c(check_pin_path(pin_root_path,
+                                                  f"object {obj_name!r}: pin_root_path"))
         if btf_custom_path is not None:
             btf_copy = _custom_btf_copy(os.fspath(btf_custom_path))
             opts.btf_custom_path = c(f"/proc/self/fd/{btf_copy.get()}")
@@ -362,7 +408,7 @@ class Object(Handle):
     def programs(self) -> Mapping[str, Program]:
         """Programs by name, in libbpf's order (read-only mapping)."""
         self._stage.owner.get()  # ClosedError once closed
-        return MappingProxyType(self._programs)
+        return _ByName(self._programs, f"BPF object {self.name!r}", "program")
 
     @property
     def maps(self) -> Mapping[str, Any]:
@@ -373,7 +419,8 @@ class Object(Handle):
         is depends on the object's state, not on the call."""
         self._stage.owner.get()  # ClosedError once closed
         live = self._maps
-        return MappingProxyType(self._open_maps if live is None else live)
+        return _ByName(self._open_maps if live is None else live, f"BPF object {self.name!r}",
+                       "map")
 
     @property
     def links(self) -> list[Link]:
@@ -422,7 +469,8 @@ class Object(Handle):
     @property
     def sections(self) -> Mapping[str, Section]:
         """Data sections by ELF name (``.rodata``, ``.bss``, ``.data``, ``.data.custom``)."""
-        return MappingProxyType(self._globals().sections)
+        return _ByName(self._globals().sections, f"BPF object {self.name!r}",
+                       "global-variable section")
 
     @property
     def rodata(self) -> Section:
@@ -483,7 +531,8 @@ class Object(Handle):
                     raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
                 m.write_initial_value(var.offset, enc)
                 return
-        raise KeyError(f"{self.name}: no read-only global named {name!r}")
+        raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no read-only global named "
+                                         f"{name!r}")
 
     def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
         """The object's .rodata maps with their section names. Before the other maps'
@@ -528,13 +577,14 @@ class Object(Handle):
         if self.loaded:
             raise StateError(f"BPF object {self.name!r} is loaded: programs can only be "
                              "chosen before load")
-        inc = None if include is None else _patterns(include)
-        exc = _patterns(exclude)
+        who = f"BPF object {self.name!r}: select_programs"
+        inc = None if include is None else _patterns(include, who)
+        exc = _patterns(exclude, who)
         names = list(self._programs)
         for pat in (inc or []) + exc:
             if not fnmatch.filter(names, pat):
-                raise KeyError(f"{self.name}: no program matches {pat!r} (programs: "
-                               f"{', '.join(names)})")
+                raise BPFKeyError(_errno.ENOENT, f"{self.name}: no program matches {pat!r} "
+                                                 f"(programs: {', '.join(names)})")
         chosen = []
         for name, prog in self._programs.items():
             on = (inc is None or any(fnmatch.fnmatchcase(name, p) for p in inc)) and \
@@ -787,13 +837,17 @@ class Object(Handle):
         try:
             return self._open_maps[map_name].libbpf_ptr
         except KeyError:
-            raise KeyError(f"{self.name}: no map named {map_name!r}") from None
+            raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no map named "
+                                             f"{map_name!r}") from None
 
     def attach_struct_ops(self, map_name: str) -> Link:
         """Register the loaded struct_ops map ``map_name``: a link for BPF_F_LINK
         (``SEC(".struct_ops.link")``) maps, else libbpf's value write (a few syscalls)."""
         with self.owner:
             live = self.maps[map_name]
+            if live.type != "struct_ops":
+                raise MapError(_errno.EINVAL, f"BPF object {self.name!r}: map {map_name!r} is a "
+                               f"{live.type} map, not a struct_ops map", map=map_name)
             with live.owner as fd:
                 link = _struct_ops.attach_struct_ops(self.libbpf_map(map_name), fd, map_name)
         return self._adopt_link(link)
@@ -859,7 +913,13 @@ class Object(Handle):
         if not self.loaded:
             raise StateError(f"BPF object {self.name!r}: take_over() after load (the maps "
                              "it reuses are known then)")
+        if old is not None and not isinstance(old, Object):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: take_over() takes the "
+                                              f"old Object (or None), got {type(old).__name__}")
         links = list(links)
+        if not all(isinstance(lk, Link) for lk in links):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: take_over() links "
+                                              "must be Link objects")
         foreign = [lk for lk in links if old is None or lk not in old._links]
         if foreign:
             raise ValueError(f"BPF object {self.name!r}: take_over(): {foreign[0]!r} is "
@@ -884,6 +944,10 @@ class Object(Handle):
         """Close ``resource`` (anything with a ``close()``) when this object closes,
         before its maps go: an event reader on one of its maps, for instance. Held
         weakly: a resource that is garbage-collected earlier is simply forgotten."""
+        if not callable(getattr(resource, "close", None)):
+            raise BPFTypeError(_errno.EINVAL, f"BPF object {self.name!r}: close_with() takes "
+                                              "something with a close() method, got "
+                                              f"{type(resource).__name__}")
         with self._lock:
             if self._dependents is None:
                 self._dependents = weakref.WeakSet()
@@ -949,8 +1013,19 @@ class _sigint_deferred:  # noqa: N801 - used as a context manager, like a functi
             raise KeyboardInterrupt
 
 
-def _patterns(value: str | Iterable[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def _patterns(value: str | Iterable[str], who: str) -> list[str]:
+    """Names or fnmatch patterns: one str or an iterable of them."""
+    if isinstance(value, str):
+        return [value]
+    try:
+        pats = list(value)
+    except TypeError:
+        pats = [value]  # type: ignore[list-item]
+    for p in pats:
+        if not isinstance(p, str):
+            raise BPFTypeError(_errno.EINVAL, f"{who}: a program name or pattern must be a "
+                                              f"str, got {type(p).__name__} {p!r:.60}")
+    return pats
 
 
 def load(source: Source, **options: Any) -> Object:

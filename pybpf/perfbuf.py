@@ -30,11 +30,13 @@ closes the reader (a blocked ``poll``/``read`` returns).
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ._args import c_int
 from ._events import (
     DEFAULT_MAX_BATCH_BYTES,
     Callback,
@@ -42,12 +44,14 @@ from ._events import (
     RecordBatch,
     _NativeOps,
     _Reader,
+    batch_bytes,
+    require_callback,
     require_map,
     resolve_decoder,
 )
 from ._ffi import capture, error_for, ffi, lib
 from .attach.perf import online_cpus as _online_cpus
-from .errors import BPFError, MapError
+from .errors import BPFError, BPFValueError, MapError
 from .maps import Map, possible_cpus
 
 __all__ = ["PerfBuffer", "PerfBufferStats", "RecordBatch"]
@@ -80,13 +84,14 @@ class PerfBuffer(_Reader):
                  decode: DecodeSpec = None, with_cpu: bool = False,
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         require_map(map, "perf_event_array", "PerfBuffer takes a Map")
-        if pages <= 0 or pages & (pages - 1):
-            raise ValueError(f"perf buffer {map.name!r}: pages must be a power of two, "
-                             f"got {pages}")
-        if max_batch_bytes is None:  # (the old spelling of "everything there is")
-            max_batch_bytes = 1 << 62
-        if max_batch_bytes <= 0:
-            raise ValueError(f"perf buffer {map.name!r}: max_batch_bytes must be > 0")
+        require_callback(callback, f"perf buffer {map.name!r}")
+        require_callback(lost_callback, f"perf buffer {map.name!r}: lost_callback")
+        who = f"perf buffer {map.name!r}"
+        pages = c_int(pages, f"{who}: pages (a power of two)", "u32", lo=1, hi=1 << 20)
+        if pages & (pages - 1):
+            raise BPFValueError(_errno.EINVAL, f"{who}: pages must be a power of two, got "
+                                               f"{pages}")
+        max_batch_bytes = batch_bytes(max_batch_bytes, who)
         self.map = map
         ncpu = possible_cpus()
         batch = lib.pybpf_batch_new(1 << 16, 1024, ncpu)
@@ -119,6 +124,9 @@ class PerfBuffer(_Reader):
             with contextlib.suppress(BPFError, LookupError):
                 self._btf = obj.btf
         self._track(map)
+
+    def _who(self) -> str:
+        return f"perf buffer {self.map.name!r}"
 
     def _prepare(self) -> None:
         # max_batch_bytes (the rest waits in the kernel's buffers), or, when that is

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _fs, _sections, features
+from ._args import BARE, c_int, choice, fd_or_path, name_arg, named, path_arg
 from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import CAP_NET_ADMIN, CAP_PERFMON, capture, error_for, ffi, lib, walk_ids
 from ._usdt import check_attached as check_usdt
@@ -35,6 +36,8 @@ from .attach._common import attach_error, libbpf_link
 from .errors import (
     AttachError,
     BPFError,
+    BPFTypeError,
+    BPFValueError,
     ClosedError,
     NotSupportedError,
     StateError,
@@ -89,20 +92,22 @@ def prog_type_name(t: int) -> str:
 
 
 def _by_name(value: str | int, namer: Any, what: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """The number of a libbpf type name (or a number, checked to be a u32)."""
+    if not isinstance(value, str):
+        return c_int(value, what, "u32")
     for t in range(64):
         if namer(t) == value:
             return t
-    raise ValueError(f"unknown {what} {value!r} (libbpf's names, e.g. 'tracepoint')")
+    raise BPFValueError(_errno.EINVAL, f"{what}: unknown name {value!r:.60} (libbpf's names, "
+                                       "e.g. 'tracepoint')")
 
 
-def _prog_type_value(value: str | int) -> int:
-    return _by_name(value, prog_type_name, "program type")
+def _prog_type_value(value: str | int, who: str = "") -> int:
+    return _by_name(value, prog_type_name, f"{who}program type")
 
 
-def _attach_type_value(value: str | int) -> int:
-    return _by_name(value, attach_type_name, "attach type")
+def _attach_type_value(value: str | int, who: str = "") -> int:
+    return _by_name(value, attach_type_name, f"{who}attach type")
 
 
 def attach_type_name(t: int) -> str:
@@ -199,7 +204,7 @@ class Program(Handle):
         """libbpf's pointer: only for a call made while the object's owner is borrowed
         (the public methods below do: see _holding_object)."""
         if self._obj.closed and not _held_here(self._obj.owner):
-            raise ClosedError(f"program {self.name!r} (its object was closed)")
+            raise ClosedError(f"the object of program {self.name!r}")
         return self._ptr
 
     @property
@@ -240,7 +245,7 @@ class Program(Handle):
         """Change the program type before load (``bpf_program__set_type``), by libbpf's
         name (``"raw_tracepoint"``) or number; no syscall."""
         ptr = self._before_load("the program type")
-        value = _prog_type_value(prog_type)
+        value = _prog_type_value(prog_type, f"program {self.name!r}: ")
         err = lib.bpf_program__set_type(ptr, value)
         if err:
             raise error_for(-err, f"program {self.name!r}: cannot set type {prog_type!r}",
@@ -250,7 +255,7 @@ class Program(Handle):
         """Change the expected attach type before load
         (``bpf_program__set_expected_attach_type``), by libbpf's name or number."""
         ptr = self._before_load("the expected attach type")
-        value = _attach_type_value(attach_type)
+        value = _attach_type_value(attach_type, f"program {self.name!r}: expected ")
         err = lib.bpf_program__set_expected_attach_type(ptr, value)
         if err:
             raise error_for(-err, f"program {self.name!r}: cannot set expected attach type "
@@ -260,6 +265,15 @@ class Program(Handle):
     def instruction_count(self) -> int:
         """BPF instructions (before load: as in the file; after: as libbpf submitted)."""
         return int(lib.bpf_program__insn_cnt(self._raw()))
+
+    def _required(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise BPFTypeError(_errno.EINVAL, f"{self._arg(what)}: missing required argument")
+        return value
+
+    def _arg(self, what: str) -> str:
+        """How an error names argument ``what`` of a call on this program."""
+        return f"program {self.name!r}: {what}"
 
     def _before_load(self, what: str) -> Any:
         """libbpf's pointer for a setter of the spec: the one place every program setter
@@ -282,9 +296,8 @@ class Program(Handle):
     @log_level.setter
     def log_level(self, value: int) -> None:
         ptr = self._before_load("log_level")
-        if not isinstance(value, int) or value < 0 or value & ~0xF:
-            raise ValueError(f"program {self.name!r}: log_level must be 0 or a combination "
-                             f"of 1, 2, 4 and 8, got {value!r}")
+        value = c_int(value, f"program {self.name!r}: log_level", hi=0xF,
+                      want="0 or a combination of 1, 2, 4 and 8")
         lib.bpf_program__set_log_level(ptr, value)
         self._set_log_buf(ptr, self.log_size if value else 0)
 
@@ -297,9 +310,8 @@ class Program(Handle):
     @log_size.setter
     def log_size(self, value: int) -> None:
         ptr = self._before_load("log_size")
-        if not isinstance(value, int) or not 128 <= value <= 0x3FFFFFFF:
-            raise ValueError(f"program {self.name!r}: log_size must be an int from 128 to "
-                             f"{0x3FFFFFFF} (the kernel's limits), got {value!r}")
+        value = c_int(value, f"program {self.name!r}: log_size", lo=128, hi=0x3FFFFFFF,
+                      want=f"an int from 128 to {0x3FFFFFFF} (the kernel's limits)")
         self._log_size = value
         if lib.bpf_program__log_level(ptr):
             self._set_log_buf(ptr, value)
@@ -342,13 +354,14 @@ class Program(Handle):
             raise AttachError(_errno.EINVAL, f"program {self.name!r} ({self.type}) has no BTF "
                               "attach target (only tracing, lsm and freplace programs do)",
                               program=self.name, target=function)
-        if not isinstance(function, str) or not function:
-            raise TypeError(f"program {self.name!r}: the attach target must be a function or "
-                            f"tracepoint name, got {function!r}")
+        if not isinstance(function, str) or not function or "\0" in function:
+            raise BPFTypeError(_errno.EINVAL, f"program {self.name!r}: the attach target must "
+                               f"be a function or tracepoint name, got {function!r:.60}")
         tfd = 0
         where = "kernel BTF"
         if target_prog is not None:
-            tfd = target_prog.fd if isinstance(target_prog, Program) else int(target_prog)
+            tfd = target_prog.fd if isinstance(target_prog, Program) else c_int(
+                target_prog, f"program {self.name!r}: the target program's fd", "fd")
             where = (f"program {target_prog.name!r}" if isinstance(target_prog, Program)
                      else f"program fd {tfd}")
         with capture() as log:
@@ -392,7 +405,7 @@ class Program(Handle):
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the loaded program in bpffs."""
-        p = _fs.check_pin_path(os.fspath(path))
+        p = _fs.check_pin_path(path, f"program {self.name!r}")
         if lib.bpf_obj_pin(self.fd, p.encode()) < 0:
             raise error_for(ffi.errno, f"cannot pin program {self.name!r} at {p}")
 
@@ -400,8 +413,7 @@ class Program(Handle):
         """Remove the pin at ``path`` (a few syscalls). Refused (BPFError) unless what is
         pinned there is this very program: another object's pin, or a file outside bpffs,
         is never removed."""
-        p = os.fspath(path)
-        _fs.check_pinned(p, "program")
+        p = _fs.check_pinned(path, "program", f"program {self.name!r}: unpin")
         mine = _prog_info_by_fd(self.fd).id
 
         def check(q: str) -> None:
@@ -555,6 +567,9 @@ class Program(Handle):
 
     def attach_tracepoint(self, category: str, name: str, *, cookie: int = 0) -> Link:
         """``tracepoint``: e.g. ``("syscalls", "sys_enter_execve")``."""
+        name_arg(category, self._arg("tracepoint category"))
+        name_arg(name, self._arg("tracepoint name"))
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
         _fs.ensure_tracefs()
         opts = ffi.new("struct bpf_tracepoint_opts *")
         opts.sz = ffi.sizeof("struct bpf_tracepoint_opts")
@@ -571,6 +586,7 @@ class Program(Handle):
 
     def attach_raw_tracepoint(self, name: str) -> Link:
         """``raw_tp``: e.g. ``"sched_process_exec"``."""
+        name_arg(name, self._arg("raw tracepoint name"))
         target = f"raw_tracepoint {name}"
         with capture() as log:
             ptr = lib.bpf_program__attach_raw_tracepoint(self._raw(), name.encode())
@@ -582,6 +598,7 @@ class Program(Handle):
 
     def attach_trace(self, *, cookie: int = 0) -> Link:
         """``tp_btf``/``fentry``/``fexit``/``fmod_ret``/``lsm``: the target is fixed at load."""
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
         target = f"{self.expected_attach_type} {self.section.split('/', 1)[-1]}"
         with capture() as log:
             if self.type == "lsm":
@@ -598,6 +615,9 @@ class Program(Handle):
     def attach_kprobe(self, function: str, *, offset: int = 0, retprobe: bool | None = None,
                       cookie: int = 0) -> Link:
         """``kprobe``/``kretprobe`` on a kernel function (needs CONFIG_KPROBES)."""
+        name_arg(function, self._arg("kernel function"))
+        offset = c_int(offset, self._arg("offset"), "u64")
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
         _fs.ensure_tracefs()
         ret = self._retprobe(retprobe)
         opts = ffi.new("struct bpf_kprobe_opts *")
@@ -613,6 +633,8 @@ class Program(Handle):
     def attach_ksyscall(self, syscall: str, *, retprobe: bool | None = None,
                         cookie: int = 0) -> Link:
         """``ksyscall``: a kprobe on the arch-specific entry of ``syscall`` (e.g. "openat")."""
+        name_arg(syscall, self._arg("system call"))
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
         _fs.ensure_tracefs()
         ret = self._retprobe(retprobe)
         opts = ffi.new("struct bpf_ksyscall_opts *")
@@ -635,7 +657,13 @@ class Program(Handle):
         link's ``uprobe`` is that resolved path and offset. ``pid=-1`` probes every
         process.
         """
-        path = os.fspath(binary)
+        path = path_arg(binary, self._arg("binary"))
+        if function is not None:
+            name_arg(function, self._arg("function"))
+        offset = c_int(offset, self._arg("offset"), "u64")
+        pid = c_int(pid, self._arg("pid (-1: every process)"), "s32", lo=-1)
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
+        ref_ctr_offset = c_int(ref_ctr_offset, self._arg("ref_ctr_offset"), "u64")
         if "/" in path and not os.path.exists(path):
             raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: binary "
                               f"{path} does not exist", program=self.name, target=path)
@@ -691,7 +719,11 @@ class Program(Handle):
     def attach_usdt(self, binary: str | os.PathLike[str], provider: str, name: str, *,
                     pid: int = -1, cookie: int = 0) -> Link:
         """USDT probe ``provider:name`` in ``binary`` (the program uses usdt.bpf.h)."""
-        path = os.fspath(binary)
+        path = path_arg(binary, self._arg("binary"))
+        name_arg(provider, self._arg("USDT provider"))
+        name_arg(name, self._arg("USDT probe name"))
+        pid = c_int(pid, self._arg("pid (-1: every process)"), "s32", lo=-1)
+        cookie = c_int(cookie, self._arg("cookie"), "u64")
         if "/" in path and not os.path.exists(path):
             raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: binary "
                               f"{path} does not exist", program=self.name, target=path)
@@ -715,9 +747,9 @@ class Program(Handle):
     def attach_xdp(self, ifname: str | int | None = None, *, ifindex: int | None = None,
                    mode: str = "auto") -> Link:
         """XDP on an interface; ``mode`` is "auto", "skb" (generic), "native" or "hw"."""
-        if mode not in XDP_FLAGS:
-            raise ValueError(f"XDP mode must be one of {sorted(XDP_FLAGS)}, not {mode!r}")
-        idx, name = _tc.ifindex(ifindex if ifindex is not None else _required(ifname, "ifname"))
+        choice(mode, XDP_FLAGS, self._arg("XDP mode"))
+        idx, name = _tc.ifindex(ifindex if ifindex is not None else
+                                self._required(ifname, "ifname"), self.name)
         target = f"xdp {name}" + (f" ({mode})" if mode != "auto" else "")
         if mode == "auto":
             with capture() as log:
@@ -754,15 +786,16 @@ class Program(Handle):
         process killed by SIGKILL leaves it (and the qdisc) in place.
         ``before``/``after``/``expected_revision``: see :meth:`attach_tcx`.
         """
-        if direction not in ("ingress", "egress"):
-            raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
-        iface = ifindex if ifindex is not None else _required(ifname, "ifname")
+        choice(direction, ("ingress", "egress"), self._arg("tc direction"))
+        priority = c_int(priority, self._arg("tc priority"), "u16")
+        handle = c_int(handle, self._arg("tc handle"), "u32")
+        iface = ifindex if ifindex is not None else self._required(ifname, "ifname")
         if tcx is None:
             tcx = not priority and not handle and bool(features.tcx())
         if tcx:
             return self.attach_tcx(iface, direction, before=before, after=after,
                                    expected_revision=expected_revision)
-        idx, name = _tc.ifindex(iface)
+        idx, name = _tc.ifindex(iface, self.name)
         return self._adopt(_tc.netlink_attach(self.fd, self.name, idx, name, direction,
                                               priority, handle))
 
@@ -775,8 +808,7 @@ class Program(Handle):
         syscall: libbpf's ``bpf_program__attach_tcx`` where the runtime has it, else raw
         BPF_LINK_CREATE (libbpf 1.1 has no tcx API); ``link.via`` says which."""
         direction = direction or ("egress" if self.section.endswith("egress") else "ingress")
-        if direction not in _tc.TCX:
-            raise ValueError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}")
+        choice(direction, _tc.TCX, self._arg("tcx direction"))
         return self._adopt(_tc.mprog_attach(
             self.fd, self.name, ifname, _tc.TCX[direction], "tcx", direction, before=before,
             after=after, expected_revision=expected_revision, feature=self._need("tcx"),
@@ -794,8 +826,7 @@ class Program(Handle):
         (default: the section's), ordered like :meth:`attach_tcx`. One syscall (libbpf's
         ``bpf_program__attach_netkit`` where the runtime has it; ``link.via``)."""
         role = role or ("peer" if self.section.endswith("peer") else "primary")
-        if role not in _tc.NETKIT:
-            raise ValueError(f"netkit role must be 'primary' or 'peer', not {role!r}")
+        choice(role, _tc.NETKIT, self._arg("netkit role"))
         return self._adopt(_tc.mprog_attach(
             self.fd, self.name, ifname, _tc.NETKIT[role], "netkit", role, before=before,
             after=after, expected_revision=expected_revision, feature=self._need("netkit"),
@@ -874,10 +905,11 @@ class Program(Handle):
 
     def attach_sockmap(self, map: Map, *, attach_type: str | None = None) -> Link:
         """sk_msg / sk_skb verdict (or parser) program on a sockmap/sockhash."""
+        if not hasattr(map, "fd") or not hasattr(map, "type"):
+            raise BPFTypeError(_errno.EINVAL, f"{self._arg('sockmap')}: expected a Map, got "
+                                              f"{type(map).__name__}")
         name = attach_type or self.expected_attach_type
-        if name not in _sockets.SOCKMAP_TYPES:
-            raise ValueError(f"program {self.name!r}: sockmap attach type must be one of "
-                             f"{sorted(_sockets.SOCKMAP_TYPES)}, not {name!r}")
+        choice(name, _sockets.SOCKMAP_TYPES, self._arg("sockmap attach type"))
         return self._adopt(_sockets.attach_sockmap(self.fd, self.name, map.fd, map.name,
                                                    map.type, name))
 
@@ -906,17 +938,28 @@ class Program(Handle):
         info = ffi.new("char[16]")  # union bpf_iter_link_info (kernel uapi layout)
         own_fd = -1
         used = True
+        tid = c_int(tid, self._arg("tid"), "u32")
+        pid = c_int(pid, self._arg("pid"), "u32")
+        pid_fd = c_int(pid_fd, self._arg("pid_fd"), "u32")
         if map is not None:
+            if not hasattr(map, "fd") or not hasattr(map, "type"):
+                raise BPFTypeError(_errno.EINVAL, f"{self._arg('map')}: expected a Map, got "
+                                                  f"{type(map).__name__}")
             struct.pack_into("=I", ffi.buffer(info), 0, map.fd)
         elif cgroup is not None:
             orders = {"self": 1, "descendants_pre": 2, "descendants_post": 3,
                       "ancestors_up": 4}
-            if order not in orders:
-                raise ValueError(f"cgroup iterator order must be one of {sorted(orders)}")
-            if isinstance(cgroup, int):
-                cfd = cgroup
+            choice(order, orders, self._arg("cgroup iterator order"))
+            given, path = fd_or_path(cgroup, self._arg("cgroup"))
+            if given is not None:
+                cfd = given
             else:
-                own_fd = cfd = os.open(os.fspath(cgroup), os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    own_fd = cfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+                except OSError as e:
+                    raise error_for(e.errno or _errno.EINVAL, f"cannot attach program "
+                                    f"{self.name!r}: cgroup {path}", kind=AttachError,
+                                    program=self.name, target=path) from None
             struct.pack_into("=II", ffi.buffer(info), 0, orders[order], cfd)
         elif tid or pid or pid_fd:
             struct.pack_into("=III", ffi.buffer(info), 0, tid, pid, pid_fd)
@@ -937,16 +980,13 @@ class Program(Handle):
 
     def attach_freplace(self, target: Program | int, function: str) -> Link:
         """freplace ``function`` of a loaded program (a Program or a program fd)."""
-        tfd = target.fd if isinstance(target, Program) else target
+        tfd = target.fd if isinstance(target, Program) else c_int(
+            target, self._arg("target (a Program or a program fd)"), "fd")
+        name_arg(function, self._arg("function"))
         with capture() as log:
             ptr = lib.bpf_program__attach_freplace(self._raw(), tfd, function.encode())
         return self._link(ptr, f"freplace {function}", log)
 
-
-def _required(value: Any, what: str) -> Any:
-    if value is None:
-        raise TypeError(f"missing required argument {what!r}")
-    return value
 
 
 
@@ -972,19 +1012,29 @@ def _holding_object(fn: Any) -> Any:
     ``self.type``) run under the same borrow: a close landing in the middle never
     strands what the outer call already made (a kernel link without its Link)."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     def held(self: Program, *args: Any, **kw: Any) -> Any:
         owner = self._obj.owner
-        if _held_here(owner):
-            return fn(self, *args, **kw)
-        stack: list[FD] = _tls.__dict__.setdefault("held", [])
-        with owner:
-            try:
-                stack.append(owner)
+        try:
+            if _held_here(owner):
                 return fn(self, *args, **kw)
-            finally:
-                if stack and stack[-1] is owner:
-                    stack.pop()
+            if owner.closed:
+                raise ClosedError(f"the object of program {self.name!r}")
+            stack: list[FD] = _tls.__dict__.setdefault("held", [])
+            with owner:
+                try:
+                    stack.append(owner)
+                    return fn(self, *args, **kw)
+                finally:
+                    if stack and stack[-1] is owner:
+                        stack.pop()
+        except BARE as e:  # an argument no check caught: still a pybpf error naming us
+            err = named(e, f"program {self.name!r}: {name}")
+            if err is e:
+                raise
+            raise err from e
 
     return held
 

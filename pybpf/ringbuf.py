@@ -45,6 +45,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ._args import c_int, timeout_arg
 from ._events import (
     DEFAULT_MAX_BATCH_BYTES,
     Callback,
@@ -52,13 +53,15 @@ from ._events import (
     RecordBatch,
     _NativeOps,
     _Reader,
+    batch_bytes,
+    require_callback,
     require_map,
     resolve_decoder,
     resolve_encoder,
 )
 from ._fastpath import Lent
 from ._ffi import capture, error_for, ffi, lib
-from .errors import BPFError, ClosedError, MapError
+from .errors import BPFError, BPFTypeError, ClosedError, MapError
 from .maps import Map
 
 __all__ = ["RingBuffer", "RingBufferStats", "UserRingBuffer", "RecordBatch", "DROPS_MAP"]
@@ -105,10 +108,11 @@ class RingBuffer(_Reader):
     def __init__(self, *maps: Map, callback: Callback | None = None,
                  decode: DecodeSpec = None, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
                  drops_map: Map | None = None) -> None:
-        if max_batch_bytes is None:  # (the old spelling of "the whole ring")
-            max_batch_bytes = 1 << 62
-        if max_batch_bytes <= 0:
-            raise ValueError(f"ring buffer: max_batch_bytes must be > 0, got {max_batch_bytes}")
+        names = ", ".join(repr(getattr(m, "name", m)) for m in maps)
+        max_batch_bytes = batch_bytes(max_batch_bytes, f"ring buffer {names}".rstrip())
+        if drops_map is not None and not isinstance(drops_map, Map):
+            raise BPFTypeError(_errno.EINVAL, f"ring buffer {names}: drops_map must be a Map, "
+                                              f"got {type(drops_map).__name__}")
         err = ffi.new("int *")
         raw = lib.pybpf_ring_reader_new(err)
         if raw == ffi.NULL:
@@ -143,6 +147,7 @@ class RingBuffer(_Reader):
         """Also consume ``map`` (records go to ``callback``, decoded by ``decode``).
         Not while another thread consumes."""
         require_map(map, "ringbuf", "RingBuffer takes Map objects")
+        require_callback(callback, f"ring buffer {map.name!r}")
         dec = resolve_decoder(decode, map)
         with self._consumer("add"):
             with map.owner as fd:
@@ -177,6 +182,9 @@ class RingBuffer(_Reader):
         drops = obj.maps.get(DROPS_MAP)
         if drops is not None and all(d is not drops for d in self._drops_maps):
             self._drops_maps.append(drops)
+
+    def _who(self) -> str:
+        return f"ring buffer {', '.join(map(repr, self._sources))}".rstrip()
 
     @property
     def maps(self) -> list[Map]:
@@ -437,9 +445,16 @@ class UserRingBuffer:
         if self._encode is not None:
             value = self._encode(value)
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"user ring buffer {self.map.name!r}: value must be bytes "
-                            f"(or pass encode=), got {type(value).__name__}")
+            raise BPFTypeError(_errno.EINVAL, f"user ring buffer {self.map.name!r}: value must "
+                               f"be bytes (or pass encode=), got {type(value).__name__}")
         return value
+
+    def _size_and_ms(self, size: int, timeout: float | None) -> tuple[int, int]:
+        """A record size (1 to the ring's size) and a timeout in ms (-1: none), checked."""
+        who = f"user ring buffer {self.map.name!r}"
+        size = c_int(size, f"{who}: record size", "u32", lo=1)
+        t = timeout_arg(timeout, f"{who}: timeout")
+        return size, -1 if t is None else min(max(0, int(t * 1000)), (1 << 31) - 1)
 
     def _fail(self, err: int, size: int, timeout: float | None) -> BPFError:
         what = {_errno.ENOSPC: "the ring is full" if timeout is None else
@@ -457,10 +472,7 @@ class UserRingBuffer:
         submit at once, so an exception can never strand a reservation), no
         syscall unless the program must be woken."""
         data = self._bytes(value)
-        n = len(data)
-        if n <= 0:
-            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
-        ms = -1 if timeout is None else int(timeout * 1000)
+        n, ms = self._size_and_ms(len(data), timeout)
         src = ffi.from_buffer(data)
         with self._lock:
             if self._closing or self._ptr is None:
@@ -481,8 +493,7 @@ class UserRingBuffer:
         (copied into the ring at submit, one memcpy): after the block, using it or
         a slice of it raises ClosedError (``struct.pack_into`` reports it as a
         TypeError), and a memoryview made of it never reaches the ring."""
-        if size <= 0:
-            raise ValueError(f"user ring buffer {self.map.name!r}: size must be > 0")
+        size, _ = self._size_and_ms(size, timeout)
         return _Reservation(self, size, timeout)
 
     def _free_locked(self) -> None:
@@ -532,7 +543,7 @@ class _Reservation:
 
     def __enter__(self) -> Lent:
         urb = self._urb
-        ms = -1 if self._timeout is None else int(self._timeout * 1000)
+        _, ms = urb._size_and_ms(self._size, self._timeout)
         buf = Lent(self._size, f"reservation in user ring buffer {urb.map.name!r}")
         with urb._lock:
             if self._counted or self._slot[0] != ffi.NULL:

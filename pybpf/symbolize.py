@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._args import c_int, name_arg, path_arg
 from .errors import AttachError
 
 __all__ = ["Frame", "KernelSymbols", "ElfSymbols", "ProcessSymbols", "UprobeTarget",
@@ -529,6 +530,10 @@ def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> Uprobe
     readable ELF, naming them; (EINVAL) when definitions at different addresses stay
     ambiguous, listing them (pass ``offset=`` instead). Reads the file's symbol
     tables once per file version."""
+    binary = path_arg(binary, "resolve_uprobe: binary")
+    name_arg(function, f"resolve_uprobe: function in {binary}")
+    if pid is not None:
+        pid = c_int(pid, f"resolve_uprobe: pid for {binary}", "pid")
     try:
         path = resolve_library(binary, pid)
     except FileNotFoundError as e:

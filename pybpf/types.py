@@ -34,6 +34,7 @@ call plus generated attribute code; the others go member by member.
 from __future__ import annotations
 
 import enum
+import errno as _errno
 import ipaddress
 import keyword
 import re
@@ -52,6 +53,7 @@ from .btf import (
     BTFType,
     set_codec_builder,
 )
+from .errors import BPFKeyError, BPFValueError, TypeSpecError
 
 __all__ = ["Codec", "CStr", "Struct", "Union", "codec_for", "scalar_codec", "as_codec", "plain",
            "numpy_dtype", "LPMKeyCodec", "StackTraceCodec"]
@@ -115,7 +117,7 @@ class Struct(_fastpath.StructBase):
         for m in self._codec.members:
             if m.cname == name or m.name == name:
                 return getattr(self, m.name)
-        raise KeyError(f"{type(self).__name__} has no member {name!r}")
+        raise BPFKeyError(_errno.ENOENT, f"{type(self).__name__} has no member {name!r:.60}")
 
     def _eq_other(self, other: object) -> Any:
         """``==`` with a value of another class (C compares two of one class): equal
@@ -1208,7 +1210,8 @@ def scalar_codec(name: str) -> Codec:
     try:
         return _SCALARS[name]()
     except KeyError:
-        raise ValueError(f"unknown scalar type {name!r} (known: {', '.join(_SCALARS)})") from None
+        raise BPFValueError(_errno.EINVAL, f"unknown scalar type {name!r} (known: "
+                                           f"{', '.join(_SCALARS)})") from None
 
 
 def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
@@ -1231,11 +1234,12 @@ def as_codec(spec: Any, size: int | None = None, what: str = "type", *,
         t = typespec.btf_type(spec, btf=btf, what=what)
         c = codec_for(t.btf, t.id)  # type: ignore[arg-type]  # always attached
     else:
-        raise TypeError(f"{what}: cannot use {spec!r} as a type (give a Codec, a generated "
-                        "class, a BTF type, a scalar name such as 'u32', bytes, a C "
-                        "declaration, a ctypes type or a numpy dtype)")
+        raise TypeSpecError(f"{what}: cannot use {spec!r:.80} as a type (give a Codec, a "
+                            "generated class, a BTF type, a scalar name such as 'u32', bytes, "
+                            "a C declaration, a ctypes type or a numpy dtype)")
     if size is not None and c.size != size:
-        raise ValueError(f"{what}: {c.name} is {c.size} bytes, the map's size is {size}")
+        raise BPFValueError(_errno.EINVAL, f"{what}: {c.name} is {c.size} bytes, the map's "
+                                           f"size is {size}")
     return c
 
 

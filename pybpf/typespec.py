@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .btf import BTF, INT_BOOL, INT_CHAR, INT_SIGNED, BTFFormatError, BTFKind, BTFType
-from .errors import TypeSpecError
+from .errors import BPFKeyError, TypeSpecError
 
 __all__ = ["btf_type", "is_type_spec", "from_c", "from_ctypes", "from_numpy", "compile_c",
            "cache_dirs", "TypeSpecError"]
@@ -80,7 +80,7 @@ def btf_type(spec: Any, *, btf: BTF | None = None, what: str = "type") -> BTFTyp
     """The BTF type of ``spec``: a :class:`BTFType` as it is; a name (``"event"``,
     ``"struct event"``) looked up in ``btf`` (the object's); a C declaration; a ctypes
     type; a numpy dtype. :class:`TypeSpecError` (a ``TypeError``) names what cannot be
-    converted; a name ``btf`` lacks is a ``LookupError``."""
+    converted; a name ``btf`` lacks is a :class:`BPFKeyError` (a ``LookupError``)."""
     if isinstance(spec, BTFType):
         return spec
     if isinstance(spec, str):
@@ -88,8 +88,9 @@ def btf_type(spec: Any, *, btf: BTF | None = None, what: str = "type") -> BTFTyp
         if m is None:
             return from_c(spec)
         if btf is None:
-            raise LookupError(f"{what}: no BTF to find {spec.strip()!r} in (give its C "
-                              "declaration, a ctypes type or a numpy dtype)")
+            raise BPFKeyError(errno.ENOENT, f"{what}: no BTF to find {spec.strip()!r} in "
+                                            "(give its C declaration, a ctypes type or a "
+                                            "numpy dtype)")
         return _named(btf, m.group(1), m.group(2), what)
     if _is_ctypes(spec):
         return from_ctypes(spec)
@@ -107,9 +108,10 @@ def _named(btf: BTF, tag: str | None, name: str, what: str) -> BTFType:
     else:
         t = next((x for x in (btf.find(name, k) for k in kinds) if x is not None), None)
     if t is None:
-        raise LookupError(f"{what}: no type {(tag + ' ' if tag else '') + name!r} in the "
-                          "object's BTF (give its C declaration, a ctypes type or a numpy "
-                          "dtype instead)")
+        raise BPFKeyError(errno.ENOENT, f"{what}: no type "
+                                        f"{(tag + ' ' if tag else '') + name!r} in the "
+                                        "object's BTF (give its C declaration, a ctypes type "
+                                        "or a numpy dtype instead)")
     return t
 
 

@@ -18,6 +18,8 @@ PKG = Path(__file__).resolve().parent.parent / "pybpf"
 FLOORS: dict[str, float] = {
     # 0: errors and the compiled modules
     "errors": 0, "_libbpf": 0, "_fastpath": 0, "_syscalls": 0,
+    # 0.5: checks of call arguments (raise errors' classes)
+    "_args": 0.5,
     # 0.5: plain helpers over the above (names of numbers, histogram text)
     "names": 0.5, "histogram": 0.5,
     # 1: the binding, fd ownership, files, small system helpers

@@ -6,6 +6,7 @@ import errno as _errno
 import os
 from typing import Any
 
+from .._args import fd_or_path
 from .._ffi import CAP_NET_ADMIN, capture, ffi, lib
 from ..errors import AttachError
 from ..link import Link
@@ -36,10 +37,10 @@ def attach_cgroup(ptr: Any, program: str, cgroup: str | os.PathLike[str] | int |
             raise AttachError(_errno.ENOENT, f"cannot attach program {program!r}: no "
                               "cgroup v2 hierarchy is mounted", program=program,
                               target="cgroup")
-    if isinstance(cgroup, int):
-        fd, path, own = cgroup, f"fd {cgroup}", False
+    given, path = fd_or_path(cgroup, f"cannot attach program {program!r}: cgroup")
+    if given is not None:
+        fd, own = given, False
     else:
-        path = os.fspath(cgroup)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:

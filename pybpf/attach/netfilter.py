@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from .._args import c_int, choice
 from .._ffi import CAP_NET_ADMIN, ffi
 from ..link import Link
 from . import _common
@@ -26,12 +27,12 @@ def attach_netfilter(prog_fd: int, program: str, family: str | int = "ipv4",
     (the kernel refuses INT_MIN and INT_MAX), ``defrag`` (see reassembled packets).
     libbpf's ``bpf_program__attach_netfilter`` where the runtime has it and ``prog_ptr``
     is given, else raw ``BPF_LINK_CREATE``."""
-    if isinstance(family, str) and family not in FAMILIES:
-        raise ValueError(f"netfilter family must be one of {sorted(FAMILIES)}, not {family!r}")
-    pf = FAMILIES[family] if isinstance(family, str) else int(family)
-    if isinstance(hook, str) and hook not in HOOKS:
-        raise ValueError(f"netfilter hook must be one of {sorted(HOOKS)}, not {hook!r}")
-    hooknum = HOOKS[hook] if isinstance(hook, str) else int(hook)
+    who = f"cannot attach program {program!r}: netfilter"
+    pf = (choice(family, FAMILIES, f"{who} family") if isinstance(family, str)
+          else c_int(family, f"{who} family", "u32"))
+    hooknum = (choice(hook, HOOKS, f"{who} hook") if isinstance(hook, str)
+               else c_int(hook, f"{who} hook", "u32"))
+    priority = c_int(priority, f"{who} priority", "s32")
     target = f"netfilter {family} {hook} priority {priority}" + (" defrag" if defrag else "")
     flags = BPF_F_NETFILTER_IP_DEFRAG if defrag else 0
     symbol = "bpf_program__attach_netfilter"

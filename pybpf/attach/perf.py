@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 from typing import Any
 
+from .._args import c_int
 from .._ffi import capture, ffi, lib
 from ..link import Link, LinkGroup
 from ._common import attach_error, libbpf_link
@@ -32,11 +34,18 @@ def attach_perf_event(ptr: Any, program: str, perf_fd: int | None, *, frequency:
     """Attach the program ``ptr`` to ``perf_fd`` (a dup is owned by the link) or to a new
     cpu-clock event per CPU (one perf_event_open and one link per CPU), with
     ``cookie`` as the BPF cookie (``bpf_get_attach_cookie``)."""
+    who = f"program {program!r}: "
     opts = ffi.new("struct bpf_perf_event_opts *")
     opts.sz = ffi.sizeof("struct bpf_perf_event_opts")
-    opts.bpf_cookie = cookie
+    opts.bpf_cookie = c_int(cookie, who + "cookie", "u64")
+    pid = c_int(pid, who + "pid (-1: every process)", "s32", lo=-1)
     if perf_fd is not None:
-        own = os.dup(perf_fd)  # the link owns (and closes) its own copy
+        perf_fd = c_int(perf_fd, who + "perf_fd", "fd")
+        try:
+            own = os.dup(perf_fd)  # the link owns (and closes) its own copy
+        except OSError as e:
+            raise attach_error(program, e.errno or _errno.EBADF, f"perf_event fd {perf_fd}",
+                               []) from None
         with capture() as log:
             lptr = lib.bpf_program__attach_perf_event_opts(ptr, own, opts)
         if lptr == ffi.NULL:
@@ -46,6 +55,7 @@ def attach_perf_event(ptr: Any, program: str, perf_fd: int | None, *, frequency:
         return libbpf_link(lptr, program, f"perf_event fd {perf_fd}", log)
     freq = 1 if period is None else 0
     sample = frequency or 99 if period is None else period
+    sample = c_int(sample, who + ("frequency" if period is None else "period"), "u64", lo=1)
     links: list[Link] = []
     cpu_list = cpus if cpus is not None else ([-1] if pid >= 0 else online_cpus())
     try:

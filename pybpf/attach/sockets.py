@@ -7,6 +7,7 @@ import errno as _errno
 import os
 from typing import Any
 
+from .._args import fd_or_path
 from .._ffi import CAP_NET_ADMIN, capture, ffi, lib
 from ..errors import AttachError
 from ..link import Link
@@ -45,10 +46,10 @@ def attach_sockmap(prog_fd: int, program: str, map_fd: int, map_name: str, map_t
 
 def attach_netns(ptr: Any, program: str, netns: str | os.PathLike[str] | int) -> Link:
     """flow_dissector / sk_lookup on a network namespace (path or fd)."""
-    if isinstance(netns, int):
-        fd, path, own = netns, f"fd {netns}", False
+    given, path = fd_or_path(netns, f"cannot attach program {program!r}: netns")
+    if given is not None:
+        fd, own = given, False
     else:
-        path = os.fspath(netns)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:

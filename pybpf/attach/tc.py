@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from .._args import c_int, name_arg
 from .._ffi import CAP_NET_ADMIN, capture, ffi, lib
 from .._netns import NetnsRef
 from ..errors import AttachError
@@ -31,19 +32,23 @@ TCX = {"ingress": 46, "egress": 47}
 NETKIT = {"primary": 54, "peer": 55}
 
 
-def ifindex(iface: str | int) -> tuple[int, str]:
-    """(ifindex, name) of a device of this thread's netns, by name or index."""
-    if isinstance(iface, int):
+def ifindex(iface: str | int, program: str | None = None) -> tuple[int, str]:
+    """(ifindex, name) of a device of this thread's netns, by name or index; the errors
+    name ``program`` (the one being attached) when given."""
+    lead = f"cannot attach program {program!r}: " if program else ""
+    if not isinstance(iface, str):
+        idx = c_int(iface, f"{lead}network interface index", "ifindex")
         try:
-            return iface, socket.if_indextoname(iface)
+            return idx, socket.if_indextoname(idx)
         except OSError:
-            raise AttachError(_errno.ENODEV, f"network interface index {iface} does not exist",
-                              target=str(iface)) from None
+            raise AttachError(_errno.ENODEV, f"{lead}network interface index {idx} does not "
+                              "exist", program=program, target=str(idx)) from None
+    name_arg(iface, f"{lead}network interface")
     try:
         return socket.if_nametoindex(iface), iface
     except OSError:
-        raise AttachError(_errno.ENODEV, f"network interface {iface!r} does not exist",
-                          target=iface) from None
+        raise AttachError(_errno.ENODEV, f"{lead}network interface {iface!r} does not exist",
+                          program=program, target=iface) from None
 
 
 def _relative(before: Any, after: Any, what: str) -> tuple[int, int, str]:
@@ -76,7 +81,7 @@ def mprog_attach(prog_fd: int, program: str, iface: str | int, attach_type: int,
     ``bpf_program__attach_tcx``/``_netkit`` where the runtime has it and ``prog_ptr``
     (libbpf's program, whose expected attach type is the hook's) is given, else raw
     ``BPF_LINK_CREATE``."""
-    idx, name = ifindex(iface)
+    idx, name = ifindex(iface, program)
     flags, rel_fd, where = _relative(before, after, f"{kind} attach of {program!r}")
     target = f"{kind} {name} {role}{where}"
     stale = {_errno.ESTALE: f"the chain is no longer at revision {expected_revision} (ESTALE)"}

@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .. import Object, probe_path
+from .._args import c_int, choice
 from .._fs import BPFFS, ensure_bpffs
-from ..errors import AttachError, BPFError
+from ..errors import AttachError, BPFError, BPFTypeError, BPFValueError
 from ..export.exporters import Exporters, add_flags
 from ..export.metrics import Family, Series
 from ..link import Link
@@ -90,10 +91,16 @@ class Rule:
 
 
 def _network(source: str | Network) -> Network:
+    if isinstance(source, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return source
+    if not isinstance(source, str):
+        raise BPFTypeError(_errno.EINVAL, f"firewall: a source prefix is a str such as "
+                                          f"'10.0.0.0/8', got {type(source).__name__}")
     try:
         return ipaddress.ip_network(source, strict=False)
     except ValueError as exc:
-        raise ValueError(f"not an IP prefix: {source!r} ({exc})") from None
+        raise BPFValueError(_errno.EINVAL, f"firewall: not an IP prefix: {source!r} "
+                                           f"({exc})") from None
 
 
 # The rules map's keys and values (struct fw_key, struct fw_rule of firewall.bpf.c) go
@@ -101,8 +108,9 @@ def _network(source: str | Network) -> Network:
 
 def _key(rules: Map, net: Network, port: int | None) -> bytes:
     """The fw_key of ``net`` and ``port`` (its port in network order, as XDP reads it)."""
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"port must be 1-65535 (or None for any port), got {port}")
+    if port is not None:
+        port = c_int(port, "firewall: port", "u16", lo=1,
+                     want="1-65535 (or None for any port)")
     return bytes(rules.key_type.encode({  # type: ignore[attr-defined]
         "prefixlen": 32 + net.prefixlen, "port": socket.htons(port or 0),
         "family": net.version, "addr": net.network_address.packed}))
@@ -270,8 +278,7 @@ class Firewall:
         """Add (or replace) the rule for exactly ``source`` and ``port``; returns it. A
         prefix nested in another (a /24 inside a /16) is a rule of its own, with its own
         id and counters. Costs a walk of the rules (two syscalls each), then two updates."""
-        if action not in ACTIONS:
-            raise ValueError(f"action must be 'drop' or 'pass', not {action!r}")
+        choice(action, ACTIONS, "firewall: action")
         net = _network(source)
         rules = self._maps["rules"]
         key = _key(rules, net, port)
