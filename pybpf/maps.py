@@ -861,7 +861,7 @@ class Map(Handle):
     @classmethod
     def from_id(cls, map_id: int) -> Map:
         """Open a live map by its kernel id (a new fd)."""
-        if not isinstance(map_id, int):
+        if not isinstance(map_id, int) or isinstance(map_id, bool):
             raise MapError(_errno.EINVAL, f"map id must be an int, got {map_id!r}",
                            map=str(map_id))
         if not 0 < map_id < 1 << 32:
