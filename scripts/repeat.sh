@@ -22,7 +22,7 @@ runs=$1
 shift
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 logs=$(mktemp -d "${TMPDIR:-/tmp}/pybpf-repeat-XXXXXX")
-echo "repeat: $runs runs of: python3 -m pytest -q ${*:-tests}   (logs in $logs)"
+echo "repeat: $runs runs of: python3 -m pytest -q ${*@Q}   (logs in $logs)"
 
 count() {  # count WORD LOG: the number before WORD on pytest's summary line (0 if absent)
     local n
