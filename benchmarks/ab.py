@@ -25,8 +25,10 @@ Rows:
   library's default settings.  The BEFORE side is run twice per round, with its
   library's defaults and with ``max_batch_bytes`` 1 MiB (marked ``*``: the setting
   of its README's figures, the default of its script), and after/before divides by
-  the faster of the two.  Each child keeps, per row, the best of ``--reps`` drains
-  after a warm-up drain, as the script does.  Every event's sequence number is
+  the faster of the two (``--skip-before-default``: 1 MiB only).  Each child keeps,
+  per row, the best of ``--reps`` drains (C: each its own process; pybpf: 2 drains on
+  each of several loads of the object, each after a warm-up drain: one load can drain
+  5x slower than the next on a loaded host, in C too).  Every event's sequence number is
   checked; a row that lost or skipped one is marked ``!``.
 * map operations (bench_maps.py with ``--rounds`` ``--map-rounds``; single-key rows:
   the median of that child's paired C/Python rounds; batch dump: the best of its
@@ -110,7 +112,8 @@ def child_setup(checkout: str, out: str) -> None:
 
 def child_events(checkout: str, art: str, batch_kib: int | None, reps: int) -> None:
     """One round of the drain rows: per kind the C drain (best of reps), then each
-    pybpf row (best of reps after a warm-up); prints {row: [ratio, ok]} as JSON."""
+    pybpf row (best of about reps, each object after a warm-up drain); prints
+    {row: [ratio, ok]} as JSON."""
     import ctypes
 
     _check_import(checkout)
@@ -129,7 +132,11 @@ def child_events(checkout: str, art: str, batch_kib: int | None, reps: int) -> N
         for k, how in EVENT_ROWS:
             if k != kind or (kind == "perf" and how == "borrow"):  # the script has none
                 continue
-            r = bench.run(kind, how, False, N_PER_TRIGGER, t, reps)
+            # best of reps drains over several objects and consumers (2 drains each),
+            # as C's best is over reps processes: a drain's speed varies by as much as
+            # 5x from one load of the object to the next on a loaded host, in C too
+            r = be.best([bench.run(kind, how, False, N_PER_TRIGGER, t, 2)
+                         for _ in range((reps + 1) // 2)])
             ok = r.events == r.total and not (r.gaps or r.drops or r.lost)
             out[f"{kind} {how}"] = (r.rate / c.rate, ok)
     print(json.dumps(out))
@@ -227,6 +234,8 @@ def main() -> int:
                     "bench_events.py's default)")
     ap.add_argument("--map-rounds", type=int, default=12,
                     help="bench_maps.py --rounds of each child (default 12)")
+    ap.add_argument("--skip-before-default", action="store_true",
+                    help="drains: run BEFORE with max_batch_bytes 1 MiB only")
     ap.add_argument("--only", default="events,maps", help="events, maps or both")
     ap.add_argument("--json", help="write every finished round's figures to this file")
     ap.add_argument("--table", metavar="JSON", nargs="+",
@@ -236,15 +245,15 @@ def main() -> int:
     args = ap.parse_args()
     if args.table:
         runs = [json.loads(Path(f).read_text()) for f in args.table]
-        d = runs[0]
+        pooled = runs[0]
         for more in runs[1:]:
-            d["done"] += more["done"]
-            d["loads"] += more["loads"]
+            pooled["done"] += more["done"]
+            pooled["loads"] += more["loads"]
             for part in ("events", "maps"):
                 for side, rows in more[part].items():
                     for row, values in rows.items():
-                        d[part].setdefault(side, {}).setdefault(row, []).extend(values)
-        print_table(d)
+                        pooled[part].setdefault(side, {}).setdefault(row, []).extend(values)
+        print_table(pooled)
         return 0
     if not (args.before and args.after):
         ap.error("BEFORE_DIR and AFTER_DIR are required")
@@ -261,6 +270,8 @@ def main() -> int:
     me = os.path.abspath(__file__)
     # (label, checkout, events batch KiB or None for the library default)
     sides = [("before", before, None), ("before*", before, 1024), ("after", after, None)]
+    if args.skip_before_default:
+        sides = sides[1:]
     ev: Figures = {s: {} for s, _, _ in sides}
     mp: Figures = {"before": {}, "after": {}}
     d: dict[str, Any] = {
