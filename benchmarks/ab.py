@@ -25,11 +25,14 @@ Rows:
   library's default settings.  The BEFORE side is run twice per round, with its
   library's defaults and with ``max_batch_bytes`` 1 MiB (marked ``*``: the setting
   of its README's figures, the default of its script), and after/before divides by
-  the faster of the two (``--skip-before-default``: 1 MiB only).  Each child keeps,
-  per row, the best of ``--reps`` drains (C: each its own process; pybpf: 2 drains on
-  each of several loads of the object, each after a warm-up drain: one load can drain
-  5x slower than the next on a loaded host, in C too).  Every event's sequence number is
-  checked; a row that lost or skipped one is marked ``!``.
+  the faster of the two (``--skip-before-default``: 1 MiB only).  Each row runs in
+  its own child (a fresh interpreter, as each C drain is a fresh process: a process
+  that has just burnt seconds of CPU in other rows drains several times slower on a
+  loaded host), which keeps the best of ``--reps`` drains (C: each its own process;
+  pybpf: 2 drains on each of several loads of the object, each after a warm-up
+  drain: one load can drain 5x slower than the next on a loaded host, in C too).
+  Every event's sequence number is checked; a row that lost or skipped one is marked
+  ``!``.
 * map operations (bench_maps.py with ``--rounds`` ``--map-rounds``; single-key rows:
   the median of that child's paired C/Python rounds; batch dump: the best of its
   rounds).  A row that one checkout's script lacks reads "-".
@@ -110,9 +113,11 @@ def child_setup(checkout: str, out: str) -> None:
                         str(src / "events_consumer.c"), "-lbpf", "-lpthread"], check=True)
 
 
-def child_events(checkout: str, art: str, batch_kib: int | None, reps: int) -> None:
-    """One round of the drain rows: per kind the C drain (best of reps), then each
-    pybpf row (best of about reps, each object after a warm-up drain); prints
+def child_events(checkout: str, art: str, batch_kib: int | None, reps: int,
+                 row: str) -> None:
+    """One drain row ("ring batch") in a fresh interpreter, as each C drain runs in a
+    fresh process: the C drain (best of reps), then the pybpf row (best of about reps,
+    on several loads of the object, each after a warm-up drain); prints
     {row: [ratio, ok]} as JSON."""
     import ctypes
 
@@ -121,25 +126,19 @@ def child_events(checkout: str, art: str, batch_kib: int | None, reps: int) -> N
     be._trigger_lib = ctypes.CDLL(os.path.join(art, "events_trigger.so"))
     obj, exe = os.path.join(art, "events.bpf.o"), os.path.join(art, "events_consumer")
     ring_bytes = RING_MB << 20
-    triggers = {"ring": int(ring_bytes / 40 * 0.9) // N_PER_TRIGGER,
-                "perf": int(PAGES * 4096 / 48 * 0.9) // N_PER_TRIGGER}
+    kind, how = row.split()
+    t = (int(ring_bytes / 40 * 0.9) if kind == "ring" else int(PAGES * 4096 / 48 * 0.9)
+         ) // N_PER_TRIGGER
     bench = be.Bench(obj, ring_bytes, PAGES, None if batch_kib is None else batch_kib << 10)
-    out: dict[str, tuple[float, bool]] = {}
-    for kind in ("ring", "perf"):
-        t = triggers[kind]
-        c = be.best([be.run_c(exe, obj, f"{kind}-drain", ring_bytes, PAGES, N_PER_TRIGGER, t)
-                     for _ in range(reps)])
-        for k, how in EVENT_ROWS:
-            if k != kind or (kind == "perf" and how == "borrow"):  # the script has none
-                continue
-            # best of reps drains over several objects and consumers (2 drains each),
-            # as C's best is over reps processes: a drain's speed varies by as much as
-            # 5x from one load of the object to the next on a loaded host, in C too
-            r = be.best([bench.run(kind, how, False, N_PER_TRIGGER, t, 2)
-                         for _ in range((reps + 1) // 2)])
-            ok = r.events == r.total and not (r.gaps or r.drops or r.lost)
-            out[f"{kind} {how}"] = (r.rate / c.rate, ok)
-    print(json.dumps(out))
+    c = be.best([be.run_c(exe, obj, f"{kind}-drain", ring_bytes, PAGES, N_PER_TRIGGER, t)
+                 for _ in range(reps)])
+    # best of reps drains over several objects and consumers (2 drains each), as C's
+    # best is over reps processes: on a loaded host one load of the object can drain
+    # 5x slower than the next, in C too
+    r = be.best([bench.run(kind, how, False, N_PER_TRIGGER, t, 2)
+                 for _ in range((reps + 1) // 2)])
+    ok = r.events == r.total and not (r.gaps or r.drops or r.lost)
+    print(json.dumps({row: (r.rate / c.rate, ok)}))
 
 
 # --- parent ------------------------------------------------------------------------
@@ -210,7 +209,7 @@ def print_table(d: dict[str, Any]) -> None:
         print(f"{'drain row':<{w}}{'before':>21}{'before*':>21}{'after':>21}{'after/before':>14}")
         for kind, how in EVENT_ROWS:
             row = f"{kind} {how}"
-            b, b1, a = (ev[s].get(row, []) for s in ("before", "before*", "after"))
+            b, b1, a = (ev.get(s, {}).get(row, []) for s in ("before", "before*", "after"))
             best_b = max((med(x) for x in (b, b1) if x), default=0)
             ratio = f"{med(a) / best_b:.2f}" if a and best_b else "-"
             print(f"{row:<{w}}{cell(b):>21}{cell(b1):>21}{cell(a):>21}{ratio:>14}")
@@ -257,12 +256,12 @@ def main() -> int:
         return 0
     if not (args.before and args.after):
         ap.error("BEFORE_DIR and AFTER_DIR are required")
-    if args.child:  # [setup OUT] | [events ART KIB|default REPS], in args.before's tree
+    if args.child:  # [setup OUT] | [events ART KIB|default REPS ROW]: args.before's tree
         if args.child[0] == "setup":
             child_setup(args.before, args.child[1])
         else:
             kib = None if args.child[2] == "default" else int(args.child[2])
-            child_events(args.before, args.child[1], kib, int(args.child[3]))
+            child_events(args.before, args.child[1], kib, int(args.child[3]), args.child[4])
         return 0
 
     before, after = (os.path.abspath(d) for d in (args.before, args.after))
@@ -288,13 +287,15 @@ def main() -> int:
                 run_child(tree, [me, tree, tree, "--child", "setup", art[tree]])
         for rnd in range(args.rounds):
             order = sides if rnd % 2 == 0 else sides[::-1]
-            if "events" in only:
+            # the script has no perf borrow row
+            rows = [f"{k} {h}" for k, h in EVENT_ROWS if (k, h) != ("perf", "borrow")]
+            for row in rows if "events" in only else []:
                 for label, tree, kib in order:
                     text = run_child(tree, [me, tree, tree, "--child", "events", art[tree],
                                             "default" if kib is None else str(kib),
-                                            str(args.reps)])
-                    for row, (ratio, ok) in json.loads(text.splitlines()[-1]).items():
-                        ev[label].setdefault(row, []).append((ratio, ok))
+                                            str(args.reps), row])
+                    for name, (ratio, ok) in json.loads(text.splitlines()[-1]).items():
+                        ev[label].setdefault(name, []).append((ratio, ok))
             if "maps" in only:
                 for label in (("before", "after") if rnd % 2 == 0 else ("after", "before")):
                     tree = before if label == "before" else after
