@@ -284,7 +284,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 obj.set_rodata(name, parsed)
         _configure_run(obj, args)
-        btf = obj.btf
+        try:
+            btf: BTF | None = obj.btf
+        except BPFError:  # an object without BTF: records and maps as raw bytes
+            btf = None
         given = None
         if args.event_type:  # a type in the object's BTF, or a C declaration (clang/cache)
             from .typespec import btf_type
@@ -312,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return show
 
         for m in obj.maps.values():
-            ev_type = ringbuf_event_type(btf, m.name) or given
+            ev_type = (ringbuf_event_type(btf, m.name) if btf else None) or given
             if m.type == "ringbuf":
                 consumers.append(RingBuffer(m, callback=printer(m.name, ev_type)))
             elif m.type == "perf_event_array":

@@ -34,7 +34,10 @@ pytestmark = pytest.mark.kernel
 
 BIG = 120  # entries the program puts in ck_big (cli_kinds.bpf.c)
 OWN = {"ck_stat", "ck_value", "ck_item", "ck_inner", "ck_cfg", "ck_record"}
-REC = struct.Struct("<IIII8s")  # struct ck_record: pid, seq, flag, ppid, prefix
+REC = struct.Struct("<IIIII8s")  # struct ck_record: pid, seq, flag, ppid, kind, prefix
+CK_GETCWD = 1  # enum ck_kind
+CPU = min(os.sched_getaffinity(0))  # where the thread that causes the events runs
+TWINS = {"ck_fork_btf", "ck_fork_raw"}  # two ways to one event
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ def test_inspect_shows_what_the_source_declares(kinds, icli):
                               "type": "const volatile char[8]", "size": 8, "value": "pre"}
     assert glob["flag"]["value"] == 5 and glob["ck_seq"]["value"] == 0
     assert glob["ck_last"]["value"] == {"pid": 0, "seq": 0, "flag": 0, "ppid": 0,
-                                        "prefix": ""}
+                                        "kind": 0, "prefix": ""}
     structs = {s["name"]: s for s in info["structs"]}
     assert {n for n, s in structs.items() if s["own"]} == OWN
     assert structs["task_struct"]["own"] is False  # only pointed to
@@ -201,8 +204,8 @@ def _stats(pid: int) -> tuple[int, int]:
 
 def _run_until(icli: Callable[..., Any], args: list[str],
                done: Callable[[int, int], bool]) -> tuple[Any, float]:
-    """``pybpf run ARGS`` in this process while a thread calls getcwd(2) and spins
-    (CPU time for the perf_event program) until ``done(calls, samples)`` holds of
+    """``pybpf run ARGS`` in this process while a thread (on CPU only) calls getcwd(2)
+    and spins (CPU time for the perf_event program) until ``done(calls, samples)`` holds of
     what the kernel counted, then sends SIGTERM. Returns the result and the seconds
     from SIGTERM to the return."""
     me = os.getpid()
@@ -210,6 +213,7 @@ def _run_until(icli: Callable[..., Any], args: list[str],
     sent: list[float] = []
 
     def driver() -> None:
+        os.sched_setaffinity(0, {CPU})  # this thread only: per-CPU counts on one CPU
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             calls, ticks = _stats(me)
@@ -239,12 +243,23 @@ def test_run_text_output_of_every_kind(kinds, icli):
     and the final dump of each kind of map as text."""
     me = os.getpid()
     r, stopped = _run_until(icli, [kinds, "--set", f"targ_pid={me}", "--set", "flag=TRUE",
-                                   "--set", "prefix=ab", "--max-entries", "ck_sized=8",
+                                   "--set", "prefix=a=b", "--max-entries", "ck_sized=8",
                                    "--event-type", "struct ck_record"],
                             lambda calls, ticks: calls >= 3 and ticks >= 1)
     assert r.returncode == 0, r.stderr
     assert stopped < 30  # SIGTERM stops it (--duration was 60)
-    assert "attached 2 of 2 programs (ck_getcwd, ck_clock); Ctrl-C to stop" in r.stderr
+    err = r.stderr.splitlines()
+    # of the two ways to one event, the better one the kernel supports (probed) is loaded
+    (note,) = [ln for ln in err if "not loaded" in ln]
+    m = re.fullmatch(r"pybpf run: cli_kinds: program '(\w+)' not loaded: it counts the same "
+                     r"events as '(\w+)' \(--all-programs keeps both\)", note)
+    assert m and {m[1], m[2]} == TWINS, note
+    kept = m[2]
+    (nowhere,) = [ln for ln in err if "ck_nowhere" in ln]
+    assert nowhere.startswith("pybpf run: program 'ck_nowhere' (tracepoint/syscalls/"
+                              "sys_enter_pybpf_none) not attached: ") and "ENOENT" in nowhere
+    assert f"pybpf run: cli_kinds: attached 3 of 5 programs (ck_getcwd, ck_clock, {kept}); " \
+           "Ctrl-C to stop" in err
     out = r.stdout.splitlines()
     stats = next(out[i + 1] for i, ln in enumerate(out) if ln.startswith("map ck_stats:"))
     m = re.fullmatch(rf'  {me}: {{"calls":(\d+),"ticks":(\d+)}}', stats)
@@ -254,7 +269,7 @@ def test_run_text_output_of_every_kind(kinds, icli):
     ppid = os.getppid()
     events = [ln for ln in out if ln.startswith("ck_raw: ")]
     assert events == [f'ck_raw: {{"pid":{me},"seq":{i},"flag":1,"ppid":{ppid},'
-                      f'"prefix":"ab"}}' for i in range(1, calls + 1)]
+                      f'"kind":{CK_GETCWD},"prefix":"a=b"}}' for i in range(1, calls + 1)]
 
     def section(name: str) -> list[str]:
         i = next(i for i, ln in enumerate(out) if ln.startswith(f"map {name}:"))
@@ -264,10 +279,14 @@ def test_run_text_output_of_every_kind(kinds, icli):
 
     assert section("ck_counts") == ["map ck_counts: 4 entries, 3 all-zero not shown",
                                     f"  1: {calls}"]
-    head, row = section("ck_pcpu")
-    assert head == "map ck_pcpu: 1 entries"
+    head, row = section("ck_pcpu")  # slot 1 is zero on every CPU
+    assert head == "map ck_pcpu: 2 entries, 1 all-zero not shown"
     per_cpu = json.loads(row.split(": ", 1)[1])
-    assert row.startswith("  0: [") and len(per_cpu) == _ncpus() and sum(per_cpu) == calls
+    assert row.startswith("  0: [") and len(per_cpu) == _ncpus()
+    assert per_cpu[CPU] == sum(per_cpu) == calls
+    hexes = [(i).to_bytes(4, "little").hex() for i in (1, calls)]
+    assert section("ck_rawarr") == ["map ck_rawarr: 2 entries, 1 all-zero not shown",
+                                    f'  "{hexes[0]}": "{hexes[1]}"']
     big = section("ck_big")
     from pybpf._clicmds import _TEXT_LIMIT
     shown = min(BIG, _TEXT_LIMIT)
@@ -279,43 +298,71 @@ def test_run_text_output_of_every_kind(kinds, icli):
         "map ck_plain: 1 entries",
         f'  "{me.to_bytes(4, "little").hex()}": "{calls.to_bytes(4, "little").hex()}"']
     bss = json.loads(section("cli_kind.bss")[1].split(": ", 1)[1])
-    assert bss == {"ck_seq": calls, "ck_last": {"pid": me, "seq": calls, "flag": 1,
-                                                "ppid": ppid, "prefix": "ab"}}
+    assert bss == {"ck_seq": calls, "ck_spare": 0,
+                   "ck_last": {"pid": me, "seq": calls, "flag": 1, "ppid": ppid,
+                               "kind": CK_GETCWD, "prefix": "a=b"}}
     assert section("cli_kind.data") == ["map cli_kind.data: 1 entries",
                                         '  0: {"ck_cfg":{"limit":3,"label":"cfg"}}']
-    assert not any(ln.startswith(("map cli_kind.rodata", "map ck_raw")) for ln in out)
+    assert not any(ln.startswith(("map cli_kind.rodata", "map ck_raw:")) for ln in out)
 
 
 def test_run_json_raw_events_and_program_choice(kinds, icli):
-    """Without --event-type a record is its bytes (hex); --program loads only one
-    program; the final dump as JSON has every entry."""
+    """Without --event-type a record is its bytes (hex);
+    --program loads only one program; the final dump as JSON has every entry."""
     me = os.getpid()
     r, _ = _run_until(icli, [kinds, "--set", f"targ_pid={me}", "--program", "ck_getcwd",
                              "--max-entries", "ck_sized=4", "--json"],
                       lambda calls, ticks: calls >= 2)
     assert r.returncode == 0, r.stderr
-    assert "attached 1 of 2 programs (ck_getcwd)" in r.stderr
+    assert "attached 1 of 5 programs (ck_getcwd);" in r.stderr
+    assert "not loaded" not in r.stderr  # --program chose
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     maps = lines[-1]["maps"]
     (stat,) = maps["ck_stats"]
     calls = stat["value"]["calls"]
     assert stat == {"key": me, "value": {"calls": calls, "ticks": 0}}  # ck_clock not loaded
-    recs = [REC.unpack(bytes.fromhex(x["event"])) for x in lines if x.get("map") == "ck_raw"]
-    assert recs == [(me, i, 5, os.getppid(), b"pre\0\0\0\0\0") for i in range(1, calls + 1)]
-    assert all("time_unix_nano" in x for x in lines if x.get("map") == "ck_raw")
+    events = [x for x in lines if x.get("map") == "ck_raw"]
+    recs = [REC.unpack(bytes.fromhex(x["event"])) for x in events]
+    assert recs == [(me, i, 5, os.getppid(), CK_GETCWD, b"pre\0\0\0\0\0")
+                    for i in range(1, calls + 1)]
+    assert all(isinstance(x["time_unix_nano"], int) for x in events)
     assert sorted(e["key"] for e in maps["ck_big"]) == list(range(BIG))
     assert maps["ck_counts"] == [{"key": i, "value": calls if i == 1 else 0}
                                  for i in range(4)]
     assert maps["ck_plain"] == [{"key": me.to_bytes(4, "little").hex(),
                                  "value": calls.to_bytes(4, "little").hex()}]
-    (pcpu,) = maps["ck_pcpu"]
-    assert pcpu["key"] == 0 and sum(pcpu["value"]) == calls
+    pcpu = maps["ck_pcpu"]
+    assert [e["key"] for e in pcpu] == [0, 1] and pcpu[0]["value"][CPU] == calls
+    assert sum(pcpu[0]["value"]) == calls and pcpu[1]["value"] == [0] * _ncpus()
     assert maps["ck_sized"] == [] and "ck_raw" not in maps
     assert not any(k.endswith(".rodata") for k in maps)
 
 
+def test_run_objects_without_btf_or_rodata(tmp_path, icli):
+    """An object compiled without BTF runs for its --duration (no records to type,
+    no consumers): its socket program has no target to auto-attach to, which run
+    says. An object without .rodata refuses --set by the variable's name."""
+    src = os.path.join(os.path.dirname(__file__), "bpf", "nobtf.bpf.c")
+    out = tmp_path / "nobtf.bpf.o"
+    subprocess.run([pybpf.toolchain.find_clang(), "-target", "bpf", "-O2", "-I",
+                    f"/usr/include/{os.uname().machine}-linux-gnu", "-c", src, "-o", str(out)],
+                   check=True)
+    t0 = time.monotonic()
+    r = icli("run", str(out), "--duration", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 >= 0.3
+    err = r.stderr.splitlines()
+    assert len(err) == 2 and err[0].startswith(
+        "pybpf run: program 'accept_all' (socket) not attached: ")
+    assert err[1] == "pybpf run: nobtf: attached 0 of 1 programs (none); Ctrl-C to stop"
+    assert r.stdout == ""
+    r = icli("run", compile_test_bpf("pinned"), "--set", "x=abc")
+    assert r.returncode == 1 and "no read-only global named 'x'" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("args, words", [
-    (["--event-type", "struct ck_nosuch"], "ck_nosuch"),
+    (["--event-type", "struct ck_nosuch"],
+     "--event-type: no type 'struct ck_nosuch' in the object's BTF"),
     (["--max-entries", "ck_sized=x"], "--max-entries takes MAP=N (N a decimal count), "
                                       "got 'ck_sized=x'"),
     (["--key-size", "ck_sized"], "--key-size takes MAP=N"),
@@ -332,8 +379,9 @@ def test_run_refuses_bad_options_before_loading(kinds, icli, args, words):
         assert f"({kinds})" in r.stderr
 
 
-def test_run_sizes_maps_before_load(kinds, icli, capsys):
-    """--key-size/--value-size/--max-entries reach the map (the kernel's map info)."""
+def test_run_sizes_maps_and_keeps_every_way(kinds, icli):
+    """--key-size/--value-size/--max-entries reach the map (the kernel's map info);
+    --all-programs and --no-program."""
     me = os.getpid()
     seen: list[tuple[int, int, int]] = []
 
@@ -344,11 +392,18 @@ def test_run_sizes_maps_before_load(kinds, icli, capsys):
         return calls >= 1
 
     r, _ = _run_until(icli, [kinds, "--set", f"targ_pid={me}", "--no-program", "ck_clock",
+                             "--no-program", "ck_nowhere", "--all-programs",
                              "--max-entries", "ck_sized=12", "--value-size", "ck_sized=32",
                              "--key-size", "ck_sized=4"], done)
     assert r.returncode == 0, r.stderr
-    assert "attached 1 of 2 programs (ck_getcwd)" in r.stderr
     assert (4, 32, 12) in seen
+    # --all-programs: both ways to the fork event load; ck_clock and ck_nowhere do not
+    assert "not loaded" not in r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if " attached " in ln]
+    m = re.fullmatch(r"pybpf run: cli_kinds: attached (\d) of 5 programs \((.*)\); "
+                     r"Ctrl-C to stop", line)
+    assert m and m[2].split(", ")[:2] == ["ck_getcwd", "ck_fork_btf"]
+    assert int(m[1]) == len(m[2].split(", ")) and "ck_fork_raw" in m[2]
 
 
 # --- prog / map / link ------------------------------------------------------------------
