@@ -83,6 +83,7 @@ def test_inspect_shows_what_the_source_declares(kinds, icli):
     r = icli("inspect", "--json", kinds)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
+    assert r.stdout.startswith('{\n  "path": ')  # indented for people
     assert info["license"] == "GPL" and info["core_relocations"] == 2  # real_parent, tgid
     progs = {p["name"]: p for p in info["programs"]}
     assert progs["ck_clock"]["type"] == "perf_event" and progs["ck_clock"]["autoload"]
@@ -105,6 +106,7 @@ def test_inspect_shows_what_the_source_declares(kinds, icli):
         ("items", "struct ck_item[2]", 0), ("owner", "struct task_struct *", 16),
         ("hits", "__u64", 24)]
     assert structs["ck_item"]["kind"] == "struct" and structs["ck_item"]["size"] == 8
+    assert all(type(m["offset"]) is int for s in structs.values() for m in s["members"])
 
     r = icli("inspect", kinds)
     assert r.returncode == 0, r.stderr
@@ -356,6 +358,10 @@ def test_run_objects_without_btf_or_rodata(tmp_path, icli):
         "pybpf run: program 'accept_all' (socket) not attached: ")
     assert err[1] == "pybpf run: nobtf: attached 0 of 1 programs (none); Ctrl-C to stop"
     assert r.stdout == ""
+    r = icli("inspect", str(out))
+    assert r.stdout.splitlines()[0] == f"{out}: license 'GPL', 0 CO-RE relocations"
+    info = json.loads(icli("inspect", "--json", str(out)).stdout)
+    assert (info["globals"], info["structs"], info["maps"]) == ([], [], [])
     r = icli("run", compile_test_bpf("pinned"), "--set", "x=abc")
     assert r.returncode == 1 and "no read-only global named 'x'" in r.stderr, r.stderr
 
@@ -455,6 +461,13 @@ def test_prog_map_link_text(kinds, icli):
         assert r.stdout.splitlines() == [f'"{os.getpid().to_bytes(4, "little").hex()}": '
                                          f'"{(3).to_bytes(4, "little").hex()}"']
         assert r.stderr.strip() == "(1 entries, no BTF: raw bytes)"
+        r = icli("map", "dump", str(obj.maps["ck_rawarr"].info().id))
+        assert r.stdout.splitlines() == [f'"{(i).to_bytes(4, "little").hex()}": "{v}"'
+                                         for i, v in ((0, "00000000"), (1, "03000000"))]
+        # .bss: a value type (the section), no key type
+        r = icli("map", "dump", str(obj.maps["cli_kind.bss"].info().id))
+        (line,) = r.stdout.splitlines()
+        assert line.startswith('0: {"ck_seq":3,') and r.stderr.strip() == "(1 entries)"
         r = icli("map", "dump", str(plain.id), "--json")
         assert json.loads(r.stdout) == [{"key": os.getpid().to_bytes(4, "little").hex(),
                                          "value": (3).to_bytes(4, "little").hex()}]
@@ -512,13 +525,15 @@ def test_build_defines_and_errors(tmp_path, icli):
     src.write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
                    "int val = VAL;\nint flag = FLAG;\n"
                    'SEC("xdp") int pass_all(struct xdp_md *ctx) { val++; return XDP_PASS; }\n'
-                   'char LICENSE[] SEC("license") = "GPL";\n')
+                   'char LICENSE[12] SEC("license") = "GPL \\xfe";\n')
     out = tmp_path / "defs.o"
     r = icli("build", str(src), "-o", str(out), "-D", "VAL=7", "-D", "FLAG")
     assert r.returncode == 0, r.stderr
     glob = {g["name"]: g.get("value") for g in
             json.loads(icli("inspect", "--json", str(out)).stdout)["globals"]}
     assert (glob["val"], glob["flag"]) == (7, 1)  # -D FLAG defines it as 1, as cc does
+    # the license up to its NUL, a byte that is not UTF-8 replaced
+    assert json.loads(icli("inspect", "--json", str(out)).stdout)["license"] == "GPL \ufffd"
     bad = tmp_path / "bad.bpf.c"
     bad.write_text("int x = ;\nint y = ;\nint z = ;\n")
     r = icli("build", str(bad))
