@@ -12,12 +12,14 @@ counted what the test caused.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -338,6 +340,51 @@ def test_run_json_raw_events_and_program_choice(kinds, icli):
     assert sum(pcpu[0]["value"]) == calls and pcpu[1]["value"] == [0] * _ncpus()
     assert maps["ck_sized"] == [] and "ck_raw" not in maps
     assert not any(k.endswith(".rodata") for k in maps)
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+def test_run_streams_events_into_a_pipe(kinds, monkeypatch, mode):
+    """Into a pipe (``pybpf run ... | jq``), each event line goes out when it is read,
+    not when the run ends: the run is only stopped once a line of the event the test
+    caused came through the pipe."""
+    from pybpf.cli import main
+
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    pipe = io.TextIOWrapper(io.BufferedWriter(io.FileIO(wfd, "w"), buffer_size=1 << 16))
+    monkeypatch.setattr(sys, "stdout", pipe)
+    me = os.getpid()
+    default = signal.getsignal(signal.SIGTERM)
+    got = bytearray()
+    streamed: list[bytes] = []
+
+    def driver() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                got.extend(os.read(rfd, 1 << 16))
+            if b"ck_raw" in got and signal.getsignal(signal.SIGTERM) is not default:
+                streamed.append(bytes(got))
+                os.kill(me, signal.SIGTERM)
+                return
+            if _stats(me)[0] < 3:  # three events, far less than the pipe's buffer
+                os.getcwd()
+            time.sleep(0.02)
+
+    t = threading.Thread(target=driver)
+    t.start()
+    try:
+        rc = main(["run", kinds, "--set", f"targ_pid={me}", "--program", "ck_getcwd",
+                   "--max-entries", "ck_sized=2", "--duration", "40", *mode])
+    finally:
+        t.join()
+        pipe.close()
+        with contextlib.suppress(BlockingIOError):
+            got.extend(os.read(rfd, 1 << 20))
+        os.close(rfd)
+    assert rc == 0 and streamed, got.decode()
+    first = streamed[0].decode().splitlines()[0]
+    assert first.startswith('{"map": "ck_raw", "event": "' if mode else "ck_raw: "), first
 
 
 def test_run_objects_without_btf_or_rodata(tmp_path, icli):
