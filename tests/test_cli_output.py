@@ -478,6 +478,14 @@ def test_prog_map_link_text(kinds, icli):
         assert rows["id"] == str(pinfo.id) and rows["name"] == '"ck_getcwd"'
         assert rows["type"] == '"tracepoint"' and rows["tag"] == f'"{pinfo.tag}"'
         assert json.loads(rows["map_ids"]) == list(pinfo.map_ids)
+        r = icli("prog", "show", str(pinfo.id), "--json")
+        row = json.loads(r.stdout)
+        assert r.returncode == 0 and set(row) == set(rows) == {
+            "id", "name", "type", "tag", "xlated_size", "jited_size", "verified_insns",
+            "map_ids", "btf_id", "run_count", "run_time_ns"}
+        assert (row["verified_insns"], row["btf_id"], row["xlated_size"]) == (
+            pinfo.verified_insns, pinfo.btf_id, pinfo.xlated_size)
+        assert row["run_count"] >= 0 and row["run_time_ns"] >= 0
         r = icli("prog", "list")
         lines = r.stdout.splitlines()
         mine = next(ln for ln in lines if ln.split()[0] == str(pinfo.id))
@@ -531,7 +539,13 @@ def test_prog_map_link_text(kinds, icli):
         _right_aligned(lines[0], mine, "ID", str(linfo.id))
         _right_aligned(lines[0], mine, "PROG", str(pinfo.id))
         r = icli("link", "list", "--json")
+        assert r.returncode == 0
         assert {"id": linfo.id, "type": linfo.type, "prog_id": pinfo.id} in json.loads(r.stdout)
+        r = icli("map", "list", "--json")
+        assert r.returncode == 0
+        assert {"id": plain.id, "name": "ck_plain", "type": "hash", "key_size": 4,
+                "value_size": 4, "max_entries": 4, "flags": 0,
+                "btf_id": plain.btf_id} in json.loads(r.stdout)
         link.detach()
 
 
@@ -587,6 +601,9 @@ def test_build_defines_and_errors(tmp_path, icli):
     assert r.returncode == 1
     assert re.search(r"does not compile: \S*bad.bpf.c:1:\d+: error: .* \(and 2 more errors\)$",
                      r.stderr.strip()), r.stderr
+    bad.write_text("int x = ;\n")
+    r = icli("build", str(bad))
+    assert r.returncode == 1 and r.stderr.rstrip().endswith("expected expression"), r.stderr
     r = icli("build")
     assert r.returncode == 2 and r.stderr.strip() == "pybpf build: give SRC.bpf.c, or --type DECL"
 
@@ -605,10 +622,11 @@ def test_build_type_writes_the_cache(tmp_path, icli):
 def test_upgrade_sets_globals_and_reports(icli):
     """``pybpf upgrade`` of a pinned deployment: its --set reaches the new build (the
     events the new program writes after the switch carry it), and the report says
-    what happened to each pinned map."""
+    what happened to each pinned map; --to moves the deployment's pins."""
     src = compile_test_bpf("upgrade_events")  # the new build is the same object
     me = os.getpid()
     pin = f"/sys/fs/bpf/pybpf-cli-upg-{me}"
+    to = f"{pin}-to"
     fd = os.open("/dev/null", os.O_RDONLY)
     obj = pybpf.Object.open(src)
     obj.set_rodata("target_tgid", me)
@@ -626,7 +644,9 @@ def test_upgrade_sets_globals_and_reports(icli):
                  "--set", f"target_fd={fd}", "--set", "build=0x2")
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
-        assert re.fullmatch(r"upgrade: [\d.]+ ms, both attached [\d.]+ ms.*", lines[0])
+        m = re.fullmatch(r"upgrade: [\d.]+ ms, both attached [\d.]+ ms, generation (\d+)",
+                         lines[0])
+        assert m, lines[0]
         assert {f"  map {n}: reused: same layout" for n in ("stats", "events", "seen")} \
             <= set(lines)
         assert f"  link on_lseek -> pinned {pin}/link [perf_event]: re-attached" in lines
@@ -640,10 +660,12 @@ def test_upgrade_sets_globals_and_reports(icli):
         r = icli("upgrade", src, "--from", pin, "--set", f"target_tgid={me}", "--json",
                  "--set", "target_fd")
         assert r.returncode == 1 and "--set takes NAME=VALUE, got 'target_fd'" in r.stderr
-        r = icli("upgrade", src, "--from", pin, "--set", f"target_tgid={me}",
+        r = icli("upgrade", src, "--from", pin, "--to", to, "--set", f"target_tgid={me}",
                  "--set", f"target_fd={fd}", "--set", "build=3", "--json")
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)
+        assert report["generation"] == int(m[1]) + 1
+        assert not os.path.exists(pin) and {"stats", "events", "seen"} <= set(os.listdir(to))
         actions = {m["name"]: m["action"] for m in report["maps"]}
         assert {n: actions[n] for n in ("stats", "events", "seen")} == {
             "stats": "reused", "events": "reused", "seen": "reused"}
@@ -653,6 +675,8 @@ def test_upgrade_sets_globals_and_reports(icli):
     finally:
         obj.close()
         os.close(fd)
-        for name in os.listdir(pin):
-            os.unlink(os.path.join(pin, name))
-        os.rmdir(pin)
+        for d in (pin, to):
+            if os.path.isdir(d):
+                for name in os.listdir(d):
+                    os.unlink(os.path.join(d, name))
+                os.rmdir(d)
