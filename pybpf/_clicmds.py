@@ -101,9 +101,8 @@ def _own_structs(btf: BTF) -> set[int]:
 
     for t in btf:
         if t.kind == BTFKind.DATASEC:
-            for v in t.members:
-                walk(v.type, through_ptr=v.name.startswith("__pybpf_event__")
-                     or t.name == ".maps")
+            for v in t.members:  # (map definitions are anonymous structs: see above)
+                walk(v.type, through_ptr=v.name.startswith("__pybpf_event__"))
     return found
 
 

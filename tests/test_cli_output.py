@@ -172,6 +172,7 @@ def test_core_relocation_count_stays_inside_the_section(kinds):
     # a section info whose records run past the end of the section: not counted
     _sec, n = struct.unpack_from("<II", ext, start + 4)
     assert _core_relo_count(with_(start + 8, "<I", n + 1)) == 0
+    assert _core_relo_count(with_(start + 8, "<I", 0xFFFFFFFF)) == 0  # an unsigned count
     # records twice as long: the first section's run past the end
     rec, = struct.unpack_from("<I", ext, start)
     assert _core_relo_count(with_(start, "<I", rec * 2)) == 0
@@ -302,7 +303,7 @@ def test_run_text_output_of_every_kind(kinds, icli):
         "map ck_plain: 1 entries",
         f'  "{me.to_bytes(4, "little").hex()}": "{calls.to_bytes(4, "little").hex()}"']
     bss = json.loads(section("cli_kind.bss")[1].split(": ", 1)[1])
-    assert bss == {"ck_seq": calls, "ck_spare": 0,
+    assert bss == {"ck_seq": calls, "ck_spare": 0, "ck_task": 0,
                    "ck_last": {"pid": me, "seq": calls, "flag": 1, "ppid": ppid,
                                "kind": CK_GETCWD, "prefix": "a=b"}}
     assert section("cli_kind.data") == ["map cli_kind.data: 1 entries",

@@ -59,6 +59,7 @@ ck_cfg_t ck_cfg = { .limit = 3, .label = "cfg" };
 __u32 ck_seq = 0;
 __u32 ck_spare;	/* never written: a zero beside the non-zero variables of .bss */
 struct ck_record ck_last;	/* the last record, for --event-type */
+struct task_struct *ck_task;	/* a global pointer: what it points to is not owned */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
