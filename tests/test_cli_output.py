@@ -553,7 +553,9 @@ def test_prog_map_link_text(kinds, icli):
 # --- features / build ---------------------------------------------------------------------
 def test_features_text_agrees_with_json(icli):
     f = json.loads(icli("features", "--json").stdout)
-    out = icli("features").stdout
+    r = icli("features")
+    assert r.returncode == 0
+    out = r.stdout
     assert out.startswith(f"kernel {f['kernel']}, libbpf {f['libbpf']}\n")
     for title, key in (("PROGRAM TYPES", "program_types"), ("MAP TYPES", "map_types")):
         i = out.index(f"\n{title}\n")
@@ -573,7 +575,9 @@ def test_features_text_agrees_with_json(icli):
 
     h = json.loads(icli("features", "--helpers", "xdp", "--json").stdout)
     assert h["program_type"] == "xdp"
-    out = icli("features", "--helpers", "xdp").stdout.splitlines()
+    r = icli("features", "--helpers", "xdp")
+    assert r.returncode == 0
+    out = r.stdout.splitlines()
     yes = [x["name"] for x in h["helpers"] if x["supported"]]
     no = [x["name"] for x in h["helpers"] if not x["supported"]]
     assert out[0] == f"helpers callable from xdp programs ({len(yes)}): {' '.join(yes)}"
