@@ -93,7 +93,13 @@ def test_inspect_shows_what_the_source_declares(kinds, icli):
     assert (maps["ck_sized"]["max_entries"], maps["ck_sized"]["value_size"]) == (0, 32)
     assert maps["ck_outer"]["type"] == "array_of_maps"
     assert maps["ck_pcpu"]["type"] == "percpu_array"
+    assert (maps["ck_stats"]["internal"], maps["cli_kind.rodata"]["internal"]) == (False, True)
     glob = {g["name"]: g for g in info["globals"]}
+    assert set(glob) == {"targ_pid", "flag", "prefix", "ck_cfg", "ck_seq", "ck_spare",
+                         "ck_last", "ck_task", "LINUX_KERNEL_VERSION"}  # not LICENSE
+    assert glob["LINUX_KERNEL_VERSION"] == {"name": "LINUX_KERNEL_VERSION",
+                                            "section": ".kconfig", "type": "unsigned int",
+                                            "size": 4}  # an extern: no value before load
     assert glob["ck_cfg"] == {"name": "ck_cfg", "section": ".data", "type": "ck_cfg_t",
                               "size": 12, "value": {"limit": 3, "label": "cfg"}}
     assert glob["prefix"] == {"name": "prefix", "section": ".rodata",
@@ -136,6 +142,8 @@ def test_inspect_shows_what_the_source_declares(kinds, icli):
     assert rows["ck_cfg"].split(None, 3)[1:] == [".data", "ck_cfg_t",
                                                  '{"limit":3,"label":"cfg"}']
     assert rows["prefix"].endswith('  "pre"')
+    assert rows["LINUX_KERNEL_VERSION"].split() == ["LINUX_KERNEL_VERSION", ".kconfig",
+                                                    "unsigned", "int", '""']
     own = [ln for ln in lines if ln.startswith("  struct ")]
     assert "  struct ck_item (8 bytes): __u32 a, __u16 b" in own
     assert "  struct ck_value (32 bytes): struct ck_item[2] items, " \

@@ -60,6 +60,7 @@ __u32 ck_seq = 0;
 __u32 ck_spare;	/* never written: a zero beside the non-zero variables of .bss */
 struct ck_record ck_last;	/* the last record, for --event-type */
 struct task_struct *ck_task;	/* a global pointer: what it points to is not owned */
+extern unsigned int LINUX_KERNEL_VERSION __kconfig;	/* no value before load */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -161,7 +162,7 @@ int ck_getcwd(void *ctx)
 		r->pid = pid;
 		r->seq = ++ck_seq;
 		r->flag = flag;
-		r->kind = CK_GETCWD;
+		r->kind = LINUX_KERNEL_VERSION ? CK_GETCWD : 0;
 		r->ppid = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(),
 					real_parent, tgid);
 		for (int i = 0; i < sizeof(r->prefix); i++)
