@@ -38,7 +38,7 @@ BIG = 120  # entries the program puts in ck_big (cli_kinds.bpf.c)
 OWN = {"ck_stat", "ck_value", "ck_item", "ck_inner", "ck_cfg", "ck_record"}
 REC = struct.Struct("<IIIII8s")  # struct ck_record: pid, seq, flag, ppid, kind, prefix
 CK_GETCWD = 1  # enum ck_kind
-CPU = min(os.sched_getaffinity(0))  # where the thread that causes the events runs
+CPU = max(os.sched_getaffinity(0))  # where the thread that causes the events runs
 TWINS = {"ck_fork_btf", "ck_fork_raw"}  # two ways to one event
 
 
@@ -347,6 +347,9 @@ def test_run_json_raw_events_and_program_choice(kinds, icli):
     pcpu = maps["ck_pcpu"]
     assert [e["key"] for e in pcpu] == [0, 1] and pcpu[0]["value"][CPU] == calls
     assert sum(pcpu[0]["value"]) == calls and pcpu[1]["value"] == [0] * _ncpus()
+    (wide,) = maps["ck_wide"]  # __u64[9] on each CPU: the program counts in the last
+    assert wide["value"] == [[0] * 8 + [calls if cpu == CPU else 0]
+                             for cpu in range(_ncpus())]
     assert maps["ck_sized"] == [] and "ck_raw" not in maps
     assert not any(k.endswith(".rodata") for k in maps)
 

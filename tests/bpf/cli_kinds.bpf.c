@@ -88,6 +88,13 @@ struct {
 	__type(value, __u64);
 } ck_pcpu SEC(".maps");
 
+struct {	/* per-CPU values wider than 64 bytes: each CPU's at a multiple of 8 */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[9]);
+} ck_wide SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -155,6 +162,9 @@ int ck_getcwd(void *ctx)
 	c = bpf_map_lookup_elem(&ck_pcpu, &zero);
 	if (c)
 		*c += 1;
+	c = bpf_map_lookup_elem(&ck_wide, &zero);
+	if (c)
+		c[8] += 1;
 	for (__u32 i = 0; i < BIG; i++)
 		bpf_map_update_elem(&ck_big, &i, &pid, BPF_ANY);
 	r = bpf_ringbuf_reserve(&ck_raw, sizeof(*r), 0);
