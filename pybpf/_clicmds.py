@@ -65,8 +65,10 @@ def _core_relo_count(btf_ext: bytes) -> int:
     total = 0
     while pos + 8 <= end:
         _sec, n = struct.unpack_from("<II", btf_ext, pos)
-        total += n
         pos += 8 + n * rec_size
+        if pos > end:  # records past the end of the section: not counted
+            break
+        total += n
     return total
 
 
@@ -98,10 +100,9 @@ def _own_structs(btf: BTF) -> set[int]:
             walk(t.type, through_ptr)
 
     for t in btf:
-        if t.kind == BTFKind.DATASEC and t.name != "license":
-            for v in t.members:
-                walk(v.type, through_ptr=v.name.startswith("__pybpf_event__")
-                     or t.name == ".maps")
+        if t.kind == BTFKind.DATASEC:
+            for v in t.members:  # (map definitions are anonymous structs: see above)
+                walk(v.type, through_ptr=v.name.startswith("__pybpf_event__"))
     return found
 
 
@@ -266,6 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .export.events import event_attributes
     from .export.exporters import Exporters
     from .object import Object
+    from .perfbuf import PerfBuffer
     from .ringbuf import RingBuffer
 
     obj = Object.open(args.object)
@@ -281,7 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 obj.set_rodata(name, parsed)
         _configure_run(obj, args)
-        btf = obj.btf
+        try:
+            btf: BTF | None = obj.btf
+        except BPFError:  # an object without BTF: records and maps as raw bytes
+            btf = None
         given = None
         if args.event_type:  # a type in the object's BTF, or a C declaration (clang/cache)
             from .typespec import btf_type
@@ -309,16 +314,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return show
 
         for m in obj.maps.values():
-            ev_type = ringbuf_event_type(btf, m.name) or given
+            ev_type = (ringbuf_event_type(btf, m.name) if btf else None) or given
             if m.type == "ringbuf":
                 consumers.append(RingBuffer(m, callback=printer(m.name, ev_type)))
             elif m.type == "perf_event_array":
-                try:
-                    from .perfbuf import PerfBuffer
-                except ImportError:
-                    print(f"pybpf run: perf buffer {m.name!r} not read (pybpf.perfbuf "
-                          "missing)", file=sys.stderr)
-                    continue
                 consumers.append(PerfBuffer(m, callback=printer(m.name, ev_type)))
         exp.watch(obj)  # maps become metrics, read at scrape/export time
         # Attach once the consumers exist: a perf event array slot without a reader

@@ -48,7 +48,8 @@ AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "walks": (["pybpf/_walk.py"], ["pybpf._walk.*"],
               ["tests/test_walks.py", "tests/test_integrity_walks.py",
                "tests/test_walk_errors.py", "-k", "not cli_map_dump"]),
-    "cli": (["pybpf/_clicmds.py"], ["pybpf._clicmds.*"], ["tests/test_cli.py"]),
+    "cli": (["pybpf/_clicmds.py"], ["pybpf._clicmds.*"],
+            ["tests/test_cli.py", "tests/test_cli_output.py"]),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
