@@ -1024,7 +1024,7 @@ def numpy_dtype(c: Codec) -> Any:
         raise ImportError("numpy is not installed: pip install 'pybpf[numpy]'") from exc
     if isinstance(c, BoolCodec):
         return np.dtype("?")
-    if isinstance(c, IntCodec):
+    if isinstance(c, IntCodec) and c.fmt is not None:  # not __int128: numpy has no i16
         # plain char (clang marks it signed, not BTF_INT_CHAR: its name decides); not
         # unsigned char/__u8, which are numbers
         if c.size == 1 and c.name == "char":
@@ -1080,12 +1080,11 @@ def _bf_set(buf: bytearray, off: int, m: _Member, value: Any, path: str) -> None
     if not lo <= value <= hi:
         raise ValueError(f"{path}: {value} is out of range for a {m.bits}-bit "
                          f"{'signed' if signed else 'unsigned'} bitfield [{lo}, {hi}]")
+    # ORed in: StructCodec.pack_into zeroes the struct (or union) before its members
     start = off + m.bit_off // 8
     nbytes = (m.bit_off % 8 + m.bits + 7) // 8
-    sh = m.bit_off % 8
-    mask = ((1 << m.bits) - 1) << sh
     raw = int.from_bytes(bytes(buf[start:start + nbytes]), "little")
-    raw = (raw & ~mask) | ((value & ((1 << m.bits) - 1)) << sh)
+    raw |= (value & ((1 << m.bits) - 1)) << (m.bit_off % 8)
     buf[start:start + nbytes] = raw.to_bytes(nbytes, "little")
 
 
