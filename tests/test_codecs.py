@@ -14,7 +14,7 @@ import struct
 import pytest
 
 import pybpf
-from pybpf.types import CStr, codec_for, numpy_dtype, plain
+from pybpf.types import CStr, as_codec, codec_for, numpy_dtype, plain
 
 M64 = (1 << 64) - 1
 
@@ -354,3 +354,25 @@ def test_bad_flat_values_name_the_field(co):
     assert m.lookup(bytes(4)) == before
     co.programs["readback"].test_run(ctx=bytes(8), repeat=0)
     assert _rb(co, 60) == 3
+
+
+def test_members_by_name_and_values_of_another_object(co):
+    """``v["name"]`` gives the member the kernel wrote; a value of the same C type
+    decoded from another load of the object (another BTF, another class) is equal
+    field by field, and unequal when a field differs or the type is another."""
+    g = co.maps["gen_out"][0]
+    assert (g["tag"], g["sbytes"], g["_anon5"].af) == (0x5A, b"\x80\x7f\x00\x00", 2.5)
+    with pytest.raises(KeyError, match="gen has no member 'nope'"):
+        g["nope"]
+    # struct pair from a C declaration: another BTF, another class
+    Pair = as_codec("struct pair { unsigned short lo; unsigned short hi; }").cls
+    assert Pair is not co.btf["pair"].pytype
+    keys = sorted(co.maps["by_pair"], key=lambda k: k.lo)
+    assert keys[1] == Pair(1, 0xA001) and not keys[1] != Pair(1, 0xA001)
+    assert keys[1] != Pair(1, 0xA002) and keys[1] != Pair(2, 0xA001)
+    assert co.maps["by_pair"][Pair(2, 0xA002)] == 4  # and it is a key of the map
+    Other = as_codec("struct pair { unsigned short lo; unsigned short hx; }").cls
+    assert keys[1] != Other(1, 0xA001)
+    assert not keys[1] == co.btf["u"].pytype(keys[1])  # a union holding that pair
+    f = co.maps["flat_out"][0]
+    assert f.pairs[0] == Pair(1, 2) and f.pairs == [Pair(1, 2), Pair(65535, 0)]

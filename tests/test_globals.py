@@ -78,6 +78,28 @@ def test_set_rodata_still_works(gobj):
     assert gobj.bss.bss_out == 21 + 80 + 5
 
 
+def test_negative_values_of_unsigned_globals_convert_as_in_c(gobj):
+    """-1 given to an unsigned global is all ones (C's ``(__u32)-1``), the lowest signed
+    value is the top bit, before load (attribute and set_rodata) and live (.bss): the
+    program computes with what it read."""
+    gobj.rodata.ro_val = -1
+    gobj.set_rodata("custom_ro", -(1 << 31))
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 0xFFFFFFFF + 80 + 0x80000000
+    gobj.bss.bss_in = -1  # __u64
+    _step(gobj)
+    assert gobj.bss.bss_out == (2 * (2**64 - 1) + 0xFFFFFFFF + 80 + 0x80000000) % 2**64
+    assert gobj.bss.map.lookup(bytes(4))[:8] == b"\xff" * 8
+
+
+def test_set_rodata_negative_before_load(gobj):
+    gobj.set_rodata("ro_val", -7)
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 2**32 - 7 + 80 + 5
+
+
 def test_set_rodata_bytes_are_padded_with_zeros(gobj):
     """Bytes shorter than the global are zero-padded: the program reads exactly them."""
     gobj.rodata.ro_cfg = {"port": 1, "name": "1234567"}  # non-zero where padding goes
