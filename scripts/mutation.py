@@ -8,7 +8,7 @@ AREA is one of the keys of AREAS below. The script copies this checkout to DIR
 (default /tmp/pybpf-mut-AREA; mutmut writes its mutated tree to DIR/mutants), rewrites
 the copy's ``[tool.mutmut]`` so that only the area's files are mutated and only the
 area's tests run (mutmut then runs, for each mutant, the tests that reached the mutated
-function in its first, clean run), runs ``mutmut run`` over the area's mutant names,
+module in its first, clean run: see widen_stats), runs ``mutmut run`` over the area's mutant names,
 and prints the score: caught (killed or timed out) of all, with the survivors and the
 mutants no test reached. Child interpreters the tests start import the mutated tree
 (PYTHONPATH), and apply the mutant under test too. Run as root: the tests load BPF.

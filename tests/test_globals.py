@@ -100,6 +100,19 @@ def test_set_rodata_negative_before_load(gobj):
     assert gobj.bss.bss_out == 2**32 - 7 + 80 + 5
 
 
+def test_a_one_byte_section_is_mapped_live(bpf_obj):
+    """A .data section of 1 byte (tests/bpf/codecs.bpf.c, ``fill`` adds 1): its mmap is
+    one page; Python reads what the program wrote and the program adds to Python's."""
+    with pybpf.load(bpf_obj("codecs")) as obj:
+        sec = obj.sections[".data.one"]
+        assert sec.one_byte == 3
+        obj.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+        assert sec.one_byte == 4
+        sec.one_byte = 200
+        obj.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+        assert sec.one_byte == 201 and sec.map.lookup(bytes(4)) == bytes([201])
+
+
 def test_set_rodata_bytes_are_padded_with_zeros(gobj):
     """Bytes shorter than the global are zero-padded: the program reads exactly them."""
     gobj.rodata.ro_cfg = {"port": 1, "name": "1234567"}  # non-zero where padding goes

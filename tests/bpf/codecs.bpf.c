@@ -122,6 +122,7 @@ struct {
 
 struct gen g_gen = {};
 struct flat g_flat = {};
+__u8 one_byte SEC(".data.one") = 3; /* a section of 1 byte: its mmap is one page */
 
 static __always_inline void put(__u32 i, __u64 v)
 {
@@ -218,6 +219,7 @@ int fill(void *ctx)
 	fill_gen(g);
 	fill_gen(&g_gen);
 	fill_flat(&g_flat, 0);
+	one_byte += 1;
 	for (__u32 k = 0; k < 3; k++) {
 		__builtin_memset(&f, 0, sizeof(f));
 		fill_flat(&f, k);
