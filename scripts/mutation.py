@@ -83,6 +83,17 @@ def timeout_checker(mutants):
                             pass
     return check
 
+def fresh_caches():
+    # each mutant runs in a fork of mutmut's process, which ran every test once: the
+    # BTF it parsed then (BTF.shared, with the types and codecs built from it) would be
+    # reused, and a mutant of a codec's constructor would never run
+    import sys
+    btf = sys.modules.get("pybpf.btf")
+    if btf is not None:
+        btf._shared.clear()
+        btf.BTF._vmlinux = None
+
+os.register_at_fork(after_in_child=fresh_caches)
 mm.timeout_checker = timeout_checker
 mm.cli()
 """
