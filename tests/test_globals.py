@@ -351,3 +351,32 @@ def test_a_variable_placed_past_its_section_by_bad_btf_is_refused(bpf_obj):
            "offset 16) ends past the section's 24 bytes")
     assert got[:2] == [msg, msg]
     assert len(got[2]) == 4
+
+
+def test_set_type_reads_and_writes_a_variable_as_another_type(gobj):
+    """A __u64 global read and written as a struct of two __u32 (a ctypes type): the
+    program computes bss_out = 2 * bss_in + 92 from what that type wrote."""
+    import ctypes
+
+    class Halves(ctypes.Structure):
+        _fields_ = [("lo", ctypes.c_uint32), ("hi", ctypes.c_uint32)]
+
+    gobj.load()
+    bss = gobj.bss
+    assert bss is gobj.bss and gobj.sections[".bss"] is bss  # one Section per section
+    bss.set_type("bss_in", Halves)
+    bss.set_type("bss_out", Halves)
+    bss.bss_in = {"lo": 1, "hi": 2}
+    _step(gobj)
+    out = bss.bss_out
+    assert (out.lo, out.hi) == (2 + 92, 4)
+    assert int.from_bytes(bss.map.lookup(bytes(4))[:8], "little") == (2 << 32) + 1
+    with pytest.raises(pybpf.MapValueError, match=r"\.bss variable 'bss_in' is 8 bytes, "
+                                                  r"u32 is 4"):
+        bss.set_type("bss_in", "u32")
+    with pytest.raises(AttributeError, match=r"section \.bss has no variable 'nope' "
+                                             r"\(variables: bss_in, bss_out, bss_name_out\)"):
+        bss.set_type("nope", "u32")
+    with pytest.raises(AttributeError, match="^__nope__$"):
+        bss.__nope__  # noqa: B018
+    assert (bss.bss_in.lo, bss.bss_in.hi) == (1, 2)  # the refused calls changed nothing
