@@ -407,3 +407,55 @@ def test_the_unchecked_fast_encoder_writes_what_the_kernel_reads(co):
     for bad in ({"bools": ["x"]}, {"modes": ["M_ON"]}, {"name": 5}, {"s": [1, 2, 3]}):
         with pytest.raises(Exception):  # noqa: B017 - any: encode() explains
             fc.fast_encode(bad)
+
+
+def test_ipv6_lpm_keys_both_ways(co):
+    """IPv6 LPM trie keys: the prefixes ``fill`` inserted decode as networks; prefixes
+    written from Python are the ones the program's longest-prefix lookups find."""
+    import ipaddress
+
+    r = co.maps["routes6"]
+    co.programs["lpm_fill"].test_run(bytes(64))
+    net = ipaddress.ip_network
+    assert dict(r.items()) == {net("2001:db8::/32"): 1, net("::1/128"): 2}
+    assert r.key_type.name == "lpm_key_ipv6"
+    r[net("fe80::/10")] = 3
+    r["2001:db8:1::/48"] = 4
+    r[ipaddress.ip_address("2001:db8:1::5")] = 5  # a /128 host
+    co.programs["lpm_probe"].test_run(bytes(64))
+    assert (_rb(co, 50), _rb(co, 51)) == (3, 5)
+    del r["2001:db8:1::5/128"]
+    co.programs["lpm_probe"].test_run(bytes(64))
+    assert _rb(co, 51) == 4
+    raw = sorted(r.keys_raw())
+    assert struct.pack("<I", 10) + bytes([0xFE, 0x80]) + bytes(14) in raw
+    assert struct.pack("<I", 48) + bytes.fromhex("20010db80001") + bytes(10) in raw
+    with pytest.raises(ValueError, match="map 'routes6': key: 10.0.0.0/8 is IPv4, the map's "
+                                         "keys are IPv6"):
+        r["10.0.0.0/8"] = 1
+    with pytest.raises(ValueError, match="map 'routes6': key: .*does not appear to be"):
+        r["2001:zz::/16"] = 1
+    with pytest.raises(TypeError, match="map 'routes6': key: expected an IP network, address "
+                                        "or str, got int"):
+        r[5] = 1
+    for k in [k for k in r.keys() if k.prefixlen in (10, 48)]:
+        del r[k]
+
+
+def test_stack_trace_values_are_checked_before_the_kernel_refuses_them(bpf_obj):
+    """Stack trace maps are written by the kernel only: a well-formed list of addresses
+    reaches the kernel (which refuses it: EINVAL), a malformed one is refused first,
+    naming the map."""
+    with pybpf.load(bpf_obj("typed_maps")) as obj:
+        s = obj.maps["stacks"]
+        n = s.value_size // 8
+        with pytest.raises(pybpf.MapError, match="map 'stacks': update failed: .*EINVAL"):
+            s[1] = [1, 2]
+        with pytest.raises(TypeError, match=r"map 'stacks': value: expected a list of "
+                                            r"addresses, got str"):
+            s[1] = "x"
+        with pytest.raises(TypeError, match="expected a list of addresses, got list"):
+            s[1] = [1, "2"]
+        with pytest.raises(ValueError, match=rf"map 'stacks': value: {n + 1} addresses do not "
+                                             rf"fit stack\[{n}\]"):
+            s[1] = [1] * (n + 1)

@@ -120,6 +120,19 @@ struct {
 	__type(value, __u64);
 } layout SEC(".maps");
 
+struct lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v6);
+	__type(value, __u32);
+} routes6 SEC(".maps");
+
 struct gen g_gen = {};
 struct flat g_flat = {};
 __u8 one_byte SEC(".data.one") = 3; /* a section of 1 byte: its mmap is one page */
@@ -304,6 +317,46 @@ int readback(void *ctx)
 	put(69, *(__u64 *)&f->d);
 	put(70, f->tail);
 	return 0;
+}
+
+/* LPM tries are not for sleepable (syscall) programs: these two run as XDP */
+SEC("xdp")
+int lpm_fill(struct xdp_md *ctx)
+{
+	{
+		/* 2001:db8::/32 -> 1, ::1/128 -> 2 */
+		struct lpm_v6 k = { .prefixlen = 32, .addr = { 0x20, 0x01, 0x0d, 0xb8 } };
+		__u32 v = 1;
+
+		bpf_map_update_elem(&routes6, &k, &v, BPF_ANY);
+		__builtin_memset(&k, 0, sizeof(k));
+		k.prefixlen = 128;
+		k.addr[15] = 1;
+		v = 2;
+		bpf_map_update_elem(&routes6, &k, &v, BPF_ANY);
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int lpm_probe(struct xdp_md *ctx)
+{
+	{
+		/* what routes6 gives fe80::1 and 2001:db8:1::5 (longest prefix) */
+		struct lpm_v6 q = { .prefixlen = 128, .addr = { 0xfe, 0x80 } };
+		__u32 *v;
+
+		q.addr[15] = 1;
+		v = bpf_map_lookup_elem(&routes6, &q);
+		put(50, v ? *v : 0xffff);
+		__builtin_memset(&q, 0, sizeof(q));
+		q.prefixlen = 128;
+		q.addr[0] = 0x20; q.addr[1] = 0x01; q.addr[2] = 0x0d; q.addr[3] = 0xb8;
+		q.addr[5] = 1; q.addr[15] = 5;
+		v = bpf_map_lookup_elem(&routes6, &q);
+		put(51, v ? *v : 0xffff);
+	}
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";
