@@ -111,10 +111,12 @@ class Struct(_fastpath.StructBase):
     def __getitem__(self, name: str) -> Any:
         """A member by its C name, for names that cannot be attributes as they are
         (``v["in"]``, ``v["__init__"]``: their attributes are ``in_``, ``__init___``), or
-        by its attribute name. KeyError names the struct and the member."""
-        for m in self._codec.members:
-            if m.cname == name or m.name == name:
-                return getattr(self, m.name)
+        by its attribute name; a C name first (C ``in_`` is ``v["in_"]``, though the
+        attribute of C ``in`` is ``in_``). KeyError names the struct and the member."""
+        codec = self._codec
+        attr = codec.cname_index.get(name)
+        if attr is not None or name in codec.field_index:
+            return getattr(self, attr or name)
         raise KeyError(f"{type(self).__name__} has no member {name!r}")
 
     def _eq_other(self, other: object) -> Any:

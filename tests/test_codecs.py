@@ -385,7 +385,7 @@ def test_the_unchecked_fast_encoder_writes_what_the_kernel_reads(co):
     fc = co.btf["flat"].codec
     Pair = co.btf["pair"].pytype
     value = {"a": 77, "bools": [True, True, False], "modes": [co.btf["mode"].codec.enum.M_ON, 3],
-             "name": b"fast", "pairs": [Pair(5, 6), Pair(7, 8)], "s": [-32768, 32767],
+             "name": "fast", "pairs": [Pair(5, 6), Pair(7, 8)], "s": [-32768, 32767],
              "d": 2.5, "tail": 1}
     assert fc.fast_encode is not None
     raw = fc.fast_encode(value)
@@ -459,3 +459,22 @@ def test_stack_trace_values_are_checked_before_the_kernel_refuses_them(bpf_obj):
         with pytest.raises(ValueError, match=rf"map 'stacks': value: {n + 1} addresses do not "
                                              rf"fit stack\[{n}\]"):
             s[1] = [1] * (n + 1)
+
+
+def test_clashing_member_names_and_bool_globals(co):
+    """C members ``in``, ``in_`` and ``_fields`` become the attributes ``in_``, ``in__``
+    and ``_fields_`` (each its own value, as ``fill`` wrote them); a bool global written
+    from Python is what the program tests."""
+    co.bss.g_flag = True
+    co.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+    c = co.bss.g_clash
+    assert c._fields == ("in_", "in__", "_fields_")
+    assert (c.in_, c.in__, c._fields_) == (1, 2, 3)
+    assert (c["in"], c["in_"], c["_fields"]) == (1, 2, 3)
+    assert plain(c) == {"in": 1, "in_": 2, "_fields": 3}
+    assert co.bss.g_flag_seen == 0xF1
+    co.bss.g_flag = False
+    co.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+    assert co.bss.g_flag_seen == 0xF0 and co.bss.g_flag is False
+    with pytest.raises(TypeError, match="g_flag: expected bool, got str"):
+        co.bss.g_flag = "yes"

@@ -380,3 +380,21 @@ def test_set_type_reads_and_writes_a_variable_as_another_type(gobj):
     with pytest.raises(AttributeError, match="^__nope__$"):
         bss.__nope__  # noqa: B018
     assert (bss.bss_in.lo, bss.bss_in.hi) == (1, 2)  # the refused calls changed nothing
+
+
+def test_set_rodata_refusals_name_the_variable_and_map(gobj):
+    with pytest.raises(pybpf.MapTypeError, match=r"\.rodata: 'ro_cfg' is a struct, not an "
+                                                 r"integer") as e:
+        gobj.set_rodata("ro_cfg", 5)
+    assert e.value.map.endswith(".rodata") and e.value.field == "ro_cfg"
+    with pytest.raises(pybpf.MapTypeError, match=r"set_rodata\('ro_val'\): value must be int, "
+                                                 r"bool or bytes"):
+        gobj.set_rodata("ro_val", 1.5)
+    with pytest.raises(KeyError, match="no read-only global named 'nope'"):
+        gobj.set_rodata("nope", 1)
+    assert gobj.rodata.ro_val == 7  # nothing changed
+    gobj.load()
+    with pytest.raises(StateError, match=r"cannot set 'ro_val': read-only globals \(\.rodata\) "
+                                         r"can only be set before load \(the kernel freezes "
+                                         r"them at load\)"):
+        gobj.set_rodata("ro_val", 1)

@@ -133,6 +133,17 @@ struct {
 	__type(value, __u32);
 } routes6 SEC(".maps");
 
+/* C member names that clash once made attributes: in -> in_, so in_ -> in__ */
+struct clash {
+	__u32 in;
+	__u32 in_;
+	__u32 _fields;
+};
+
+struct clash g_clash = {};
+bool g_flag = false;
+__u64 g_flag_seen = 0;
+
 struct gen g_gen = {};
 struct flat g_flat = {};
 __u8 one_byte SEC(".data.one") = 3; /* a section of 1 byte: its mmap is one page */
@@ -233,6 +244,10 @@ int fill(void *ctx)
 	fill_gen(&g_gen);
 	fill_flat(&g_flat, 0);
 	one_byte += 1;
+	g_clash.in = 1;
+	g_clash.in_ = 2;
+	g_clash._fields = 3;
+	g_flag_seen = g_flag ? 0xf1 : 0xf0;
 	for (__u32 k = 0; k < 3; k++) {
 		__builtin_memset(&f, 0, sizeof(f));
 		fill_flat(&f, k);
