@@ -398,3 +398,21 @@ def test_set_rodata_refusals_name_the_variable_and_map(gobj):
                                          r"can only be set before load \(the kernel freezes "
                                          r"them at load\)"):
         gobj.set_rodata("ro_val", 1)
+
+
+def test_missing_sections_name_what_the_source_lacks(bpf_obj):
+    """tests/bpf/codecs.bpf.c has no .data (clang's string constants make a .rodata);
+    tests/bpf/typed_layouts.bpf.c has no globals at all."""
+    with pybpf.Object.open(bpf_obj("codecs")) as obj:
+        with pytest.raises(pybpf.ObjectError, match=r"BPF object 'codecs' has no \.data section "
+                           r"\(its source defines no initialized globals\); its sections: "
+                           r"\.bss, \.data\.one, \.rodata$"):
+            obj.data  # noqa: B018
+    with pybpf.Object.open(bpf_obj("typed_layouts")) as obj:
+        with pytest.raises(pybpf.ObjectError, match=r"no \.bss section \(its source defines no "
+                                                    r"zero-initialized globals\); its sections: "
+                                                    r"none$"):
+            obj.bss  # noqa: B018
+        with pytest.raises(pybpf.ObjectError, match=r"no \.rodata section \(its source defines "
+                                                    r"no const volatile globals\)"):
+            obj.rodata  # noqa: B018
