@@ -478,3 +478,27 @@ def test_clashing_member_names_and_bool_globals(co):
     assert co.bss.g_flag_seen == 0xF0 and co.bss.g_flag is False
     with pytest.raises(TypeError, match="g_flag: expected bool, got str"):
         co.bss.g_flag = "yes"
+
+
+def test_unions_of_another_btf_and_partly_built_subclasses_reach_the_kernel(co):
+    """A ``union u`` from a C declaration (another BTF: another class) is written as its
+    chosen member, or as its bytes when decoded and unchanged; an instance of a user's
+    subclass whose ``__init__`` set one member writes the others as zero."""
+    U = as_codec("union u { struct pair { unsigned short lo; unsigned short hi; } parts; "
+                 "unsigned int whole; signed char sb[4]; }").cls
+    assert U is not co.btf["u"].pytype
+    co.maps["gen_in"][0] = {"un": U(whole=0x0A0B0C0D), "uns": [U._from_bytes(b"\x04\x03\x02\x01"),
+                                                                  U(parts=(1, 2))]}
+    got = _readback(co)
+    assert got[25:28] == [0x0A0B0C0D, 0x01020304, 0x00020001]
+
+    class MyBf(co.btf["bf"].pytype):
+        __slots__ = ()
+
+        def __init__(self, s3: int) -> None:  # no super().__init__: other slots unset
+            self.s3 = s3
+
+    co.maps["gen_in"][0] = {"b": MyBf(-2), "bfs": [MyBf(3)]}
+    got = _readback(co)
+    assert got[1:9] == [(-2) & M64] + [0] * 7
+    assert got[9:17] == [3] + [0] * 7
