@@ -167,7 +167,7 @@ class Section:
     def _after_load(self, live: Map | None) -> None:
         object.__setattr__(self, "_live", live)
         pending = self._pending
-        if pending and live is not None:
+        if live is not None:
             for off, data in pending.items():
                 self._write(off, data)
         pending.clear()
@@ -324,7 +324,7 @@ class Globals:
         (its source defines no such globals), naming the sections it has."""
         if name not in self._decl:
             what = {".data": "initialized globals", ".bss": "zero-initialized globals",
-                    ".rodata": "const volatile globals"}.get(name, "globals")
+                    ".rodata": "const volatile globals"}[name]  # (the three properties')
             raise ObjectError(_errno.ENOENT, f"BPF object {obj_name!r} has no {name} section "
                               f"(its source defines no {what}); its sections: "
                               f"{', '.join(self._decl) or 'none'}")

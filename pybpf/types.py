@@ -113,10 +113,12 @@ class Struct(_fastpath.StructBase):
     def __getitem__(self, name: str) -> Any:
         """A member by its C name, for names that cannot be attributes as they are
         (``v["in"]``, ``v["__init__"]``: their attributes are ``in_``, ``__init___``), or
-        by its attribute name. KeyError names the struct and the member."""
-        for m in self._codec.members:
-            if m.cname == name or m.name == name:
-                return getattr(self, m.name)
+        by its attribute name; a C name first (C ``in_`` is ``v["in_"]``, though the
+        attribute of C ``in`` is ``in_``). KeyError names the struct and the member."""
+        codec = self._codec
+        attr = codec.cname_index.get(name)
+        if attr is not None or name in codec.field_index:
+            return getattr(self, attr or name)
         raise BPFKeyError(_errno.ENOENT, f"{type(self).__name__} has no member {name!r:.60}")
 
     def _eq_other(self, other: object) -> Any:
@@ -1029,7 +1031,7 @@ def numpy_dtype(c: Codec) -> Any:
         raise ImportError("numpy is not installed: pip install 'pybpf[numpy]'") from exc
     if isinstance(c, BoolCodec):
         return np.dtype("?")
-    if isinstance(c, IntCodec):
+    if isinstance(c, IntCodec) and c.fmt is not None:  # not __int128: numpy has no i16
         # plain char (clang marks it signed, not BTF_INT_CHAR: its name decides); not
         # unsigned char/__u8, which are numbers
         if c.size == 1 and c.name == "char":
@@ -1085,12 +1087,11 @@ def _bf_set(buf: bytearray, off: int, m: _Member, value: Any, path: str) -> None
     if not lo <= value <= hi:
         raise ValueError(f"{path}: {value} is out of range for a {m.bits}-bit "
                          f"{'signed' if signed else 'unsigned'} bitfield [{lo}, {hi}]")
+    # ORed in: StructCodec.pack_into zeroes the struct (or union) before its members
     start = off + m.bit_off // 8
     nbytes = (m.bit_off % 8 + m.bits + 7) // 8
-    sh = m.bit_off % 8
-    mask = ((1 << m.bits) - 1) << sh
     raw = int.from_bytes(bytes(buf[start:start + nbytes]), "little")
-    raw = (raw & ~mask) | ((value & ((1 << m.bits) - 1)) << sh)
+    raw |= (value & ((1 << m.bits) - 1)) << (m.bit_off % 8)
     buf[start:start + nbytes] = raw.to_bytes(nbytes, "little")
 
 

@@ -9,7 +9,7 @@ AREA is one of the keys of AREAS below. The script copies this checkout to DIR
 (default /tmp/pybpf-mut-AREA; mutmut writes its mutated tree to DIR/mutants), rewrites
 the copy's ``[tool.mutmut]`` so that only the area's files are mutated and only the
 area's tests run (mutmut then runs, for each mutant, the tests that reached the mutated
-function in its first, clean run), runs ``mutmut run`` over the area's mutant names,
+module in its first, clean run: see widen_stats), runs ``mutmut run`` over the area's mutant names,
 and prints the score: caught (killed or timed out) of all, with the survivors and the
 mutants no test reached. Child interpreters the tests start import the mutated tree
 (PYTHONPATH), and apply the mutant under test too. Run as root: the tests load BPF.
@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # area -> (files mutated, mutant name globs counted, tests run)
 AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "types": (["pybpf/types.py"], ["pybpf.types.*"],
-              ["tests/test_types.py", "tests/test_globals.py", "tests/test_typed_maps.py"]),
+              ["tests/test_types.py", "tests/test_codecs.py", "tests/test_globals.py",
+               "tests/test_typed_maps.py"]),
     "loss": (["pybpf/ringbuf.py", "pybpf/perfbuf.py"],
              ["pybpf.ringbuf.xǁRingBufferǁ_count_drops_of__*",
               "pybpf.ringbuf.xǁRingBufferǁdrops__*", "pybpf.ringbuf.xǁRingBufferǁstats__*",
@@ -105,6 +106,17 @@ def timeout_checker(mutants):
                             pass
     return check
 
+def fresh_caches():
+    # each mutant runs in a fork of mutmut's process, which ran every test once: the
+    # BTF it parsed then (BTF.shared, with the types and codecs built from it) would be
+    # reused, and a mutant of a codec's constructor would never run
+    import sys
+    btf = sys.modules.get("pybpf.btf")
+    if btf is not None:
+        btf._shared.clear()
+        btf.BTF._vmlinux = None
+
+os.register_at_fork(after_in_child=fresh_caches)
 mm.timeout_checker = timeout_checker
 mm.cli()
 """
@@ -159,6 +171,29 @@ def report(area: str, dest: Path) -> int:
     return 0 if total else 1
 
 
+def widen_stats(dest: Path) -> None:
+    """Map every function of a mutated module to every test that reached the module.
+
+    mutmut runs, for a mutant, only the tests that called its function during the
+    first, clean run. Codecs, sections and walks are built once and cached (per BTF
+    object, per module-scoped fixture), so only the first test that builds one is
+    recorded, and a mutant of ``EnumCodec.__init__`` ran a test that checks offsets
+    only: the tests that check enum names never ran and it "survived"."""
+    stats = dest / "mutants" / "mutmut-stats.json"
+    data = json.loads(stats.read_text())
+    by_fn: dict[str, list[str]] = data["tests_by_mangled_function_name"]
+    by_module: dict[str, set[str]] = {}
+    for fn, tests in by_fn.items():
+        by_module.setdefault(fn.rsplit(".", 1)[0], set()).update(tests)
+    for meta in (dest / "mutants").rglob("*.meta"):
+        for name in json.loads(meta.read_text())["exit_code_by_key"]:
+            fn = name.partition("__mutmut_")[0]
+            tests = by_module.get(fn.rsplit(".", 1)[0])
+            if tests:
+                by_fn[fn] = sorted(tests)
+    stats.write_text(json.dumps(data))
+
+
 def mutmut(dest: Path, env: dict[str, str], children: int, names: list[str]) -> None:
     # (not ``-m mutmut``: its trampolines import mutmut.__main__, a second copy then)
     subprocess.run([sys.executable, "-c", MUTMUT, "run", "--max-children", str(children),
@@ -193,9 +228,11 @@ def main() -> int:
         before = {meta: json.loads(meta.read_text())
                   for meta in (dest / "mutants").rglob("*.meta")}
         if names:
-            mutmut(dest, dict(os.environ, PYTHONPATH=str(dest / "mutants"),
-                              PYBPF_TEST_BPF_DIR=str(dest / "build" / "test-bpf")),
-                   a.children, names)
+            env = dict(os.environ, PYTHONPATH=str(dest / "mutants"),
+                       PYBPF_TEST_BPF_DIR=str(dest / "build" / "test-bpf"))
+            mutmut(dest, env, a.children, ["nothing.matches.this*"])  # stats of new tests
+            widen_stats(dest)
+            mutmut(dest, env, a.children, names)
         for meta, old in before.items():  # mutmut forgets the results of the others
             new = json.loads(meta.read_text())
             for name, code in old["exit_code_by_key"].items():
@@ -209,9 +246,10 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(dest / "mutants"),
                    PYBPF_TEST_BPF_DIR=str(dest / "build" / "test-bpf"))
         names = a.only or AREAS[a.area][1]
+        # a first run over no mutant generates them all (and runs the tests once)
+        mutmut(dest, env, a.children, ["nothing.matches.this*"])
+        widen_stats(dest)
         if a.sample:
-            # a first run over no mutant generates them all (and runs the tests once)
-            mutmut(dest, env, a.children, ["nothing.matches.this*"])
             everyone = sorted(n for v in score(a.area, dest).values() for n in v)
             names = everyone[::max(1, -(-len(everyone) // a.sample))]
             print(f"a sample of {len(names)} of the area's {len(everyone)} mutants")

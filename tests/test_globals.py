@@ -94,6 +94,41 @@ def test_set_rodata_first_builds_only_what_it_writes(gobj):
     assert gobj.bss.bss_out == 30 + 80 + 9
 
 
+def test_negative_values_of_unsigned_globals_convert_as_in_c(gobj):
+    """-1 given to an unsigned global is all ones (C's ``(__u32)-1``), the lowest signed
+    value is the top bit, before load (attribute and set_rodata) and live (.bss): the
+    program computes with what it read."""
+    gobj.rodata.ro_val = -1
+    gobj.set_rodata("custom_ro", -(1 << 31))
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 0xFFFFFFFF + 80 + 0x80000000
+    gobj.bss.bss_in = -1  # __u64
+    _step(gobj)
+    assert gobj.bss.bss_out == (2 * (2**64 - 1) + 0xFFFFFFFF + 80 + 0x80000000) % 2**64
+    assert gobj.bss.map.lookup(bytes(4))[:8] == b"\xff" * 8
+
+
+def test_set_rodata_negative_before_load(gobj):
+    gobj.set_rodata("ro_val", -7)
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 2**32 - 7 + 80 + 5
+
+
+def test_a_one_byte_section_is_mapped_live(bpf_obj):
+    """A .data section of 1 byte (tests/bpf/codecs.bpf.c, ``fill`` adds 1): its mmap is
+    one page; Python reads what the program wrote and the program adds to Python's."""
+    with pybpf.load(bpf_obj("codecs")) as obj:
+        sec = obj.sections[".data.one"]
+        assert sec.one_byte == 3
+        obj.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+        assert sec.one_byte == 4
+        sec.one_byte = 200
+        obj.programs["fill"].test_run(ctx=bytes(8), repeat=0)
+        assert sec.one_byte == 201 and sec.map.lookup(bytes(4)) == bytes([201])
+
+
 def test_set_rodata_bytes_are_padded_with_zeros(gobj):
     """Bytes shorter than the global are zero-padded: the program reads exactly them."""
     gobj.rodata.ro_cfg = {"port": 1, "name": "1234567"}  # non-zero where padding goes
@@ -332,3 +367,68 @@ def test_a_variable_placed_past_its_section_by_bad_btf_is_refused(bpf_obj):
            "offset 16) ends past the section's 24 bytes")
     assert got[:2] == [msg, msg]
     assert len(got[2]) == 4
+
+
+def test_set_type_reads_and_writes_a_variable_as_another_type(gobj):
+    """A __u64 global read and written as a struct of two __u32 (a ctypes type): the
+    program computes bss_out = 2 * bss_in + 92 from what that type wrote."""
+    import ctypes
+
+    class Halves(ctypes.Structure):
+        _fields_ = [("lo", ctypes.c_uint32), ("hi", ctypes.c_uint32)]
+
+    gobj.load()
+    bss = gobj.bss
+    assert bss is gobj.bss and gobj.sections[".bss"] is bss  # one Section per section
+    bss.set_type("bss_in", Halves)
+    bss.set_type("bss_out", Halves)
+    bss.bss_in = {"lo": 1, "hi": 2}
+    _step(gobj)
+    out = bss.bss_out
+    assert (out.lo, out.hi) == (2 + 92, 4)
+    assert int.from_bytes(bss.map.lookup(bytes(4))[:8], "little") == (2 << 32) + 1
+    with pytest.raises(pybpf.MapValueError, match=r"\.bss variable 'bss_in' is 8 bytes, "
+                                                  r"u32 is 4"):
+        bss.set_type("bss_in", "u32")
+    with pytest.raises(AttributeError, match=r"section \.bss has no variable 'nope' "
+                                             r"\(variables: bss_in, bss_out, bss_name_out\)"):
+        bss.set_type("nope", "u32")
+    with pytest.raises(AttributeError, match="^__nope__$"):
+        bss.__nope__  # noqa: B018
+    assert (bss.bss_in.lo, bss.bss_in.hi) == (1, 2)  # the refused calls changed nothing
+
+
+def test_set_rodata_refusals_name_the_variable_and_map(gobj):
+    with pytest.raises(pybpf.MapTypeError, match=r"\.rodata: 'ro_cfg' is a struct, not an "
+                                                 r"integer") as e:
+        gobj.set_rodata("ro_cfg", 5)
+    assert e.value.map.endswith(".rodata") and e.value.field == "ro_cfg"
+    with pytest.raises(pybpf.MapTypeError, match=r"set_rodata\('ro_val'\): value must be int, "
+                                                 r"bool or bytes"):
+        gobj.set_rodata("ro_val", 1.5)
+    with pytest.raises(KeyError, match="no read-only global named 'nope'"):
+        gobj.set_rodata("nope", 1)
+    assert gobj.rodata.ro_val == 7  # nothing changed
+    gobj.load()
+    with pytest.raises(StateError, match=r"cannot set 'ro_val': read-only globals \(\.rodata\) "
+                                         r"can only be set before load \(the kernel freezes "
+                                         r"them at load\)"):
+        gobj.set_rodata("ro_val", 1)
+
+
+def test_missing_sections_name_what_the_source_lacks(bpf_obj):
+    """tests/bpf/codecs.bpf.c has no .data (clang's string constants make a .rodata);
+    tests/bpf/typed_layouts.bpf.c has no globals at all."""
+    with pybpf.Object.open(bpf_obj("codecs")) as obj:
+        with pytest.raises(pybpf.ObjectError, match=r"BPF object 'codecs' has no \.data section "
+                           r"\(its source defines no initialized globals\); its sections: "
+                           r"\.bss, \.data\.one, \.rodata$"):
+            obj.data  # noqa: B018
+    with pybpf.Object.open(bpf_obj("typed_layouts")) as obj:
+        with pytest.raises(pybpf.ObjectError, match=r"no \.bss section \(its source defines no "
+                                                    r"zero-initialized globals\); its sections: "
+                                                    r"none$"):
+            obj.bss  # noqa: B018
+        with pytest.raises(pybpf.ObjectError, match=r"no \.rodata section \(its source defines "
+                                                    r"no const volatile globals\)"):
+            obj.rodata  # noqa: B018
