@@ -446,14 +446,10 @@ def first_key(m: Map) -> bytes | None:
     raise _fail(m, -rc, "get_next_key failed")
 
 
-def clear(m: Map) -> int:
-    """Delete every key the walk finds (keys deleted meanwhile are fine); how many."""
+def clear(m: Map) -> None:
+    """Delete every key the walk finds (keys deleted meanwhile are fine)."""
     owner = _owner(m)
-    done = 0
     for k in list(keys(m)):
         rc = _sys.map_elem(owner, _sys.MAP_DELETE_ELEM, k, None, 0)
-        if rc == 0:
-            done += 1
-        elif rc != -_errno.ENOENT:
+        if rc != 0 and rc != -_errno.ENOENT:
             raise _fail(m, -rc, "delete failed")
-    return done
