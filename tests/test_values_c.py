@@ -436,7 +436,10 @@ def test_recycled_instances_in_a_child():
         h = obj.maps["h"]
         Rec = obj.btf["rec"].pytype
         # a second class of the same size: freed memory of one goes to the other
-        Other = pybpf.btf_type("struct other { long a, b, c, d, e, col, f, g; };").pytype
+        import ctypes
+        class other(ctypes.Structure):  # (a ctypes type: no clang needed in guests)
+            _fields_ = [(n, ctypes.c_long) for n in ("a", "b", "c", "d", "e", "col", "f", "g")]
+        Other = pybpf.btf_type(other).pytype
         out = {}
         h[1] = Rec(); h[1]; Other()           # the map's C state made (it holds Rec)
         refs = sys.getrefcount(Rec), sys.getrefcount(Other)
