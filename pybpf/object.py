@@ -424,7 +424,7 @@ class Object(Handle):
     def btf(self) -> BTF:
         """The object's own BTF (types of its maps, globals and events). Shared with
         the other objects opened from the same bytes (:meth:`BTF.shared`): reopening
-        one costs a copy and a comparison of its BTF, its types are built once."""
+        one costs a comparison of its BTF with libbpf's, its types are built once."""
         if self._btf is None:
             with self._stage.owner:
                 b = lib.bpf_object__btf(self._ptr)
@@ -432,8 +432,8 @@ class Object(Handle):
                     raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
                 size = ffi.new("__u32 *")
                 raw = lib.btf__raw_data(b, size)
-                data = bytes(ffi.buffer(raw, size[0]))
-            self._btf = BTF.shared(data)
+                # compared in place with the BTF of earlier opens (copied only when new)
+                self._btf = BTF.shared(ffi.buffer(raw, size[0]))
         return self._btf
 
     @property
