@@ -243,15 +243,16 @@ class BTF:
             return cls(f.read(), base=base)
 
     @classmethod
-    def shared(cls, raw: bytes) -> BTF:
-        """The BTF of ``raw``, shared with every earlier caller that passed equal bytes
-        (an object opened again gets the types, and codecs, already built): one
-        comparison of the bytes when known (memcmp), else a parse. Kept for the last
-        32 distinct blobs up to 16 MiB in all."""
+    def shared(cls, raw: bytes | Any) -> BTF:
+        """The BTF of ``raw`` (bytes, or any buffer: a cffi buffer of libbpf's copy is
+        compared in place, copied only when new), shared with every earlier caller that
+        passed equal bytes (an object opened again gets the types, and codecs, already
+        built): one comparison of the bytes when known (memcmp), else a parse. Kept for
+        the last 32 distinct blobs up to 16 MiB in all."""
         for known in _shared.get(len(raw), ()):
             if known.raw == raw:
                 return known
-        btf = cls(raw)
+        btf = cls(bytes(raw))
         with _shared_lock:
             global _shared_bytes
             while _shared and (_shared_bytes + len(btf.raw) > _SHARED_BYTES

@@ -27,7 +27,8 @@ import errno as _errno
 import functools
 import mmap
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ._args import user_raised
@@ -44,7 +45,7 @@ from .errors import (
 from .maps import Map, OpenMap
 from .types import BoolCodec, Codec, IntCodec, as_codec, codec_for
 
-__all__ = ["Section", "Globals", "c_cast"]
+__all__ = ["Section", "Globals", "c_cast", "section_layout"]
 
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
@@ -78,7 +79,7 @@ class Section:
                  "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
 
     def __init__(self, stage: Stage, m: OpenMap, name: str, btf: BTF,
-                 variables: dict[str, tuple[int, int, int]], size: int) -> None:
+                 variables: Mapping[str, tuple[int, int, int]], size: int) -> None:
         sa = object.__setattr__
         sa(self, "_stage", stage)
         sa(self, "_open", m)
@@ -267,11 +268,43 @@ class Section:
         return f"<Section {self._name} of {self._stage.name!r}: {', '.join(self._vars)}>"
 
 
+_Variables = Mapping[str, tuple[int, int, int]]  # name -> (offset, BTF type id, size)
+_NO_SECTION: tuple[None, _Variables, int] = (None, MappingProxyType({}), 0)
+
+
+def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
+    """What a global-variable section of BTF DATASEC ``vid`` holds: its name (None when
+    ``vid`` is no data section's DATASEC), its variables (name -> (offset, BTF type id,
+    size); read-only) and its size. Built once per (shared) BTF, as its codecs: every
+    object opened from the same bytes reuses it."""
+    if not vid:
+        return _NO_SECTION
+    cache: dict[int, Any] | None = getattr(btf, "_sections", None)
+    if cache is None:
+        cache = {}
+        btf._sections = cache  # type: ignore[attr-defined]
+    found = cache.get(vid)
+    if found is None:
+        found = _NO_SECTION
+        if btf.kind_of(vid) == BTFKind.DATASEC:
+            name = btf.name_of(vid)
+            if name.startswith((".data", ".bss", ".rodata")):
+                ds = btf.types[vid]
+                variables = MappingProxyType({v.name: (v.offset, v.type, v.size)
+                                              for v in ds.members
+                                              if btf.kind_of(v.type) == BTFKind.VAR})
+                found = (name, variables, ds.size)
+        cache[vid] = found
+    return found
+
+
 class Globals:
     """The data sections of one object, by ELF section name. A section's variables are
     read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
-    def __init__(self, stage: Stage, btf: BTF | None, maps: Mapping[str, OpenMap]) -> None:
+    def __init__(self, stage: Stage, btf: BTF | None,
+                 maps: Iterable[tuple[OpenMap, int]]) -> None:
+        """``maps``: the object's internal maps with their BTF value type ids."""
         self._stage = stage
         self._btf = btf
         self._lock = threading.Lock()
@@ -281,14 +314,9 @@ class Globals:
         self._closed = False
         if btf is None:
             return
-        for m in maps.values():
-            if not m.internal:
-                continue
-            vid = m.btf_value_type_id
-            if not vid or btf.kind_of(vid) != BTFKind.DATASEC:
-                continue
-            name = btf.name_of(vid)
-            if name.startswith((".data", ".bss", ".rodata")):
+        for m, vid in maps:
+            name = section_layout(btf, vid)[0]
+            if name is not None:
                 self._decl[name] = (m, vid)
 
     def _build(self, name: str) -> Section:
@@ -298,15 +326,11 @@ class Globals:
         m, vid = self._decl[name]
         btf = self._btf
         assert btf is not None
-        ds = btf.types[vid]
-        variables: dict[str, tuple[int, int, int]] = {}
-        for v in ds.members:
-            if btf.kind_of(v.type) == BTFKind.VAR:
-                variables[v.name] = (v.offset, v.type, v.size)
+        _name, variables, size = section_layout(btf, vid)
         with self._lock:
             sec = self._built.get(name)
             if sec is None:
-                sec = Section(self._stage, m, name, btf, variables, ds.size or m.value_size)
+                sec = Section(self._stage, m, name, btf, variables, size or m.value_size)
                 if self._live is not None:
                     sec._after_load(self._live.get(m.name))
                 if self._closed:

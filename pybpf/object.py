@@ -63,7 +63,7 @@ from .errors import (
     VerifierError,
     describe_errno,
 )
-from .globals import Globals, Section, c_cast
+from .globals import Globals, Section, c_cast, section_layout
 from .link import Link
 from .maps import Map, OpenMap, possible_cpus
 from .program import Program
@@ -212,6 +212,23 @@ class _ByName(Mapping[str, Any]):
 class Object(Handle):
     """An opened BPF object file. Use :meth:`open` (or :func:`pybpf.load`)."""
 
+    # Defaults until first set (class attributes: an open that only sets a global
+    # does not pay to store them on every instance).
+    _load_failed = False
+    # The Program and OpenMap wrappers, built on first use (see _programs): an open
+    # that only sets a global never builds the programs'.
+    _progs_built: dict[str, Program] | None = None
+    _open_maps_built: dict[str, OpenMap] | None = None
+    _maps: dict[str, Map] | None = None  # the live maps, after load
+    _btf: BTF | None = None
+    _globals_obj: Globals | None = None
+    # Resources built on this object's maps (event readers...): closed first by
+    # close(), held weakly (see close_with()); made by close_with().
+    _dependents: weakref.WeakSet[Any] | None = None
+    _upgrade_from: Object | None = None
+    upgrade_report: _upgrade.UpgradeReport | None = None
+    """What :meth:`upgrade` did (per map, per link, timings); None otherwise."""
+
     def __init__(self, ptr: Any, *, name: str, path: str | None, keepalive: Any) -> None:
         # The closer must not reach the Object: links refer to their owner, so it
         # holds them weakly (a strong list kept every attached Object alive forever).
@@ -226,28 +243,14 @@ class Object(Handle):
         """The object's name (file stem unless ``name=`` was given)."""
         self.path = path
         """The file it was opened from (None when opened from bytes)."""
-        self._load_failed = False
         self._not_attached: dict[str, str] = {}
         self._lock = threading.RLock()
         self._links: list[Link] = []
-        # The Program and OpenMap wrappers, built on first use (see _programs): an
-        # open that only sets a global never builds the programs'.
-        self._progs_built: dict[str, Program] | None = None
-        self._open_maps_built: dict[str, OpenMap] | None = None
         # wrappers built before the others (a .rodata write builds only its map's),
         # by libbpf's map pointer address: _open_maps adopts them
         self._open_maps_early: dict[int, OpenMap] = {}
-        self._maps: dict[str, Map] | None = None  # the live maps, after load
-        self._btf: BTF | None = None
-        self._globals_obj: Globals | None = None
-        # Resources built on this object's maps (event readers...): closed first by
-        # close(), held weakly (see close_with()).
-        self._dependents: weakref.WeakSet[Any] | None = None  # made by close_with()
         self._finalizer = weakref.finalize(self, owner.close)
-        self._upgrade_from: Object | None = None
         self._upgrade_args: dict[str, Any] = {}
-        self.upgrade_report: _upgrade.UpgradeReport | None = None
-        """What :meth:`upgrade` did (per map, per link, timings); None otherwise."""
 
     # --- opening ------------------------------------------------------------------
     @classmethod
@@ -292,16 +295,7 @@ class Object(Handle):
         obj_name = name
         if obj_name is None:
             obj_name = os.path.basename(path).split(".")[0] if path else "object"
-        opts = ffi.new("struct bpf_object_open_opts *")
-        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
-        keep: list[Any] = []
         btf_copy: FD | None = None
-
-        def c(s: str) -> Any:
-            buf = ffi.new("char[]", s.encode())
-            keep.append(buf)
-            return buf
-
         for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
                                 ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
             if value is not None and not isinstance(value, ok):
@@ -311,7 +305,7 @@ class Object(Handle):
             if isinstance(value, str) and "\0" in value:
                 raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
                                   "byte", path=path)
-        opts.object_name = c(obj_name)
+        kconfig_c = pin_c = btf_c = ffi.NULL
         if kconfig is not None:
             if isinstance(kconfig, Mapping):
                 lines = []
@@ -319,18 +313,17 @@ class Object(Handle):
                     v = "y" if v is True else "n" if v is False else v
                     lines.append(f"{k}={v}")
                 kconfig = "\n".join(lines) + "\n"
-            opts.kconfig = c(kconfig)
+            kconfig_c = kconfig.encode()
         if pin_root_path is not None:
-            opts.pin_root_path = c(check_pin_path(pin_root_path,
-                                                  f"object {obj_name!r}: pin_root_path"))
+            pin_c = check_pin_path(pin_root_path, f"object {obj_name!r}: pin_root_path").encode()
         if btf_custom_path is not None:
             btf_copy = _custom_btf_copy(os.fspath(btf_custom_path))
-            opts.btf_custom_path = c(f"/proc/self/fd/{btf_copy.get()}")
+            btf_c = f"/proc/self/fd/{btf_copy.get()}".encode()
         # section names newer than libbpf
         data, link_maps = _sections.for_libbpf(data, section_names)
-        buf = ffi.from_buffer(data)
-        with capture() as log:
-            ptr = lib.bpf_object__open_mem(buf, len(data), opts)
+        with capture() as log:  # one C call: the options struct is built in C
+            ptr = lib.pybpf_object_open(data, len(data), obj_name.encode(), kconfig_c, pin_c,
+                                        btf_c)
         if ptr == ffi.NULL:
             err = ffi.errno or _errno.EINVAL
             if btf_copy is not None:
@@ -338,7 +331,7 @@ class Object(Handle):
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
         _sections.after_open(ptr, link_maps)
-        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, buf, btf_copy))
+        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, btf_copy))
         if upgrade_from is not None:
             if not isinstance(upgrade_from, Object):
                 obj.close()
@@ -431,7 +424,7 @@ class Object(Handle):
     def btf(self) -> BTF:
         """The object's own BTF (types of its maps, globals and events). Shared with
         the other objects opened from the same bytes (:meth:`BTF.shared`): reopening
-        one costs a copy and a comparison of its BTF, its types are built once."""
+        one costs a comparison of its BTF with libbpf's, its types are built once."""
         if self._btf is None:
             with self._stage.owner:
                 b = lib.bpf_object__btf(self._ptr)
@@ -439,8 +432,8 @@ class Object(Handle):
                     raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
                 size = ffi.new("__u32 *")
                 raw = lib.btf__raw_data(b, size)
-                data = bytes(ffi.buffer(raw, size[0]))
-            self._btf = BTF.shared(data)
+                # compared in place with the BTF of earlier opens (copied only when new)
+                self._btf = BTF.shared(ffi.buffer(raw, size[0]))
         return self._btf
 
     @property
@@ -461,7 +454,7 @@ class Object(Handle):
             with self._lock:
                 g = self._globals_obj
                 if g is None:
-                    g = self._globals_obj = Globals(self._stage, btf, self._open_maps)
+                    g = self._globals_obj = Globals(self._stage, btf, self._internal_maps())
                     if self._maps is not None:
                         g.after_load(self._maps)
         return g
@@ -501,69 +494,67 @@ class Object(Handle):
             raise StateError(f"{self.name}: cannot set {name!r}: read-only globals (.rodata) "
                              "can only be set before load (the kernel freezes them at load)")
         btf = self.btf
-        for sec_name, m in self._rodata_maps():
-            sec = btf.datasec(sec_name)
-            if sec is None:
+        for m, vid in self._internal_maps():
+            sec_name, variables, _size = section_layout(btf, vid)  # cached per shared BTF
+            if sec_name is None or not sec_name.startswith(".rodata"):
                 continue
-            for var in sec.members:
-                if var.name != name:
-                    continue
-                t = btf.resolve(btf.types[var.type].type)
-                try:
-                    if isinstance(value, (bytes, bytearray)):
-                        if len(value) > var.size:
-                            raise ValueError(f"{name!r} holds {var.size} bytes, got "
-                                             f"{len(value)}")
-                        enc = bytes(value).ljust(var.size, b"\0")
-                    elif isinstance(value, int):
-                        if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
-                            raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an "
-                                            "integer")
-                        codec = codec_for(btf, var.type)  # the one encoder of the variable
-                        enc = codec.encode(c_cast(codec, int(value)), repr(name))
-                    else:
-                        raise TypeError(f"set_rodata({name!r}): value must be int, bool or "
-                                        "bytes")
-                except (TypeError, ValueError) as e:
-                    if isinstance(e, BPFError):
-                        raise
-                    kind = MapTypeError if isinstance(e, TypeError) else MapValueError
-                    raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
-                m.write_initial_value(var.offset, enc)
-                return
+            var = variables.get(name)
+            if var is None:
+                continue
+            offset, var_type, var_size = var
+            t = btf.resolve(btf.types[var_type].type)
+            try:
+                if isinstance(value, (bytes, bytearray)):
+                    if len(value) > var_size:
+                        raise ValueError(f"{name!r} holds {var_size} bytes, got "
+                                         f"{len(value)}")
+                    enc = bytes(value).ljust(var_size, b"\0")
+                elif isinstance(value, int):
+                    if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+                        raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an "
+                                        "integer")
+                    codec = codec_for(btf, var_type)  # the one encoder of the variable
+                    enc = codec.encode(c_cast(codec, int(value)), repr(name))
+                else:
+                    raise TypeError(f"set_rodata({name!r}): value must be int, bool or "
+                                    "bytes")
+            except (TypeError, ValueError) as e:
+                if isinstance(e, BPFError):
+                    raise
+                kind = MapTypeError if isinstance(e, TypeError) else MapValueError
+                raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
+            m.write_initial_value(offset, enc)
+            return
         raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no read-only global named "
                                          f"{name!r}")
 
-    def _rodata_maps(self) -> list[tuple[str, OpenMap]]:
-        """The object's .rodata maps with their section names. Before the other maps'
-        wrappers exist, only these are built (from libbpf's names: one pass, no
-        syscall), for _open_maps to adopt."""
-        if self._open_maps_built is not None:
-            maps: Iterable[OpenMap] = self._open_maps_built.values()
-        else:
-            found = []
+    def _internal_maps(self) -> list[tuple[OpenMap, int]]:
+        """The object's internal maps (global-variable sections) with their BTF value
+        type ids (DATASEC). Before the other maps' wrappers exist, only these are built
+        (one C call, no syscall), for _open_maps to adopt: an open that sets a global
+        builds no other wrapper."""
+        built = self._open_maps_built
+        if built is None:
             with self._lock, self._stage.owner:
-                if self._open_maps_built is not None:
-                    return self._rodata_maps()
-                early = self._open_maps_early
-                arr = ffi.new("struct bpf_map *[8]")
-                n = lib.pybpf_rodata_maps(self._ptr, arr, 8)
-                if n > 8:  # more .rodata sections than fit: the general path
-                    maps = self._open_maps.values()
-                else:
-                    for m in arr[0:n]:
-                        addr = int(ffi.cast("uintptr_t", m))
-                        om = early.get(addr)
-                        if om is None:
-                            om = early[addr] = OpenMap(self._stage, m, internal=True)
-                        found.append(om)
-                    maps = found
-        out = []
-        for om in maps:
-            if ".rodata" in om.name and om.internal:
-                # Internal map names are "<obj prefix>.rodata[.suffix]" (truncated).
-                out.append((om.name[om.name.index(".rodata"):], om))
-        return out
+                built = self._open_maps_built
+                if built is None:
+                    early = self._open_maps_early
+                    arr = ffi.new("struct bpf_map *[16]")
+                    vids = ffi.new("__u32[16]")
+                    n = lib.pybpf_internal_maps(self._ptr, arr, vids, 16)
+                    if n <= 16:
+                        found = []
+                        for i in range(n):
+                            m = arr[i]
+                            addr = int(ffi.cast("uintptr_t", m))
+                            om = early.get(addr)
+                            if om is None:
+                                om = early[addr] = OpenMap(self._stage, m, internal=True)
+                            found.append((om, int(vids[i])))
+                        return found
+            if built is None:  # more internal maps than fit: the general path
+                built = self._open_maps
+        return [(om, om.btf_value_type_id) for om in built.values() if om.internal]
 
     # --- choosing programs (before load) --------------------------------------------
     def select_programs(self, include: str | Iterable[str] | None = None, *,

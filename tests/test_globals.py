@@ -432,3 +432,39 @@ def test_missing_sections_name_what_the_source_lacks(bpf_obj):
         with pytest.raises(pybpf.ObjectError, match=r"no \.rodata section \(its source defines "
                                                     r"no const volatile globals\)"):
             obj.rodata  # noqa: B018
+
+
+@pytest.mark.parametrize("first", ["set_rodata", "rodata"])
+def test_more_sections_than_one_native_call_collects(first):
+    """22 data sections (pybpf_internal_maps collects 16 in one call; past that, every
+    map's wrapper is built): each write reaches the kernel whichever access comes
+    first, and obj.maps then holds one wrapper per map, the early ones adopted."""
+    from conftest import compile_test_bpf
+
+    with pybpf.Object.open(compile_test_bpf("many_sections")) as obj:
+        if first == "set_rodata":
+            obj.set_rodata("ro19", 500)
+            obj.rodata.base = 7
+        else:
+            obj.rodata.base = 7
+            obj.set_rodata("ro19", 500)
+        obj.sections[".rodata.3"].ro3 = 40
+        assert {f".rodata.{i}" for i in range(20)} | {".rodata", ".bss"} == set(obj.sections)
+        maps = obj.maps
+        assert len(maps) == 22 and len(set(map(id, maps.values()))) == 22
+        obj.load()
+        obj.programs["sum"].test_run(ctx=bytes(8), repeat=0)
+        assert obj.bss.total == 7 + sum(range(20)) - 19 + 500 - 3 + 40
+
+
+def test_rodata_first_builds_only_the_data_sections_wrappers(gobj):
+    """obj.rodata as the first thing after open builds the internal maps' wrappers
+    only; obj.maps afterwards adopts them (the same objects), and the write loads."""
+    sec = gobj.rodata
+    gobj.rodata.ro_val = 11
+    maps = gobj.maps
+    assert sec.map is maps[next(n for n in maps if n.endswith(".rodata"))]
+    assert len(set(map(id, maps.values()))) == len(maps)
+    gobj.load()
+    _step(gobj)
+    assert gobj.bss.bss_out == 11 + 80 + 5

@@ -190,22 +190,44 @@ int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u3
 	return libbpf_register_prog_handler(sec, prog_type, attach_type, &opts);
 }
 
+/* --- opening ------------------------------------------------------------------ */
+
+/* bpf_object__open_mem of LEN bytes at DATA with the options Object.open passes
+ * (each may be NULL but NAME), in one call: the options struct is built here
+ * instead of field by field from Python.  NULL with errno set on failure. */
+struct bpf_object *pybpf_object_open(const char *data, size_t len, const char *name,
+				     const char *kconfig, const char *pin_root_path,
+				     const char *btf_custom_path)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts,
+		    .object_name = name,
+		    .kconfig = kconfig,
+		    .pin_root_path = pin_root_path,
+		    .btf_custom_path = btf_custom_path);
+
+	return bpf_object__open_mem(data, len, &opts);
+}
+
 /* --- global variables before load ------------------------------------------- */
 
-/* The internal maps of OBJ whose name holds ".rodata" (libbpf names them
- * "<prefix>.rodata[.suffix]"), at most MAX into OUT in libbpf's order: what
- * Object.set_rodata writes to, found in one call (a few calls per map from Python
- * cost more than the write).  Returns how many there are (may exceed MAX). */
-int pybpf_rodata_maps(struct bpf_object *obj, struct bpf_map **out, int max)
+/* The internal maps of OBJ (global-variable sections: libbpf names them
+ * "<prefix>.rodata[.suffix]", ".bss", ".data[.suffix]"...), at most MAX into OUT in
+ * libbpf's order: what Object.set_rodata and obj.rodata/.bss/.data use, found in one
+ * call (a few calls per map from Python cost more than a global's write), so an open
+ * that sets a global never builds the other maps' wrappers.  VIDS gets each one's BTF
+ * value type id (its DATASEC).  Returns how many there are (may exceed MAX). */
+int pybpf_internal_maps(struct bpf_object *obj, struct bpf_map **out, __u32 *vids, int max)
 {
 	struct bpf_map *m;
 	int n = 0;
 
 	bpf_object__for_each_map(m, obj) {
-		if (!bpf_map__is_internal(m) || !strstr(bpf_map__name(m), ".rodata"))
+		if (!bpf_map__is_internal(m))
 			continue;
-		if (n < max)
+		if (n < max) {
 			out[n] = m;
+			vids[n] = bpf_map__btf_value_type_id(m);
+		}
 		n++;
 	}
 	return n;

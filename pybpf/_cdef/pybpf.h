@@ -9,7 +9,8 @@ int pybpf_perf_event_open(__u32 type, __u64 config, __u64 sample, int freq, int 
 int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
 int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u32 prog_flags);
-int pybpf_rodata_maps(struct bpf_object *obj, struct bpf_map **out, int max);
+struct bpf_object *pybpf_object_open(const char *data, size_t len, const char *name, const char *kconfig, const char *pin_root_path, const char *btf_custom_path);
+int pybpf_internal_maps(struct bpf_object *obj, struct bpf_map **out, __u32 *vids, int max);
 /* event readers (pybpf/_native/batch.c, reader.c, ring.c, perf.c) */
 #define PYBPF_CLOSED -9
 struct pybpf_ring_reader;
