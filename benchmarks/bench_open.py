@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Cost of pybpf's pre-libbpf validation on opening valid objects, beside C libbpf.
 
-For each object (default: the shipped probes) prints the best of N runs (the
-minimum: the cost without interference from other work on the machine; the C
-side reports its median) of:
+For each object (default: the shipped probes) prints the median of N runs (the C
+side reports its median too, so the two compare like with like) of:
 
 * ``C open_mem``      bpf_object__open_mem + close from C (benchmarks/open_mem.c)
 * ``pybpf open``      Object.open(bytes) with validation, first time in the process
@@ -31,6 +30,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -44,13 +44,13 @@ import pybpf  # noqa: E402
 from pybpf import _validate  # noqa: E402
 
 
-def best_us(fn: Callable[[], object], n: int) -> float:
+def median_us(fn: Callable[[], object], n: int) -> float:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times) * 1e6
+    return statistics.median(times) * 1e6
 
 
 def c_baseline(*args: str | int) -> float | None:
@@ -94,12 +94,12 @@ def main() -> None:
         open_raw = open_cached  # timed while the check is switched off
 
         open_first()  # warm up: imports, page cache
-        with_v = best_us(open_first, args.n)
-        alone = best_us(validate, args.n)
-        reopen = best_us(open_cached, args.n)
+        with_v = median_us(open_first, args.n)
+        alone = median_us(validate, args.n)
+        reopen = median_us(open_cached, args.n)
         _validate.check_object = lambda d, n: None  # type: ignore[assignment]
         try:
-            without = best_us(open_raw, args.n)
+            without = median_us(open_raw, args.n)
         finally:
             _validate.check_object = check
         c = c_baseline(path, args.n)
@@ -136,7 +136,7 @@ def rodata_rows(n: int) -> None:
         c = c_baseline(path, n, "targ_pid")
         for label, fn in (("rodata.x = 1", attr), ("set_rodata", call)):
             fn()
-            py = best_us(fn, n)
+            py = median_us(fn, n)
             print(f"{f'{probe} ({ntypes} types) {label}':34} "
                   f"{c if c is not None else float('nan'):8.0f} {py:8.0f} {ratio(py, c)}")
 
@@ -153,7 +153,7 @@ def vmlinux_row(n: int) -> None:
         assert t is not None and b.size_of(t.id) > 0
 
     parse()
-    py = best_us(parse, n)
+    py = median_us(parse, n)
     c = c_baseline("--btf", path, n, "task_struct")
     ntypes = len(pybpf.BTF.from_file(path))
     print(f"{f'vmlinux BTF ({ntypes} types) + find':34} "
