@@ -450,6 +450,16 @@ class BTF:
         return t
 
     # --- queries ------------------------------------------------------------------
+    def memo(self, what: str) -> dict[int, Any]:
+        """The dict, made on first use, in which the modules above keep facts derived
+        from this BTF by type id (``"codecs"``, ``"sections"``): built once per BTF,
+        shared by every object opened from the same bytes. One dict lookup."""
+        memos: dict[str, dict[int, Any]] = self.__dict__.setdefault("_memos", {})
+        found = memos.get(what)
+        if found is None:
+            found = memos[what] = {}
+        return found
+
     def __len__(self) -> int:
         return self._count
 

@@ -279,10 +279,7 @@ def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
     object opened from the same bytes reuses it."""
     if not vid:
         return _NO_SECTION
-    cache: dict[int, Any] | None = getattr(btf, "_sections", None)
-    if cache is None:
-        cache = {}
-        btf._sections = cache  # type: ignore[attr-defined]
+    cache = btf.memo("sections")
     found = cache.get(vid)
     if found is None:
         found = _NO_SECTION

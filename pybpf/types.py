@@ -1106,10 +1106,7 @@ def _type_name(btf: BTF, t: BTFType, prefix: str) -> str:
 
 def codec_for(btf: BTF, type_id: int) -> Codec:
     """The codec of BTF type ``type_id`` (cached per BTF object)."""
-    cache: dict[int, Codec] | None = getattr(btf, "_codecs", None)
-    if cache is None:
-        cache = {}
-        btf._codecs = cache  # type: ignore[attr-defined]
+    cache: dict[int, Codec] = btf.memo("codecs")
     c = cache.get(type_id)
     if c is None:
         built = len(cache)
