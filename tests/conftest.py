@@ -88,6 +88,23 @@ def require(feature: features.Feature) -> None:
 
 
 @pytest.fixture
+def icli(capsys):
+    """The CLI in this process (``pybpf.cli.main``): same code, no interpreter start-up."""
+    from pybpf.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:
+            rc = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+
+    return run
+
+
+@pytest.fixture
 def trigger_exec():
     """Run a short-lived process; returns its pid."""
 

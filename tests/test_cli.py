@@ -24,23 +24,6 @@ def cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[st
                           text=True, timeout=timeout, check=False, **kw)
 
 
-@pytest.fixture
-def icli(capsys):
-    """The CLI in this process (``pybpf.cli.main``): same code, no interpreter start-up."""
-    from pybpf.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:
-            rc = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), rc, out, err)
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def cli_obj() -> str:
     return compile_test_bpf("cli_run")

@@ -47,22 +47,6 @@ def kinds() -> str:
     return compile_test_bpf("cli_kinds")
 
 
-@pytest.fixture
-def icli(capsys):
-    from pybpf.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:
-            rc = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), rc, out, err)
-
-    return run
-
-
 def _ncpus() -> int:
     """Possible CPUs, from the kernel's own list (per-CPU values come one per CPU)."""
     text = open("/sys/devices/system/cpu/possible").read().strip()
