@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import _fastpath as _sys
 from ._ffi import error_for
 from ._maptypes import TABLE
-from .errors import MapError
+from .errors import UNSUPPORTED, MapError
 
 if TYPE_CHECKING:
     from ._fd import FD
@@ -88,7 +88,6 @@ __all__ = ["BATCH_KINDS", "keys", "items", "batches", "chunks", "first_key", "cl
 _BUCKET_BATCH = frozenset(n for n, f in TABLE.items() if f.walk == "bucket")
 _INDEX_BATCH = frozenset(n for n, f in TABLE.items() if f.walk == "index")
 BATCH_KINDS = _BUCKET_BATCH | _INDEX_BATCH
-_NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
 _NO_KEYS = frozenset(n for n, f in TABLE.items() if f.walk == "none")
 _RESUME_TRIES = 64  # returned keys tried (newest first) to resume after a restart
 
@@ -304,7 +303,7 @@ def _present_items(m: Map, owner: FD, walk: Iterator[bytes], delete: bool
         val = bytearray(vs)
         if delete:
             rc = call(owner, _sys.MAP_LOOKUP_AND_DELETE_ELEM, k, val, 0)
-            if rc < 0 and -rc in _NOT_SUPPORTED:  # no lookup-and-delete: both steps
+            if rc < 0 and -rc in UNSUPPORTED:  # no lookup-and-delete: both steps
                 rc = call(owner, lookup, k, val, 0)
                 if rc == 0:
                     rc = call(owner, _sys.MAP_DELETE_ELEM, k, None, 0)
@@ -364,8 +363,10 @@ def _batch_walk(m: Map, owner: FD, n: int, delete: bool
             n *= 2
             continue
         if err and err != _errno.ENOENT:
-            if first and err in _NOT_SUPPORTED and got == 0:
-                # a kernel without batch ops for this kind: the key walk, in chunks
+            if first and err in UNSUPPORTED:
+                # a kernel without batch ops for this kind, or without the command: the
+                # key walk, in chunks. (Those refusals come before anything is copied,
+                # and leave the count as it was given: it is not 0.)
                 yield from _chunked(_present_items(m, owner, _key_walk(m, owner),
                                                       delete), n)
                 return

@@ -37,6 +37,12 @@ import re
 from collections.abc import Sequence
 
 ENOTSUPP = 524  # kernel-internal "operation not supported", seen by BPF users
+# what the kernel says for a bpf(2) command it does not have (EINVAL, before 5.6 for
+# the batch commands) or an operation a map kind lacks (ENOTSUPP, EOPNOTSUPP...): the
+# caller may fall back to another way. Such refusals come before the kernel touched
+# anything, so a count in the attr is still the one given.
+UNSUPPORTED = frozenset({_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, ENOTSUPP,
+                         _errno.ENOSYS})
 
 __all__ = [
     "BPFError",

@@ -54,7 +54,7 @@ from ._args import name_arg, user_raised
 from ._ffi import error_for, ffi, lib
 from ._maptypes import TABLE, MapTypeFacts, facts
 from .btf import BTF
-from .errors import ClosedError, MapError, MapKeyError, MapTypeError, MapValueError
+from .errors import UNSUPPORTED, ClosedError, MapError, MapKeyError, MapTypeError, MapValueError
 from .maps import (
     Map,
     UpdateFlags,
@@ -85,7 +85,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _MISSING: Any = object()
-_NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTSUP, _errno.EOPNOTSUPP, 524, _errno.ENOSYS)
 
 
 def _round8(n: int) -> int:
@@ -501,7 +500,7 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             if default is _MISSING:
                 raise self._missing(key)
             return default
-        if err not in _NOT_SUPPORTED:
+        if err not in UNSUPPORTED:
             raise self._fail("lookup_and_delete failed", err)
         got = self._lookup_raw(kb)
         if got is None or self._call(_DELETE, kb)[0] < 0:
@@ -582,8 +581,8 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
                                        kbuf, vbuf, len(items), flags, 0)
         if rc < 0:
             err = -rc
-            if err in _NOT_SUPPORTED and done == 0:
-                return False
+            if err in UNSUPPORTED and done in (0, len(items)):
+                return False  # refused before any entry: the count is 0 or as given
             if err == _errno.E2BIG and done < len(items):
                 self._update_failed(items[done][0], flags, err)
             raise self._fail(f"update_batch failed after {done} of {len(items)} entries",
@@ -603,8 +602,10 @@ class TypedMap(_fastpath.MapBase, Map, Generic[K, V]):
             if rc == 0:
                 return len(kbs)
             err = -rc
+            if err in UNSUPPORTED and done == len(kbs):
+                done = 0  # refused before any key: the count is still the one given
             kbs = kbs[done:]
-            if err not in (*_NOT_SUPPORTED, _errno.ENOENT):
+            if err not in UNSUPPORTED and err != _errno.ENOENT:
                 raise self._fail("delete_batch failed", err)
         else:
             done = 0

@@ -48,7 +48,8 @@ AREAS: dict[str, tuple[list[str], list[str], list[str]]] = {
                 ["tests/test_globals.py", "tests/test_object.py"]),
     "walks": (["pybpf/_walk.py"], ["pybpf._walk.*"],
               ["tests/test_walks.py", "tests/test_integrity_walks.py",
-               "tests/test_walk_errors.py", "-k", "not cli_map_dump"]),
+               "tests/test_walk_errors.py", "tests/test_walk_fallback.py",
+               "-k", "not cli_map_dump"]),
     "cli": (["pybpf/_clicmds.py"], ["pybpf._clicmds.*"],
             ["tests/test_cli.py", "tests/test_cli_output.py"]),
 }
