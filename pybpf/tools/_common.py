@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import Object, probe_path
+from .._args import c_int
 from ..btf import BTF, BTFKind, BTFType
 from ..errors import BPFError
 from ..maps import Map, possible_cpus
@@ -160,6 +161,12 @@ class Scope:
     cgroup: str | None = None
     root_pid: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.pid is not None:
+            pid_filter(self.pid, "scope: pid")
+        if self.root_pid is not None:
+            pid_filter(self.root_pid, "scope: root_pid")
+
     def rodata(self) -> dict[str, int]:
         """The ``.rodata`` values of pybpf_scope.h for this scope."""
         out: dict[str, int] = {}
@@ -172,6 +179,45 @@ class Scope:
             out["scope_cgroup_id"] = cgid
             out["scope_cgroup_level"] = level
         return out
+
+
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's ceiling for pid_max (64-bit)
+
+
+def pid_filter(value: Any, what: str = "pid") -> int:
+    """A process id a probe can filter on: 1 to PID_MAX_LIMIT (0 would mean "every
+    process" to the BPF side, a negative one "none"). BPFTypeError/BPFValueError."""
+    return c_int(value, what, "s32", lo=1, hi=PID_MAX_LIMIT,
+                 want=f"a process id (1 to {PID_MAX_LIMIT})")
+
+
+def uid_filter(value: Any, what: str = "uid") -> int:
+    """A user id a probe can filter on: 0 to 2**32 - 2 ((u32)-1 is no uid: the BPF side
+    reads it as "every user"). BPFTypeError/BPFValueError."""
+    return c_int(value, what, "u32", hi=(1 << 32) - 2,
+                 want=f"a user id (0 to {(1 << 32) - 2})")
+
+
+def _cli_type(check: Callable[[Any, str], int], what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            n = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r:.40}") from None
+        try:
+            return check(n, what)
+        except BPFError as e:
+            raise argparse.ArgumentTypeError(e.strerror or str(e)) from None
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+pid_arg = _cli_type(pid_filter, "pid")
+"""argparse type of ``--pid``: :func:`pid_filter` of the number given."""
+uid_arg = _cli_type(uid_filter, "uid")
+"""argparse type of ``--uid``: :func:`uid_filter` of the number given."""
 
 
 def cgroup_id_level(path: str) -> tuple[int, int]:

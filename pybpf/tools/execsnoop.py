@@ -21,7 +21,17 @@ from typing import Any
 
 from ..btf import BTFKind
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, seconds, stream
+from ._common import (
+    ProbeSession,
+    Scope,
+    announce,
+    pid_arg,
+    pid_filter,
+    seconds,
+    stream,
+    uid_arg,
+    uid_filter,
+)
 
 __all__ = ["ExecEvent", "ExecSnoop", "main"]
 
@@ -52,9 +62,9 @@ class ExecSnoop(ProbeSession):
                  ring_bytes: int | None = None) -> None:
         rodata: dict[str, int | bytes] = {"ignore_failed": int(ignore_failed)}
         if uid is not None:
-            rodata["targ_uid"] = uid
+            rodata["targ_uid"] = uid_filter(uid)
         if pid is not None:
-            rodata["targ_pid"] = pid
+            rodata["targ_pid"] = pid_filter(pid)
         super().__init__(rodata=rodata, scope=scope, ring_bytes=ring_bytes)
 
     def _convert(self, raw: dict[str, Any]) -> ExecEvent:
@@ -91,8 +101,8 @@ def _print(ev: ExecEvent, as_json: bool, stamp: dict[str, Any] | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pybpf execsnoop", description=__doc__.split("\n")[0])
-    ap.add_argument("--uid", type=int, help="only this user id")
-    ap.add_argument("--pid", type=int, help="only this process id")
+    ap.add_argument("--uid", type=uid_arg, help="only this user id")
+    ap.add_argument("--pid", type=pid_arg, help="only this process id")
     ap.add_argument("--failed", action="store_true", help="include failed execs (default)")
     ap.add_argument("--ignore-failed", action="store_true", help="drop failed execs")
     ap.add_argument("--duration", type=seconds, help="stop after S seconds")

@@ -20,7 +20,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, seconds, stream, tracepoint_exists
+from ._common import (
+    ProbeSession,
+    Scope,
+    announce,
+    pid_arg,
+    seconds,
+    stream,
+    tracepoint_exists,
+    uid_arg,
+    uid_filter,
+)
 
 __all__ = ["OpenEvent", "OpenSnoop", "open_flags_str", "main"]
 
@@ -107,7 +117,7 @@ class OpenSnoop(ProbeSession):
                                  f"got {comm!r}")
             rodata["targ_comm"] = raw
         if uid is not None:
-            rodata["targ_uid"] = uid
+            rodata["targ_uid"] = uid_filter(uid)
         if pid is not None:
             scope = Scope(pid=pid, cgroup=scope.cgroup if scope else None,
                           root_pid=scope.root_pid if scope else None)
@@ -141,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="pybpf opensnoop", description="Trace open(2) calls: pid, comm, fd or errno, path.",
         epilog="examples:\n  pybpf opensnoop --comm bash\n  pybpf opensnoop --failed "
                "--duration 5 --json", formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pid", type=int, help="only this process id")
+    ap.add_argument("--pid", type=pid_arg, help="only this process id")
     ap.add_argument("--comm", help="only tasks with this command name (up to 15 bytes)")
-    ap.add_argument("--uid", type=int, help="only this user id")
+    ap.add_argument("--uid", type=uid_arg, help="only this user id")
     ap.add_argument("--failed", action="store_true", help="only failed opens")
     ap.add_argument("--duration", type=seconds, help="stop after S seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")

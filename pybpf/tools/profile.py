@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..symbolize import KernelSymbols, ProcessSymbols, kernel_symbols
-from ._common import ProbeSession, decode, raw_items, read_percpu_u64, seconds
+from ._common import ProbeSession, decode, pid_arg, pid_filter, raw_items, read_percpu_u64, seconds
 
 __all__ = ["Sample", "Profile", "main"]
 
@@ -68,7 +68,7 @@ class Profile(ProbeSession):
                                           "kernel_only": int(kernel_only),
                                           "include_idle": int(include_idle)}
         if pid is not None:
-            rodata["targ_pid"] = pid
+            rodata["targ_pid"] = pid_filter(pid)
         self._ksyms: KernelSymbols | None = None
         self._psyms: dict[int, ProcessSymbols] = {}
         super().__init__(rodata=rodata)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                "  pybpf profile --pid 1234 --frequency 999 --json\n"
                "  pybpf profile --duration 30 --pprof cpu.pb.gz   # go tool pprof, Pyroscope",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pid", type=int, help="only this process id")
+    ap.add_argument("--pid", type=pid_arg, help="only this process id")
     ap.add_argument("--frequency", "-F", type=int, default=99, help="samples per second per CPU")
     ap.add_argument("--duration", type=seconds, default=5.0, help="seconds to sample")
     g = ap.add_mutually_exclusive_group()

@@ -23,7 +23,7 @@ from typing import Any, Union
 
 from .. import features
 from ..export.exporters import Exporters, add_flags
-from ._common import ProbeSession, Scope, announce, seconds, stream
+from ._common import ProbeSession, Scope, announce, pid_arg, seconds, stream, uid_arg, uid_filter
 
 __all__ = ["ConnectEvent", "TcpConnect", "main"]
 
@@ -83,7 +83,7 @@ class TcpConnect(ProbeSession):
                 raise ValueError(f"port must be 1-65535, got {port}")
             rodata["targ_dport"] = port
         if uid is not None:
-            rodata["targ_uid"] = uid
+            rodata["targ_uid"] = uid_filter(uid)
         if pid is not None:
             scope = Scope(pid=pid, cgroup=scope.cgroup if scope else None,
                           root_pid=scope.root_pid if scope else None)
@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="pybpf tcpconnect", description="Trace active TCP connects (IPv4 and IPv6).",
         epilog="examples:\n  pybpf tcpconnect\n  pybpf tcpconnect --port 443 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pid", type=int, help="only this process id")
+    ap.add_argument("--pid", type=pid_arg, help="only this process id")
     ap.add_argument("--port", type=int, help="only connects to this destination port")
-    ap.add_argument("--uid", type=int, help="only this user id")
+    ap.add_argument("--uid", type=uid_arg, help="only this user id")
     ap.add_argument("--hook", choices=("auto", "fexit", "tracepoint"), default="auto",
                     help="kernel hook (default: probe the kernel)")
     ap.add_argument("--duration", type=seconds, help="stop after S seconds")
