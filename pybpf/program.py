@@ -43,7 +43,7 @@ from .errors import (
     StateError,
 )
 from .link import IterLink, Link, socket_filter_link
-from .symbolize import resolve_uprobe
+from .symbolize import opened_binary, resolve_library, resolve_uprobe
 
 if TYPE_CHECKING:
     from .maps import Map
@@ -678,30 +678,46 @@ class Program(Handle):
             what += f"+{offset:#x}"
         target = f"{'uretprobe' if ret else 'uprobe'} {path}:{what}" + (
             f" pid {pid}" if pid >= 0 else "")
-        if function:
-            # pybpf resolves the symbol itself (libbpf 1.1 refuses versioned aliases
-            # such as libc's clock_nanosleep as "ambiguous"): path and file offset
-            try:
-                resolved = resolve_uprobe(path, function, pid if pid > 0 else None)
-            except AttachError as e:
-                raise AttachError(e.errno or _errno.EINVAL, f"cannot attach program {self.name!r}: "
-                                  f"{e.message}", program=self.name, target=target) from None
-            path = resolved.path
-            offset += resolved.offset
-        with capture() as log:
-            ptr = lib.bpf_program__attach_uprobe_opts(self._raw(), pid, path.encode(), offset,
-                                                      opts)
-        if ptr == ffi.NULL:
-            err = ffi.errno
-            self._user_binary_error(err, path, target, log)
-            if err == _errno.ENOENT and function:
-                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
-                                  f"symbol {function!r} not found in {path}",
-                                  program=self.name, target=target, libbpf_log=log)
-        link = self._link(ptr, target, log)
+        if "/" not in path:  # a library or program name: the file it names now
+            path = self._library_path(path, pid, target)
+        # one open file for the symbols and the attach (opened_binary)
+        with opened_binary(path, f"cannot attach program {self.name!r}") as fd_path:
+            if function:
+                # pybpf resolves the symbol itself (libbpf 1.1 refuses versioned aliases
+                # such as libc's clock_nanosleep as "ambiguous"): the file offset
+                try:
+                    resolved = resolve_uprobe(path, function, read_from=fd_path)
+                except AttachError as e:
+                    raise AttachError(e.errno or _errno.EINVAL, f"cannot attach program "
+                                      f"{self.name!r}: {e.message}", program=self.name,
+                                      target=target) from None
+                offset += resolved.offset
+            with capture() as log:
+                ptr = lib.bpf_program__attach_uprobe_opts(self._raw(), pid, fd_path.encode(),
+                                                          offset, opts)
+            if ptr == ffi.NULL:
+                err = ffi.errno
+                self._user_binary_error(err, path, target, log)
+                if err == _errno.ENOENT and function:
+                    raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
+                                      f"symbol {function!r} not found in {path}",
+                                      program=self.name, target=target, libbpf_log=log)
+            link = self._link(ptr, target, log)
         if function:
             link.uprobe = resolved
         return link
+
+    def _library_path(self, name: str, pid: int, target: str) -> str:
+        """The file a library or program ``name`` is (:func:`resolve_library`, in
+        process ``pid``'s view when > 0); AttachError (ENOENT) naming it if none."""
+        try:
+            return resolve_library(name, pid if pid > 0 else None)
+        except FileNotFoundError:
+            raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
+                              f"{'library' if '.so' in name else 'program'} {name!r} not found "
+                              "(searched LD_LIBRARY_PATH, the loaded libraries, ld.so.conf and "
+                              "the standard directories, or PATH for a program)",
+                              program=self.name, target=target) from None
 
     def _user_binary_error(self, err: int, path: str, target: str, log: list[str]) -> None:
         """Raise a clear AttachError when ``path`` is not a usable binary or library."""
@@ -731,18 +747,23 @@ class Program(Handle):
         opts.sz = ffi.sizeof("struct bpf_usdt_opts")
         opts.usdt_cookie = cookie
         target = f"usdt {path}:{provider}:{name}"
-        with capture() as log:
-            ptr = lib.bpf_program__attach_usdt(self._raw(), pid, path.encode(), provider.encode(),
-                                               name.encode(), opts)
-        if ptr == ffi.NULL:
-            err = ffi.errno
-            self._user_binary_error(err, path, target, log)
-            if err == _errno.ENOENT:
-                raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: USDT "
-                                  f"probe {provider}:{name} not found in {path}",
-                                  program=self.name, target=target, libbpf_log=log)
-        return check_usdt(self._obj, self._link(ptr, target, log, no_fd="a USDT attachment is "
-                          "one uprobe link per probe site and has no single fd"), target, self.name)
+        if "/" not in path:  # a library or program name: the file it names now
+            path = self._library_path(path, pid, target)
+        # libbpf reads the notes and attaches through one open file (opened_binary)
+        with opened_binary(path, f"cannot attach program {self.name!r}") as fd_path:
+            with capture() as log:
+                ptr = lib.bpf_program__attach_usdt(self._raw(), pid, fd_path.encode(),
+                                                   provider.encode(), name.encode(), opts)
+            if ptr == ffi.NULL:
+                err = ffi.errno
+                self._user_binary_error(err, path, target, log)
+                if err == _errno.ENOENT:
+                    raise AttachError(_errno.ENOENT, f"cannot attach program {self.name!r}: "
+                                      f"USDT probe {provider}:{name} not found in {path}",
+                                      program=self.name, target=target, libbpf_log=log)
+            link = self._link(ptr, target, log, no_fd="a USDT attachment is one uprobe "
+                              "link per probe site and has no single fd")
+        return check_usdt(self._obj, link, target, self.name)
 
     def attach_xdp(self, ifname: str | int | None = None, *, ifindex: int | None = None,
                    mode: str = "auto") -> Link:

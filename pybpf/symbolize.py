@@ -30,6 +30,7 @@ Frame text (``str(frame)``, what ``symbolize()`` returns)::
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import ctypes.util
 import errno as _errno
@@ -45,7 +46,7 @@ from .errors import AttachError
 
 __all__ = ["Frame", "KernelSymbols", "ElfSymbols", "ProcessSymbols", "UprobeTarget",
            "kernel_symbols", "kernel_symbol", "user_symbol", "kernel_frame", "load_elf",
-           "resolve_library", "resolve_uprobe", "demangle"]
+           "resolve_library", "resolve_uprobe", "opened_binary", "demangle"]
 
 
 # --- names ------------------------------------------------------------------------
@@ -377,11 +378,13 @@ def _function_symbols(elf: Any) -> Iterator[_Sym]:
                        info & 0xF == _STT_GNU_IFUNC)
 
 
-def load_elf(path: str) -> ElfSymbols | None:
+def load_elf(path: str, *, read_from: str | None = None) -> ElfSymbols | None:
     """The function symbols of the ELF file at ``path`` (cached per file version),
-    None if unreadable."""
+    None if unreadable. ``read_from``: read them through this name of the same file
+    (:func:`opened_binary`); ``path`` stays the name kept for later reads (lines)."""
+    src = read_from or path
     try:
-        st = os.stat(path)
+        st = os.stat(src)
     except OSError:
         return None
     key = (path, st.st_dev, st.st_ino, st.st_mtime_ns)
@@ -392,7 +395,7 @@ def load_elf(path: str) -> ElfSymbols | None:
 
     result: ElfSymbols | None = None
     try:
-        with open(path, "rb") as f:
+        with open(src, "rb") as f:
             elf = ELFFile(f)
             loads = [(seg["p_offset"], seg["p_vaddr"], seg["p_filesz"])
                      for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
@@ -519,7 +522,27 @@ def resolve_library(name: str, pid: int | None = None) -> str:
                             "not found", name)
 
 
-def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> UprobeTarget:
+@contextlib.contextmanager
+def opened_binary(path: str, who: str) -> Iterator[str]:
+    """``path`` opened once, for as long as the block runs, as the name
+    ``/proc/self/fd/N``: reading its symbols and attaching through that name (the
+    kernel follows the link to the open file) see one file, even if ``path`` is
+    renamed over, a symlink in it flips, or a package upgrade replaces it meanwhile;
+    else a probe could land at one file's offset in another. AttachError naming
+    ``who`` and ``path`` when it cannot be opened. One open and one close."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise AttachError(e.errno or _errno.ENOENT, f"{who}: cannot open binary {path}: "
+                          f"{e.strerror}", target=path) from None
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def resolve_uprobe(binary: str, function: str, pid: int | None = None, *,
+                   read_from: str | None = None) -> UprobeTarget:
     """Resolve ``function`` of ``binary`` (a path, a library name such as
     ``"libc.so.6"`` or ``"c"``, or a program on PATH: :func:`resolve_library`, in
     process ``pid``'s view when given) to the path and file offset a uprobe takes,
@@ -529,7 +552,8 @@ def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> Uprobe
     AttachError (ENOENT) when no definition exists, (ENOEXEC) when the file is not a
     readable ELF, naming them; (EINVAL) when definitions at different addresses stay
     ambiguous, listing them (pass ``offset=`` instead). Reads the file's symbol
-    tables once per file version."""
+    tables once per file version. ``read_from``: read the symbols through this name
+    of the same file instead (:func:`opened_binary`); the result names ``binary``."""
     binary = path_arg(binary, "resolve_uprobe: binary")
     name_arg(function, f"resolve_uprobe: function in {binary}")
     if pid is not None:
@@ -541,7 +565,7 @@ def resolve_uprobe(binary: str, function: str, pid: int | None = None) -> Uprobe
                           "(searched LD_LIBRARY_PATH, the loaded libraries, ld.so.conf and "
                           "the standard directories, or PATH for a program)",
                           target=f"{binary}:{function}") from None
-    syms = load_elf(path)
+    syms = load_elf(path, read_from=read_from)
     if syms is None:
         raise AttachError(_errno.ENOEXEC, f"cannot resolve {binary}:{function}: {path} is not "
                           "an ELF binary (or not readable)", target=f"{path}:{function}")

@@ -227,12 +227,25 @@ def new_cgroup() -> Iterator[str]:
 
 # --- the uprobe/USDT test binary -------------------------------------------------
 
-def target_binary() -> str:
-    """Build tests/native/attach_target.c with gcc into build/test-bin (cached)."""
+def target_binary(padded: bool = False) -> str:
+    """Build tests/native/attach_target.c with gcc into build/test-bin (cached).
+    ``padded``: with a function before pybpf_target_add (at another file offset)."""
     src = TESTS / "native" / "attach_target.c"
-    out = BUILD / "attach_target"
+    stem = "attach_target_padded" if padded else "attach_target"
+    out = BUILD / stem
     if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return str(out)
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        import pytest
+
+        pytest.skip("no C compiler (gcc) to build the uprobe test binary")
+    BUILD.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{stem}.tmp{os.getpid()}")
+    extra = ["-DPYBPF_PAD", "-fno-toplevel-reorder"] if padded else []
+    run(gcc, "-O2", "-g", *extra, "-o", str(tmp), str(src))
+    os.replace(tmp, out)
+    return str(out)
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         import pytest

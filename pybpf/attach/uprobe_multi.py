@@ -18,7 +18,7 @@ from typing import Any
 from .._ffi import ffi
 from ..errors import AttachError
 from ..link import Link
-from ..symbolize import load_elf
+from ..symbolize import load_elf, opened_binary
 from . import _common
 
 __all__ = ["resolve", "attach_uprobe_multi", "BPF_F_UPROBE_MULTI_RETURN"]
@@ -26,10 +26,12 @@ __all__ = ["resolve", "attach_uprobe_multi", "BPF_F_UPROBE_MULTI_RETURN"]
 BPF_F_UPROBE_MULTI_RETURN = 1
 
 
-def resolve(path: str, functions: str | Sequence[str]) -> dict[str, int]:
+def resolve(path: str, functions: str | Sequence[str], *,
+            read_from: str | None = None) -> dict[str, int]:
     """Function name -> file offset in ``path`` for a glob pattern or a list of names
-    (every name must exist). Reads the symbol tables once per file version."""
-    syms = load_elf(path)
+    (every name must exist). Reads the symbol tables once per file version (through
+    ``read_from``, a name of the same open file, when given)."""
+    syms = load_elf(path, read_from=read_from)
     if syms is None:
         raise AttachError(_errno.ENOEXEC, f"{path} is not a readable ELF binary", target=path)
     by_name: dict[str, int] = {}
@@ -76,53 +78,56 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
     if (functions is None) == (offsets is None):
         raise TypeError(f"program {program!r}: give functions= (a pattern or names) or "
                         "offsets=, exactly one")
-    if functions is not None:
-        targets = resolve(path, functions)
-        names = list(targets)
-        offs = list(targets.values())
-        what = functions if isinstance(functions, str) else ",".join(functions)
-    else:
-        offs = [int(o) for o in offsets or ()]
-        names = [hex(o) for o in offs]
-        what = ",".join(names)
-    if not offs:
-        raise ValueError(f"program {program!r}: no uprobe_multi targets")
-    cks: list[int] | None = None
-    if isinstance(cookies, Mapping):
-        cks = [int(cookies.get(n, 0)) for n in names]
-    elif cookies is not None:
-        cks = [int(c) for c in cookies]
-        if len(cks) != len(offs):
-            raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(offs)} "
-                             "uprobe targets")
-    target = f"{kind} {path}:{what}" + (f" pid {pid}" if pid > 0 else "")
-    cpath = ffi.new("char[]", path.encode())
-    coffs = ffi.new("__u64[]", offs)
-    ccks = ffi.new("__u64[]", cks) if cks is not None else ffi.NULL
-    symbol = "bpf_program__attach_uprobe_multi"
-    fn = None if session else _common.libbpf_api(symbol, prog_ptr)
-    if fn is not None:
-        opts = ffi.new("struct pybpf_uprobe_multi_opts *")
-        opts.sz = ffi.sizeof("struct pybpf_uprobe_multi_opts")
-        offsets_ul = ffi.new("unsigned long[]", offs)
-        opts.offsets, opts.cookies, opts.cnt, opts.retprobe = offsets_ul, ccks, len(offs), retprobe
-        link = _common.libbpf_route(fn, symbol, (prog_ptr, pid if pid > 0 else -1, cpath,
-                                                 ffi.NULL, opts), program, target,
-                                    feature=feature, errors={_errno.ESRCH: f"no process {pid}"})
+    # one open file for the symbols and the attach (symbolize.opened_binary)
+    with opened_binary(path, f"cannot attach program {program!r}") as fd_path:
+        if functions is not None:
+            targets = resolve(path, functions, read_from=fd_path)
+            names = list(targets)
+            offs = list(targets.values())
+            what = functions if isinstance(functions, str) else ",".join(functions)
+        else:
+            offs = [int(o) for o in offsets or ()]
+            names = [hex(o) for o in offs]
+            what = ",".join(names)
+        if not offs:
+            raise ValueError(f"program {program!r}: no uprobe_multi targets")
+        cks: list[int] | None = None
+        if isinstance(cookies, Mapping):
+            cks = [int(cookies.get(n, 0)) for n in names]
+        elif cookies is not None:
+            cks = [int(c) for c in cookies]
+            if len(cks) != len(offs):
+                raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(offs)} "
+                                 "uprobe targets")
+        target = f"{kind} {path}:{what}" + (f" pid {pid}" if pid > 0 else "")
+        cpath = ffi.new("char[]", fd_path.encode())  # the open file
+        coffs = ffi.new("__u64[]", offs)
+        ccks = ffi.new("__u64[]", cks) if cks is not None else ffi.NULL
+        symbol = "bpf_program__attach_uprobe_multi"
+        fn = None if session else _common.libbpf_api(symbol, prog_ptr)
+        if fn is not None:
+            opts = ffi.new("struct pybpf_uprobe_multi_opts *")
+            opts.sz = ffi.sizeof("struct pybpf_uprobe_multi_opts")
+            offsets_ul = ffi.new("unsigned long[]", offs)
+            opts.offsets, opts.cookies = offsets_ul, ccks
+            opts.cnt, opts.retprobe = len(offs), retprobe
+            link = _common.libbpf_route(fn, symbol, (prog_ptr, pid if pid > 0 else -1, cpath,
+                                                     ffi.NULL, opts), program, target,
+                                        feature=feature, errors={_errno.ESRCH: f"no process {pid}"})
+            link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
+            return link
+        tail = struct.pack("=QQQQIII", int(ffi.cast("uintptr_t", cpath)),
+                           int(ffi.cast("uintptr_t", coffs)), 0, int(ffi.cast("uintptr_t", ccks)),
+                           len(offs), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0,
+                           pid if pid > 0 else 0)
+        fd = _common.link_create(prog_fd, 0, attach_type, 0, tail)
+        if fd == -_errno.ESRCH:
+            raise AttachError(_errno.ESRCH, f"cannot attach program {program!r} to {target}: "
+                              f"no process {pid}", program=program, target=target)
+        link = _common.fd_link(fd, program, target, feature=feature)
+        if session:  # never libbpf's: name the attach type the link really has
+            link.via = "bpf_link_create(BPF_TRACE_UPROBE_SESSION)"
+        else:
+            _common.fallback_route(link, symbol)
         link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
         return link
-    tail = struct.pack("=QQQQIII", int(ffi.cast("uintptr_t", cpath)),
-                       int(ffi.cast("uintptr_t", coffs)), 0, int(ffi.cast("uintptr_t", ccks)),
-                       len(offs), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0,
-                       pid if pid > 0 else 0)
-    fd = _common.link_create(prog_fd, 0, attach_type, 0, tail)
-    if fd == -_errno.ESRCH:
-        raise AttachError(_errno.ESRCH, f"cannot attach program {program!r} to {target}: "
-                          f"no process {pid}", program=program, target=target)
-    link = _common.fd_link(fd, program, target, feature=feature)
-    if session:  # never libbpf's: name the attach type the link really has
-        link.via = "bpf_link_create(BPF_TRACE_UPROBE_SESSION)"
-    else:
-        _common.fallback_route(link, symbol)
-    link.targets = dict(zip(names, offs))  # type: ignore[attr-defined]
-    return link

@@ -7,6 +7,19 @@
 #include <stdlib.h>
 #include <sys/sdt.h>
 
+#ifdef PYBPF_PAD
+/* Built with -DPYBPF_PAD -fno-toplevel-reorder (tests/test_uprobe_same_file.py): this
+ * comes first in .text, so pybpf_target_add lies at another file offset. */
+__attribute__((noinline, used)) int pybpf_pad(int x)
+{
+	int i;
+
+	for (i = 0; i < 64; i++)
+		__asm__ volatile("nop; nop; nop; nop; nop; nop; nop; nop" : "+r"(x));
+	return x;
+}
+#endif
+
 __attribute__((noinline)) int pybpf_target_add(int a, int b)
 {
 	int r = a + b;
