@@ -28,7 +28,7 @@ from . import _fs
 from ._args import c_int, name_arg
 from ._fd import FD, Handle, bpf_fd_kind
 from ._ffi import capture, error_for, ffi, lib, walk_ids
-from .errors import AttachError, BPFError, BPFTypeError, ClosedError
+from .errors import AttachError, BPFError, BPFTypeError
 
 __all__ = ["Link", "LinkInfo", "IterLink", "LinkGroup", "list_links"]
 
@@ -111,7 +111,7 @@ class Link(Handle):
         self._holder: Any = None  # the Object whose program made it (held_by)
         self._finalizer: Any = None
         self._has_fd = ptr is not None or fd is not None
-        self._fd_pin: str | None = None  # where pin() pinned a link that libbpf did not make
+        self._pin: str | None = None  # where pin() pinned this link
         what = f"link {program!r} -> {target}"
         # The owner frees the link exactly once: at detach(), at garbage collection,
         # or at interpreter exit, whichever comes first -- and never during a call.
@@ -168,14 +168,7 @@ class Link(Handle):
     @property
     def pin_path(self) -> str | None:
         """Where :meth:`pin` pinned this link (None if not pinned, or detached)."""
-        if self._ptr is None:
-            return None if self._owner.closed else self._fd_pin
-        try:
-            with self._owner:
-                p = lib.bpf_link__pin_path(self._ptr)
-                return ffi.string(p).decode() if p != ffi.NULL else None
-        except ClosedError:
-            return None
+        return None if self._owner.closed else self._pin
 
     def info(self) -> LinkInfo:
         """Kernel view of the link (id, type, program id): one syscall."""
@@ -185,39 +178,32 @@ class Link(Handle):
     # --- verbs ----------------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin in bpffs: the link then outlives this process until :meth:`unpin`. Any
-        BPF link can be pinned: one libbpf made (``bpf_link__pin``) or one pybpf made
-        with ``BPF_LINK_CREATE`` (tcx, netkit, uprobe_multi... on libbpf 1.1:
-        ``bpf_obj_pin`` of its fd). One syscall."""
+        BPF link can be pinned: one libbpf made or one pybpf made with
+        ``BPF_LINK_CREATE`` (tcx, netkit, uprobe_multi...): ``bpf_obj_pin`` of its fd
+        either way, so that :meth:`unpin` removes it by one safe route. One syscall."""
         if self._ptr is None and not self._has_fd:
             raise BPFError(95, f"{self.target}: only BPF links can be pinned")
         if self._no_fd:
             raise BPFError(95, f"{self.target}: cannot be pinned: {self._no_fd}")
         p = _fs.check_pin_path(path, f"link {self.program!r}")
-        if self._ptr is None:
-            with self._owner as fd:
-                if self._fd_pin is not None:
-                    raise BPFError(_errno.EBUSY, f"link {self.program!r} is already pinned "
-                                                 f"at {self._fd_pin}")
-                if bpf_fd_kind(fd) != "link":  # a perf event, a socket filter...
-                    raise BPFError(95, f"{self.target}: only BPF links can be pinned")
-                rc = lib.bpf_obj_pin(fd, p.encode())
-                err = ffi.errno
-            if rc < 0:
-                raise error_for(err, f"cannot pin link {self.program!r} at {p}")
-            self._fd_pin = p
-            return
-        with self._owner, capture() as log:
-            pinned = lib.bpf_link__pin_path(self._ptr)
-            if pinned != ffi.NULL:  # one message whichever route made the link
+        with self._owner as fd, capture() as log:
+            if self._pin is not None:
                 raise BPFError(_errno.EBUSY, f"link {self.program!r} is already pinned "
-                                             f"at {ffi.string(pinned).decode()}")
-            err = lib.bpf_link__pin(self._ptr, p.encode())
-        if err:
-            raise error_for(-err, f"cannot pin link {self.program!r} at {p}", log=log)
+                                             f"at {self._pin}")
+            lfd = self._link_fd(fd)
+            if bpf_fd_kind(lfd) != "link":  # a perf event, a socket filter...
+                raise BPFError(95, f"{self.target}: only BPF links can be pinned")
+            rc = lib.bpf_obj_pin(lfd, p.encode())
+            err = ffi.errno
+        if rc < 0:
+            raise error_for(err, f"cannot pin link {self.program!r} at {p}", log=log)
+        self._pin = p
 
     def unpin(self) -> None:
         """Remove the pin; the link stays attached while this object holds it. Refused
-        (BPFError) if what is pinned there now is not this link."""
+        (BPFError) if what is pinned there now is not this link: the pin is renamed
+        aside, checked, then removed (or put back), so a pin swapped in at that path
+        meanwhile is never removed (``_fs.remove_pin``)."""
         p = self.pin_path
         if p is None:
             return
@@ -231,18 +217,12 @@ class Link(Handle):
                                    f"refusing to unpin {p}: what is pinned there is not "
                                    "this link")
 
-            if self._ptr is None:  # pinned by bpf_obj_pin (see pin): no check-then-unlink
-                try:
-                    _fs.remove_pin(p, check)
-                except FileNotFoundError:
-                    pass
-                self._fd_pin = None
-                return
-            # (libbpf unlinks its own pin_path: checked just before, as libbpf allows)
-            check(p)
-            err = lib.bpf_link__unpin(self._ptr)
-        if err:
-            raise error_for(-err, f"cannot unpin link {self.program!r}")
+            try:
+                _fs.remove_pin(p, check)
+            except FileNotFoundError:
+                pass
+            finally:  # removed, gone, or replaced by another pin: this link is not there
+                self._pin = None
 
     def update_program(self, program: Any) -> None:
         """Atomically replace the attached program (``BPF_LINK_UPDATE``, one syscall): no
@@ -317,6 +297,7 @@ class Link(Handle):
             hint = " (pybpf.Map.open_pinned)" if kind == "map" else ""
             raise BPFError(_errno.EINVAL, f"{p} is a pinned {kind}{hint}, not a link")
         link = cls(ptr, target=f"pinned {p}")
+        link._pin = p  # what unpin() removes (after checking it is still this link)
         try:
             link.program = f"prog id {link.info().prog_id}"
         except BPFError:

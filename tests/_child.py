@@ -76,3 +76,31 @@ def run_child(code: str, *, timeout: float = 30.0, env: dict[str, str] | None = 
     if verdict is None:
         pytest.fail(f"{what}: no verdict on stdout\n{_tail(p.stdout)}\n{_tail(p.stderr)}")
     return verdict
+
+
+def readline(proc: subprocess.Popen, stream: Any = None, *, timeout: float = 60.0,
+             what: str = "child") -> str:
+    """One line from ``proc``'s ``stream`` (default: its stdout), or fail the test: a
+    child that prints nothing for ``timeout`` seconds is killed (its pipe then ends),
+    so a stuck child fails this test instead of hanging the run. Works with Python's
+    buffered pipes (a timer kills the child; no select on the fd)."""
+    import threading
+
+    stream = proc.stdout if stream is None else stream
+    assert stream is not None, f"{what}: no pipe to read"
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        line = stream.readline()
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        pytest.fail(f"{what}: no line within {timeout:.0f} s (killed); got {line!r:.200}")
+    return line

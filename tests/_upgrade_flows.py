@@ -21,6 +21,7 @@ import time
 from collections import Counter as Tally
 from typing import Any
 
+from _child import readline
 from attach_util import in_netns, veth_pair
 
 from pybpf import Object, RingBuffer
@@ -172,7 +173,7 @@ class _Stream:
         self.n = n
         self.child = subprocess.Popen([sys.executable, "-c", _PRODUCER.format(n=n)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        pid, fd = map(int, self.child.stdout.readline().split())
+        pid, fd = map(int, readline(self.child, what="upgrade flow child").split())
         self.rodata = {"target_tgid": pid, "target_fd": fd}
         self.records: list[tuple[int, int, int]] = []  # (seq, build, record size)
         self.stop = threading.Event()
@@ -215,7 +216,7 @@ class _Stream:
             time.sleep(0.002)
 
     def finish(self) -> float:
-        elapsed = float(self.child.stdout.readline())
+        elapsed = float(readline(self.child, what="upgrade flow child"))
         self.child.wait(timeout=30)
         self.wait_for(self.n, 30)
         self.stop.set()

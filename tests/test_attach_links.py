@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _child import readline
 from attach_util import (
     hits,
     in_netns,
@@ -281,7 +282,7 @@ def test_sigkill_leaves_no_link_behind(bpf_obj):
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         try:
-            line = child.stdout.readline()  # type: ignore[union-attr]
+            line = readline(child)
             if "|" not in line:
                 child.kill()
                 pytest.fail(f"child failed: {child.communicate()[1]}")

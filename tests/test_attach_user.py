@@ -33,7 +33,7 @@ def user_obj(bpf_obj):
 def run_target_pid(binary: str, a: int, b: int) -> int:
     """Run the test binary (prints a + b); returns its pid."""
     proc = subprocess.Popen([binary, str(a), str(b)], stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate()
+    out, _ = proc.communicate(timeout=120)
     assert out.strip() == str(a + b)
     return proc.pid
 

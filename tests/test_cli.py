@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from _child import readline
 from conftest import compile_test_bpf
 
 import pybpf
@@ -145,7 +146,7 @@ def test_run_prints_decoded_events_and_dumps_maps(cli_obj):
                           f"targ_pid={me}", "--set", "tag=42", "--duration", "2", "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = p.stderr.readline()
+        line = readline(p, p.stderr)
         assert "attached 1 of 1 programs" in line, line + p.stderr.read()
         for _ in range(5):
             os.getcwd()

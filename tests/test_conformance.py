@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import pytest
+from _child import readline
 from _libbpf_tools import carve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,7 +102,7 @@ def workload(code: str) -> subprocess.Popen[str]:
     w = subprocess.Popen([sys.executable, "-c", "import sys, os, time, select\n"
                           "print('W', flush=True); sys.stdin.readline()\n" + code],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert w.stdout is not None and w.stdout.readline() == "W\n"
+    assert w.stdout is not None and readline(w) == "W\n"
     return w
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from _child import readline
 
 import pybpf
 
@@ -68,13 +69,13 @@ def test_ctrl_c_interrupts_a_blocking_wait_at_once(bpf_obj, kind: str, how: str)
     watchdog.start()
     try:
         for _ in range(ROUNDS):
-            line = p.stdout.readline().split()
+            line = readline(p).split()
             assert line and line[0] == "waiting", p.stderr.read() if p.stderr else ""
             prog_id = int(line[1])
             time.sleep(0.3)
             sent = time.monotonic()
             p.send_signal(signal.SIGINT)
-            first = p.stdout.readline()  # the handler's line, printed as the wait ended
+            first = readline(p)  # the handler's line, printed as the wait ended
             took.append(time.monotonic() - sent)
             assert first.startswith("interrupted after"), first
             assert float(first.split()[2]) >= 0.29  # it did block until the signal

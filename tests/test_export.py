@@ -30,7 +30,7 @@ prometheus_parser = pytest.importorskip(
 pytest.importorskip("opentelemetry.proto",
                     reason="opentelemetry-proto (pybpf[test] extra) not installed")
 
-from _child import run_child  # noqa: E402
+from _child import readline, run_child  # noqa: E402
 from _otlp_receiver import Receiver, attrs  # noqa: E402
 from conftest import compile_test_bpf  # noqa: E402
 
@@ -58,7 +58,7 @@ def start(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str, list
     url, lines = "", []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        line = p.stderr.readline()  # type: ignore[union-attr]
+        line = readline(p, p.stderr)
         lines.append(line)
         if "Prometheus metrics on " in line:
             url = line.split(" on ", 1)[1].strip()
@@ -66,7 +66,7 @@ def start(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str, list
             break
     if not lines or ready not in lines[-1]:
         p.kill()
-        out, err = p.communicate()
+        out, err = p.communicate(timeout=120)
         pytest.fail(f"{args[0]} did not start: {''.join(lines)}{err}")
     return p, url, lines
 
@@ -78,7 +78,7 @@ def stop(p: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
         return p.communicate(timeout=timeout)
     except BaseException:
         p.kill()
-        p.communicate()
+        p.communicate(timeout=120)
         raise
 
 
@@ -608,7 +608,7 @@ def test_agent_reload_and_sigterm(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-            p.communicate()
+            p.communicate(timeout=120)
         os.close(fd)
     assert p.returncode == 0, "".join(err.lines)
     live = {li.id for li in _live_links()}
@@ -696,13 +696,13 @@ def test_opensnoop_json_and_prometheus_agree(tmp_path):
          "sys.stdin.readline()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        assert readline(child).strip() == "ready"
         p, url, _ = start(["opensnoop", "--pid", str(child.pid), "--json", "--prometheus",
                            "127.0.0.1:0"], "Hit Ctrl-C")
         try:
             child.stdin.write("go\n")  # type: ignore[union-attr]
             child.stdin.flush()  # type: ignore[union-attr]
-            fds = json.loads(child.stdout.readline())  # type: ignore[union-attr]
+            fds = json.loads(readline(child))
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 fams = scrape(url)

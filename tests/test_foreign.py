@@ -16,6 +16,7 @@ import time
 import warnings
 
 import pytest
+from _child import readline
 from attach_util import BUILD, TESTS, hits
 from conftest import require
 
@@ -145,7 +146,7 @@ def test_pybpf_run_program_flags(bpf_obj):
                          text=True)
     assert r.stderr is not None
     head = ""  # up to "attached N of M" (its --duration starts then): execs after it count
-    while "attached" not in head and (line := r.stderr.readline()):
+    while "attached" not in head and (line := readline(r, r.stderr)):
         head += line
     _exec_n(3)
     out, err = r.communicate(timeout=60)
@@ -404,7 +405,7 @@ def test_symbolize_frames_aliases_demangling_and_lines(bpf_obj):
     with _open(bpf_obj("foreign"), keep=("user_stack", "kernel_stack")) as obj:
         proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True)
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        assert proc.stdout is not None and readline(proc) == "ready\n"
         obj.rodata.target_pid = proc.pid
         obj.load()
         prog = obj.programs["user_stack"]

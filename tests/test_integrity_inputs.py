@@ -462,6 +462,74 @@ def test_unpin_never_removes_a_pin_swapped_in_during_the_check(tmp_path):
     assert v["other_left"] == 1500, v
 
 
+LINK_UNPIN_SWAP = r"""
+import random
+import pybpf
+random.seed(P["seed"])
+d = P["dir"]
+obj = pybpf.load(P["obj"])
+prog = obj.programs["on_raw_tp"]
+path, spare = d + "/l", d + "/spare"
+res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": [],
+       "stale_pin_path": 0}
+for i in range(P["rounds"]):
+    # libbpf makes both links (raw_tp): the route bpf_link__unpin took unchecked
+    mine = prog.attach_raw_tracepoint("sched_process_exec")
+    other = prog.attach_raw_tracepoint("sched_process_exec")
+    mine.pin(path)
+    other.pin(spare)
+    other_id = other.info().id
+    t = threading.Timer(random.random() * 0.0004, os.replace, (spare, path))
+    t.start()
+    try:
+        mine.unpin()
+        res["removed_mine"] += 1
+    except pybpf.BPFError as e:
+        res["refused"] += 1
+    except OSError as e:
+        res["errors"].append(f"round {i}: {type(e).__name__}: {e}")
+    t.join()
+    res["stale_pin_path"] += mine.pin_path is not None
+    left = [q for q in (path, spare) if os.path.exists(q)]
+    ids = []
+    for q in left:
+        ln = pybpf.Link.open_pinned(q)
+        ids.append(ln.info().id)
+        ln.close()
+        os.unlink(q)
+    res["other_left"] += other_id in ids
+    res["other_lost"] += other_id not in ids
+    stray = os.listdir(d)
+    if stray:
+        res["errors"].append(f"round {i}: left behind {stray}")
+        for n in stray:
+            os.unlink(d + "/" + n)
+    mine.detach()
+    other.detach()
+obj.close()
+emit(res)
+"""
+
+
+def test_link_unpin_never_removes_a_link_pin_swapped_in_during_the_check(bpf_obj):
+    """The same for links libbpf made (raw_tp): ``Link.unpin()`` must not remove the
+    pin of another link moved onto its path around the call, and afterwards the link
+    no longer claims a pin path (it was removed, or replaced by the other's)."""
+    d = f"/sys/fs/bpf/pybpf_t2_lunpin_{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    try:
+        v = run_child(LINK_UNPIN_SWAP, timeout=300, what="link unpin under a swap",
+                      params={"dir": d, "rounds": 600, "seed": 5,
+                              "obj": bpf_obj("attach_trace")})
+    finally:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
+        os.rmdir(d)
+    assert v["other_lost"] == 0 and v["errors"] == [], v
+    assert v["other_left"] == 600 and v["stale_pin_path"] == 0, v
+    assert v["removed_mine"] + v["refused"] == 600, v
+
+
 SHORT_CODEC = r"""
 import pybpf
 import pybpf.types as T

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from _child import TESTS, run_child
+from _child import TESTS, readline, run_child
 
 pytestmark = pytest.mark.kernel
 
@@ -55,7 +55,7 @@ def test_listing_while_other_processes_attach_and_detach(bpf_obj):
                                  stdout=subprocess.PIPE, text=True) for _ in range(3)]
     try:
         for c in churners:
-            assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+            assert c.stdout is not None and readline(c).strip() == "ready"
         v = run_child(LIST, timeout=60, what="list_links under churn",
                       params={"path": path, "seconds": 5.0})
     finally:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _child import readline
 
 import pybpf
 
@@ -130,7 +131,7 @@ def test_sigkill_while_polling_leaves_no_program_attached():
             rb.poll(1.0)
     """)
     try:
-        line = child.stdout.readline()
+        line = readline(child)
         assert "|" in line, child.stderr.read() if child.poll() is not None else line
         progs, links, maps = ([int(x) for x in part.split()] for part in line.split("|"))
         assert progs and links and all(_live(progs, maps, links))

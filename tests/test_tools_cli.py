@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _child import readline
 
 from pybpf.tools.execsnoop import ExecSnoop
 
@@ -41,7 +42,7 @@ def run_tool(args: list[str], trigger: Callable[[], object] | None = None, *,
     result: object = None
     try:
         if trigger is not None:
-            banner = proc.stderr.readline()  # type: ignore[union-attr]
+            banner = readline(proc, proc.stderr)
             assert "Hit Ctrl-C to end." in banner, banner
             result = trigger()
             out, err = proc.communicate(timeout=timeout)
@@ -50,7 +51,7 @@ def run_tool(args: list[str], trigger: Callable[[], object] | None = None, *,
             out, err = proc.communicate(timeout=timeout)
     except BaseException:
         proc.kill()
-        proc.communicate()
+        proc.communicate(timeout=120)
         raise
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     done.pid = proc.pid  # type: ignore[attr-defined]

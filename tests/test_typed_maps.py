@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from _child import readline
 
 import pybpf
 from pybpf import MapError
@@ -245,7 +246,7 @@ def test_iteration_under_a_concurrent_kernel_writer(tm):
     link = tm.programs["churner"].attach()
     try:
         tm.bss.target_tgid = writer.pid
-        writer.stdout.readline()
+        readline(writer)
         deadline = time.monotonic() + 0.3
         while _calls(tm) < 2000 and time.monotonic() < deadline + 5:
             time.sleep(0.01)

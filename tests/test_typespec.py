@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _child import readline
 
 import pybpf
 from pybpf import toolchain
@@ -425,13 +426,13 @@ def test_cli_run_event_type_prints_fields(bpf_obj: Any) -> None:
         line = ""
         deadline = time.monotonic() + 60
         while "attached" not in line and time.monotonic() < deadline:
-            line = p.stderr.readline()
+            line = readline(p, p.stderr)
             if not line and p.poll() is not None:
                 pytest.fail(f"pybpf run exited: {p.stderr.read()}")
         trigger(COOKIES[:3])
         events: list[dict[str, Any]] = []
         while len(events) < 6 and time.monotonic() < deadline:  # ring + perf, 3 each
-            out = p.stdout.readline()
+            out = readline(p)
             if not out:
                 break
             rec = json.loads(out)

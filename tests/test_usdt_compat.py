@@ -29,7 +29,7 @@ def user_obj(bpf_obj):
 
 def run_pid(binary: str, a: int, b: int) -> int:
     p = subprocess.Popen([binary, str(a), str(b)], stdout=subprocess.PIPE, text=True)
-    out, _ = p.communicate()
+    out, _ = p.communicate(timeout=120)
     assert out.strip() == str(a + b)
     return p.pid
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from _child import readline
 
 import pybpf
 from pybpf import ClosedError, MapError
@@ -241,7 +242,7 @@ def start_writer(m: Any, k: Kind, env: Env) -> subprocess.Popen[str]:
     p = subprocess.Popen([sys.executable, "-c", WRITER, str(m.id),
                           ",".join(x.hex() for x in k.volatile), vals],
                          stdout=subprocess.PIPE, text=True, pass_fds=env.pass_fds(k))
-    assert p.stdout is not None and p.stdout.readline().strip() == "go"
+    assert p.stdout is not None and readline(p).strip() == "go"
     return p
 
 
@@ -391,7 +392,7 @@ def test_walks_under_a_bpf_program_writer(name, walks_obj):
         fd = obj.programs["churn"].fd
         writer = subprocess.Popen([sys.executable, "-c", BPF_WRITER, str(fd)], pass_fds=(fd,),
                                   stdout=subprocess.PIPE, text=True)
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "go"
+        assert writer.stdout is not None and readline(writer).strip() == "go"
         overlapped = walks = 0
         stable, vol = {k.decode(x) for x in k.stable}, {k.decode(x) for x in k.volatile}
         try:
@@ -668,7 +669,7 @@ def test_cli_map_dump_under_a_bpf_program_writer(walks_obj):
         fd = obj.programs["churn"].fd
         writer = subprocess.Popen([sys.executable, "-c", BPF_WRITER, str(fd)], pass_fds=(fd,),
                                   stdout=subprocess.PIPE, text=True)
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "go"
+        assert writer.stdout is not None and readline(writer).strip() == "go"
         try:
             for _ in range(5):
                 for name in ("h", "trie"):
