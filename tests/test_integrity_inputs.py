@@ -409,93 +409,45 @@ import random
 import pybpf
 random.seed(P["seed"])
 d = P["dir"]
-mine = pybpf.create_map("hash", 4, 4, 8, name="pinmine")
-other = pybpf.create_map("hash", 4, 4, 8, name="pinother")
-path, spare = d + "/m", d + "/spare"
-res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": []}
+if P["kind"] == "map":
+    maps = [pybpf.create_map("hash", 4, 4, 8, name=n) for n in ("pinmine", "pinother")]
+    pair = lambda: maps  # noqa: E731
+    unpin = lambda mine, path: mine.unpin(path)  # noqa: E731
+    kernel_id = lambda q: pybpf.Map.open_pinned(q)  # noqa: E731
+else:
+    # libbpf makes both links (raw_tp): the route bpf_link__unpin took unchecked
+    obj = pybpf.load(P["obj"])
+    prog = obj.programs["on_raw_tp"]
+    pair = lambda: [prog.attach_raw_tracepoint("sched_process_exec") for _ in "ab"]  # noqa
+    unpin = lambda mine, path: mine.unpin()  # noqa: E731
+    kernel_id = lambda q: pybpf.Link.open_pinned(q)  # noqa: E731
+path, spare = d + "/p", d + "/spare"
+res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": [],
+       "stale_pin_path": 0}
 for i in range(P["rounds"]):
+    mine, other = pair()
     mine.pin(path)
     other.pin(spare)
+    other_id = other.id if P["kind"] == "map" else other.info().id
     # another process's pin replaces this one at a random moment around the unpin
     t = threading.Timer(random.random() * 0.0004, os.replace, (spare, path))
     t.start()
     try:
-        mine.unpin(path)
+        unpin(mine, path)
         res["removed_mine"] += 1
     except pybpf.BPFError as e:
         res["refused"] += 1
     except OSError as e:
         res["errors"].append(f"round {i}: {type(e).__name__}: {e}")
     t.join()
-    # the other map's pin must survive, wherever the race put it
-    left = [q for q in (path, spare) if os.path.exists(q)]
+    if P["kind"] == "link":
+        res["stale_pin_path"] += mine.pin_path is not None
+    # the other's pin must survive, wherever the race put it
     ids = []
-    for q in left:
-        with pybpf.Map.open_pinned(q) as m:
-            ids.append(m.id)
-        os.unlink(q)
-    res["other_left"] += other.id in ids
-    res["other_lost"] += other.id not in ids
-    stray = [n for n in os.listdir(d)]
-    if stray:
-        res["errors"].append(f"round {i}: left behind {stray}")
-        for n in stray:
-            os.unlink(d + "/" + n)
-emit(res)
-"""
-
-
-def test_unpin_never_removes_a_pin_swapped_in_during_the_check(tmp_path):
-    """``Map.unpin(path)`` checks that the map pinned there is this one, then removes
-    it: another map's pin moved onto the path between the two must survive (the pin is
-    moved to a private name first, checked there, then removed)."""
-    d = f"/sys/fs/bpf/pybpf_t2_unpin_{os.getpid()}"
-    os.makedirs(d, exist_ok=True)
-    try:
-        v = run_child(UNPIN_SWAP, timeout=240, what="unpin under a swap",
-                      params={"dir": d, "rounds": 1500, "seed": 3})
-    finally:
-        for n in os.listdir(d):
-            os.unlink(os.path.join(d, n))
-        os.rmdir(d)
-    assert v["other_lost"] == 0 and v["errors"] == [], v
-    assert v["other_left"] == 1500, v
-
-
-LINK_UNPIN_SWAP = r"""
-import random
-import pybpf
-random.seed(P["seed"])
-d = P["dir"]
-obj = pybpf.load(P["obj"])
-prog = obj.programs["on_raw_tp"]
-path, spare = d + "/l", d + "/spare"
-res = {"removed_mine": 0, "refused": 0, "other_lost": 0, "other_left": 0, "errors": [],
-       "stale_pin_path": 0}
-for i in range(P["rounds"]):
-    # libbpf makes both links (raw_tp): the route bpf_link__unpin took unchecked
-    mine = prog.attach_raw_tracepoint("sched_process_exec")
-    other = prog.attach_raw_tracepoint("sched_process_exec")
-    mine.pin(path)
-    other.pin(spare)
-    other_id = other.info().id
-    t = threading.Timer(random.random() * 0.0004, os.replace, (spare, path))
-    t.start()
-    try:
-        mine.unpin()
-        res["removed_mine"] += 1
-    except pybpf.BPFError as e:
-        res["refused"] += 1
-    except OSError as e:
-        res["errors"].append(f"round {i}: {type(e).__name__}: {e}")
-    t.join()
-    res["stale_pin_path"] += mine.pin_path is not None
-    left = [q for q in (path, spare) if os.path.exists(q)]
-    ids = []
-    for q in left:
-        ln = pybpf.Link.open_pinned(q)
-        ids.append(ln.info().id)
-        ln.close()
+    for q in [q for q in (path, spare) if os.path.exists(q)]:
+        h = kernel_id(q)
+        ids.append(h.id if P["kind"] == "map" else h.info().id)
+        h.close()
         os.unlink(q)
     res["other_left"] += other_id in ids
     res["other_lost"] += other_id not in ids
@@ -504,27 +456,39 @@ for i in range(P["rounds"]):
         res["errors"].append(f"round {i}: left behind {stray}")
         for n in stray:
             os.unlink(d + "/" + n)
-    mine.detach()
-    other.detach()
-obj.close()
+    if P["kind"] == "link":
+        mine.detach()
+        other.detach()
 emit(res)
 """
+
+
+def _unpin_swap(kind: str, rounds: int, **params) -> dict:
+    d = f"/sys/fs/bpf/pybpf_t2_unpin_{kind}_{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    try:
+        return run_child(UNPIN_SWAP, timeout=300, what=f"{kind} unpin under a swap",
+                         params={"dir": d, "rounds": rounds, "kind": kind, **params})
+    finally:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
+        os.rmdir(d)
+
+
+def test_unpin_never_removes_a_pin_swapped_in_during_the_check():
+    """``Map.unpin(path)`` checks that the map pinned there is this one, then removes
+    it: another map's pin moved onto the path between the two must survive (the pin is
+    moved to a private name first, checked there, then removed)."""
+    v = _unpin_swap("map", 1500, seed=3)
+    assert v["other_lost"] == 0 and v["errors"] == [], v
+    assert v["other_left"] == 1500, v
 
 
 def test_link_unpin_never_removes_a_link_pin_swapped_in_during_the_check(bpf_obj):
     """The same for links libbpf made (raw_tp): ``Link.unpin()`` must not remove the
     pin of another link moved onto its path around the call, and afterwards the link
     no longer claims a pin path (it was removed, or replaced by the other's)."""
-    d = f"/sys/fs/bpf/pybpf_t2_lunpin_{os.getpid()}"
-    os.makedirs(d, exist_ok=True)
-    try:
-        v = run_child(LINK_UNPIN_SWAP, timeout=300, what="link unpin under a swap",
-                      params={"dir": d, "rounds": 600, "seed": 5,
-                              "obj": bpf_obj("attach_trace")})
-    finally:
-        for n in os.listdir(d):
-            os.unlink(os.path.join(d, n))
-        os.rmdir(d)
+    v = _unpin_swap("link", 600, seed=5, obj=bpf_obj("attach_trace"))
     assert v["other_lost"] == 0 and v["errors"] == [], v
     assert v["other_left"] == 600 and v["stale_pin_path"] == 0, v
     assert v["removed_mine"] + v["refused"] == 600, v

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno as _errno
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._ffi import CAP_PERFMON, OPTIONAL, capture, error_for, ffi, lib, optional
@@ -31,6 +31,21 @@ BPF_F_AFTER = 1 << 4
 BPF_F_ID = 1 << 5
 BPF_F_LINK = 1 << 13
 _ATTR_SIZE = 64  # link_create and query fit; the kernel zero-checks the rest
+
+
+def cookies_for(names: Sequence[str], cookies: Sequence[int] | Mapping[str, int] | None,
+                program: str, what: str) -> list[int] | None:
+    """One cookie per target of a multi link, in target order: from a name -> cookie
+    mapping (0 for names it lacks) or a sequence of exactly one per target; None for
+    none. ValueError naming the program when the counts differ."""
+    if cookies is None:
+        return None
+    if isinstance(cookies, Mapping):
+        return [int(cookies.get(n, 0)) for n in names]
+    cks = [int(c) for c in cookies]
+    if len(cks) != len(names):
+        raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(names)} {what}")
+    return cks
 
 
 def attach_error(program: str, err: int, target: str, log: list[str] | tuple[str, ...] = (),

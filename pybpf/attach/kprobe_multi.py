@@ -60,14 +60,7 @@ def attach_kprobe_multi(prog_fd: int, program: str, functions: str | Sequence[st
     else:
         names = list(functions)
         what = ",".join(names)
-    cks: list[int] | None = None
-    if isinstance(cookies, Mapping):
-        cks = [int(cookies.get(n, 0)) for n in names]
-    elif cookies is not None:
-        cks = [int(c) for c in cookies]
-        if len(cks) != len(names):
-            raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(names)} "
-                             "functions")
+    cks = _common.cookies_for(names, cookies, program, "functions")
     target = f"{kind} {what}"
     keep = [ffi.new("char[]", n.encode()) for n in names]
     syms = ffi.new("char *[]", keep)

@@ -91,14 +91,7 @@ def attach_uprobe_multi(prog_fd: int, program: str, binary: str | os.PathLike[st
             what = ",".join(names)
         if not offs:
             raise ValueError(f"program {program!r}: no uprobe_multi targets")
-        cks: list[int] | None = None
-        if isinstance(cookies, Mapping):
-            cks = [int(cookies.get(n, 0)) for n in names]
-        elif cookies is not None:
-            cks = [int(c) for c in cookies]
-            if len(cks) != len(offs):
-                raise ValueError(f"program {program!r}: {len(cks)} cookies for {len(offs)} "
-                                 "uprobe targets")
+        cks = _common.cookies_for(names, cookies, program, "uprobe targets")
         target = f"{kind} {path}:{what}" + (f" pid {pid}" if pid > 0 else "")
         cpath = ffi.new("char[]", fd_path.encode())  # the open file
         coffs = ffi.new("__u64[]", offs)
