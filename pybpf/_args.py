@@ -16,6 +16,7 @@ import errno as _errno
 import math
 import operator
 import os
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from .errors import (
 )
 
 __all__ = ["C_RANGES", "BARE", "c_int", "fd_or_path", "path_arg", "name_arg", "timeout_arg",
+           "kconfig_text",
            "choice", "user_raised", "named"]
 
 BARE = (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, struct.error,
@@ -173,3 +175,59 @@ def timeout_arg(value: Any, what: str) -> float | None:
     if value == math.inf:
         return None
     return float(value)
+
+
+_KCONFIG_NAME = re.compile(r"CONFIG_[A-Za-z0-9_]+\Z")
+_KCONFIG_VALUE = re.compile(r'(?:[ynm]|[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)'
+                            r'|"[^"\n\0]*")\Z')
+
+
+def kconfig_text(kconfig: Any, what: str) -> str:
+    """``kconfig`` (``CONFIG_*`` values for ``extern ... __kconfig``: a mapping of names
+    to bool / int / str, or the text of a .config) as the text libbpf parses, every line
+    checked: a name ``CONFIG_[A-Za-z0-9_]+``, a value ``y``/``n``/``m``, a number
+    (decimal, 0x hex, 0 octal, 64 bits) or a double-quoted string on one line; a bool
+    is ``y``/``n``. Else BPFTypeError/BPFValueError naming the entry: libbpf would read
+    an unchecked value later, at load, with a vaguer error (or take a newline in a value
+    as a second setting)."""
+    if isinstance(kconfig, Mapping):
+        lines = []
+        for k, v in kconfig.items():
+            if not isinstance(k, str):
+                raise BPFTypeError(_errno.EINVAL, f"{what}: a name must be a str, got "
+                                                  f"{_tname(k)} {k!r:.60}")
+            if isinstance(v, bool):
+                v = "y" if v else "n"
+            elif isinstance(v, int):
+                v = str(c_int(v, f"{what}: {k}", "s64" if v < 0 else "u64"))
+            elif not isinstance(v, str):
+                raise BPFTypeError(_errno.EINVAL, f"{what}: {k}: expected a bool, int or str, "
+                                                  f"got {_tname(v)} {v!r:.60}")
+            _kconfig_entry(k, v, what)
+            lines.append(f"{k}={v}")
+        return "\n".join(lines) + "\n"
+    if not isinstance(kconfig, str):
+        raise BPFTypeError(_errno.EINVAL, f"{what}: expected a str or a mapping, got "
+                                          f"{_tname(kconfig)} {kconfig!r:.60}")
+    for line in kconfig.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise BPFValueError(_errno.EINVAL, f"{what}: {line!r:.60} is not NAME=VALUE")
+        _kconfig_entry(name, value, what)
+    return kconfig if kconfig.endswith("\n") else kconfig + "\n"
+
+
+def _kconfig_entry(name: str, value: str, what: str) -> None:
+    if not _KCONFIG_NAME.match(name):
+        raise BPFValueError(_errno.EINVAL, f"{what}: {name!r:.60} is not a CONFIG_* name "
+                                           "(CONFIG_ then letters, digits, _)")
+    if not _KCONFIG_VALUE.match(value):
+        raise BPFValueError(_errno.EINVAL, f"{what}: {name}: {value!r:.60} is not y, n, m, a "
+                                           "number or a double-quoted string on one line")
+    if value[:1] not in ("y", "n", "m", '"'):
+        n = int(value, 0) if not re.match(r"[+-]?0[0-7]+\Z", value) else int(value, 8)
+        if not -(1 << 63) <= n < (1 << 64):
+            raise BPFValueError(_errno.EINVAL, f"{what}: {name}: {value} does not fit 64 bits")

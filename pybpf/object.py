@@ -37,6 +37,7 @@ from typing import Any, Union
 from . import _sections, _validate, features
 from . import mapkinds as _mapkinds  # noqa: F401 - registers the map kinds obj.maps uses
 from . import upgrade as _upgrade
+from ._args import kconfig_text
 from ._fd import FD, Handle, Stage
 from ._ffi import capture, error_for, ffi, lib
 from ._fs import check_pin_path
@@ -307,13 +308,7 @@ class Object(Handle):
                                   "byte", path=path)
         kconfig_c = pin_c = btf_c = ffi.NULL
         if kconfig is not None:
-            if isinstance(kconfig, Mapping):
-                lines = []
-                for k, v in kconfig.items():
-                    v = "y" if v is True else "n" if v is False else v
-                    lines.append(f"{k}={v}")
-                kconfig = "\n".join(lines) + "\n"
-            kconfig_c = kconfig.encode()
+            kconfig_c = kconfig_text(kconfig, f"{label}: kconfig").encode()
         if pin_root_path is not None:
             pin_c = check_pin_path(pin_root_path, f"object {obj_name!r}: pin_root_path").encode()
         if btf_custom_path is not None:
