@@ -57,6 +57,19 @@ def compile_test_bpf(name: str) -> str:
     return str(out)
 
 
+@contextmanager
+def loaded_for_me(name: str, *, attach: bool = True) -> Iterator[pybpf.Object]:
+    """tests/bpf/NAME.bpf.c with its ``target_pid`` set to this process, loaded and
+    (``attach``) attached; closed after the block."""
+    obj = pybpf.Object.open(compile_test_bpf(name))
+    obj.set_rodata("target_pid", os.getpid())
+    with obj:
+        obj.load()
+        if attach:
+            obj.attach()
+        yield obj
+
+
 @pytest.fixture(scope="session")
 def bpf_obj():
     """``bpf_obj("name")`` -> path of the compiled tests/bpf/name.bpf.o."""

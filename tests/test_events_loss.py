@@ -11,6 +11,7 @@ import pytest
 from _events_obj import EVENT, MODE_RB, MODE_RB2, Events, events_object
 
 from pybpf import RingBuffer
+from pybpf.tools._common import ProbeSession
 
 pytestmark = pytest.mark.kernel
 
@@ -95,3 +96,27 @@ def test_rings_of_two_objects_add_up_their_drop_counters(bpf_obj) -> None:
             assert a.next_seq() + b.next_seq() == 5500
             assert rb.stats().dropped == da + db == 5500 - len(seqs)
             assert rb.received == len(seqs)
+
+
+class _NoReader(ProbeSession):
+    """A probe session over tests/bpf/events.bpf.c that reads no ring: its ``dropped``
+    comes from the drop counter map itself."""
+
+    event_struct = ""
+
+
+def test_probe_session_without_a_reader_counts_drops_of_every_cpu(bpf_obj) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one CPU available to this process: a per-CPU count cannot be told apart")
+    with _NoReader(path=bpf_obj("events"), rodata={"target_pid": os.getpid()}) as s:
+        ev = Events(s.obj)
+        for cpu in cpus:  # the first CPU's producer fills the ring, the others find it full
+            with ev.on_cpu(cpu):
+                ev.emit(3000, MODE_RB)
+        by_cpu = ev.drops_by_cpu()
+        assert all(by_cpu[cpu] > 0 for cpu in cpus), by_cpu
+        with RingBuffer(s.obj.maps["rb"], drops_map=s.obj.maps["pybpf_ringbuf_drops"]) as rb:
+            received = len(drain(rb))
+        assert 1000 < received < 3000
+        assert s.dropped == ev.next_seq() - received == sum(by_cpu)
