@@ -626,11 +626,18 @@ def test_bool_is_len_above_zero_for_every_kind(env, walks_obj):
                 len(m)
 
 
-def test_keyless_maps_have_no_raw_key_walk():
-    with pybpf.create_map("queue", 0, 8, 4) as q:
-        with pytest.raises(MapError) as ei:
-            Map.keys(q)
-        assert ei.value.errno == errno.EINVAL and "has no keys" in str(ei.value)
+@pytest.mark.parametrize("kind, ks, vs, n", [("queue", 0, 8, 4), ("stack", 0, 8, 4),
+                                            ("bloom_filter", 0, 8, 4),
+                                            ("ringbuf", 0, 0, 4096)])
+def test_keyless_maps_have_no_raw_key_walk(kind, ks, vs, n):
+    """Every raw walk of a kind without keys: MapError EINVAL naming the map (its
+    ``map`` attribute too)."""
+    with pybpf.create_map(kind, ks, vs, n, name=f"kl{os.getpid() % 100000}") as q:
+        for walk in (Map.keys, lambda m: list(Map.items_raw(m))):
+            with pytest.raises(MapError) as ei:
+                walk(q)
+            assert ei.value.errno == errno.EINVAL and "has no keys" in str(ei.value)
+            assert ei.value.map == q.name and f"map {q.name!r}" in str(ei.value), kind
 
 
 def test_clear_under_a_writer_leaves_no_stable_key(env):
