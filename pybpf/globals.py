@@ -27,7 +27,7 @@ import errno as _errno
 import functools
 import mmap
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -45,7 +45,7 @@ from .errors import (
 from .maps import Map, OpenMap
 from .types import BoolCodec, Codec, IntCodec, as_codec, codec_for
 
-__all__ = ["Section", "Globals", "c_cast", "section_layout"]
+__all__ = ["Section", "Globals", "c_cast", "rodata_variable", "section_layout"]
 
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
@@ -270,6 +270,7 @@ class Section:
 
 _Variables = Mapping[str, tuple[int, int, int]]  # name -> (offset, BTF type id, size)
 _NO_SECTION: tuple[None, _Variables, int] = (None, MappingProxyType({}), 0)
+_NO_DECL: Mapping[str, tuple[int, int]] = MappingProxyType({})
 
 
 def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
@@ -295,35 +296,70 @@ def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
     return found
 
 
+def _sections_of(btf: BTF, vids: tuple[int, ...]) -> Mapping[str, tuple[int, int]]:
+    """Section name -> (index of its internal map, DATASEC id), for internal maps of
+    value type ids ``vids`` (maps without a data section's DATASEC left out); built
+    once per (shared) BTF and ``vids``."""
+    cache: dict[Any, Any] = btf.memo("section_maps")  # by the tuple of type ids
+    found = cache.get(vids)
+    if found is None:
+        decl = {}
+        for i, vid in enumerate(vids):
+            name = section_layout(btf, vid)[0]
+            if name is not None:
+                decl[name] = (i, vid)
+        found = cache[vids] = MappingProxyType(decl)
+    return found
+
+
+def rodata_variable(btf: BTF, vids: tuple[int, ...], name: str
+                    ) -> tuple[int, int, int, int, BTFKind] | None:
+    """Where the read-only global ``name`` is, among internal maps of value type ids
+    ``vids`` (the first ``.rodata*`` section that has it): (index of its map, offset,
+    BTF type id, size, kind of its resolved type); None when no section has it. Found
+    once per (shared) BTF."""
+    cache: dict[Any, Any] = btf.memo("rodata_variables")  # by (type ids, name)
+    key = (vids, name)
+    found = cache.get(key)
+    if found is None:
+        for i, vid in enumerate(vids):
+            sec_name, variables, _size = section_layout(btf, vid)
+            var = variables.get(name) if sec_name and sec_name.startswith(".rodata") else None
+            if var is not None:
+                offset, var_type, var_size = var
+                kind = btf.resolve(btf.types[var_type].type).kind
+                found = cache[key] = (i, offset, var_type, var_size, kind)
+                break
+    return found
+
+
 class Globals:
     """The data sections of one object, by ELF section name. A section's variables are
     read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
-    def __init__(self, stage: Stage, btf: BTF | None,
-                 maps: Iterable[tuple[OpenMap, int]]) -> None:
-        """``maps``: the object's internal maps with their BTF value type ids."""
+    def __init__(self, stage: Stage, btf: BTF | None, vids: tuple[int, ...],
+                 wrap: Callable[[int], OpenMap]) -> None:
+        """``vids``: the BTF value type id of each of the object's internal maps, in
+        order; ``wrap(i)``: the :class:`OpenMap` of the i-th (built when first used)."""
         self._stage = stage
         self._btf = btf
+        self._wrap = wrap
         self._lock = threading.Lock()
-        self._decl: dict[str, tuple[OpenMap, int]] = {}  # section -> (map, DATASEC id)
+        # section -> (internal map index, DATASEC id)
+        self._decl = _sections_of(btf, vids) if btf is not None else _NO_DECL
         self._built: dict[str, Section] = {}
         self._live: Mapping[str, Map] | None = None
         self._closed = False
-        if btf is None:
-            return
-        for m, vid in maps:
-            name = section_layout(btf, vid)[0]
-            if name is not None:
-                self._decl[name] = (m, vid)
 
     def _build(self, name: str) -> Section:
         sec = self._built.get(name)
         if sec is not None:
             return sec
-        m, vid = self._decl[name]
+        index, vid = self._decl[name]
         btf = self._btf
         assert btf is not None
         _name, variables, size = section_layout(btf, vid)
+        m = self._wrap(index)
         with self._lock:
             sec = self._built.get(name)
             if sec is None:
