@@ -29,7 +29,7 @@ import mmap
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._args import user_raised
 from ._fd import FD, Stage
@@ -75,24 +75,31 @@ class Section:
     A negative int given to an unsigned integer variable is converted as C converts it
     (``-1`` is all ones: libbpf-tools' ``(uid_t)-1`` "no filter" default)."""
 
-    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_btf", "_codecs", "_mm",
-                 "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
+    __slots__ = ("_stage", "_maps", "_index", "_live", "_name", "_vars", "_btf", "_codecs",
+                 "_mm", "_mm_owner", "_size", "_pending", "_closed", "_lock")
 
-    def __init__(self, stage: Stage, m: OpenMap, name: str, btf: BTF,
-                 variables: Mapping[str, tuple[int, int, int]], size: int) -> None:
+    def __init__(self, stage: Stage, maps: InternalMaps, index: int, name: str, btf: BTF,
+                 variables: Mapping[str, tuple[int, int, int]], size: int,
+                 codecs: dict[str, Codec] | None = None) -> None:
+        """``maps``: the object's internal maps, this section's being number ``index``
+        (before load, reads and writes go to its initial value: no wrapper of it is
+        built until :attr:`map` asks for one). ``codecs``: the variables' BTF codecs
+        found so far, shared by the sections of one layout (same BTF and DATASEC);
+        :meth:`set_type` gives this section a copy of its own."""
         sa = object.__setattr__
         sa(self, "_stage", stage)
-        sa(self, "_open", m)
+        sa(self, "_maps", maps)
+        sa(self, "_index", index)
         sa(self, "_live", None)
         sa(self, "_name", name)
         sa(self, "_vars", variables)  # name -> (offset, BTF type id, size)
         sa(self, "_btf", btf)
-        sa(self, "_codecs", {})  # name -> Codec, built on the variable's first use
+        # name -> Codec, built on the variable's first use
+        sa(self, "_codecs", {} if codecs is None else codecs)
         sa(self, "_mm", None)
         sa(self, "_mm_owner", None)
         sa(self, "_size", size)
         sa(self, "_pending", {})
-        sa(self, "_readonly", name.startswith(".rodata"))
         sa(self, "_closed", False)
         sa(self, "_lock", threading.Lock())
 
@@ -109,7 +116,7 @@ class Section:
         m = self._live
         if m is None or not m.flags & BPF_F_MMAPABLE:
             return None
-        prot = mmap.PROT_READ | (0 if self._readonly else mmap.PROT_WRITE)
+        prot = mmap.PROT_READ | (0 if self._name.startswith(".rodata") else mmap.PROT_WRITE)
         page = mmap.PAGESIZE
         length = (self._size + page - 1) // page * page
         with self._lock:
@@ -129,7 +136,7 @@ class Section:
         if not stage.loaded:
             if stage.closed:
                 raise self._closed_error()
-            return codec.decode(self._open.initial_value(), off)
+            return codec.decode(self._maps.initial_value(self._index), off)
         if self._closed:
             raise self._closed_error()
         owner = self._memory()
@@ -144,11 +151,11 @@ class Section:
         if not stage.loaded:
             if stage.closed:
                 raise self._closed_error()
-            self._open.write_initial_value(off, data)
+            self._maps.write_initial_value(self._index, off, data)
             if self._name == ".bss":
                 self._pending[off] = data  # libbpf 1.1 does not copy .bss: done after load
             return
-        if self._readonly:
+        if self._name.startswith(".rodata"):
             var = f" (setting {name!r})" if name else ""
             raise StateError(f"{stage.name}: {self._name} is frozen at load{var}: const "
                              "volatile globals can only be set before load (obj.rodata.x = v "
@@ -218,7 +225,7 @@ class Section:
         if c.size != size:
             raise MapValueError(f"{what} is {size} bytes, {c.name} is {c.size}", map=self._name,
                                 field=name, type_name=c.name)
-        self._codecs[name] = c
+        object.__setattr__(self, "_codecs", {**self._codecs, name: c})  # never the shared one
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -261,8 +268,8 @@ class Section:
     @property
     def map(self) -> Map | OpenMap:
         """The internal map that holds this section (the live one after load)."""
-        live = self._live
-        return live if live is not None else self._open  # type: ignore[no-any-return]
+        live: Map | None = self._live
+        return live if live is not None else self._maps.wrap(self._index)
 
     def __repr__(self) -> str:
         return f"<Section {self._name} of {self._stage.name!r}: {', '.join(self._vars)}>"
@@ -333,17 +340,29 @@ def rodata_variable(btf: BTF, vids: tuple[int, ...], name: str
     return found
 
 
+class InternalMaps(NamedTuple):
+    """An object's internal maps (global-variable sections), by their index in libbpf's
+    order, before load: what its :class:`Globals` and sections reach them through."""
+
+    wrap: Callable[[int], OpenMap]
+    """The :class:`OpenMap` of internal map ``i`` (built on first use)."""
+    initial_value: Callable[[int], bytes]
+    """A copy of map ``i``'s initial value."""
+    write_initial_value: Callable[[int, int, bytes], None]
+    """``(i, offset, data)``: overwrite part of map ``i``'s initial value."""
+
+
 class Globals:
     """The data sections of one object, by ELF section name. A section's variables are
     read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
     def __init__(self, stage: Stage, btf: BTF | None, vids: tuple[int, ...],
-                 wrap: Callable[[int], OpenMap]) -> None:
+                 maps: InternalMaps) -> None:
         """``vids``: the BTF value type id of each of the object's internal maps, in
-        order; ``wrap(i)``: the :class:`OpenMap` of the i-th (built when first used)."""
+        order; ``maps``: those maps."""
         self._stage = stage
         self._btf = btf
-        self._wrap = wrap
+        self._maps = maps
         self._lock = threading.Lock()
         # section -> (internal map index, DATASEC id)
         self._decl = _sections_of(btf, vids) if btf is not None else _NO_DECL
@@ -359,13 +378,15 @@ class Globals:
         btf = self._btf
         assert btf is not None
         _name, variables, size = section_layout(btf, vid)
-        m = self._wrap(index)
+        if not size:
+            size = self._maps.wrap(index).value_size
         with self._lock:
             sec = self._built.get(name)
             if sec is None:
-                sec = Section(self._stage, m, name, btf, variables, size or m.value_size)
+                sec = Section(self._stage, self._maps, index, name, btf, variables, size,
+                              btf.memo("section_codecs").setdefault(vid, {}))
                 if self._live is not None:
-                    sec._after_load(self._live.get(m.name))
+                    sec._after_load(self._live.get(self._maps.wrap(index).name))
                 if self._closed:
                     sec._close()
                 self._built[name] = sec

@@ -30,6 +30,7 @@ import sys
 import threading
 import warnings
 import weakref
+from _thread import RLock as _RLock  # threading.RLock() is a Python call around it
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
@@ -63,7 +64,7 @@ from .errors import (
     VerifierError,
     describe_errno,
 )
-from .globals import Globals, Section, c_cast, rodata_variable
+from .globals import Globals, InternalMaps, Section, c_cast, rodata_variable
 from .link import Link
 from .maps import Map, OpenMap, possible_cpus
 from .program import Program
@@ -241,7 +242,7 @@ class Object(Handle):
         """The object's name (file stem unless ``name=`` was given)."""
         self.path = path
         """The file it was opened from (None when opened from bytes)."""
-        self._lock = threading.RLock()
+        self._lock = _RLock()
         self._links: list[Link] = []
         # wrappers built before the others (a .rodata write builds only its map's),
         # by libbpf's map pointer address: _open_maps adopts them
@@ -466,8 +467,10 @@ class Object(Handle):
             with self._lock:
                 g = self._globals_obj
                 if g is None:
-                    g = self._globals_obj = Globals(self._stage, btf, self._internal_vids(),
-                                                    self._internal_map)
+                    g = self._globals_obj = Globals(
+                        self._stage, btf, self._internal_vids(),
+                        InternalMaps(self._internal_map, self._initial_value,
+                                     self._write_initial_value))
                     if self._maps is not None:
                         g.after_load(self._maps)
         return g
@@ -510,7 +513,6 @@ class Object(Handle):
         found = rodata_variable(btf, self._internal_vids(), name)  # cached per shared BTF
         if found is not None:
             index, offset, var_type, var_size, var_kind = found
-            m = self._internal_map(index)
             try:
                 if isinstance(value, (bytes, bytearray)):
                     if len(value) > var_size:
@@ -530,8 +532,9 @@ class Object(Handle):
                 if isinstance(e, BPFError):
                     raise
                 kind = MapTypeError if isinstance(e, TypeError) else MapValueError
-                raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
-            m.write_initial_value(offset, enc)
+                raise kind(f"{self.name}: .rodata: {e}", map=self._internal_map(index).name,
+                           field=name) from None
+            self._write_initial_value(index, offset, enc)
             return
         raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no read-only global named "
                                          f"{name!r}")
@@ -557,22 +560,41 @@ class Object(Handle):
         """The wrapper of internal map ``index`` (see :meth:`_internal_vids`). Before the
         other maps' wrappers exist it is built alone (one C call), for _open_maps to
         adopt: an open that sets a global builds no other wrapper."""
-        with self._lock, self._stage.owner:
+        with self._stage.owner:
             m = lib.pybpf_internal_map(self._ptr, index)
-            if m == ffi.NULL:
-                raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r}: no internal map "
-                                  f"#{index}")
-            addr = int(ffi.cast("uintptr_t", m))
+        if m == ffi.NULL:
+            raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r}: no internal map "
+                              f"#{index}")
+        addr = int(ffi.cast("uintptr_t", m))
+        wrapper = self._open_maps_early.get(addr)
+        if wrapper is not None:
+            return wrapper
+        with self._lock:  # _open_maps adopts the early wrappers under it
             built = self._open_maps_built
             if built is not None:
                 for om in built.values():
                     if int(ffi.cast("uintptr_t", om.libbpf_ptr)) == addr:
                         return om
-            early = self._open_maps_early
-            wrapper = early.get(addr)
-            if wrapper is None:
-                wrapper = early[addr] = OpenMap(self._stage, m, internal=True)
-            return wrapper
+            return self._open_maps_early.setdefault(addr, OpenMap(self._stage, m,
+                                                                  internal=True))
+
+    def _initial_value(self, index: int) -> bytes:
+        """A copy of internal map ``index``'s initial value (before load)."""
+        size = ffi.new("size_t *")
+        with self._stage.owner:
+            cur = lib.pybpf_internal_initial_value(self._ptr, index, size)
+            return b"" if cur == ffi.NULL else bytes(ffi.buffer(cur, size[0]))
+
+    def _write_initial_value(self, index: int, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at ``offset`` of internal map ``index``'s initial value
+        (before load): one C call, no wrapper of the map."""
+        with self._stage.owner:
+            ok = offset >= 0 and lib.pybpf_write_internal(self._ptr, index, offset, data,
+                                                          len(data)) == 0
+        if not ok:
+            name = self._internal_map(index).name
+            raise MapError(_errno.EINVAL, f"map {name!r}: initial value out of range "
+                           f"({len(data)} bytes at {offset})", map=name)
 
     # --- choosing programs (before load) --------------------------------------------
     def select_programs(self, include: str | Iterable[str] | None = None, *,

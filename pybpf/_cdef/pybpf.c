@@ -271,3 +271,21 @@ int pybpf_write_initial_value(struct bpf_map *map, size_t offset, const void *da
 	memcpy(cur + offset, data, len);
 	return 0;
 }
+
+/* pybpf_write_initial_value() on internal map I of OBJ: what a global's write before
+ * load is (Object._write_initial_value), without a wrapper of the map. */
+int pybpf_write_internal(struct bpf_object *obj, int i, size_t offset, const void *data,
+			 size_t len)
+{
+	struct bpf_map *m = pybpf_internal_map(obj, i);
+
+	return m ? pybpf_write_initial_value(m, offset, data, len) : -1;
+}
+
+/* The initial value of internal map I of OBJ (its size in *SIZE), or NULL. */
+const void *pybpf_internal_initial_value(struct bpf_object *obj, int i, size_t *size)
+{
+	struct bpf_map *m = pybpf_internal_map(obj, i);
+
+	return m ? bpf_map__initial_value(m, size) : NULL;
+}

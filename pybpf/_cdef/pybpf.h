@@ -14,6 +14,8 @@ void pybpf_object_free(struct bpf_object *obj, const char *data, int btf_fd);
 int pybpf_internal_maps(struct bpf_object *obj, __u32 *vids, int max);
 struct bpf_map *pybpf_internal_map(struct bpf_object *obj, int i);
 int pybpf_write_initial_value(struct bpf_map *map, size_t offset, const void *data, size_t len);
+int pybpf_write_internal(struct bpf_object *obj, int i, size_t offset, const void *data, size_t len);
+const void *pybpf_internal_initial_value(struct bpf_object *obj, int i, size_t *size);
 /* event readers (pybpf/_native/batch.c, reader.c, ring.c, perf.c) */
 #define PYBPF_CLOSED -9
 struct pybpf_ring_reader;
