@@ -380,13 +380,19 @@ class Globals:
         _name, variables, size = section_layout(btf, vid)
         if not size:
             size = self._maps.wrap(index).value_size
+        # the map's name, when loaded, found before taking the lock (Object's close()
+        # holds the object's lock while it takes this one: never the other way round)
+        live = self._live
+        live_map = None if live is None else live.get(self._maps.wrap(index).name)
         with self._lock:
             sec = self._built.get(name)
             if sec is None:
                 sec = Section(self._stage, self._maps, index, name, btf, variables, size,
                               btf.memo("section_codecs").setdefault(vid, {}))
                 if self._live is not None:
-                    sec._after_load(self._live.get(self._maps.wrap(index).name))
+                    if live is None:  # loaded meanwhile: its wrappers exist, no lock taken
+                        live_map = self._live.get(self._maps.wrap(index).name)
+                    sec._after_load(live_map)
                 if self._closed:
                     sec._close()
                 self._built[name] = sec

@@ -329,7 +329,8 @@ class Object(Handle):
                 btf_copy.close()
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
-        _sections.after_open(ptr, link_maps)
+        if link_maps:
+            _sections.after_open(ptr, link_maps)
         obj = cls(ptr, name=obj_name, path=path, data=data,
                   btf_fd=-1 if btf_copy is None else btf_copy.detach(),
                   memo=getattr(section_names, "memo", None))
@@ -566,17 +567,21 @@ class Object(Handle):
             raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r}: no internal map "
                               f"#{index}")
         addr = int(ffi.cast("uintptr_t", m))
-        wrapper = self._open_maps_early.get(addr)
-        if wrapper is not None:
-            return wrapper
-        with self._lock:  # _open_maps adopts the early wrappers under it
-            built = self._open_maps_built
-            if built is not None:
-                for om in built.values():
-                    if int(ffi.cast("uintptr_t", om.libbpf_ptr)) == addr:
-                        return om
-            return self._open_maps_early.setdefault(addr, OpenMap(self._stage, m,
-                                                                  internal=True))
+        # Every wrapper exists once _open_maps is built (it is by load): then found
+        # without the object's lock, which Globals may not take under its own (close()
+        # holds the object's lock while it closes the globals).
+        built = self._open_maps_built
+        if built is None:
+            wrapper = self._open_maps_early.get(addr)
+            if wrapper is not None:
+                return wrapper
+            with self._lock:  # _open_maps adopts the early wrappers under it
+                built = self._open_maps_built
+                if built is None:
+                    return self._open_maps_early.setdefault(
+                        addr, OpenMap(self._stage, m, internal=True))
+        return next(om for om in built.values()
+                    if int(ffi.cast("uintptr_t", om.libbpf_ptr)) == addr)
 
     def _initial_value(self, index: int) -> bytes:
         """A copy of internal map ``index``'s initial value (before load)."""
