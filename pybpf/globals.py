@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import mmap
-import threading
+from _thread import RLock as _RLock
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -80,12 +80,13 @@ class Section:
 
     def __init__(self, stage: Stage, maps: InternalMaps, index: int, name: str, btf: BTF,
                  variables: Mapping[str, tuple[int, int, int]], size: int,
-                 codecs: dict[str, Codec] | None = None) -> None:
+                 codecs: dict[str, Codec] | None = None, lock: Any = None) -> None:
         """``maps``: the object's internal maps, this section's being number ``index``
         (before load, reads and writes go to its initial value: no wrapper of it is
         built until :attr:`map` asks for one). ``codecs``: the variables' BTF codecs
         found so far, shared by the sections of one layout (same BTF and DATASEC);
-        :meth:`set_type` gives this section a copy of its own."""
+        :meth:`set_type` gives this section a copy of its own. ``lock``: the reentrant
+        lock of its :class:`Globals` (shared by the object's sections), else its own."""
         sa = object.__setattr__
         sa(self, "_stage", stage)
         sa(self, "_maps", maps)
@@ -101,7 +102,7 @@ class Section:
         sa(self, "_size", size)
         sa(self, "_pending", {})
         sa(self, "_closed", False)
-        sa(self, "_lock", threading.Lock())
+        sa(self, "_lock", _RLock() if lock is None else lock)
 
     # --- storage -----------------------------------------------------------------
     def _closed_error(self) -> ClosedError:
@@ -356,6 +357,10 @@ class Globals:
     """The data sections of one object, by ELF section name. A section's variables are
     read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
+    # until load / close (class defaults: an open that sets a global does not store them)
+    _live: Mapping[str, Map] | None = None
+    _closed = False
+
     def __init__(self, stage: Stage, btf: BTF | None, vids: tuple[int, ...],
                  maps: InternalMaps) -> None:
         """``vids``: the BTF value type id of each of the object's internal maps, in
@@ -363,12 +368,10 @@ class Globals:
         self._stage = stage
         self._btf = btf
         self._maps = maps
-        self._lock = threading.Lock()
+        self._lock = _RLock()  # also its sections' (taken again when one is built loaded)
         # section -> (internal map index, DATASEC id)
         self._decl = _sections_of(btf, vids) if btf is not None else _NO_DECL
         self._built: dict[str, Section] = {}
-        self._live: Mapping[str, Map] | None = None
-        self._closed = False
 
     def _build(self, name: str) -> Section:
         sec = self._built.get(name)
@@ -388,7 +391,7 @@ class Globals:
             sec = self._built.get(name)
             if sec is None:
                 sec = Section(self._stage, self._maps, index, name, btf, variables, size,
-                              btf.memo("section_codecs").setdefault(vid, {}))
+                              btf.memo("section_codecs").setdefault(vid, {}), self._lock)
                 if self._live is not None:
                     if live is None:  # loaded meanwhile: its wrappers exist, no lock taken
                         live_map = self._live.get(self._maps.wrap(index).name)
