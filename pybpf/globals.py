@@ -278,7 +278,7 @@ class Section:
 
 _Variables = Mapping[str, tuple[int, int, int]]  # name -> (offset, BTF type id, size)
 _NO_SECTION: tuple[None, _Variables, int] = (None, MappingProxyType({}), 0)
-_NO_DECL: Mapping[str, tuple[int, int]] = MappingProxyType({})
+_NO_DECL: Mapping[str, Any] = MappingProxyType({})
 
 
 def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
@@ -304,18 +304,23 @@ def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
     return found
 
 
-def _sections_of(btf: BTF, vids: tuple[int, ...]) -> Mapping[str, tuple[int, int]]:
-    """Section name -> (index of its internal map, DATASEC id), for internal maps of
-    value type ids ``vids`` (maps without a data section's DATASEC left out); built
-    once per (shared) BTF and ``vids``."""
+# section name -> (index of its internal map, its variables, its size, the codecs of
+# its variables found so far: shared by the sections of every object with this layout)
+_Decl = Mapping[str, tuple[int, _Variables, int, dict[str, Codec]]]
+
+
+def _sections_of(btf: BTF, vids: tuple[int, ...]) -> _Decl:
+    """The data sections of internal maps of value type ids ``vids`` (maps without a
+    data section's DATASEC left out), by name; built once per (shared) BTF and
+    ``vids``."""
     cache: dict[Any, Any] = btf.memo("section_maps")  # by the tuple of type ids
-    found = cache.get(vids)
+    found: _Decl | None = cache.get(vids)
     if found is None:
-        decl = {}
+        decl: dict[str, tuple[int, _Variables, int, dict[str, Codec]]] = {}
         for i, vid in enumerate(vids):
-            name = section_layout(btf, vid)[0]
+            name, variables, size = section_layout(btf, vid)
             if name is not None:
-                decl[name] = (i, vid)
+                decl[name] = (i, variables, size, {})
         found = cache[vids] = MappingProxyType(decl)
     return found
 
@@ -369,7 +374,6 @@ class Globals:
         self._btf = btf
         self._maps = maps
         self._lock = _RLock()  # also its sections' (taken again when one is built loaded)
-        # section -> (internal map index, DATASEC id)
         self._decl = _sections_of(btf, vids) if btf is not None else _NO_DECL
         self._built: dict[str, Section] = {}
 
@@ -377,10 +381,9 @@ class Globals:
         sec = self._built.get(name)
         if sec is not None:
             return sec
-        index, vid = self._decl[name]
+        index, variables, size, codecs = self._decl[name]
         btf = self._btf
         assert btf is not None
-        _name, variables, size = section_layout(btf, vid)
         if not size:
             size = self._maps.wrap(index).value_size
         # the map's name, when loaded, found before taking the lock (Object's close()
@@ -391,7 +394,7 @@ class Globals:
             sec = self._built.get(name)
             if sec is None:
                 sec = Section(self._stage, self._maps, index, name, btf, variables, size,
-                              btf.memo("section_codecs").setdefault(vid, {}), self._lock)
+                              codecs, self._lock)
                 if self._live is not None:
                     if live is None:  # loaded meanwhile: its wrappers exist, no lock taken
                         live_map = self._live.get(self._maps.wrap(index).name)

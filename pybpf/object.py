@@ -117,6 +117,22 @@ def _check_elf_header(data: bytes | memoryview, name: str) -> None:
                                              "is little-endian", path=name)
 
 
+def _check_options(label: str, path: str | None, name: Any, kconfig: Any,
+                   btf_custom_path: Any) -> None:
+    """Refuse an Object.open option of the wrong type or holding a NUL byte."""
+    for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
+                            ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
+        if value is None:
+            continue
+        if not isinstance(value, ok):
+            raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
+                              + {"name": "str", "kconfig": "str or a mapping"}.get(
+                                  what, "path") + f", got {value!r:.60}", path=path)
+        if isinstance(value, str) and "\0" in value:
+            raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
+                              "byte", path=path)
+
+
 def _custom_btf_copy(path: str) -> FD:
     """The BTF of ``btf_custom_path``, read once and checked (:func:`_check_custom_btf`),
     in a sealed memfd for libbpf to read at load as ``/proc/self/fd/N``: what libbpf
@@ -293,17 +309,9 @@ class Object(Handle):
         if obj_name is None:
             obj_name = os.path.basename(path).split(".")[0] if path else "object"
         btf_copy: FD | None = None
-        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
-                                ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
-            if value is None:
-                continue
-            if not isinstance(value, ok):
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
-                                  + {"name": "str", "kconfig": "str or a mapping"}.get(
-                                      what, "path") + f", got {value!r:.60}", path=path)
-            if isinstance(value, str) and "\0" in value:
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
-                                  "byte", path=path)
+        if (kconfig is not None or btf_custom_path is not None
+                or name is not None and (type(name) is not str or "\0" in name)):
+            _check_options(label, path, name, kconfig, btf_custom_path)
         kconfig_c = pin_c = btf_c = ffi.NULL
         if kconfig is not None:
             if isinstance(kconfig, Mapping):
@@ -318,8 +326,14 @@ class Object(Handle):
         if btf_custom_path is not None:
             btf_copy = _custom_btf_copy(os.fspath(btf_custom_path))
             btf_c = f"/proc/self/fd/{btf_copy.get()}".encode()
-        # section names newer than libbpf
-        data, link_maps = _sections.for_libbpf(data, section_names)
+        # section names newer than libbpf (what it makes of these bytes: kept with them)
+        memo = getattr(section_names, "memo", None)
+        adapted = memo.get("for_libbpf") if memo is not None else None
+        if adapted is None:
+            adapted = _sections.for_libbpf(data, section_names)
+            if memo is not None:
+                memo["for_libbpf"] = adapted
+        data, link_maps = adapted
         with capture() as log:  # one C call: the options struct is built in C
             ptr = lib.pybpf_object_open(data, len(data), obj_name.encode(), kconfig_c, pin_c,
                                         btf_c)
@@ -332,8 +346,7 @@ class Object(Handle):
         if link_maps:
             _sections.after_open(ptr, link_maps)
         obj = cls(ptr, name=obj_name, path=path, data=data,
-                  btf_fd=-1 if btf_copy is None else btf_copy.detach(),
-                  memo=getattr(section_names, "memo", None))
+                  btf_fd=-1 if btf_copy is None else btf_copy.detach(), memo=memo)
         if upgrade_from is not None:
             if not isinstance(upgrade_from, Object):
                 obj.close()
