@@ -72,6 +72,7 @@ import errno
 import hashlib
 import struct
 import threading
+from typing import Any
 
 from ._maptypes import facts
 from .errors import ObjectError
@@ -134,13 +135,22 @@ def _fail(name: str, what: str) -> ObjectError:
 # instead of a check. Kept by size; the comparison is exact, so a file changed in
 # place (same name, size, even mtime) is checked again. Objects larger than
 # _KEEP_MAX are remembered by SHA-256 instead (a hash, no copy held).
-_passed: dict[int, list[tuple[bytes, tuple[str, ...]]]] = {}
+_passed: dict[int, list[tuple[bytes, Passed]]] = {}
 _passed_digests: dict[bytes, tuple[str, ...]] = {}
 _PASSED_MAX = 64  # objects per table
 _KEEP_MAX = 4 << 20  # bytes: larger objects are remembered by digest
 _KEEP_TOTAL = 32 << 20  # bytes of copies held at most
 _kept_bytes = 0
 _keep_lock = threading.Lock()
+
+
+class Passed(tuple[str, ...]):
+    """The section names of an object kept as passed, and ``memo``: a dict for what
+    other modules derive from these exact bytes (the object's BTF after libbpf's open,
+    for one), reused by every open of bytes equal to them and dropped with them. Only
+    bytes compared in full have one (not those remembered by digest)."""
+
+    memo: dict[str, Any]
 
 
 def forget_passed() -> None:
@@ -154,7 +164,8 @@ def forget_passed() -> None:
 
 def check_object(data: bytes, name: str) -> tuple[str, ...]:
     """Raise ObjectError if ``data`` has structures libbpf would misread; return the
-    names of its ELF sections.
+    names of its ELF sections (a :class:`Passed`, with its ``memo``, when the bytes
+    are kept for comparison: at most 4 MiB).
 
     ``name`` labels the file in the message. Cost: one pass over the section,
     symbol and relocation tables and the BTF type section, 0.3-3 ms for the
@@ -177,18 +188,18 @@ def check_object(data: bytes, name: str) -> tuple[str, ...]:
         checker.run()
     except _Bad as exc:
         raise _fail(name, str(exc)) from None
-    names = tuple(checker.names)
+    found: tuple[str, ...] = tuple(checker.names)
     with _keep_lock:
         if not digest:
-            _keep(data, names)
+            found = _keep(data, found)
         else:
             if len(_passed_digests) >= _PASSED_MAX:
                 _passed_digests.pop(next(iter(_passed_digests)))
-            _passed_digests[digest] = names
-    return names
+            _passed_digests[digest] = found
+    return found
 
 
-def _keep(data: bytes, names: tuple[str, ...]) -> None:
+def _keep(data: bytes, names: tuple[str, ...]) -> Passed:
     """Remember ``data`` (under _keep_lock)."""
     global _kept_bytes
     # oldest sizes go first, until both bounds hold with this object added
@@ -198,8 +209,11 @@ def _keep(data: bytes, names: tuple[str, ...]) -> None:
             _kept_bytes -= len(kept)
     # an immutable copy of our own (data may be a bytes subclass)
     kept = data if type(data) is bytes else bytes(data)
-    _passed.setdefault(len(data), []).append((kept, names))
+    passed = Passed(names)
+    passed.memo = {}
+    _passed.setdefault(len(data), []).append((kept, passed))
     _kept_bytes += len(kept)
+    return passed
 
 
 def _cstr(table: bytes, off: int, what: str) -> str:

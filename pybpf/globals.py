@@ -26,10 +26,10 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import mmap
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from _thread import RLock as _RLock
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._args import user_raised
 from ._fd import FD, Stage
@@ -45,7 +45,7 @@ from .errors import (
 from .maps import Map, OpenMap
 from .types import BoolCodec, Codec, IntCodec, as_codec, codec_for
 
-__all__ = ["Section", "Globals", "c_cast", "section_layout"]
+__all__ = ["Section", "Globals", "c_cast", "rodata_variable", "section_layout"]
 
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_RDONLY_PROG = 1 << 7
@@ -75,26 +75,34 @@ class Section:
     A negative int given to an unsigned integer variable is converted as C converts it
     (``-1`` is all ones: libbpf-tools' ``(uid_t)-1`` "no filter" default)."""
 
-    __slots__ = ("_stage", "_open", "_live", "_name", "_vars", "_btf", "_codecs", "_mm",
-                 "_mm_owner", "_size", "_pending", "_readonly", "_closed", "_lock")
+    __slots__ = ("_stage", "_maps", "_index", "_live", "_name", "_vars", "_btf", "_codecs",
+                 "_mm", "_mm_owner", "_size", "_pending", "_closed", "_lock")
 
-    def __init__(self, stage: Stage, m: OpenMap, name: str, btf: BTF,
-                 variables: Mapping[str, tuple[int, int, int]], size: int) -> None:
+    def __init__(self, stage: Stage, maps: InternalMaps, index: int, name: str, btf: BTF,
+                 variables: Mapping[str, tuple[int, int, int]], size: int,
+                 codecs: dict[str, Codec] | None = None, lock: Any = None) -> None:
+        """``maps``: the object's internal maps, this section's being number ``index``
+        (before load, reads and writes go to its initial value: no wrapper of it is
+        built until :attr:`map` asks for one). ``codecs``: the variables' BTF codecs
+        found so far, shared by the sections of one layout (same BTF and DATASEC);
+        :meth:`set_type` gives this section a copy of its own. ``lock``: the reentrant
+        lock of its :class:`Globals` (shared by the object's sections), else its own."""
         sa = object.__setattr__
         sa(self, "_stage", stage)
-        sa(self, "_open", m)
+        sa(self, "_maps", maps)
+        sa(self, "_index", index)
         sa(self, "_live", None)
         sa(self, "_name", name)
         sa(self, "_vars", variables)  # name -> (offset, BTF type id, size)
         sa(self, "_btf", btf)
-        sa(self, "_codecs", {})  # name -> Codec, built on the variable's first use
+        # name -> Codec, built on the variable's first use
+        sa(self, "_codecs", {} if codecs is None else codecs)
         sa(self, "_mm", None)
         sa(self, "_mm_owner", None)
         sa(self, "_size", size)
         sa(self, "_pending", {})
-        sa(self, "_readonly", name.startswith(".rodata"))
         sa(self, "_closed", False)
-        sa(self, "_lock", threading.Lock())
+        sa(self, "_lock", _RLock() if lock is None else lock)
 
     # --- storage -----------------------------------------------------------------
     def _closed_error(self) -> ClosedError:
@@ -109,7 +117,7 @@ class Section:
         m = self._live
         if m is None or not m.flags & BPF_F_MMAPABLE:
             return None
-        prot = mmap.PROT_READ | (0 if self._readonly else mmap.PROT_WRITE)
+        prot = mmap.PROT_READ | (0 if self._name.startswith(".rodata") else mmap.PROT_WRITE)
         page = mmap.PAGESIZE
         length = (self._size + page - 1) // page * page
         with self._lock:
@@ -129,7 +137,7 @@ class Section:
         if not stage.loaded:
             if stage.closed:
                 raise self._closed_error()
-            return codec.decode(self._open.initial_value(), off)
+            return codec.decode(self._maps.initial_value(self._index), off)
         if self._closed:
             raise self._closed_error()
         owner = self._memory()
@@ -144,11 +152,11 @@ class Section:
         if not stage.loaded:
             if stage.closed:
                 raise self._closed_error()
-            self._open.write_initial_value(off, data)
+            self._maps.write_initial_value(self._index, off, data)
             if self._name == ".bss":
                 self._pending[off] = data  # libbpf 1.1 does not copy .bss: done after load
             return
-        if self._readonly:
+        if self._name.startswith(".rodata"):
             var = f" (setting {name!r})" if name else ""
             raise StateError(f"{stage.name}: {self._name} is frozen at load{var}: const "
                              "volatile globals can only be set before load (obj.rodata.x = v "
@@ -218,7 +226,7 @@ class Section:
         if c.size != size:
             raise MapValueError(f"{what} is {size} bytes, {c.name} is {c.size}", map=self._name,
                                 field=name, type_name=c.name)
-        self._codecs[name] = c
+        object.__setattr__(self, "_codecs", {**self._codecs, name: c})  # never the shared one
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -261,8 +269,8 @@ class Section:
     @property
     def map(self) -> Map | OpenMap:
         """The internal map that holds this section (the live one after load)."""
-        live = self._live
-        return live if live is not None else self._open  # type: ignore[no-any-return]
+        live: Map | None = self._live
+        return live if live is not None else self._maps.wrap(self._index)
 
     def __repr__(self) -> str:
         return f"<Section {self._name} of {self._stage.name!r}: {', '.join(self._vars)}>"
@@ -270,6 +278,7 @@ class Section:
 
 _Variables = Mapping[str, tuple[int, int, int]]  # name -> (offset, BTF type id, size)
 _NO_SECTION: tuple[None, _Variables, int] = (None, MappingProxyType({}), 0)
+_NO_DECL: Mapping[str, Any] = MappingProxyType({})
 
 
 def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
@@ -295,41 +304,101 @@ def section_layout(btf: BTF, vid: int) -> tuple[str | None, _Variables, int]:
     return found
 
 
+# section name -> (index of its internal map, its variables, its size, the codecs of
+# its variables found so far: shared by the sections of every object with this layout)
+_Decl = Mapping[str, tuple[int, _Variables, int, dict[str, Codec]]]
+
+
+def _sections_of(btf: BTF, vids: tuple[int, ...]) -> _Decl:
+    """The data sections of internal maps of value type ids ``vids`` (maps without a
+    data section's DATASEC left out), by name; built once per (shared) BTF and
+    ``vids``."""
+    cache: dict[Any, Any] = btf.memo("section_maps")  # by the tuple of type ids
+    found: _Decl | None = cache.get(vids)
+    if found is None:
+        decl: dict[str, tuple[int, _Variables, int, dict[str, Codec]]] = {}
+        for i, vid in enumerate(vids):
+            name, variables, size = section_layout(btf, vid)
+            if name is not None:
+                decl[name] = (i, variables, size, {})
+        found = cache[vids] = MappingProxyType(decl)
+    return found
+
+
+def rodata_variable(btf: BTF, vids: tuple[int, ...], name: str
+                    ) -> tuple[int, int, int, int, BTFKind] | None:
+    """Where the read-only global ``name`` is, among internal maps of value type ids
+    ``vids`` (the first ``.rodata*`` section that has it): (index of its map, offset,
+    BTF type id, size, kind of its resolved type); None when no section has it. Found
+    once per (shared) BTF."""
+    cache: dict[Any, Any] = btf.memo("rodata_variables")  # by (type ids, name)
+    key = (vids, name)
+    found = cache.get(key)
+    if found is None:
+        for i, vid in enumerate(vids):
+            sec_name, variables, _size = section_layout(btf, vid)
+            var = variables.get(name) if sec_name and sec_name.startswith(".rodata") else None
+            if var is not None:
+                offset, var_type, var_size = var
+                kind = btf.resolve(btf.types[var_type].type).kind
+                found = cache[key] = (i, offset, var_type, var_size, kind)
+                break
+    return found
+
+
+class InternalMaps(NamedTuple):
+    """An object's internal maps (global-variable sections), by their index in libbpf's
+    order, before load: what its :class:`Globals` and sections reach them through."""
+
+    wrap: Callable[[int], OpenMap]
+    """The :class:`OpenMap` of internal map ``i`` (built on first use)."""
+    initial_value: Callable[[int], bytes]
+    """A copy of map ``i``'s initial value."""
+    write_initial_value: Callable[[int, int, bytes], None]
+    """``(i, offset, data)``: overwrite part of map ``i``'s initial value."""
+
+
 class Globals:
     """The data sections of one object, by ELF section name. A section's variables are
     read from BTF when the section is first used (one DATASEC, not the whole BTF)."""
 
-    def __init__(self, stage: Stage, btf: BTF | None,
-                 maps: Iterable[tuple[OpenMap, int]]) -> None:
-        """``maps``: the object's internal maps with their BTF value type ids."""
+    # until load / close (class defaults: an open that sets a global does not store them)
+    _live: Mapping[str, Map] | None = None
+    _closed = False
+
+    def __init__(self, stage: Stage, btf: BTF | None, vids: tuple[int, ...],
+                 maps: InternalMaps) -> None:
+        """``vids``: the BTF value type id of each of the object's internal maps, in
+        order; ``maps``: those maps."""
         self._stage = stage
         self._btf = btf
-        self._lock = threading.Lock()
-        self._decl: dict[str, tuple[OpenMap, int]] = {}  # section -> (map, DATASEC id)
+        self._maps = maps
+        self._lock = _RLock()  # also its sections' (taken again when one is built loaded)
+        self._decl = _sections_of(btf, vids) if btf is not None else _NO_DECL
         self._built: dict[str, Section] = {}
-        self._live: Mapping[str, Map] | None = None
-        self._closed = False
-        if btf is None:
-            return
-        for m, vid in maps:
-            name = section_layout(btf, vid)[0]
-            if name is not None:
-                self._decl[name] = (m, vid)
 
     def _build(self, name: str) -> Section:
         sec = self._built.get(name)
         if sec is not None:
             return sec
-        m, vid = self._decl[name]
+        index, variables, size, codecs = self._decl[name]
         btf = self._btf
         assert btf is not None
-        _name, variables, size = section_layout(btf, vid)
+        if not size:
+            size = self._maps.wrap(index).value_size
+        # the map's name, when loaded, found before taking the lock (Object's close()
+        # holds the object's lock while it takes this one: never the other way round)
+        live = self._live
+        live_map = None if live is None else live.get(self._maps.wrap(index).name)
         with self._lock:
             sec = self._built.get(name)
             if sec is None:
-                sec = Section(self._stage, m, name, btf, variables, size or m.value_size)
+                sec = Section(self._stage, self._maps, index, name, btf, variables, size,
+                              codecs, self._lock)
                 if self._live is not None:
-                    sec._after_load(self._live.get(m.name))
+                    if live is None:  # loaded meanwhile: its wrappers exist, no lock taken
+                        live_map = self._live.get(self._maps.wrap(index).name)
+                    sec._after_load(live_map)
                 if self._closed:
                     sec._close()
                 self._built[name] = sec

@@ -402,13 +402,11 @@ class OpenMap:
     def write_initial_value(self, offset: int, data: bytes) -> None:
         """Overwrite ``data`` at ``offset`` of the initial value, in place (before load)."""
         self._check_open("the initial value")
-        with self._stage.owner:
-            size = ffi.new("size_t *")
-            cur = lib.bpf_map__initial_value(self._ptr, size)
-            if cur == ffi.NULL or offset < 0 or offset + len(data) > size[0]:
+        with self._stage.owner:  # one C call: checks the range, copies
+            if offset < 0 or lib.pybpf_write_initial_value(self._ptr, offset, data,
+                                                           len(data)) < 0:
                 raise MapError(_errno.EINVAL, f"map {self.name!r}: initial value out of range "
                                f"({len(data)} bytes at {offset})", map=self.name)
-            ffi.memmove(cur + offset, data, len(data))
 
     def reuse_fd(self, source: Map | int | str | os.PathLike[str]) -> None:
         """Use an existing map instead of creating one at load: a live :class:`Map`, a

@@ -30,6 +30,7 @@ import sys
 import threading
 import warnings
 import weakref
+from _thread import RLock as _RLock  # threading.RLock() is a Python call around it
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Union
@@ -64,7 +65,7 @@ from .errors import (
     VerifierError,
     describe_errno,
 )
-from .globals import Globals, Section, c_cast, section_layout
+from .globals import Globals, InternalMaps, Section, c_cast, rodata_variable
 from .link import Link
 from .maps import Map, OpenMap, possible_cpus
 from .program import Program
@@ -85,9 +86,13 @@ _BTF_TARGET_RE = re.compile(r"prog '([^']+)': failed to find (?:kernel )?BTF typ
 # Program types that are run, not attached (BPF_PROG_TYPE_SYSCALL: test_run), or
 # attached through their map (struct_ops): attach() has nothing to report about them.
 _NEVER_ATTACHED = {"syscall", "struct_ops"}
+_ELF64_LE = b"\x7fELF\x02\x01"  # ELF magic, 64-bit, little-endian
+_REL_BPF = struct.pack("<HH", 1, EM_BPF)  # e_type ET_REL, e_machine EM_BPF
 
 def _check_elf_header(data: bytes | memoryview, name: str) -> None:
     """Reject what is plainly not a BPF ELF object with a message that says why."""
+    if len(data) >= 64 and data[16:20] == _REL_BPF and data[:6] == _ELF64_LE:
+        return  # the common case, in two comparisons: a little-endian BPF ET_REL
     if len(data) < 64:
         raise ObjectError(_errno.EINVAL, f"{name}: not a BPF object: {len(data)} bytes is too "
                                          "short for an ELF header", path=name)
@@ -113,18 +118,20 @@ def _check_elf_header(data: bytes | memoryview, name: str) -> None:
                                              "is little-endian", path=name)
 
 
-def _free_object(ptr: Any, links: weakref.WeakSet[Link], keepalive: Any = ()) -> None:
-    """The closer of an object's owner: runs once, when the last borrow has ended."""
-    for link in list(links) if links else ():
-        try:
-            link.detach()
-        except Exception:  # noqa: BLE001 - never let cleanup raise from GC
-            pass
-    lib.bpf_object__close(ptr)
-    for held in keepalive:
-        if isinstance(held, FD):
-            held.close()  # the sealed copy of btf_custom_path
-
+def _check_options(label: str, path: str | None, name: Any, kconfig: Any,
+                   btf_custom_path: Any) -> None:
+    """Refuse an Object.open option of the wrong type or holding a NUL byte."""
+    for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
+                            ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
+        if value is None:
+            continue
+        if not isinstance(value, ok):
+            raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
+                              + {"name": "str", "kconfig": "str or a mapping"}.get(
+                                  what, "path") + f", got {value!r:.60}", path=path)
+        if isinstance(value, str) and "\0" in value:
+            raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
+                              "byte", path=path)
 
 
 def _custom_btf_copy(path: str) -> FD:
@@ -227,31 +234,37 @@ class Object(Handle):
     # close(), held weakly (see close_with()); made by close_with().
     _dependents: weakref.WeakSet[Any] | None = None
     _upgrade_from: Object | None = None
+    _upgrade_args: Mapping[str, Any] = MappingProxyType({})
+    _not_attached: Mapping[str, str] = MappingProxyType({})
     upgrade_report: _upgrade.UpgradeReport | None = None
     """What :meth:`upgrade` did (per map, per link, timings); None otherwise."""
 
-    def __init__(self, ptr: Any, *, name: str, path: str | None, keepalive: Any) -> None:
-        # The closer must not reach the Object: links refer to their owner, so it
-        # holds them weakly (a strong list kept every attached Object alive forever).
-        # Links that die with the Object are destroyed by their own finalizers.
-        self._link_refs: weakref.WeakSet[Link] = weakref.WeakSet()
+    def __init__(self, ptr: Any, *, name: str, path: str | None, data: bytes,
+                 btf_fd: int = -1, memo: dict[str, Any] | None = None) -> None:
+        """``ptr``: libbpf's object, opened from ``data`` (kept until it is freed);
+        ``btf_fd``: the sealed copy of its btf_custom_path (-1: none), closed after it;
+        ``memo``: facts of every object opened from bytes equal to ``data``
+        (:class:`pybpf._validate.Passed`), None when they are not kept."""
+        # The owner frees libbpf's object (pybpf_object_free: one C call, no Python
+        # frame a Ctrl-C could cut short) when close() or the garbage collector closes
+        # it and the last use has ended. The closer does not reach the Object: close()
+        # detaches the links first; links that die with an unclosed Object are
+        # destroyed by their own finalizers, which the collector runs before the
+        # owner's (weakref callbacks come before tp_finalize), and at exit.
         owner = FD(-1, f"BPF object {name!r}",
-                   closer=functools.partial(_free_object, ptr, self._link_refs, keepalive))
+                   closer=functools.partial(lib.pybpf_object_free, ptr, data, btf_fd))
         self._stage = Stage(owner, name)
         self._ptr: Any = ptr  # used only while borrowing self._stage.owner
-        self._keepalive = keepalive  # the bytes libbpf parsed (open_mem)
         self.name = name
         """The object's name (file stem unless ``name=`` was given)."""
         self.path = path
         """The file it was opened from (None when opened from bytes)."""
-        self._not_attached: dict[str, str] = {}
-        self._lock = threading.RLock()
+        self._lock = _RLock()
         self._links: list[Link] = []
         # wrappers built before the others (a .rodata write builds only its map's),
         # by libbpf's map pointer address: _open_maps adopts them
         self._open_maps_early: dict[int, OpenMap] = {}
-        self._finalizer = weakref.finalize(self, owner.close)
-        self._upgrade_args: dict[str, Any] = {}
+        self._memo = memo
 
     # --- opening ------------------------------------------------------------------
     @classmethod
@@ -297,15 +310,9 @@ class Object(Handle):
         if obj_name is None:
             obj_name = os.path.basename(path).split(".")[0] if path else "object"
         btf_copy: FD | None = None
-        for what, value, ok in (("name", name, str), ("kconfig", kconfig, (str, Mapping)),
-                                ("btf_custom_path", btf_custom_path, (str, os.PathLike))):
-            if value is not None and not isinstance(value, ok):
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} must be a "
-                                  + {"name": "str", "kconfig": "str or a mapping"}.get(
-                                      what, "path") + f", got {value!r:.60}", path=path)
-            if isinstance(value, str) and "\0" in value:
-                raise ObjectError(_errno.EINVAL, f"{label}: {what} {value!r:.60} holds a NUL "
-                                  "byte", path=path)
+        if (kconfig is not None or btf_custom_path is not None
+                or name is not None and (type(name) is not str or "\0" in name)):
+            _check_options(label, path, name, kconfig, btf_custom_path)
         kconfig_c = pin_c = btf_c = ffi.NULL
         if kconfig is not None:
             kconfig_c = kconfig_text(kconfig, f"{label}: kconfig").encode()
@@ -314,8 +321,14 @@ class Object(Handle):
         if btf_custom_path is not None:
             btf_copy = _custom_btf_copy(os.fspath(btf_custom_path))
             btf_c = f"/proc/self/fd/{btf_copy.get()}".encode()
-        # section names newer than libbpf
-        data, link_maps = _sections.for_libbpf(data, section_names)
+        # section names newer than libbpf (what it makes of these bytes: kept with them)
+        memo = getattr(section_names, "memo", None)
+        adapted = memo.get("for_libbpf") if memo is not None else None
+        if adapted is None:
+            adapted = _sections.for_libbpf(data, section_names)
+            if memo is not None:
+                memo["for_libbpf"] = adapted
+        data, link_maps = adapted
         with capture() as log:  # one C call: the options struct is built in C
             ptr = lib.pybpf_object_open(data, len(data), obj_name.encode(), kconfig_c, pin_c,
                                         btf_c)
@@ -325,8 +338,10 @@ class Object(Handle):
                 btf_copy.close()
             raise error_for(err, f"cannot open BPF object {label}", kind=ObjectError, log=log,
                             path=path)
-        _sections.after_open(ptr, link_maps)
-        obj = cls(ptr, name=obj_name, path=path, keepalive=(data, btf_copy))
+        if link_maps:
+            _sections.after_open(ptr, link_maps)
+        obj = cls(ptr, name=obj_name, path=path, data=data,
+                  btf_fd=-1 if btf_copy is None else btf_copy.detach(), memo=memo)
         if upgrade_from is not None:
             if not isinstance(upgrade_from, Object):
                 obj.close()
@@ -418,18 +433,30 @@ class Object(Handle):
     @property
     def btf(self) -> BTF:
         """The object's own BTF (types of its maps, globals and events). Shared with
-        the other objects opened from the same bytes (:meth:`BTF.shared`): reopening
-        one costs a comparison of its BTF with libbpf's, its types are built once."""
-        if self._btf is None:
-            with self._stage.owner:
-                b = lib.bpf_object__btf(self._ptr)
-                if b == ffi.NULL:
-                    raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has no BTF")
-                size = ffi.new("__u32 *")
-                raw = lib.btf__raw_data(b, size)
-                # compared in place with the BTF of earlier opens (copied only when new)
-                self._btf = BTF.shared(ffi.buffer(raw, size[0]))
-        return self._btf
+        the other objects opened from the same bytes (:meth:`BTF.shared`): its types
+        are built once. Reopening bytes kept as validated (:mod:`pybpf._validate`, up
+        to 4 MiB) costs nothing more (libbpf's open makes the same BTF of the same
+        bytes), others a comparison of libbpf's BTF with the earlier opens'."""
+        btf = self._btf
+        if btf is None:
+            memo = self._memo
+            btf = memo.get("btf") if memo is not None else None
+            if btf is not None:
+                self._stage.owner.get()  # ClosedError once closed
+            else:
+                with self._stage.owner:
+                    b = lib.bpf_object__btf(self._ptr)
+                    if b == ffi.NULL:
+                        raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r} has "
+                                          "no BTF")
+                    size = ffi.new("__u32 *")
+                    raw = lib.btf__raw_data(b, size)
+                    # compared in place with the BTF of earlier opens (copied when new)
+                    btf = BTF.shared(ffi.buffer(raw, size[0]))
+                if memo is not None:
+                    memo["btf"] = btf
+            self._btf = btf
+        return btf
 
     @property
     def closed(self) -> bool:
@@ -449,7 +476,10 @@ class Object(Handle):
             with self._lock:
                 g = self._globals_obj
                 if g is None:
-                    g = self._globals_obj = Globals(self._stage, btf, self._internal_maps())
+                    g = self._globals_obj = Globals(
+                        self._stage, btf, self._internal_vids(),
+                        InternalMaps(self._internal_map, self._initial_value,
+                                     self._write_initial_value))
                     if self._maps is not None:
                         g.after_load(self._maps)
         return g
@@ -489,15 +519,9 @@ class Object(Handle):
             raise StateError(f"{self.name}: cannot set {name!r}: read-only globals (.rodata) "
                              "can only be set before load (the kernel freezes them at load)")
         btf = self.btf
-        for m, vid in self._internal_maps():
-            sec_name, variables, _size = section_layout(btf, vid)  # cached per shared BTF
-            if sec_name is None or not sec_name.startswith(".rodata"):
-                continue
-            var = variables.get(name)
-            if var is None:
-                continue
-            offset, var_type, var_size = var
-            t = btf.resolve(btf.types[var_type].type)
+        found = rodata_variable(btf, self._internal_vids(), name)  # cached per shared BTF
+        if found is not None:
+            index, offset, var_type, var_size, var_kind = found
             try:
                 if isinstance(value, (bytes, bytearray)):
                     if len(value) > var_size:
@@ -505,8 +529,8 @@ class Object(Handle):
                                          f"{len(value)}")
                     enc = bytes(value).ljust(var_size, b"\0")
                 elif isinstance(value, int):
-                    if t.kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
-                        raise TypeError(f"{name!r} is a {t.kind.name.lower()}, not an "
+                    if var_kind not in (BTFKind.INT, BTFKind.ENUM, BTFKind.ENUM64):
+                        raise TypeError(f"{name!r} is a {var_kind.name.lower()}, not an "
                                         "integer")
                     codec = codec_for(btf, var_type)  # the one encoder of the variable
                     enc = codec.encode(c_cast(codec, int(value)), repr(name))
@@ -517,39 +541,73 @@ class Object(Handle):
                 if isinstance(e, BPFError):
                     raise
                 kind = MapTypeError if isinstance(e, TypeError) else MapValueError
-                raise kind(f"{self.name}: .rodata: {e}", map=m.name, field=name) from None
-            m.write_initial_value(offset, enc)
+                raise kind(f"{self.name}: .rodata: {e}", map=self._internal_map(index).name,
+                           field=name) from None
+            self._write_initial_value(index, offset, enc)
             return
         raise BPFKeyError(_errno.ENOENT, f"BPF object {self.name!r}: no read-only global named "
                                          f"{name!r}")
 
-    def _internal_maps(self) -> list[tuple[OpenMap, int]]:
-        """The object's internal maps (global-variable sections) with their BTF value
-        type ids (DATASEC). Before the other maps' wrappers exist, only these are built
-        (one C call, no syscall), for _open_maps to adopt: an open that sets a global
-        builds no other wrapper."""
+    def _internal_vids(self) -> tuple[int, ...]:
+        """The BTF value type id (DATASEC) of each internal map (global-variable
+        section), in libbpf's order (:meth:`_internal_map` gets one by its index). The
+        same for every open of the same bytes: kept in their memo. Two C calls, no
+        syscall; no wrapper built."""
+        memo = self._memo
+        vids: tuple[int, ...] | None = memo.get("internal_vids") if memo is not None else None
+        if vids is None:
+            with self._stage.owner:
+                n = lib.pybpf_internal_maps(self._ptr, ffi.NULL, 0)
+                arr = ffi.new("__u32[]", max(n, 1))
+                lib.pybpf_internal_maps(self._ptr, arr, n)
+            vids = tuple(arr[0:n])
+            if memo is not None:
+                memo["internal_vids"] = vids
+        return vids
+
+    def _internal_map(self, index: int) -> OpenMap:
+        """The wrapper of internal map ``index`` (see :meth:`_internal_vids`). Before the
+        other maps' wrappers exist it is built alone (one C call), for _open_maps to
+        adopt: an open that sets a global builds no other wrapper."""
+        with self._stage.owner:
+            m = lib.pybpf_internal_map(self._ptr, index)
+        if m == ffi.NULL:
+            raise ObjectError(_errno.ENOENT, f"BPF object {self.name!r}: no internal map "
+                              f"#{index}")
+        addr = int(ffi.cast("uintptr_t", m))
+        # Every wrapper exists once _open_maps is built (it is by load): then found
+        # without the object's lock, which Globals may not take under its own (close()
+        # holds the object's lock while it closes the globals).
         built = self._open_maps_built
         if built is None:
-            with self._lock, self._stage.owner:
+            wrapper = self._open_maps_early.get(addr)
+            if wrapper is not None:
+                return wrapper
+            with self._lock:  # _open_maps adopts the early wrappers under it
                 built = self._open_maps_built
                 if built is None:
-                    early = self._open_maps_early
-                    arr = ffi.new("struct bpf_map *[16]")
-                    vids = ffi.new("__u32[16]")
-                    n = lib.pybpf_internal_maps(self._ptr, arr, vids, 16)
-                    if n <= 16:
-                        found = []
-                        for i in range(n):
-                            m = arr[i]
-                            addr = int(ffi.cast("uintptr_t", m))
-                            om = early.get(addr)
-                            if om is None:
-                                om = early[addr] = OpenMap(self._stage, m, internal=True)
-                            found.append((om, int(vids[i])))
-                        return found
-            if built is None:  # more internal maps than fit: the general path
-                built = self._open_maps
-        return [(om, om.btf_value_type_id) for om in built.values() if om.internal]
+                    return self._open_maps_early.setdefault(
+                        addr, OpenMap(self._stage, m, internal=True))
+        return next(om for om in built.values()
+                    if int(ffi.cast("uintptr_t", om.libbpf_ptr)) == addr)
+
+    def _initial_value(self, index: int) -> bytes:
+        """A copy of internal map ``index``'s initial value (before load)."""
+        size = ffi.new("size_t *")
+        with self._stage.owner:
+            cur = lib.pybpf_internal_initial_value(self._ptr, index, size)
+            return b"" if cur == ffi.NULL else bytes(ffi.buffer(cur, size[0]))
+
+    def _write_initial_value(self, index: int, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at ``offset`` of internal map ``index``'s initial value
+        (before load): one C call, no wrapper of the map."""
+        with self._stage.owner:
+            ok = offset >= 0 and lib.pybpf_write_internal(self._ptr, index, offset, data,
+                                                          len(data)) == 0
+        if not ok:
+            name = self._internal_map(index).name
+            raise MapError(_errno.EINVAL, f"map {name!r}: initial value out of range "
+                           f"({len(data)} bytes at {offset})", map=name)
 
     # --- choosing programs (before load) --------------------------------------------
     def select_programs(self, include: str | Iterable[str] | None = None, *,
@@ -839,14 +897,22 @@ class Object(Handle):
         return self._adopt_link(link)
 
     def _adopt_link(self, link: Link) -> Link:
-        link.held_by(self)
-        self._links.append(link)
-        self._link_refs.add(link)
+        """Make ``link`` (just attached through one of this object's programs) one that
+        close() detaches. When close() came first (the attach borrowed the object while
+        close() ran in another thread), the link is detached here and ClosedError
+        raised: no link outlives its object's close."""
+        with self._lock:  # close() holds it from detaching the links to the owner's close
+            closed = self._stage.owner.closed
+            if not closed:
+                link.held_by(self)
+                self._links.append(link)
+        if closed:
+            link.detach()
+            raise ClosedError(f"BPF object {self.name!r}")
         return link
 
     def link_detached(self, link: Link) -> None:
         """Called by :meth:`Link.detach` of a link this object made: forget it."""
-        self._link_refs.discard(link)
         try:
             self._links.remove(link)
         except ValueError:
@@ -946,7 +1012,14 @@ class Object(Handle):
         now on; calls in flight finish first, and each fd or pointer is released when
         the last one ends. A Ctrl-C (SIGINT) that arrives during close() does not cut
         it short: close finishes, then the KeyboardInterrupt is raised, or dropped
-        when one is already propagating (the second Ctrl-C of an impatient user)."""
+        when one is already propagating (the second Ctrl-C of an impatient user).
+        Closing an object that was never loaded, with nothing to close with it, is one
+        C call (no Python code runs for a Ctrl-C to cut in)."""
+        with self._lock:
+            if self._maps is None and self._dependents is None and not self._links:
+                # nothing of Python's to tear down (load holds the lock: none comes now)
+                self._stage.owner.close()  # pybpf_object_free once no call is in flight
+                return
         with _sigint_deferred(), self._lock:
             owner = self._stage.owner
             if owner.closed:
@@ -963,7 +1036,7 @@ class Object(Handle):
                 for link in list(self._links):
                     link.detach()
             finally:
-                self._finalizer()  # owner.close(): frees the bpf_object after the last use
+                owner.close()  # pybpf_object_free once no call is in flight
 
     def __enter__(self) -> Object:
         return self

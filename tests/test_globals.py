@@ -436,9 +436,10 @@ def test_missing_sections_name_what_the_source_lacks(bpf_obj):
 
 @pytest.mark.parametrize("first", ["set_rodata", "rodata"])
 def test_more_sections_than_one_native_call_collects(first):
-    """22 data sections (pybpf_internal_maps collects 16 in one call; past that, every
-    map's wrapper is built): each write reaches the kernel whichever access comes
-    first, and obj.maps then holds one wrapper per map, the early ones adopted."""
+    """22 data sections (more than one small array holds: Object reads the internal
+    maps' DATASEC ids with room for all of them): each write reaches the kernel whichever
+    access comes first, and obj.maps then holds one wrapper per map, the early ones
+    adopted."""
     from conftest import compile_test_bpf
 
     with pybpf.Object.open(compile_test_bpf("many_sections")) as obj:
@@ -458,8 +459,9 @@ def test_more_sections_than_one_native_call_collects(first):
 
 
 def test_rodata_first_builds_only_the_data_sections_wrappers(gobj):
-    """obj.rodata as the first thing after open builds the internal maps' wrappers
-    only; obj.maps afterwards adopts them (the same objects), and the write loads."""
+    """obj.rodata as the first thing after open builds no map wrapper (the write goes to
+    the initial value by the map's index; .map builds that one); obj.maps afterwards
+    adopts it (the same object), and the write loads."""
     sec = gobj.rodata
     gobj.rodata.ro_val = 11
     maps = gobj.maps

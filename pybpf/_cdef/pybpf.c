@@ -208,15 +208,28 @@ struct bpf_object *pybpf_object_open(const char *data, size_t len, const char *n
 	return bpf_object__open_mem(data, len, &opts);
 }
 
+/* The closer of an Object's owner (pybpf/object.py, run once, when the last use of
+ * the object has ended): frees libbpf's object, then closes BTF_FD (the sealed copy of
+ * its btf_custom_path; -1: none).  DATA is the image libbpf parsed: passed only so that
+ * the closer (a functools.partial of this function) keeps it alive until then.  One C
+ * call, so no Python code runs between its steps: a signal handler (Ctrl-C) cannot
+ * cut it in half. */
+void pybpf_object_free(struct bpf_object *obj, const char *data, int btf_fd)
+{
+	(void)data;
+	bpf_object__close(obj);
+	if (btf_fd >= 0)
+		close(btf_fd);
+}
+
 /* --- global variables before load ------------------------------------------- */
 
 /* The internal maps of OBJ (global-variable sections: libbpf names them
- * "<prefix>.rodata[.suffix]", ".bss", ".data[.suffix]"...), at most MAX into OUT in
- * libbpf's order: what Object.set_rodata and obj.rodata/.bss/.data use, found in one
- * call (a few calls per map from Python cost more than a global's write), so an open
- * that sets a global never builds the other maps' wrappers.  VIDS gets each one's BTF
- * value type id (its DATASEC).  Returns how many there are (may exceed MAX). */
-int pybpf_internal_maps(struct bpf_object *obj, struct bpf_map **out, __u32 *vids, int max)
+ * "<prefix>.rodata[.suffix]", ".bss", ".data[.suffix]"...), in libbpf's order: what
+ * Object.set_rodata and obj.rodata/.bss/.data use.  VIDS (when not NULL) gets the BTF
+ * value type id (DATASEC) of the first MAX of them.  Returns how many there are (may
+ * exceed MAX: call again with room for all). */
+int pybpf_internal_maps(struct bpf_object *obj, __u32 *vids, int max)
 {
 	struct bpf_map *m;
 	int n = 0;
@@ -224,11 +237,55 @@ int pybpf_internal_maps(struct bpf_object *obj, struct bpf_map **out, __u32 *vid
 	bpf_object__for_each_map(m, obj) {
 		if (!bpf_map__is_internal(m))
 			continue;
-		if (n < max) {
-			out[n] = m;
+		if (vids && n < max)
 			vids[n] = bpf_map__btf_value_type_id(m);
-		}
 		n++;
 	}
 	return n;
+}
+
+/* The I-th internal map of OBJ (in pybpf_internal_maps' order), or NULL: so that an
+ * open that sets a global wraps that map alone. */
+struct bpf_map *pybpf_internal_map(struct bpf_object *obj, int i)
+{
+	struct bpf_map *m;
+
+	bpf_object__for_each_map(m, obj) {
+		if (bpf_map__is_internal(m) && i-- == 0)
+			return m;
+	}
+	return NULL;
+}
+
+/* Copy LEN bytes from DATA at OFFSET of MAP's initial value (a global-variable
+ * section before load), in one call.  -1 (nothing written) when MAP has no initial
+ * value or the range does not fit in it. */
+int pybpf_write_initial_value(struct bpf_map *map, size_t offset, const void *data,
+			      size_t len)
+{
+	size_t size = 0;
+	char *cur = bpf_map__initial_value(map, &size);
+
+	if (!cur || offset > size || len > size - offset)
+		return -1;
+	memcpy(cur + offset, data, len);
+	return 0;
+}
+
+/* pybpf_write_initial_value() on internal map I of OBJ: what a global's write before
+ * load is (Object._write_initial_value), without a wrapper of the map. */
+int pybpf_write_internal(struct bpf_object *obj, int i, size_t offset, const void *data,
+			 size_t len)
+{
+	struct bpf_map *m = pybpf_internal_map(obj, i);
+
+	return m ? pybpf_write_initial_value(m, offset, data, len) : -1;
+}
+
+/* The initial value of internal map I of OBJ (its size in *SIZE), or NULL. */
+const void *pybpf_internal_initial_value(struct bpf_object *obj, int i, size_t *size)
+{
+	struct bpf_map *m = pybpf_internal_map(obj, i);
+
+	return m ? bpf_map__initial_value(m, size) : NULL;
 }

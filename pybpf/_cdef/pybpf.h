@@ -10,7 +10,12 @@ int pybpf_perf_event_enable(int fd);
 int pybpf_sys_bpf(int cmd, void *attr, unsigned int size);
 int pybpf_register_section(const char *sec, int prog_type, int attach_type, __u32 prog_flags);
 struct bpf_object *pybpf_object_open(const char *data, size_t len, const char *name, const char *kconfig, const char *pin_root_path, const char *btf_custom_path);
-int pybpf_internal_maps(struct bpf_object *obj, struct bpf_map **out, __u32 *vids, int max);
+void pybpf_object_free(struct bpf_object *obj, const char *data, int btf_fd);
+int pybpf_internal_maps(struct bpf_object *obj, __u32 *vids, int max);
+struct bpf_map *pybpf_internal_map(struct bpf_object *obj, int i);
+int pybpf_write_initial_value(struct bpf_map *map, size_t offset, const void *data, size_t len);
+int pybpf_write_internal(struct bpf_object *obj, int i, size_t offset, const void *data, size_t len);
+const void *pybpf_internal_initial_value(struct bpf_object *obj, int i, size_t *size);
 /* event readers (pybpf/_native/batch.c, reader.c, ring.c, perf.c) */
 #define PYBPF_CLOSED -9
 struct pybpf_ring_reader;

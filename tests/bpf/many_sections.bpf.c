@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* More global-variable sections (20 .rodata.N, plus .rodata and .bss) than
- * Object's one C call collects (pybpf_internal_maps, 16): the general path of
- * set_rodata and obj.sections.  `sum` adds every .rodata.N value into .bss. */
+ * a small fixed array holds (Object reads the internal maps' DATASEC ids with
+ * room for all of them): set_rodata and obj.sections past 16 sections.  `sum` adds every .rodata.N value into .bss. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
